@@ -1,0 +1,62 @@
+"""eoextract: large Earth-observation extractions with openEO.
+
+Runs thousands of openEO batch jobs across backends without losing or duplicating one,
+downloads and verifies every result asset, lets user code enrich them, and writes one
+valid STAC catalogue.
+
+Public names are imported lazily, so ``import eoextract`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0.dev0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # errors
+    "EoextractError": "eoextract.errors",
+    "ConfigurationError": "eoextract.errors",
+    "JobError": "eoextract.errors",
+    "InvalidTransition": "eoextract.errors",
+    "JobDatabaseError": "eoextract.errors",
+    "SchemaVersionError": "eoextract.errors",
+    "BackendError": "eoextract.errors",
+    "RetryableBackendError": "eoextract.errors",
+    "JobLost": "eoextract.errors",
+    "FatalBackendError": "eoextract.errors",
+    "DownloadError": "eoextract.errors",
+    "ChecksumMismatch": "eoextract.errors",
+    "UnsafeAssetPath": "eoextract.errors",
+    "StacError": "eoextract.errors",
+    "StacValidationError": "eoextract.errors",
+    # jobs
+    "JobStatus": "eoextract.jobs.status",
+    "JobDatabase": "eoextract.jobs.db.base",
+    "JobRecord": "eoextract.jobs.db.base",
+    "StatusChange": "eoextract.jobs.db.base",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eoextract' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eoextract.backend.local import LocalBackend
+    from eoextract.errors import *  # noqa: F403
+    from eoextract.jobs.db.base import JobDatabase, JobRecord, StatusChange
+    from eoextract.jobs.status import JobStatus

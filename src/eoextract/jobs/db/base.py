@@ -1,0 +1,275 @@
+"""The job database interface.
+
+A superset of openeo's ``JobDatabaseInterface`` (``exists``, ``persist``, ``count_by_status``,
+``get_by_status``, ``get_by_indices``, ``initialize_from_df``, ``read``) plus what the
+:class:`~eoextract.jobs.manager.JobManager` needs: claim jobs to work on, change one job's
+status (with its history row, in one transaction), update fields, read a job's history,
+count active jobs per backend, remember registered backends.
+
+Columns of a job (besides the user's own columns):
+
+========================  ==========================================================
+``job_key``               stable unique key (dataframe index or a ``key_column``)
+``id``                    the backend's job id (openeo's column name)
+``backend_name``          backend that runs (or ran) the job
+``status``                manager status (:class:`~eoextract.jobs.status.JobStatus`)
+``backend_status``        raw status the backend reported, kept apart
+``attempt``               number of the current attempt (0 before the first)
+``next_attempt_at``       not to be claimed before this time (retry backoff)
+``create_tag``            unique tag put in the job description before creation
+``error_class``           short class of the last error (e.g. ``RetryableBackendError``)
+``error_message``         its message
+``created_at`` …          ``start_time``, ``running_start_time``, ``end_time``, ``updated_at``
+``cpu`` …                 usage: ``memory``, ``duration``, ``costs``
+``output_dir``            where the job's results went
+``input_published_at``    timeliness (seed 002), from an optional user column
+``output_published_at``   set when the job's items were published
+``claimed_by``            lease: manager id holding the job, until ``lease_until``
+========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import pandas as pd
+
+from eoextract.jobs.status import JobStatus
+
+__all__ = [
+    "JobDatabase",
+    "JobRecord",
+    "StatusChange",
+    "MANAGED_COLUMNS",
+    "UPDATABLE_FIELDS",
+]
+
+#: Columns eoextract manages; a user dataframe may carry them only with compatible values
+#: (e.g. openeo's own files carry ``id``, ``status``, ``backend_name``, ``start_time``, ...).
+MANAGED_COLUMNS: tuple[str, ...] = (
+    "job_key",
+    "id",
+    "backend_name",
+    "status",
+    "backend_status",
+    "attempt",
+    "next_attempt_at",
+    "create_tag",
+    "error_class",
+    "error_message",
+    "created_at",
+    "start_time",
+    "running_start_time",
+    "end_time",
+    "updated_at",
+    "cpu",
+    "memory",
+    "duration",
+    "costs",
+    "output_dir",
+    "input_published_at",
+    "output_published_at",
+    "claimed_by",
+    "lease_until",
+)
+
+#: Fields that :meth:`JobDatabase.transition` and :meth:`JobDatabase.update` may set.
+UPDATABLE_FIELDS: frozenset[str] = frozenset(MANAGED_COLUMNS) - {"job_key", "status"}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as read from the database (plain data, safe to hand to threads).
+
+    Attributes:
+        pk: internal integer primary key.
+        job_key: the stable unique key of the job.
+        status: manager status.
+        fields: every managed column but ``job_key``/``status`` (``id``, ``attempt``, ...).
+        row: the user's columns (geometry as a shapely geometry where there is one).
+    """
+
+    pk: int
+    job_key: str
+    status: JobStatus
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    row: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend_job_id(self) -> str | None:
+        """The backend's job id (``id`` column), if the job was created."""
+        return self.fields.get("id")
+
+    @property
+    def backend_name(self) -> str | None:
+        return self.fields.get("backend_name")
+
+    @property
+    def attempt(self) -> int:
+        return int(self.fields.get("attempt") or 0)
+
+    def as_series(self) -> pd.Series:
+        """The row as openeo's callbacks see it: user columns plus managed columns."""
+        data = {**self.row, **self.fields, "status": str(self.status)}
+        return pd.Series(data, name=self.job_key)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One row of the ``job_status_changes`` history."""
+
+    job_key: str
+    old: JobStatus | None
+    new: JobStatus
+    at: datetime
+    manager_id: str | None = None
+    message: str | None = None
+    backend_job_id: str | None = None
+
+
+class JobDatabase(abc.ABC):
+    """Storage of jobs and their status history.
+
+    Implementations: :class:`~eoextract.jobs.db.sql.SqlJobDatabase` (SQLite, PostgreSQL) and
+    :class:`~eoextract.jobs.db.files.FileJobDatabase` (openeo-compatible CSV / Parquet).
+    """
+
+    # -- openeo's JobDatabaseInterface -------------------------------------------------
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether the database already holds a job table."""
+
+    @abc.abstractmethod
+    def read(self) -> pd.DataFrame:
+        """All jobs as a dataframe indexed by ``job_key`` (a GeoDataFrame when there is geometry)."""
+
+    @abc.abstractmethod
+    def persist(self, df: pd.DataFrame) -> None:
+        """Insert or update the given rows (matched on ``job_key``, else on the index).
+
+        Only the given rows are written; status changes made this way are recorded in the
+        history too (message ``"persist"``).
+        """
+
+    @abc.abstractmethod
+    def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
+        """Number of jobs per status (only the given statuses when some are given)."""
+
+    @abc.abstractmethod
+    def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
+        """Jobs whose status is one of ``statuses`` (at most ``max``), as a dataframe."""
+
+    @abc.abstractmethod
+    def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
+        """Jobs with the given ``job_key`` values, as a dataframe."""
+
+    @abc.abstractmethod
+    def initialize_from_df(
+        self,
+        df: pd.DataFrame,
+        *,
+        on_exists: Literal["error", "skip", "append"] = "error",
+        key_column: str | None = None,
+    ) -> JobDatabase:
+        """Fill a new database from a job dataframe and return ``self``.
+
+        ``on_exists``: ``"error"`` raises when the database exists, ``"skip"`` leaves it
+        as it is, ``"append"`` adds the rows whose key is not in it yet.
+        """
+
+    # -- what the manager needs ----------------------------------------------------------
+    @abc.abstractmethod
+    def jobs(
+        self,
+        statuses: Iterable[JobStatus | str] | None = None,
+        *,
+        backend_name: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[JobRecord]:
+        """Jobs as records, filtered by status, backend and/or keys."""
+
+    @abc.abstractmethod
+    def get(self, job_key: str) -> JobRecord:
+        """One job by key; raises :class:`~eoextract.errors.JobError` when unknown."""
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        limit: int,
+        *,
+        manager_id: str,
+        now: datetime,
+        lease_seconds: float = 300.0,
+        backend_name: str | None = None,
+    ) -> list[JobRecord]:
+        """Claim up to ``limit`` jobs that are ``not_started`` and due (``next_attempt_at``).
+
+        A claimed job carries ``claimed_by=manager_id`` and ``lease_until=now+lease``; jobs
+        whose lease is held by another manager and not expired are never returned. Jobs
+        pinned to another backend (``backend_name`` set) are skipped when ``backend_name``
+        is given. Order: by ``next_attempt_at`` then by primary key (dataframe order).
+        """
+
+    @abc.abstractmethod
+    def transition(
+        self,
+        job_key: str,
+        new: JobStatus | str,
+        *,
+        message: str | None = None,
+        manager_id: str | None = None,
+        user_retry: bool = False,
+        expect: JobStatus | str | None = None,
+        **fields: Any,
+    ) -> StatusChange:
+        """Move one job to ``new`` and set ``fields``, with its history row, in one transaction.
+
+        Raises :class:`~eoextract.errors.InvalidTransition` when the status model forbids it,
+        or when ``expect`` is given and the current status differs (another manager moved it).
+        ``updated_at`` is set by the database.
+        """
+
+    @abc.abstractmethod
+    def update(self, job_key: str, **fields: Any) -> None:
+        """Set managed fields (never ``status``) of one job."""
+
+    @abc.abstractmethod
+    def history(self, job_key: str) -> list[StatusChange]:
+        """The status changes of one job, oldest first."""
+
+    @abc.abstractmethod
+    def active_counts(self) -> dict[str, int]:
+        """Number of jobs per backend in an active status (holding a slot)."""
+
+    @abc.abstractmethod
+    def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
+        """Extend the leases held by ``manager_id``; returns how many were renewed."""
+
+    @abc.abstractmethod
+    def release(self, manager_id: str) -> None:
+        """Drop every lease held by ``manager_id`` (clean shutdown)."""
+
+    @abc.abstractmethod
+    def register_backend(self, name: str, url: str | None) -> None:
+        """Remember a backend's name and root URL (never credentials)."""
+
+    @abc.abstractmethod
+    def backends(self) -> dict[str, str | None]:
+        """Registered backends: name → URL."""
+
+    def flush(self) -> None:
+        """Write pending changes (file databases batch their saves; SQL commits at once)."""
+
+    def close(self) -> None:
+        """Release connections and write pending changes."""
+        self.flush()
+
+    def __enter__(self) -> JobDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
