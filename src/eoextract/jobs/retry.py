@@ -1,0 +1,204 @@
+"""Error classification (retryable or fatal) and backoff.
+
+This is the one place where errors of ``openeo``, ``requests`` and HTTP are mapped onto
+:mod:`eoextract.errors`: connection errors, 5xx and 429 are retryable (429 honours
+``Retry-After``); 404 on a known job means the job is lost (retryable); other 4xx are fatal;
+an exception raised by user code is fatal for that job only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+
+import requests
+from openeo.rest import OpenEoApiError, OpenEoApiPlainError, OpenEoClientException
+
+from eoextract.errors import (
+    BackendError,
+    ChecksumMismatch,
+    DownloadError,
+    EoextractError,
+    FatalBackendError,
+    JobLost,
+    RetryableBackendError,
+    UnsafeAssetPath,
+)
+
+__all__ = [
+    "ErrorInfo",
+    "classify",
+    "to_backend_error",
+    "Backoff",
+    "install_retry_after_hook",
+    "last_retry_after",
+]
+
+_log = logging.getLogger(__name__)
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """How a failure is handled.
+
+    Attributes:
+        error_class: short class stored in the ``error_class`` column.
+        message: one-line message stored in ``error_message`` (no secrets).
+        retryable: whether trying again later may succeed.
+        retry_after: seconds the server asked us to wait (429/503 ``Retry-After``).
+        lost: the backend no longer knows the job (404 on a job it had created).
+    """
+
+    error_class: str
+    message: str
+    retryable: bool
+    retry_after: float | None = None
+    lost: bool = False
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _record_retry_after(response: requests.Response, *args, **kwargs) -> None:
+    if response.status_code in (429, 503):
+        _local.retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+
+
+def install_retry_after_hook(session: requests.Session) -> None:
+    """Remember the ``Retry-After`` of 429/503 answers made on ``session`` (per thread)."""
+    hooks = session.hooks.setdefault("response", [])
+    if _record_retry_after not in hooks:
+        hooks.append(_record_retry_after)
+
+
+def last_retry_after(*, clear: bool = True) -> float | None:
+    """The ``Retry-After`` of the last 429/503 answer seen in this thread, if any."""
+    value = getattr(_local, "retry_after", None)
+    if clear:
+        _local.retry_after = None
+    return value
+
+
+def _one_line(text: object, limit: int = 500) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
+    """Classify an exception raised while talking to a backend or running user code.
+
+    Args:
+        exc: the exception.
+        job_known: the request was about a job the backend had created (so a 404 means
+            the job was lost rather than a wrong URL).
+    """
+    if isinstance(exc, RetryableBackendError):
+        return ErrorInfo(type(exc).__name__, _one_line(exc), True, exc.retry_after,
+                         lost=isinstance(exc, JobLost))
+    if isinstance(exc, FatalBackendError):
+        return ErrorInfo(type(exc).__name__, _one_line(exc), False)
+    if isinstance(exc, UnsafeAssetPath):
+        return ErrorInfo("UnsafeAssetPath", _one_line(exc), False)
+    if isinstance(exc, (ChecksumMismatch, DownloadError)):
+        return ErrorInfo(type(exc).__name__, _one_line(exc), True)
+    if isinstance(exc, OpenEoApiError):
+        status = exc.http_status_code
+        message = _one_line(f"[{status}] {exc.code}: {exc.message}")
+        if status == 404 and (job_known or exc.code == "JobNotFound"):
+            return ErrorInfo("JobLost", message, True, lost=True)
+        if status in _RETRYABLE_STATUS or (status is not None and status >= 500):
+            return ErrorInfo("RetryableBackendError", message, True, last_retry_after())
+        return ErrorInfo("FatalBackendError", message, False)
+    if isinstance(exc, OpenEoApiPlainError):  # an error answer without openEO JSON
+        status = getattr(exc, "http_status_code", None)
+        message = _one_line(f"[{status}] {exc}")
+        if status == 404 and job_known:
+            return ErrorInfo("JobLost", message, True, lost=True)
+        if status is None or status in _RETRYABLE_STATUS or status >= 500:
+            return ErrorInfo("RetryableBackendError", message, True, last_retry_after())
+        return ErrorInfo("FatalBackendError", message, False)
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return ErrorInfo("ConnectionError", _one_line(f"{type(exc).__name__}: {exc}"), True)
+    if isinstance(exc, requests.RequestException):
+        return ErrorInfo("RetryableBackendError", _one_line(f"{type(exc).__name__}: {exc}"), True)
+    if isinstance(exc, OpenEoClientException):
+        return ErrorInfo("FatalBackendError", _one_line(f"{type(exc).__name__}: {exc}"), False)
+    if isinstance(exc, EoextractError):
+        return ErrorInfo(type(exc).__name__, _one_line(exc), False)
+    # Anything else was raised by user code (or a bug): fatal for this job only.
+    return ErrorInfo(f"UserCodeError.{type(exc).__name__}", _one_line(f"{type(exc).__name__}: {exc}"),
+                     False)
+
+
+def to_backend_error(exc: BaseException, *, backend_name: str | None = None,
+                     job_key: str | None = None, job_known: bool = False) -> BackendError:
+    """Translate a foreign exception to the most specific :class:`BackendError`."""
+    info = classify(exc, job_known=job_known)
+    status = getattr(exc, "http_status_code", None)
+    code = getattr(exc, "code", None)
+    kw = dict(backend_name=backend_name, status_code=status, code=code, job_key=job_key)
+    if info.lost:
+        return JobLost(info.message, **kw)
+    if info.retryable:
+        return RetryableBackendError(info.message, retry_after=info.retry_after, **kw)
+    return FatalBackendError(info.message, **kw)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``base * factor**(n-1)`` seconds for the n-th retry, capped.
+
+    A server's ``Retry-After`` is honoured when it asks for longer.
+    """
+
+    base: float = 30.0
+    factor: float = 2.0
+    maximum: float = 900.0
+
+    def delay(self, n: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``n`` (1-based)."""
+        wait = min(self.maximum, self.base * self.factor ** max(0, n - 1))
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.maximum))
+        return wait
+
+    @classmethod
+    def coerce(cls, value: Backoff | float | Callable[[int], float] | None) -> Backoff:
+        """Accept a :class:`Backoff`, a base delay in seconds, or ``None`` (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, Backoff):
+            return value
+        if isinstance(value, (int, float)):
+            return cls(base=float(value))
+        if callable(value):
+            return _CallableBackoff(fn=value)
+        raise TypeError(f"retry_backoff must be a Backoff, a number or a callable, not {value!r}")
+
+
+@dataclass(frozen=True)
+class _CallableBackoff(Backoff):
+    fn: Callable[[int], float] = lambda n: 30.0
+
+    def delay(self, n: int, retry_after: float | None = None) -> float:
+        wait = float(self.fn(n))
+        return max(wait, retry_after) if retry_after is not None else wait
