@@ -1,0 +1,728 @@
+"""Streaming STAC collection builder.
+
+Items are consumed in one pass: each item's JSON is written as soon as it arrives and
+only the collection's extent, summaries, ``item_assets`` and the link lists of the
+sub-catalogues are kept, so memory stays small for any number of items. The output is
+a self-contained catalogue whose hrefs are all relative (it can be moved or uploaded)::
+
+    stac/
+      collection.json               children: one sub-catalogue per group and part
+      2021-03/catalog.json          up to ``max_links_per_catalog`` links
+      2021-03/<item id>.json
+      2021-03-part2/catalog.json    the next items of the same group
+      _index/1-0001/catalog.json    only when there are too many sub-catalogues
+
+Items are grouped by a *layout* key (year-month of their datetime by default) and each
+group is cut into numbered parts so that no JSON file holds more than
+``max_links_per_catalog`` links. The catalogue is built in a temporary folder next to
+``output_dir`` and swapped in at the end: a rebuild replaces the previous catalogue
+whole (no stale item file survives) and gives the same bytes for the same items.
+
+STAC requires ``self`` links to be absolute, which would pin the catalogue to one
+place; like pystac's self-contained catalogues, no ``self`` links are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import orjson
+
+from eoextract.errors import ConfigurationError, StacError
+from eoextract.stac._aggregate import (
+    ExtentAccumulator,
+    ItemAssetsAccumulator,
+    SummaryAccumulator,
+)
+
+__all__ = [
+    "CollectionBuilder",
+    "build_collection",
+    "extend_collection",
+    "iter_catalog_items",
+    "layout_key",
+]
+
+logger = logging.getLogger(__name__)
+
+STAC_VERSION = "1.1.0"
+DEFAULT_MAX_LINKS = 2000
+_JSON = "application/json"
+_GEOJSON = "application/geo+json"
+_STRUCTURAL = frozenset({"self", "root", "parent", "collection", "child", "item"})
+_INDEX_DIR = "_index"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DUMP_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+#: Collection keys the builder computes or takes from its arguments.
+_MANAGED = frozenset(
+    {"type", "stac_version", "stac_extensions", "id", "title", "description", "keywords",
+     "license", "providers", "extent", "summaries", "item_assets", "links"}
+)
+#: Extension folder name on stac-extensions.github.io -> field prefix.
+_EXT_PREFIX = {"projection": "proj"}
+
+Layout = str | Callable[[Mapping[str, Any]], str] | None
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def layout_key(layout: Layout) -> Callable[[Mapping[str, Any]], str]:
+    """Turn a layout description into a function ``item dict -> group key``.
+
+    Args:
+        layout: ``"month"`` (``YYYY-MM`` of ``datetime`` or ``start_datetime``),
+            ``"year"``, ``"flat"``/``None`` (one group), ``"property:NAME"`` (value of a
+            property, or of a top-level key such as ``id``), ``"property:NAME:SEP"``
+            (first part of that value split on ``SEP``), or a callable.
+
+    Returns:
+        The key function.
+
+    Raises:
+        ConfigurationError: For an unknown layout string.
+    """
+    if callable(layout):
+        return lambda d: str(layout(d))
+    if layout is None or layout == "flat":
+        return lambda d: "items"
+    if layout in ("month", "year"):
+        width = 7 if layout == "month" else 4
+
+        def by_time(d: Mapping[str, Any]) -> str:
+            props = d.get("properties") or {}
+            value = props.get("datetime") or props.get("start_datetime")
+            return value[:width] if isinstance(value, str) and len(value) >= width else "undated"
+
+        return by_time
+    if isinstance(layout, str) and layout.startswith("property:"):
+        name, _, sep = layout[len("property:") :].partition(":")
+        if not name:
+            raise ConfigurationError(f"layout {layout!r} names no property")
+
+        def by_property(d: Mapping[str, Any]) -> str:
+            props = d.get("properties") or {}
+            value = props.get(name, d.get(name))
+            if value is None:
+                return "unknown"
+            text = str(value)
+            return text.split(sep, 1)[0] if sep else text
+
+        return by_property
+    raise ConfigurationError(
+        f"unknown layout {layout!r}: use 'month', 'year', 'flat', 'property:NAME[:SEP]' "
+        "or a callable"
+    )
+
+
+def _safe_name(text: str, *, max_len: int = 120) -> str:
+    """A file-system safe name for ``text`` (stable; hashed when it had to be changed)."""
+    name = _UNSAFE.sub("_", text).strip(".") or "_"
+    if name != text or len(name) > max_len:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        name = f"{name[:max_len]}-{digest}"
+    return name
+
+
+def _rel(target: str, start: str) -> str:
+    return os.path.relpath(target, start).replace(os.sep, "/")
+
+
+# --------------------------------------------------------------------------- builder
+
+
+@dataclass
+class _SubCatalog:
+    group: str
+    part: int
+    dirname: str
+    item_hrefs: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+
+class CollectionBuilder:
+    """Write a STAC collection from a stream of items with bounded memory.
+
+    Use :meth:`add` for each item, then :meth:`finish`; or use it as a context manager,
+    which finishes on success and discards the partial build on error.
+
+    Args:
+        output_dir: Folder of the catalogue (``collection.json`` goes there). An existing
+            catalogue in it is replaced whole when the build finishes.
+        collection_id: Id of the collection.
+        description: Its description.
+        title: Its title.
+        license: SPDX license id (or ``"proprietary"``/``"various"``).
+        providers: Provider dicts or :class:`pystac.Provider` objects.
+        keywords: Keywords.
+        extra_fields: Further top-level fields of ``collection.json``.
+        layout: How items are grouped into sub-catalogues (see :func:`layout_key`).
+        max_links_per_catalog: Most links in any one JSON file (at least 4).
+        stac_extensions: Extension schema URLs added to the collection's own list (for
+            fields given in ``extra_fields``).
+        summary_fields: Properties summarised as value sets (default: ``proj:code``,
+            platform, constellation, instruments, ...).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        *,
+        collection_id: str,
+        description: str,
+        title: str | None = None,
+        license: str = "proprietary",  # noqa: A002 - the STAC field's name
+        providers: Sequence[Any] | None = None,
+        keywords: Sequence[str] | None = None,
+        extra_fields: Mapping[str, Any] | None = None,
+        layout: Layout = "month",
+        max_links_per_catalog: int = DEFAULT_MAX_LINKS,
+        stac_extensions: Iterable[str] = (),
+        summary_fields: Iterable[str] | None = None,
+    ) -> None:
+        if not collection_id:
+            raise ConfigurationError("collection_id must not be empty")
+        if max_links_per_catalog < 4:
+            raise ConfigurationError("max_links_per_catalog must be at least 4")
+        self.output_dir = Path(os.path.abspath(output_dir))
+        self.collection_id = collection_id
+        self.description = description
+        self.title = title
+        self.license = license
+        self.providers = [p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in providers or []]
+        self.keywords = list(keywords or [])
+        self.extra_fields = dict(extra_fields or {})
+        self.max_links = max_links_per_catalog
+        self._capacity = max_links_per_catalog - 2  # root + parent links
+        self._key = layout_key(layout)
+        self._base = str(self.output_dir.parent)
+        self._extensions_in: set[str] = set(stac_extensions)
+        self._item_extensions: set[str] = set()
+        self._extent = ExtentAccumulator()
+        self._summaries = (
+            SummaryAccumulator(summary_fields) if summary_fields is not None else SummaryAccumulator()
+        )
+        self._item_assets = ItemAssetsAccumulator()
+        self._ids: set[str] = set()
+        self._open: dict[str, _SubCatalog] = {}  # group -> sub-catalogue being filled
+        self._subcatalogs: list[_SubCatalog] = []
+        self._dirnames: set[str] = {_INDEX_DIR}
+        self._warned_outside = False
+        self._done = False
+        self.output_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(
+            tempfile.mkdtemp(prefix=f".{self.output_dir.name}.build-", dir=self.output_dir.parent)
+        )
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def n_items(self) -> int:
+        """Items added so far."""
+        return len(self._ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._ids
+
+    def __enter__(self) -> CollectionBuilder:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.finish()
+
+    def add_items(self, items: Iterable[Mapping[str, Any] | Any]) -> None:
+        """Add every item of an iterable (consumed once)."""
+        for item in items:
+            self.add(item)
+
+    def add(self, item: Mapping[str, Any] | Any) -> None:
+        """Write one item and fold it into the collection's metadata.
+
+        Args:
+            item: A :class:`pystac.Item` or an item dict. Absolute local asset hrefs
+                inside ``output_dir``'s parent folder become relative to the item file.
+
+        Raises:
+            StacError: For a duplicate item id, or something that is not an item.
+        """
+        if self._done:
+            raise StacError("the collection has already been written")
+        d = _item_dict(item)
+        item_id = d.get("id")
+        if not isinstance(item_id, str) or not item_id:
+            raise StacError(f"item without a valid id: {item_id!r}")
+        if item_id in self._ids:
+            raise StacError(f"duplicate item id {item_id!r} in collection {self.collection_id!r}")
+        self._ids.add(item_id)
+
+        sub = self._subcatalog_for(self._key(d))
+        name = _safe_name(item_id)
+        if name in sub.names:
+            name = f"{name}-{hashlib.sha1(item_id.encode()).hexdigest()[:8]}"
+        sub.names.add(name)
+        filename = f"{name}.json"
+        final_dir = os.path.join(self.output_dir, sub.dirname)
+
+        d = self._relink_item(d, final_dir)
+        (self._tmp / sub.dirname / filename).write_bytes(orjson.dumps(d, option=_DUMP_OPTS))
+        sub.item_hrefs.append(f"./{filename}")
+
+        self._extent.add(d)
+        self._summaries.add(d)
+        self._item_assets.add(d)
+        self._item_extensions.update(e for e in d.get("stac_extensions") or [] if isinstance(e, str))
+
+    def finish(self) -> Path:
+        """Write the sub-catalogues and ``collection.json`` and swap the catalogue in.
+
+        Returns:
+            Path of ``collection.json``.
+        """
+        if self._done:
+            return self.output_dir / "collection.json"
+        try:
+            children = self._write_subcatalogs()
+            collection = self._collection_dict(children)
+            (self._tmp / "collection.json").write_bytes(orjson.dumps(collection, option=_DUMP_OPTS))
+            self._swap_in()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        logger.info(
+            "wrote STAC collection %s: %d item(s) in %d sub-catalogue(s) at %s",
+            self.collection_id, len(self._ids), len(self._subcatalogs), self.output_dir,
+        )
+        return self.output_dir / "collection.json"
+
+    def abort(self) -> None:
+        """Drop the partial build; the previous catalogue (if any) stays untouched."""
+        self._done = True
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # ----------------------------------------------------------------- items
+
+    def _subcatalog_for(self, group: str) -> _SubCatalog:
+        sub = self._open.get(group)
+        if sub is not None and len(sub.item_hrefs) < self._capacity:
+            return sub
+        part = 1 if sub is None else sub.part + 1
+        base = _safe_name(group)
+        dirname = base if part == 1 else f"{base}-part{part}"
+        if dirname in self._dirnames:
+            dirname = f"{dirname}-{hashlib.sha1(f'{group}/{part}'.encode()).hexdigest()[:8]}"
+        self._dirnames.add(dirname)
+        sub = _SubCatalog(group=group, part=part, dirname=dirname)
+        self._open[group] = sub
+        self._subcatalogs.append(sub)
+        (self._tmp / dirname).mkdir()
+        return sub
+
+    def _relink_item(self, d: dict[str, Any], final_dir: str) -> dict[str, Any]:
+        self_href = None
+        kept: list[Any] = []
+        for link in d.get("links") or []:
+            if not isinstance(link, Mapping):
+                continue
+            rel = link.get("rel")
+            if rel == "self":
+                self_href = _local_path(link.get("href"))
+            if rel in _STRUCTURAL:
+                continue
+            href = link.get("href")
+            if isinstance(href, str):
+                new = self._relative_href(href, final_dir, None)
+                if new != href:
+                    link = {**link, "href": new}
+            kept.append(link)
+        kept[:0] = [
+            {"rel": "root", "href": "../collection.json", "type": _JSON},
+            {"rel": "parent", "href": "./catalog.json", "type": _JSON},
+            {"rel": "collection", "href": "../collection.json", "type": _JSON},
+        ]
+        d["links"] = kept
+        assets = d.get("assets")
+        if isinstance(assets, Mapping):
+            new_assets = {}
+            for key, asset in assets.items():
+                if isinstance(asset, Mapping) and isinstance(asset.get("href"), str):
+                    href = self._relative_href(asset["href"], final_dir, self_href)
+                    if href != asset["href"]:
+                        asset = {**asset, "href": href}
+                new_assets[key] = asset
+            d["assets"] = new_assets
+        d["collection"] = self.collection_id
+        return d
+
+    def _relative_href(self, href: str, final_dir: str, self_href: str | None) -> str:
+        path = _local_path(href)
+        if path is None:
+            if self_href is None or _is_url(href):
+                return href
+            path = os.path.normpath(os.path.join(os.path.dirname(self_href), href))
+        if not os.path.isabs(path):
+            return href
+        path = os.path.normpath(path)
+        if path == self._base or path.startswith(self._base.rstrip(os.sep) + os.sep):
+            return _rel(path, final_dir)
+        if not self._warned_outside:
+            self._warned_outside = True
+            logger.warning(
+                "asset %s lies outside %s; its absolute href is kept, so the catalogue "
+                "cannot be moved without it", path, self._base,
+            )
+        return path
+
+    # ----------------------------------------------------------------- catalogues
+
+    def _write_subcatalogs(self) -> list[tuple[str, str]]:
+        """Write every sub-catalogue; return the (href, title) children of the collection."""
+        entries = [(f"{s.dirname}/catalog.json", _title(s)) for s in self._subcatalogs]
+        parents = {href: "collection.json" for href, _ in entries}
+        index_pages: list[tuple[str, list[tuple[str, str]]]] = []
+        level = 0
+        while len(entries) > self.max_links - 1:  # the collection has a root link only
+            level += 1
+            pages: list[tuple[str, str]] = []
+            for n, start in enumerate(range(0, len(entries), self._capacity), 1):
+                href = f"{_INDEX_DIR}/{level}-{n:04d}/catalog.json"
+                chunk = entries[start : start + self._capacity]
+                for child, _ in chunk:
+                    parents[child] = href
+                parents[href] = "collection.json"
+                pages.append((href, f"Index {level}, page {n}"))
+                index_pages.append((href, chunk))
+            entries = pages
+        for sub in self._subcatalogs:
+            href = f"{sub.dirname}/catalog.json"
+            links = [*self._structural_links(href, parents[href])]
+            links.extend({"rel": "item", "href": h, "type": _GEOJSON} for h in sub.item_hrefs)
+            catalog = self._catalog_dict(f"{self.collection_id}-{sub.dirname}", _title(sub), links)
+            (self._tmp / href).write_bytes(orjson.dumps(catalog, option=_DUMP_OPTS))
+        for href, chunk in index_pages:
+            links = [*self._structural_links(href, parents[href])]
+            links.extend(
+                {"rel": "child", "href": _rel(c, os.path.dirname(href)), "type": _JSON, "title": t}
+                for c, t in chunk
+            )
+            page = href.split("/")[1]
+            catalog = self._catalog_dict(f"{self.collection_id}-index-{page}", f"Index {page}", links)
+            (self._tmp / href).parent.mkdir(parents=True, exist_ok=True)
+            (self._tmp / href).write_bytes(orjson.dumps(catalog, option=_DUMP_OPTS))
+        return entries
+
+    @staticmethod
+    def _structural_links(href: str, parent: str) -> list[dict[str, str]]:
+        start = os.path.dirname(href)
+        return [
+            {"rel": "root", "href": _rel("collection.json", start), "type": _JSON},
+            {"rel": "parent", "href": _rel(parent, start), "type": _JSON},
+        ]
+
+    def _catalog_dict(self, cat_id: str, title: str, links: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "type": "Catalog",
+            "stac_version": STAC_VERSION,
+            "id": cat_id,
+            "title": title,
+            "description": f"{title} of collection {self.collection_id}",
+            "links": links,
+        }
+
+    def _collection_dict(self, children: list[tuple[str, str]]) -> dict[str, Any]:
+        item_assets = self._item_assets.to_dict()
+        prefixes = self._summaries.prefixes()
+        extensions = set(self._extensions_in)
+        for url in self._item_extensions:
+            if _extension_prefix(url) in prefixes:
+                extensions.add(url)
+        d: dict[str, Any] = {"type": "Collection", "stac_version": STAC_VERSION}
+        if extensions:
+            d["stac_extensions"] = sorted(extensions)
+        d["id"] = self.collection_id
+        if self.title is not None:
+            d["title"] = self.title
+        d["description"] = self.description
+        if self.keywords:
+            d["keywords"] = self.keywords
+        d["license"] = self.license
+        if self.providers:
+            d["providers"] = self.providers
+        d["extent"] = self._extent.to_dict()
+        summaries = self._summaries.to_dict(self._extent)
+        if summaries:
+            d["summaries"] = summaries
+        if item_assets:
+            d["item_assets"] = item_assets
+        links: list[dict[str, Any]] = [{"rel": "root", "href": "./collection.json", "type": _JSON}]
+        links.extend(
+            {"rel": "child", "href": f"./{href}", "type": _JSON, "title": title}
+            for href, title in children
+        )
+        d["links"] = links
+        for key, value in self.extra_fields.items():
+            if key not in _MANAGED:
+                d[key] = value
+        return d
+
+    # ----------------------------------------------------------------- swap
+
+    def _swap_in(self) -> None:
+        final = self.output_dir
+        if final.is_symlink() or (final.exists() and not final.is_dir()):
+            raise StacError(f"{final} exists and is not a folder")
+        if final.exists():
+            _check_replaceable(final)
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(old)
+            try:
+                self._tmp.rename(final)
+            except BaseException:
+                old.rename(final)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self._tmp.rename(final)
+
+
+def _title(sub: _SubCatalog) -> str:
+    return sub.group if sub.part == 1 else f"{sub.group} (part {sub.part})"
+
+
+def _extension_prefix(url: str) -> str | None:
+    parts = urlsplit(url).path.strip("/").split("/")
+    if not parts or not parts[0]:
+        return None
+    return _EXT_PREFIX.get(parts[0], parts[0])
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Refuse to replace a folder that holds anything but a STAC catalogue's JSON."""
+    if not any(folder.iterdir()):
+        return
+    if not ((folder / "collection.json").is_file() or (folder / "catalog.json").is_file()):
+        raise StacError(
+            f"{folder} is not empty and holds no collection.json/catalog.json; "
+            "refusing to replace it with the catalogue"
+        )
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            if not name.endswith(".json"):
+                raise StacError(
+                    f"{folder} holds {os.path.join(dirpath, name)}, which is not STAC JSON; "
+                    "refusing to replace it (the catalogue is rebuilt whole)"
+                )
+
+
+def _is_url(href: str) -> bool:
+    scheme = urlsplit(href).scheme
+    return len(scheme) > 1
+
+
+def _local_path(href: Any) -> str | None:
+    """The local absolute path an href names, or None (URL or relative href)."""
+    if not isinstance(href, str):
+        return None
+    if href.startswith("file://"):
+        return unquote(urlsplit(href).path)
+    if os.path.isabs(href) and not _is_url(href):
+        return href
+    return None
+
+
+def _item_dict(item: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """A shallow, editable dict of an item; pystac assets get absolute hrefs when known."""
+    if isinstance(item, Mapping):
+        if item.get("type") not in ("Feature", None):
+            raise StacError(f"not a STAC item: type {item.get('type')!r}")
+        return dict(item)
+    if hasattr(item, "to_dict") and hasattr(item, "assets"):
+        d = item.to_dict(include_self_link=True, transform_hrefs=False)
+        assets = d.get("assets") or {}
+        for key, asset in item.assets.items():
+            href = asset.get_absolute_href()
+            if href is not None and key in assets:
+                assets[key] = {**assets[key], "href": href}
+        return d
+    raise StacError(f"not a STAC item: {type(item).__name__}")
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def build_collection(
+    items: Iterable[Mapping[str, Any] | Any],
+    output_dir: str | os.PathLike[str],
+    *,
+    collection_id: str,
+    description: str,
+    title: str | None = None,
+    license: str = "proprietary",  # noqa: A002
+    providers: Sequence[Any] | None = None,
+    keywords: Sequence[str] | None = None,
+    extra_fields: Mapping[str, Any] | None = None,
+    layout: Layout = "month",
+    max_links_per_catalog: int = DEFAULT_MAX_LINKS,
+    stac_extensions: Iterable[str] = (),
+) -> Path:
+    """Write a STAC collection of ``items`` into ``output_dir`` in one streaming pass.
+
+    Args:
+        items: :class:`pystac.Item` objects or item dicts, consumed once.
+        output_dir: Folder of the catalogue; a previous catalogue there is replaced whole.
+        collection_id: Id of the collection.
+        description: Its description.
+        title: Its title.
+        license: SPDX license id (or ``"proprietary"``/``"various"``).
+        providers: Provider dicts or :class:`pystac.Provider` objects.
+        keywords: Keywords.
+        extra_fields: Further top-level fields of ``collection.json``.
+        layout: Grouping of items into sub-catalogues (see :func:`layout_key`).
+        max_links_per_catalog: Most links in any one JSON file.
+        stac_extensions: Extension URLs for fields in ``extra_fields``.
+
+    Returns:
+        Path of the written ``collection.json``.
+
+    Raises:
+        StacError: For duplicate item ids or non-items; nothing is replaced then.
+        ConfigurationError: For invalid arguments.
+    """
+    with CollectionBuilder(
+        output_dir,
+        collection_id=collection_id,
+        description=description,
+        title=title,
+        license=license,
+        providers=providers,
+        keywords=keywords,
+        extra_fields=extra_fields,
+        layout=layout,
+        max_links_per_catalog=max_links_per_catalog,
+        stac_extensions=stac_extensions,
+    ) as builder:
+        builder.add_items(items)
+    return builder.output_dir / "collection.json"
+
+
+def iter_catalog_items(
+    path: str | os.PathLike[str], *, absolute_hrefs: bool = True
+) -> Iterator[dict[str, Any]]:
+    """Yield the item dicts of a catalogue on disk, following child and item links.
+
+    Args:
+        path: A ``collection.json``/``catalog.json`` or the folder holding it.
+        absolute_hrefs: Make relative asset hrefs absolute (so the items can be written
+            elsewhere) and drop the structural links.
+
+    Yields:
+        One dict per item, in link order.
+    """
+    root = Path(path)
+    if root.is_dir():
+        root = root / "collection.json" if (root / "collection.json").is_file() else root / "catalog.json"
+    stack = [root.resolve()]
+    seen: set[Path] = set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        d = orjson.loads(current.read_bytes())
+        children = []
+        for link in d.get("links") or []:
+            href, rel = link.get("href"), link.get("rel")
+            if not isinstance(href, str) or _is_url(href) or rel not in ("child", "item"):
+                continue
+            target = (current.parent / href).resolve()
+            if rel == "child":
+                children.append(target)
+                continue
+            item = orjson.loads(target.read_bytes())
+            if absolute_hrefs:
+                item["links"] = [
+                    lk for lk in item.get("links") or [] if lk.get("rel") not in _STRUCTURAL
+                ]
+                for key, asset in (item.get("assets") or {}).items():
+                    href_a = asset.get("href")
+                    if isinstance(href_a, str) and not _is_url(href_a) and not os.path.isabs(href_a):
+                        item["assets"][key] = {
+                            **asset,
+                            "href": os.path.normpath(os.path.join(target.parent, href_a)),
+                        }
+            yield item
+        stack.extend(reversed(children))
+
+
+def extend_collection(
+    existing_collection_json: str | os.PathLike[str],
+    items: Iterable[Mapping[str, Any] | Any],
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    layout: Layout = "month",
+    max_links_per_catalog: int = DEFAULT_MAX_LINKS,
+    **overrides: Any,
+) -> Path:
+    """Add items to an existing collection by rebuilding it with old and new items.
+
+    New items come first; an existing item with the id of a new one is replaced. The
+    existing collection's metadata (id, description, title, license, providers,
+    keywords, other fields) is kept unless given in ``overrides``.
+
+    Args:
+        existing_collection_json: Path of the existing ``collection.json`` (or its folder).
+        items: New items (pystac or dicts), consumed once.
+        output_dir: Where to write; default: the existing catalogue's folder (replaced
+            atomically once the new catalogue is complete).
+        layout: Grouping of items into sub-catalogues.
+        max_links_per_catalog: Most links in any one JSON file.
+        **overrides: Keyword arguments of :class:`CollectionBuilder` to change.
+
+    Returns:
+        Path of the written ``collection.json``.
+    """
+    path = Path(existing_collection_json)
+    if path.is_dir():
+        path = path / "collection.json"
+    existing = orjson.loads(path.read_bytes())
+    if existing.get("type") != "Collection":
+        raise StacError(f"{path} is not a STAC collection")
+    kwargs: dict[str, Any] = {
+        "collection_id": existing["id"],
+        "description": existing.get("description", ""),
+        "title": existing.get("title"),
+        "license": existing.get("license", "proprietary"),
+        "providers": existing.get("providers"),
+        "keywords": existing.get("keywords"),
+        "extra_fields": {k: v for k, v in existing.items() if k not in _MANAGED},
+        "stac_extensions": [
+            u for u in existing.get("stac_extensions") or []
+            if _extension_prefix(u) not in {"projection", "proj", "eo", "raster", "file"}
+        ],
+    }
+    kwargs.update(overrides)
+    target = Path(output_dir) if output_dir is not None else path.parent
+    with CollectionBuilder(
+        target, layout=layout, max_links_per_catalog=max_links_per_catalog, **kwargs
+    ) as builder:
+        builder.add_items(items)
+        n_new = builder.n_items
+        for old in iter_catalog_items(path):
+            if old.get("id") not in builder:
+                builder.add(old)
+    logger.info("extended %s with %d new item(s)", path, n_new)
+    return builder.output_dir / "collection.json"
