@@ -1,0 +1,650 @@
+"""The SQL job database: SQLite (embedded default) and PostgreSQL through SQLAlchemy 2.
+
+Every status change is one transaction holding the job's row update and its history row;
+every update touches only the rows it changes. On SQLite the database runs in WAL mode
+with ``synchronous=NORMAL`` and a busy timeout, and writing transactions start with
+``BEGIN IMMEDIATE`` so several processes on one machine claim jobs safely. On PostgreSQL
+claims use ``SELECT ... FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event, func, insert, literal, or_, select, update
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from eoextract.errors import (
+    ConfigurationError,
+    InvalidTransition,
+    JobDatabaseError,
+    JobError,
+    SchemaVersionError,
+)
+from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db.frame import (
+    MANAGED_KINDS,
+    UserSchema,
+    build_frame,
+    coerce_managed,
+    parse_status,
+    prepare_job_frame,
+)
+from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION, Backend, Base, Job, JobStatusChange, Meta
+from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus, is_allowed
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["SqlJobDatabase", "to_sqlalchemy_url", "is_sql_location"]
+
+JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
+CHANGES: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
+META: sa.Table = Meta.__table__  # type: ignore[assignment]
+BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
+_OUR_TABLES = {JOBS.name, CHANGES.name, META.name, BACKENDS.name}
+_SQLITE_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
+_CHUNK = 500  # keys per IN (...) clause
+
+
+def is_sql_location(path_or_url: str | Path) -> bool:
+    """Whether a path or URL names a SQL job database (by suffix or URL scheme)."""
+    text = str(path_or_url)
+    if "://" in text:
+        return text.split("://", 1)[0].split("+", 1)[0].lower() in {"sqlite", "postgresql", "postgres"}
+    return Path(text).suffix.lower() in _SQLITE_SUFFIXES
+
+
+def to_sqlalchemy_url(path_or_url: str | Path) -> URL:
+    """The SQLAlchemy URL of a SQLite path or a database URL.
+
+    A path becomes ``sqlite:///path``; ``postgresql://`` and ``postgres://`` URLs use the
+    psycopg 3 driver (``postgresql+psycopg://``).
+    """
+    text = str(path_or_url)
+    if "://" not in text:
+        return URL.create("sqlite", database=str(Path(text).expanduser()))
+    url = make_url(text)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _strip_credentials(url: str | None) -> str | None:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        _log.warning("Dropping credentials from backend URL before storing it")
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+_RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
+                   *(JOBS.c[name] for name in MANAGED_KINDS if name != "status"), JOBS.c.data]
+
+
+class SqlJobDatabase(JobDatabase):
+    """Jobs and their history in a SQL database (SQLite file or PostgreSQL).
+
+    Args:
+        url_or_engine: a SQLite path (``jobs.db``), a URL (``sqlite:///jobs.db``,
+            ``postgresql://user@host/db``, ``postgresql+psycopg://...``) or an
+            :class:`~sqlalchemy.engine.Engine`.
+        busy_timeout: seconds SQLite waits for another process's write lock.
+
+    Raises:
+        JobDatabaseError: the SQLite file's folder does not exist, the database belongs to
+            another tool, or it cannot be opened.
+        SchemaVersionError: the database was written by a newer eoextract.
+    """
+
+    def __init__(self, url_or_engine: str | Path | URL | Engine, *, busy_timeout: float = 30.0):
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        if isinstance(url_or_engine, Engine):
+            self._engine = url_or_engine
+            self._url = url_or_engine.url
+        else:
+            self._url = url_or_engine if isinstance(url_or_engine, URL) else to_sqlalchemy_url(url_or_engine)
+            self._engine = self._create_engine(self._url)
+        self._dialect = self._engine.dialect.name
+        self._file = self._sqlite_file(self._url) if self._dialect == "sqlite" else None
+        if self._dialect == "sqlite":
+            self._install_sqlite_hooks(self._engine)
+        self._memory = self._dialect == "sqlite" and self._file is None
+        self._lock = threading.RLock() if self._memory else contextlib.nullcontext()
+        self._read_session = sessionmaker(self._engine, expire_on_commit=False)
+        self._write_session = sessionmaker(
+            self._engine.execution_options(eoextract_begin="IMMEDIATE"), expire_on_commit=False)
+        self._schema: UserSchema | None = None
+        self._meta: dict[str, Any] = {}
+        self._exists: bool | None = None
+        if self._file is None or self._file.exists():
+            self._check()
+
+    # -- engine ----------------------------------------------------------------------------
+    @staticmethod
+    def _sqlite_file(url: URL) -> Path | None:
+        database = url.database
+        if not database or database == ":memory:" or database.startswith("file::memory:"):
+            return None
+        path = Path(database)
+        if not path.parent.exists():
+            raise JobDatabaseError(f"cannot create job database {str(path)!r}: folder "
+                                   f"{str(path.parent)!r} does not exist")
+        if path.is_dir():
+            raise JobDatabaseError(f"job database path {str(path)!r} is a folder")
+        return path
+
+    @staticmethod
+    def _create_engine(url: URL) -> Engine:
+        if url.get_backend_name() == "sqlite" and SqlJobDatabase._sqlite_file_name(url) is None:
+            return sa.create_engine(url, poolclass=StaticPool,
+                                    connect_args={"check_same_thread": False})
+        return sa.create_engine(url)
+
+    @staticmethod
+    def _sqlite_file_name(url: URL) -> str | None:
+        database = url.database
+        return None if not database or database == ":memory:" else database
+
+    def _install_sqlite_hooks(self, engine: Engine) -> None:
+        timeout = self._busy_timeout_ms
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={timeout}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            mode = conn.get_execution_options().get("eoextract_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @contextlib.contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        """A session; the caller opens the transaction with ``session.begin()``."""
+        factory = self._write_session if write else self._read_session
+        with self._lock, self._errors(), factory() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise JobDatabaseError(f"{self!r}: {exc.__class__.__name__}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine."""
+        return self._engine
+
+    # -- schema ----------------------------------------------------------------------------
+    def _check(self) -> bool:
+        """Read and check ``meta``; returns whether the database holds our tables."""
+        try:
+            with self._lock, self._engine.connect() as conn:
+                tables = set(sa.inspect(conn).get_table_names())
+                ours = tables & _OUR_TABLES
+                foreign = self._dialect == "sqlite" and tables and META.name not in tables
+                if (ours and META.name not in tables) or foreign:
+                    raise JobDatabaseError(
+                        f"{self!r} is not an eoextract job database (it holds tables "
+                        f"{sorted(tables)[:8]!r}); use a new file or URL")
+                if not ours:
+                    self._exists = False
+                    return False
+                meta = {k: v for k, v in conn.execute(select(META.c.key, META.c.value))}
+        except SQLAlchemyError as exc:
+            raise JobDatabaseError(f"cannot open job database {self!r}: {exc}") from exc
+        if meta.get("created_by") != CREATED_BY:
+            raise JobDatabaseError(f"{self!r} is not an eoextract job database (no eoextract "
+                                   f"metadata); use a new file or URL")
+        version = int(meta.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self!r} has schema version {version}, this eoextract knows up to "
+                f"{SCHEMA_VERSION}; upgrade eoextract")
+        self._meta = meta
+        self._schema = UserSchema.from_dict(meta.get("user_columns"))
+        self._exists = True
+        return True
+
+    def _write_meta(self, session: Session, **values: Any) -> None:
+        for key, value in values.items():
+            session.execute(sa.delete(META).where(META.c.key == key))
+            session.execute(insert(META).values(key=key, value=value))
+        self._meta.update(values)
+
+    @property
+    def schema(self) -> UserSchema:
+        """Dtypes of the user columns (empty before initialisation)."""
+        return self._schema or UserSchema()
+
+    @property
+    def key_column(self) -> str | None:
+        """The column whose values are the job keys (``None``: the dataframe index)."""
+        return self._meta.get("key_column")
+
+    # -- openeo's interface ------------------------------------------------------------------
+    def exists(self) -> bool:
+        if self._file is not None and not self._file.exists():
+            return False
+        if not self._exists:
+            self._check()
+        return bool(self._exists)
+
+    def _require(self) -> None:
+        if not self.exists():
+            raise JobDatabaseError(f"{self!r} has no jobs table yet; use initialize_from_df() "
+                                   f"or create_job_db()")
+
+    def initialize_from_df(
+        self,
+        df: pd.DataFrame,
+        *,
+        on_exists: Literal["error", "skip", "append"] = "error",
+        key_column: str | None = None,
+    ) -> SqlJobDatabase:
+        """Create the tables and insert the jobs of ``df`` (see :meth:`JobDatabase.initialize_from_df`).
+
+        Every row is checked before anything is written. An empty dataframe creates an
+        empty database (its columns are remembered).
+
+        Raises:
+            ConfigurationError: bad job dataframe (duplicate keys, reserved column names
+                holding other things, geometry without CRS) or bad ``on_exists``.
+            JobDatabaseError: the database exists and ``on_exists="error"``.
+        """
+        if on_exists not in ("error", "skip", "append"):
+            raise ConfigurationError(f"on_exists must be 'error', 'skip' or 'append', got {on_exists!r}")
+        exists = self.exists()
+        if exists and on_exists == "skip":
+            return self
+        if exists and on_exists == "error":
+            raise JobDatabaseError(f"job database {self!r} already exists (use on_exists='skip' "
+                                   f"to resume it or 'append' to add rows)")
+        if exists and key_column != self.key_column and key_column is not None:
+            raise ConfigurationError(f"{self!r} is keyed on {self.key_column!r}, not {key_column!r}")
+        prepared = prepare_job_frame(df, key_column if not exists else self.key_column)
+        now = _utcnow()
+        with self._session(write=True) as session, session.begin():
+            if not exists:
+                Base.metadata.create_all(session.connection())
+                self._schema = prepared.schema
+                self._write_meta(
+                    session, created_by=CREATED_BY, schema_version=SCHEMA_VERSION,
+                    created_at=now.isoformat(), key_column=key_column,
+                    user_columns=self._schema.to_dict(), geometry_column=self._schema.geometry,
+                    crs=(self._schema.spec(self._schema.geometry).crs
+                         if self._schema.geometry else None))
+                known: set[str] = set()
+            else:
+                known = self._existing_keys(session, prepared.keys)
+                if self.schema.extend(prepared.user):
+                    self._write_meta(session, user_columns=self.schema.to_dict())
+            added = self._insert(session, prepared, known, now)
+        self._exists = True
+        _log.info("Job database %r: %d jobs added", self, added)
+        return self
+
+    def _existing_keys(self, session: Session, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(keys)):
+            found.update(session.scalars(select(JOBS.c.job_key).where(JOBS.c.job_key.in_(chunk))))
+        return found
+
+    def _insert(self, session: Session, prepared: Any, skip: set[str], now: datetime) -> int:
+        """Insert the rows of ``prepared`` whose key is not in ``skip``, with history rows."""
+        records = self.schema.encode_records(prepared.user)
+        rows = []
+        for i, key in enumerate(prepared.keys):
+            if key in skip:
+                continue
+            row = {name: None for name in MANAGED_KINDS}
+            row.update(attempt=0, status=JobStatus.NOT_STARTED.value, created_at=now)
+            for name, value in prepared.managed_row(i).items():
+                if value is not None:
+                    row[name] = value.value if isinstance(value, JobStatus) else value
+            row.update(job_key=key, data=records[i], updated_at=now)
+            rows.append(row)
+        if not rows:
+            return 0
+        before = session.scalar(select(func.max(JOBS.c.pk))) or 0
+        session.execute(insert(JOBS), rows)
+        session.execute(insert(CHANGES).from_select(
+            ["job_pk", "old", "new", "at", "message", "backend_job_id"],
+            select(JOBS.c.pk, sa.null(), JOBS.c.status, literal(now, JOBS.c.updated_at.type),
+                   literal("added"), JOBS.c.id).where(JOBS.c.pk > before)))
+        return len(rows)
+
+    def read(self) -> pd.DataFrame:
+        return self._frame(None)
+
+    def _frame(self, where: Any, limit: int | None = None) -> pd.DataFrame:
+        self._require()
+        stmt = select(*_RECORD_COLUMNS).order_by(JOBS.c.pk)
+        if where is not None:
+            stmt = stmt.where(where)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._session() as session, session.begin():
+            rows = session.execute(stmt).all()
+        return self._rows_to_frame(rows)
+
+    def _rows_to_frame(self, rows: Sequence[sa.Row]) -> pd.DataFrame:
+        index = pd.Index([r.job_key for r in rows], name="job_key", dtype=object)
+        user = self.schema.decode_records([r.data or {} for r in rows], index)
+        managed = {name: [getattr(r, name) for r in rows] for name in MANAGED_KINDS}
+        return build_frame(user, managed, self.schema)
+
+    def persist(self, df: pd.DataFrame) -> None:
+        """Insert or update the given rows only (matched on ``job_key``, else on the index).
+
+        Managed columns present in ``df`` are written as given; a changed ``status`` gets a
+        history row (message ``"persist"``) but is not checked against the status model,
+        since openeo's manager writes statuses this way. New user columns are added.
+        """
+        self._require()
+        prepared = prepare_job_frame(df, self.key_column if self.key_column in df.columns else None)
+        now = _utcnow()
+        with self._session(write=True) as session, session.begin():
+            if self.schema.extend(prepared.user):
+                self._write_meta(session, user_columns=self.schema.to_dict())
+            existing: dict[str, sa.Row] = {}
+            for chunk in _chunks(prepared.keys):
+                stmt = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id, JOBS.c.data)
+                for row in session.execute(stmt.where(JOBS.c.job_key.in_(chunk))):
+                    existing[row.job_key] = row
+            records = self.schema.encode_records(prepared.user)
+            updates, changes = [], []
+            for i, key in enumerate(prepared.keys):
+                old = existing.get(key)
+                if old is None:
+                    continue
+                values = {k: (v.value if isinstance(v, JobStatus) else v)
+                          for k, v in prepared.managed_row(i).items()}
+                values.update(_pk=old.pk, data={**(old.data or {}), **records[i]}, updated_at=now)
+                updates.append(values)
+                new_status = values.get("status", old.status)
+                if new_status != old.status:
+                    changes.append(dict(job_pk=old.pk, old=old.status, new=new_status, at=now,
+                                        message="persist", backend_job_id=values.get("id", old.id)))
+            if updates:
+                params = {k: sa.bindparam(f"v_{k}") for k in updates[0] if k != "_pk"}
+                session.execute(
+                    update(JOBS).where(JOBS.c.pk == sa.bindparam("_pk")).values(params),
+                    [{("_pk" if k == "_pk" else f"v_{k}"): v for k, v in u.items()} for u in updates])
+            if changes:
+                session.execute(insert(CHANGES), changes)
+            self._insert(session, prepared, set(existing), now)
+
+    def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
+        wanted = {parse_status(s).value for s in statuses}
+        stmt = select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
+        if wanted:
+            stmt = stmt.where(JOBS.c.status.in_(wanted))
+        self._require()
+        with self._session() as session, session.begin():
+            return {status: n for status, n in session.execute(stmt)}
+
+    @staticmethod
+    def _status_values(statuses: Iterable[JobStatus | str]) -> list[str]:
+        values = []
+        for s in statuses:
+            try:
+                values.append(parse_status(s).value)
+            except ValueError:
+                _log.debug("Ignoring unknown status %r", s)
+        return values
+
+    def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
+        return self._frame(JOBS.c.status.in_(self._status_values(statuses)), limit=max)
+
+    def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
+        keys = [str(i) for i in indices]
+        frames = [self._frame(JOBS.c.job_key.in_(chunk)) for chunk in _chunks(keys)]
+        if not frames:
+            return self._frame(sa.false())
+        return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+    # -- the manager's interface ---------------------------------------------------------------
+    def _record(self, row: sa.Row) -> JobRecord:
+        fields = {name: getattr(row, name) for name in MANAGED_KINDS if name != "status"}
+        return JobRecord(pk=row.pk, job_key=row.job_key, status=JobStatus(row.status),
+                         fields=fields, row=self.schema.decode_row(row.data or {}))
+
+    def jobs(
+        self,
+        statuses: Iterable[JobStatus | str] | None = None,
+        *,
+        backend_name: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[JobRecord]:
+        self._require()
+        stmt = select(*_RECORD_COLUMNS).order_by(JOBS.c.pk)
+        if statuses is not None:
+            stmt = stmt.where(JOBS.c.status.in_(self._status_values(statuses)))
+        if backend_name is not None:
+            stmt = stmt.where(JOBS.c.backend_name == backend_name)
+        with self._session() as session, session.begin():
+            if keys is None:
+                rows = session.execute(stmt).all()
+            else:
+                rows = [r for chunk in _chunks([str(k) for k in keys])
+                        for r in session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))]
+        return [self._record(r) for r in rows]
+
+    def get(self, job_key: str) -> JobRecord:
+        found = self.jobs(keys=[job_key])
+        if not found:
+            raise JobError(f"unknown job {job_key!r} in {self!r}", job_key=job_key)
+        return found[0]
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        manager_id: str,
+        now: datetime,
+        lease_seconds: float = 300.0,
+        backend_name: str | None = None,
+    ) -> list[JobRecord]:
+        """Claim up to ``limit`` due ``not_started`` jobs (see :meth:`JobDatabase.claim`).
+
+        With ``backend_name``, a row whose ``backend_name`` names another registered backend
+        is pinned to it and skipped; when no backend is registered, any other non-empty
+        ``backend_name`` pins the row.
+        """
+        self._require()
+        if limit <= 0:
+            return []
+        c = JOBS.c
+        due = or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)
+        free = or_(c.claimed_by.is_(None), c.claimed_by == manager_id,
+                   c.lease_until.is_(None), c.lease_until <= now)
+        stmt = select(c.pk).where(c.status == JobStatus.NOT_STARTED.value, due, free)
+        stmt = stmt.order_by(c.next_attempt_at.asc().nulls_first(), c.pk).limit(limit)
+        if self._dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        until = now + timedelta(seconds=lease_seconds)
+        with self._session(write=True) as session, session.begin():
+            if backend_name is not None:
+                others = [n for n in session.scalars(select(BACKENDS.c.name)) if n != backend_name]
+                pinned = c.backend_name.in_(others) if others else c.backend_name != backend_name
+                stmt = stmt.where(or_(c.backend_name.is_(None), c.backend_name == backend_name,
+                                      ~pinned))
+            pks = list(session.scalars(stmt))
+            if not pks:
+                return []
+            session.execute(update(JOBS).where(c.pk.in_(pks))
+                            .values(claimed_by=manager_id, lease_until=until, updated_at=now))
+            rows = {r.pk: r for r in session.execute(select(*_RECORD_COLUMNS).where(c.pk.in_(pks)))}
+        return [self._record(rows[pk]) for pk in pks]
+
+    @staticmethod
+    def _coerce_fields(fields: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
+                             f"{sorted(UPDATABLE_FIELDS)!r}")
+        return {name: coerce_managed(name, value) for name, value in fields.items()}
+
+    def transition(
+        self,
+        job_key: str,
+        new: JobStatus | str,
+        *,
+        message: str | None = None,
+        manager_id: str | None = None,
+        user_retry: bool = False,
+        expect: JobStatus | str | None = None,
+        **fields: Any,
+    ) -> StatusChange:
+        """Move one job to ``new`` (see :meth:`JobDatabase.transition`).
+
+        Moving to ``not_started`` or a final status also drops the job's lease, unless
+        ``claimed_by``/``lease_until`` are given.
+        """
+        new = JobStatus(new)
+        values = self._coerce_fields(fields)
+        self._require()
+        with self._session(write=True) as session, session.begin():
+            return self._apply_transition(session, job_key, new, values, message=message,
+                                          manager_id=manager_id, user_retry=user_retry,
+                                          expect=None if expect is None else JobStatus(expect))
+
+    def _apply_transition(
+        self,
+        session: Session,
+        job_key: str,
+        new: JobStatus,
+        values: dict[str, Any],
+        *,
+        message: str | None,
+        manager_id: str | None,
+        user_retry: bool,
+        expect: JobStatus | None,
+    ) -> StatusChange:
+        """Check and apply one transition in the caller's transaction (no commit here)."""
+        stmt = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(JOBS.c.job_key == job_key)
+        if self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = session.execute(stmt).one_or_none()
+        if row is None:
+            raise JobError(f"unknown job {job_key!r}", job_key=job_key)
+        old = JobStatus(row.status)
+        if expect is not None and old is not expect:
+            raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected {expect.value!r} "
+                                    f"(changed elsewhere)", job_key=job_key)
+        if not is_allowed(old, new, user_retry=user_retry):
+            raise InvalidTransition(f"job {job_key!r}: {old.value!r} -> {new.value!r} is not allowed",
+                                    job_key=job_key)
+        if new is JobStatus.NOT_STARTED or new in TERMINAL:
+            values.setdefault("claimed_by", None)
+            values.setdefault("lease_until", None)
+        now = _utcnow()
+        session.execute(update(JOBS).where(JOBS.c.pk == row.pk)
+                        .values(status=new.value, updated_at=now, **values))
+        backend_job_id = values.get("id", row.id)
+        session.execute(insert(CHANGES).values(
+            job_pk=row.pk, old=old.value, new=new.value, at=now, manager_id=manager_id,
+            message=message, backend_job_id=backend_job_id))
+        return StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
+                            message=message, backend_job_id=backend_job_id)
+
+    def update(self, job_key: str, **fields: Any) -> None:
+        if "status" in fields:
+            raise ValueError("status changes go through transition()")
+        values = self._coerce_fields(fields)
+        self._require()
+        with self._session(write=True) as session, session.begin():
+            result = session.execute(update(JOBS).where(JOBS.c.job_key == job_key)
+                                     .values(updated_at=_utcnow(), **values))
+            if result.rowcount == 0:
+                raise JobError(f"unknown job {job_key!r}", job_key=job_key)
+
+    def history(self, job_key: str) -> list[StatusChange]:
+        self._require()
+        stmt = (select(CHANGES).join(JOBS, JOBS.c.pk == CHANGES.c.job_pk)
+                .where(JOBS.c.job_key == job_key).order_by(CHANGES.c.id))
+        with self._session() as session, session.begin():
+            rows = session.execute(stmt).all()
+        return [StatusChange(job_key=job_key, old=None if r.old is None else JobStatus(r.old),
+                             new=JobStatus(r.new), at=r.at, manager_id=r.manager_id,
+                             message=r.message, backend_job_id=r.backend_job_id) for r in rows]
+
+    def active_counts(self) -> dict[str, int]:
+        self._require()
+        stmt = (select(JOBS.c.backend_name, func.count())
+                .where(JOBS.c.status.in_([s.value for s in ACTIVE]))
+                .group_by(JOBS.c.backend_name))
+        with self._session() as session, session.begin():
+            return {name: n for name, n in session.execute(stmt) if name is not None}
+
+    def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
+        self._require()
+        stmt = (update(JOBS).where(JOBS.c.claimed_by == manager_id,
+                                   JOBS.c.status.not_in([s.value for s in TERMINAL]))
+                .values(lease_until=now + timedelta(seconds=lease_seconds)))
+        with self._session(write=True) as session, session.begin():
+            return session.execute(stmt).rowcount
+
+    def release(self, manager_id: str) -> None:
+        if not self.exists():
+            return
+        stmt = (update(JOBS).where(JOBS.c.claimed_by == manager_id)
+                .values(claimed_by=None, lease_until=None))
+        with self._session(write=True) as session, session.begin():
+            session.execute(stmt)
+
+    def register_backend(self, name: str, url: str | None) -> None:
+        self._require()
+        url = _strip_credentials(url)
+        with self._session(write=True) as session, session.begin():
+            known = session.execute(select(BACKENDS.c.name).where(BACKENDS.c.name == name)).first()
+            if known:
+                session.execute(update(BACKENDS).where(BACKENDS.c.name == name).values(url=url))
+            else:
+                session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=_utcnow()))
+
+    def backends(self) -> dict[str, str | None]:
+        if not self.exists():
+            return {}
+        with self._session() as session, session.begin():
+            return {n: u for n, u in session.execute(select(BACKENDS.c.name, BACKENDS.c.url))}
+
+    def close(self) -> None:
+        self._engine.dispose()
