@@ -1,0 +1,612 @@
+"""Process registry of the embedded backend.
+
+The openEO processes come from ``openeo-processes-dask``; this module adds the ones it lacks
+or that need to know about the synthetic collections (``load_collection``, ``save_result``,
+``load_url``, ``load_geojson``, spatial filters and ``aggregate_spatial`` working on UTM
+cubes) and wires them into an ``openeo_pg_parser_networkx.ProcessRegistry``.
+
+Raster cubes are ``xarray.DataArray`` objects with dims ``(t, bands, y, x)`` (numpy-backed),
+their CRS written with rioxarray. Vector cubes (from ``load_url``/``load_geojson``) are
+``geopandas.GeoDataFrame`` objects. Per-execution state (output folder, log, cancel flag,
+the feature being processed) lives in :class:`ExecutionContext`, set through a context
+variable so one registry serves concurrent executions.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import importlib
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import wraps
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import xarray as xr
+
+from eoextract.backend import collections as colls
+from eoextract.backend.errors import OpenEOApiError, ProcessParameterInvalid
+
+__all__ = [
+    "ExecutionContext",
+    "JobCanceled",
+    "current_context",
+    "use_context",
+    "build_registry",
+    "to_geodataframe",
+    "CUSTOM_SPECS",
+    "MAX_CUBE_VALUES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest raster a single ``load_collection`` may produce (pixels x bands x dates), about
+#: 300 MB of uint16: e.g. 100 km2 at 10 m for 13 bands and 11 dates.
+MAX_CUBE_VALUES = 150_000_000
+GRID = 10.0  # metres
+
+
+class JobCanceled(OpenEOApiError):
+    """The execution was canceled through its ``cancel_event``."""
+
+    code = "JobCanceled"
+    status = 400
+
+
+@dataclass
+class ExecutionContext:
+    """State of one process-graph execution.
+
+    Attributes:
+        out_dir: Folder receiving result files.
+        log: ``log(level, message)`` callback feeding the job logs.
+        cancel_event: Set to stop the execution at the next check.
+        assets: Result files written so far (``formats.ResultAsset``).
+        feature_index: In per-feature mode, the feature this run processes.
+        n_features: In per-feature mode, the number of features of the geometry source.
+        geometries: Last geometry set applied to a cube (for ``sample_by_feature`` crops).
+        url_cache: ``load_url`` results, so each URL is read once per execution.
+    """
+
+    out_dir: Path
+    log: Callable[[str, str], None] = lambda level, message: None
+    cancel_event: threading.Event | None = None
+    assets: list = field(default_factory=list)
+    feature_index: int | None = None
+    n_features: int | None = None
+    geometries: gpd.GeoDataFrame | None = None
+    url_cache: dict = field(default_factory=dict)
+
+    def check_canceled(self) -> None:
+        """Raise :class:`JobCanceled` if cancellation was requested."""
+        if self.cancel_event is not None and self.cancel_event.is_set():
+            raise JobCanceled("The job was canceled.")
+
+
+_CONTEXT: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
+    "eoextract_backend_execution", default=None
+)
+
+
+def current_context() -> ExecutionContext:
+    """The execution context of the running process graph (a throwaway one outside)."""
+    ctx = _CONTEXT.get()
+    return ctx if ctx is not None else ExecutionContext(out_dir=Path("."))
+
+
+class use_context:  # noqa: N801 - used as a context manager
+    """Context manager making ``ctx`` the current execution context."""
+
+    def __init__(self, ctx: ExecutionContext):
+        self.ctx = ctx
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> ExecutionContext:
+        self._token = _CONTEXT.set(self.ctx)
+        return self.ctx
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _CONTEXT.reset(self._token)
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry input
+
+
+def _crs_member(obj: dict) -> str | None:
+    crs = obj.get("crs")
+    if isinstance(crs, dict):
+        return (crs.get("properties") or {}).get("name")
+    if isinstance(crs, (str, int)):
+        return str(crs) if not str(crs).isdigit() else f"EPSG:{crs}"
+    return None
+
+
+def to_geodataframe(value: Any) -> gpd.GeoDataFrame:
+    """Turn a spatial extent or geometry argument into a GeoDataFrame (one row per feature).
+
+    Accepts a bounding box (``BoundingBox`` model or dict with west/south/east/north and
+    optional ``crs``), GeoJSON (Feature, FeatureCollection, geometries; EPSG:4326 unless a
+    ``crs`` member names another CRS) or a vector cube (GeoDataFrame).
+
+    Raises:
+        ProcessParameterInvalid: When the value is not a usable geometry.
+    """
+    from shapely.geometry import box, shape
+
+    try:
+        if isinstance(value, gpd.GeoDataFrame):
+            gdf = value if value.crs is not None else value.set_crs(4326)
+            return gdf.reset_index(drop=True)
+        if hasattr(value, "west") and hasattr(value, "east"):  # pydantic BoundingBox
+            value = {"west": value.west, "south": value.south, "east": value.east,
+                     "north": value.north, "crs": value.crs}
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a bounding box, GeoJSON or vector cube, got {type(value).__name__}")
+        if "west" in value:
+            w, s, e, n = (float(value[k]) for k in ("west", "south", "east", "north"))
+            if not (w < e and s < n):
+                raise ProcessParameterInvalid(
+                    f"The spatial extent is empty: west={w}, east={e}, south={s}, north={n} "
+                    "(west must be < east and south < north)."
+                )
+            crs = value.get("crs") or 4326
+            if isinstance(crs, str) and crs.isdigit():
+                crs = int(crs)
+            return gpd.GeoDataFrame(geometry=[box(w, s, e, n)], crs=pyproj.CRS.from_user_input(crs))
+        kind = value.get("type")
+        crs = _crs_member(value) or "EPSG:4326"
+        if kind == "FeatureCollection":
+            feats = value.get("features") or []
+            geoms = [shape(f["geometry"]) for f in feats]
+            props = [dict(f.get("properties") or {}) for f in feats]
+            gdf = gpd.GeoDataFrame(pd.DataFrame(props), geometry=geoms, crs=crs)
+        elif kind == "Feature":
+            gdf = gpd.GeoDataFrame(pd.DataFrame([dict(value.get("properties") or {})]),
+                                   geometry=[shape(value["geometry"])], crs=crs)
+        elif kind == "GeometryCollection":
+            gdf = gpd.GeoDataFrame(geometry=[shape(g) for g in value["geometries"]], crs=crs)
+        elif kind in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString"):
+            gdf = gpd.GeoDataFrame(geometry=[shape(value)], crs=crs)
+        else:
+            raise ValueError(f"unsupported GeoJSON type {kind!r}")
+    except OpenEOApiError:
+        raise
+    except Exception as exc:  # shapely/pyproj/KeyError on malformed input
+        raise ProcessParameterInvalid(f"Invalid geometry: {exc}") from None
+    if len(gdf) == 0:
+        raise ProcessParameterInvalid("The geometry contains no features.")
+    if not gdf.geometry.is_valid.all() or gdf.geometry.is_empty.any():
+        bad = [i for i, g in enumerate(gdf.geometry) if g is None or g.is_empty or not g.is_valid]
+        raise ProcessParameterInvalid(f"Invalid or empty geometry at feature index {bad[:10]}.")
+    return gdf
+
+
+def _select_feature(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """In per-feature mode, keep only the current feature of a full feature set."""
+    ctx = current_context()
+    if ctx.feature_index is not None and ctx.n_features == len(gdf) and len(gdf) > 1:
+        return gdf.iloc[[ctx.feature_index]].reset_index(drop=True)
+    return gdf
+
+
+def _target_epsg(gdf: gpd.GeoDataFrame) -> int:
+    epsg = gdf.crs.to_epsg() if gdf.crs is not None else None
+    if epsg is not None and 32601 <= epsg <= 32760 and epsg % 100 <= 60 and epsg % 100 >= 1:
+        return epsg
+    ll = gdf.to_crs(4326)
+    minx, miny, maxx, maxy = ll.total_bounds
+    return colls.utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
+
+
+def _grid_bounds(gdf_utm: gpd.GeoDataFrame) -> tuple[float, float, float, float]:
+    w, s, e, n = gdf_utm.total_bounds
+    tol = 0.01
+    w = np.floor((w + tol) / GRID) * GRID
+    s = np.floor((s + tol) / GRID) * GRID
+    e = max(np.ceil((e - tol) / GRID) * GRID, w + GRID)
+    n = max(np.ceil((n - tol) / GRID) * GRID, s + GRID)
+    return float(w), float(s), float(e), float(n)
+
+
+def _geometry_mask(gdf_utm: gpd.GeoDataFrame, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """True for pixels whose centre is inside one of the geometries (points always hit)."""
+    from rasterio.features import geometry_mask
+    from rasterio.transform import from_origin
+
+    transform = from_origin(xs[0] - GRID / 2, ys[0] + GRID / 2, GRID, GRID)
+    geoms = [g for g in gdf_utm.geometry if g is not None and not g.is_empty]
+    return ~geometry_mask(geoms, out_shape=(ys.size, xs.size), transform=transform)
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+
+
+def _to_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if hasattr(value, "root"):
+        value = value.root
+    if isinstance(value, str):
+        value = pd.Timestamp(value).to_pydatetime()
+    if isinstance(value, datetime):  # plain datetime (pendulum's subclass breaks arithmetic)
+        v = value.astimezone(timezone.utc) if value.tzinfo else value
+        return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond,
+                        tzinfo=timezone.utc)
+    raise ProcessParameterInvalid(f"Cannot read a date from {value!r}.")
+
+
+def _temporal_bounds(extent: Any) -> tuple[datetime | None, datetime | None]:
+    if extent is None:
+        return None, None
+    items = list(extent.root) if hasattr(extent, "root") else list(extent)
+    if len(items) != 2:
+        raise ProcessParameterInvalid("temporal_extent must be a list of two dates.")
+    start, end = (_to_datetime(v) for v in items)
+    if start is not None and end is not None and start >= end:
+        raise ProcessParameterInvalid(f"The temporal extent is empty: {start:%Y-%m-%d} >= {end:%Y-%m-%d}.")
+    return start, end
+
+
+_COMPARE = {
+    "eq": lambda a, b: a == b, "neq": lambda a, b: a != b, "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+}
+
+
+def _eval_property(node_graph: dict, value: Any) -> bool:
+    """Evaluate a small property-filter process graph (comparisons, and/or/not, between)."""
+    graph = node_graph.get("process_graph", node_graph)
+    results: dict[str, Any] = {}
+
+    def arg(v: Any) -> Any:
+        if hasattr(v, "from_parameter"):
+            return value
+        if hasattr(v, "from_node"):
+            return run(v.from_node)
+        if isinstance(v, dict) and "from_parameter" in v:
+            return value
+        if isinstance(v, dict) and "from_node" in v:
+            return run(v["from_node"])
+        return v
+
+    def run(node_id: str) -> Any:
+        if node_id not in results:
+            node = graph[node_id]
+            pid = node["process_id"] if isinstance(node, dict) else node.process_id
+            args = {k: arg(v) for k, v in (node["arguments"] if isinstance(node, dict) else node.arguments).items()}
+            if pid in _COMPARE:
+                results[node_id] = _COMPARE[pid](args["x"], args["y"])
+            elif pid == "between":
+                ok = args["min"] <= args["x"] and (args["x"] < args["max"] if args.get("exclude_max") else args["x"] <= args["max"])
+                results[node_id] = ok
+            elif pid in ("and", "or"):
+                results[node_id] = (args["x"] and args["y"]) if pid == "and" else (args["x"] or args["y"])
+            elif pid == "not":
+                results[node_id] = not args["x"]
+            elif pid == "array_contains":
+                results[node_id] = args["value"] in args["data"]
+            else:
+                raise ProcessParameterInvalid(f"Process {pid!r} is not supported in property filters.")
+        return results[node_id]
+
+    result_ids = [k for k, n in graph.items() if (n.get("result") if isinstance(n, dict) else n.result)]
+    if not result_ids:
+        raise ProcessParameterInvalid("Property filter has no result node.")
+    return bool(run(result_ids[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = None,  # noqa: A002
+                    bands: list[str] | None = None, properties: dict | None = None) -> xr.DataArray:
+    """Generate a synthetic collection on the UTM grid of the extent."""
+    ctx = current_context()
+    spec = colls.get_collection(id)
+    if spatial_extent is None:
+        raise ProcessParameterInvalid(
+            f"load_collection({id}) needs a spatial_extent (or a later filter_bbox/filter_spatial)."
+        )
+    start, end = _temporal_bounds(temporal_extent)
+    if start is None or end is None:
+        raise ProcessParameterInvalid(
+            "load_collection needs a temporal_extent with a start and an end "
+            "(or a later filter_temporal)."
+        )
+    band_names = list(bands) if bands else spec.band_names
+    for b in band_names:
+        spec.band(b)
+    gdf = _select_feature(to_geodataframe(spatial_extent))
+    epsg = _target_epsg(gdf)
+    gdf_utm = gdf.to_crs(epsg)
+    w, s, e, n = _grid_bounds(gdf_utm)
+    xs = np.arange(w + GRID / 2, e, GRID)
+    ys = np.arange(n - GRID / 2, s, -GRID)
+    dates = colls.collection_dates(spec, start, end)
+    if dates and properties:
+        tile = colls.tile_key(epsg, (w + e) / 2, (s + n) / 2)
+        covers = colls.cloud_cover(spec, tile, dates)
+        keep = []
+        for d, cc in zip(dates, covers):
+            ok = True
+            for prop, cond in properties.items():
+                value = {"eo:cloud_cover": float(cc), "platform": spec.platform}.get(prop)
+                if value is None:
+                    raise ProcessParameterInvalid(f"Unknown property {prop!r} in load_collection.")
+                ok = ok and _eval_property(cond, value)
+            if ok:
+                keep.append(d)
+        dates = keep
+    if not dates:
+        raise ProcessParameterInvalid(
+            f"No {id} acquisitions in [{start:%Y-%m-%d}, {end:%Y-%m-%d}) matching the filters "
+            f"(one every {spec.revisit_days} days)."
+        )
+    n_values = xs.size * ys.size * len(band_names) * len(dates)
+    if n_values > MAX_CUBE_VALUES:
+        raise ProcessParameterInvalid(
+            f"The requested cube is too large: {ys.size} x {xs.size} px "
+            f"({xs.size * ys.size * 1e-4:.1f} km2) x {len(band_names)} bands x {len(dates)} dates "
+            f"= {n_values:,} values, over this backend's limit of {MAX_CUBE_VALUES:,} "
+            "(about 100 km2 x 13 bands x 11 dates). Use a smaller extent, fewer bands or dates, "
+            "or sample_by_feature for scattered polygons."
+        )
+    ctx.check_canceled()
+    ctx.log("info", f"load_collection {id}: EPSG:{epsg}, {ys.size}x{xs.size} px, "
+                    f"{len(band_names)} bands, {len(dates)} dates")
+    values = colls.generate(spec, epsg, xs, ys, dates, band_names)
+    if not _is_bbox(spatial_extent) and not _is_box(gdf_utm):
+        inside = _geometry_mask(gdf_utm, xs, ys)
+        fill = 0 if values.dtype.kind in "ui" else np.nan
+        values[..., ~inside] = fill
+    ctx.geometries = gdf
+    return _make_cube(values, dates, band_names, ys, xs, epsg)
+
+
+def _is_bbox(value: Any) -> bool:
+    return (hasattr(value, "west") and hasattr(value, "east")) or (isinstance(value, dict) and "west" in value)
+
+
+def _is_box(gdf_utm: gpd.GeoDataFrame) -> bool:
+    """True for one axis-aligned rectangle (masking it would change nothing)."""
+    geom = gdf_utm.geometry.iloc[0]
+    return (len(gdf_utm) == 1 and geom.geom_type == "Polygon" and geom.area > 0
+            and abs(geom.envelope.area - geom.area) <= 1e-6 * geom.area)
+
+
+def _make_cube(values: np.ndarray, dates: list[datetime], bands: list[str], ys: np.ndarray,
+               xs: np.ndarray, epsg: int) -> xr.DataArray:
+    t = np.array([d.replace(tzinfo=None) for d in dates], dtype="datetime64[ns]")
+    cube = xr.DataArray(values, dims=("t", "bands", "y", "x"),
+                        coords={"t": t, "bands": bands, "y": ys, "x": xs})
+    return cube.rio.write_crs(f"EPSG:{epsg}")
+
+
+def cube_epsg(data: xr.DataArray) -> int | None:
+    """EPSG code of a raster cube, if known."""
+    try:
+        crs = data.rio.crs
+    except Exception:
+        crs = None
+    return crs.to_epsg() if crs is not None else None
+
+
+def _crop_to(data: xr.DataArray, gdf: gpd.GeoDataFrame, mask: bool) -> xr.DataArray:
+    epsg = cube_epsg(data)
+    if epsg is None:
+        raise ProcessParameterInvalid("The data cube has no CRS; cannot filter it spatially.")
+    gdf_c = gdf.to_crs(epsg)
+    w, s, e, n = gdf_c.total_bounds
+    xs, ys = data["x"].values, data["y"].values
+    rx = (xs + GRID / 2 > w) & (xs - GRID / 2 < e)
+    ry = (ys + GRID / 2 > s) & (ys - GRID / 2 < n)
+    if not rx.any() or not ry.any():
+        raise ProcessParameterInvalid("The spatial filter does not overlap the data cube.")
+    out = data.isel(x=np.flatnonzero(rx), y=np.flatnonzero(ry))
+    if mask and not _is_box(gdf_c):
+        inside = xr.DataArray(_geometry_mask(gdf_c, out["x"].values, out["y"].values), dims=("y", "x"))
+        fill = 0 if out.dtype.kind in "ui" else np.nan
+        out = out.where(inside, fill).astype(out.dtype) if out.dtype.kind in "ui" else out.where(inside)
+    return out
+
+
+def filter_spatial(data: xr.DataArray, geometries: Any) -> xr.DataArray:
+    """Crop to the geometries' bounding box and set pixels outside them to no-data."""
+    gdf = _select_feature(to_geodataframe(geometries))
+    current_context().geometries = gdf
+    return _crop_to(data, gdf, mask=True)
+
+
+def filter_bbox(data: Any, extent: Any) -> Any:
+    """Crop a raster cube (or a vector cube) to a bounding box."""
+    gdf = to_geodataframe(extent)
+    if isinstance(data, gpd.GeoDataFrame):
+        box_geom = gdf.to_crs(data.crs).geometry.iloc[0]
+        return data[data.intersects(box_geom)].reset_index(drop=True)
+    return _crop_to(data, gdf, mask=False)
+
+
+def filter_bands(data: xr.DataArray, bands: list[str] | None = None, wavelengths: Any = None) -> xr.DataArray:
+    """Select bands by name."""
+    if not bands:
+        raise ProcessParameterInvalid("filter_bands needs a list of band names.")
+    available = [str(b) for b in data["bands"].values]
+    missing = [b for b in bands if b not in available]
+    if missing:
+        raise ProcessParameterInvalid(
+            f"Band(s) {missing} not in the data cube; available bands: {available}."
+        )
+    return data.sel(bands=list(bands))
+
+
+def ndvi(data: xr.DataArray, nir: str = "nir", red: str = "red", target_band: str | None = None) -> xr.DataArray:
+    """NDVI, resolving common names (``nir``, ``red``) to band names of the collections."""
+    from openeo_processes_dask.process_implementations.cubes.indices import ndvi as _ndvi
+
+    available = [str(b) for b in data["bands"].values]
+    by_common = {b.common_name: b.name for spec in colls.COLLECTIONS.values() for b in spec.bands if b.common_name}
+
+    def resolve(name: str) -> str:
+        if name in available:
+            return name
+        for label in available:
+            if by_common.get(name) in (label, label.rsplit("-", 1)[-1]):
+                return label
+        raise ProcessParameterInvalid(f"ndvi: band {name!r} not found; bands: {available}.")
+
+    return _ndvi(data, nir=resolve(nir), red=resolve(red), target_band=target_band)
+
+
+def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> Any:  # noqa: A002
+    """Read a GeoJSON, JSON or GeoParquet file from a loopback URL (``127.0.0.1``/``localhost``)."""
+    import requests
+
+    host = urlparse(str(url)).hostname
+    if urlparse(str(url)).scheme not in ("http", "https") or host not in ("127.0.0.1", "localhost", "::1"):
+        raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend, not {url!r}.")
+    fmt = str(format).lower()
+    ctx = current_context()
+    key = (url, fmt)
+    if key not in ctx.url_cache:
+        try:
+            resp = requests.get(url, timeout=30, proxies={"http": None, "https": None})
+        except requests.RequestException as exc:
+            raise ProcessParameterInvalid(f"load_url could not read {url}: {exc}") from None
+        if resp.status_code >= 400:
+            raise ProcessParameterInvalid(f"load_url: {url} answered HTTP {resp.status_code}.")
+        if fmt in ("geojson", "json"):
+            try:
+                doc = resp.json()
+            except ValueError:
+                raise ProcessParameterInvalid(f"load_url: {url} is not valid JSON.") from None
+            ctx.url_cache[key] = doc if fmt == "json" else to_geodataframe(doc)
+        elif fmt in ("parquet", "geoparquet"):
+            import io
+
+            try:
+                ctx.url_cache[key] = gpd.read_parquet(io.BytesIO(resp.content))
+            except Exception as exc:
+                raise ProcessParameterInvalid(f"load_url: cannot read GeoParquet from {url}: {exc}") from None
+        else:
+            from eoextract.backend.errors import FormatUnsupported
+
+            raise FormatUnsupported(f"load_url: format {format!r} not supported (GeoJSON, JSON, Parquet).")
+    value = ctx.url_cache[key]
+    return value.copy() if isinstance(value, gpd.GeoDataFrame) else copy.deepcopy(value)
+
+
+def load_geojson(data: dict, properties: list[str] | None = None) -> gpd.GeoDataFrame:
+    """Turn inline GeoJSON into a vector cube."""
+    gdf = to_geodataframe(data)
+    if properties:
+        gdf = gdf[[c for c in properties if c in gdf.columns] + ["geometry"]]
+    return gdf
+
+
+def aggregate_spatial(data: xr.DataArray, geometries: Any, reducer: Callable,
+                      target_dimension: str = "result", context: Any = None) -> xr.DataArray:
+    """Zonal statistics: reduce the pixels of each geometry (per date and band).
+
+    Returns a cube with dims ``(geometry, t, bands)`` (``t`` only when present); the
+    geometries (EPSG:4326 GeoJSON) are kept in ``attrs["eoextract_geometries"]``.
+    """
+    gdf = to_geodataframe(geometries)
+    epsg = cube_epsg(data)
+    if epsg is None:
+        raise ProcessParameterInvalid("aggregate_spatial: the data cube has no CRS.")
+    gdf_c = gdf.to_crs(epsg)
+    xs, ys = data["x"].values, data["y"].values
+    other = [d for d in data.dims if d not in ("y", "x")]
+    arr = data.transpose(*other, "y", "x").values
+    if arr.dtype.kind in "ui":
+        arr = np.where(arr == 0, np.nan, arr.astype(np.float64))
+    out = []
+    for geom in gdf_c.geometry:
+        current_context().check_canceled()
+        inside = _geometry_mask(gpd.GeoDataFrame(geometry=[geom], crs=gdf_c.crs), xs, ys)
+        pixels = arr[..., inside]
+        if pixels.shape[-1] == 0:
+            out.append(np.full(arr.shape[:-2], np.nan))
+            continue
+        value = reducer(pixels, axis=-1, positional_parameters={"data": 0}, context=context)
+        out.append(np.asarray(value, dtype=np.float64))
+    coords = {d: data[d].values for d in other}
+    coords["geometry"] = np.arange(len(gdf_c))
+    result = xr.DataArray(np.stack(out), dims=("geometry", *other), coords=coords)
+    result.attrs["eoextract_geometries"] = json.loads(gdf.to_crs(4326).geometry.to_json())
+    return result
+
+
+def save_result(data: Any, format: str, options: dict | None = None) -> bool:  # noqa: A002
+    """Write ``data`` into the execution's output folder (see ``formats``)."""
+    from eoextract.backend import formats
+
+    ctx = current_context()
+    ctx.check_canceled()
+    ctx.assets.extend(formats.save(data, format, options or {}, ctx))
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+
+CUSTOM_PROCESSES: dict[str, Callable] = {
+    "load_collection": load_collection,
+    "save_result": save_result,
+    "load_url": load_url,
+    "load_geojson": load_geojson,
+    "filter_spatial": filter_spatial,
+    "filter_bbox": filter_bbox,
+    "filter_bands": filter_bands,
+    "ndvi": ndvi,
+    "aggregate_spatial": aggregate_spatial,
+}
+CUSTOM_SPECS: dict[str, dict] = {}
+
+
+def _cancellable(f: Callable) -> Callable:
+    @wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_context().check_canceled()
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def build_registry():
+    """Build the process registry (processes-dask implementations plus ours).
+
+    Returns:
+        An ``openeo_pg_parser_networkx.ProcessRegistry``.
+    """
+    from openeo_pg_parser_networkx import ProcessRegistry
+    from openeo_pg_parser_networkx.process_registry import Process
+    from openeo_processes_dask.process_implementations.core import process
+
+    logging.getLogger("openeo_processes_dask.process_implementations.core").setLevel(logging.WARNING)
+    specs = importlib.import_module("openeo_processes_dask.specs")
+    impl = importlib.import_module("openeo_processes_dask.process_implementations")
+    registry = ProcessRegistry(wrap_funcs=[process, _cancellable])
+    for name, func in inspect.getmembers(impl, inspect.isfunction):
+        spec = getattr(specs, name, None)
+        if spec is not None and func.__name__ not in ("load_stac", "run_udf"):
+            registry[name] = Process(spec=spec, implementation=func)
+    for name, func in CUSTOM_PROCESSES.items():
+        spec = CUSTOM_SPECS.get(name) or getattr(specs, name, None) or {"id": name}
+        registry[name] = Process(spec=spec, implementation=func)
+    return registry
