@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from jsonschema import Draft7Validator, FormatChecker
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
@@ -184,15 +184,40 @@ def _fast_validator(schema_urls: tuple[str, ...]) -> Any | None:
 # --------------------------------------------------------------------------- dicts
 
 
-def _format_error(error: ValidationError, schema_urls: tuple[str, ...]) -> str:
-    detail = best_match([error])
-    path = "/".join(str(p) for p in detail.absolute_path) or "(root)"
+def _leaf_errors(error: ValidationError) -> list[ValidationError]:
+    """The errors that explain ``error``, descending into ``oneOf``/``anyOf`` branches.
+
+    Of the alternatives, the branch with the fewest errors (then the deepest ones) is the
+    one the object was most likely meant to follow, e.g. the Item branch of an extension
+    schema for an item.
+    """
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return [error]
+    branches: dict[Any, list[ValidationError]] = {}
+    for sub in error.context:
+        branch = sub.relative_schema_path[0] if sub.relative_schema_path else 0
+        branches.setdefault(branch, []).append(sub)
+    chosen = min(
+        branches.values(),
+        key=lambda errs: (len(errs), -max(len(e.absolute_path) for e in errs)),
+    )
+    leaves: list[ValidationError] = []
+    for sub in chosen:
+        leaves.extend(_leaf_errors(sub))
+    return leaves or [error]
+
+
+def _format_errors(error: ValidationError, schema_urls: tuple[str, ...]) -> list[str]:
     source = ""
     if error.schema_path and len(error.schema_path) > 1:
         index = error.schema_path[1]
         if isinstance(index, int) and index < len(schema_urls):
             source = f" [{schema_urls[index]}]"
-    return f"{path}: {detail.message}{source}"
+    messages = []
+    for leaf in _leaf_errors(error):
+        path = "/".join(str(p) for p in leaf.absolute_path) or "(root)"
+        messages.append(f"{path}: {leaf.message}{source}")
+    return messages
 
 
 def validate_dict(d: Mapping[str, Any]) -> list[str]:
@@ -255,13 +280,13 @@ def validate_dict(d: Mapping[str, Any]) -> list[str]:
     fast = _fast_validator(schema_urls)
     if fast is not None and fast.is_valid(d):
         return errors
-    found = 0
+    found: list[str] = []
     for error in _validator(schema_urls).iter_errors(d):
-        errors.append(_format_error(error, schema_urls))
-        found += 1
-        if found >= _MAX_ERRORS_PER_OBJECT:
-            errors.append("... further errors not shown")
+        found.extend(m for m in _format_errors(error, schema_urls) if m not in found)
+        if len(found) >= _MAX_ERRORS_PER_OBJECT:
+            found.append("... further errors not shown")
             break
+    errors.extend(found)
     if not found and fast is not None:  # the two engines disagree: keep the native message
         errors.extend(
             f"{'/'.join(map(str, e.instance_path)) or '(root)'}: {e.message}"
