@@ -12,7 +12,7 @@ def test_public_names_are_pinned():
     # Adding or removing a public name must be a deliberate change of this list.
     expected = set(eoextract._EXPORTS) | {"__version__"}
     assert set(eoextract.__all__) == expected
-    assert "JobStatus" in expected
+    assert "JobStatus" in expected and "LocalBackend" in expected
 
 
 def test_unknown_attribute_raises():

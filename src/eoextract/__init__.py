@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "JobDatabase": "eoextract.jobs.db.base",
     "JobRecord": "eoextract.jobs.db.base",
     "StatusChange": "eoextract.jobs.db.base",
+    "LocalBackend": "eoextract.backend.local",
 }
 
 __all__ = ["__version__", *_EXPORTS]

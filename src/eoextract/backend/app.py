@@ -1,0 +1,414 @@
+"""The openEO API 1.2 HTTP application of the embedded backend (FastAPI).
+
+``create_app(settings)`` returns an ASGI app; :mod:`eoextract.backend.local` runs it with
+uvicorn. Every error is answered as openEO error JSON ``{"id", "code", "message", "links"}``
+with the matching HTTP status, including malformed requests (400 ``BadRequest``, never
+FastAPI's 422 shape).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eoextract.backend.errors import BadRequest, JobNotFound, NotFound, OpenEOApiError
+from eoextract.backend.faults import FaultMiddleware, RequestFault, RequestFaultInjector
+from eoextract.backend.jobs import FINISHED, parse_job_body
+from eoextract.backend.lifecycle import is_instant
+from eoextract.backend.results import item_document, results_document
+from eoextract.backend.service import API_VERSION, BackendService, BackendSettings, file_response
+from eoextract.backend.udp import check_process_id
+from eoextract.backend.workers import TaskCanceled
+
+__all__ = ["create_app", "BackendSettings"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest accepted request body."""
+
+
+class OrjsonResponse(JSONResponse):
+    """JSON response rendered with orjson."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> OrjsonResponse:
+    return OrjsonResponse(data, status_code=status, headers=headers)
+
+
+def error_response(exc: OpenEOApiError) -> OrjsonResponse:
+    """openEO error JSON for an :class:`OpenEOApiError`."""
+    body = {"id": uuid.uuid4().hex, "code": exc.code, "message": exc.message, "links": []}
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _json(body, exc.status, headers)
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise OpenEOApiError(
+            f"Request body larger than {MAX_BODY_BYTES // 2**20} MiB.",
+            code="PayloadTooLarge",
+            status=413,
+        )
+    if not raw.strip():
+        raise BadRequest("The request body is empty; a JSON object is expected.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"Query parameter {name!r} must be an integer.") from None
+    if number < 0:
+        raise BadRequest(f"Query parameter {name!r} must not be negative.")
+    return number
+
+
+def create_app(settings: BackendSettings | None = None) -> FastAPI:
+    """Build the ASGI application.
+
+    Args:
+        settings: Server settings (defaults: temporary data folder, 2 workers, no faults).
+
+    Returns:
+        A FastAPI app; ``app.state.backend`` is its :class:`BackendService`.
+    """
+    settings = settings or BackendSettings()
+    backend = BackendService(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await run_in_threadpool(backend.close)
+
+    app = FastAPI(
+        title="eoextract embedded openEO backend",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.backend = backend
+    if settings.faults:
+        app.add_middleware(FaultMiddleware, injector=backend.request_faults)
+
+    # -- errors ------------------------------------------------------------------------
+    @app.exception_handler(OpenEOApiError)
+    async def _openeo_error(_request: Request, exc: OpenEOApiError) -> Response:
+        if exc.status >= 500:
+            logger.error("%s: %s", exc.code, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return error_response(BadRequest(f"Invalid request: {details}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "NotFound", 405: "MethodNotAllowed"}
+        message = (
+            f"No such resource: {request.method} {request.url.path}"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        code = codes.get(exc.status_code, "BadRequest" if exc.status_code < 500 else "Internal")
+        return error_response(OpenEOApiError(message, code=code, status=exc.status_code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error")
+        return error_response(OpenEOApiError(f"Internal server error: {type(exc).__name__}: {exc}"))
+
+    # -- discovery ---------------------------------------------------------------------
+    @app.get("/.well-known/openeo")
+    async def well_known(request: Request) -> Response:
+        return _json(
+            {
+                "versions": [
+                    {"url": str(request.base_url), "api_version": API_VERSION, "production": False}
+                ]
+            }
+        )
+
+    @app.get("/")
+    async def capabilities(request: Request) -> Response:
+        return _json(backend.capabilities(str(request.base_url)))
+
+    @app.get("/conformance")
+    async def conformance() -> Response:
+        return _json({"conformsTo": backend.conformance()})
+
+    @app.get("/credentials/basic")
+    async def credentials_basic(request: Request) -> Response:
+        user, token = backend.login(request.headers.get("authorization"))
+        logger.info("user %s logged in", user)
+        return _json({"access_token": token, "user_id": user})
+
+    @app.get("/me")
+    async def me(request: Request) -> Response:
+        user = backend.authenticate(request)
+        return _json({"user_id": user, "name": user, "default_plan": "free", "links": []})
+
+    @app.get("/collections")
+    async def collections(request: Request) -> Response:
+        return _json(await run_in_threadpool(backend.collections, str(request.base_url)))
+
+    @app.get("/collections/{collection_id}")
+    async def collection(request: Request, collection_id: str) -> Response:
+        return _json(
+            await run_in_threadpool(backend.collection, collection_id, str(request.base_url))
+        )
+
+    @app.get("/processes")
+    async def processes() -> Response:
+        return _json({"processes": await run_in_threadpool(backend.process_specs), "links": []})
+
+    @app.get("/processes/{namespace}/{process_id}")
+    async def namespaced_process(request: Request, namespace: str, process_id: str) -> Response:
+        return _json(
+            await run_in_threadpool(
+                backend.namespaced_process, namespace, process_id, str(request.base_url)
+            )
+        )
+
+    @app.get("/file_formats")
+    async def file_formats() -> Response:
+        return _json(await run_in_threadpool(backend.file_formats))
+
+    @app.post("/validation")
+    async def validation(request: Request) -> Response:
+        user = backend.authenticate(request)
+        body = await _body(request)
+        process = body.get("process", body) if isinstance(body, dict) else None
+        errors = await run_in_threadpool(backend.validate, user, process)
+        return _json({"errors": errors})
+
+    # -- synchronous processing ------------------------------------------------------
+    @app.post("/result")
+    async def result(request: Request) -> Response:
+        user = backend.authenticate(request)
+        fields_ = parse_job_body(await _body(request))
+        out_dir = backend.sync_dir()
+        cleanup = BackgroundTask(shutil.rmtree, out_dir, ignore_errors=True)
+        try:
+            if is_instant(fields_.get("job_options")):
+                assets = await run_in_threadpool(backend.jobs.instant.copy_to, out_dir)
+            else:
+                task = backend.jobs.run_sync(user, fields_["process"], out_dir)
+                try:
+                    assets = await asyncio.wrap_future(task.future)
+                except asyncio.CancelledError:  # client went away
+                    task.cancel_requested.set()
+                    raise
+                except TaskCanceled:
+                    raise OpenEOApiError("Processing was canceled.", code="Internal") from None
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        if len(assets) != 1:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise BadRequest(
+                f"The process graph produced {len(assets)} files; synchronous processing returns "
+                "exactly one. Use a batch job instead."
+            )
+        asset = assets[0]
+        return file_response(
+            out_dir / asset["path"],
+            asset.get("media_type") or "application/octet-stream",
+            request.headers.get("range"),
+            request.method,
+            filename=asset["name"],
+            background=cleanup,
+        )
+
+    # -- batch jobs --------------------------------------------------------------------
+    @app.get("/jobs")
+    async def list_jobs(request: Request) -> Response:
+        user = backend.authenticate(request)
+        limit = _int_param(request, "limit")
+        before = _int_param(request, "before")
+        page, cursor = backend.jobs.store.listing(user, limit=limit or None, before=before)
+        links = []
+        if cursor is not None:
+            links.append(
+                {
+                    "rel": "next",
+                    "href": f"{request.base_url}jobs?limit={limit}&before={cursor}",
+                    "type": "application/json",
+                }
+            )
+        return _json({"jobs": [r.summary() for r in page], "links": links})
+
+    @app.post("/jobs")
+    async def create_job(request: Request) -> Response:
+        user = backend.authenticate(request)
+        record = await run_in_threadpool(backend.jobs.create, user, await _body(request))
+        url = f"{request.base_url}jobs/{record.id}"
+        return Response(
+            status_code=201, headers={"Location": url, "OpenEO-Identifier": record.id}
+        )
+
+    @app.get("/jobs/{job_id}")
+    async def describe_job(request: Request, job_id: str) -> Response:
+        user = backend.authenticate(request)
+        return _json(backend.jobs.store.get(job_id, user).describe())
+
+    @app.patch("/jobs/{job_id}")
+    async def update_job(request: Request, job_id: str) -> Response:
+        user = backend.authenticate(request)
+        await run_in_threadpool(backend.jobs.update, user, job_id, await _body(request))
+        return Response(status_code=204)
+
+    @app.delete("/jobs/{job_id}")
+    async def delete_job(request: Request, job_id: str) -> Response:
+        user = backend.authenticate(request)
+        await run_in_threadpool(backend.jobs.delete, user, job_id)
+        return Response(status_code=204)
+
+    @app.post("/jobs/{job_id}/results")
+    async def start_job(request: Request, job_id: str) -> Response:
+        user = backend.authenticate(request)
+        await run_in_threadpool(backend.jobs.start, user, job_id)
+        return Response(status_code=202)
+
+    @app.delete("/jobs/{job_id}/results")
+    async def cancel_job(request: Request, job_id: str) -> Response:
+        user = backend.authenticate(request)
+        await run_in_threadpool(backend.jobs.cancel, user, job_id)
+        return Response(status_code=204)
+
+    @app.get("/jobs/{job_id}/results")
+    async def job_results(request: Request, job_id: str) -> Response:
+        user = backend.authenticate(request)
+        partial = request.query_params.get("partial", "").lower() in ("true", "1")
+        if partial:
+            record = backend.jobs.store.get(job_id, user)
+        else:
+            record = backend.jobs.results(user, job_id)
+        base = str(request.base_url)
+        doc = results_document(record, base, backend.signer, backend.result_style(record))
+        if record.status != FINISHED:
+            doc["assets"] = {}
+            doc["links"] = doc["links"][:1]
+        return _json(doc)
+
+    @app.get("/jobs/{job_id}/results/items/{signature}/{item_id}")
+    async def job_result_item(request: Request, job_id: str, signature: str, item_id: str) -> Response:
+        record = backend.jobs.store.get(job_id)
+        if record.status != FINISHED or not backend.signer.verify(job_id, "item:" + item_id, signature):
+            raise NotFound(f"No result item {item_id!r} for job {job_id}.")
+        asset = next((a for a in record.assets if a["name"] == item_id), None)
+        if asset is None:
+            raise NotFound(f"No result item {item_id!r} for job {job_id}.")
+        style = backend.result_style(record)
+        return _json(item_document(record, asset, str(request.base_url), backend.signer, style))
+
+    @app.api_route("/jobs/{job_id}/results/assets/{signature}/{name:path}", methods=["GET", "HEAD"])
+    async def job_asset(request: Request, job_id: str, signature: str, name: str) -> Response:
+        try:
+            record = backend.jobs.store.get(job_id)
+        except JobNotFound:
+            raise NotFound(f"No asset {name!r}: job {job_id} does not exist.") from None
+        asset = next((a for a in record.assets if a["name"] == name), None)
+        if asset is None or not backend.signer.verify(job_id, name, signature):
+            raise NotFound(f"No asset {name!r} for job {job_id}.")
+        path = backend.jobs.store.results_dir(job_id) / asset["path"]
+        return file_response(
+            path,
+            asset.get("media_type") or "application/octet-stream",
+            request.headers.get("range"),
+            request.method,
+            filename=Path(asset["path"]).name,
+            corrupt=record.fault == "corrupt_asset",
+        )
+
+    @app.get("/jobs/{job_id}/logs")
+    async def job_logs(request: Request, job_id: str) -> Response:
+        user = backend.authenticate(request)
+        backend.jobs.store.get(job_id, user)
+        offset = request.query_params.get("offset") or None
+        level = (request.query_params.get("level") or "").lower() or None
+        limit = _int_param(request, "limit")
+        entries = backend.jobs.store.logs(job_id, offset=offset, level=level)
+        links = []
+        if limit and len(entries) > limit:
+            entries = entries[:limit]
+            query = f"offset={entries[-1]['id']}&limit={limit}" + (f"&level={level}" if level else "")
+            links.append({"rel": "next", "href": f"{request.base_url}jobs/{job_id}/logs?{query}"})
+        return _json({"level": level or "debug", "logs": entries, "links": links})
+
+    # -- user-defined processes --------------------------------------------------------
+    @app.get("/process_graphs")
+    async def list_udps(request: Request) -> Response:
+        user = backend.authenticate(request)
+        items = await run_in_threadpool(backend.udps.list, user)
+        return _json({"processes": items, "links": []})
+
+    @app.get("/process_graphs/{process_id}")
+    async def get_udp(request: Request, process_id: str) -> Response:
+        user = backend.authenticate(request)
+        spec = backend.udps.get(user, process_id)
+        return _json(backend.with_canonical_link(spec, user, str(request.base_url)))
+
+    @app.put("/process_graphs/{process_id}")
+    async def put_udp(request: Request, process_id: str) -> Response:
+        user = backend.authenticate(request)
+        check_process_id(process_id)
+        body = await _body(request)
+        await run_in_threadpool(backend.udps.put, user, process_id, body)
+        return Response(status_code=200)
+
+    @app.delete("/process_graphs/{process_id}")
+    async def delete_udp(request: Request, process_id: str) -> Response:
+        user = backend.authenticate(request)
+        backend.udps.delete(user, process_id)
+        return Response(status_code=204)
+
+    # -- admin: request faults (only with faults enabled) -------------------------------
+    if settings.faults:
+        injector: RequestFaultInjector = backend.request_faults
+
+        @app.post("/_admin/faults")
+        async def add_fault(request: Request) -> Response:
+            rule = RequestFault.from_dict(await _body(request))
+            injector.add(rule)
+            return _json(rule.to_dict(), 201)
+
+        @app.get("/_admin/faults")
+        async def list_faults() -> Response:
+            return _json({"faults": injector.list()})
+
+        @app.delete("/_admin/faults")
+        async def clear_faults() -> Response:
+            injector.clear()
+            return Response(status_code=204)
+
+    return app

@@ -1,0 +1,275 @@
+"""Run the embedded backend: :class:`LocalBackend` (in a background thread) and :func:`serve`.
+
+Example::
+
+    from eoextract.backend import LocalBackend
+
+    with LocalBackend() as backend:
+        connection = backend.connect()
+        job = connection.create_job(cube, job_options={"eoextract_mode": "instant"})
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+if TYPE_CHECKING:  # pragma: no cover
+    import openeo
+    from fastapi import FastAPI
+
+__all__ = ["LocalBackend", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def _server(app: Any) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        timeout_keep_alive=30,
+    )
+    return uvicorn.Server(config)
+
+
+class LocalBackend:
+    """The embedded openEO backend on 127.0.0.1, served from a background thread.
+
+    Use it as a context manager (or call :meth:`start`/:meth:`stop`). Worker processes are
+    stopped with it.
+
+    Args:
+        data_dir: Keep jobs, results and stored processes here (survives restarts); a
+            temporary folder, deleted on stop, when None.
+        workers: Jobs executed at the same time.
+        faults: Enable the request-fault admin route (see :meth:`inject_fault`).
+        result_style: ``"current"`` or ``"cdse"``.
+        user: User name accepted by ``/credentials/basic``.
+        password: Its password.
+        port: Port to listen on (0: a free one).
+        host: Address to listen on.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        workers: int = 2,
+        faults: bool = False,
+        result_style: str = "current",
+        user: str = "eoextract",
+        password: str = "eoextract",
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ):
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.workers = workers
+        self.faults = faults
+        self.result_style = result_style
+        self.user = user
+        self._password = password
+        self.port = port
+        self.host = host
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._url: str | None = None
+        self.app: FastAPI | None = None
+
+    def __repr__(self) -> str:
+        return f"<LocalBackend {self._url or '(stopped)'}>"
+
+    @property
+    def url(self) -> str:
+        """Root URL of the API, e.g. ``http://127.0.0.1:43121/``."""
+        if self._url is None:
+            raise RuntimeError("the backend is not running; call start() or use 'with'")
+        return self._url
+
+    def start(self, timeout_s: float = 60.0) -> LocalBackend:
+        """Start serving and wait until the API answers.
+
+        Raises:
+            RuntimeError: When the server does not come up within ``timeout_s``.
+        """
+        if self._thread is not None:
+            return self
+        from eoextract.backend.app import create_app
+        from eoextract.backend.service import BackendSettings
+
+        settings = BackendSettings(
+            data_dir=self.data_dir,
+            workers=self.workers,
+            faults=self.faults,
+            result_style=self.result_style,
+            users={self.user: self._password},
+        )
+        self.app = create_app(settings)
+        self._sock = _bind(self.host, self.port)
+        self._url = _url(self.host, self._sock)
+        self._server = _server(self.app)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]},
+            name="eoextract-local-backend", daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the embedded openEO backend did not start")
+            time.sleep(0.01)
+        logger.info("embedded openEO backend at %s", self._url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and stop the workers."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            if self._thread.is_alive():  # pragma: no cover
+                logger.warning("the backend server thread did not stop in time")
+        if self.app is not None:
+            self.app.state.backend.close()  # no-op when the lifespan already did it
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+        self._url = None
+
+    def __enter__(self) -> LocalBackend:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def connect(self, **kwargs: Any) -> openeo.Connection:
+        """An ``openeo.Connection`` authenticated with the configured user.
+
+        Args:
+            **kwargs: Passed to ``openeo.connect``.
+        """
+        import openeo
+
+        return openeo.connect(self.url, **kwargs).authenticate_basic(self.user, self._password)
+
+    # -- request faults ----------------------------------------------------------------
+    def inject_fault(
+        self,
+        path_regex: str,
+        status: int | None = 503,
+        times: int = 1,
+        *,
+        method: str | None = None,
+        retry_after: float | None = None,
+        delay_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Make the next ``times`` requests matching ``path_regex`` fail or hang.
+
+        Args:
+            path_regex: Regular expression searched in the request path.
+            status: Status to answer with; None to only delay (then serve normally).
+            times: Number of requests affected.
+            method: Only this HTTP method.
+            retry_after: ``Retry-After`` header value (seconds), e.g. with 429.
+            delay_s: Wait this long before answering.
+
+        Returns:
+            The rule as stored by the server.
+
+        Raises:
+            RuntimeError: When the backend runs without faults enabled.
+        """
+        if not self.faults:
+            raise RuntimeError("start LocalBackend(faults=True) to inject request faults")
+        body = {
+            "path_regex": path_regex,
+            "status": status,
+            "times": times,
+            "method": method,
+            "retry_after": retry_after,
+            "delay_s": delay_s,
+        }
+        resp = requests.post(f"{self.url}_admin/faults", json=body, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def clear_faults(self) -> None:
+        """Remove all request faults."""
+        if self.faults:
+            requests.delete(f"{self.url}_admin/faults", timeout=10).raise_for_status()
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    data_dir: Path | str | None = None,
+    workers: int = 2,
+    faults: bool = False,
+    result_style: str = "current",
+    user: str = "eoextract",
+    password: str = "eoextract",
+) -> None:
+    """Serve the embedded backend in the foreground until interrupted; prints its URL.
+
+    Args:
+        host: Address to listen on.
+        port: Port (0: a free one).
+        data_dir: Keep jobs and results here (a temporary folder when None).
+        workers: Jobs executed at the same time.
+        faults: Enable the request-fault admin route.
+        result_style: ``"current"`` or ``"cdse"``.
+        user: User name accepted by ``/credentials/basic``.
+        password: Its password.
+    """
+    from eoextract.backend.app import create_app
+    from eoextract.backend.service import BackendSettings
+
+    settings = BackendSettings(
+        data_dir=Path(data_dir) if data_dir is not None else None,
+        workers=workers,
+        faults=faults,
+        result_style=result_style,
+        users={user: password},
+    )
+    app = create_app(settings)
+    sock = _bind(host, port)
+    server = _server(app)
+    print(_url(host, sock), flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        app.state.backend.close()
+        sock.close()

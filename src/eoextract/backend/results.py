@@ -1,0 +1,317 @@
+"""Batch job results documents (``GET /jobs/{id}/results``) and their STAC items.
+
+Two styles:
+
+``current`` (default)
+    A STAC 1.1.0 Collection whose assets carry ``href``, ``type``, ``roles``, ``title``,
+    ``file:size``, ``file:checksum`` (sha2-256 multihash, hex), ``proj:code``,
+    ``proj:shape``, ``proj:bbox``, ``proj:transform``, ``bands`` (with statistics) and the
+    asset's own ``bbox``/``geometry`` (WGS84) and time range.
+
+``cdse``
+    What the Copernicus Data Space Ecosystem backend answers today: a STAC 1.0.0 Collection
+    whose assets carry ``proj:epsg``, ``proj:bbox``, ``proj:shape``, ``eo:bands`` and
+    ``raster:bands`` with statistics but no ``file:size``/``file:checksum``.
+
+Both list one ``item`` link per asset; the items are served at
+``/jobs/{id}/results/items/{signature}/{asset name}``. Asset and item hrefs are signed URLs
+that need no token.
+
+Assets are stored in job records as plain dicts (see :func:`asset_to_dict`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import fields, is_dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+__all__ = [
+    "RESULT_STYLES",
+    "asset_to_dict",
+    "file_info",
+    "UrlSigner",
+    "results_document",
+    "item_document",
+]
+
+RESULT_STYLES = ("current", "cdse")
+"""Accepted result styles."""
+
+_PROJ_V2 = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+_PROJ_V1 = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
+_FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+_EO = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+_RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+_PLAIN_BAND_KEYS = ("name", "description")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        text = value.isoformat()
+        return text.replace("+00:00", "Z")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    return value
+
+
+def file_info(path: Path, chunk_size: int = 1 << 20) -> tuple[int, str]:
+    """Size and ``file:checksum`` (``"1220"`` + sha256 hex) of a file."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, "1220" + digest.hexdigest()
+
+
+def asset_to_dict(asset: Any, out_dir: Path) -> dict[str, Any]:
+    """Turn an engine ``ResultAsset`` into the plain dict kept in job records.
+
+    Adds ``file_size`` and ``file_checksum``; ``path`` becomes relative to ``out_dir``.
+    """
+    data = {f.name: getattr(asset, f.name) for f in fields(asset)} if is_dataclass(asset) else dict(asset)
+    path = Path(data["path"])
+    if not path.is_absolute():
+        path = Path(out_dir) / path
+    data = {k: _json_value(v) for k, v in data.items()}
+    data["path"] = path.relative_to(out_dir).as_posix()
+    data["file_size"], data["file_checksum"] = file_info(path)
+    return data
+
+
+class UrlSigner:
+    """Signs asset URLs so downloads need no bearer token (like real backends' signed URLs).
+
+    Args:
+        secret: Key of the HMAC.
+    """
+
+    def __init__(self, secret: bytes):
+        self._secret = secret
+
+    def sign(self, job_id: str, name: str) -> str:
+        """Signature of one asset of one job."""
+        msg = f"{job_id}/{name}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:32]
+
+    def verify(self, job_id: str, name: str, signature: str) -> bool:
+        """Whether ``signature`` is valid for this asset."""
+        return hmac.compare_digest(self.sign(job_id, name), signature)
+
+    def item_url(self, base_url: str, job_id: str, name: str) -> str:
+        """URL of the STAC item of an asset."""
+        return (
+            f"{base_url}jobs/{job_id}/results/items/{self.sign(job_id, 'item:' + name)}/"
+            f"{quote(name, safe='')}"
+        )
+
+    def asset_url(self, base_url: str, job_id: str, name: str) -> str:
+        """Download URL of an asset."""
+        return (
+            f"{base_url}jobs/{job_id}/results/assets/{self.sign(job_id, name)}/"
+            f"{quote(name, safe='/')}"
+        )
+
+
+def _title(asset: dict[str, Any]) -> str:
+    index = asset.get("feature_index")
+    return asset["name"] if index is None else f"{asset['name']} (feature {index})"
+
+
+def _current_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for band in bands:
+        entry: dict[str, Any] = {k: band[k] for k in _PLAIN_BAND_KEYS if band.get(k) is not None}
+        if band.get("common_name"):
+            entry["eo:common_name"] = band["common_name"]
+        if band.get("center_wavelength") is not None:
+            entry["eo:center_wavelength"] = band["center_wavelength"]
+        for key in ("data_type", "nodata", "statistics", "unit"):
+            if band.get(key) is not None:
+                entry[key] = band[key]
+        out.append(entry)
+    return out
+
+
+def _cdse_eo_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for band in bands:
+        entry: dict[str, Any] = {"name": band.get("name")}
+        if band.get("common_name"):
+            entry["common_name"] = band["common_name"]
+        if band.get("center_wavelength") is not None:
+            entry["center_wavelength"] = band["center_wavelength"]
+        out.append(entry)
+    return out
+
+
+def _cdse_raster_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for band in bands:
+        entry: dict[str, Any] = {"name": band.get("name")}
+        for key in ("data_type", "nodata", "statistics", "unit"):
+            if band.get(key) is not None:
+                entry[key] = band[key]
+        out.append(entry)
+    return out
+
+
+def _asset_entry(asset: dict[str, Any], href: str, style: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "href": href,
+        "type": asset.get("media_type") or "application/octet-stream",
+        "roles": asset.get("roles") or ["data"],
+        "title": _title(asset),
+    }
+    epsg = asset.get("epsg")
+    bands = asset.get("bands") or []
+    if style == "cdse":
+        if epsg is not None:
+            entry["proj:epsg"] = epsg
+        if asset.get("bbox_native") is not None:
+            entry["proj:bbox"] = asset["bbox_native"]
+        if asset.get("shape") is not None:
+            entry["proj:shape"] = asset["shape"]
+        if bands:
+            entry["eo:bands"] = _cdse_eo_bands(bands)
+            entry["raster:bands"] = _cdse_raster_bands(bands)
+        return entry
+    entry["file:size"] = asset["file_size"]
+    entry["file:checksum"] = asset["file_checksum"]
+    if epsg is not None:
+        entry["proj:code"] = f"EPSG:{epsg}"
+    if asset.get("shape") is not None:
+        entry["proj:shape"] = asset["shape"]
+    if asset.get("bbox_native") is not None:
+        entry["proj:bbox"] = asset["bbox_native"]
+    if asset.get("transform") is not None:
+        entry["proj:transform"] = asset["transform"]
+    if asset.get("bbox_4326") is not None:
+        entry["bbox"] = asset["bbox_4326"]
+    if asset.get("geometry_4326") is not None:
+        entry["geometry"] = asset["geometry_4326"]
+    if asset.get("start_datetime"):
+        entry["start_datetime"] = asset["start_datetime"]
+    if asset.get("end_datetime"):
+        entry["end_datetime"] = asset["end_datetime"]
+    if asset.get("feature_index") is not None:
+        entry["feature_index"] = asset["feature_index"]
+    if bands:
+        entry["bands"] = _current_bands(bands)
+    return entry
+
+
+def _extent(assets: list[dict[str, Any]]) -> dict[str, Any]:
+    boxes = [a["bbox_4326"] for a in assets if a.get("bbox_4326")]
+    if boxes:
+        bbox = [
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        ]
+    else:
+        bbox = [-180.0, -90.0, 180.0, 90.0]
+    starts = sorted(a["start_datetime"] for a in assets if a.get("start_datetime"))
+    ends = sorted(a["end_datetime"] for a in assets if a.get("end_datetime"))
+    interval = [starts[0] if starts else None, ends[-1] if ends else None]
+    return {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}}
+
+
+def results_document(
+    job: Any, base_url: str, signer: UrlSigner, style: str = "current"
+) -> dict[str, Any]:
+    """The results document of a finished job.
+
+    Args:
+        job: A :class:`~eoextract.backend.jobs.JobRecord`.
+        base_url: Root URL of the API, ending in ``/``.
+        signer: Signs asset hrefs.
+        style: ``"current"`` or ``"cdse"``.
+
+    Returns:
+        A STAC Collection as a dict.
+    """
+    cdse = style == "cdse"
+    assets = job.assets
+    doc: dict[str, Any] = {
+        "type": "Collection",
+        "stac_version": "1.0.0" if cdse else "1.1.0",
+        "stac_extensions": [_EO, _PROJ_V1, _RASTER] if cdse else [_PROJ_V2, _FILE],
+        "id": job.id,
+        "title": job.title or f"Results of {job.id}",
+        "description": job.description or f"Results of batch job {job.id}.",
+        "license": "proprietary",
+        "extent": _extent(assets),
+        "openeo:status": job.status,
+        "assets": {
+            a["name"]: _asset_entry(a, signer.asset_url(base_url, job.id, a["name"]), style)
+            for a in assets
+        },
+        "links": [
+            {"rel": "self", "href": f"{base_url}jobs/{job.id}/results", "type": "application/json"},
+            *(
+                {"rel": "item", "href": signer.item_url(base_url, job.id, a["name"]),
+                 "type": "application/geo+json"}
+                for a in assets
+            ),
+        ],
+    }
+    if not cdse:
+        doc["created"] = job.created
+        doc["updated"] = job.updated
+    return doc
+
+
+def item_document(
+    job: Any, asset: dict[str, Any], base_url: str, signer: UrlSigner, style: str = "current"
+) -> dict[str, Any]:
+    """The STAC Item of one asset of a job (what the ``item`` links point to)."""
+    cdse = style == "cdse"
+    entry = _asset_entry(asset, signer.asset_url(base_url, job.id, asset["name"]), style)
+    geometry = asset.get("geometry_4326")
+    bbox = asset.get("bbox_4326")
+    for key in ("bbox", "geometry", "start_datetime", "end_datetime", "feature_index"):
+        entry.pop(key, None)
+    start, end = asset.get("start_datetime"), asset.get("end_datetime")
+    properties: dict[str, Any] = {"datetime": None if (start and end) else (start or job.created)}
+    if start and end:
+        properties["start_datetime"] = start
+        properties["end_datetime"] = end
+    if cdse and asset.get("epsg") is not None:
+        properties["proj:epsg"] = asset["epsg"]
+    elif asset.get("epsg") is not None:
+        properties["proj:code"] = f"EPSG:{asset['epsg']}"
+    if asset.get("feature_index") is not None:
+        properties["feature_index"] = asset["feature_index"]
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0" if cdse else "1.1.0",
+        "stac_extensions": [_EO, _PROJ_V1, _RASTER] if cdse else [_PROJ_V2, _FILE],
+        "id": asset["name"],
+        "collection": job.id,
+        "geometry": geometry,
+        **({"bbox": bbox} if bbox else {}),
+        "properties": properties,
+        "assets": {asset["name"]: entry},
+        "links": [
+            {"rel": "self", "href": signer.item_url(base_url, job.id, asset["name"]),
+             "type": "application/geo+json"},
+            {"rel": "collection", "href": f"{base_url}jobs/{job.id}/results",
+             "type": "application/json"},
+        ],
+    }
