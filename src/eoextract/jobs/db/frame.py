@@ -153,6 +153,8 @@ def coerce_managed(name: str, value: Any) -> Any:
             return str(value)
         raise ValueError(f"{value!r} is not text")
     if kind == "int":
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{value!r} is not an integer")
         if value != int(value):
@@ -254,10 +256,11 @@ class ColumnSpec:
         """Spec of a column; raises :class:`ConfigurationError` for geometry without CRS."""
         dtype = s.dtype
         if getattr(dtype, "name", None) == "geometry":
-            if getattr(s, "crs", None) is None:
+            crs = getattr(s, "crs", None) or getattr(s.array, "crs", None)
+            if crs is None:
                 raise ConfigurationError(
                     f"geometry column {name!r} has no CRS; set one, e.g. gdf.set_crs(4326)")
-            return cls(name, "geometry", "geometry", crs=_crs_text(s.crs))
+            return cls(name, "geometry", "geometry", crs=_crs_text(crs))
         if isinstance(dtype, pd.CategoricalDtype):
             cats = [_json_safe(c) for c in dtype.categories]
             if all(isinstance(c, str | int | float) for c in cats):

@@ -1,0 +1,726 @@
+"""Job databases in openeo-compatible CSV and Parquet files.
+
+The files read and write the columns openeo's ``CsvJobDatabase`` / ``ParquetJobDatabase``
+use (``id`` = backend job id, ``status``, ``backend_name``, ``start_time``,
+``running_start_time``, ``cpu``, ``memory``, ``duration``, ``costs``, geometry as WKT in
+CSV and GeoParquet in Parquet), so either tool reads the other's files.
+
+* ``status`` holds openeo's reading of our status (:data:`~eoextract.jobs.status.OPENEO_STATUS`:
+  ``creating`` reads as ``not_started``, ``downloading`` as ``running``, ...) and
+  ``eoextract_status`` the exact one. When ``status`` no longer agrees with
+  ``eoextract_status`` (openeo's manager moved the job on), ``status`` wins.
+* Dtypes of the user columns, the key column, the CRS of the geometry and the registered
+  backends go to a sidecar ``<file>.meta.json``; the status history is appended to
+  ``<file>.history.csv``. A file without sidecar (written by openeo) is read the way
+  openeo reads it; WKT geometry in such a CSV is taken to be EPSG:4326 (with a warning).
+* The whole table lives in memory. Each save rewrites the file atomically (temporary file
+  in the same folder, fsync, rename), so a crash leaves the previous version. Saves are
+  batched: :meth:`~FileJobDatabase.transition`, :meth:`~FileJobDatabase.update` and
+  :meth:`~FileJobDatabase.claim` mark the table dirty and it is written by
+  :meth:`~FileJobDatabase.flush`, when ``flush_interval`` seconds have passed since the
+  last save, and on :meth:`~FileJobDatabase.close`. :meth:`~FileJobDatabase.persist`
+  (openeo's call) writes at once.
+* Claims and leases hold within one process only: two processes must not share a file
+  database (use SQLite or PostgreSQL for that).
+* CSV keeps values as text: empty strings read back as missing, and WKT keeps about 16
+  significant digits of coordinates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError, SchemaVersionError
+from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db.frame import (
+    EXACT_STATUS_COLUMN,
+    MANAGED_KINDS,
+    UserSchema,
+    build_frame,
+    coerce_managed,
+    parse_status,
+    prepare_job_frame,
+)
+from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
+from eoextract.jobs.status import ACTIVE, OPENEO_STATUS, TERMINAL, JobStatus, is_allowed
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["FileJobDatabase"]
+
+_CSV_SUFFIXES = {".csv"}
+_PARQUET_SUFFIXES = {".parquet", ".geoparquet"}
+#: Managed columns first in openeo's order, then ours.
+_OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "cpu",
+                   "memory", "duration", "costs"]
+_HISTORY_FIELDS = ["job_key", "old", "new", "at", "manager_id", "message", "backend_job_id"]
+#: openeo's ``read_csv`` dtypes (its ``_column_requirements``).
+_OPENEO_CSV_DTYPES = {"id": "str", "backend_name": "str", "status": "str", "start_time": "str",
+                      "running_start_time": "str", "costs": "float64"}
+
+
+_EARLIEST = pd.Timestamp.min.tz_localize("UTC")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _py(value: Any, *, timestamps: bool = False) -> Any:
+    """A plain Python value (``None`` for missing; ``datetime`` unless ``timestamps``)."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value if timestamps else value.to_pydatetime()
+    if isinstance(value, np.generic):
+        value = value.item()
+        return None if isinstance(value, float) and np.isnan(value) else value
+    return value
+
+
+def _rfc3339(value: Any) -> str | None:
+    if value is None or pd.isna(value):
+        return None
+    ts = pd.Timestamp(value).tz_convert("UTC")
+    text = ts.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ts.microsecond:06d}Z" if ts.microsecond else f"{text}Z"
+
+
+@contextlib.contextmanager
+def _atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path next to ``target``; renamed over it (after fsync) when the block succeeds."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class FileJobDatabase(JobDatabase):
+    """Jobs in a CSV or (Geo)Parquet file that openeo's job databases also read and write.
+
+    Args:
+        path: a ``.csv``, ``.parquet`` or ``.geoparquet`` file.
+        flush_interval: seconds after which a batched change is written without waiting
+            for :meth:`flush`.
+
+    Raises:
+        ConfigurationError: unsupported extension.
+        JobDatabaseError: the folder does not exist.
+    """
+
+    def __init__(self, path: str | Path, *, flush_interval: float = 2.0):
+        self.path = Path(path).expanduser()
+        suffix = self.path.suffix.lower()
+        if suffix not in _CSV_SUFFIXES | _PARQUET_SUFFIXES:
+            raise ConfigurationError(f"{str(self.path)!r}: a file job database is .csv, .parquet "
+                                     f"or .geoparquet")
+        if not self.path.parent.is_dir():
+            raise JobDatabaseError(f"cannot use job database {str(self.path)!r}: folder "
+                                   f"{str(self.path.parent)!r} does not exist")
+        self.is_csv = suffix in _CSV_SUFFIXES
+        self.flush_interval = flush_interval
+        self.meta_path = self.path.with_name(self.path.name + ".meta.json")
+        self.history_path = self.path.with_name(self.path.name + ".history.csv")
+        self._lock = threading.RLock()
+        self._df: pd.DataFrame | None = None
+        self._schema = UserSchema()
+        self._meta: dict[str, Any] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._dirty = False
+        self._last_save = 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @property
+    def key_column(self) -> str | None:
+        """The column whose values are the job keys (``None``: the dataframe index)."""
+        self._frame()
+        return self._meta.get("key_column")
+
+    # -- loading ---------------------------------------------------------------------------
+    def _read_meta(self) -> dict[str, Any]:
+        if not self.meta_path.exists():
+            return {}
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise JobDatabaseError(f"{self!r}: unreadable {self.meta_path.name}: {exc}") from exc
+        if meta.get("created_by") != CREATED_BY:
+            raise JobDatabaseError(f"{self!r}: {self.meta_path.name} was not written by eoextract")
+        if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise SchemaVersionError(f"{self!r} has schema version {meta['schema_version']}, this "
+                                     f"eoextract knows up to {SCHEMA_VERSION}; upgrade eoextract")
+        return meta
+
+    def _read_raw(self, schema: UserSchema | None) -> pd.DataFrame:
+        try:
+            if self.is_csv:
+                return self._read_csv(schema)
+            import pyarrow.parquet
+
+            if b"geo" in (pyarrow.parquet.read_metadata(self.path).metadata or {}):
+                import geopandas
+
+                raw = geopandas.read_parquet(self.path)
+            else:
+                raw = pd.read_parquet(self.path)
+        except (OSError, ValueError) as exc:
+            raise JobDatabaseError(f"cannot read job database {self!r}: {exc}") from exc
+        if schema is not None:
+            for spec in schema.columns:
+                if spec.name in raw.columns and spec.kind == "object":
+                    raw[spec.name] = [None if v is None or v is pd.NA else json.loads(v)
+                                      for v in raw[spec.name].astype(object)]
+        return raw
+
+    def _read_csv(self, schema: UserSchema | None) -> pd.DataFrame:
+        if schema is None:  # a file of openeo's: read it as openeo does
+            raw = pd.read_csv(self.path, dtype=_OPENEO_CSV_DTYPES)
+            if "geometry" in raw.columns and raw["geometry"].dtype == object:
+                import geopandas
+                import shapely
+
+                text = raw["geometry"]
+                geoms = shapely.from_wkt(text.where(text.notna(), None).to_numpy(), on_invalid="ignore")
+                if text.notna().any() and not np.any(pd.isna(geoms) & text.notna().to_numpy()):
+                    _log.warning("%r: WKT geometry without CRS, taken to be EPSG:4326", self)
+                    raw = geopandas.GeoDataFrame(raw.drop(columns="geometry"),
+                                                 geometry=geopandas.GeoSeries(geoms, index=raw.index),
+                                                 crs="EPSG:4326")[list(raw.columns)]
+            return raw
+        raw = pd.read_csv(self.path, dtype=str, keep_default_na=False, na_values=[""])
+        for spec in schema.columns:
+            if spec.name not in raw.columns:
+                continue
+            text = raw[spec.name]
+            values = [None if pd.isna(v) else v for v in text]
+            if spec.kind == "geometry":
+                import shapely
+
+                raw[spec.name] = shapely.to_wkb(shapely.from_wkt(np.asarray(values, dtype=object)),
+                                                hex=True)
+                continue
+            raw[spec.name] = spec.decode(self._csv_values(spec.kind, values), raw.index)
+        return raw
+
+    @staticmethod
+    def _csv_values(kind: str, values: list[Any]) -> list[Any]:
+        """CSV text turned into the values :meth:`ColumnSpec.decode` takes."""
+        if kind == "int":
+            return [None if v is None else int(float(v)) if "." in v or "e" in v else int(v)
+                    for v in values]
+        if kind == "bool":
+            return [None if v is None else v.strip().lower() in ("true", "1") for v in values]
+        if kind == "timedelta":
+            return [None if v is None else int(pd.Timedelta(v).value) for v in values]
+        if kind == "datetime":
+            return [None if v is None else pd.Timestamp(v).isoformat() for v in values]
+        if kind == "object":
+            return [None if v is None else json.loads(v) for v in values]
+        return values
+
+    def _frame(self) -> pd.DataFrame:
+        """The in-memory table, loaded on first use."""
+        with self._lock:
+            if self._df is not None:
+                return self._df
+            if not self.path.exists():
+                raise JobDatabaseError(f"{self!r} does not exist yet; use initialize_from_df() "
+                                       f"or create_job_db()")
+            meta = self._read_meta()
+            schema = UserSchema.from_dict(meta["user_columns"]) if meta else None
+            raw = self._read_raw(schema)
+            if schema is not None:
+                for spec in schema.columns:
+                    if spec.kind == "geometry" and spec.name in raw.columns and self.is_csv:
+                        raw[spec.name] = spec.decode(list(raw[spec.name]), raw.index)
+            key_column = meta.get("key_column") if meta else None
+            prepared = prepare_job_frame(raw, key_column)
+            if schema is None:
+                schema = prepared.schema
+            else:
+                schema.extend(prepared.user)
+            managed = {name: prepared.managed.get(name, [None] * len(prepared.keys))
+                       for name in MANAGED_KINDS}
+            self._schema = schema
+            self._meta = meta or {"created_by": CREATED_BY, "schema_version": SCHEMA_VERSION,
+                                  "key_column": None, "backends": {}}
+            self._df = build_frame(prepared.user[schema.names], managed, schema)
+            self._last_save = time.monotonic()
+            return self._df
+
+    # -- saving ----------------------------------------------------------------------------
+    def _export(self) -> pd.DataFrame:
+        """The table as written to the file (openeo's columns and statuses)."""
+        df = self._frame()
+        out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+        for spec in self._schema.columns:
+            col = df[spec.name].reset_index(drop=True)
+            if spec.kind == "object" or (self.is_csv and spec.kind == "date"):
+                col = pd.Series(spec.encode(col), dtype=object)
+                if spec.kind == "object":
+                    col = col.map(lambda v: None if v is None else json.dumps(v))
+            elif spec.kind == "geometry" and self.is_csv:
+                import shapely
+
+                col = pd.Series(shapely.to_wkt(np.asarray(col.values, dtype=object),
+                                               rounding_precision=-1), dtype=object)
+            out[spec.name] = col
+        status = [JobStatus(s) for s in df["status"]]
+        order = _OPENEO_COLUMNS + [n for n in MANAGED_KINDS if n not in _OPENEO_COLUMNS]
+        for name in order:
+            col = df[name].reset_index(drop=True)
+            if name == "status":
+                col = pd.Series([OPENEO_STATUS[s] for s in status], dtype=object)
+            elif MANAGED_KINDS[name] == "datetime":
+                col = pd.Series([_rfc3339(v) for v in col], dtype=object)
+            out[name] = col
+        out[EXACT_STATUS_COLUMN] = [s.value for s in status]
+        if self._meta.get("key_column") is None:
+            out["job_key"] = list(df.index)
+        geometry = self._schema.geometry
+        if geometry is not None and not self.is_csv:
+            import geopandas
+
+            out = geopandas.GeoDataFrame(out, geometry=geometry, crs=df[geometry].crs)
+        return out
+
+    def _write_meta(self) -> None:
+        meta = dict(self._meta, user_columns=self._schema.to_dict(),
+                    geometry_column=self._schema.geometry)
+        geometry = self._schema.spec(self._schema.geometry) if self._schema.geometry else None
+        meta["crs"] = geometry.crs if geometry else None
+        with _atomic_path(self.meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        self._meta = meta
+
+    def _write_history(self) -> None:
+        if not self._pending:
+            return
+        new = not self.history_path.exists()
+        with open(self.history_path, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=_HISTORY_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerows(self._pending)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._pending.clear()
+
+    def _write_table(self, out: pd.DataFrame) -> None:
+        with _atomic_path(self.path) as tmp:
+            if self.is_csv:
+                out.to_csv(tmp, index=False)
+            else:
+                out.to_parquet(tmp, index=False)
+
+    def _save(self) -> None:
+        """Write meta, pending history and the table (atomically); caller holds the lock."""
+        out = self._export()
+        self._write_meta()
+        self._write_history()
+        self._write_table(out)
+        self._dirty = False
+        self._last_save = time.monotonic()
+
+    def flush(self) -> None:
+        """Write batched changes now (atomically)."""
+        with self._lock:
+            if self._dirty:
+                self._save()
+
+    def close(self) -> None:
+        self.flush()
+
+    def _touched(self) -> None:
+        self._dirty = True
+        if time.monotonic() - self._last_save >= self.flush_interval:
+            self._save()
+
+    # -- openeo's interface ------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self) -> pd.DataFrame:
+        with self._lock:
+            return self._frame().copy()
+
+    def initialize_from_df(
+        self,
+        df: pd.DataFrame,
+        *,
+        on_exists: Literal["error", "skip", "append"] = "error",
+        key_column: str | None = None,
+    ) -> FileJobDatabase:
+        """Create the file from ``df`` (see :meth:`JobDatabase.initialize_from_df`).
+
+        Every row is checked before anything is written; an empty dataframe makes an empty
+        file. ``on_exists="append"`` adds the rows whose key is not in the file yet.
+        """
+        if on_exists not in ("error", "skip", "append"):
+            raise ConfigurationError(f"on_exists must be 'error', 'skip' or 'append', got {on_exists!r}")
+        with self._lock:
+            if self.exists():
+                if on_exists == "skip":
+                    return self
+                if on_exists == "error":
+                    raise JobDatabaseError(f"job database {self!r} already exists (use on_exists="
+                                           f"'skip' to resume it or 'append' to add rows)")
+                self._frame()
+                if key_column is not None and key_column != self._meta.get("key_column"):
+                    raise ConfigurationError(f"{self!r} is keyed on {self._meta.get('key_column')!r}, "
+                                             f"not {key_column!r}")
+                prepared = prepare_job_frame(df, self._meta.get("key_column"))
+                self._add(prepared)
+            else:
+                prepared = prepare_job_frame(df, key_column)
+                self._schema = prepared.schema
+                self._meta = {"created_by": CREATED_BY, "schema_version": SCHEMA_VERSION,
+                              "created_at": _utcnow().isoformat(), "key_column": key_column,
+                              "backends": {}}
+                self._df = build_frame(prepared.user.iloc[:0], {}, self._schema)
+                self._add(prepared)
+            self._save()
+        return self
+
+    def _add(self, prepared: Any) -> int:
+        """Append the rows of ``prepared`` whose key is new; caller holds the lock."""
+        df = self._frame()
+        new = [i for i, key in enumerate(prepared.keys) if key not in df.index]
+        if not new:
+            return 0
+        self._schema.extend(prepared.user)
+        now = _utcnow()
+        managed: dict[str, list[Any]] = {}
+        for name in MANAGED_KINDS:
+            values = prepared.managed.get(name)
+            managed[name] = [None if values is None else values[i] for i in new]
+        managed["created_at"] = [v or now for v in managed["created_at"]]
+        managed["updated_at"] = [now] * len(new)
+        managed["status"] = [v or JobStatus.NOT_STARTED for v in managed["status"]]
+        user = prepared.user.iloc[new]
+        for spec in self._schema.columns:
+            if spec.name not in user.columns:
+                user = user.assign(**{spec.name: df[spec.name].iloc[:0].reindex(user.index)})
+        added = build_frame(user[self._schema.names], managed, self._schema)
+        for name in self._schema.names:
+            if name not in df.columns:
+                df[name] = added[name].iloc[:0].reindex(df.index)
+        self._df = self._concat(df[self._schema.names + list(MANAGED_KINDS)], added)
+        for key, status, backend_job_id in zip(added.index, added["status"], added["id"], strict=True):
+            self._pending.append(dict(job_key=key, old=None, new=status, at=now.isoformat(),
+                                      manager_id=None, message="added", backend_job_id=backend_job_id))
+        self._dirty = True
+        return len(new)
+
+    def _concat(self, df: pd.DataFrame, added: pd.DataFrame) -> pd.DataFrame:
+        cols = list(df.columns)
+        if len(df) == 0:
+            return added[cols]
+        frame = pd.concat([df, added[cols]])
+        geometry = self._schema.geometry
+        if geometry is not None:
+            import geopandas
+
+            frame = geopandas.GeoDataFrame(frame, geometry=geometry,
+                                           crs=self._schema.spec(geometry).crs)
+        return frame
+
+    def persist(self, df: pd.DataFrame) -> None:
+        """Insert or update the given rows and write the file at once (openeo's call).
+
+        Managed columns in ``df`` are taken as given (a changed ``status`` is recorded in
+        the history with message ``"persist"``, not checked against the status model).
+        """
+        with self._lock:
+            table = self._frame()
+            key_column = self._meta.get("key_column")
+            prepared = prepare_job_frame(df, key_column if key_column in df.columns else None)
+            self._schema.extend(prepared.user)
+            now = _utcnow()
+            known = [k for k in prepared.keys if k in table.index]
+            pos = {k: i for i, k in enumerate(prepared.keys)}
+            for name in prepared.user.columns:
+                if name not in table.columns:
+                    table[name] = prepared.user[name].iloc[:0].reindex(table.index)
+                spec = self._schema.spec(name)
+                restored = spec.decode(spec.encode(prepared.user[name]), prepared.user.index)
+                if known:
+                    table.loc[known, name] = restored.loc[known].to_numpy()
+            for name, values in prepared.managed.items():
+                for key in known:
+                    value = values[pos[key]]
+                    if name == "status":
+                        old = JobStatus(table.at[key, "status"])
+                        if value is not old:
+                            self._pending.append(dict(
+                                job_key=key, old=old.value, new=value.value, at=now.isoformat(),
+                                manager_id=None, message="persist",
+                                backend_job_id=_py(table.at[key, "id"])))
+                        value = value.value
+                    table.at[key, name] = self._cell(name, value)
+            for key in known:
+                table.at[key, "updated_at"] = pd.Timestamp(now)
+            self._add(prepared)
+            self._save()
+
+    @staticmethod
+    def _cell(name: str, value: Any) -> Any:
+        if MANAGED_KINDS[name] == "datetime":
+            return pd.NaT if value is None else pd.Timestamp(value)
+        if MANAGED_KINDS[name] == "float" and value is None:
+            return np.nan
+        return value
+
+    def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
+        wanted = {parse_status(s).value for s in statuses}
+        with self._lock:
+            counts = self._frame()["status"].value_counts().to_dict()
+        return {s: int(n) for s, n in counts.items() if not wanted or s in wanted}
+
+    @staticmethod
+    def _status_values(statuses: Iterable[JobStatus | str]) -> list[str]:
+        values = []
+        for s in statuses:
+            with contextlib.suppress(ValueError):
+                values.append(parse_status(s).value)
+        return values
+
+    def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
+        with self._lock:
+            df = self._frame()
+            found = df[df["status"].isin(self._status_values(statuses))]
+            return (found.head(max) if max is not None else found).copy()
+
+    def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
+        with self._lock:
+            df = self._frame()
+            keys = [str(i) for i in indices]
+            return df.loc[[k for k in keys if k in df.index]].copy()
+
+    # -- the manager's interface ---------------------------------------------------------------
+    def _records(self, df: pd.DataFrame) -> list[JobRecord]:
+        positions = self._frame().index.get_indexer(df.index)
+        user_names = self._schema.names
+        managed = [n for n in MANAGED_KINDS if n != "status"]
+        records = []
+        for pos, key, row in zip(positions, df.index, df.to_dict("records"), strict=True):
+            fields = {n: _py(row[n]) for n in managed}
+            fields["attempt"] = int(fields["attempt"] or 0)
+            records.append(JobRecord(pk=int(pos) + 1, job_key=str(key), status=JobStatus(row["status"]),
+                                     fields=fields, row={n: _py(row[n], timestamps=True) for n in user_names}))
+        return records
+
+    def jobs(
+        self,
+        statuses: Iterable[JobStatus | str] | None = None,
+        *,
+        backend_name: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[JobRecord]:
+        with self._lock:
+            df = self._frame()
+            mask = pd.Series(True, index=df.index)
+            if statuses is not None:
+                mask &= df["status"].isin(self._status_values(statuses))
+            if backend_name is not None:
+                mask &= df["backend_name"] == backend_name
+            if keys is not None:
+                mask &= df.index.isin([str(k) for k in keys])
+            return self._records(df[mask])
+
+    def get(self, job_key: str) -> JobRecord:
+        with self._lock:
+            df = self._frame()
+            if job_key not in df.index:
+                raise JobError(f"unknown job {job_key!r} in {self!r}", job_key=job_key)
+            return self._records(df.loc[[job_key]])[0]
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        manager_id: str,
+        now: datetime,
+        lease_seconds: float = 300.0,
+        backend_name: str | None = None,
+    ) -> list[JobRecord]:
+        """Claim due ``not_started`` jobs (see :meth:`JobDatabase.claim`); within this process only."""
+        if limit <= 0:
+            return []
+        ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+        with self._lock:
+            df = self._frame()
+            nxt, lease, owner = df["next_attempt_at"], df["lease_until"], df["claimed_by"]
+            mask = (df["status"] == JobStatus.NOT_STARTED.value) & (nxt.isna() | (nxt <= ts))
+            mask &= owner.isna() | (owner == manager_id) | lease.isna() | (lease <= ts)
+            if backend_name is not None:
+                others = [n for n in self._meta.get("backends", {}) if n != backend_name]
+                names = df["backend_name"]
+                pinned = names.isin(others) if others else names.notna() & (names != backend_name)
+                mask &= ~pinned
+            due = df.loc[mask, "next_attempt_at"].fillna(_EARLIEST).sort_values(kind="stable")
+            keys = list(due.index[:limit])
+            if not keys:
+                return []
+            df.loc[keys, "claimed_by"] = manager_id
+            df.loc[keys, "lease_until"] = ts + timedelta(seconds=lease_seconds)
+            df.loc[keys, "updated_at"] = ts
+            self._touched()
+            return self._records(df.loc[keys])
+
+    def _coerce(self, fields: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
+                             f"{sorted(UPDATABLE_FIELDS)!r}")
+        return {name: coerce_managed(name, value) for name, value in fields.items()}
+
+    def transition(
+        self,
+        job_key: str,
+        new: JobStatus | str,
+        *,
+        message: str | None = None,
+        manager_id: str | None = None,
+        user_retry: bool = False,
+        expect: JobStatus | str | None = None,
+        **fields: Any,
+    ) -> StatusChange:
+        """Move one job to ``new`` (see :meth:`JobDatabase.transition`); saved with the next flush.
+
+        Moving to ``not_started`` or a final status also drops the lease, unless
+        ``claimed_by``/``lease_until`` are given.
+        """
+        new = JobStatus(new)
+        values = self._coerce(fields)
+        with self._lock:
+            df = self._frame()
+            if job_key not in df.index:
+                raise JobError(f"unknown job {job_key!r}", job_key=job_key)
+            old = JobStatus(df.at[job_key, "status"])
+            if expect is not None and old is not JobStatus(expect):
+                raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected "
+                                        f"{JobStatus(expect).value!r} (changed elsewhere)", job_key=job_key)
+            if not is_allowed(old, new, user_retry=user_retry):
+                raise InvalidTransition(f"job {job_key!r}: {old.value!r} -> {new.value!r} is not allowed",
+                                        job_key=job_key)
+            if new is JobStatus.NOT_STARTED or new in TERMINAL:
+                values.setdefault("claimed_by", None)
+                values.setdefault("lease_until", None)
+            now = _utcnow()
+            backend_job_id = values["id"] if "id" in values else _py(df.at[job_key, "id"])
+            change = StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
+                                  message=message, backend_job_id=backend_job_id)
+            for name, value in values.items():
+                df.at[job_key, name] = self._cell(name, value)
+            df.at[job_key, "status"] = new.value
+            df.at[job_key, "updated_at"] = pd.Timestamp(now)
+            self._pending.append(dict(job_key=job_key, old=old.value, new=new.value, at=now.isoformat(),
+                                      manager_id=manager_id, message=message,
+                                      backend_job_id=backend_job_id))
+            self._touched()
+            return change
+
+    def update(self, job_key: str, **fields: Any) -> None:
+        if "status" in fields:
+            raise ValueError("status changes go through transition()")
+        values = self._coerce(fields)
+        with self._lock:
+            df = self._frame()
+            if job_key not in df.index:
+                raise JobError(f"unknown job {job_key!r}", job_key=job_key)
+            for name, value in values.items():
+                df.at[job_key, name] = self._cell(name, value)
+            df.at[job_key, "updated_at"] = pd.Timestamp(_utcnow())
+            self._touched()
+
+    def history(self, job_key: str) -> list[StatusChange]:
+        with self._lock:
+            rows: list[dict[str, Any]] = []
+            if self.history_path.exists():
+                with open(self.history_path, newline="", encoding="utf-8") as fh:
+                    rows = [r for r in csv.DictReader(fh) if r["job_key"] == job_key]
+            rows += [r for r in self._pending if r["job_key"] == job_key]
+
+        def _opt(v: Any) -> Any:
+            return None if v in (None, "") else v
+
+        return [StatusChange(job_key=job_key, old=JobStatus(r["old"]) if _opt(r["old"]) else None,
+                             new=JobStatus(r["new"]), at=datetime.fromisoformat(r["at"]),
+                             manager_id=_opt(r["manager_id"]), message=_opt(r["message"]),
+                             backend_job_id=_opt(r["backend_job_id"])) for r in rows]
+
+    def active_counts(self) -> dict[str, int]:
+        with self._lock:
+            df = self._frame()
+            active = df[df["status"].isin([s.value for s in ACTIVE])]
+            return {str(k): int(v) for k, v in active["backend_name"].value_counts().items()}
+
+    def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
+        with self._lock:
+            df = self._frame()
+            mask = (df["claimed_by"] == manager_id) & ~df["status"].isin([s.value for s in TERMINAL])
+            df.loc[mask, "lease_until"] = pd.Timestamp(now).tz_convert("UTC") + timedelta(seconds=lease_seconds)
+            if mask.any():
+                self._touched()
+            return int(mask.sum())
+
+    def release(self, manager_id: str) -> None:
+        if not self.exists() and self._df is None:
+            return
+        with self._lock:
+            df = self._frame()
+            mask = df["claimed_by"] == manager_id
+            if mask.any():
+                df.loc[mask, "claimed_by"] = None
+                df.loc[mask, "lease_until"] = pd.NaT
+                self._touched()
+
+    def register_backend(self, name: str, url: str | None) -> None:
+        from eoextract.jobs.db.sql import _strip_credentials
+
+        with self._lock:
+            self._frame()
+            backends = dict(self._meta.get("backends") or {})
+            backends[name] = _strip_credentials(url)
+            self._meta["backends"] = backends
+            self._dirty = True
+            self._save()
+
+    def backends(self) -> dict[str, str | None]:
+        if not self.exists():
+            return {}
+        with self._lock:
+            self._frame()
+            return dict(self._meta.get("backends") or {})
