@@ -186,3 +186,196 @@ def test_internal_errors_are_wrapped(engine, tmp_path):
     with pytest.raises(OpenEOApiError) as info:
         engine.execute(g, tmp_path)
     assert info.value.status == 500 and info.value.code == "Internal"
+
+
+# --------------------------------------------------------------------------------------------
+# Vector inputs served on loopback (seed 004: load_url of a GeoParquet, filter_spatial)
+
+
+@pytest.fixture(scope="module")
+def file_server(tmp_path_factory):
+    """A plain HTTP server on 127.0.0.1 serving a temporary folder."""
+    import functools
+    import http.server
+    import socketserver
+
+    root = tmp_path_factory.mktemp("served")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = socketserver.TCPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def seed004_graph(url: str, fmt: str = "Parquet") -> dict:
+    """load_collection without spatial extent, filter_spatial(load_url), renamed bands, sample_by_feature."""
+    bands = ["B02", "B04", "B08", "SCL"]
+    return {
+        "load": {"process_id": "load_collection", "arguments": {
+            "id": "SENTINEL2_L2A", "spatial_extent": None, "temporal_extent": TEMPORAL, "bands": bands,
+            "properties": {"eo:cloud_cover": {"process_graph": {"lte": {
+                "process_id": "lte", "arguments": {"x": {"from_parameter": "value"}, "y": 95}, "result": True}}}}}},
+        "url": {"process_id": "load_url", "arguments": {"url": url, "format": fmt}},
+        "filter": {"process_id": "filter_spatial", "arguments": {"data": {"from_node": "load"},
+                                                                "geometries": {"from_node": "url"}}},
+        "rename": {"process_id": "rename_labels", "arguments": {
+            "data": {"from_node": "filter"}, "dimension": "bands", "target": [f"S2-L2A-{b}" for b in bands]}},
+        "scale": {"process_id": "linear_scale_range", "arguments": {
+            "x": {"from_node": "rename"}, "inputMin": 0, "inputMax": 65534, "outputMin": 0, "outputMax": 65534}},
+        "save": {"process_id": "save_result", "arguments": {
+            "data": {"from_node": "scale"}, "format": "NetCDF", "options": {"sample_by_feature": True}},
+            "result": True},
+    }
+
+
+def test_seed004_flow_with_geoparquet_url(engine, tmp_path, file_server):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    root, base = file_server
+    centres = [(600020, 5700020), (604000, 5703000)]
+    gdf = gpd.GeoDataFrame({"sample_id": ["a", "b"]},
+                           geometry=[box(x - 320, y - 320, x + 320, y + 320) for x, y in centres], crs=32631)
+    gdf.to_parquet(root / "samples.parquet")
+    assets = engine.execute(seed004_graph(f"{base}/samples.parquet"), tmp_path)
+    assert [a.name for a in assets] == ["openEO_0.nc", "openEO_1.nc"]
+    for (cx, cy), a in zip(centres, assets):
+        assert a.shape == (64, 64) and a.bbox_native == [cx - 320, cy - 320, cx + 320, cy + 320]
+        ds = xr.open_dataset(a.path, mask_and_scale=False)
+        assert [v for v in ds.data_vars if v != "crs"] == ["S2-L2A-B02", "S2-L2A-B04", "S2-L2A-B08", "S2-L2A-SCL"]
+        assert ds["S2-L2A-B04"].dtype == np.uint16  # integral after linear_scale_range: stays uint16
+        assert set(np.unique(ds["S2-L2A-SCL"].values)) <= {4, 5, 6, 8, 9, 10}
+        assert a.bands[0]["name"] == "S2-L2A-B02" and a.bands[0]["common_name"] == "blue"
+
+
+def test_geojson_url_in_4326_and_feature_id(engine, tmp_path, file_server):
+    import json
+
+    root, base = file_server
+    tr = pyproj.Transformer.from_crs(32631, 4326, always_xy=True)
+    ring = [tr.transform(x, y) for x, y in [(600000, 5700000), (600200, 5700000), (600200, 5700200),
+                                            (600000, 5700200), (600000, 5700000)]]
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": "field-1"}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}
+    (root / "one.geojson").write_text(json.dumps(doc))
+    g = seed004_graph(f"{base}/one.geojson", fmt="GeoJSON")
+    g["save"]["arguments"]["options"]["feature_id_property"] = "id"
+    (a,) = engine.execute(g, tmp_path)
+    assert a.name == "openEO_field-1.nc" and a.feature_index == 0 and a.epsg == 32631
+    assert a.shape == (20, 20)
+
+
+def test_load_url_rejects_remote_hosts(engine, tmp_path):
+    with pytest.raises(ProcessParameterInvalid, match="loopback"):
+        engine.execute(seed004_graph("https://example.com/x.parquet"), tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# User-defined processes
+
+
+def test_udp_is_inlined_with_defaults(engine, tmp_path):
+    udp = {"id": "s2_ndvi", "parameters": [
+        {"name": "extent", "schema": {}}, {"name": "start", "schema": {}, "default": "2023-03-01"}],
+        "process_graph": {
+            "load": {"process_id": "load_collection", "arguments": {
+                "id": "SENTINEL2_L2A", "spatial_extent": {"from_parameter": "extent"},
+                "temporal_extent": [{"from_parameter": "start"}, "2023-03-15"], "bands": ["B04", "B08"]}},
+            "ndvi": {"process_id": "ndvi", "arguments": {"data": {"from_node": "load"}}, "result": True}}}
+    calls = []
+
+    def resolver(pid, namespace):
+        calls.append((pid, namespace))
+        return udp if pid == "s2_ndvi" else None
+
+    g = {"call": {"process_id": "s2_ndvi", "namespace": "user",
+                  "arguments": {"extent": utm_collection((600020, 5700020))}},
+         "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "call"}, "format": "netCDF"},
+                  "result": True}}
+    (a,) = engine.execute(g, tmp_path, udp_resolver=resolver)
+    assert calls == [("s2_ndvi", "user")]
+    ds = xr.open_dataset(a.path)
+    assert ds.sizes["t"] == 3 and float(ds[[v for v in ds.data_vars if v != "crs"][0]].max()) <= 1.0
+    assert engine.validate(g, udp_resolver=resolver) == []
+    assert engine.validate(g)[0]["code"] == "ProcessUnsupported"
+
+
+# --------------------------------------------------------------------------------------------
+# Processes on our cubes
+
+
+def _cb(pid: str, **args) -> dict:
+    return {"process_graph": {"n": {"process_id": pid, "arguments": args, "result": True}}}
+
+
+P = {"from_parameter": "x"}
+
+
+def _run(engine, tmp_path, nodes: dict, last: str, fmt: str = "netCDF", **kw) -> tuple[ResultAsset, xr.Dataset | str]:
+    (a,) = engine.execute(graph(spatial_extent=utm_collection((600020, 5700020)), extra=nodes, last=last,
+                                fmt=fmt, **kw), tmp_path)
+    return a, (xr.open_dataset(a.path) if a.name.endswith(".nc") else a.path.read_text())
+
+
+def test_filters_and_apply(engine, tmp_path):
+    L = {"from_node": "load"}
+    a, ds = _run(engine, tmp_path / "1", {
+        "ft": {"process_id": "filter_temporal", "arguments": {"data": L, "extent": ["2023-03-10", "2023-03-20"]}},
+        "fb": {"process_id": "filter_bands", "arguments": {"data": {"from_node": "ft"}, "bands": ["B08"]}},
+        "bb": {"process_id": "filter_bbox", "arguments": {"data": {"from_node": "fb"}, "extent": {
+            "west": 599900, "east": 600000, "south": 5699900, "north": 5700000, "crs": 32631}}},
+        "ap": {"process_id": "apply", "arguments": {"data": {"from_node": "bb"},
+                                                   "process": _cb("multiply", x=P, y=0.5)}},
+    }, last="ap")
+    assert ds.sizes == {"t": 2, "y": 10, "x": 10} and list(ds.data_vars) == ["B08", "crs"]
+    assert a.bbox_native == [599900, 5699900, 600000, 5700000]
+    with pytest.raises(ProcessParameterInvalid, match="B99"):
+        _run(engine, tmp_path / "2", {"fb": {"process_id": "filter_bands", "arguments": {
+            "data": {"from_node": "load"}, "bands": ["B99"]}}}, last="fb")
+
+
+def test_merge_s2_with_s1_and_resample(engine, tmp_path):
+    ext = utm_collection((600020, 5700020))
+    a, ds = _run(engine, tmp_path, {
+        "s1": {"process_id": "load_collection", "arguments": {
+            "id": "SENTINEL1_GRD", "spatial_extent": ext, "temporal_extent": TEMPORAL, "bands": ["VV", "VH"]}},
+        "m": {"process_id": "merge_cubes", "arguments": {"cube1": {"from_node": "load"}, "cube2": {"from_node": "s1"}}},
+        "r": {"process_id": "resample_spatial", "arguments": {"data": {"from_node": "m"}, "resolution": 20,
+                                                              "method": "average"}},
+    }, last="r")
+    assert [v for v in ds.data_vars if v != "crs"] == ["B04", "B08", "VV", "VH"]
+    assert a.shape == (16, 16) and a.transform[0] == 20
+    assert ds.sizes["t"] == 10  # union: 6 S2 dates (every 5 days), 5 S1 dates (every 6 days), 1 shared
+    assert float(ds["VV"].mean()) > 0
+
+
+def test_mask_and_reduce_bands(engine, tmp_path):
+    L = {"from_node": "load"}
+    _, ds = _run(engine, tmp_path, {
+        "nir": {"process_id": "filter_bands", "arguments": {"data": L, "bands": ["B08"]}},
+        "gt": {"process_id": "apply", "arguments": {"data": {"from_node": "nir"}, "process": _cb("gt", x=P, y=3000)}},
+        "m1": {"process_id": "reduce_dimension", "arguments": {"data": {"from_node": "gt"}, "dimension": "bands",
+                                                               "reducer": _cb("first", data={"from_parameter": "data"})}},
+        "mk": {"process_id": "mask", "arguments": {"data": L, "mask": {"from_node": "m1"}}},
+    }, last="mk")
+    nir = ds["B08"].values
+    assert np.all(np.isnan(nir) | (nir <= 3000))
+
+
+def test_aggregate_spatial_json_and_csv(engine, tmp_path):
+    zones = utm_collection((600020, 5700020), (600100, 5700100), half=50)
+    node = {"ag": {"process_id": "aggregate_spatial", "arguments": {
+        "data": {"from_node": "load"}, "geometries": zones, "reducer": _cb("mean", data={"from_parameter": "data"})}}}
+    a, text = _run(engine, tmp_path / "j", node, last="ag", fmt="JSON")
+    import json
+
+    doc = json.loads(text)
+    assert a.media_type == "application/json" and len(doc) == 6
+    first = doc["2023-03-04T00:00:00Z"]
+    assert len(first) == 2 and len(first[0]) == 2 and 0 < first[0][0] < 10000
+    a, text = _run(engine, tmp_path / "c", node, last="ag", fmt="CSV")
+    lines = text.strip().splitlines()
+    assert lines[0] == "date,feature_index,B04,B08" and len(lines) == 1 + 6 * 2

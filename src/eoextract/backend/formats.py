@@ -12,6 +12,7 @@ import copy
 import csv
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
@@ -256,12 +257,13 @@ def write_netcdf(cube: xr.DataArray, path: Path) -> list[dict]:
         variables[name] = xr.DataArray(stored, dims=spatial, attrs=attrs)
         encoding[name] = enc
         bands.append(_band_entry(name, dtype, nodata, _stats(stored, nodata)))
-    coords: dict = {
-        "x": ("x", cube["x"].values.astype(np.float64),
-              {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of projection", "units": "m"}),
-        "y": ("y", cube["y"].values.astype(np.float64),
-              {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of projection", "units": "m"}),
-    }
+    geographic = epsg is not None and pyproj.CRS.from_epsg(epsg).is_geographic
+    x_attrs = ({"standard_name": "longitude", "units": "degrees_east"} if geographic else
+               {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of projection", "units": "m"})
+    y_attrs = ({"standard_name": "latitude", "units": "degrees_north"} if geographic else
+               {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of projection", "units": "m"})
+    coords: dict = {"x": ("x", cube["x"].values.astype(np.float64), x_attrs),
+                    "y": ("y", cube["y"].values.astype(np.float64), y_attrs)}
     if "t" in cube.dims:
         coords["t"] = ("t", pd.to_datetime(cube["t"].values).values, {"standard_name": "time", "axis": "T"})
         encoding["t"] = {"units": "days since 1990-01-01", "calendar": "standard", "dtype": "int32"}
@@ -385,6 +387,12 @@ def _write_raster(cube: xr.DataArray, fmt: str, stem: str, out_dir: Path,
     return [_asset(path, fmt, cube, [], feature_index)]
 
 
+def _safe_name(value: Any) -> str:
+    """A file-name part without path separators or leading dots."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)).lstrip(".")
+    return name[:100] or "_"
+
+
 def save(data: Any, format: str, options: dict, ctx: Any) -> list[ResultAsset]:  # noqa: A002
     """Write ``data`` in ``format`` into ``ctx.out_dir``; implements ``save_result``.
 
@@ -398,32 +406,40 @@ def save(data: Any, format: str, options: dict, ctx: Any) -> list[ResultAsset]: 
         and "x" in data.dims
     if fmt in ("netcdf", "gtiff"):
         _raster_cube(data)
+    prefix = _safe_name(options.get("filename_prefix") or "openEO")
     if not by_feature:
-        return _write_raster(data, fmt, "openEO", out_dir, None) if isinstance(data, xr.DataArray) \
-            else _write_other(data, fmt, out_dir)
+        return _write_raster(data, fmt, prefix, out_dir, None) if isinstance(data, xr.DataArray) \
+            else _write_other(data, fmt, out_dir, prefix)
+    id_prop = options.get("feature_id_property")
+
+    def stem(i: int, row: Any) -> str:
+        value = row.get(id_prop) if id_prop and row is not None else None
+        return f"{prefix}_{_safe_name(value) if value is not None and str(value) else i}"
+
     if ctx.feature_index is not None:
-        return _write_raster(data, fmt, f"openEO_{ctx.feature_index}", out_dir, ctx.feature_index)
+        row = ctx.geometries.iloc[0] if ctx.geometries is not None and len(ctx.geometries) == 1 else None
+        return _write_raster(data, fmt, stem(ctx.feature_index, row), out_dir, ctx.feature_index)
     if ctx.geometries is None:
         raise ProcessParameterInvalid(
             "sample_by_feature needs geometries (a GeoJSON spatial_extent or filter_spatial)."
         )
     out = []
     epsg = _epsg(data)
-    for i, geom in enumerate(ctx.geometries.to_crs(epsg).geometry):
+    for i, (_, row) in enumerate(ctx.geometries.to_crs(epsg).iterrows()):
         ctx.check_canceled()
-        w, s, e, n = geom.bounds
+        w, s, e, n = row.geometry.bounds
         xs, ys = data["x"].values, data["y"].values
         sub = data.isel(x=np.flatnonzero((xs + 5 > w) & (xs - 5 < e)),
                         y=np.flatnonzero((ys + 5 > s) & (ys - 5 < n)))
         if sub.sizes["x"] and sub.sizes["y"]:
-            out.extend(_write_raster(sub, fmt, f"openEO_{i}", out_dir, i))
+            out.extend(_write_raster(sub, fmt, stem(i, row), out_dir, i))
     return out
 
 
-def _write_other(data: Any, fmt: str, out_dir: Path) -> list[ResultAsset]:
+def _write_other(data: Any, fmt: str, out_dir: Path, prefix: str = "openEO") -> list[ResultAsset]:
     if fmt not in ("json", "csv"):
         raise ProcessParameterInvalid(f"Cannot write a {type(data).__name__} result as {fmt}.")
-    path = out_dir / f"openEO.{EXTENSIONS[fmt]}"
+    path = out_dir / f"{prefix}.{EXTENSIONS[fmt]}"
     if fmt == "json":
         write_json(data, path)
     else:

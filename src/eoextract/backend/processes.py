@@ -472,6 +472,89 @@ def ndvi(data: xr.DataArray, nir: str = "nir", red: str = "red", target_band: st
     return _ndvi(data, nir=resolve(nir), red=resolve(red), target_band=target_band)
 
 
+_RESAMPLING = {"near": "nearest", "nearest": "nearest", "bilinear": "bilinear", "cubic": "cubic",
+               "cubicspline": "cubic_spline", "lanczos": "lanczos", "average": "average",
+               "mode": "mode", "max": "max", "min": "min", "med": "med", "q1": "q1", "q3": "q3",
+               "sum": "sum", "rms": "rms"}
+
+
+def _reproject(data: xr.DataArray, **kwargs: Any) -> xr.DataArray:
+    """rioxarray reprojection of a cube with any leading dims (flattened into one)."""
+    lead = [d for d in data.dims if d not in ("y", "x")]
+    nodata = 0 if data.dtype.kind in "ui" else np.nan
+    ordered = data.transpose(*lead, "y", "x")
+    n = int(np.prod([data.sizes[d] for d in lead])) if lead else 1
+    flat = xr.DataArray(ordered.values.reshape(n, data.sizes["y"], data.sizes["x"]),
+                        dims=("_z", "y", "x"), coords={"y": data["y"].values, "x": data["x"].values})
+    flat = flat.rio.write_crs(data.rio.crs).rio.write_nodata(nodata)
+    out = flat.rio.reproject(nodata=nodata, **kwargs)
+    values = out.values.reshape(*[data.sizes[d] for d in lead], out.sizes["y"], out.sizes["x"])
+    coords = {d: data[d].values for d in lead if d in data.coords}
+    coords.update(y=out["y"].values, x=out["x"].values)
+    result = xr.DataArray(values, dims=(*lead, "y", "x"), coords=coords).transpose(*data.dims)
+    return result.rio.write_crs(out.rio.crs)
+
+
+def resample_spatial(data: xr.DataArray, resolution: Any = 0, projection: Any = None,
+                     method: str = "near", align: str = "upper-left") -> xr.DataArray:
+    """Change resolution and/or projection (rasterio warping, ``method`` as in openEO)."""
+    from rasterio.enums import Resampling
+
+    src = cube_epsg(data)
+    if src is None:
+        raise ProcessParameterInvalid("resample_spatial: the data cube has no CRS.")
+    try:
+        dst = pyproj.CRS.from_user_input(projection) if projection not in (None, "") else pyproj.CRS.from_epsg(src)
+    except pyproj.exceptions.CRSError:
+        raise ProcessParameterInvalid(f"resample_spatial: unknown projection {projection!r}.") from None
+    res = resolution if isinstance(resolution, (list, tuple)) else [resolution, resolution]
+    if any(not isinstance(r, (int, float)) or r < 0 for r in res):
+        raise ProcessParameterInvalid(f"resample_spatial: invalid resolution {resolution!r}.")
+    if method not in _RESAMPLING:
+        raise ProcessParameterInvalid(f"resample_spatial: unknown method {method!r}.")
+    same_crs = dst.to_epsg() == src
+    if same_crs and (res[0] in (0, GRID)) and (res[1] in (0, GRID)):
+        return data
+    kwargs: dict = {"resampling": getattr(Resampling, _RESAMPLING[method])}
+    if same_crs:
+        # Keep the grid anchored on multiples of the new resolution.
+        from rasterio.transform import from_origin
+
+        rx, ry = (float(r) if r else GRID for r in res)
+        xs, ys = data["x"].values, data["y"].values
+        west = np.floor((xs.min() - GRID / 2) / rx) * rx
+        north = np.ceil((ys.max() + GRID / 2) / ry) * ry
+        width = int(np.ceil((xs.max() + GRID / 2 - west) / rx))
+        height = int(np.ceil((north - (ys.min() - GRID / 2)) / ry))
+        kwargs.update(transform=from_origin(west, north, rx, ry), shape=(height, width))
+    elif res[0]:
+        kwargs["resolution"] = tuple(float(r) for r in res)
+    return _reproject(data, dst_crs=dst, **kwargs)
+
+
+def merge_cubes(cube1: Any, cube2: Any, overlap_resolver: Callable | None = None,
+                context: Any = None) -> Any:
+    """Merge two cubes; disjoint band sets are stacked on the union of dates and pixels."""
+    from openeo_processes_dask.process_implementations.cubes.merge import merge_cubes as _merge
+
+    if (isinstance(cube1, xr.DataArray) and isinstance(cube2, xr.DataArray)
+            and "bands" in cube1.dims and "bands" in cube2.dims and set(cube1.dims) == set(cube2.dims)
+            and not set(cube1["bands"].values.tolist()) & set(cube2["bands"].values.tolist())):
+        epsg = cube_epsg(cube1)
+        if cube_epsg(cube2) != epsg:
+            cube2 = _reproject(cube2.transpose(*cube1.dims), dst_crs=pyproj.CRS.from_epsg(epsg),
+                               transform=cube1.rio.transform(), shape=(cube1.sizes["y"], cube1.sizes["x"]))
+        ints = cube1.dtype.kind in "ui" and cube2.dtype.kind in "ui"
+        a, b = xr.align(cube1.drop_vars("spatial_ref", errors="ignore"),
+                        cube2.drop_vars("spatial_ref", errors="ignore").transpose(*cube1.dims),
+                        join="outer", exclude=["bands"], fill_value=0 if ints else np.nan)
+        dtype = np.result_type(a.dtype, b.dtype)
+        merged = xr.concat([a.astype(dtype), b.astype(dtype)], dim="bands")
+        merged.attrs = {}
+        return merged.rio.write_crs(f"EPSG:{epsg}")
+    return _merge(cube1, cube2, overlap_resolver=overlap_resolver, context=context)
+
+
 def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> Any:  # noqa: A002
     """Read a GeoJSON, JSON or GeoParquet file from a loopback URL (``127.0.0.1``/``localhost``)."""
     import requests
@@ -575,6 +658,8 @@ CUSTOM_PROCESSES: dict[str, Callable] = {
     "filter_bands": filter_bands,
     "ndvi": ndvi,
     "aggregate_spatial": aggregate_spatial,
+    "resample_spatial": resample_spatial,
+    "merge_cubes": merge_cubes,
 }
 CUSTOM_SPECS: dict[str, dict] = {}
 
