@@ -92,6 +92,10 @@ class Task:
                 logger.exception("log callback failed")
 
 
+_WAKE: Any = object()
+"""Queue marker waking an idle slot (it then starts its worker)."""
+
+
 class _WorkerProcess:
     """A worker subprocess and a thread reading its messages."""
 
@@ -170,6 +174,7 @@ class WorkerPool:
         self._queue: queue.PriorityQueue[tuple[int, int, Task | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._closed = threading.Event()
+        self._warm = threading.Event()
         self._lock = threading.Lock()
         self._by_job: dict[str, Task] = {}
         self._procs: dict[int, _WorkerProcess] = {}
@@ -230,7 +235,11 @@ class WorkerPool:
     # -- slots -------------------------------------------------------------------------
     def _slot_loop(self, slot: int) -> None:
         while not self._closed.is_set():
+            if self._warm.is_set():
+                self._start_worker(slot)  # idle slots get their engine ready for the next task
             _, _, task = self._queue.get()
+            if task is _WAKE:
+                continue
             if task is None or self._closed.is_set():
                 break
             if task.cancel_requested.is_set() or task.future.done():
@@ -271,6 +280,11 @@ class WorkerPool:
         proc = self._ensure_worker(slot, task)
         if proc is None:
             return
+        if not self._warm.is_set():
+            # one engine is up: let idle slots start theirs (one at a time would be slower)
+            self._warm.set()
+            for _ in range(self.size - 1):
+                self._queue.put((-2, next(self._order), _WAKE))
         proc.send(
             {
                 "type": "run",
@@ -326,7 +340,13 @@ class WorkerPool:
                 )
                 return
 
-    def _ensure_worker(self, slot: int, task: Task) -> _WorkerProcess | None:
+    def _start_worker(self, slot: int, task: Task | None = None) -> _WorkerProcess | str | None:
+        """Start the slot's worker and wait until its engine is built.
+
+        Returns:
+            The ready worker; an error message when it could not start; None when the
+            task was canceled or the pool closed meanwhile.
+        """
         with self._lock:
             proc = self._procs.get(slot)
         if proc is not None and proc.alive() and proc.ready:
@@ -338,8 +358,7 @@ class WorkerPool:
             self._procs[slot] = proc
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if task.cancel_requested.is_set() or self._closed.is_set():
-                self._finish(task, error=TaskCanceled())
+            if (task is not None and task.cancel_requested.is_set()) or self._closed.is_set():
                 return None
             try:
                 msg = proc.messages.get(timeout=0.1)
@@ -351,15 +370,20 @@ class WorkerPool:
                 proc.ready = True
                 return proc
             if msg.get("type") == "failed":
-                text = f"The execution engine could not start: {msg.get('message')}"
-                task.emit_log("error", text)
                 self._drop_worker(slot)
-                self._finish(task, error=TaskFailed(text))
-                return None
+                return f"The execution engine could not start: {msg.get('message')}"
         self._drop_worker(slot)
-        text = "The worker process did not start (see worker logs in the data folder)."
-        task.emit_log("error", text)
-        self._finish(task, error=TaskFailed(text))
+        return "The worker process did not start (see worker logs in the data folder)."
+
+    def _ensure_worker(self, slot: int, task: Task) -> _WorkerProcess | None:
+        started = self._start_worker(slot, task)
+        if isinstance(started, _WorkerProcess):
+            return started
+        if started is None:
+            self._finish(task, error=TaskCanceled())
+        else:
+            task.emit_log("error", started)
+            self._finish(task, error=TaskFailed(started))
         return None
 
     def _drop_worker(self, slot: int) -> None:
