@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "get_collection",
     "collection_dates",
     "cloud_cover",
+    "filter_dates",
     "generate",
     "collection_summary",
     "collection_metadata",
@@ -436,6 +438,84 @@ def generate(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
     if spec.kind == "optical":
         return _optical(spec, epsg, xs, ys, dates, bands, tile)
     return _sar(spec, epsg, xs, ys, dates, bands)
+
+
+# --------------------------------------------------------------------------------------------
+# Property filters (load_collection ``properties``)
+
+_COMPARE = {
+    "eq": lambda a, b: a == b, "neq": lambda a, b: a != b, "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+}
+
+
+def _eval_property(node_graph: dict, value: Any) -> bool:
+    """Evaluate a small property-filter process graph (comparisons, and/or/not, between)."""
+    graph = node_graph.get("process_graph", node_graph)
+    results: dict[str, Any] = {}
+
+    def arg(v: Any) -> Any:
+        if hasattr(v, "from_parameter"):
+            return value
+        if hasattr(v, "from_node"):
+            return run(v.from_node)
+        if isinstance(v, dict) and "from_parameter" in v:
+            return value
+        if isinstance(v, dict) and "from_node" in v:
+            return run(v["from_node"])
+        return v
+
+    def run(node_id: str) -> Any:
+        if node_id not in results:
+            node = graph[node_id]
+            pid = node["process_id"] if isinstance(node, dict) else node.process_id
+            args = {k: arg(v) for k, v in (node["arguments"] if isinstance(node, dict) else node.arguments).items()}
+            if pid in _COMPARE:
+                results[node_id] = _COMPARE[pid](args["x"], args["y"])
+            elif pid == "between":
+                ok = args["min"] <= args["x"] and (args["x"] < args["max"] if args.get("exclude_max") else args["x"] <= args["max"])
+                results[node_id] = ok
+            elif pid in ("and", "or"):
+                results[node_id] = (args["x"] and args["y"]) if pid == "and" else (args["x"] or args["y"])
+            elif pid == "not":
+                results[node_id] = not args["x"]
+            elif pid == "array_contains":
+                results[node_id] = args["value"] in args["data"]
+            else:
+                raise ProcessParameterInvalid(f"Process {pid!r} is not supported in property filters.")
+        return results[node_id]
+
+    result_ids = [k for k, n in graph.items() if (n.get("result") if isinstance(n, dict) else n.result)]
+    if not result_ids:
+        raise ProcessParameterInvalid("Property filter has no result node.")
+    return bool(run(result_ids[0]))
+
+
+def filter_dates(spec: CollectionSpec, tile: tuple[int, int, int], dates: Sequence[datetime],
+                 properties: dict) -> list[datetime]:
+    """Dates whose item properties (``eo:cloud_cover``, ``platform``) pass all filters.
+
+    Args:
+        spec: The collection.
+        tile: Tile key (for the cloud cover).
+        dates: Candidate dates.
+        properties: ``{property: {"process_graph": ...}}`` as in ``load_collection``.
+
+    Raises:
+        ProcessParameterInvalid: For an unknown property or unsupported filter process.
+    """
+    covers = cloud_cover(spec, tile, dates)
+    keep = []
+    for d, cc in zip(dates, covers):
+        values = {"eo:cloud_cover": float(cc), "platform": spec.platform}
+        ok = True
+        for prop, cond in properties.items():
+            if prop not in values:
+                raise ProcessParameterInvalid(f"Unknown property {prop!r} in load_collection.")
+            ok = ok and _eval_property(cond, values[prop])
+        if ok:
+            keep.append(d)
+    return keep
 
 
 # --------------------------------------------------------------------------------------------

@@ -261,54 +261,6 @@ def _temporal_bounds(extent: Any) -> tuple[datetime | None, datetime | None]:
     return start, end
 
 
-_COMPARE = {
-    "eq": lambda a, b: a == b, "neq": lambda a, b: a != b, "lt": lambda a, b: a < b,
-    "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
-}
-
-
-def _eval_property(node_graph: dict, value: Any) -> bool:
-    """Evaluate a small property-filter process graph (comparisons, and/or/not, between)."""
-    graph = node_graph.get("process_graph", node_graph)
-    results: dict[str, Any] = {}
-
-    def arg(v: Any) -> Any:
-        if hasattr(v, "from_parameter"):
-            return value
-        if hasattr(v, "from_node"):
-            return run(v.from_node)
-        if isinstance(v, dict) and "from_parameter" in v:
-            return value
-        if isinstance(v, dict) and "from_node" in v:
-            return run(v["from_node"])
-        return v
-
-    def run(node_id: str) -> Any:
-        if node_id not in results:
-            node = graph[node_id]
-            pid = node["process_id"] if isinstance(node, dict) else node.process_id
-            args = {k: arg(v) for k, v in (node["arguments"] if isinstance(node, dict) else node.arguments).items()}
-            if pid in _COMPARE:
-                results[node_id] = _COMPARE[pid](args["x"], args["y"])
-            elif pid == "between":
-                ok = args["min"] <= args["x"] and (args["x"] < args["max"] if args.get("exclude_max") else args["x"] <= args["max"])
-                results[node_id] = ok
-            elif pid in ("and", "or"):
-                results[node_id] = (args["x"] and args["y"]) if pid == "and" else (args["x"] or args["y"])
-            elif pid == "not":
-                results[node_id] = not args["x"]
-            elif pid == "array_contains":
-                results[node_id] = args["value"] in args["data"]
-            else:
-                raise ProcessParameterInvalid(f"Process {pid!r} is not supported in property filters.")
-        return results[node_id]
-
-    result_ids = [k for k, n in graph.items() if (n.get("result") if isinstance(n, dict) else n.result)]
-    if not result_ids:
-        raise ProcessParameterInvalid("Property filter has no result node.")
-    return bool(run(result_ids[0]))
-
-
 # --------------------------------------------------------------------------------------------
 # Processes
 
@@ -340,18 +292,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
     dates = colls.collection_dates(spec, start, end)
     if dates and properties:
         tile = colls.tile_key(epsg, (w + e) / 2, (s + n) / 2)
-        covers = colls.cloud_cover(spec, tile, dates)
-        keep = []
-        for d, cc in zip(dates, covers):
-            ok = True
-            for prop, cond in properties.items():
-                value = {"eo:cloud_cover": float(cc), "platform": spec.platform}.get(prop)
-                if value is None:
-                    raise ProcessParameterInvalid(f"Unknown property {prop!r} in load_collection.")
-                ok = ok and _eval_property(cond, value)
-            if ok:
-                keep.append(d)
-        dates = keep
+        dates = colls.filter_dates(spec, tile, dates, properties)
     if not dates:
         raise ProcessParameterInvalid(
             f"No {id} acquisitions in [{start:%Y-%m-%d}, {end:%Y-%m-%d}) matching the filters "
