@@ -17,8 +17,9 @@ CSV and GeoParquet in Parquet), so either tool reads the other's files.
   in the same folder, fsync, rename), so a crash leaves the previous version. Saves are
   batched: :meth:`~FileJobDatabase.transition`, :meth:`~FileJobDatabase.update` and
   :meth:`~FileJobDatabase.claim` mark the table dirty and it is written by
-  :meth:`~FileJobDatabase.flush`, when ``flush_interval`` seconds have passed since the
-  last save, and on :meth:`~FileJobDatabase.close`. :meth:`~FileJobDatabase.persist`
+  :meth:`~FileJobDatabase.flush`, when ``flush_interval`` seconds (at least ten times
+  the last save's duration) have passed since the last save, and on
+  :meth:`~FileJobDatabase.close`. :meth:`~FileJobDatabase.persist`
   (openeo's call) writes at once.
 * Claims and leases hold within one process only: two processes must not share a file
   database (use SQLite or PostgreSQL for that).
@@ -94,12 +95,18 @@ def _py(value: Any, *, timestamps: bool = False) -> Any:
     return value
 
 
-def _rfc3339(value: Any) -> str | None:
-    if value is None or pd.isna(value):
-        return None
-    ts = pd.Timestamp(value).tz_convert("UTC")
-    text = ts.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{ts.microsecond:06d}Z" if ts.microsecond else f"{text}Z"
+_OPENEO_TEXT = {s.value: text for s, text in OPENEO_STATUS.items()}
+
+
+def _rfc3339_column(col: pd.Series) -> pd.Series:
+    """UTC timestamps as RFC 3339 text (``2024-03-07T14:32:38Z``, as openeo writes them)."""
+    present = col.notna()
+    if not present.any():
+        return pd.Series([None] * len(col), index=col.index, dtype=object)
+    naive = col.dt.tz_convert("UTC").dt.tz_localize(None)
+    unit = "s" if bool((naive[present].dt.microsecond == 0).all()) else "us"
+    text = np.char.add(np.datetime_as_string(naive.to_numpy(dtype="datetime64[us]"), unit=unit), "Z")
+    return pd.Series(text, index=col.index, dtype=object).where(present, None)
 
 
 @contextlib.contextmanager
@@ -157,6 +164,7 @@ class FileJobDatabase(JobDatabase):
         self._pending: list[dict[str, Any]] = []
         self._dirty = False
         self._last_save = 0.0
+        self._save_seconds = 0.0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -296,16 +304,16 @@ class FileJobDatabase(JobDatabase):
                 col = pd.Series(shapely.to_wkt(np.asarray(col.values, dtype=object),
                                                rounding_precision=-1), dtype=object)
             out[spec.name] = col
-        status = [JobStatus(s) for s in df["status"]]
+        exact = df["status"].reset_index(drop=True)
         order = _OPENEO_COLUMNS + [n for n in MANAGED_KINDS if n not in _OPENEO_COLUMNS]
         for name in order:
             col = df[name].reset_index(drop=True)
             if name == "status":
-                col = pd.Series([OPENEO_STATUS[s] for s in status], dtype=object)
+                col = exact.map(_OPENEO_TEXT).astype(object)
             elif MANAGED_KINDS[name] == "datetime":
-                col = pd.Series([_rfc3339(v) for v in col], dtype=object)
+                col = _rfc3339_column(col)
             out[name] = col
-        out[EXACT_STATUS_COLUMN] = [s.value for s in status]
+        out[EXACT_STATUS_COLUMN] = exact
         if self._meta.get("key_column") is None:
             out["job_key"] = list(df.index)
         geometry = self._schema.geometry
@@ -346,12 +354,14 @@ class FileJobDatabase(JobDatabase):
 
     def _save(self) -> None:
         """Write meta, pending history and the table (atomically); caller holds the lock."""
+        start = time.monotonic()
         out = self._export()
         self._write_meta()
         self._write_history()
         self._write_table(out)
         self._dirty = False
         self._last_save = time.monotonic()
+        self._save_seconds = self._last_save - start
 
     def flush(self) -> None:
         """Write batched changes now (atomically)."""
@@ -363,8 +373,14 @@ class FileJobDatabase(JobDatabase):
         self.flush()
 
     def _touched(self) -> None:
+        """Mark the table dirty; save when the interval has passed.
+
+        The interval is at least ten times the last save's duration, so that rewriting a
+        large file never takes more than about a tenth of the time.
+        """
         self._dirty = True
-        if time.monotonic() - self._last_save >= self.flush_interval:
+        interval = max(self.flush_interval, 10 * self._save_seconds)
+        if time.monotonic() - self._last_save >= interval:
             self._save()
 
     # -- openeo's interface ------------------------------------------------------------------

@@ -491,6 +491,73 @@ def _keys_of(df: pd.DataFrame, key_column: str | None) -> list[str]:
     return keys
 
 
+def _reserved(name: str, key: str, value: Any, exc: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"column {name!r} is reserved for eoextract ({MANAGED_KINDS[name]}), but row {key!r} "
+        f"holds {value!r}: {exc}; rename the column")
+
+
+def _all_text(s: pd.Series) -> bool:
+    return all(isinstance(v, str) for v in s)
+
+
+def _coerce_column(name: str, s: pd.Series, exact: pd.Series | None, keys: Sequence[str]) -> list[Any]:
+    """:func:`coerce_managed` over a column, vectorised where the dtype allows it."""
+    kind = MANAGED_KINDS[name]
+    n = len(s)
+    if kind == "status":
+        values = s.astype(object).tolist()
+        others = exact.astype(object).tolist() if exact is not None else [None] * n
+        cache: dict[tuple[Any, Any], JobStatus] = {}
+        out = []
+        for i, pair in enumerate(zip(values, others, strict=True)):
+            pair = tuple(None if _isna(v) else v for v in pair)
+            if pair not in cache:
+                try:
+                    cache[pair] = resolve_status(*pair)
+                except (ValueError, TypeError) as exc:
+                    raise _reserved(name, keys[i], pair[0], exc) from None
+            out.append(cache[pair])
+        return out
+    notna = s.notna()
+    if not notna.any():
+        return [0 if name == "attempt" else None] * n
+    dtype = s.dtype
+    obj = s.astype(object)
+    if kind == "datetime":
+        conv = None
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            conv = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+        elif _all_text(obj[notna]):
+            text = obj.where(notna, None)
+            text = text.where(text.isna() | (text.str.strip() != ""), None)
+            try:
+                conv = pd.to_datetime(text, utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                conv = None
+        if conv is not None:
+            return conv.astype(object).where(conv.notna(), None).tolist()
+    elif kind == "str" and (dtype == object or isinstance(dtype, pd.StringDtype)):
+        present = obj[notna]
+        if _all_text(present):
+            blank = present.str.strip() == ""
+            keep = notna.copy()
+            keep[blank[blank].index] = False
+            return obj.where(keep, None).tolist()
+    elif kind == "int" and pd.api.types.is_integer_dtype(dtype) and bool(notna.all()):
+        return [int(v) for v in s.tolist()]
+    elif kind == "float" and (pd.api.types.is_float_dtype(dtype)
+                              or (pd.api.types.is_integer_dtype(dtype) and bool(notna.all()))):
+        return [None if math.isnan(v) else v for v in s.astype("float64").tolist()]
+    out = []
+    for i, value in enumerate(obj.tolist()):
+        try:
+            out.append(coerce_managed(name, value))
+        except ValueError as exc:
+            raise _reserved(name, keys[i], value, exc) from None
+    return out
+
+
 def prepare_job_frame(df: pd.DataFrame, key_column: str | None = None) -> PreparedJobs:
     """Check a job dataframe and split it into keys, user columns and managed values.
 
@@ -515,25 +582,9 @@ def prepare_job_frame(df: pd.DataFrame, key_column: str | None = None) -> Prepar
         key_column = "job_key"
     keys = _keys_of(df, key_column)
 
-    managed: dict[str, list[Any]] = {}
-    for name in MANAGED_KINDS:
-        if name not in df.columns:
-            continue
-        raw = df[name].tolist()
-        if name == "status" and EXACT_STATUS_COLUMN in df.columns:
-            exact = df[EXACT_STATUS_COLUMN].tolist()
-            resolve = [(s, e) for s, e in zip(raw, exact, strict=True)]
-        else:
-            resolve = None
-        out = []
-        for i, value in enumerate(raw):
-            try:
-                out.append(resolve_status(*resolve[i]) if resolve else coerce_managed(name, value))
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"column {name!r} is reserved for eoextract ({MANAGED_KINDS[name]}), but row "
-                    f"{keys[i]!r} holds {value!r}: {exc}; rename the column") from None
-        managed[name] = out
+    exact = df[EXACT_STATUS_COLUMN] if EXACT_STATUS_COLUMN in df.columns else None
+    managed = {name: _coerce_column(name, df[name], exact if name == "status" else None, keys)
+               for name in MANAGED_KINDS if name in df.columns}
 
     drop = set(MANAGED_KINDS) | {EXACT_STATUS_COLUMN}
     if key_column == "job_key":
