@@ -374,11 +374,21 @@ def _load_json(path: Path) -> tuple[Any, str | None]:
 
 
 def _check_links(
-    d: Mapping[str, Any], path: Path, *, check_assets: bool
-) -> tuple[list[str], list[tuple[str, Path]]]:
-    """Check hrefs of one object; return problems and the (rel, target) pairs to follow."""
+    d: Mapping[str, Any],
+    path: Path,
+    *,
+    check_assets: bool,
+    known_files: dict[str, bool] | None = None,
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Check hrefs of one object; return problems and the (rel, target path) to follow.
+
+    ``known_files`` caches the existence of shared targets (root, parent, collection),
+    which thousands of items point to.
+    """
     problems: list[str] = []
-    targets: list[tuple[str, Path]] = []
+    targets: list[tuple[str, str]] = []
+    folder = os.path.dirname(path)
+    known = known_files if known_files is not None else {}
     links = d.get("links")
     if isinstance(links, list):
         for i, link in enumerate(links):
@@ -392,11 +402,18 @@ def _check_links(
             if _is_absolute_href(href):
                 problems.append(f"links/{i}: {rel} link href {href!r} is not relative")
                 continue
-            target = (path.parent / href).resolve()
-            if not target.is_file():
+            target = os.path.normpath(os.path.join(folder, href))
+            if rel == "item":
+                exists = os.path.isfile(target)
+            else:
+                exists = known.get(target)
+                if exists is None:
+                    exists = known[target] = os.path.isfile(target)
+            if not exists:
                 problems.append(f"links/{i}: {rel} link {href!r} does not resolve to a file")
                 continue
-            targets.append((rel, target))
+            if rel in ("child", "item"):
+                targets.append((rel, target))
     assets = d.get("assets")
     if isinstance(assets, Mapping):
         for key, asset in assets.items():
@@ -406,12 +423,14 @@ def _check_links(
             if _is_local_absolute(href):
                 problems.append(f"assets/{key}: href {href!r} is an absolute local path")
             elif check_assets and not _is_absolute_href(href):
-                if not (path.parent / href).exists():
+                if not os.path.exists(os.path.join(folder, href)):
                     problems.append(f"assets/{key}: file {href!r} does not exist")
     return problems, targets
 
 
-def _validate_item_file(args: tuple[str, bool]) -> tuple[str, list[str]]:
+def _validate_item_file(
+    args: tuple[str, bool], known_files: dict[str, bool] | None = None
+) -> tuple[str, list[str]]:
     path_str, check_assets = args
     path = Path(path_str)
     d, problem = _load_json(path)
@@ -421,13 +440,16 @@ def _validate_item_file(args: tuple[str, bool]) -> tuple[str, list[str]]:
     if isinstance(d, Mapping) and d.get("type") != "Feature":
         errors.append(f"linked as an item but its type is {d.get('type')!r}")
     if isinstance(d, Mapping):
-        problems, _ = _check_links(d, path, check_assets=check_assets)
+        problems, _ = _check_links(
+            d, path, check_assets=check_assets, known_files=known_files
+        )
         errors.extend(problems)
     return path_str, errors
 
 
 def _validate_item_chunk(chunk: list[tuple[str, bool]]) -> list[tuple[str, list[str]]]:
-    return [_validate_item_file(a) for a in chunk]
+    known: dict[str, bool] = {}
+    return [_validate_item_file(a, known) for a in chunk]
 
 
 def _chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
@@ -462,7 +484,8 @@ def validate_catalog(
     report = ValidationReport(root=root)
     item_files: list[str] = []
     seen: set[Path] = set()
-    stack = [root.resolve()]
+    known: dict[str, bool] = {}
+    stack = [Path(os.path.abspath(root))]
     while stack:
         current = stack.pop()
         if current in seen:
@@ -484,15 +507,17 @@ def validate_catalog(
             report.n_catalogs += 1
         else:
             errors.append(f"linked as a child but its type is {kind!r}")
-        problems, targets = _check_links(d, current, check_assets=check_assets)
+        problems, targets = _check_links(
+            d, current, check_assets=check_assets, known_files=known
+        )
         errors.extend(problems)
         report.add(current, errors)
         children: list[Path] = []
         for rel, target in targets:
             if rel == "child":
-                children.append(target)
-            elif rel == "item":
-                item_files.append(str(target))
+                children.append(Path(target))
+            else:
+                item_files.append(target)
         stack.extend(reversed(children))
 
     if len(set(item_files)) != len(item_files):
@@ -509,7 +534,7 @@ def validate_catalog(
                     report.add(file, errs)
     else:
         for task in tasks:
-            file, errs = _validate_item_file(task)
+            file, errs = _validate_item_file(task, known)
             report.add(file, errs)
     logger.info(
         "validated %s: %d collection(s), %d catalog(s), %d item(s), %d problem(s)",
