@@ -379,3 +379,102 @@ def test_aggregate_spatial_json_and_csv(engine, tmp_path):
     a, text = _run(engine, tmp_path / "c", node, last="ag", fmt="CSV")
     lines = text.strip().splitlines()
     assert lines[0] == "date,feature_index,B04,B08" and len(lines) == 1 + 6 * 2
+
+
+# --------------------------------------------------------------------------------------------
+# Preparation, concurrency, cancellation, metadata
+
+
+def test_extents_pushed_down_from_filters(engine, tmp_path):
+    g = graph(spatial_extent=None, temporal=None, last="fs", extra={
+        "ft": {"process_id": "filter_temporal", "arguments": {"data": {"from_node": "load"},
+                                                              "extent": ["2023-03-01", "2023-03-11"]}},
+        "fs": {"process_id": "filter_spatial", "arguments": {"data": {"from_node": "ft"},
+                                                             "geometries": utm_collection((600020, 5700020))}},
+    })
+    (a,) = engine.execute(g, tmp_path)
+    assert a.shape == (32, 32)
+    assert xr.open_dataset(a.path).sizes["t"] == 2
+
+
+def test_concurrent_executions_are_independent(engine, tmp_path):
+    graphs = [graph(spatial_extent=utm_collection((600020 + 1000 * i, 5700020)),
+                    options={"sample_by_feature": True}) for i in range(3)]
+    serial = [sha(engine.execute(g, tmp_path / f"s{i}")[0].path) for i, g in enumerate(graphs)]
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        results[i] = sha(engine.execute(graphs[i], tmp_path / f"p{i}")[0].path)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(3)] == serial
+
+
+def test_cancel_between_features(engine, tmp_path):
+    ev = threading.Event()
+    messages: list[str] = []
+
+    def log(level: str, message: str) -> None:
+        messages.append(message)
+        if message.startswith("load_collection"):
+            ev.set()
+
+    g = graph(spatial_extent=utm_collection((600020, 5700020), (601020, 5700020)), options={"sample_by_feature": True})
+    with pytest.raises(JobCanceled):
+        engine.execute(g, tmp_path, log=log, cancel_event=ev)
+    assert not list(tmp_path.glob("openEO_1.*"))
+    assert any("sample_by_feature" in m for m in messages)
+
+
+def test_metadata_endpoints(engine):
+    ids = {p["id"] for p in engine.process_specs()}
+    assert {"load_collection", "save_result", "ndvi", "reduce_dimension", "aggregate_spatial", "load_url",
+            "filter_spatial", "merge_cubes", "resample_spatial", "mask"} <= ids
+    assert {c["id"] for c in engine.collections()} == {"SENTINEL2_L2A", "SENTINEL1_GRD"}
+    assert "cube:dimensions" in engine.collection("SENTINEL1_GRD")
+    with pytest.raises(CollectionNotFound):
+        engine.collection("NOPE")
+    ff = engine.file_formats()
+    assert {"netCDF", "GTiff", "JSON", "CSV"} <= set(ff["output"]) and "GeoJSON" in ff["input"]
+
+
+def test_validate_reports_without_running(engine):
+    assert engine.validate(graph(collection="NOPE"))[0]["code"] == "CollectionNotFound"
+    assert engine.validate(graph(fmt="XLSX"))[0]["code"] == "FormatUnsupported"
+    assert engine.validate({"a": {"process_id": "load_collection", "arguments": {}}})[0]["code"] == \
+        "ProcessGraphInvalid"  # no result node
+    assert engine.validate("nonsense")[0]["code"] == "ProcessGraphInvalid"
+
+
+@pytest.mark.parametrize("extent, match", [
+    ({"west": -180, "south": -80, "east": 180, "north": 80}, "too large"),
+    (utm_collection((600020, 5700020))["features"][0]["geometry"], "out of range"),  # UTM without crs member
+    ({"type": "FeatureCollection", "features": []}, "no features"),
+])
+def test_extent_errors_are_clear(engine, tmp_path, extent, match):
+    with pytest.raises(ProcessParameterInvalid, match=match):
+        engine.execute(graph(spatial_extent=extent), tmp_path)
+
+
+def test_invalid_polygon_is_repaired(engine, tmp_path):
+    bowtie = {"type": "Polygon", "coordinates": [[[5.0, 51.2], [5.004, 51.204], [5.004, 51.2], [5.0, 51.204],
+                                                  [5.0, 51.2]]]}
+    logs: list[str] = []
+    (a,) = engine.execute(graph(spatial_extent=bowtie), tmp_path, log=lambda lvl, msg: logs.append(msg))
+    assert a.shape[0] > 10 and any("repaired" in m for m in logs)
+
+
+def test_features_in_two_utm_zones(engine, tmp_path):
+    def square(lon: float, lat: float, d: float = 0.002) -> dict:
+        ring = [[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat + d], [lon - d, lat - d]]
+        return {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+    fc = {"type": "FeatureCollection", "features": [square(5.95, 51.0), square(6.05, 51.0), square(-58.4, -34.6)]}
+    assets = engine.execute(graph(spatial_extent=fc, options={"sample_by_feature": True}), tmp_path)
+    assert [a.epsg for a in assets] == [32631, 32632, 32721]
+    for a in assets:
+        assert pyproj.CRS.from_wkt(xr.open_dataset(a.path)["crs"].attrs["crs_wkt"]).to_epsg() == a.epsg

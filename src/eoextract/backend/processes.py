@@ -188,9 +188,22 @@ def to_geodataframe(value: Any) -> gpd.GeoDataFrame:
         raise ProcessParameterInvalid(f"Invalid geometry: {exc}") from None
     if len(gdf) == 0:
         raise ProcessParameterInvalid("The geometry contains no features.")
-    if not gdf.geometry.is_valid.all() or gdf.geometry.is_empty.any():
-        bad = [i for i, g in enumerate(gdf.geometry) if g is None or g.is_empty or not g.is_valid]
-        raise ProcessParameterInvalid(f"Invalid or empty geometry at feature index {bad[:10]}.")
+    empty = [i for i, g in enumerate(gdf.geometry) if g is None or g.is_empty]
+    if empty:
+        raise ProcessParameterInvalid(f"Empty geometry at feature index {empty[:10]}.")
+    if gdf.crs.is_geographic:
+        w, s, e, n = gdf.total_bounds
+        if not (-180.0 <= w and e <= 360.0 and -90.0 <= s and n <= 90.0):
+            raise ProcessParameterInvalid(
+                f"Coordinates {[w, s, e, n]} are out of range for {gdf.crs.to_string()}; geometries "
+                "in a projected CRS (e.g. UTM) need a 'crs' member naming it."
+            )
+    invalid = ~gdf.geometry.is_valid
+    if invalid.any():
+        import shapely
+
+        current_context().log("warning", f"repaired invalid geometries at index {list(np.flatnonzero(invalid))[:10]}")
+        gdf = gdf.set_geometry(shapely.make_valid(gdf.geometry.values))
     return gdf
 
 
@@ -284,9 +297,18 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
     for b in band_names:
         spec.band(b)
     gdf = _select_feature(to_geodataframe(spatial_extent))
+    ll = gdf.to_crs(4326).total_bounds if not gdf.crs.is_geographic else gdf.total_bounds
+    if ll[2] - ll[0] > 3.0 or ll[3] - ll[1] > 3.0:
+        raise ProcessParameterInvalid(
+            f"The spatial extent ({ll[2] - ll[0]:.2f} x {ll[3] - ll[1]:.2f} degrees) is far too large for "
+            f"{id} at 10 m (limit about 100 km2 per cube); use a smaller extent, or "
+            "sample_by_feature for scattered polygons."
+        )
     epsg = _target_epsg(gdf)
     gdf_utm = gdf.to_crs(epsg)
     w, s, e, n = _grid_bounds(gdf_utm)
+    if not np.all(np.isfinite([w, s, e, n])):
+        raise ProcessParameterInvalid(f"The spatial extent cannot be projected to EPSG:{epsg}.")
     xs = np.arange(w + GRID / 2, e, GRID)
     ys = np.arange(n - GRID / 2, s, -GRID)
     dates = colls.collection_dates(spec, start, end)
