@@ -48,12 +48,19 @@ def make_item(i: int, data_root: str):
     d = 0.006
     geometry = {
         "type": "Polygon",
-        "coordinates": [[[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]],
+        "coordinates": [
+            [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+        ],
     }
     start = dt.datetime(2021, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=i % 730)
     item = pystac.Item(
-        f"S2-L2A_{zone}U_{i:07d}", geometry, [lon, lat, lon + d, lat + d], None, {},
-        start_datetime=start, end_datetime=start + dt.timedelta(days=90),
+        f"S2-L2A_{zone}U_{i:07d}",
+        geometry,
+        [lon, lat, lon + d, lat + d],
+        None,
+        {},
+        start_datetime=start,
+        end_datetime=start + dt.timedelta(days=90),
     )
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code = f"EPSG:{32600 + zone}"
@@ -62,8 +69,12 @@ def make_item(i: int, data_root: str):
     proj.transform = [10.0, 0.0, float(x0), 0.0, -10.0, float(y0)]
     proj.bbox = [float(x0), float(y0 - 640), float(x0 + 640), float(y0)]
     base = f"{data_root}/{zone}U/{i:07d}"
-    data = pystac.Asset(f"{base}/S2-L2A_{i:07d}.nc", title="Sentinel-2 L2A",
-                        media_type="application/x-netcdf", roles=["data"])
+    data = pystac.Asset(
+        f"{base}/S2-L2A_{i:07d}.nc",
+        title="Sentinel-2 L2A",
+        media_type="application/x-netcdf",
+        roles=["data"],
+    )
     item.add_asset("S2-L2A", data)
     EOExtension.ext(data, add_if_missing=True).bands = [Band.create(name=b) for b in BANDS]
     RasterExtension.ext(data, add_if_missing=True).bands = [
@@ -72,8 +83,12 @@ def make_item(i: int, data_root: str):
     fe = FileExtension.ext(data, add_if_missing=True)
     fe.size = 1_000_000 + i
     fe.checksum = "1220" + f"{i:064x}"
-    aux = pystac.Asset(f"{base}/croptype_{i:07d}.nc", title="Crop type label",
-                       media_type="application/x-netcdf", roles=["auxiliary"])
+    aux = pystac.Asset(
+        f"{base}/croptype_{i:07d}.nc",
+        title="Crop type label",
+        media_type="application/x-netcdf",
+        roles=["auxiliary"],
+    )
     item.add_asset("auxiliary", aux)
     FileExtension.ext(aux).size = 5000 + i
     return item
@@ -102,8 +117,12 @@ def item_dict(i: int, data_root: str) -> dict:
         "stac_version": "1.1.0",
         "stac_extensions": list(_EXTENSIONS),
         "id": f"S2-L2A_{zone}U_{i:07d}",
-        "geometry": {"type": "Polygon", "coordinates": [[[lon, lat], [lon + d, lat],
-                     [lon + d, lat + d], [lon, lat + d], [lon, lat]]]},
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [
+                [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+            ],
+        },
         "bbox": [lon, lat, lon + d, lat + d],
         "properties": {
             "start_datetime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -158,9 +177,8 @@ def peak_rss_mib() -> float:
 
 
 def child_build(n: int, root: Path) -> dict:
-    from eoextract.stac import build_collection
-
     import eoextract.stac.validate  # noqa: F401 - same imports as a real run
+    from eoextract.stac import build_collection
 
     base_rss = peak_rss_mib()
     t0 = time.perf_counter()
@@ -168,11 +186,19 @@ def child_build(n: int, root: Path) -> dict:
         pass
     generate = time.perf_counter() - t0
     t0 = time.perf_counter()
-    build_collection(item_dicts(n, str(root / "data")), root / "stac",
-                     collection_id="bench", description="benchmark")
+    build_collection(
+        item_dicts(n, str(root / "data")),
+        root / "stac",
+        collection_id="bench",
+        description="benchmark",
+    )
     total = time.perf_counter() - t0
-    return {"seconds": total - generate, "generate_seconds": generate,
-            "peak_rss_mib": peak_rss_mib(), "rss_before_mib": base_rss}
+    return {
+        "seconds": total - generate,
+        "generate_seconds": generate,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_before_mib": base_rss,
+    }
 
 
 def child_validate(root: Path) -> dict:
@@ -180,13 +206,19 @@ def child_validate(root: Path) -> dict:
 
     t0 = time.perf_counter()
     report = validate_catalog(root / "stac")
-    return {"seconds": time.perf_counter() - t0, "items": report.n_items, "ok": report.ok,
-            "errors": report.messages()[:5], "peak_rss_mib": peak_rss_mib()}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "items": report.n_items,
+        "ok": report.ok,
+        "errors": report.messages()[:5],
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -206,8 +238,9 @@ def compare_with_pystac(n: int, work: Path) -> tuple[float, float]:
 
     items = [make_item(i, str(work / "data")) for i in range(n)]
     t0 = time.perf_counter()
-    extent = pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]),
-                           pystac.TemporalExtent([[None, None]]))
+    extent = pystac.Extent(
+        pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])
+    )
     collection = pystac.Collection("bench", "b", extent)
     collection.add_items(items)
     collection.update_extent_from_items()
@@ -221,15 +254,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", nargs="?", type=int, default=10_000, help="items to compare")
     parser.add_argument("--full", action="store_true", help="also build and validate 100k items")
-    parser.add_argument("--baseline-max", type=int, default=20_000,
-                        help="largest N for the (quadratic) pystac baseline")
+    parser.add_argument(
+        "--baseline-max",
+        type=int,
+        default=20_000,
+        help="largest N for the (quadratic) pystac baseline",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         kind, *rest = args.child
-        result = child_build(int(rest[0]), Path(rest[1])) if kind == "build" \
+        result = (
+            child_build(int(rest[0]), Path(rest[1]))
+            if kind == "build"
             else child_validate(Path(rest[0]))
+        )
         print(json.dumps(result))
         return
 
@@ -238,9 +278,11 @@ def main() -> None:
         n = args.n
         if n <= args.baseline_max:
             ours, theirs = compare_with_pystac(n, work / "cmp")
-            print(f"build {n:,} items (same pystac items): eoextract {ours:.2f} s, "
-                  f"pystac flat add_items+normalize_hrefs+save {theirs:.2f} s "
-                  f"-> {theirs / ours:.1f}x faster (goal >= 5x at 10k)")
+            print(
+                f"build {n:,} items (same pystac items): eoextract {ours:.2f} s, "
+                f"pystac flat add_items+normalize_hrefs+save {theirs:.2f} s "
+                f"-> {theirs / ours:.1f}x faster (goal >= 5x at 10k)"
+            )
         else:
             print(f"pystac baseline skipped above {args.baseline_max:,} items (quadratic)")
         shutil.rmtree(work / "cmp", ignore_errors=True)
@@ -249,17 +291,21 @@ def main() -> None:
         for size in sizes:
             root = work / f"n{size}"
             b = run_child("build", str(size), str(root))
-            print(f"build {size:,} items (streamed dicts, child process): {b['seconds']:.1f} s "
-                  f"(+{b['generate_seconds']:.1f} s generating them), "
-                  f"{size / b['seconds']:,.0f} items/s, peak RSS {b['peak_rss_mib']:.0f} MiB "
-                  f"(after imports {b['rss_before_mib']:.0f} MiB) "
-                  f"(goal at 100k: <= 60 s, <= 1024 MiB)")
+            print(
+                f"build {size:,} items (streamed dicts, child process): {b['seconds']:.1f} s "
+                f"(+{b['generate_seconds']:.1f} s generating them), "
+                f"{size / b['seconds']:,.0f} items/s, peak RSS {b['peak_rss_mib']:.0f} MiB "
+                f"(after imports {b['rss_before_mib']:.0f} MiB) "
+                f"(goal at 100k: <= 60 s, <= 1024 MiB)"
+            )
             v = run_child("validate", str(root))
             status = "all valid" if v["ok"] else f"INVALID: {v['errors']}"
-            print(f"validate {v['items']:,} items (one core): {v['seconds']:.1f} s, "
-                  f"{1000 * v['seconds'] / max(v['items'], 1):.3f} ms/item, "
-                  f"{v['items'] / v['seconds']:,.0f} items/s, {status} "
-                  f"(goal: 100k <= 300 s)")
+            print(
+                f"validate {v['items']:,} items (one core): {v['seconds']:.1f} s, "
+                f"{1000 * v['seconds'] / max(v['items'], 1):.3f} ms/item, "
+                f"{v['items'] / v['seconds']:,.0f} items/s, {status} "
+                f"(goal: 100k <= 300 s)"
+            )
             shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

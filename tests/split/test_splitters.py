@@ -117,11 +117,13 @@ def test_requires_crs():
 def test_empty_and_missing_geometries():
     empty = gpd.GeoDataFrame({"a": []}, geometry=[], crs=4326)
     assert split_job_hex(empty) == [] and split_job_s2grid(empty) == []
-    gdf = _with_row(gpd.GeoDataFrame(
-        {"a": range(5)},
-        geometry=[Point(4, 51), None, Polygon(), Point(4.001, 51.001), Point(200, 100)],
-        crs=4326,
-    ))
+    gdf = _with_row(
+        gpd.GeoDataFrame(
+            {"a": range(5)},
+            geometry=[Point(4, 51), None, Polygon(), Point(4.001, 51.001), Point(200, 100)],
+            crs=4326,
+        )
+    )
     for parts in (split_job_hex(gdf, max_points=1), split_job_s2grid(gdf, max_points=2)):
         _check_partition(gdf, parts, 2)
     groups = split_job_s2grid(gdf, max_points=10)
@@ -167,15 +169,19 @@ def geometries(draw):
             return Point(lon, lat)
         return box(west, south, east, north)
     # a polygon written across the antimeridian (longitudes from ~179 to ~-179)
-    return Polygon([(180 - size, south), (-180 + size, south), (-180 + size, north),
-                    (180 - size, north)])
+    return Polygon(
+        [(180 - size, south), (-180 + size, south), (-180 + size, north), (180 - size, north)]
+    )
 
 
 frames = st.lists(geometries(), min_size=0, max_size=60).map(
     lambda geoms: _with_row(gpd.GeoDataFrame(geometry=geoms, crs=4326))
 )
-SETTINGS = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @SETTINGS

@@ -31,9 +31,7 @@ def make_item(
         ],
     }
     when = when or dt.datetime(2021, 1 + i % 12, 1 + i % 28, tzinfo=dt.UTC)
-    item = pystac.Item(
-        f"S2-L2A_{i:06d}", geometry, [lon, lat, lon + 0.01, lat + 0.01], when, {}
-    )
+    item = pystac.Item(f"S2-L2A_{i:06d}", geometry, [lon, lat, lon + 0.01, lat + 0.01], when, {})
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code = f"EPSG:{epsg}"
     proj.shape = [64, 64]

@@ -22,11 +22,13 @@ from eoextract.stac import (
     validate,
     validate_catalog,
 )
-from eoextract.stac.collection import layout_key
+from eoextract.stac.layout import layout_key
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _json_files(root: Path) -> list[tuple[Path, dict]]:
@@ -44,11 +46,21 @@ def _items(out: Path, n: int, **kw) -> list[pystac.Item]:
 
 def test_extent_summaries_item_assets(out):
     items = _items(out, 20)
-    utm32 = make_item(99, out / "data", epsg=32632, write_files=True,
-                      when=dt.datetime(2022, 6, 30, 12, tzinfo=dt.UTC))
+    utm32 = make_item(
+        99,
+        out / "data",
+        epsg=32632,
+        write_files=True,
+        when=dt.datetime(2022, 6, 30, 12, tzinfo=dt.UTC),
+    )
     path = build_collection(
-        [*items, utm32], out / "stac", collection_id="S2-crops", description="Samples",
-        title="Crop samples", license="CC-BY-4.0", keywords=["crops"],
+        [*items, utm32],
+        out / "stac",
+        collection_id="S2-crops",
+        description="Samples",
+        title="Crop samples",
+        license="CC-BY-4.0",
+        keywords=["crops"],
         providers=[pystac.Provider("VITO", roles=[pystac.ProviderRole.PRODUCER])],
         extra_fields={"sci:citation": "Someone 2024"},
     )
@@ -91,8 +103,11 @@ def test_empty_collection_has_an_extent(out):
 @pytest.mark.parametrize("max_links,n", [(10, 95), (5, 120)])
 def test_no_file_exceeds_link_limit(out, max_links, n):
     path = build_collection(
-        (it.to_dict() for it in _items(out, n)), out / "stac", collection_id="c",
-        description="d", max_links_per_catalog=max_links,
+        (it.to_dict() for it in _items(out, n)),
+        out / "stac",
+        collection_id="c",
+        description="d",
+        max_links_per_catalog=max_links,
     )
     files = _json_files(path.parent)
     assert max(len(d["links"]) for _, d in files) <= max_links
@@ -106,8 +121,9 @@ def test_no_file_exceeds_link_limit(out, max_links, n):
 
 
 def test_all_hrefs_relative_and_tree_movable(out, tmp_path):
-    path = build_collection(_items(out, 30), out / "stac", collection_id="c", description="d",
-                            max_links_per_catalog=12)
+    path = build_collection(
+        _items(out, 30), out / "stac", collection_id="c", description="d", max_links_per_catalog=12
+    )
     for file, d in _json_files(path.parent):
         for link in d["links"]:
             assert not link["href"].startswith("/") and "://" not in link["href"], (file, link)
@@ -133,7 +149,7 @@ def test_all_hrefs_relative_and_tree_movable(out, tmp_path):
 
 def test_rebuild_is_idempotent_and_drops_stale_files(out):
     items = _items(out, 25)
-    kw = dict(collection_id="c", description="d", max_links_per_catalog=8)
+    kw = {"collection_id": "c", "description": "d", "max_links_per_catalog": 8}
     build_collection(items, out / "stac", **kw)
     first = _tree(out / "stac")
     build_collection(items, out / "stac", **kw)
@@ -166,8 +182,9 @@ def test_refuses_to_replace_a_folder_with_other_files(out):
 
 def test_pystac_reads_and_items_round_trip(out):
     items = _items(out, 12)
-    path = build_collection(items, out / "stac", collection_id="c", description="d",
-                            max_links_per_catalog=6)
+    path = build_collection(
+        items, out / "stac", collection_id="c", description="d", max_links_per_catalog=6
+    )
     collection = pystac.Collection.from_file(str(path))
     read = {it.id: it for it in collection.get_items(recursive=True)}
     assert set(read) == {it.id for it in items}
@@ -190,19 +207,29 @@ def test_dict_items_relative_hrefs_and_unsafe_ids(out, caplog):
     (base / "a.nc").write_bytes(b"x")
     d = make_item(1).to_dict()
     d["id"] = "../weird id/1"
-    d["links"] = [{"rel": "self", "href": str(base / "item.json")},
-                  {"rel": "license", "href": "https://example.com/license"}]
-    d["assets"] = {"data": {"href": "./a.nc", "type": "application/x-netcdf", "roles": ["data"]},
-                   "remote": {"href": "https://example.com/b.tif", "roles": ["overview"]},
-                   "outside": {"href": "/opt/elsewhere/c.nc", "roles": ["metadata"]}}
+    d["links"] = [
+        {"rel": "self", "href": str(base / "item.json")},
+        {"rel": "license", "href": "https://example.com/license"},
+    ]
+    d["assets"] = {
+        "data": {"href": "./a.nc", "type": "application/x-netcdf", "roles": ["data"]},
+        "remote": {"href": "https://example.com/b.tif", "roles": ["overview"]},
+        "outside": {"href": "/opt/elsewhere/c.nc", "roles": ["metadata"]},
+    }
     with caplog.at_level(logging.WARNING):
         path = build_collection([d], out / "stac", collection_id="c", description="d")
     assert "outside" in caplog.text
-    (item_file,) = [p for p in path.parent.rglob("*.json") if p.parent != path.parent and p.name != "catalog.json"]
+    (item_file,) = [
+        p
+        for p in path.parent.rglob("*.json")
+        if p.parent != path.parent and p.name != "catalog.json"
+    ]
     assert item_file.resolve().is_relative_to(path.parent.resolve())
     written = orjson.loads(item_file.read_bytes())
     assert written["id"] == "../weird id/1"
-    assert (item_file.parent / written["assets"]["data"]["href"]).resolve() == (base / "a.nc").resolve()
+    assert (item_file.parent / written["assets"]["data"]["href"]).resolve() == (
+        base / "a.nc"
+    ).resolve()
     assert written["assets"]["remote"]["href"] == "https://example.com/b.tif"
     assert written["assets"]["outside"]["href"] == "/opt/elsewhere/c.nc"
     assert {"rel": "license", "href": "https://example.com/license"} in written["links"]
@@ -213,13 +240,15 @@ def test_layouts(out):
     items = [it.to_dict() for it in _items(out, 8)]
     for i, d in enumerate(items):
         d["properties"]["tile"] = f"31U{'FS' if i % 2 else 'ES'}_x"
-    path = build_collection(items, out / "stac", collection_id="c", description="d",
-                            layout="property:tile:_")
+    path = build_collection(
+        items, out / "stac", collection_id="c", description="d", layout="property:tile:_"
+    )
     assert sorted(p.name for p in path.parent.iterdir() if p.is_dir()) == ["31UES", "31UFS"]
     path = build_collection(items, out / "stac", collection_id="c", description="d", layout="year")
     assert sorted(p.name for p in path.parent.iterdir() if p.is_dir()) == ["2021"]
-    path = build_collection(items, out / "stac", collection_id="c", description="d",
-                            layout=lambda d: d["id"][-1])
+    path = build_collection(
+        items, out / "stac", collection_id="c", description="d", layout=lambda d: d["id"][-1]
+    )
     assert len([p for p in path.parent.iterdir() if p.is_dir()]) == 8
     assert layout_key("flat")(items[0]) == "items"
     assert layout_key("month")({"properties": {}}) == "undated"
@@ -230,21 +259,30 @@ def test_layouts(out):
 
 
 def test_builder_context_manager_aborts_on_error(out):
-    with pytest.raises(RuntimeError):
-        with CollectionBuilder(out / "stac", collection_id="c", description="d") as builder:
-            builder.add(make_item(1))
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError),
+        CollectionBuilder(out / "stac", collection_id="c", description="d") as builder,
+    ):
+        builder.add(make_item(1))
+        raise RuntimeError("boom")
     assert not (out / "stac").exists()
     assert list(out.iterdir()) == []
 
 
 def test_extend_collection(out):
     items = _items(out, 10)
-    path = build_collection(items, out / "stac", collection_id="c", description="d",
-                            license="CC-BY-4.0", extra_fields={"sci:doi": "10.1/x"},
-                            max_links_per_catalog=6)
-    replacement = make_item(3, out / "data2", write_files=True,
-                            when=dt.datetime(2023, 1, 1, tzinfo=dt.UTC))
+    path = build_collection(
+        items,
+        out / "stac",
+        collection_id="c",
+        description="d",
+        license="CC-BY-4.0",
+        extra_fields={"sci:doi": "10.1/x"},
+        max_links_per_catalog=6,
+    )
+    replacement = make_item(
+        3, out / "data2", write_files=True, when=dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
+    )
     new = [make_item(i, out / "data", write_files=True) for i in range(10, 15)]
     path2 = extend_collection(path, [*new, replacement], max_links_per_catalog=6)
     assert path2 == path

@@ -9,11 +9,10 @@ import socket
 import orjson
 import pystac
 import pytest
+from stac_samples import make_item
 
 from eoextract.errors import StacValidationError
 from eoextract.stac import build_collection, validate, validate_catalog, validate_dict
-
-from stac_samples import make_item
 
 # ``eoextract.stac.validate`` is the function; the module of the same name:
 vmod = importlib.import_module("eoextract.stac.validate")
@@ -135,7 +134,10 @@ def test_bundled_schemas_cover_pystac_output():
 def catalogue(tmp_path):
     items = [make_item(i, tmp_path / "out" / "data", write_files=True) for i in range(30)]
     path = build_collection(
-        items, tmp_path / "out" / "stac", collection_id="c", description="d",
+        items,
+        tmp_path / "out" / "stac",
+        collection_id="c",
+        description="d",
         max_links_per_catalog=8,
     )
     return path

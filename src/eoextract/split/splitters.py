@@ -201,8 +201,7 @@ def split_job_hex(
 
     def split(idx: np.ndarray, resolution: int) -> None:
         keys = [
-            None if np.isnan(lat[i]) else h3.latlng_to_cell(lat[i], lon[i], resolution)
-            for i in idx
+            None if np.isnan(lat[i]) else h3.latlng_to_cell(lat[i], lon[i], resolution) for i in idx
         ]
         for key, pos in _groups(keys):
             members = idx[pos]

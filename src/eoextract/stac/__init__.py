@@ -5,12 +5,9 @@ Works on pystac objects or plain item dicts and knows nothing of jobs.
 
 from __future__ import annotations
 
-from eoextract.stac.collection import (
-    CollectionBuilder,
-    build_collection,
-    extend_collection,
-    iter_catalog_items,
-)
+from eoextract.stac.collection import CollectionBuilder, build_collection
+from eoextract.stac.extend import extend_collection, iter_catalog_items
+from eoextract.stac.layout import layout_key
 from eoextract.stac.validate import (
     ValidationReport,
     validate,
@@ -24,6 +21,7 @@ __all__ = [
     "build_collection",
     "extend_collection",
     "iter_catalog_items",
+    "layout_key",
     "validate",
     "validate_catalog",
     "validate_dict",

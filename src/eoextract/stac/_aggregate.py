@@ -179,8 +179,16 @@ class SummaryAccumulator:
                 known[band["name"]] = {
                     k: v
                     for k, v in band.items()
-                    if k in ("name", "common_name", "description", "center_wavelength",
-                             "full_width_half_max", "eo:common_name", "eo:center_wavelength")
+                    if k
+                    in (
+                        "name",
+                        "common_name",
+                        "description",
+                        "center_wavelength",
+                        "full_width_half_max",
+                        "eo:common_name",
+                        "eo:center_wavelength",
+                    )
                 }
 
     def _scan(self, fields: Mapping[str, Any]) -> None:
@@ -189,13 +197,13 @@ class SummaryAccumulator:
                 self._add_value(field, fields[field])
         for field in self.range_fields:
             value = fields.get(field)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if math.isfinite(value):
-                    r = self._ranges.get(field)
-                    if r is None:
-                        self._ranges[field] = [value, value]
-                    else:
-                        r[0], r[1] = min(r[0], value), max(r[1], value)
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and math.isfinite(value):
+                r = self._ranges.get(field)
+                if r is None:
+                    self._ranges[field] = [value, value]
+                else:
+                    r[0], r[1] = min(r[0], value), max(r[1], value)
         for field in ("eo:bands", "bands"):
             if field in fields:
                 self._add_bands(field, fields[field])

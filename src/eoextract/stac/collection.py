@@ -27,14 +27,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -45,14 +45,9 @@ from eoextract.stac._aggregate import (
     ItemAssetsAccumulator,
     SummaryAccumulator,
 )
+from eoextract.stac.layout import Layout, layout_key, safe_name
 
-__all__ = [
-    "CollectionBuilder",
-    "build_collection",
-    "extend_collection",
-    "iter_catalog_items",
-    "layout_key",
-]
+__all__ = ["CollectionBuilder", "build_collection"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,79 +55,29 @@ STAC_VERSION = "1.1.0"
 DEFAULT_MAX_LINKS = 2000
 _JSON = "application/json"
 _GEOJSON = "application/geo+json"
-_STRUCTURAL = frozenset({"self", "root", "parent", "collection", "child", "item"})
+STRUCTURAL_RELS = frozenset({"self", "root", "parent", "collection", "child", "item"})
 _INDEX_DIR = "_index"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DUMP_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 #: Collection keys the builder computes or takes from its arguments.
-_MANAGED = frozenset(
-    {"type", "stac_version", "stac_extensions", "id", "title", "description", "keywords",
-     "license", "providers", "extent", "summaries", "item_assets", "links"}
+MANAGED_FIELDS = frozenset(
+    {
+        "type",
+        "stac_version",
+        "stac_extensions",
+        "id",
+        "title",
+        "description",
+        "keywords",
+        "license",
+        "providers",
+        "extent",
+        "summaries",
+        "item_assets",
+        "links",
+    }
 )
 #: Extension folder name on stac-extensions.github.io -> field prefix.
 _EXT_PREFIX = {"projection": "proj"}
-
-Layout = str | Callable[[Mapping[str, Any]], str] | None
-
-
-# --------------------------------------------------------------------------- layout
-
-
-def layout_key(layout: Layout) -> Callable[[Mapping[str, Any]], str]:
-    """Turn a layout description into a function ``item dict -> group key``.
-
-    Args:
-        layout: ``"month"`` (``YYYY-MM`` of ``datetime`` or ``start_datetime``),
-            ``"year"``, ``"flat"``/``None`` (one group), ``"property:NAME"`` (value of a
-            property, or of a top-level key such as ``id``), ``"property:NAME:SEP"``
-            (first part of that value split on ``SEP``), or a callable.
-
-    Returns:
-        The key function.
-
-    Raises:
-        ConfigurationError: For an unknown layout string.
-    """
-    if callable(layout):
-        return lambda d: str(layout(d))
-    if layout is None or layout == "flat":
-        return lambda d: "items"
-    if layout in ("month", "year"):
-        width = 7 if layout == "month" else 4
-
-        def by_time(d: Mapping[str, Any]) -> str:
-            props = d.get("properties") or {}
-            value = props.get("datetime") or props.get("start_datetime")
-            return value[:width] if isinstance(value, str) and len(value) >= width else "undated"
-
-        return by_time
-    if isinstance(layout, str) and layout.startswith("property:"):
-        name, _, sep = layout[len("property:") :].partition(":")
-        if not name:
-            raise ConfigurationError(f"layout {layout!r} names no property")
-
-        def by_property(d: Mapping[str, Any]) -> str:
-            props = d.get("properties") or {}
-            value = props.get(name, d.get(name))
-            if value is None:
-                return "unknown"
-            text = str(value)
-            return text.split(sep, 1)[0] if sep else text
-
-        return by_property
-    raise ConfigurationError(
-        f"unknown layout {layout!r}: use 'month', 'year', 'flat', 'property:NAME[:SEP]' "
-        "or a callable"
-    )
-
-
-def _safe_name(text: str, *, max_len: int = 120) -> str:
-    """A file-system safe name for ``text`` (stable; hashed when it had to be changed)."""
-    name = _UNSAFE.sub("_", text).strip(".") or "_"
-    if name != text or len(name) > max_len:
-        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-        name = f"{name[:max_len]}-{digest}"
-    return name
 
 
 def _rel(target: str, start: str) -> str:
@@ -182,7 +127,7 @@ class CollectionBuilder:
         collection_id: str,
         description: str,
         title: str | None = None,
-        license: str = "proprietary",  # noqa: A002 - the STAC field's name
+        license: str = "proprietary",
         providers: Sequence[Any] | None = None,
         keywords: Sequence[str] | None = None,
         extra_fields: Mapping[str, Any] | None = None,
@@ -200,7 +145,9 @@ class CollectionBuilder:
         self.description = description
         self.title = title
         self.license = license
-        self.providers = [p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in providers or []]
+        self.providers = [
+            p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in providers or []
+        ]
         self.keywords = list(keywords or [])
         self.extra_fields = dict(extra_fields or {})
         self.max_links = max_links_per_catalog
@@ -211,7 +158,9 @@ class CollectionBuilder:
         self._item_extensions: set[str] = set()
         self._extent = ExtentAccumulator()
         self._summaries = (
-            SummaryAccumulator(summary_fields) if summary_fields is not None else SummaryAccumulator()
+            SummaryAccumulator(summary_fields)
+            if summary_fields is not None
+            else SummaryAccumulator()
         )
         self._item_assets = ItemAssetsAccumulator()
         self._ids: set[str] = set()
@@ -235,10 +184,15 @@ class CollectionBuilder:
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._ids
 
-    def __enter__(self) -> CollectionBuilder:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is not None:
             self.abort()
         elif not self._done:
@@ -270,7 +224,7 @@ class CollectionBuilder:
         self._ids.add(item_id)
 
         sub = self._subcatalog_for(self._key(d))
-        name = _safe_name(item_id)
+        name = safe_name(item_id)
         if name in sub.names:
             name = f"{name}-{hashlib.sha1(item_id.encode()).hexdigest()[:8]}"
         sub.names.add(name)
@@ -284,7 +238,9 @@ class CollectionBuilder:
         self._extent.add(d)
         self._summaries.add(d)
         self._item_assets.add(d)
-        self._item_extensions.update(e for e in d.get("stac_extensions") or [] if isinstance(e, str))
+        self._item_extensions.update(
+            e for e in d.get("stac_extensions") or [] if isinstance(e, str)
+        )
 
     def finish(self) -> Path:
         """Write the sub-catalogues and ``collection.json`` and swap the catalogue in.
@@ -305,7 +261,10 @@ class CollectionBuilder:
         self._done = True
         logger.info(
             "wrote STAC collection %s: %d item(s) in %d sub-catalogue(s) at %s",
-            self.collection_id, len(self._ids), len(self._subcatalogs), self.output_dir,
+            self.collection_id,
+            len(self._ids),
+            len(self._subcatalogs),
+            self.output_dir,
         )
         return self.output_dir / "collection.json"
 
@@ -321,7 +280,7 @@ class CollectionBuilder:
         if sub is not None and len(sub.item_hrefs) < self._capacity:
             return sub
         part = 1 if sub is None else sub.part + 1
-        base = _safe_name(group)
+        base = safe_name(group)
         dirname = base if part == 1 else f"{base}-part{part}"
         if dirname in self._dirnames:
             dirname = f"{dirname}-{hashlib.sha1(f'{group}/{part}'.encode()).hexdigest()[:8]}"
@@ -341,7 +300,7 @@ class CollectionBuilder:
             rel = link.get("rel")
             if rel == "self":
                 self_href = _local_path(link.get("href"))
-            if rel in _STRUCTURAL:
+            if rel in STRUCTURAL_RELS:
                 continue
             href = link.get("href")
             if isinstance(href, str):
@@ -371,7 +330,7 @@ class CollectionBuilder:
     def _relative_href(self, href: str, final_dir: str, self_href: str | None) -> str:
         path = _local_path(href)
         if path is None:
-            if self_href is None or _is_url(href):
+            if self_href is None or is_url(href):
                 return href
             path = os.path.normpath(os.path.join(os.path.dirname(self_href), href))
         if not os.path.isabs(path):
@@ -383,7 +342,9 @@ class CollectionBuilder:
             self._warned_outside = True
             logger.warning(
                 "asset %s lies outside %s; its absolute href is kept, so the catalogue "
-                "cannot be moved without it", path, self._base,
+                "cannot be moved without it",
+                path,
+                self._base,
             )
         return path
 
@@ -420,7 +381,9 @@ class CollectionBuilder:
                 for c, t in chunk
             )
             page = href.split("/")[1]
-            catalog = self._catalog_dict(f"{self.collection_id}-index-{page}", f"Index {page}", links)
+            catalog = self._catalog_dict(
+                f"{self.collection_id}-index-{page}", f"Index {page}", links
+            )
             (self._tmp / href).parent.mkdir(parents=True, exist_ok=True)
             (self._tmp / href).write_bytes(orjson.dumps(catalog, option=_DUMP_OPTS))
         return entries
@@ -448,7 +411,7 @@ class CollectionBuilder:
         prefixes = self._summaries.prefixes()
         extensions = set(self._extensions_in)
         for url in self._item_extensions:
-            if _extension_prefix(url) in prefixes:
+            if extension_prefix(url) in prefixes:
                 extensions.add(url)
         d: dict[str, Any] = {"type": "Collection", "stac_version": STAC_VERSION}
         if extensions:
@@ -475,7 +438,7 @@ class CollectionBuilder:
         )
         d["links"] = links
         for key, value in self.extra_fields.items():
-            if key not in _MANAGED:
+            if key not in MANAGED_FIELDS:
                 d[key] = value
         return d
 
@@ -503,7 +466,7 @@ def _title(sub: _SubCatalog) -> str:
     return sub.group if sub.part == 1 else f"{sub.group} (part {sub.part})"
 
 
-def _extension_prefix(url: str) -> str | None:
+def extension_prefix(url: str) -> str | None:
     parts = urlsplit(url).path.strip("/").split("/")
     if not parts or not parts[0]:
         return None
@@ -528,7 +491,7 @@ def _check_replaceable(folder: Path) -> None:
                 )
 
 
-def _is_url(href: str) -> bool:
+def is_url(href: str) -> bool:
     scheme = urlsplit(href).scheme
     return len(scheme) > 1
 
@@ -539,7 +502,7 @@ def _local_path(href: Any) -> str | None:
         return None
     if href.startswith("file://"):
         return unquote(urlsplit(href).path)
-    if os.path.isabs(href) and not _is_url(href):
+    if os.path.isabs(href) and not is_url(href):
         return href
     return None
 
@@ -571,7 +534,7 @@ def build_collection(
     collection_id: str,
     description: str,
     title: str | None = None,
-    license: str = "proprietary",  # noqa: A002
+    license: str = "proprietary",
     providers: Sequence[Any] | None = None,
     keywords: Sequence[str] | None = None,
     extra_fields: Mapping[str, Any] | None = None,
@@ -616,113 +579,4 @@ def build_collection(
         stac_extensions=stac_extensions,
     ) as builder:
         builder.add_items(items)
-    return builder.output_dir / "collection.json"
-
-
-def iter_catalog_items(
-    path: str | os.PathLike[str], *, absolute_hrefs: bool = True
-) -> Iterator[dict[str, Any]]:
-    """Yield the item dicts of a catalogue on disk, following child and item links.
-
-    Args:
-        path: A ``collection.json``/``catalog.json`` or the folder holding it.
-        absolute_hrefs: Make relative asset hrefs absolute (so the items can be written
-            elsewhere) and drop the structural links.
-
-    Yields:
-        One dict per item, in link order.
-    """
-    root = Path(path)
-    if root.is_dir():
-        root = root / "collection.json" if (root / "collection.json").is_file() else root / "catalog.json"
-    stack = [root.resolve()]
-    seen: set[Path] = set()
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        d = orjson.loads(current.read_bytes())
-        children = []
-        for link in d.get("links") or []:
-            href, rel = link.get("href"), link.get("rel")
-            if not isinstance(href, str) or _is_url(href) or rel not in ("child", "item"):
-                continue
-            target = (current.parent / href).resolve()
-            if rel == "child":
-                children.append(target)
-                continue
-            item = orjson.loads(target.read_bytes())
-            if absolute_hrefs:
-                item["links"] = [
-                    lk for lk in item.get("links") or [] if lk.get("rel") not in _STRUCTURAL
-                ]
-                for key, asset in (item.get("assets") or {}).items():
-                    href_a = asset.get("href")
-                    if isinstance(href_a, str) and not _is_url(href_a) and not os.path.isabs(href_a):
-                        item["assets"][key] = {
-                            **asset,
-                            "href": os.path.normpath(os.path.join(target.parent, href_a)),
-                        }
-            yield item
-        stack.extend(reversed(children))
-
-
-def extend_collection(
-    existing_collection_json: str | os.PathLike[str],
-    items: Iterable[Mapping[str, Any] | Any],
-    *,
-    output_dir: str | os.PathLike[str] | None = None,
-    layout: Layout = "month",
-    max_links_per_catalog: int = DEFAULT_MAX_LINKS,
-    **overrides: Any,
-) -> Path:
-    """Add items to an existing collection by rebuilding it with old and new items.
-
-    New items come first; an existing item with the id of a new one is replaced. The
-    existing collection's metadata (id, description, title, license, providers,
-    keywords, other fields) is kept unless given in ``overrides``.
-
-    Args:
-        existing_collection_json: Path of the existing ``collection.json`` (or its folder).
-        items: New items (pystac or dicts), consumed once.
-        output_dir: Where to write; default: the existing catalogue's folder (replaced
-            atomically once the new catalogue is complete).
-        layout: Grouping of items into sub-catalogues.
-        max_links_per_catalog: Most links in any one JSON file.
-        **overrides: Keyword arguments of :class:`CollectionBuilder` to change.
-
-    Returns:
-        Path of the written ``collection.json``.
-    """
-    path = Path(existing_collection_json)
-    if path.is_dir():
-        path = path / "collection.json"
-    existing = orjson.loads(path.read_bytes())
-    if existing.get("type") != "Collection":
-        raise StacError(f"{path} is not a STAC collection")
-    kwargs: dict[str, Any] = {
-        "collection_id": existing["id"],
-        "description": existing.get("description", ""),
-        "title": existing.get("title"),
-        "license": existing.get("license", "proprietary"),
-        "providers": existing.get("providers"),
-        "keywords": existing.get("keywords"),
-        "extra_fields": {k: v for k, v in existing.items() if k not in _MANAGED},
-        "stac_extensions": [
-            u for u in existing.get("stac_extensions") or []
-            if _extension_prefix(u) not in {"projection", "proj", "eo", "raster", "file"}
-        ],
-    }
-    kwargs.update(overrides)
-    target = Path(output_dir) if output_dir is not None else path.parent
-    with CollectionBuilder(
-        target, layout=layout, max_links_per_catalog=max_links_per_catalog, **kwargs
-    ) as builder:
-        builder.add_items(items)
-        n_new = builder.n_items
-        for old in iter_catalog_items(path):
-            if old.get("id") not in builder:
-                builder.add(old)
-    logger.info("extended %s with %d new item(s)", path, n_new)
     return builder.output_dir / "collection.json"

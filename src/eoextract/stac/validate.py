@@ -125,9 +125,7 @@ def _is_rfc3339(value: object) -> bool:
     return True
 
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 @functools.cache
@@ -145,9 +143,7 @@ def _validator(schema_urls: tuple[str, ...]) -> Draft7Validator:
     """A compiled validator checking an instance against all ``schema_urls`` at once."""
     schema = {"allOf": [{"$ref": url} for url in schema_urls]}
     with _compile_lock:
-        validator = Draft7Validator(
-            schema, registry=_registry(), format_checker=_format_checker()
-        )
+        validator = Draft7Validator(schema, registry=_registry(), format_checker=_format_checker())
     logger.debug("compiled STAC validator for %s", schema_urls)
     return validator
 
@@ -159,7 +155,9 @@ def _refuse_download(uri: str) -> Any:
 @functools.cache
 def _rs_registry() -> Any:
     resources_ = [(url, orjson.loads(path.read_bytes())) for url, path in _schema_map().items()]
-    return jsonschema_rs.Registry(resources_, draft=jsonschema_rs.Draft7, retriever=_refuse_download)
+    return jsonschema_rs.Registry(
+        resources_, draft=jsonschema_rs.Draft7, retriever=_refuse_download
+    )
 
 
 @functools.cache
@@ -244,10 +242,8 @@ def validate_dict(d: Mapping[str, Any]) -> list[str]:
         elif stac_type is None and "properties" in d:
             stac_type = "Feature"
         else:
-            return [
-                f"type: {stac_type!r} is not a STAC type (expected 'Feature', "
-                "'Collection' or 'Catalog')"
-            ]
+            expected = "'Feature', 'Collection' or 'Catalog'"
+            return [f"type: {stac_type!r} is not a STAC type (expected {expected})"]
     version = d.get("stac_version")
     if not isinstance(version, str):
         return [f"stac_version: missing or not a string ({version!r})"]
@@ -257,10 +253,11 @@ def validate_dict(d: Mapping[str, Any]) -> list[str]:
         versions = sorted(
             {u.split("/")[3] for u in known if u.startswith("https://schemas.stacspec.org/")}
         )
-        return [
+        message = (
             f"stac_version: no bundled schema for STAC {version} "
             f"(bundled: {', '.join(versions)}); cannot validate offline"
-        ]
+        )
+        return [message]
     urls = [core]
     extensions = d.get("stac_extensions") or []
     if not isinstance(extensions, list):
@@ -422,9 +419,12 @@ def _check_links(
                 continue
             if _is_local_absolute(href):
                 problems.append(f"assets/{key}: href {href!r} is an absolute local path")
-            elif check_assets and not _is_absolute_href(href):
-                if not os.path.exists(os.path.join(folder, href)):
-                    problems.append(f"assets/{key}: file {href!r} does not exist")
+            elif (
+                check_assets
+                and not _is_absolute_href(href)
+                and not os.path.exists(os.path.join(folder, href))
+            ):
+                problems.append(f"assets/{key}: file {href!r} does not exist")
     return problems, targets
 
 
@@ -440,9 +440,7 @@ def _validate_item_file(
     if isinstance(d, Mapping) and d.get("type") != "Feature":
         errors.append(f"linked as an item but its type is {d.get('type')!r}")
     if isinstance(d, Mapping):
-        problems, _ = _check_links(
-            d, path, check_assets=check_assets, known_files=known_files
-        )
+        problems, _ = _check_links(d, path, check_assets=check_assets, known_files=known_files)
         errors.extend(problems)
     return path_str, errors
 
@@ -507,9 +505,7 @@ def validate_catalog(
             report.n_catalogs += 1
         else:
             errors.append(f"linked as a child but its type is {kind!r}")
-        problems, targets = _check_links(
-            d, current, check_assets=check_assets, known_files=known
-        )
+        problems, targets = _check_links(d, current, check_assets=check_assets, known_files=known)
         errors.extend(problems)
         report.add(current, errors)
         children: list[Path] = []
@@ -538,7 +534,11 @@ def validate_catalog(
             report.add(file, errs)
     logger.info(
         "validated %s: %d collection(s), %d catalog(s), %d item(s), %d problem(s)",
-        root, report.n_collections, report.n_catalogs, report.n_items, report.n_errors,
+        root,
+        report.n_collections,
+        report.n_catalogs,
+        report.n_items,
+        report.n_errors,
     )
     return report
 
