@@ -156,6 +156,7 @@ class JobService:
         self.faults = JobFaultCounter()
         self.scheduler = Scheduler()
         self.instant = InstantResult(store.root / "instant-template")
+        self._closing = False
         self._recover()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -168,7 +169,12 @@ class JobService:
             return self._pool
 
     def close(self) -> None:
-        """Stop the scheduler and the workers."""
+        """Stop the scheduler and the workers.
+
+        Jobs keep the status they had (queued or running) on disk; see the module docstring
+        for what happens to them on the next start.
+        """
+        self._closing = True
         self.scheduler.close()
         with self._pool_lock:
             if self._pool is not None:
@@ -192,6 +198,8 @@ class JobService:
 
     def _current(self, job_id: str, run: int) -> JobRecord | None:
         """The job if it still exists and is still in run ``run`` (not canceled/restarted)."""
+        if self._closing:
+            return None  # shutting down: leave records as they are for the next start
         try:
             record = self.store.get(job_id)
         except OpenEOApiError:

@@ -1,0 +1,119 @@
+"""LocalBackend life cycle, restarts on the same data folder, and ``eoextract backend serve``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from api_helpers import BBOX, instant_graph
+
+from eoextract.backend.local import LocalBackend
+
+INSTANT = {"eoextract_mode": "instant"}
+
+
+def _wait(job, statuses=("finished", "error", "canceled"), timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while (status := job.status()) not in statuses:
+        assert time.monotonic() < deadline, f"job still {status}"
+        time.sleep(0.1)
+    return status
+
+
+def test_start_stop_and_temporary_data_dir():
+    backend = LocalBackend()
+    with backend:
+        assert backend.url.startswith("http://127.0.0.1:")
+        data_dir = backend.app.state.backend.data_dir
+        assert data_dir.is_dir()
+        assert requests.get(backend.url, timeout=10).json()["api_version"] == "1.2.0"
+        url = backend.url
+    assert not data_dir.exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=2)
+    with pytest.raises(RuntimeError):
+        _ = backend.url
+
+
+def test_custom_credentials_and_cdse_style(tmp_path):
+    with LocalBackend(user="alice", password="s3cret", result_style="cdse") as backend:
+        conn = backend.connect()
+        assert conn.describe_account()["user_id"] == "alice"
+        job = conn.create_job(instant_graph(), job_options=INSTANT, validate=False)
+        job.start()
+        meta = job.get_results().get_metadata()
+        assert meta["stac_version"] == "1.0.0"
+        (asset,) = meta["assets"].values()
+        assert "proj:epsg" in asset and "file:checksum" not in asset
+
+
+@pytest.mark.slow
+def test_jobs_survive_a_restart(tmp_path):
+    data_dir = tmp_path / "data"
+    graph = {
+        "load": {"process_id": "load_collection",
+                 "arguments": {"id": "SENTINEL2_L2A", "spatial_extent": BBOX,
+                               "temporal_extent": ["2021-06-01", "2021-06-06"], "bands": ["B04"]}},
+        "save": {"process_id": "save_result",
+                 "arguments": {"data": {"from_node": "load"}, "format": "NetCDF"}, "result": True},
+    }
+    with LocalBackend(data_dir=data_dir, workers=1) as first:
+        port = int(first.url.rsplit(":", 1)[1].strip("/"))
+        conn = first.connect()
+        done = conn.create_job(instant_graph(), title="done", job_options=INSTANT, validate=False)
+        done.start()
+        before = done.get_results().get_metadata()["assets"]
+        untouched = conn.create_job(instant_graph(), title="untouched", validate=False)
+        # holds the only worker slot ("running"), so the next job stays "queued"
+        running = conn.create_job(graph, title="running", validate=False,
+                                  job_options={"eoextract_fault": "slow",
+                                               "eoextract_fault_delay_s": 60})
+        running.start()
+        _wait(running, statuses=("running",))
+        queued = conn.create_job(graph, title="queued", validate=False)
+        queued.start()
+        assert queued.status() == "queued"
+        conn.save_user_defined_process("kept", graph, parameters=[])
+
+    with LocalBackend(data_dir=data_dir, workers=1, port=port) as second:
+        # the old connection's token is still valid (same data folder, same URL)
+        assert conn.describe_account()["user_id"] == "eoextract"
+        assert done.status() == "finished"
+        after = done.get_results().get_metadata()["assets"]
+        assert [a["file:checksum"] for a in after.values()] == [
+            a["file:checksum"] for a in before.values()
+        ]
+        (asset,) = done.get_results().get_assets()
+        assert len(asset.load_bytes()) == asset.metadata["file:size"]
+        assert untouched.status() == "created"
+        assert running.status() == "error"
+        assert "restarted" in running.logs(level="error")[-1]["message"]
+        assert _wait(queued) == "finished"
+        assert "kept" in [p["id"] for p in conn.list_user_defined_processes()]
+        assert second.url.endswith(f":{port}/")
+
+
+def test_serve_command_prints_url_and_serves(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-c", "from eoextract.cli import app; app()", "backend", "serve",
+           "--port", "0", "--data-dir", str(tmp_path / "d"), "--workers", "1", "--faults"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+        caps = requests.get(url, timeout=10).json()
+        assert caps["api_version"] == "1.2.0"
+        assert requests.get(f"{url}_admin/faults", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+            raise
+    assert (tmp_path / "d" / "jobs").is_dir()
