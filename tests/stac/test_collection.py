@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import shutil
 from pathlib import Path
@@ -294,3 +295,11 @@ def test_extend_collection(out):
     got = {d["id"]: d for d in iter_catalog_items(path)}
     assert len(got) == 15
     assert "data2" in got[replacement.id]["assets"]["S2-L2A"]["href"]
+
+
+def test_dropped_builder_leaves_no_temporary_folder(out):
+    builder = CollectionBuilder(out / "stac", collection_id="c", description="d")
+    builder.add(make_item(1))
+    del builder
+    gc.collect()
+    assert list(out.iterdir()) == []

@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,8 @@ class CollectionBuilder:
         self._tmp = Path(
             tempfile.mkdtemp(prefix=f".{self.output_dir.name}.build-", dir=self.output_dir.parent)
         )
+        # a builder dropped without finish() or abort() leaves no temporary folder behind
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
 
     # ----------------------------------------------------------------- public
 
@@ -259,6 +262,7 @@ class CollectionBuilder:
             self.abort()
             raise
         self._done = True
+        self._cleanup.detach()  # the temporary folder is now the catalogue
         logger.info(
             "wrote STAC collection %s: %d item(s) in %d sub-catalogue(s) at %s",
             self.collection_id,
@@ -271,7 +275,7 @@ class CollectionBuilder:
     def abort(self) -> None:
         """Drop the partial build; the previous catalogue (if any) stays untouched."""
         self._done = True
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._cleanup()
 
     # ----------------------------------------------------------------- items
 
