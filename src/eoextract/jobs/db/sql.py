@@ -10,6 +10,7 @@ claims use ``SELECT ... FOR UPDATE SKIP LOCKED``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -105,6 +106,32 @@ def _strip_credentials(url: str | None) -> str | None:
 
 _RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
                    *(JOBS.c[name] for name in MANAGED_KINDS if name != "status"), JOBS.c.data]
+
+
+# Statements built once: building them costs more than running them on SQLite.
+_SELECT_CURRENT = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(
+    JOBS.c.job_key == sa.bindparam("key"))
+_SELECT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
+_INSERT_CHANGE = insert(CHANGES)
+
+
+def _prefixed(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{k}": v for k, v in values.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(by: str, names: tuple[str, ...]) -> sa.Update:
+    where = JOBS.c.pk == sa.bindparam("_pk") if by == "pk" else JOBS.c.job_key == sa.bindparam("_key")
+    return update(JOBS).where(where).values({n: sa.bindparam(f"v_{n}", type_=JOBS.c[n].type)
+                                             for n in names})
+
+
+def _update_by_pk(values: dict[str, Any]) -> sa.Update:
+    return _update_statement("pk", tuple(sorted(values)))
+
+
+def _update_by_key(values: dict[str, Any]) -> sa.Update:
+    return _update_statement("key", tuple(sorted(values)))
 
 
 class SqlJobDatabase(JobDatabase):
@@ -559,10 +586,8 @@ class SqlJobDatabase(JobDatabase):
         expect: JobStatus | None,
     ) -> StatusChange:
         """Check and apply one transition in the caller's transaction (no commit here)."""
-        stmt = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(JOBS.c.job_key == job_key)
-        if self._dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        row = session.execute(stmt).one_or_none()
+        stmt = _SELECT_FOR_UPDATE if self._dialect == "postgresql" else _SELECT_CURRENT
+        row = session.execute(stmt, {"key": job_key}).one_or_none()
         if row is None:
             raise JobError(f"unknown job {job_key!r}", job_key=job_key)
         old = JobStatus(row.status)
@@ -576,10 +601,10 @@ class SqlJobDatabase(JobDatabase):
             values.setdefault("claimed_by", None)
             values.setdefault("lease_until", None)
         now = _utcnow()
-        session.execute(update(JOBS).where(JOBS.c.pk == row.pk)
-                        .values(status=new.value, updated_at=now, **values))
+        values.update(status=new.value, updated_at=now)
+        session.execute(_update_by_pk(values), {"_pk": row.pk, **_prefixed(values)})
         backend_job_id = values.get("id", row.id)
-        session.execute(insert(CHANGES).values(
+        session.execute(_INSERT_CHANGE, dict(
             job_pk=row.pk, old=old.value, new=new.value, at=now, manager_id=manager_id,
             message=message, backend_job_id=backend_job_id))
         return StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
@@ -590,9 +615,9 @@ class SqlJobDatabase(JobDatabase):
             raise ValueError("status changes go through transition()")
         values = self._coerce_fields(fields)
         self._require()
+        values["updated_at"] = _utcnow()
         with self._session(write=True) as session, session.begin():
-            result = session.execute(update(JOBS).where(JOBS.c.job_key == job_key)
-                                     .values(updated_at=_utcnow(), **values))
+            result = session.execute(_update_by_key(values), {"_key": job_key, **_prefixed(values)})
             if result.rowcount == 0:
                 raise JobError(f"unknown job {job_key!r}", job_key=job_key)
 
