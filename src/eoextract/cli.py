@@ -52,3 +52,7 @@ def backend_serve(
         faults=faults,
         result_style=result_style,
     )
+
+
+if __name__ == "__main__":  # python -m eoextract.cli
+    app()
