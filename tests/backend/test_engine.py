@@ -478,3 +478,15 @@ def test_features_in_two_utm_zones(engine, tmp_path):
     assert [a.epsg for a in assets] == [32631, 32632, 32721]
     for a in assets:
         assert pyproj.CRS.from_wkt(xr.open_dataset(a.path)["crs"].attrs["crs_wkt"]).to_epsg() == a.epsg
+
+
+def test_temporal_compositing_and_interpolation_keep_date_labels(engine, tmp_path):
+    L = {"from_node": "load"}
+    data = {"from_parameter": "data"}
+    _, ds = _run(engine, tmp_path / "m", {"f": {"process_id": "aggregate_temporal_period", "arguments": {
+        "data": L, "period": "month", "reducer": _cb("median", data=data)}}}, last="f",
+        temporal=["2023-03-01", "2023-05-01"])
+    assert [str(t)[:10] for t in ds["t"].values] == ["2023-03-01", "2023-04-01"]
+    _, ds = _run(engine, tmp_path / "i", {"f": {"process_id": "apply_dimension", "arguments": {
+        "data": L, "dimension": "t", "process": _cb("array_interpolate_linear", data=data)}}}, last="f")
+    assert str(ds["t"].values[0])[:10] == "2023-03-04" and ds.sizes["t"] == 6

@@ -154,7 +154,7 @@ def _geo(cube: xr.DataArray) -> dict:
 
 
 def _dates(cube: xr.DataArray) -> tuple[datetime | None, datetime | None]:
-    if "t" not in cube.dims or cube.sizes["t"] == 0:
+    if "t" not in cube.dims or cube.sizes["t"] == 0 or not np.issubdtype(cube["t"].dtype, np.datetime64):
         return None, None
     t = pd.to_datetime(cube["t"].values)
     return (t.min().to_pydatetime().replace(tzinfo=timezone.utc),
@@ -264,9 +264,14 @@ def write_netcdf(cube: xr.DataArray, path: Path) -> list[dict]:
                {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of projection", "units": "m"})
     coords: dict = {"x": ("x", cube["x"].values.astype(np.float64), x_attrs),
                     "y": ("y", cube["y"].values.astype(np.float64), y_attrs)}
-    if "t" in cube.dims:
-        coords["t"] = ("t", pd.to_datetime(cube["t"].values).values, {"standard_name": "time", "axis": "T"})
-        encoding["t"] = {"units": "days since 1990-01-01", "calendar": "standard", "dtype": "int32"}
+    if "t" in cube.dims and np.issubdtype(cube["t"].dtype, np.datetime64):
+        t = pd.to_datetime(cube["t"].values)
+        coords["t"] = ("t", t.values, {"standard_name": "time", "axis": "T"})
+        whole_days = bool(np.all(t == t.normalize()))
+        encoding["t"] = {"units": f"{'days' if whole_days else 'seconds'} since 1990-01-01",
+                         "calendar": "standard", "dtype": "int32" if whole_days else "int64"}
+    elif "t" in cube.dims:
+        coords["t"] = ("t", np.asarray(cube["t"].values))
     ds = xr.Dataset(variables, coords=coords)
     ds["crs"] = _crs_variable(epsg)
     ds.attrs = {"Conventions": "CF-1.9", "source": "eoextract embedded openEO backend (synthetic data)"}
@@ -307,7 +312,7 @@ def _jsonable(values: np.ndarray) -> Any:
 
 
 def _iso(t: Any) -> str:
-    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(t, (np.datetime64, datetime)) else str(t)
 
 
 def write_json(data: Any, path: Path) -> None:
@@ -374,7 +379,8 @@ def _write_raster(cube: xr.DataArray, fmt: str, stem: str, out_dir: Path,
             out = []
             for i, t in enumerate(cube["t"].values):
                 sub = cube.isel(t=[i])
-                path = out_dir / f"{stem}_{pd.Timestamp(t):%Y-%m-%dZ}.tif"
+                label = f"{pd.Timestamp(t):%Y-%m-%dZ}" if np.issubdtype(cube["t"].dtype, np.datetime64) else str(t)
+                path = out_dir / f"{stem}_{_safe_name(label)}.tif"
                 out.append(_asset(path, fmt, sub, write_gtiff(sub, path), feature_index))
             return out
         path = out_dir / f"{stem}.tif"

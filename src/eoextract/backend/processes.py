@@ -518,6 +518,33 @@ def merge_cubes(cube1: Any, cube2: Any, overlap_resolver: Callable | None = None
     return _merge(cube1, cube2, overlap_resolver=overlap_resolver, context=context)
 
 
+def apply_dimension(data: xr.DataArray, process: Callable, dimension: str,
+                    target_dimension: str | None = None, context: Any = None) -> xr.DataArray:
+    """processes-dask's ``apply_dimension``, keeping the labels when their number is unchanged."""
+    from openeo_processes_dask.process_implementations.cubes.apply import apply_dimension as _apply_dim
+
+    out = _apply_dim(data, process, dimension, target_dimension=target_dimension, context=context)
+    if (target_dimension in (None, dimension) and dimension in out.dims and dimension in data.coords
+            and out.sizes[dimension] == data.sizes[dimension]):
+        out = out.assign_coords({dimension: data[dimension].values})
+    return out
+
+
+def aggregate_temporal_period(data: xr.DataArray, period: str, reducer: Callable,
+                              dimension: str | None = None, context: Any = None) -> xr.DataArray:
+    """processes-dask's ``aggregate_temporal_period``, labelled by period start (openEO style)."""
+    from openeo_processes_dask.process_implementations.cubes.aggregate import \
+        aggregate_temporal_period as _atp
+
+    out = _atp(data, reducer=reducer, period=period, dimension=dimension)
+    dim = dimension or "t"
+    if dim in out.dims and np.issubdtype(out[dim].dtype, np.datetime64) and period in ("month", "year"):
+        t = pd.to_datetime(out[dim].values)
+        starts = t.to_period("M" if period == "month" else "Y").to_timestamp()
+        out = out.assign_coords({dim: starts.values})
+    return out
+
+
 def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> Any:  # noqa: A002
     """Read a GeoJSON, JSON or GeoParquet file from a loopback URL (``127.0.0.1``/``localhost``)."""
     import requests
@@ -623,6 +650,8 @@ CUSTOM_PROCESSES: dict[str, Callable] = {
     "aggregate_spatial": aggregate_spatial,
     "resample_spatial": resample_spatial,
     "merge_cubes": merge_cubes,
+    "apply_dimension": apply_dimension,
+    "aggregate_temporal_period": aggregate_temporal_period,
 }
 CUSTOM_SPECS: dict[str, dict] = {}
 
