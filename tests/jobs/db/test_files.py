@@ -239,3 +239,10 @@ def test_dtype_round_trip_property(tmp_path_factory, rows):
                                       check_index_type=False)
         assert out.crs.to_epsg() == 3035
         assert all(a.equals_exact(b, 1e-6) for a, b in zip(out.geometry, df.geometry, strict=True))
+
+
+def test_file_of_another_kind_is_refused_clearly(tmp_path):
+    path = tmp_path / "other.csv"
+    pd.DataFrame({"status": ["paid", "open"], "amount": [3, 4]}).to_csv(path, index=False)
+    with pytest.raises(JobDatabaseError, match="cannot be read as a job database"):
+        FileJobDatabase(path).read()

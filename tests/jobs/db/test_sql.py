@@ -273,3 +273,17 @@ def test_dtype_round_trip_property(rows):
     out = db.read()[df.columns]
     pd.testing.assert_frame_equal(out, df.set_axis(df.index.astype(str).rename("job_key")),
                                   check_index_type=False)
+
+
+def test_threads_transition_concurrently(db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def walk(key):
+        for status in (S.CREATING, S.CREATED, S.QUEUED, S.RUNNING, S.FINISHED):
+            db.transition(key, status, manager_id="threads")
+        return key
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(walk, ["0", "1", "2", "3", "4"])) == ["0", "1", "2", "3", "4"]
+    assert db.count_by_status() == {"finished": 5}
+    assert all(len(db.history(k)) == 6 for k in "01234")

@@ -209,9 +209,13 @@ class JobDatabase(abc.ABC):
         """Claim up to ``limit`` jobs that are ``not_started`` and due (``next_attempt_at``).
 
         A claimed job carries ``claimed_by=manager_id`` and ``lease_until=now+lease``; jobs
-        whose lease is held by another manager and not expired are never returned. Jobs
-        pinned to another backend (``backend_name`` set) are skipped when ``backend_name``
-        is given. Order: by ``next_attempt_at`` then by primary key (dataframe order).
+        whose lease is held by another manager and not expired are never returned (a
+        manager's own claims may be returned again). Jobs pinned to another backend are
+        skipped when ``backend_name`` is given: a row is pinned when its ``backend_name``
+        names another registered backend (:meth:`register_backend`), or, while no backend
+        is registered, when it holds any other non-empty name. Order: jobs never given a
+        ``next_attempt_at`` first, then by ``next_attempt_at``, ties by primary key
+        (dataframe order).
         """
 
     @abc.abstractmethod
@@ -229,8 +233,11 @@ class JobDatabase(abc.ABC):
         """Move one job to ``new`` and set ``fields``, with its history row, in one transaction.
 
         Raises :class:`~eoextract.errors.InvalidTransition` when the status model forbids it,
-        or when ``expect`` is given and the current status differs (another manager moved it).
-        ``updated_at`` is set by the database.
+        or when ``expect`` is given and the current status differs (another manager moved it);
+        :class:`~eoextract.errors.JobError` for an unknown key; ``ValueError`` for a field
+        not in :data:`UPDATABLE_FIELDS`. ``updated_at`` is set by the database. Moving to
+        ``not_started`` or a final status drops the lease (``claimed_by``/``lease_until``)
+        unless those fields are given.
         """
 
     @abc.abstractmethod

@@ -273,7 +273,10 @@ class FileJobDatabase(JobDatabase):
                     if spec.kind == "geometry" and spec.name in raw.columns and self.is_csv:
                         raw[spec.name] = spec.decode(list(raw[spec.name]), raw.index)
             key_column = meta.get("key_column") if meta else None
-            prepared = prepare_job_frame(raw, key_column)
+            try:
+                prepared = prepare_job_frame(raw, key_column)
+            except ConfigurationError as exc:
+                raise JobDatabaseError(f"{self!r} cannot be read as a job database: {exc}") from exc
             if schema is None:
                 schema = prepared.schema
             else:

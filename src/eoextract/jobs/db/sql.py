@@ -191,7 +191,8 @@ class SqlJobDatabase(JobDatabase):
         if url.get_backend_name() == "sqlite" and SqlJobDatabase._sqlite_file_name(url) is None:
             return sa.create_engine(url, poolclass=StaticPool,
                                     connect_args={"check_same_thread": False})
-        return sa.create_engine(url)
+        # the manager's worker threads each hold a connection for one short transaction
+        return sa.create_engine(url, pool_size=5, max_overflow=40)
 
     @staticmethod
     def _sqlite_file_name(url: URL) -> str | None:
