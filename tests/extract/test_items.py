@@ -276,3 +276,86 @@ def test_refresh_relative_href_and_missing_file(tmp_path):
     item.add_asset("gone", pystac.Asset(href=str(tmp_path / "missing.nc")))
     with pytest.raises(StacError, match="gone"):
         refresh_file_metadata(item, tmp_path)
+
+
+def test_download_place_and_describe_end_to_end(tmp_path):
+    """Backend files → verified download → seed-style placement opening the file → items."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    from eoextract.extract.placement import OutputPathGenerator
+    from eoextract.jobs.download import download_job_assets, parse_job_results
+
+    served = tmp_path / "served"
+    served.mkdir()
+    assets = {}
+    for i in range(3):
+        path = write_openeo_netcdf(served / f"openEO_{i}.nc")
+        assets[path.name] = {
+            "href": f"/{path.name}", "type": "application/x-netcdf", "roles": ["data"],
+            "file:size": path.stat().st_size,
+            "file:checksum": "1220" + hashlib.sha256(path.read_bytes()).hexdigest(),
+            "proj:code": "EPSG:32631",
+        }
+    doc = {"type": "Feature", "stac_version": "1.1.0", "id": "j", "geometry": None,
+           "properties": {"datetime": "2021-01-01T00:00:00Z"}, "assets": assets, "links": []}
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        remote = parse_job_results(doc, base_url=base)
+
+        def generate_output_path(root_folder, tmp_path, geometry_index, row):
+            with xr.open_dataset(tmp_path) as ds:
+                epsg = CRS.from_wkt(ds.crs.attrs["crs_wkt"]).to_epsg()
+            sample = row.sample_ids[geometry_index]
+            return root_folder / str(epsg) / sample / f"{row.out_prefix}_{sample}_{epsg}.nc"
+
+        row = pd.Series({"out_prefix": "S2_10m", "sample_ids": ["s0", "s1", "s2"]}, name="job-3")
+        root = tmp_path / "out"
+        placer = OutputPathGenerator(generate_output_path, root)
+        with requests.Session() as session:
+            session.trust_env = False
+            done = download_job_assets(session, remote, root, placer.chooser(row, remote), job_key="job-3")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    items = []
+    for d in done:
+        meta = read_file_metadata(d.path, sha256=d.sha256)
+        items.append(build_item(d.asset, meta, item_id=make_item_id("job-3", d.asset.name, d.path),
+                                collection_id="c"))
+    assert [d.path.relative_to(root.resolve()).as_posix() for d in done] == [
+        f"32631/s{i}/S2_10m_s{i}_32631.nc" for i in range(3)
+    ]
+    assert len({i.id for i in items}) == 3
+    for item, d in zip(items, done):
+        asset_dict = item.assets[d.asset.name].to_dict()
+        assert asset_dict["file:checksum"] == assets[d.asset.name]["file:checksum"]
+        assert item.properties["start_datetime"] == "2021-01-03T00:00:00Z"
+        assert_valid(item)
+
+
+def test_refresh_reuses_known_hashes_only_for_unchanged_files(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    path = write_openeo_netcdf(tmp_path / "a.nc")
+    old = path.stat().st_mtime_ns - 5_000_000_000
+    os.utime(path, ns=(old, old))
+    item = build_item(None, read_file_metadata(path), item_id="a", collection_id="c")
+    fake = "ab" * 32
+    known = [SimpleNamespace(path=path, size=path.stat().st_size, mtime_ns=old, sha256=fake)]
+    refresh_file_metadata(item, tmp_path, known=known)
+    assert item.assets["a.nc"].extra_fields["file:checksum"] == "1220" + fake
+    os.utime(path, ns=(old + 1, old + 1))
+    refresh_file_metadata(item, tmp_path, known=known)
+    assert item.assets["a.nc"].extra_fields["file:checksum"] == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+    untrusted = [SimpleNamespace(path=path, size=path.stat().st_size, mtime_ns=None, sha256=fake)]
+    refresh_file_metadata(item, tmp_path, known=untrusted)
+    assert item.assets["a.nc"].extra_fields["file:checksum"] != "1220" + fake

@@ -631,3 +631,15 @@ def test_end_to_end_item_document(server, session, tmp_path):
     root = tmp_path / "out"
     done = download_job_assets(session, assets, root, _by_index(root), job_key="j-1")
     assert [d.path.parent.name for d in done] == ["sample_000", "sample_001", "sample_002"]
+
+
+def test_fresh_file_times_are_not_trusted(tmp_path):
+    from eoextract.jobs.download import _Manifest
+
+    manifest = _Manifest(tmp_path, "job")
+    path = tmp_path / "f.nc"
+    path.write_bytes(b"x")
+    asset = RemoteAsset(name="f.nc", href="http://127.0.0.1:1/f.nc")
+    assert manifest.record(asset, path, 1, "0" * 64) is None
+    os.utime(path, ns=(10**18, 10**18))
+    assert manifest.record(asset, path, 1, "0" * 64) == 10**18

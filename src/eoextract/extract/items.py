@@ -17,7 +17,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -311,7 +311,12 @@ def _local_file(href: str, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
-def refresh_file_metadata(item: pystac.Item, root: Path | str) -> pystac.Item:
+def refresh_file_metadata(
+    item: pystac.Item,
+    root: Path | str,
+    *,
+    known: Iterable[Any] = (),
+) -> pystac.Item:
     """Bring ``file:size``/``file:checksum`` and missing metadata of local assets up to date.
 
     Meant for after a post-job action that rewrote files in place or added local
@@ -323,6 +328,10 @@ def refresh_file_metadata(item: pystac.Item, root: Path | str) -> pystac.Item:
     Args:
         item: The item, changed in place.
         root: Folder that relative hrefs refer to when the item has no self href.
+        known: Files already hashed, e.g. the
+            :class:`~eoextract.jobs.download.DownloadedAsset` records of the job
+            (anything with ``path``, ``size``, ``mtime_ns`` and ``sha256``): a file
+            whose size and modification time are unchanged is not hashed again.
 
     Returns:
         The same item.
@@ -330,6 +339,11 @@ def refresh_file_metadata(item: pystac.Item, root: Path | str) -> pystac.Item:
     Raises:
         StacError: If a local asset's file does not exist.
     """
+    hashes = {
+        Path(k.path).resolve(): (k.size, k.mtime_ns, k.sha256)
+        for k in known
+        if getattr(k, "mtime_ns", None) is not None
+    }
     self_href = item.get_self_href()
     base = Path(self_href).parent if self_href and not urlsplit(self_href).scheme else Path(root)
     for key, stac_asset in item.assets.items():
@@ -340,10 +354,16 @@ def refresh_file_metadata(item: pystac.Item, root: Path | str) -> pystac.Item:
             raise StacError(f"Asset {key!r} of item {item.id!r} points to {path}, which is not a file")
         has_proj = "proj:code" in stac_asset.extra_fields or "proj:wkt2" in stac_asset.extra_fields
         has_bands = "raster:bands" in stac_asset.extra_fields
+        stat = path.stat()
+        sha256 = None
+        previous = hashes.get(path.resolve())
+        if previous is not None and previous[:2] == (stat.st_size, stat.st_mtime_ns):
+            sha256, size = previous[2], stat.st_size
         if has_proj and has_bands and stac_asset.media_type:
-            sha256, size = sha256_and_size(path)
+            if sha256 is None:
+                sha256, size = sha256_and_size(path)
         else:
-            meta = read_file_metadata(path)
+            meta = read_file_metadata(path, sha256=sha256)
             sha256, size = meta.sha256, meta.size
             if not has_proj:
                 _apply_projection(stac_asset, {

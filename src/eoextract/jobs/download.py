@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import tempfile
@@ -73,6 +74,7 @@ TEMP_PREFIX = ".eoextract-dl-"
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MANIFEST_VERSION = 1
+_RACY_NS = 20_000_000  # file times closer than this to "now" may hide a rewrite
 
 Headers = Mapping[str, str] | Callable[[str], Mapping[str, str]]
 
@@ -91,6 +93,10 @@ class DownloadedAsset:
     sha256: str
     #: True when a previous run had already placed and verified the file.
     reused: bool = False
+    #: Modification time (ns) of the file when it was verified, when old enough to
+    #: be trusted; with ``size`` it tells whether later code has changed the file
+    #: (see :func:`eoextract.extract.items.refresh_file_metadata`).
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,42 @@ def _content_range(resp: requests.Response) -> tuple[int, int | None] | None:
     return int(match.group(1)), None if match.group(2) == "*" else int(match.group(2))
 
 
+class _Hasher:
+    """SHA-256 computed in a helper thread, so hashing overlaps with receiving.
+
+    ``hashlib`` releases the GIL on large updates; with a spare core the hash then
+    costs no download time.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop what was hashed so far and start again."""
+        if getattr(self, "_thread", None) is not None:
+            self.close()
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="eoextract-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+
 def _chunks(resp: requests.Response, chunk_size: int) -> Iterator[bytes]:
     """The body in chunks of at most ``chunk_size`` bytes, as they arrive.
 
@@ -199,7 +241,26 @@ def _stream_into(
     Returns:
         ``(bytes written, hex sha256)``.
     """
-    hasher = hashlib.sha256()
+    hasher = _Hasher()
+    try:
+        return _stream_loop(session, asset, fh, hasher, headers=headers, chunk_size=chunk_size,
+                            timeout=timeout, max_resumes=max_resumes, backoff=backoff)
+    finally:
+        hasher.close()
+
+
+def _stream_loop(
+    session: requests.Session,
+    asset: RemoteAsset,
+    fh: Any,
+    hasher: _Hasher,
+    *,
+    headers: Headers | None,
+    chunk_size: int,
+    timeout: float | tuple[float, float],
+    max_resumes: int,
+    backoff: float,
+) -> tuple[int, str]:
     offset = 0
     failures = 0
     total: int | None = None
@@ -226,7 +287,7 @@ def _stream_into(
                         logger.info("Server ignored the range request for %r; restarting", asset.name)
                         fh.seek(0)
                         fh.truncate()
-                        hasher = hashlib.sha256()
+                        hasher.reset()
                         offset = 0
                     elif content_range[1] is not None:
                         total = content_range[1]
@@ -295,7 +356,7 @@ def _download(
                     max_resumes=max_resumes, backoff=backoff,
                 )
                 fh.flush()
-                os.fsync(fh.fileno())
+                _fdatasync(fh.fileno())
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
@@ -364,6 +425,10 @@ def download_asset(
 # --------------------------------------------------------------------------- placement
 
 
+def _fdatasync(fd: int) -> None:
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -377,13 +442,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def place_file(tmp_path: Path, final_path: Path, root: Path) -> Path:
+def place_file(tmp_path: Path, final_path: Path, root: Path, *, sync_dir: bool = True) -> Path:
     """Move a verified temporary file to its final path inside ``root``, atomically.
 
     Args:
-        tmp_path: The file to move.
+        tmp_path: The file to move (already flushed to disk).
         final_path: Where it goes; a relative path is taken relative to ``root``.
         root: The output folder the file must stay in.
+        sync_dir: Flush the destination folder so the rename survives a crash; a
+            caller placing many files may do that once per folder instead.
 
     Returns:
         The resolved final path.
@@ -416,7 +483,8 @@ def place_file(tmp_path: Path, final_path: Path, root: Path) -> Path:
             staging.unlink(missing_ok=True)
             raise
         Path(tmp_path).unlink(missing_ok=True)
-    _fsync_dir(final.parent)
+    if sync_dir:
+        _fsync_dir(final.parent)
     return final
 
 
@@ -479,7 +547,8 @@ class _Manifest:
             return None
         try:
             path = ensure_inside(entry["path"], self.root)
-            size, sha256, mtime_ns = int(entry["size"]), str(entry["sha256"]), int(entry["mtime_ns"])
+            size, sha256 = int(entry["size"]), str(entry["sha256"])
+            mtime_ns = entry.get("mtime_ns")
             stat = path.stat()
         except (KeyError, TypeError, ValueError, OSError, UnsafeAssetPath):
             return None
@@ -488,29 +557,41 @@ class _Manifest:
         if stat.st_mtime_ns != mtime_ns:
             if _sha256_file(path) != sha256:
                 return None
-            self.record(asset, path, size, sha256)
-        return DownloadedAsset(asset=asset, path=path, size=size, sha256=sha256, reused=True)
+            mtime_ns = self.record(asset, path, size, sha256)
+        return DownloadedAsset(asset=asset, path=path, size=size, sha256=sha256, reused=True,
+                               mtime_ns=mtime_ns)
 
-    def record(self, asset: RemoteAsset, path: Path, size: int, sha256: str) -> None:
+    def record(self, asset: RemoteAsset, path: Path, size: int, sha256: str) -> int | None:
+        """Record a placed file; return its modification time (ns) if it can be trusted.
+
+        File times tick coarsely (a few ms): a file written less than a tick ago
+        could be rewritten with the same size and time, so its time is not kept
+        and the next check hashes the file instead.
+        """
+        mtime_ns: int | None = path.stat().st_mtime_ns
+        if time.time_ns() - mtime_ns < _RACY_NS:
+            mtime_ns = None
         with self._lock:
             self.entries[asset.name] = {
                 "path": path.relative_to(self.root.resolve()).as_posix(),
                 "size": size,
                 "sha256": sha256,
-                "mtime_ns": path.stat().st_mtime_ns,
+                "mtime_ns": mtime_ns,
             }
             document = {"version": _MANIFEST_VERSION, "job_key": self.job_key, "assets": self.entries}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, staging_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=self.path.parent)
             try:
+                # Not fsynced: the record only saves work. Losing it in a crash means
+                # downloading again; it never vouches for a file that is not on disk,
+                # because files are flushed before they are placed and recorded.
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     json.dump(document, fh, indent=1, sort_keys=True)
-                    fh.flush()
-                    os.fsync(fh.fileno())
                 os.replace(staging_name, self.path)
             except BaseException:
                 Path(staging_name).unlink(missing_ok=True)
                 raise
+        return mtime_ns
 
 
 def _default_job_key(assets: Sequence[RemoteAsset]) -> str:
@@ -624,13 +705,13 @@ def download_job_assets(
                     job_key=job_key, asset=asset.name,
                 )
             claim(ensure_inside(chosen, root_resolved), asset)
-            final = place_file(tmp_path, Path(chosen), root_resolved)
+            final = place_file(tmp_path, Path(chosen), root_resolved, sync_dir=False)
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
-        manifest.record(asset, final, size, sha256)
+        mtime_ns = manifest.record(asset, final, size, sha256)
         logger.info("Placed asset %r at %s (%d bytes)", asset.name, final, size)
-        return DownloadedAsset(asset=asset, path=final, size=size, sha256=sha256)
+        return DownloadedAsset(asset=asset, path=final, size=size, sha256=sha256, mtime_ns=mtime_ns)
 
     workers = max(1, min(max_workers, len(assets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-download") as pool:
@@ -643,6 +724,8 @@ def download_job_assets(
             results.append(future.result())
         else:
             failures.append((asset, exc))
+    for folder in {d.path.parent for d in results if not d.reused}:
+        _fsync_dir(folder)
     if failures:
         first = failures[0][1]
         if isinstance(first, DownloadError):

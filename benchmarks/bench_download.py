@@ -1,0 +1,159 @@
+"""Download throughput of verified downloads against a plain streamed copy.
+
+A loopback HTTP server (its own process, ``sendfile`` from disk) serves N files of
+S MB. The same files are then fetched twice, in alternating rounds:
+
+* **baseline** — plain ``requests`` streaming into files, same number of threads,
+  no hashing, no fsync, no rename;
+* **eoextract** — :func:`eoextract.jobs.download.download_job_assets`: SHA-256
+  while streaming, size and checksum verified, fsync, atomic placement, download
+  record written.
+
+Usage::
+
+    python benchmarks/bench_download.py [--files 20] [--mb 20] [--workers 1 4] [--rounds 3]
+
+Prints MB/s of both and the ratio eoextract/baseline (target ≥ 0.80) per worker count,
+from the best round of each, with the client's CPU time per MB (steadier than wall
+time on a shared machine) and the speed of SHA-256 alone on this machine, which
+bounds the ratio when the client is short of CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from eoextract.jobs.download import RemoteAsset, download_job_assets
+
+
+def _serve(folder: str, port_queue: mp.Queue) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_GET(self):  # noqa: N802
+            path = Path(folder) / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            size = path.stat().st_size
+            start = 0
+            if self.headers.get("Range"):
+                start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            else:
+                self.send_response(200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(size - start))
+            self.end_headers()
+            self.wfile.flush()
+            with open(path, "rb") as fh:
+                self.connection.sendfile(fh, offset=start)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    port_queue.put(httpd.server_address[1])
+    httpd.serve_forever()
+
+
+def baseline(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
+    def fetch(asset: RemoteAsset) -> None:
+        with session.get(asset.href, stream=True, headers={"Accept-Encoding": "identity"}) as resp:
+            resp.raise_for_status()
+            with open(out / asset.name, "wb") as fh:
+                for chunk in resp.iter_content(chunk_size=1 << 20):
+                    fh.write(chunk)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(fetch, assets))
+
+
+def ours(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
+    download_job_assets(
+        session, assets, out, lambda a, tmp: out / a.name, max_workers=workers, skip_verified=False,
+        job_key="bench",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--mb", type=int, default=20)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-download-"))
+    served = work / "served"
+    served.mkdir()
+    assets = []
+    for i in range(args.files):
+        data = os.urandom(args.mb << 20)
+        (served / f"openEO_{i}.nc").write_bytes(data)
+        assets.append((f"openEO_{i}.nc", len(data), hashlib.sha256(data).hexdigest()))
+
+    queue: mp.Queue = mp.get_context("spawn").Queue()
+    server = mp.get_context("spawn").Process(target=_serve, args=(str(served), queue), daemon=True)
+    server.start()
+    port = queue.get(timeout=30)
+    remote = [
+        RemoteAsset(name=name, href=f"http://127.0.0.1:{port}/{name}", size=size, checksum=sha)
+        for name, size, sha in assets
+    ]
+    total_mb = args.files * args.mb
+    print(
+        f"{args.files} files x {args.mb} MB = {total_mb} MB over loopback, best of {args.rounds} rounds "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
+    try:
+        with requests.Session() as session:
+            session.trust_env = False
+            session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=max(args.workers)))
+            sample = os.urandom(64 << 20)
+            t0, c0 = time.perf_counter(), time.process_time()
+            hashlib.sha256(sample).digest()
+            print(
+                f"sha256 alone: {64 / (time.perf_counter() - t0):.0f} MB/s wall, "
+                f"{1000 * (time.process_time() - c0) / 64:.2f} ms CPU per MB"
+            )
+            for workers in args.workers:
+                best = {"baseline": float("inf"), "eoextract": float("inf")}
+                cpu = {"baseline": float("inf"), "eoextract": float("inf")}
+                for _ in range(args.rounds):
+                    for label, fn in (("baseline", baseline), ("eoextract", ours)):
+                        out = work / f"out-{label}"
+                        shutil.rmtree(out, ignore_errors=True)
+                        out.mkdir()
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        fn(session, remote, out, workers)
+                        best[label] = min(best[label], time.perf_counter() - t0)
+                        cpu[label] = min(cpu[label], time.process_time() - c0)
+                base_rate = total_mb / best["baseline"]
+                our_rate = total_mb / best["eoextract"]
+                print(
+                    f"workers={workers}: baseline {base_rate:7.1f} MB/s ({1000 * cpu['baseline'] / total_mb:.2f} ms "
+                    f"CPU/MB)  eoextract {our_rate:7.1f} MB/s ({1000 * cpu['eoextract'] / total_mb:.2f} ms CPU/MB)  "
+                    f"ratio {our_rate / base_rate:.2f} (target >= 0.80)"
+                )
+    finally:
+        server.terminate()
+        server.join(5)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
