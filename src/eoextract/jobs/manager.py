@@ -199,6 +199,7 @@ class JobManager:
             job_db = kwargs.pop("output_file")
         if kwargs:
             raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
+        self._check_ready(start_job)
         db = self._open_db(df, job_db)
         run = self._prepare(db, start_job)
         try:
@@ -211,6 +212,7 @@ class JobManager:
         """Run the jobs in a background thread; returns at once (see :meth:`stop_job_thread`)."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the job thread is already running")
+        self._check_ready(start_job)
         db = self._open_db(None, job_db)
         run = self._prepare(db, start_job)
 
@@ -290,11 +292,13 @@ class JobManager:
             return create_job_db(job_db, df, on_exists="append")
         return get_job_db(job_db)
 
-    def _prepare(self, db: JobDatabase, start_job: Callable[..., Any]) -> _Run:
+    def _check_ready(self, start_job: Callable[..., Any]) -> None:
         if not self.backends:
             raise ConfigurationError("no backends registered: call add_backend() first")
         if not callable(start_job):
             raise ConfigurationError("start_job must be callable")
+
+    def _prepare(self, db: JobDatabase, start_job: Callable[..., Any]) -> _Run:
         run = _Run(db=db, start_job=start_job)
         slots = sum(b.parallel_jobs for b in self.backends.values())
         workers = self._max_workers or min(32, max(4, slots + 2))

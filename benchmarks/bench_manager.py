@@ -1,0 +1,123 @@
+"""Job manager overhead: eoextract's JobManager vs openeo's MultiBackendJobManager.
+
+Both run N instant jobs (``eoextract_mode: instant``) on the embedded backend, which runs in
+its own process; same ``poll_sleep``, same slots, results not downloaded. Printed: manager
+CPU per job (CPU of this process while running the jobs), wall time, jobs/s, and for
+eoextract the slot utilisation while jobs were waiting. Ratios are eoextract / openeo.
+
+    python benchmarks/bench_manager.py [--n 2000] [--slots 20] [--poll-sleep 0.2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import openeo
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import backend_process, cpu_seconds  # noqa: E402
+
+
+def start_job(row, connection, **kwargs):
+    cube = connection.load_collection(
+        "SENTINEL2_L2A", spatial_extent={"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
+        temporal_extent=["2021-06-01", "2021-06-10"], bands=["B04"])
+    return cube.create_job(title=str(row["title"]), job_options={"eoextract_mode": "instant"})
+
+
+def connect(url: str) -> openeo.Connection:
+    return openeo.connect(url, auto_validate=False).authenticate_basic("eoextract", "eoextract")
+
+
+def job_frame(n: int, prefix: str) -> pd.DataFrame:
+    return pd.DataFrame({"title": [f"{prefix}-{i}" for i in range(n)]})
+
+
+def run_eoextract(url: str, n: int, slots: int, poll_sleep: float, workdir: Path) -> dict:
+    from eoextract.jobs.db import get_job_db
+    from eoextract.jobs.manager import JobManager
+
+    manager = JobManager(poll_sleep=poll_sleep, download_results=False)
+    manager.add_backend("local", connect(url), parallel_jobs=slots)
+    db_path = workdir / f"eo-{n}.db"
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    stats = manager.run_jobs(job_frame(n, f"eo{n}"), start_job, job_db=db_path)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    assert stats["status_counts"] == {"finished": n}, stats["status_counts"]
+    return {"wall": wall, "cpu": cpu, "util": slot_utilisation(get_job_db(db_path), slots)}
+
+
+def slot_utilisation(db, slots: int) -> float:
+    """Share of slot-time in use from the first claim until the queue ran empty."""
+    intervals, claims = [], []
+    for key in db.read().index:
+        changes = db.history(key)
+        start = next(c.at for c in changes if str(c.new) == "creating")
+        end = next(c.at for c in changes if str(c.new) in ("downloading", "finished"))
+        intervals.append((start.timestamp(), end.timestamp()))
+        claims.append(start.timestamp())
+    t_begin, t_queue_empty = min(claims), max(claims)
+    if t_queue_empty <= t_begin:
+        return 1.0
+    busy = sum(max(0.0, min(e, t_queue_empty) - max(s, t_begin)) for s, e in intervals)
+    return busy / (slots * (t_queue_empty - t_begin))
+
+
+def run_openeo(url: str, n: int, slots: int, poll_sleep: float, workdir: Path) -> dict:
+    from openeo.extra.job_management import CsvJobDatabase, MultiBackendJobManager
+
+    manager = MultiBackendJobManager(poll_sleep=poll_sleep, download_results=False)
+    manager.add_backend("local", connect(url), parallel_jobs=slots)
+    db = CsvJobDatabase(workdir / f"openeo-{n}.csv").initialize_from_df(job_frame(n, f"oe{n}"))
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    manager.run_jobs(start_job=start_job, job_db=db)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    counts = db.count_by_status()
+    assert counts.get("finished") == n, counts
+    return {"wall": wall, "cpu": cpu}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--slots", type=int, default=20)
+    parser.add_argument("--poll-sleep", type=float, default=0.2)
+    parser.add_argument("--quick", action="store_true", help="N=300, flatness check 100 vs 600")
+    parser.add_argument("--skip-openeo", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    n = 300 if args.quick else args.n
+    small, large = (100, 600) if args.quick else (500, 5000)
+
+    with tempfile.TemporaryDirectory() as tmp, backend_process(workers=2) as url:
+        workdir = Path(tmp)
+        ours = run_eoextract(url, n, args.slots, args.poll_sleep, workdir)
+        print(f"eoextract  N={n}: CPU {1000 * ours['cpu'] / n:.2f} ms/job, wall {ours['wall']:.1f} s, "
+              f"{n / ours['wall']:.1f} jobs/s, slot utilisation {100 * ours['util']:.1f}%")
+        ok = ours["util"] >= 0.95
+        if not args.skip_openeo:
+            peer = run_openeo(url, n, args.slots, args.poll_sleep, workdir)
+            print(f"openeo     N={n}: CPU {1000 * peer['cpu'] / n:.2f} ms/job, wall {peer['wall']:.1f} s, "
+                  f"{n / peer['wall']:.1f} jobs/s")
+            cpu_ratio = ours["cpu"] / peer["cpu"]
+            print(f"ratio CPU/job eoextract/openeo = {cpu_ratio:.3f} (goal <= 0.25)")
+            print(f"ratio throughput eoextract/openeo = {peer['wall'] / ours['wall']:.2f}x")
+            ok &= cpu_ratio <= 0.25
+        a = run_eoextract(url, small, args.slots, args.poll_sleep, workdir)
+        b = run_eoextract(url, large, args.slots, args.poll_sleep, workdir)
+        flat = (b["cpu"] / large) / (a["cpu"] / small)
+        print(f"flatness: CPU/job N={large} / N={small} = {flat:.2f} (goal <= 1.2); "
+              f"{1000 * a['cpu'] / small:.2f} vs {1000 * b['cpu'] / large:.2f} ms/job")
+        ok &= flat <= 1.2
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The job manager against the embedded backend over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+
+from eoextract.jobs.db import get_job_db
+from eoextract.jobs.manager import JobManager, MultiBackendJobManager
+from eoextract.jobs.status import JobStatus
+
+
+
+def manager(**kw):
+    kw.setdefault("poll_sleep", 0.1)
+    kw.setdefault("download_results", False)
+    kw.setdefault("retry_backoff", 0.05)
+    return JobManager(**kw)
+
+
+def test_runs_all_jobs_to_finished_with_history(start_jobs, local_backend, job_df, tmp_path):
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=3)
+    stats = m.run_jobs(job_df(7), start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 7}
+    assert stats["start_job call"] == 7
+    db = get_job_db(tmp_path / "jobs.db")
+    df = db.read()
+    assert df["id"].notna().all() and df["id"].is_unique
+    assert (df["backend_name"] == "local").all()
+    assert df["value"].tolist() == list(range(7))  # user columns kept
+    path = [str(c.new) for c in db.history(df.index[0])]
+    assert path[:2] == ["not_started", "creating"] and path[-1] == "finished"
+    assert "downloading" in path
+    assert db.backends()["local"].startswith("http://127.0.0.1")
+
+
+def test_multibackendjobmanager_alias_and_download(start_jobs, local_backend, job_df, tmp_path):
+    assert MultiBackendJobManager is JobManager
+    m = JobManager(poll_sleep=0.1, root_dir=tmp_path / "out")
+    m.add_backend("local", local_backend.connect(), parallel_jobs=2)
+    m.run_jobs(job_df(2), start_jobs(), job_db=tmp_path / "jobs.db")
+    df = get_job_db(tmp_path / "jobs.db").read()
+    for job_id in df["id"]:
+        job_dir = tmp_path / "out" / f"job_{job_id}"
+        assert (job_dir / f"job_{job_id}.json").exists()
+        assert any(p.suffix == ".nc" for p in job_dir.iterdir())
+
+
+def test_user_code_errors_mark_only_their_row(start_jobs, local_backend, job_df, tmp_path):
+    inner = start_jobs()
+
+    def start_job(row, connection, **kw):
+        if row["value"] == 1:
+            raise KeyError("missing column")
+        if row["value"] == 2:
+            return None
+        return inner(row, connection)
+
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(4), start_job, job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 2, "start_failed": 1, "skipped": 1}
+    df = get_job_db(tmp_path / "jobs.db").read().set_index("value")
+    assert df.loc[1, "status"] == "start_failed"
+    assert df.loc[1, "error_class"] == "UserCodeError.KeyError"
+    assert df.loc[2, "status"] == "skipped"
+
+
+def test_callback_exception_does_not_stop_the_run(start_jobs, local_backend, job_df, tmp_path):
+    class Failing(JobManager):
+        def on_job_done(self, job, row):
+            if row["value"] == 0:
+                raise RuntimeError("callback bug")
+
+    m = Failing(poll_sleep=0.1, retry_backoff=0.05, max_attempts=2)
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(3), start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 2, "error": 1}
+    df = get_job_db(tmp_path / "jobs.db").read().set_index("value")
+    assert df.loc[0, "error_class"] == "UserCodeError.RuntimeError"
+
+
+def test_backend_job_error_once_is_retried(start_jobs, local_backend, job_df, tmp_path):
+    start = start_jobs(lambda row: {"eoextract_fault": "error", "eoextract_fault_times": 1})
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(2), start, job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 2}
+    db = get_job_db(tmp_path / "jobs.db")
+    df = db.read()
+    assert df["attempt"].tolist() == [2, 2]  # each title's first job errs, its second succeeds
+    retried = df.index[0]
+    history = db.history(retried)
+    assert [str(c.new) for c in history].count("creating") == 2
+    errs = [c for c in history if str(c.new) == "not_started" and c.old is not None]
+    assert errs and "run:" in errs[0].message
+    # the failed attempt's backend job id stays in the history
+    assert errs[0].backend_job_id or "backend job" in errs[0].message
+
+
+def test_persistent_job_error_ends_in_error_after_max_attempts(start_jobs, local_backend, job_df, tmp_path):
+    start = start_jobs(lambda row: {"eoextract_fault": "error"})
+    m = manager(max_attempts=2)
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(1), start, job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"error": 1}
+    row = get_job_db(tmp_path / "jobs.db").read().iloc[0]
+    assert row["attempt"] == 2
+    assert row["error_class"] == "JobFailed"
+    assert row["error_message"]
+
+
+def test_lost_job_is_detected_and_retried(start_jobs, local_backend, job_df, tmp_path):
+    start = start_jobs(lambda row: {"eoextract_fault": "lost", "eoextract_fault_times": 1},
+                           instant=False)
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=1)
+    stats = m.run_jobs(job_df(1), start, job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 1}
+    assert stats["job lost"] >= 1
+    row = get_job_db(tmp_path / "jobs.db").read().iloc[0]
+    assert row["attempt"] == 2
+
+
+def test_server_errors_on_create_are_retried(start_jobs, local_backend, job_df, tmp_path):
+    local_backend.inject_fault(r"^/jobs$", status=503, times=3, method="POST")
+    try:
+        m = manager()
+        m.add_backend("local", local_backend.connect, parallel_jobs=2)
+        stats = m.run_jobs(job_df(2), start_jobs(), job_db=tmp_path / "jobs.db")
+    finally:
+        local_backend.clear_faults()
+    assert stats["status_counts"] == {"finished": 2}
+    assert stats["start retry"] >= 1
+
+
+def test_retry_after_is_honoured(start_jobs, local_backend, job_df, tmp_path):
+    local_backend.inject_fault(r"^/jobs$", status=429, times=1, retry_after=1, method="POST")
+    try:
+        m = manager(max_attempts=3)
+        m.add_backend("local", local_backend.connect, parallel_jobs=1)
+        t0 = time.monotonic()
+        stats = m.run_jobs(job_df(1), start_jobs(), job_db=tmp_path / "jobs.db")
+        elapsed = time.monotonic() - t0
+    finally:
+        local_backend.clear_faults()
+    assert stats["status_counts"] == {"finished": 1}
+    assert elapsed >= 1.0  # waited for Retry-After, not the 0.05 s backoff
+
+
+def test_polling_uses_the_job_listing(start_jobs, local_backend, job_df, tmp_path):
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=4)
+    stats = m.run_jobs(job_df(8), start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 8}
+    assert stats["job listing"] >= 1
+    assert stats.get("job describe", 0) == 0
+
+
+def test_backend_name_pins_row_or_is_replaced(start_jobs, local_backend, job_df, tmp_path):
+    df = job_df(4)
+    df["backend_name"] = ["b", "b", "cdse-label", None]
+    m = manager()
+    m.add_backend("a", local_backend.connect, parallel_jobs=2)
+    m.add_backend("b", local_backend.connect, parallel_jobs=2)
+    m.run_jobs(df, start_jobs(), job_db=tmp_path / "jobs.db")
+    out = get_job_db(tmp_path / "jobs.db").read().set_index("value")
+    assert out.loc[0, "backend_name"] == "b" and out.loc[1, "backend_name"] == "b"
+    assert out.loc[2, "backend_name"] in {"a", "b"}
+    assert (out["status"] == "finished").all()
+
+
+def test_rows_added_later_are_run(start_jobs, local_backend, job_df, tmp_path):
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    df = job_df(2)
+    m.run_jobs(df, start_jobs(), job_db=tmp_path / "jobs.db")
+    more = pd.concat([df, job_df(2).set_axis([2, 3])])
+    stats = m.run_jobs(more, start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 4}
+    assert stats["start_job call"] == 2  # only the new rows
+
+
+def test_stop_job_thread_is_prompt_with_jobs_running(start_jobs, local_backend, job_df, tmp_path):
+    start = start_jobs(lambda row: {"eoextract_fault": "slow", "eoextract_fault_delay_s": 30},
+                           instant=False)
+    m = JobManager(poll_sleep=5, download_results=False)
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    from eoextract.jobs.db import create_job_db
+
+    db = create_job_db(tmp_path / "jobs.db", job_df(2))
+    m.start_job_thread(start, db)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if sum(db.count_by_status(["queued", "running"]).values()) == 2:
+            break
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    m.stop_job_thread()
+    assert time.monotonic() - t0 < 3
+    counts = db.count_by_status()
+    assert set(counts) <= {"queued", "running", "created"}
+    # cancel the slow jobs so the backend's workers are free for other tests
+    con = local_backend.connect()
+    for job_id in db.read()["id"].dropna():
+        con.job(job_id).stop()
+
+
+def test_cancel_running_job_after(start_jobs, local_backend, job_df, tmp_path):
+    start = start_jobs(lambda row: {"eoextract_fault": "slow", "eoextract_fault_delay_s": 30},
+                           instant=False)
+    m = manager(cancel_running_job_after=0.5)
+    m.add_backend("local", local_backend.connect, parallel_jobs=1)
+    stats = m.run_jobs(job_df(1), start, job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"canceled": 1}
+    assert stats["job cancel requested"] >= 1
+
+
+def test_no_backends_is_a_clear_error(start_jobs, job_df, tmp_path):
+    from eoextract.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="add_backend"):
+        JobManager().run_jobs(job_df(1), start_jobs(), job_db=tmp_path / "jobs.db")
+    assert not (tmp_path / "jobs.db").exists()  # checked before anything is written
+
+
+def test_history_records_manager_id(start_jobs, local_backend, job_df, tmp_path):
+    m = manager(manager_id="mgr-A")
+    m.add_backend("local", local_backend.connect, parallel_jobs=1)
+    m.run_jobs(job_df(1), start_jobs(), job_db=tmp_path / "jobs.db")
+    db = get_job_db(tmp_path / "jobs.db")
+    changes = db.history(db.read().index[0])
+    assert {c.manager_id for c in changes if c.old is not None} == {"mgr-A"}
+    assert JobStatus(changes[-1].new) is JobStatus.FINISHED
