@@ -36,7 +36,8 @@ class FileServer:
     ``faults[path]`` is a list of actions consumed one per request:
     ``"500"``/``"404"`` answer that status, ``("break", n)`` sends the headers of the
     full answer then only ``n`` bytes and closes, ``"corrupt"`` flips a byte,
-    ``"norange"`` ignores the Range header, ``("sleep", s)`` waits before answering.
+    ``"norange"`` ignores the Range header, ``"badrange"`` answers another range than
+    asked, ``"429"`` answers Too Many Requests, ``("sleep", s)`` waits before answering.
     """
 
     def __init__(self) -> None:
@@ -81,6 +82,12 @@ class FileServer:
                     self.end_headers()
                     self.wfile.write(body)
                     return
+                if fault == "429":
+                    self.send_response(429)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if fault in ("500", "404") or self.path not in server.files:
                     code = 404 if fault == "404" or self.path not in server.files else 500
                     self.send_response(code)
@@ -92,7 +99,11 @@ class FileServer:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 start = 0
                 range_header = self.headers.get("Range")
-                if range_header and fault != "norange":
+                if range_header and fault == "badrange":
+                    start = 1
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 1-{len(data) - 1}/{len(data)}")
+                elif range_header and fault != "norange":
                     start = int(range_header.split("=")[1].split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -197,6 +208,22 @@ def test_server_ignoring_range_restarts_cleanly(server, session, tmp_path):
     asset = _asset(server, "a.nc", data)
     server.faults["/results/a.nc"] = [("break", 100_000), "norange"]
     assert download_asset(session, asset, tmp_path, **FAST).read_bytes() == data
+
+
+def test_wrong_content_range_starts_over(server, session, tmp_path):
+    data = _payload(500_000)
+    asset = _asset(server, "a.nc", data)
+    server.faults["/results/a.nc"] = [("break", 200_000), "badrange"]
+    assert download_asset(session, asset, tmp_path, **FAST).read_bytes() == data
+    assert [r for _, r, _ in server.requests] == [None, "bytes=200000-", None]
+
+
+def test_429_is_retried(server, session, tmp_path):
+    data = _payload(10_000)
+    asset = _asset(server, "a.nc", data)
+    server.faults["/results/a.nc"] = ["429", "429"]
+    assert download_asset(session, asset, tmp_path, **FAST).read_bytes() == data
+    assert len(server.requests) == 3
 
 
 def test_checksum_mismatch_is_retried_then_succeeds(server, session, tmp_path):
