@@ -68,7 +68,8 @@ def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
     """
     if isinstance(path_or_url, JobDatabase):
         return path_or_url
-    from eoextract.jobs.db.sql import SqlJobDatabase, is_sql_location
+    from eoextract.jobs.db.engine import is_sql_location
+    from eoextract.jobs.db.sql import SqlJobDatabase
 
     if is_sql_location(path_or_url):
         return SqlJobDatabase(path_or_url)

@@ -30,14 +30,10 @@ CSV and GeoParquet in Parquet), so either tool reads the other's files.
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import logging
-import os
-import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -45,19 +41,27 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError, SchemaVersionError
+from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError
 from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db.columns import UserSchema
 from eoextract.jobs.db.frame import (
-    EXACT_STATUS_COLUMN,
     MANAGED_KINDS,
-    UserSchema,
     build_frame,
     coerce_managed,
     parse_status,
     prepare_job_frame,
 )
+from eoextract.jobs.db.fileio import (
+    append_history,
+    export_table,
+    read_history,
+    read_meta,
+    read_table,
+    write_meta,
+    write_table,
+)
 from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.status import ACTIVE, OPENEO_STATUS, TERMINAL, JobStatus, is_allowed
+from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus, is_allowed
 
 _log = logging.getLogger(__name__)
 
@@ -65,15 +69,6 @@ __all__ = ["FileJobDatabase"]
 
 _CSV_SUFFIXES = {".csv"}
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet"}
-#: Managed columns first in openeo's order, then ours.
-_OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "cpu",
-                   "memory", "duration", "costs"]
-_HISTORY_FIELDS = ["job_key", "old", "new", "at", "manager_id", "message", "backend_job_id"]
-#: openeo's ``read_csv`` dtypes (its ``_column_requirements``).
-_OPENEO_CSV_DTYPES = {"id": "str", "backend_name": "str", "status": "str", "start_time": "str",
-                      "running_start_time": "str", "costs": "float64"}
-
-
 _EARLIEST = pd.Timestamp.min.tz_localize("UTC")
 
 
@@ -93,42 +88,6 @@ def _py(value: Any, *, timestamps: bool = False) -> Any:
         value = value.item()
         return None if isinstance(value, float) and np.isnan(value) else value
     return value
-
-
-_OPENEO_TEXT = {s.value: text for s, text in OPENEO_STATUS.items()}
-
-
-def _rfc3339_column(col: pd.Series) -> pd.Series:
-    """UTC timestamps as RFC 3339 text (``2024-03-07T14:32:38Z``, as openeo writes them)."""
-    present = col.notna()
-    if not present.any():
-        return pd.Series([None] * len(col), index=col.index, dtype=object)
-    naive = col.dt.tz_convert("UTC").dt.tz_localize(None)
-    unit = "s" if bool((naive[present].dt.microsecond == 0).all()) else "us"
-    text = np.char.add(np.datetime_as_string(naive.to_numpy(dtype="datetime64[us]"), unit=unit), "Z")
-    return pd.Series(text, index=col.index, dtype=object).where(present, None)
-
-
-@contextlib.contextmanager
-def _atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path next to ``target``; renamed over it (after fsync) when the block succeeds."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 class FileJobDatabase(JobDatabase):
@@ -176,87 +135,6 @@ class FileJobDatabase(JobDatabase):
         return self._meta.get("key_column")
 
     # -- loading ---------------------------------------------------------------------------
-    def _read_meta(self) -> dict[str, Any]:
-        if not self.meta_path.exists():
-            return {}
-        try:
-            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise JobDatabaseError(f"{self!r}: unreadable {self.meta_path.name}: {exc}") from exc
-        if meta.get("created_by") != CREATED_BY:
-            raise JobDatabaseError(f"{self!r}: {self.meta_path.name} was not written by eoextract")
-        if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise SchemaVersionError(f"{self!r} has schema version {meta['schema_version']}, this "
-                                     f"eoextract knows up to {SCHEMA_VERSION}; upgrade eoextract")
-        return meta
-
-    def _read_raw(self, schema: UserSchema | None) -> pd.DataFrame:
-        try:
-            if self.is_csv:
-                return self._read_csv(schema)
-            import pyarrow.parquet
-
-            if b"geo" in (pyarrow.parquet.read_metadata(self.path).metadata or {}):
-                import geopandas
-
-                raw = geopandas.read_parquet(self.path)
-            else:
-                raw = pd.read_parquet(self.path)
-        except (OSError, ValueError) as exc:
-            raise JobDatabaseError(f"cannot read job database {self!r}: {exc}") from exc
-        if schema is not None:
-            for spec in schema.columns:
-                if spec.name in raw.columns and spec.kind == "object":
-                    raw[spec.name] = [None if v is None or v is pd.NA else json.loads(v)
-                                      for v in raw[spec.name].astype(object)]
-        return raw
-
-    def _read_csv(self, schema: UserSchema | None) -> pd.DataFrame:
-        if schema is None:  # a file of openeo's: read it as openeo does
-            raw = pd.read_csv(self.path, dtype=_OPENEO_CSV_DTYPES)
-            if "geometry" in raw.columns and raw["geometry"].dtype == object:
-                import geopandas
-                import shapely
-
-                text = raw["geometry"]
-                geoms = shapely.from_wkt(text.where(text.notna(), None).to_numpy(), on_invalid="ignore")
-                if text.notna().any() and not np.any(pd.isna(geoms) & text.notna().to_numpy()):
-                    _log.warning("%r: WKT geometry without CRS, taken to be EPSG:4326", self)
-                    raw = geopandas.GeoDataFrame(raw.drop(columns="geometry"),
-                                                 geometry=geopandas.GeoSeries(geoms, index=raw.index),
-                                                 crs="EPSG:4326")[list(raw.columns)]
-            return raw
-        raw = pd.read_csv(self.path, dtype=str, keep_default_na=False, na_values=[""])
-        for spec in schema.columns:
-            if spec.name not in raw.columns:
-                continue
-            text = raw[spec.name]
-            values = [None if pd.isna(v) else v for v in text]
-            if spec.kind == "geometry":
-                import shapely
-
-                raw[spec.name] = shapely.to_wkb(shapely.from_wkt(np.asarray(values, dtype=object)),
-                                                hex=True)
-                continue
-            raw[spec.name] = spec.decode(self._csv_values(spec.kind, values), raw.index)
-        return raw
-
-    @staticmethod
-    def _csv_values(kind: str, values: list[Any]) -> list[Any]:
-        """CSV text turned into the values :meth:`ColumnSpec.decode` takes."""
-        if kind == "int":
-            return [None if v is None else int(float(v)) if "." in v or "e" in v else int(v)
-                    for v in values]
-        if kind == "bool":
-            return [None if v is None else v.strip().lower() in ("true", "1") for v in values]
-        if kind == "timedelta":
-            return [None if v is None else int(pd.Timedelta(v).value) for v in values]
-        if kind == "datetime":
-            return [None if v is None else pd.Timestamp(v).isoformat() for v in values]
-        if kind == "object":
-            return [None if v is None else json.loads(v) for v in values]
-        return values
-
     def _frame(self) -> pd.DataFrame:
         """The in-memory table, loaded on first use."""
         with self._lock:
@@ -265,13 +143,9 @@ class FileJobDatabase(JobDatabase):
             if not self.path.exists():
                 raise JobDatabaseError(f"{self!r} does not exist yet; use initialize_from_df() "
                                        f"or create_job_db()")
-            meta = self._read_meta()
+            meta = read_meta(self.meta_path)
             schema = UserSchema.from_dict(meta["user_columns"]) if meta else None
-            raw = self._read_raw(schema)
-            if schema is not None:
-                for spec in schema.columns:
-                    if spec.kind == "geometry" and spec.name in raw.columns and self.is_csv:
-                        raw[spec.name] = spec.decode(list(raw[spec.name]), raw.index)
+            raw = read_table(self.path, schema)
             key_column = meta.get("key_column") if meta else None
             try:
                 prepared = prepare_job_frame(raw, key_column)
@@ -291,77 +165,23 @@ class FileJobDatabase(JobDatabase):
             return self._df
 
     # -- saving ----------------------------------------------------------------------------
-    def _export(self) -> pd.DataFrame:
-        """The table as written to the file (openeo's columns and statuses)."""
-        df = self._frame()
-        out = pd.DataFrame(index=pd.RangeIndex(len(df)))
-        for spec in self._schema.columns:
-            col = df[spec.name].reset_index(drop=True)
-            if spec.kind == "object" or (self.is_csv and spec.kind == "date"):
-                col = pd.Series(spec.encode(col), dtype=object)
-                if spec.kind == "object":
-                    col = col.map(lambda v: None if v is None else json.dumps(v))
-            elif spec.kind == "geometry" and self.is_csv:
-                import shapely
-
-                col = pd.Series(shapely.to_wkt(np.asarray(col.values, dtype=object),
-                                               rounding_precision=-1), dtype=object)
-            out[spec.name] = col
-        exact = df["status"].reset_index(drop=True)
-        order = _OPENEO_COLUMNS + [n for n in MANAGED_KINDS if n not in _OPENEO_COLUMNS]
-        for name in order:
-            col = df[name].reset_index(drop=True)
-            if name == "status":
-                col = exact.map(_OPENEO_TEXT).astype(object)
-            elif MANAGED_KINDS[name] == "datetime":
-                col = _rfc3339_column(col)
-            out[name] = col
-        out[EXACT_STATUS_COLUMN] = exact
-        if self._meta.get("key_column") is None:
-            out["job_key"] = list(df.index)
-        geometry = self._schema.geometry
-        if geometry is not None and not self.is_csv:
-            import geopandas
-
-            out = geopandas.GeoDataFrame(out, geometry=geometry, crs=df[geometry].crs)
-        return out
-
     def _write_meta(self) -> None:
         meta = dict(self._meta, user_columns=self._schema.to_dict(),
                     geometry_column=self._schema.geometry)
         geometry = self._schema.spec(self._schema.geometry) if self._schema.geometry else None
         meta["crs"] = geometry.crs if geometry else None
-        with _atomic_path(self.meta_path) as tmp:
-            tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        write_meta(self.meta_path, meta)
         self._meta = meta
-
-    def _write_history(self) -> None:
-        if not self._pending:
-            return
-        new = not self.history_path.exists()
-        with open(self.history_path, "a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=_HISTORY_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerows(self._pending)
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._pending.clear()
-
-    def _write_table(self, out: pd.DataFrame) -> None:
-        with _atomic_path(self.path) as tmp:
-            if self.is_csv:
-                out.to_csv(tmp, index=False)
-            else:
-                out.to_parquet(tmp, index=False)
 
     def _save(self) -> None:
         """Write meta, pending history and the table (atomically); caller holds the lock."""
         start = time.monotonic()
-        out = self._export()
+        out = export_table(self._frame(), self._schema, csv_file=self.is_csv,
+                           key_column=self._meta.get("key_column"))
         self._write_meta()
-        self._write_history()
-        self._write_table(out)
+        append_history(self.history_path, self._pending)
+        self._pending.clear()
+        write_table(self.path, out)
         self._dirty = False
         self._last_save = time.monotonic()
         self._save_seconds = self._last_save - start
@@ -686,10 +506,7 @@ class FileJobDatabase(JobDatabase):
 
     def history(self, job_key: str) -> list[StatusChange]:
         with self._lock:
-            rows: list[dict[str, Any]] = []
-            if self.history_path.exists():
-                with open(self.history_path, newline="", encoding="utf-8") as fh:
-                    rows = [r for r in csv.DictReader(fh) if r["job_key"] == job_key]
+            rows = read_history(self.history_path, job_key)
             rows += [r for r in self._pending if r["job_key"] == job_key]
 
         def _opt(v: Any) -> Any:
@@ -727,12 +544,12 @@ class FileJobDatabase(JobDatabase):
                 self._touched()
 
     def register_backend(self, name: str, url: str | None) -> None:
-        from eoextract.jobs.db.sql import _strip_credentials
+        from eoextract.jobs.db.engine import strip_credentials
 
         with self._lock:
             self._frame()
             backends = dict(self._meta.get("backends") or {})
-            backends[name] = _strip_credentials(url)
+            backends[name] = strip_credentials(url)
             self._meta["backends"] = backends
             self._dirty = True
             self._save()

@@ -17,15 +17,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import event, func, insert, literal, or_, select, update
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import func, insert, literal, or_, select, update
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
 
 from eoextract.errors import (
     ConfigurationError,
@@ -35,9 +33,18 @@ from eoextract.errors import (
     SchemaVersionError,
 )
 from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db.columns import UserSchema
+from eoextract.jobs.db.engine import (
+    BEGIN_OPTION,
+    create_engine,
+    install_sqlite_hooks,
+    is_sql_location,
+    sqlite_file,
+    strip_credentials,
+    to_sqlalchemy_url,
+)
 from eoextract.jobs.db.frame import (
     MANAGED_KINDS,
-    UserSchema,
     build_frame,
     coerce_managed,
     parse_status,
@@ -55,31 +62,7 @@ CHANGES: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
 META: sa.Table = Meta.__table__  # type: ignore[assignment]
 BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
 _OUR_TABLES = {JOBS.name, CHANGES.name, META.name, BACKENDS.name}
-_SQLITE_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
 _CHUNK = 500  # keys per IN (...) clause
-
-
-def is_sql_location(path_or_url: str | Path) -> bool:
-    """Whether a path or URL names a SQL job database (by suffix or URL scheme)."""
-    text = str(path_or_url)
-    if "://" in text:
-        return text.split("://", 1)[0].split("+", 1)[0].lower() in {"sqlite", "postgresql", "postgres"}
-    return Path(text).suffix.lower() in _SQLITE_SUFFIXES
-
-
-def to_sqlalchemy_url(path_or_url: str | Path) -> URL:
-    """The SQLAlchemy URL of a SQLite path or a database URL.
-
-    A path becomes ``sqlite:///path``; ``postgresql://`` and ``postgres://`` URLs use the
-    psycopg 3 driver (``postgresql+psycopg://``).
-    """
-    text = str(path_or_url)
-    if "://" not in text:
-        return URL.create("sqlite", database=str(Path(text).expanduser()))
-    url = make_url(text)
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    return url
 
 
 def _utcnow() -> datetime:
@@ -89,19 +72,6 @@ def _utcnow() -> datetime:
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
-
-
-def _strip_credentials(url: str | None) -> str | None:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        _log.warning("Dropping credentials from backend URL before storing it")
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
 
 
 _RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
@@ -156,66 +126,21 @@ class SqlJobDatabase(JobDatabase):
             self._url = url_or_engine.url
         else:
             self._url = url_or_engine if isinstance(url_or_engine, URL) else to_sqlalchemy_url(url_or_engine)
-            self._engine = self._create_engine(self._url)
+            self._engine = create_engine(self._url)
         self._dialect = self._engine.dialect.name
-        self._file = self._sqlite_file(self._url) if self._dialect == "sqlite" else None
+        self._file = sqlite_file(self._url) if self._dialect == "sqlite" else None
         if self._dialect == "sqlite":
-            self._install_sqlite_hooks(self._engine)
+            install_sqlite_hooks(self._engine, busy_timeout_ms=self._busy_timeout_ms)
         self._memory = self._dialect == "sqlite" and self._file is None
         self._lock = threading.RLock() if self._memory else contextlib.nullcontext()
         self._read_session = sessionmaker(self._engine, expire_on_commit=False)
         self._write_session = sessionmaker(
-            self._engine.execution_options(eoextract_begin="IMMEDIATE"), expire_on_commit=False)
+            self._engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"}), expire_on_commit=False)
         self._schema: UserSchema | None = None
         self._meta: dict[str, Any] = {}
         self._exists: bool | None = None
         if self._file is None or self._file.exists():
             self._check()
-
-    # -- engine ----------------------------------------------------------------------------
-    @staticmethod
-    def _sqlite_file(url: URL) -> Path | None:
-        database = url.database
-        if not database or database == ":memory:" or database.startswith("file::memory:"):
-            return None
-        path = Path(database)
-        if not path.parent.exists():
-            raise JobDatabaseError(f"cannot create job database {str(path)!r}: folder "
-                                   f"{str(path.parent)!r} does not exist")
-        if path.is_dir():
-            raise JobDatabaseError(f"job database path {str(path)!r} is a folder")
-        return path
-
-    @staticmethod
-    def _create_engine(url: URL) -> Engine:
-        if url.get_backend_name() == "sqlite" and SqlJobDatabase._sqlite_file_name(url) is None:
-            return sa.create_engine(url, poolclass=StaticPool,
-                                    connect_args={"check_same_thread": False})
-        # the manager's worker threads each hold a connection for one short transaction
-        return sa.create_engine(url, pool_size=5, max_overflow=40)
-
-    @staticmethod
-    def _sqlite_file_name(url: URL) -> str | None:
-        database = url.database
-        return None if not database or database == ":memory:" else database
-
-    def _install_sqlite_hooks(self, engine: Engine) -> None:
-        timeout = self._busy_timeout_ms
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-            cursor = dbapi_conn.cursor()
-            cursor.execute(f"PRAGMA busy_timeout={timeout}")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            mode = conn.get_execution_options().get("eoextract_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
 
     @contextlib.contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
@@ -658,7 +583,7 @@ class SqlJobDatabase(JobDatabase):
 
     def register_backend(self, name: str, url: str | None) -> None:
         self._require()
-        url = _strip_credentials(url)
+        url = strip_credentials(url)
         with self._session(write=True) as session, session.begin():
             known = session.execute(select(BACKENDS.c.name).where(BACKENDS.c.name == name)).first()
             if known:

@@ -1,0 +1,117 @@
+"""Database URLs and SQLAlchemy engines of the SQL job database.
+
+Paths become SQLite URLs, ``postgresql://`` URLs use the psycopg 3 driver, and SQLite
+connections get WAL, ``synchronous=NORMAL``, a busy timeout and our own ``BEGIN`` (so
+writing transactions can start with ``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+from eoextract.errors import JobDatabaseError
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["is_sql_location", "to_sqlalchemy_url", "strip_credentials", "sqlite_file",
+           "create_engine", "install_sqlite_hooks", "BEGIN_OPTION"]
+
+_SQLITE_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
+#: Execution option naming the ``BEGIN`` mode of a SQLite transaction (e.g. ``IMMEDIATE``).
+BEGIN_OPTION = "eoextract_begin"
+
+
+def is_sql_location(path_or_url: str | Path) -> bool:
+    """Whether a path or URL names a SQL job database (by suffix or URL scheme)."""
+    text = str(path_or_url)
+    if "://" in text:
+        return text.split("://", 1)[0].split("+", 1)[0].lower() in {"sqlite", "postgresql", "postgres"}
+    return Path(text).suffix.lower() in _SQLITE_SUFFIXES
+
+
+def to_sqlalchemy_url(path_or_url: str | Path) -> URL:
+    """The SQLAlchemy URL of a SQLite path or a database URL.
+
+    A path becomes ``sqlite:///path``; ``postgresql://`` and ``postgres://`` URLs use the
+    psycopg 3 driver (``postgresql+psycopg://``).
+    """
+    text = str(path_or_url)
+    if "://" not in text:
+        return URL.create("sqlite", database=str(Path(text).expanduser()))
+    url = make_url(text)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def strip_credentials(url: str | None) -> str | None:
+    """``url`` without user name and password (never store credentials)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        _log.warning("Dropping credentials from backend URL before storing it")
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (``None`` in memory), checking that its folder exists.
+
+    Raises:
+        JobDatabaseError: the folder does not exist or the path is a folder.
+    """
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    path = Path(database)
+    if not path.parent.exists():
+        raise JobDatabaseError(f"cannot create job database {str(path)!r}: folder "
+                               f"{str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise JobDatabaseError(f"job database path {str(path)!r} is a folder")
+    return path
+
+
+def create_engine(url: URL) -> Engine:
+    """An engine for ``url``; in-memory SQLite shares one connection between threads."""
+    database = url.database
+    if url.get_backend_name() == "sqlite" and (not database or database == ":memory:"):
+        return sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    # the manager's worker threads each hold a connection for one short transaction
+    return sa.create_engine(url, pool_size=5, max_overflow=40)
+
+
+def install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:
+    """Pragmas on every new SQLite connection, and ``BEGIN`` emitted by us.
+
+    A transaction begins with ``BEGIN <mode>`` where the mode is the connection's
+    :data:`BEGIN_OPTION` execution option (default ``DEFERRED``).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")

@@ -1,0 +1,246 @@
+"""Reading and writing job tables as openeo-compatible CSV and (Geo)Parquet files.
+
+The file layout is described in :mod:`eoextract.jobs.db.files`; this module only turns a
+job table into a file and back, writes atomically and keeps the sidecar files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eoextract.errors import JobDatabaseError, SchemaVersionError
+from eoextract.jobs.db.columns import UserSchema
+from eoextract.jobs.db.frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
+from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
+from eoextract.jobs.status import OPENEO_STATUS
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["HISTORY_FIELDS", "atomic_path", "read_meta", "write_meta", "read_table",
+           "export_table", "write_table", "append_history", "read_history"]
+
+_OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "cpu",
+                   "memory", "duration", "costs"]
+HISTORY_FIELDS = ["job_key", "old", "new", "at", "manager_id", "message", "backend_job_id"]
+#: openeo's ``read_csv`` dtypes (its ``_column_requirements``).
+_OPENEO_CSV_DTYPES = {"id": "str", "backend_name": "str", "status": "str", "start_time": "str",
+                      "running_start_time": "str", "costs": "float64"}
+
+
+_OPENEO_TEXT = {s.value: text for s, text in OPENEO_STATUS.items()}
+
+
+def _rfc3339_column(col: pd.Series) -> pd.Series:
+    """UTC timestamps as RFC 3339 text (``2024-03-07T14:32:38Z``, as openeo writes them)."""
+    present = col.notna()
+    if not present.any():
+        return pd.Series([None] * len(col), index=col.index, dtype=object)
+    naive = col.dt.tz_convert("UTC").dt.tz_localize(None)
+    unit = "s" if bool((naive[present].dt.microsecond == 0).all()) else "us"
+    text = np.char.add(np.datetime_as_string(naive.to_numpy(dtype="datetime64[us]"), unit=unit), "Z")
+    return pd.Series(text, index=col.index, dtype=object).where(present, None)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path next to ``target``; renamed over it (after fsync) when the block succeeds."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The sidecar ``.meta.json`` (empty when there is none: a file written by openeo)."""
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobDatabaseError(f"unreadable job database metadata {str(path)!r}: {exc}") from exc
+    if meta.get("created_by") != CREATED_BY:
+        raise JobDatabaseError(f"{str(path)!r} was not written by eoextract")
+    if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise SchemaVersionError(f"{str(path)!r} has schema version {meta['schema_version']}, "
+                                 f"this eoextract knows up to {SCHEMA_VERSION}; upgrade eoextract")
+    return meta
+
+
+def write_meta(path: Path, meta: Mapping[str, Any]) -> None:
+    """Write the sidecar ``.meta.json`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def read_table(path: Path, schema: UserSchema | None) -> pd.DataFrame:
+    """A job file as a dataframe: user columns restored to ``schema``'s dtypes when given,
+    managed columns as found (text in CSV).
+
+    Raises:
+        JobDatabaseError: the file cannot be read.
+    """
+    is_csv = path.suffix.lower() == ".csv"
+    try:
+        if is_csv:
+            return _read_csv(path, schema)
+        import pyarrow.parquet
+
+        if b"geo" in (pyarrow.parquet.read_metadata(path).metadata or {}):
+            import geopandas
+
+            raw = geopandas.read_parquet(path)
+        else:
+            raw = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise JobDatabaseError(f"cannot read job database {str(path)!r}: {exc}") from exc
+    if schema is not None:
+        for spec in schema.columns:
+            if spec.name in raw.columns and spec.kind == "object":
+                raw[spec.name] = [None if v is None or v is pd.NA else json.loads(v)
+                                  for v in raw[spec.name].astype(object)]
+    return raw
+
+
+def _read_csv(path: Path, schema: UserSchema | None) -> pd.DataFrame:
+    if schema is None:  # a file of openeo's: read it as openeo does
+        raw = pd.read_csv(path, dtype=_OPENEO_CSV_DTYPES)
+        if "geometry" in raw.columns and raw["geometry"].dtype == object:
+            import geopandas
+            import shapely
+
+            text = raw["geometry"]
+            geoms = shapely.from_wkt(text.where(text.notna(), None).to_numpy(), on_invalid="ignore")
+            if text.notna().any() and not np.any(pd.isna(geoms) & text.notna().to_numpy()):
+                _log.warning("%s: WKT geometry without CRS, taken to be EPSG:4326", path)
+                raw = geopandas.GeoDataFrame(raw.drop(columns="geometry"),
+                                             geometry=geopandas.GeoSeries(geoms, index=raw.index),
+                                             crs="EPSG:4326")[list(raw.columns)]
+        return raw
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    for spec in schema.columns:
+        if spec.name not in raw.columns:
+            continue
+        values = [None if pd.isna(v) else v for v in raw[spec.name]]
+        if spec.kind == "geometry":
+            import shapely
+
+            wkb = shapely.to_wkb(shapely.from_wkt(np.asarray(values, dtype=object)), hex=True)
+            raw[spec.name] = spec.decode(list(wkb), raw.index)
+            continue
+        raw[spec.name] = spec.decode(_csv_values(spec.kind, values), raw.index)
+    return raw
+
+
+def _csv_values(kind: str, values: list[Any]) -> list[Any]:
+    """CSV text turned into the values :meth:`ColumnSpec.decode` takes."""
+    if kind == "int":
+        return [None if v is None else int(float(v)) if "." in v or "e" in v else int(v)
+                for v in values]
+    if kind == "bool":
+        return [None if v is None else v.strip().lower() in ("true", "1") for v in values]
+    if kind == "timedelta":
+        return [None if v is None else int(pd.Timedelta(v).value) for v in values]
+    if kind == "datetime":
+        return [None if v is None else pd.Timestamp(v).isoformat() for v in values]
+    if kind == "object":
+        return [None if v is None else json.loads(v) for v in values]
+    return values
+
+
+def export_table(df: pd.DataFrame, schema: UserSchema, *, csv_file: bool,
+                 key_column: str | None) -> pd.DataFrame:
+    """The table as written to a file: user columns, openeo's columns and statuses, ours.
+
+    Args:
+        df: the job table (as ``read()`` returns it).
+        schema: its user columns.
+        csv_file: whether the target is CSV (geometry as WKT) rather than GeoParquet.
+        key_column: the key column, if keys come from one (else ``job_key`` is written).
+    """
+    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    for spec in schema.columns:
+        col = df[spec.name].reset_index(drop=True)
+        if spec.kind == "object" or (csv_file and spec.kind == "date"):
+            col = pd.Series(spec.encode(col), dtype=object)
+            if spec.kind == "object":
+                col = col.map(lambda v: None if v is None else json.dumps(v))
+        elif spec.kind == "geometry" and csv_file:
+            import shapely
+
+            col = pd.Series(shapely.to_wkt(np.asarray(col.values, dtype=object),
+                                           rounding_precision=-1), dtype=object)
+        out[spec.name] = col
+    exact = df["status"].reset_index(drop=True)
+    order = _OPENEO_COLUMNS + [n for n in MANAGED_KINDS if n not in _OPENEO_COLUMNS]
+    for name in order:
+        col = df[name].reset_index(drop=True)
+        if name == "status":
+            col = exact.map(_OPENEO_TEXT).astype(object)
+        elif MANAGED_KINDS[name] == "datetime":
+            col = _rfc3339_column(col)
+        out[name] = col
+    out[EXACT_STATUS_COLUMN] = exact
+    if key_column is None:
+        out["job_key"] = list(df.index)
+    geometry = schema.geometry
+    if geometry is not None and not csv_file:
+        import geopandas
+
+        out = geopandas.GeoDataFrame(out, geometry=geometry, crs=df[geometry].crs)
+    return out
+
+
+def write_table(path: Path, out: pd.DataFrame) -> None:
+    """Write an exported table atomically (CSV or Parquet by the file's extension)."""
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            out.to_csv(tmp, index=False)
+        else:
+            out.to_parquet(tmp, index=False)
+
+
+def append_history(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append status changes to the history sidecar (fsynced)."""
+    if not rows:
+        return
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_history(path: Path, job_key: str) -> list[dict[str, Any]]:
+    """The history sidecar's rows of one job (empty strings for missing values)."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [r for r in csv.DictReader(fh) if r["job_key"] == job_key]
