@@ -644,6 +644,15 @@ def test_invalid_results_documents(doc, message):
         parse_job_results(doc, base_url="http://127.0.0.1/")
 
 
+def test_feature_index_field_gives_geometry_index():
+    doc = {"type": "Feature", "assets": {
+        "sample.nc": {"href": "http://h/a", "feature_index": 4},
+        "openEO_2.nc": {"href": "http://h/b", "feature_index": 7},
+        "log.json": {"href": "http://h/c", "feature_index": True},
+    }}
+    assert [a.geometry_index for a in parse_job_results(doc, base_url="http://h/")] == [4, 2, None]
+
+
 def test_other_checksum_algorithms_are_not_trusted_as_sha256():
     doc = {"type": "Feature", "assets": {"a": {"href": "http://h/a", "file:checksum": "1114" + "ab" * 20}}}
     assert parse_job_results(doc, base_url="http://h/")[0].checksum is None

@@ -254,7 +254,8 @@ def build_item(
         proj = {"epsg": file_meta.epsg, "wkt2": file_meta.crs_wkt, "shape": file_meta.shape,
                 "transform": file_meta.transform, "bbox": file_meta.bbox_native}
     elif remote is not None:
-        proj = {"epsg": remote.epsg, "shape": remote.shape, "bbox": remote.bbox_native}
+        proj = {"epsg": remote.epsg, "shape": remote.shape, "bbox": remote.bbox_native,
+                "transform": remote.extra.get("proj:transform")}
     else:
         proj = {}
     if remote is not None and proj.get("epsg") == remote.epsg:

@@ -76,8 +76,8 @@ class RemoteAsset:
     end_datetime: dt.datetime | None = None
     #: Bands, one dict each, merging ``eo:bands`` and ``raster:bands`` (or ``bands``).
     bands: tuple[dict[str, Any], ...] = ()
-    #: ``n`` for assets named ``openEO_<n>`` (sampled feature index), else None;
-    #: derived from the name when not given.
+    #: ``n`` for assets named ``openEO_<n>`` (sampled feature index), else the
+    #: asset's ``feature_index`` field, else None; derived from the name when not given.
     geometry_index: int | None = None
     #: Every other field of the asset as the backend wrote it.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -278,6 +278,7 @@ def _asset_from_fields(
     size = fields.get("file:size")
     shape = _numbers(fields.get("proj:shape"))
     geometry = pick("geometry")
+    feature_index = fields.get("feature_index", fallback.get("feature_index"))
     return RemoteAsset(
         name=name,
         href=urljoin(base_url, href),
@@ -295,6 +296,10 @@ def _asset_from_fields(
         start_datetime=_parse_time(pick("start_datetime")),
         end_datetime=_parse_time(pick("end_datetime")),
         bands=_bands_of(fields) or _bands_of(fallback),
+        geometry_index=geometry_index_of(name) if geometry_index_of(name) is not None else (
+            feature_index if isinstance(feature_index, int) and not isinstance(feature_index, bool)
+            and feature_index >= 0 else None
+        ),
         extra={k: v for k, v in fields.items() if k not in _KNOWN_FIELDS},
     )
 
@@ -302,7 +307,9 @@ def _asset_from_fields(
 def _item_fallback(item: Mapping[str, Any], *, single_asset: bool) -> dict[str, Any]:
     """Fields of an item that apply to its assets when they lack their own."""
     props = item.get("properties") if isinstance(item.get("properties"), dict) else {}
-    fallback = {k: props[k] for k in ("datetime", "start_datetime", "end_datetime") if k in props}
+    fallback = {
+        k: props[k] for k in ("datetime", "start_datetime", "end_datetime", "feature_index") if k in props
+    }
     for key in ("proj:code", "proj:epsg"):
         if key in props:
             fallback[key] = props[key]
