@@ -75,9 +75,9 @@ def make_item_id(job_key: str, asset_name: str, path: Path | str | None = None) 
     """
     digest = hashlib.sha256(f"{job_key}\x00{asset_name}".encode()).hexdigest()[:10]
     if path is not None:
-        readable = Path(path).name.split(".")[0] or Path(path).stem
+        readable = Path(path).stem
     else:
-        readable = f"{job_key}_{PurePosixPath(str(asset_name)).name.split('.')[0]}"
+        readable = f"{job_key}_{PurePosixPath(str(asset_name)).stem}"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", readable).strip("-._")[:88]
     return f"{slug}_{digest}" if slug else digest
 
