@@ -93,3 +93,22 @@ def test_metadata():
     summary = colls.collection_summary(S1)
     assert summary["id"] == "SENTINEL1_GRD" and "extent" in summary
     assert colls.band_metadata(S2, "S2-L2A-B04")["common_name"] == "red"
+
+
+def test_pixel_values_do_not_depend_on_the_requested_extent():
+    xs, ys = grid(600000, 5700640, 64)
+    dates = colls.collection_dates(S2, datetime(2023, 3, 1), datetime(2023, 6, 1))
+    tile = (32631, 6, 57)
+    full = colls.generate(S2, 32631, xs, ys, dates, S2.band_names, tile=tile)
+    part = colls.generate(S2, 32631, xs[13:41], ys[7:50], dates, S2.band_names, tile=tile)
+    assert np.array_equal(full[:, :, 7:50, 13:41], part)
+
+
+def test_clouds_agree_with_scl_in_every_band():
+    xs, ys = grid(500000, 5800000, 100, step=10.0)
+    dates = colls.collection_dates(S2, datetime(2023, 3, 1), datetime(2023, 6, 1))
+    v = colls.generate(S2, 32631, xs, ys, dates, ["B02", "SCL"])
+    clear = (v[:, 1] >= 4) & (v[:, 1] <= 6)
+    thick = v[:, 1] == 9
+    assert thick.any() and clear.any()
+    assert v[:, 0][thick].min() > 2 * v[:, 0][clear].max()  # thick clouds (SCL 9) are bright in B02

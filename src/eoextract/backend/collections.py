@@ -348,48 +348,67 @@ def _surface(xs: np.ndarray, ys: np.ndarray, doys: np.ndarray, southern: bool):
     return water, fveg
 
 
+def _blocks(coords: np.ndarray, gsd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``gsd`` block centres (ascending) and, per 10 m pixel, the index of its block."""
+    centres, inverse = np.unique(_block_coords(coords, gsd), return_inverse=True)
+    return centres, inverse.reshape(-1)
+
+
 def _optical(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
              dates: Sequence[datetime], bands: Sequence[str], tile: tuple[int, int, int]) -> np.ndarray:
+    """Optical bands, each computed on its native block grid, then expanded to 10 m."""
     days = _date_index(spec, dates)
     doys = np.array([d.timetuple().tm_yday for d in dates], dtype=np.float64)
     southern = epsg // 100 == 327
-    covers = cloud_cover(spec, tile, dates) / 100.0
+    cover = (cloud_cover(spec, tile, dates) / 100.0).astype(np.float32)[:, None, None]
+    cirrus = (_hash01(days, seed=11) < 0.25)[:, None, None]
+    # Clouds live on the 20 m grid of SCL, so every band agrees with SCL about them.
+    cx, _ = _blocks(xs, 20.0)
+    cy, _ = _blocks(ys, 20.0)
+    clouds20 = np.stack([_to_uniform(_fbm(cx, cy, _CLOUD_SCALES, seed=1000 + int(d))) for d in days]
+                        ).astype(np.float32) if len(days) else np.zeros((0, cy.size, cx.size), np.float32)
     out = np.zeros((len(dates), len(bands), ys.size, xs.size), dtype=np.uint16)
-    fields: dict[float, tuple] = {}
+    grids: dict[float, tuple] = {}
 
-    def surface_at(gsd: float):
-        if gsd not in fields:
-            bx, by = _block_coords(xs, gsd), _block_coords(ys, gsd)
+    def grid(gsd: float) -> tuple:
+        if gsd not in grids:
+            bx, ix = _blocks(xs, gsd)
+            by, iy = _blocks(ys, gsd)
             water, fveg = _surface(bx, by, doys, southern)
-            clouds = np.stack([_to_uniform(_fbm(bx, by, _CLOUD_SCALES, seed=1000 + int(d)))
-                               for d in days]) if len(days) else np.zeros((0, by.size, bx.size))
-            grain = _hash01(np.floor(bx / max(gsd, 10)).astype(np.int64)[None, :],
-                            np.floor(by / max(gsd, 10)).astype(np.int64)[:, None], seed=5)
-            fields[gsd] = (water, fveg, clouds, grain)
-        return fields[gsd]
+            if gsd <= 20:
+                gx = np.searchsorted(cx, _block_coords(bx, 20.0))
+                gy = np.searchsorted(cy, _block_coords(by, 20.0))
+                u = clouds20[:, gy[:, None], gx[None, :]]
+            else:  # coarse blocks may reach past the extent: evaluate at their 20 m block
+                qx, qy = _block_coords(bx, 20.0), _block_coords(by, 20.0)
+                u = np.stack([_to_uniform(_fbm(qx, qy, _CLOUD_SCALES, seed=1000 + int(d))) for d in days]
+                             ).astype(np.float32) if len(days) else np.zeros((0, by.size, bx.size), np.float32)
+            grain = _hash01(np.floor(bx / gsd).astype(np.int64)[None, :],
+                            np.floor(by / gsd).astype(np.int64)[:, None], seed=5)
+            grids[gsd] = dict(
+                ix=ix, iy=iy, water=water, fveg=fveg.astype(np.float32),
+                grain=(0.96 + 0.08 * grain).astype(np.float32), cloudy=u < cover, core=u < cover * 0.6,
+                thick=(0.9 + 0.2 * u / np.maximum(cover, 1e-6)).astype(np.float32))
+        return grids[gsd]
 
-    cirrus_date = _hash01(days, seed=11) < 0.25
     for bi, name in enumerate(bands):
-        band = spec.band(name)
-        water, fveg, clouds, grain = surface_at(band.gsd)
-        cover = covers[:, None, None]
-        cloudy = clouds < cover
-        core = clouds < cover * 0.6
+        g = grid(spec.band(name).gsd)
         if name == "SCL":
-            # Without clouds: 4 vegetation, 5 not vegetated, 6 water.
-            scl = np.where(water[None], 6, np.where(fveg > 0.35, 4, 5))
-            rim = np.where(cirrus_date[:, None, None], 10, 8)
-            scl = np.where(cloudy, np.where(core, 9, rim), scl)
-            out[:, bi] = scl.astype(np.uint16)
-            continue
-        k = _OPTICAL_INDEX[name]
-        land = fveg * _VEG[k] + (1.0 - fveg) * _SOIL[k]
-        refl = np.where(water[None], _WATER[k], land)
-        refl = refl * (0.96 + 0.08 * grain)[None]
-        thick = _CLOUD[k] * (0.9 + 0.2 * clouds / np.maximum(cover, 1e-6))
-        thin = np.where(cirrus_date[:, None, None], refl + 0.08, 0.5 * refl + 0.5 * _CLOUD[k])
-        refl = np.where(cloudy, np.where(core, thick, thin), refl)
-        out[:, bi] = np.clip(np.rint(refl * 10000.0), 1, 65535).astype(np.uint16)
+            # Without clouds: 4 vegetation, 5 not vegetated, 6 water; clouds 8/9, cirrus 10.
+            values = np.where(g["water"][None], 6, np.where(g["fveg"] > 0.35, 4, 5))
+            values = np.where(g["cloudy"], np.where(g["core"], 9, np.where(cirrus, 10, 8)), values)
+            values = values.astype(np.uint16)
+        else:
+            k = _OPTICAL_INDEX[name]
+            refl = np.float32(_SOIL[k]) + g["fveg"] * np.float32(_VEG[k] - _SOIL[k])
+            refl = np.where(g["water"][None], np.float32(_WATER[k]), refl) * g["grain"][None]
+            # Thin clouds: cirrus adds haze; elsewhere the rim blends surface and cloud.
+            gain = np.where(cirrus, 1.0, 0.5).astype(np.float32)
+            offset = np.where(cirrus, 0.08, 0.5 * _CLOUD[k]).astype(np.float32)
+            cloud = np.where(g["core"], np.float32(_CLOUD[k]) * g["thick"], refl * gain + offset)
+            refl = np.where(g["cloudy"], cloud, refl)
+            values = np.clip(np.rint(refl * np.float32(10000.0)), 1, 65535).astype(np.uint16)
+        out[:, bi] = values[:, g["iy"][:, None], g["ix"][None, :]]
     return out
 
 
