@@ -17,7 +17,7 @@ whose extent matches the date's ``eo:cloud_cover``, flagged 8/9/10 in ``SCL``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -355,7 +355,8 @@ def _blocks(coords: np.ndarray, gsd: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _optical(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
-             dates: Sequence[datetime], bands: Sequence[str], tile: tuple[int, int, int]) -> np.ndarray:
+             dates: Sequence[datetime], bands: Sequence[str], tile: tuple[int, int, int],
+             checkpoint: Callable[[], None]) -> np.ndarray:
     """Optical bands, each computed on its native block grid, then expanded to 10 m."""
     days = _date_index(spec, dates)
     doys = np.array([d.timetuple().tm_yday for d in dates], dtype=np.float64)
@@ -392,6 +393,7 @@ def _optical(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
         return grids[gsd]
 
     for bi, name in enumerate(bands):
+        checkpoint()
         g = grid(spec.band(name).gsd)
         if name == "SCL":
             # Without clouds: 4 vegetation, 5 not vegetated, 6 water; clouds 8/9, cirrus 10.
@@ -435,7 +437,8 @@ def _sar(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
 
 def generate(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
              dates: Sequence[datetime], bands: Sequence[str],
-             tile: tuple[int, int, int] | None = None) -> np.ndarray:
+             tile: tuple[int, int, int] | None = None,
+             checkpoint: Callable[[], None] | None = None) -> np.ndarray:
     """Compute pixel values.
 
     Args:
@@ -446,6 +449,7 @@ def generate(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
         dates: Acquisition dates.
         bands: Band names (validated against ``spec``).
         tile: Tile key for cloud cover (default: the tile of the grid's centre).
+        checkpoint: Called between bands (e.g. to raise when the job is canceled).
 
     Returns:
         Array ``(t, bands, y, x)``: uint16 for optical, float32 for radar collections.
@@ -455,7 +459,7 @@ def generate(spec: CollectionSpec, epsg: int, xs: np.ndarray, ys: np.ndarray,
     if tile is None:
         tile = tile_key(epsg, float(np.mean(xs)), float(np.mean(ys)))
     if spec.kind == "optical":
-        return _optical(spec, epsg, xs, ys, dates, bands, tile)
+        return _optical(spec, epsg, xs, ys, dates, bands, tile, checkpoint or (lambda: None))
     return _sar(spec, epsg, xs, ys, dates, bands)
 
 
@@ -579,6 +583,16 @@ def collection_summary(spec: CollectionSpec) -> dict:
     }
 
 
+# Data come in the UTM zone of each location ("auto UTM", as real Sentinel backends declare it).
+_AUTO_UTM = {
+    "$schema": "https://proj.org/schemas/v0.2/projjson.schema.json",
+    "area": "World",
+    "bbox": {"east_longitude": 180, "north_latitude": 84, "south_latitude": -80, "west_longitude": -180},
+    "id": {"authority": "OGC", "code": "Auto42001", "version": "1.3"},
+    "name": "AUTO 42001 (Universal Transverse Mercator)",
+}
+
+
 def collection_metadata(spec: CollectionSpec) -> dict:
     """Full STAC Collection for ``GET /collections/{id}`` with ``cube:dimensions``."""
     bands = [band_metadata(spec, b.name) for b in spec.bands]
@@ -589,9 +603,9 @@ def collection_metadata(spec: CollectionSpec) -> dict:
     ]
     out["cube:dimensions"] = {
         "x": {"type": "spatial", "axis": "x", "extent": [166021.44, 833978.56],
-              "step": 10, "reference_system": {"name": "UTM zone of the requested area"}},
+              "step": 10, "reference_system": _AUTO_UTM},
         "y": {"type": "spatial", "axis": "y", "extent": [0.0, 10000000.0], "step": 10,
-              "reference_system": {"name": "UTM zone of the requested area"}},
+              "reference_system": _AUTO_UTM},
         "t": {"type": "temporal", "extent": _extent(spec)["temporal"]["interval"][0],
               "step": f"P{spec.revisit_days}D"},
         "bands": {"type": "bands", "values": spec.band_names},

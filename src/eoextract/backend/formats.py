@@ -125,6 +125,8 @@ def file_formats() -> dict:
 
 
 def _epsg(cube: xr.DataArray) -> int | None:
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+
     try:
         crs = cube.rio.crs
     except Exception:
@@ -132,14 +134,14 @@ def _epsg(cube: xr.DataArray) -> int | None:
     return crs.to_epsg() if crs is not None else None
 
 
-def _geo(cube: xr.DataArray) -> dict:
+def _geo(cube: xr.DataArray, epsg: int | None = None) -> dict:
     """Grid metadata of a cube: epsg, shape, transform, bboxes, footprint."""
     xs, ys = cube["x"].values.astype(float), cube["y"].values.astype(float)
     rx = abs(float(xs[1] - xs[0])) if xs.size > 1 else 10.0
     ry = abs(float(ys[1] - ys[0])) if ys.size > 1 else 10.0
     west, east = float(xs.min()) - rx / 2, float(xs.max()) + rx / 2
     south, north = float(ys.min()) - ry / 2, float(ys.max()) + ry / 2
-    epsg = _epsg(cube)
+    epsg = epsg if epsg is not None else _epsg(cube)
     out: dict = {"epsg": epsg, "shape": (int(ys.size), int(xs.size)),
                  "transform": [rx, 0.0, west, 0.0, -ry, north],
                  "bbox_native": [west, south, east, north]}
@@ -496,8 +498,8 @@ def write_instant_result(out_dir: Path) -> list[ResultAsset]:
 def _instant_geo() -> dict:
     x0, y0 = 600000.0, 5700000.0
     cube = xr.DataArray(np.zeros((2, 2)), dims=("y", "x"),
-                        coords={"x": [x0 + 5, x0 + 15], "y": [y0 - 5, y0 - 15]}).rio.write_crs(32631)
-    return _geo(cube)
+                        coords={"x": [x0 + 5, x0 + 15], "y": [y0 - 5, y0 - 15]})
+    return _geo(cube, epsg=32631)
 
 
 def _instant_crs_attrs() -> dict:
