@@ -1,13 +1,15 @@
 """Download throughput of verified downloads against a plain streamed copy.
 
 A loopback HTTP server (its own process, ``sendfile`` from disk) serves N files of
-S MB. The same files are then fetched twice, in alternating rounds:
+S MB. The same files are then fetched three ways, in alternating rounds:
 
 * **baseline** — plain ``requests`` streaming into files, same number of threads,
   no hashing, no fsync, no rename;
+* **baseline+sha256** — the same with an inline SHA-256 check, the least any
+  verified download has to do;
 * **eoextract** — :func:`eoextract.jobs.download.download_job_assets`: SHA-256
   while streaming, size and checksum verified, fsync, atomic placement, download
-  record written.
+  record written (and once more with ``fsync=False``, as the baselines do not flush).
 
 Usage::
 
@@ -82,10 +84,35 @@ def baseline(session: requests.Session, assets: list[RemoteAsset], out: Path, wo
         list(pool.map(fetch, assets))
 
 
+def baseline_hashed(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
+    """The baseline plus an inline SHA-256: the least any verified download must do."""
+
+    def fetch(asset: RemoteAsset) -> None:
+        digest = hashlib.sha256()
+        with session.get(asset.href, stream=True, headers={"Accept-Encoding": "identity"}) as resp:
+            resp.raise_for_status()
+            with open(out / asset.name, "wb") as fh:
+                for chunk in resp.iter_content(chunk_size=1 << 20):
+                    fh.write(chunk)
+                    digest.update(chunk)
+        if digest.hexdigest() != asset.checksum:
+            raise RuntimeError(f"checksum mismatch for {asset.name}")
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(fetch, assets))
+
+
 def ours(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
     download_job_assets(
         session, assets, out, lambda a, tmp: out / a.name, max_workers=workers, skip_verified=False,
         job_key="bench",
+    )
+
+
+def ours_no_fsync(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
+    download_job_assets(
+        session, assets, out, lambda a, tmp: out / a.name, max_workers=workers, skip_verified=False,
+        job_key="bench", fsync=False,
     )
 
 
@@ -131,10 +158,12 @@ def main() -> None:
                 f"{1000 * (time.process_time() - c0) / 64:.2f} ms CPU per MB"
             )
             for workers in args.workers:
-                best = {"baseline": float("inf"), "eoextract": float("inf")}
-                cpu = {"baseline": float("inf"), "eoextract": float("inf")}
+                runs = {"baseline": baseline, "baseline+sha256": baseline_hashed, "eoextract": ours,
+                        "eoextract nosync": ours_no_fsync}
+                best = dict.fromkeys(runs, float("inf"))
+                cpu = dict.fromkeys(runs, float("inf"))
                 for _ in range(args.rounds):
-                    for label, fn in (("baseline", baseline), ("eoextract", ours)):
+                    for label, fn in runs.items():
                         out = work / f"out-{label}"
                         shutil.rmtree(out, ignore_errors=True)
                         out.mkdir()
@@ -142,12 +171,15 @@ def main() -> None:
                         fn(session, remote, out, workers)
                         best[label] = min(best[label], time.perf_counter() - t0)
                         cpu[label] = min(cpu[label], time.process_time() - c0)
-                base_rate = total_mb / best["baseline"]
-                our_rate = total_mb / best["eoextract"]
+                rates = {label: total_mb / best[label] for label in runs}
+                print(f"workers={workers}:")
+                for label in runs:
+                    print(f"  {label:16s} {rates[label]:7.1f} MB/s  {1000 * cpu[label] / total_mb:.2f} ms CPU/MB")
                 print(
-                    f"workers={workers}: baseline {base_rate:7.1f} MB/s ({1000 * cpu['baseline'] / total_mb:.2f} ms "
-                    f"CPU/MB)  eoextract {our_rate:7.1f} MB/s ({1000 * cpu['eoextract'] / total_mb:.2f} ms CPU/MB)  "
-                    f"ratio {our_rate / base_rate:.2f} (target >= 0.80)"
+                    f"  ratio eoextract/baseline {rates['eoextract'] / rates['baseline']:.2f} (target >= 0.80), "
+                    f"eoextract/baseline+sha256 {rates['eoextract'] / rates['baseline+sha256']:.2f}, "
+                    f"without fsync {rates['eoextract nosync'] / rates['baseline']:.2f} / "
+                    f"{rates['eoextract nosync'] / rates['baseline+sha256']:.2f}"
                 )
     finally:
         server.terminate()

@@ -677,3 +677,10 @@ def test_fresh_file_times_are_not_trusted(tmp_path):
     assert manifest.record(asset, path, 1, "0" * 64) is None
     os.utime(path, ns=(10**18, 10**18))
     assert manifest.record(asset, path, 1, "0" * 64) == 10**18
+
+
+def test_without_fsync_still_places_and_verifies(server, session, tmp_path):
+    assets = [_asset(server, f"openEO_{i}.nc", _payload(3000, i)) for i in range(3)]
+    root = tmp_path / "out"
+    done = download_job_assets(session, assets, root, lambda a, t: root / a.name, fsync=False)
+    assert [d.path.read_bytes() for d in done] == [_payload(3000, i) for i in range(3)]

@@ -281,7 +281,7 @@ def download_job_assets(
         tmp_dir: Folder for temporary files (default ``<root>/.eoextract/tmp``); keep it
             on the filesystem of ``root``.
         **download_options: Passed on to :func:`download_asset` (``chunk_size``,
-            ``timeout``, ``max_resumes``, ``max_attempts``, ``backoff``).
+            ``timeout``, ``max_resumes``, ``max_attempts``, ``backoff``, ``fsync``).
 
     Returns:
         One :class:`DownloadedAsset` per asset, in input order.
@@ -365,8 +365,9 @@ def download_job_assets(
             results.append(future.result())
         else:
             failures.append((asset, exc))
-    for folder in {d.path.parent for d in results if not d.reused}:
-        fsync_dir(folder)
+    if download_options.get("fsync", True):
+        for folder in {d.path.parent for d in results if not d.reused}:
+            fsync_dir(folder)
     if failures:
         first = failures[0][1]
         if isinstance(first, DownloadError):

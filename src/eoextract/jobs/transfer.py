@@ -254,6 +254,7 @@ def download_to_temp(
     max_resumes: int = 5,
     max_attempts: int = 3,
     backoff: float = 0.5,
+    fsync: bool = True,
 ) -> tuple[Path, int, str]:
     """:func:`download_asset`, also returning the size and hex SHA-256 it computed.
 
@@ -276,7 +277,8 @@ def download_to_temp(
                     max_resumes=max_resumes, backoff=backoff,
                 )
                 fh.flush()
-                _fdatasync(fh.fileno())
+                if fsync:
+                    _fdatasync(fh.fileno())
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
@@ -304,6 +306,7 @@ def download_asset(
     max_resumes: int = 5,
     max_attempts: int = 3,
     backoff: float = 0.5,
+    fsync: bool = True,
 ) -> Path:
     """Download one asset to a new temporary file in ``tmp_dir`` and verify it.
 
@@ -326,6 +329,9 @@ def download_asset(
         max_resumes: Resumptions allowed per attempt after transient failures.
         max_attempts: Full downloads allowed when verification fails.
         backoff: First wait in seconds before resuming (doubles each time, ≤30 s).
+        fsync: Flush the file to disk before returning, so that once placed it
+            survives a power cut; turn off where flushing is very slow (network
+            file systems) and a rerun may redownload.
 
     Returns:
         Path of the verified temporary file; the caller moves it (:func:`place_file`).
@@ -337,7 +343,7 @@ def download_asset(
     """
     path, _, _ = download_to_temp(
         session, asset, tmp_dir, headers=headers, chunk_size=chunk_size, timeout=timeout,
-        max_resumes=max_resumes, max_attempts=max_attempts, backoff=backoff,
+        max_resumes=max_resumes, max_attempts=max_attempts, backoff=backoff, fsync=fsync,
     )
     return path
 
