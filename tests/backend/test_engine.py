@@ -490,3 +490,16 @@ def test_temporal_compositing_and_interpolation_keep_date_labels(engine, tmp_pat
     _, ds = _run(engine, tmp_path / "i", {"f": {"process_id": "apply_dimension", "arguments": {
         "data": L, "dimension": "t", "process": _cb("array_interpolate_linear", data=data)}}}, last="f")
     assert str(ds["t"].values[0])[:10] == "2023-03-04" and ds.sizes["t"] == 6
+
+
+def test_library_errors_keep_their_openeo_codes(engine, tmp_path):
+    g = graph(last="r", extra={"r": {"process_id": "rename_labels", "arguments": {
+        "data": {"from_node": "load"}, "dimension": "bands", "target": ["B08", "X"]}}})
+    with pytest.raises(OpenEOApiError) as info:
+        engine.execute(g, tmp_path)
+    assert info.value.status == 400 and info.value.code == "LabelExists"
+    g = graph(last="r", extra={"r": {"process_id": "reduce_dimension", "arguments": {
+        "data": {"from_node": "load"}, "dimension": "nope", "reducer": _cb("mean", data={"from_parameter": "data"})}}})
+    with pytest.raises(OpenEOApiError) as info:
+        engine.execute(g, tmp_path)
+    assert info.value.status == 400 and info.value.code == "DimensionNotAvailable"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -397,10 +398,13 @@ class Engine:
                 if n_features:
                     log_fn("info", f"sample_by_feature: running the graph for {n_features} features")
                     ctx.n_features = n_features
+                    step = max(1, n_features // 10)
                     for i in range(n_features):
                         ctx.check_canceled()
                         ctx.feature_index = i
                         self._run(graph, ctx)
+                        if n_features >= 10 and (i + 1) % step == 0:
+                            log_fn("info", f"features done: {i + 1}/{n_features}")
                 else:
                     self._run(graph, ctx)
         except OpenEOApiError:
@@ -429,24 +433,17 @@ class Engine:
             processes.save_result(result, fmt, {})
 
 
-_LIBRARY_ERRORS = {
-    "DimensionNotAvailable": ProcessParameterInvalid,
-    "DimensionMissing": ProcessParameterInvalid,
-    "BandExists": ProcessParameterInvalid,
-    "LabelMismatch": ProcessParameterInvalid,
-    "DimensionMismatch": ProcessParameterInvalid,
-    "DimensionLabelCountMismatch": ProcessParameterInvalid,
-    "TemporalExtentEmpty": ProcessParameterInvalid,
-    "ProcessParameterMissing": ProcessParameterInvalid,
-    "TooManyDimensions": ProcessParameterInvalid,
-    "BandFilterParameterMissing": ProcessParameterInvalid,
-}
+_CODED_MESSAGE = re.compile(r"^(?P<code>[A-Z][A-Za-z]+)(?: - |: )(?P<message>.+)$", re.S)
 
 
 def _map_library_error(exc: Exception) -> OpenEOApiError | None:
-    """openeo-processes-dask's own exceptions carry openEO error names; keep them 4xx."""
-    name = type(exc).__name__
-    cls = _LIBRARY_ERRORS.get(name)
-    if cls is None:
-        return None
-    return cls(f"{name}: {exc}")
+    """openeo-processes-dask reports openEO errors by class name (``OpenEOException``
+    subclasses) or as ``"LabelExists - ..."`` messages: keep those 4xx with their codes."""
+    from openeo_processes_dask.process_implementations.exceptions import OpenEOException
+
+    if isinstance(exc, OpenEOException):
+        return OpenEOApiError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__, status=400)
+    match = _CODED_MESSAGE.match(str(exc)) if type(exc) is Exception else None
+    if match:
+        return OpenEOApiError(match["message"], code=match["code"], status=400)
+    return None

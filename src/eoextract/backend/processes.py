@@ -330,8 +330,9 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
             "or sample_by_feature for scattered polygons."
         )
     ctx.check_canceled()
-    ctx.log("info", f"load_collection {id}: EPSG:{epsg}, {ys.size}x{xs.size} px, "
-                    f"{len(band_names)} bands, {len(dates)} dates")
+    if not ctx.feature_index:  # once per execution, not once per feature
+        ctx.log("info", f"load_collection {id}: EPSG:{epsg}, {ys.size}x{xs.size} px, "
+                        f"{len(band_names)} bands, {len(dates)} dates")
     values = colls.generate(spec, epsg, xs, ys, dates, band_names, checkpoint=ctx.check_canceled)
     if not _is_bbox(spatial_extent) and not _is_box(gdf_utm):
         inside = _geometry_mask(gdf_utm, xs, ys)
