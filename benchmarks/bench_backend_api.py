@@ -65,7 +65,7 @@ def run_seed_job(conn: openeo.Connection, target: Path) -> tuple[float, int]:
     job.start()
     (status,) = wait_all([job])
     if status != "finished":
-        raise RuntimeError(f"job ended {status}: {job.logs(level='error')}")
+        raise RuntimeError(f"job ended {status}: {[e['message'] for e in job.logs()]}")
     assets = job.get_results().get_assets()
     for asset in assets:
         asset.download(target / asset.key)

@@ -175,6 +175,28 @@ def test_logs_with_offset_and_level(connection, title):
     assert job.logs(level="error") == []
 
 
+def test_job_log_level_drops_lower_entries(connection, title):
+    job = connection.create_job(instant_graph(), title=title, job_options=INSTANT,
+                                log_level="warning", validate=False)
+    job.start()
+    assert job.status() == "finished"
+    assert job.logs() == []
+
+
+def test_active_job_is_locked_and_delete_cancels(connection, title):
+    job = _instant_job(connection, title, eoextract_fault="slow", eoextract_fault_delay_s=30)
+    job.start()
+    assert job.status() == "running"
+    job.start()  # starting again leaves it alone
+    assert job.status() == "running"
+    with pytest.raises(OpenEoApiError) as info:
+        connection.patch(f"/jobs/{job.job_id}", json={"title": "x"}, expected_status=204)
+    assert info.value.http_status_code == 400 and info.value.code == "JobLocked"
+    job.delete()
+    with pytest.raises(OpenEoApiError):
+        job.status()
+
+
 def test_invalid_json_body_is_bad_request(local_backend, auth_headers):
     resp = requests.post(
         f"{local_backend.url}jobs",

@@ -39,6 +39,7 @@ __all__ = [
     "JobStore",
     "utcnow",
     "parse_job_body",
+    "check_process",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,12 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _check_process(process: Any) -> dict[str, Any]:
+def check_process(process: Any) -> dict[str, Any]:
+    """Check the shape of a ``process`` object (nodes, ids, exactly one result node).
+
+    Raises:
+        ProcessGraphMissing, ProcessGraphInvalid: When it is missing or malformed.
+    """
     if process is None:
         raise ProcessGraphMissing("The request has no 'process' with a 'process_graph'.")
     if not isinstance(process, dict) or "process_graph" not in process:
@@ -111,7 +117,7 @@ def parse_job_body(body: Any, *, partial: bool = False) -> dict[str, Any]:
             raise BadRequest("'job_options' must be an object.")
         out["job_options"] = body["job_options"] or {}
     if "process" in body or not partial:
-        out["process"] = _check_process(body.get("process"))
+        out["process"] = check_process(body.get("process"))
     return out
 
 
@@ -340,7 +346,10 @@ class JobStore:
 
     # -- logs --------------------------------------------------------------------------
     def add_log(self, job_id: str, level: str, message: str, **extra: Any) -> None:
-        """Append a log entry to a job (kept in memory and in ``logs.jsonl``)."""
+        """Append a log entry to a job (kept in memory and in ``logs.jsonl``).
+
+        Entries below the job's ``log_level`` are dropped.
+        """
         level = level if level in LOG_LEVELS else "info"
         entry = {
             # time first: ids keep increasing across restarts, so `offset` stays valid
@@ -351,8 +360,11 @@ class JobStore:
             **extra,
         }
         with self.lock:
-            if job_id not in self._jobs:
+            record = self._jobs.get(job_id)
+            if record is None:
                 return
+            if LOG_LEVELS[level] < LOG_LEVELS.get(record.log_level or "debug", 10):
+                return  # below the level the user asked for when creating the job
             logs = self._logs.setdefault(job_id, [])
             logs.append(entry)
             folder = self.job_dir(job_id)

@@ -111,8 +111,6 @@ class InstantResult:
         """Asset dicts of the template (built on first use)."""
         with self._lock:
             if self._assets is None:
-                import rioxarray  # noqa: F401  (registers the .rio accessor the writer uses)
-
                 from eoextract.backend.engine import write_instant_result
 
                 shutil.rmtree(self.folder, ignore_errors=True)

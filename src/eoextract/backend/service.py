@@ -31,7 +31,7 @@ from eoextract.backend.errors import (
     TokenInvalid,
 )
 from eoextract.backend.faults import RequestFaultInjector, corrupt_chunk
-from eoextract.backend.jobs import JobRecord, JobStore, _check_process
+from eoextract.backend.jobs import JobRecord, JobStore, check_process
 from eoextract.backend.lifecycle import JobService
 from eoextract.backend.results import RESULT_STYLES, UrlSigner
 from eoextract.backend.udp import UdpResolver, UdpStore
@@ -287,7 +287,7 @@ class BackendService:
     def validate(self, user: str, process: Any) -> list[dict[str, Any]]:
         """Errors found in a process graph (empty when valid)."""
         try:
-            _check_process(process)
+            check_process(process)
         except OpenEOApiError as exc:
             return [{"code": exc.code, "message": exc.message}]
         resolver = UdpResolver(self.udps.root, user)
