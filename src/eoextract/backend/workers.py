@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -408,6 +409,10 @@ class _Channel:
             self._stream.flush()
 
 
+_PROGRESS_RE = re.compile(r"features done: (\d+)/(\d+)")
+"""Engine log lines that tell how far a ``sample_by_feature`` job is."""
+
+
 def _make_log(channel: _Channel) -> Callable[..., None]:
     def log(*args: Any, **kwargs: Any) -> None:
         # accepts log(message), log(level, message) and log(message, level=...)
@@ -421,6 +426,10 @@ def _make_log(channel: _Channel) -> Callable[..., None]:
         if isinstance(level, int):
             level = {10: "debug", 20: "info", 30: "warning", 40: "error"}.get(level, "info")
         channel.send({"type": "log", "level": str(level).lower(), "message": str(message)})
+        done = _PROGRESS_RE.search(str(message))
+        if done and int(done.group(2)) > 0:
+            pct = 5.0 + 90.0 * int(done.group(1)) / int(done.group(2))
+            channel.send({"type": "progress", "progress": round(pct, 1)})
 
     return log
 
