@@ -41,3 +41,9 @@ def job_df():
 def start_jobs():
     """Factory of start_job callables (see make_start_job)."""
     return make_start_job
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Managers default to root_dir='.': keep their job folders out of the source tree."""
+    monkeypatch.chdir(tmp_path)

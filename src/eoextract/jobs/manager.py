@@ -36,7 +36,7 @@ from openeo.rest.job import BatchJob
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.backends import BackendSpec, find_tagged_jobs, make_tag, tag_requests
-from eoextract.jobs.db.base import JobDatabase, JobRecord
+from eoextract.jobs.db.base import JobDatabase, JobRecord, Transition
 from eoextract.jobs.retry import Backoff, ErrorInfo, classify
 from eoextract.jobs.status import ACTIVE, ON_BACKEND, TERMINAL, JobStatus
 
@@ -78,6 +78,16 @@ def _call_with_accepted(fn: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 @dataclass
+class _Batch:
+    """Transitions to apply together, each with an optional follow-up task ``(fn, *args)``."""
+
+    items: list[tuple[Transition, tuple | None]] = field(default_factory=list)
+
+    def add(self, change: Transition, then: tuple | None = None) -> None:
+        self.items.append((change, then))
+
+
+@dataclass
 class _Run:
     """State of one ``run_jobs`` execution (lives in the run loop's thread)."""
 
@@ -91,7 +101,8 @@ class _Run:
     needs_start: set[str] = field(default_factory=set)
     unreconciled: dict[str, set[str]] = field(default_factory=dict)
     finish_failures: collections.Counter = field(default_factory=collections.Counter)
-    retry_finish_at: dict[str, float] = field(default_factory=dict)
+    #: jobs whose results are to be (re)processed: key -> monotonic time when due
+    finish_due: dict[str, float] = field(default_factory=dict)
     backend_failures: collections.Counter = field(default_factory=collections.Counter)
     backend_paused_until: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
@@ -139,6 +150,7 @@ class JobManager:
         self.backoff = Backoff.coerce(retry_backoff)
         self.lease_seconds = float(lease_seconds)
         self._max_workers = max_workers
+        self._coalesce_s = min(0.05, self.poll_sleep / 4)
         self.manager_id = manager_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.backends: dict[str, BackendSpec] = {}
         self._thread: threading.Thread | None = None
@@ -321,6 +333,8 @@ class JobManager:
             run.unreconciled.setdefault(rec.backend_name or "", set()).add(rec.job_key)
         for rec in db.jobs([S.CREATED]):
             run.needs_start.add(rec.job_key)
+        for rec in db.jobs([S.DOWNLOADING, S.POSTPROCESSING]):
+            run.finish_due[rec.job_key] = 0.0
         return run
 
     # ------------------------------------------------------------------ the loop
@@ -354,11 +368,13 @@ class JobManager:
                 run.stop.wait(min(delay, 60.0))
                 continue
             timeout = max(0.0, next_poll - time.monotonic())
-            run.wake.wait(timeout)
+            if run.wake.wait(timeout):
+                # a task finished: give the others a moment, then handle them in one cycle
+                run.stop.wait(min(self._coalesce_s, timeout))
             run.stats["sleep"] += 1
 
     def _is_done(self, run: _Run) -> bool:
-        if run.inflight:
+        if run.inflight or run.finish_due:
             return False
         counts = run.db.count_by_status([str(s) for s in _OPEN])
         return sum(counts.values()) == 0
@@ -467,19 +483,36 @@ class JobManager:
                 continue
             records = run.db.claim(free, manager_id=self.manager_id, now=_utcnow(),
                                    lease_seconds=self.lease_seconds, backend_name=name)
+            batch = _Batch()
             for rec in records:
                 attempt = rec.attempt + 1
                 tag = make_tag(rec.job_key, attempt, uuid.uuid4().hex[:10])
-                moved = self._transition(
-                    run, rec.job_key, S.CREATING, expect=S.NOT_STARTED,
-                    message=f"attempt {attempt} on {name}", backend_name=name, attempt=attempt,
-                    create_tag=tag, id=None, backend_status=None, next_attempt_at=None,
-                    start_time=_utcnow(),
-                )
-                if moved:
-                    run.stats["job launch"] += 1
-                    run.stats["job create attempts"] += 1
-                    self._submit(run, rec.job_key, self._create_job, run, rec, spec, tag)
+                batch.add(
+                    Transition(rec.job_key, S.CREATING, expect=S.NOT_STARTED,
+                               message=f"attempt {attempt} on {name}",
+                               fields=dict(backend_name=name, attempt=attempt, create_tag=tag, id=None,
+                                           backend_status=None, next_attempt_at=None, start_time=_utcnow())),
+                    then=(self._create_job, run, rec, spec, tag))
+            launched = self._apply_batch(run, batch)
+            run.stats["job launch"] += launched
+            run.stats["job create attempts"] += launched
+
+    def _apply_batch(self, run: _Run, batch: _Batch) -> int:
+        """Apply a batch of transitions in one go; submit each applied one's follow-up task."""
+        if not batch.items:
+            return 0
+        with run.lock:
+            results = run.db.transition_many([t for t, _ in batch.items], manager_id=self.manager_id)
+        applied = 0
+        for (change, then), result in zip(batch.items, results):
+            if isinstance(result, InvalidTransition):
+                _log.warning("job %s: %s", change.job_key, result)
+                continue
+            applied += 1
+            if then is not None:
+                fn, *args = then
+                self._submit(run, change.job_key, fn, *args)
+        return applied
 
     def _create_job(self, run: _Run, rec: JobRecord, spec: BackendSpec, tag: str) -> None:
         """Worker: call the user's ``start_job`` with tagging, then start the job."""
@@ -604,6 +637,7 @@ class JobManager:
                 self._backend_failed(run, name, info)
                 continue
             self._backend_ok(run, name)
+            batch = _Batch()
             for rec in records:
                 item = listed.get(rec.backend_job_id)
                 if item is None:
@@ -619,11 +653,9 @@ class JobManager:
                             self._backend_failed(run, name, info)
                         continue
                 with run.lock:
-                    if rec.job_key in run.inflight:
-                        continue
-                    rec = run.db.get(rec.job_key)  # may have moved while the backend answered
-                    if rec.status in ON_BACKEND:
-                        self._on_backend_status(run, rec, spec, item)
+                    if rec.job_key not in run.inflight:
+                        self._on_backend_status(run, rec, spec, item, batch)
+            self._apply_batch(run, batch)
 
     def _usage_fields(self, item: dict) -> dict[str, Any]:
         fields: dict[str, Any] = {}
@@ -636,10 +668,14 @@ class JobManager:
             fields["costs"] = item["costs"]
         return fields
 
-    def _on_backend_status(self, run: _Run, rec: JobRecord, spec: BackendSpec, item: dict) -> None:
+    def _on_backend_status(self, run: _Run, rec: JobRecord, spec: BackendSpec, item: dict,
+                           batch: _Batch) -> None:
+        """Follow one job's raw backend status (status changes are added to ``batch``)."""
         raw = str(item.get("status"))
         key = rec.job_key
         changed_raw = raw != rec.fields.get("backend_status")
+        if raw != "created":
+            run.needs_start.discard(key)
         if raw == "created":
             if key in run.needs_start:
                 self._submit(run, key, self._start_created, run, rec)
@@ -647,15 +683,14 @@ class JobManager:
                 run.db.update(key, backend_status=raw)
         elif raw == "queued":
             if rec.status is S.CREATED:
-                self._transition(run, key, S.QUEUED, backend_status=raw)
+                batch.add(Transition(key, S.QUEUED, expect=rec.status, fields={"backend_status": raw}))
             elif changed_raw:
                 run.db.update(key, backend_status=raw)
-            run.needs_start.discard(key)
         elif raw == "running":
-            run.needs_start.discard(key)
             if rec.status in (S.CREATED, S.QUEUED):
                 run.stats["job started running"] += 1
-                self._transition(run, key, S.RUNNING, backend_status=raw, running_start_time=_utcnow())
+                batch.add(Transition(key, S.RUNNING, expect=rec.status,
+                                     fields={"backend_status": raw, "running_start_time": _utcnow()}))
             elif changed_raw:
                 run.db.update(key, backend_status=raw)
             elif self._cancel_running_job_after is not None:
@@ -664,22 +699,23 @@ class JobManager:
                     run.stats["job cancel requested"] += 1
                     self._submit(run, key, self._cancel_job, run, rec, spec)
         elif raw == "finished":
-            run.needs_start.discard(key)
             run.stats["job finished"] += 1
-            if self._transition(run, key, S.DOWNLOADING, backend_status=raw, end_time=_utcnow(),
-                                **self._usage_fields(item)):
-                self._submit(run, key, self._finish_job, run, run.db.get(key), spec)
+            fields = {"backend_status": raw, "end_time": _utcnow(), **self._usage_fields(item)}
+            if not self._has_results_work():
+                batch.add(Transition(key, S.FINISHED, expect=rec.status, fields=fields,
+                                     message="done (results not downloaded)"))
+            else:
+                batch.add(Transition(key, S.DOWNLOADING, expect=rec.status, fields=fields),
+                          then=(self._finish_job, run, key, spec))
         elif raw == "error":
-            run.needs_start.discard(key)
             run.stats["job failed"] += 1
             run.db.update(key, backend_status=raw, **self._usage_fields(item))
             self._submit(run, key, self._handle_job_error, run, rec, spec)
         elif raw == "canceled":
-            run.needs_start.discard(key)
             run.stats["job canceled"] += 1
-            if self._transition(run, key, S.CANCELED, backend_status=raw, end_time=_utcnow(),
-                                message="canceled on the backend", claimed_by=None, lease_until=None):
-                self._submit(run, key, self._call_hook, run, rec, spec, self.on_job_cancel)
+            batch.add(Transition(key, S.CANCELED, expect=rec.status, message="canceled on the backend",
+                                 fields={"backend_status": raw, "end_time": _utcnow()}),
+                      then=(self._call_hook, run, rec, spec, self.on_job_cancel))
         else:
             _log.warning("job %s: unknown backend status %r", key, raw)
 
@@ -687,8 +723,10 @@ class JobManager:
     def _job_handle(self, spec: BackendSpec, rec: JobRecord) -> BatchJob:
         return spec.connection().job(rec.backend_job_id)
 
-    def _finish_job(self, run: _Run, rec: JobRecord, spec: BackendSpec) -> None:
+    def _finish_job(self, run: _Run, key: str, spec: BackendSpec) -> None:
         """Worker: results of a finished job (``on_job_done``), then ``finished``."""
+        with run.lock:
+            rec = run.db.get(key)
         try:
             self._process_finished_job(run, rec, spec)
         except Exception as exc:  # noqa: BLE001 - this job only
@@ -699,7 +737,7 @@ class JobManager:
             _log.warning("job %s: handling the finished job failed (%d): %s", rec.job_key, n, info.message)
             if info.retryable and n < self.max_attempts:
                 with run.lock:
-                    run.retry_finish_at[rec.job_key] = time.monotonic() + self.backoff.delay(n, info.retry_after)
+                    run.finish_due[rec.job_key] = time.monotonic() + self.backoff.delay(n, info.retry_after)
                     run.db.update(rec.job_key, error_class=info.error_class, error_message=info.message)
             else:
                 self._transition(run, rec.job_key, S.ERROR, message=f"results: {info.message}",
@@ -710,22 +748,30 @@ class JobManager:
             run.finish_failures.pop(rec.job_key, None)
         self._transition(run, rec.job_key, S.FINISHED, message="done", claimed_by=None, lease_until=None)
 
+    def _has_results_work(self) -> bool:
+        """Whether finished jobs go through ``downloading`` (results or a custom ``on_job_done``)."""
+        cls = type(self)
+        return (self._download_results or cls.on_job_done is not JobManager.on_job_done
+                or cls._process_finished_job is not JobManager._process_finished_job)
+
     def _process_finished_job(self, run: _Run, rec: JobRecord, spec: BackendSpec) -> None:
         """Everything between ``downloading`` and ``finished``; subclasses extend this."""
         self.on_job_done(self._job_handle(spec, rec), rec.as_series())
 
     def _resume_finishing(self, run: _Run) -> None:
-        """(Re)submit jobs left in ``downloading``/``postprocessing`` (retries, restarts)."""
+        """(Re)submit due jobs left in ``downloading``/``postprocessing`` (retries, restarts)."""
+        if not run.finish_due:
+            return
         now = time.monotonic()
-        for rec in run.db.jobs([S.DOWNLOADING, S.POSTPROCESSING]):
-            key = rec.job_key
-            if key in run.inflight or run.retry_finish_at.get(key, 0.0) > now:
+        for key, due in list(run.finish_due.items()):
+            if key in run.inflight or due > now:
                 continue
+            del run.finish_due[key]
+            rec = run.db.get(key)
             spec = self.backends.get(rec.backend_name or "")
-            if spec is None:
+            if rec.status not in (S.DOWNLOADING, S.POSTPROCESSING) or spec is None:
                 continue
-            run.retry_finish_at.pop(key, None)
-            self._submit(run, key, self._finish_job, run, rec, spec)
+            self._submit(run, key, self._finish_job, run, key, spec)
 
     def _handle_job_error(self, run: _Run, rec: JobRecord, spec: BackendSpec) -> None:
         """Worker: a job ended in ``error`` on the backend: hook, then retry or ``error``."""

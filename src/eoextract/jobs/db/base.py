@@ -38,12 +38,14 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from eoextract.errors import InvalidTransition
 from eoextract.jobs.status import JobStatus
 
 __all__ = [
     "JobDatabase",
     "JobRecord",
     "StatusChange",
+    "Transition",
     "MANAGED_COLUMNS",
     "UPDATABLE_FIELDS",
 ]
@@ -116,6 +118,17 @@ class JobRecord:
         """The row as openeo's callbacks see it: user columns plus managed columns."""
         data = {**self.row, **self.fields, "status": str(self.status)}
         return pd.Series(data, name=self.job_key)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One requested status change, for :meth:`JobDatabase.transition_many`."""
+
+    job_key: str
+    new: JobStatus
+    message: str | None = None
+    expect: JobStatus | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -239,6 +252,24 @@ class JobDatabase(abc.ABC):
         ``not_started`` or a final status drops the lease (``claimed_by``/``lease_until``)
         unless those fields are given.
         """
+
+    def transition_many(
+        self, changes: Sequence[Transition], *, manager_id: str | None = None
+    ) -> list[StatusChange | InvalidTransition]:
+        """Apply several transitions; each is checked on its own (a refused one is returned
+        as its :class:`InvalidTransition`, the others still apply).
+
+        SQL databases apply them in one transaction, which is much cheaper than one each.
+        """
+        results: list[StatusChange | InvalidTransition] = []
+        for change in changes:
+            try:
+                results.append(self.transition(change.job_key, change.new, message=change.message,
+                                               manager_id=manager_id, expect=change.expect,
+                                               **dict(change.fields)))
+            except InvalidTransition as exc:
+                results.append(exc)
+        return results
 
     @abc.abstractmethod
     def update(self, job_key: str, **fields: Any) -> None:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.engine import Connection
 
 from eoextract.errors import (
     ConfigurationError,
@@ -32,7 +32,7 @@ from eoextract.errors import (
     JobError,
     SchemaVersionError,
 )
-from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange, Transition
 from eoextract.jobs.db.columns import UserSchema
 from eoextract.jobs.db.engine import (
     BEGIN_OPTION,
@@ -133,9 +133,9 @@ class SqlJobDatabase(JobDatabase):
             install_sqlite_hooks(self._engine, busy_timeout_ms=self._busy_timeout_ms)
         self._memory = self._dialect == "sqlite" and self._file is None
         self._lock = threading.RLock() if self._memory else contextlib.nullcontext()
-        self._read_session = sessionmaker(self._engine, expire_on_commit=False)
-        self._write_session = sessionmaker(
-            self._engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"}), expire_on_commit=False)
+        # Core connections (not ORM sessions): every statement here is a Core statement.
+        self._read_session = self._engine.connect
+        self._write_session = self._engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"}).connect
         self._schema: UserSchema | None = None
         self._meta: dict[str, Any] = {}
         self._exists: bool | None = None
@@ -143,8 +143,8 @@ class SqlJobDatabase(JobDatabase):
             self._check()
 
     @contextlib.contextmanager
-    def _session(self, write: bool = False) -> Iterator[Session]:
-        """A session; the caller opens the transaction with ``session.begin()``."""
+    def _session(self, write: bool = False) -> Iterator[Connection]:
+        """A Core connection; the caller opens the transaction with ``.begin()``."""
         factory = self._write_session if write else self._read_session
         with self._lock, self._errors(), factory() as session:
             yield session
@@ -195,7 +195,7 @@ class SqlJobDatabase(JobDatabase):
         self._exists = True
         return True
 
-    def _write_meta(self, session: Session, **values: Any) -> None:
+    def _write_meta(self, session: Connection, **values: Any) -> None:
         for key, value in values.items():
             session.execute(sa.delete(META).where(META.c.key == key))
             session.execute(insert(META).values(key=key, value=value))
@@ -255,7 +255,7 @@ class SqlJobDatabase(JobDatabase):
         now = _utcnow()
         with self._session(write=True) as session, session.begin():
             if not exists:
-                Base.metadata.create_all(session.connection())
+                Base.metadata.create_all(session)
                 self._schema = prepared.schema
                 self._write_meta(
                     session, created_by=CREATED_BY, schema_version=SCHEMA_VERSION,
@@ -273,13 +273,13 @@ class SqlJobDatabase(JobDatabase):
         _log.info("Job database %r: %d jobs added", self, added)
         return self
 
-    def _existing_keys(self, session: Session, keys: Sequence[str]) -> set[str]:
+    def _existing_keys(self, session: Connection, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for chunk in _chunks(list(keys)):
             found.update(session.scalars(select(JOBS.c.job_key).where(JOBS.c.job_key.in_(chunk))))
         return found
 
-    def _insert(self, session: Session, prepared: Any, skip: set[str], now: datetime) -> int:
+    def _insert(self, session: Connection, prepared: Any, skip: set[str], now: datetime) -> int:
         """Insert the rows of ``prepared`` whose key is not in ``skip``, with history rows."""
         records = self.schema.encode_records(prepared.user)
         rows = []
@@ -499,9 +499,29 @@ class SqlJobDatabase(JobDatabase):
                                           manager_id=manager_id, user_retry=user_retry,
                                           expect=None if expect is None else JobStatus(expect))
 
+    def transition_many(
+        self, changes: Sequence[Transition], *, manager_id: str | None = None
+    ) -> list[StatusChange | InvalidTransition]:
+        """Apply several transitions in one database transaction (see the base class)."""
+        if not changes:
+            return []
+        prepared = [(c, self._coerce_fields(dict(c.fields))) for c in changes]
+        self._require()
+        results: list[StatusChange | InvalidTransition] = []
+        with self._session(write=True) as session, session.begin():
+            for change, values in prepared:
+                try:
+                    results.append(self._apply_transition(
+                        session, change.job_key, JobStatus(change.new), values, message=change.message,
+                        manager_id=manager_id, user_retry=False,
+                        expect=None if change.expect is None else JobStatus(change.expect)))
+                except InvalidTransition as exc:  # checked before anything of it was written
+                    results.append(exc)
+        return results
+
     def _apply_transition(
         self,
-        session: Session,
+        session: Connection,
         job_key: str,
         new: JobStatus,
         values: dict[str, Any],
