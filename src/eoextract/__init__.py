@@ -37,6 +37,23 @@ _EXPORTS: dict[str, str] = {
     "JobDatabase": "eoextract.jobs.db.base",
     "JobRecord": "eoextract.jobs.db.base",
     "StatusChange": "eoextract.jobs.db.base",
+    "create_job_db": "eoextract.jobs.db",
+    "get_job_db": "eoextract.jobs.db",
+    "JobManager": "eoextract.jobs.manager",
+    "MultiBackendJobManager": "eoextract.jobs.manager",
+    "ProcessBasedJobCreator": "eoextract.jobs.creator",
+    # extraction building blocks
+    "AssetDefinition": "eoextract.extract.assets",
+    "AUXILIARY": "eoextract.extract.assets",
+    # STAC
+    "build_collection": "eoextract.stac",
+    "extend_collection": "eoextract.stac",
+    "validate": "eoextract.stac",
+    "validate_catalog": "eoextract.stac",
+    # splitters
+    "split_job_hex": "eoextract.split",
+    "split_job_s2grid": "eoextract.split",
+    # embedded backend
     "LocalBackend": "eoextract.backend.local",
 }
 
@@ -58,6 +75,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.backend.local import LocalBackend
+    from eoextract.extract.assets import AUXILIARY, AssetDefinition
+    from eoextract.jobs.creator import ProcessBasedJobCreator
+    from eoextract.jobs.db import create_job_db, get_job_db
+    from eoextract.jobs.manager import JobManager, MultiBackendJobManager
+    from eoextract.split import split_job_hex, split_job_s2grid
+    from eoextract.stac import build_collection, extend_collection, validate, validate_catalog
     from eoextract.errors import *  # noqa: F403
     from eoextract.jobs.db.base import JobDatabase, JobRecord, StatusChange
     from eoextract.jobs.status import JobStatus
