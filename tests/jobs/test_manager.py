@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import pandas as pd
 import pytest
@@ -235,3 +236,87 @@ def test_history_records_manager_id(start_jobs, local_backend, job_df, tmp_path)
     changes = db.history(db.read().index[0])
     assert {c.manager_id for c in changes if c.old is not None} == {"mgr-A"}
     assert JobStatus(changes[-1].new) is JobStatus.FINISHED
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_file_job_databases_as_live_db(start_jobs, local_backend, job_df, tmp_path, suffix):
+    path = tmp_path / f"jobs{suffix}"
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(3), start_jobs(), job_db=path)
+    assert stats["status_counts"] == {"finished": 3}
+    df = get_job_db(path).read()
+    assert (df["status"] == "finished").all() and df["id"].is_unique
+    # openeo's own reader sees the finished jobs
+    from openeo.extra.job_management import CsvJobDatabase, ParquetJobDatabase
+
+    theirs = (CsvJobDatabase if suffix == ".csv" else ParquetJobDatabase)(path).read()
+    assert set(theirs["status"]) == {"finished"}
+    assert set(theirs["id"]) == set(df["id"])
+
+
+def test_failing_backend_is_backed_off(start_jobs, local_backend, job_df, tmp_path):
+    local_backend.inject_fault(r"^/jobs$", status=500, times=6, method="POST")
+    try:
+        m = manager(max_attempts=5, retry_backoff=0.2)
+        m.add_backend("local", local_backend.connect, parallel_jobs=3)
+        stats = m.run_jobs(job_df(3), start_jobs(), job_db=tmp_path / "jobs.db")
+    finally:
+        local_backend.clear_faults()
+    assert stats["status_counts"] == {"finished": 3}
+    assert stats["backend paused"] >= 1
+
+
+def test_secrets_stay_out_of_db_and_logs(start_jobs, job_df, tmp_path, caplog):
+    import logging
+
+    from eoextract.backend.local import LocalBackend
+
+    password = "pw-Zq81-not-in-db"
+    with LocalBackend(user="alice", password=password) as backend:
+        con = backend.connect()
+        token = con.auth.bearer
+        m = manager()
+        m.add_backend("local", con, parallel_jobs=2)
+        with caplog.at_level(logging.DEBUG, logger="eoextract"):
+            m.run_jobs(job_df(2), start_jobs(lambda row: {"eoextract_fault": "error",
+                                                           "eoextract_fault_times": 1}),
+                       job_db=tmp_path / "jobs.db")
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("jobs.db*"))
+    for secret in (password, token):
+        assert secret.encode() not in raw
+        assert secret not in caplog.text
+    assert get_job_db(tmp_path / "jobs.db").backends()["local"].startswith("http://127.0.0.1")
+
+
+def test_process_based_job_creator_with_job_options(local_backend, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from eoextract.jobs.creator import ProcessBasedJobCreator
+
+    con = local_backend.connect()
+    udp_id = f"ndvi_mean_{uuid.uuid4().hex[:6]}"
+    from openeo.api.process import Parameter
+
+    geometry = Parameter.geojson("geometry", description="area")
+    start = Parameter.string("start_date")
+    cube = (con.load_collection("SENTINEL2_L2A", spatial_extent=geometry, temporal_extent=[start, "2021-07-01"],
+                                bands=["B04", "B08"]).ndvi())
+    con.save_user_defined_process(udp_id, cube.save_result("netCDF"), parameters=[geometry, start])
+
+    gdf = gpd.GeoDataFrame(
+        {"start_date": ["2021-06-01", "2021-06-10"], "title": ["pbjc-a", "pbjc-b"]},
+        geometry=[box(5.0, 51.0, 5.005, 51.005), box(5.01, 51.0, 5.015, 51.005)], crs=4326)
+    creator = ProcessBasedJobCreator(process_id=udp_id, job_options={"eoextract_mode": "instant"})
+    args = creator.arguments(gdf.iloc[0], con)
+    assert args["geometry"]["type"] == "Polygon"  # linked to the geometry column
+    assert args["start_date"] == "2021-06-01"
+    m = manager()
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(gdf, creator, job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 2}
+    job_id = get_job_db(tmp_path / "jobs.db").read()["id"].iloc[0]
+    description = con.job(job_id).describe()
+    assert description["job_options"] == {"eoextract_mode": "instant"}
+    assert description["process"]["process_graph"]  # the UDP call was sent

@@ -63,6 +63,7 @@ __all__ = [
     "download_asset",
     "place_file",
     "download_job_assets",
+    "fetch_job_assets",
     "session_for",
     "ensure_inside",
     "safe_relative_path",
@@ -238,6 +239,34 @@ class _Manifest:
 def _default_job_key(assets: Sequence[RemoteAsset]) -> str:
     urls = sorted(urlsplit(a.href)._replace(query="", fragment="").geturl() for a in assets)
     return "urls:" + hashlib.sha256("\n".join(urls).encode("utf-8")).hexdigest()
+
+
+def fetch_job_assets(connection: Any, job_id: str, *, timeout: float = 60.0
+                     ) -> tuple[list[RemoteAsset], requests.Session, BackendHeaders]:
+    """Read a batch job's results document and its assets, with what downloads need.
+
+    Follows the ``item`` links of a Collection-style document (with the backend's
+    credentials only where they belong).
+
+    Args:
+        connection: An ``openeo.Connection`` to the job's backend.
+        job_id: The backend's job id.
+        timeout: Seconds to wait for each document.
+
+    Returns:
+        ``(assets, session, headers)`` ready for :func:`download_job_assets`.
+    """
+    session, headers = session_for(connection)
+    path = f"/jobs/{job_id}/results"
+    document = connection.get(path, expected_status=200).json()
+
+    def fetch(url: str) -> dict:
+        response = session.get(url, headers=headers(url), timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+
+    assets = parse_job_results(document, base_url=connection.build_url(path), fetch=fetch)
+    return assets, session, headers
 
 
 def download_job_assets(

@@ -255,11 +255,21 @@ class JobManager:
 
     # ------------------------------------------------------------------ hooks (openeo's)
     def on_job_done(self, job: BatchJob, row: pd.Series) -> None:
-        """Called (in a worker thread) for a finished job; downloads its results by default."""
+        """Called (in a worker thread) for a finished job.
+
+        By default downloads its results to ``root_dir/job_<id>/`` (streamed, verified
+        against the backend's size and checksum, placed atomically; a rerun skips files
+        already verified) and writes the job's metadata to ``job_<id>.json``.
+        """
         if not self._download_results:
             return
+        from eoextract.jobs.download import download_job_assets, fetch_job_assets
+
         job_dir = self.ensure_job_dir_exists(job.job_id)
-        job.get_results().download_files(job_dir)
+        assets, session, headers = fetch_job_assets(job.connection, job.job_id)
+        download_job_assets(session, assets, self._root_dir,
+                            lambda asset, tmp: job_dir / asset.relative_path,
+                            job_key=str(row.name), headers=headers)
         metadata = job.describe()
         self.get_job_metadata_path(job.job_id).write_text(json.dumps(metadata, indent=2))
 
@@ -462,6 +472,7 @@ class JobManager:
         if n >= 3:
             delay = self.backoff.delay(n - 2, info.retry_after)
             run.backend_paused_until[name] = time.monotonic() + delay
+            run.stats["backend paused"] += 1
             _log.warning("backend %r failed %d times in a row; pausing it for %.0f s", name, n, delay)
         elif info.retry_after:
             run.backend_paused_until[name] = time.monotonic() + info.retry_after
