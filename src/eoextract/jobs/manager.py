@@ -107,6 +107,7 @@ class _Run:
     backend_paused_until: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     executor: ThreadPoolExecutor | None = None
+    progress: Any = None  # a RunProgress when run_jobs(progress=True)
 
 
 class JobManager:
@@ -188,6 +189,8 @@ class JobManager:
         df: pd.DataFrame | None = None,
         start_job: Callable[..., Any] = _start_job_default,
         job_db: str | Path | JobDatabase | None = None,
+        *,
+        progress: bool = False,
         **kwargs: Any,
     ) -> dict:
         """Run every job of the database to a final status and return run statistics.
@@ -197,6 +200,8 @@ class JobManager:
             start_job: creates (and may start) the job of one row; see :class:`StartJob`.
             job_db: a path (``.db``/``.sqlite``, ``.csv``, ``.parquet``), a database URL, or
                 a :class:`~eoextract.jobs.db.base.JobDatabase`.
+            progress: show live progress (slots per backend, counts, rate, ETA) when
+                standard output is a terminal (:class:`~eoextract.jobs.progress.RunProgress`).
 
         Returns:
             openeo-style counters (``"start_job call"``, ``"job finished"``, ...) plus
@@ -214,10 +219,16 @@ class JobManager:
         self._check_ready(start_job)
         db = self._open_db(df, job_db)
         run = self._prepare(db, start_job)
+        if progress:
+            from eoextract.jobs.progress import RunProgress
+
+            run.progress = RunProgress({n: b.parallel_jobs for n, b in self.backends.items()})
         try:
             self._loop(run)
         finally:
             self._shutdown(run, wait=True)
+            if run.progress is not None:
+                run.progress.close(run.db)
         return self._summary(run)
 
     def start_job_thread(self, start_job: Callable[..., Any], job_db: str | Path | JobDatabase) -> None:
@@ -364,6 +375,8 @@ class JobManager:
                 with run.lock:
                     self._resume_finishing(run)
                     self._launch(run)
+                    if run.progress is not None:
+                        run.progress.tick(run.db)
                     if time.monotonic() >= next_lease_renewal:
                         run.db.renew_leases(self.manager_id, now=_utcnow(), lease_seconds=self.lease_seconds)
                         next_lease_renewal = time.monotonic() + self.lease_seconds / 3
