@@ -759,7 +759,11 @@ class JobManager:
                 run.finish_failures[rec.job_key] += 1
                 n = run.finish_failures[rec.job_key]
             _log.warning("job %s: handling the finished job failed (%d): %s", rec.job_key, n, info.message)
-            if info.retryable and n < self.max_attempts:
+            if self._rerun_job_after(exc):
+                with run.lock:
+                    run.finish_failures.pop(rec.job_key, None)
+                self._fail(run, rec, info, stage="results", backend_job_id=rec.backend_job_id)
+            elif info.retryable and n < self.max_attempts:
                 with run.lock:
                     run.finish_due[rec.job_key] = time.monotonic() + self.backoff.delay(n, info.retry_after)
                     run.db.update(rec.job_key, error_class=info.error_class, error_message=info.message)
@@ -781,6 +785,11 @@ class JobManager:
     def _process_finished_job(self, run: _Run, rec: JobRecord, spec: BackendSpec) -> None:
         """Everything between ``downloading`` and ``finished``; subclasses extend this."""
         self.on_job_done(self._job_handle(spec, rec), rec.as_series())
+
+    def _rerun_job_after(self, exc: Exception) -> bool:
+        """Whether a failure while handling a finished job calls for running the job again
+        (e.g. its results are corrupt on the backend); never by default."""
+        return False
 
     def _resume_finishing(self, run: _Run) -> None:
         """(Re)submit due jobs left in ``downloading``/``postprocessing`` (retries, restarts)."""
