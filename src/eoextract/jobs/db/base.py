@@ -39,9 +39,10 @@ from typing import Any, Literal
 import pandas as pd
 
 from eoextract.errors import InvalidTransition
-from eoextract.jobs.status import JobStatus
+from eoextract.jobs.status import ACTIVE, JobStatus
 
 __all__ = [
+    "ADOPTABLE",
     "JobDatabase",
     "JobRecord",
     "StatusChange",
@@ -81,6 +82,11 @@ MANAGED_COLUMNS: tuple[str, ...] = (
 
 #: Fields that :meth:`JobDatabase.transition` and :meth:`JobDatabase.update` may set.
 UPDATABLE_FIELDS: frozenset[str] = frozenset(MANAGED_COLUMNS) - {"job_key", "status"}
+
+#: Statuses in which one manager looks after a job under its lease (the job is on the
+#: backend or its results are being fetched): another manager adopts such a job once the
+#: lease has expired (:meth:`JobDatabase.adopt_expired`).
+ADOPTABLE: frozenset[JobStatus] = ACTIVE | {JobStatus.DOWNLOADING, JobStatus.POSTPROCESSING}
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,7 @@ class JobDatabase(abc.ABC):
         now: datetime,
         lease_seconds: float = 300.0,
         backend_name: str | None = None,
+        max_active: int | None = None,
     ) -> list[JobRecord]:
         """Claim up to ``limit`` jobs that are ``not_started`` and due (``next_attempt_at``).
 
@@ -229,6 +236,13 @@ class JobDatabase(abc.ABC):
         is registered, when it holds any other non-empty name. Order: jobs never given a
         ``next_attempt_at`` first, then by ``next_attempt_at``, ties by primary key
         (dataframe order).
+
+        ``max_active`` (with ``backend_name``) caps the backend's slots across every
+        manager sharing the database: the claim returns at most ``max_active`` minus the
+        jobs in an :data:`~eoextract.jobs.status.ACTIVE` status on that backend and the
+        ``not_started`` jobs claimed for it under a valid lease (by any manager, this one
+        included). Claimed jobs then carry ``backend_name``, and counting and claiming
+        happen atomically, so several managers never exceed the cap together.
         """
 
     @abc.abstractmethod
@@ -290,6 +304,36 @@ class JobDatabase(abc.ABC):
     @abc.abstractmethod
     def release(self, manager_id: str) -> None:
         """Drop every lease held by ``manager_id`` (clean shutdown)."""
+
+    @abc.abstractmethod
+    def adopt_expired(
+        self,
+        manager_id: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        limit: int | None = None,
+        backend_names: Iterable[str] | None = None,
+    ) -> list[JobRecord]:
+        """Take over jobs whose manager stopped renewing its lease, atomically.
+
+        Returns up to ``limit`` jobs in an :data:`ADOPTABLE` status (``creating`` …
+        ``postprocessing``) whose lease has expired (``lease_until <= now``) or that carry
+        no lease at all (a database written by a single manager, or leases dropped by
+        :meth:`release`), held by another manager or by none; they now carry
+        ``claimed_by=manager_id`` and ``lease_until=now+lease_seconds``. The status is not
+        changed and no history row is written: the adopting manager reconciles each job
+        with its backend. With ``backend_names``, only jobs on those backends are taken.
+        Concurrent callers never adopt the same job. Order: primary key.
+        """
+
+    @abc.abstractmethod
+    def bind_collection(self, collection_id: str) -> None:
+        """Tie the database to one collection: the first call stores ``collection_id``.
+
+        Raises:
+            ConfigurationError: the database is tied to another collection.
+        """
 
     @abc.abstractmethod
     def register_backend(self, name: str, url: str | None) -> None:

@@ -22,11 +22,14 @@ from eoextract.errors import JobDatabaseError
 _log = logging.getLogger(__name__)
 
 __all__ = ["is_sql_location", "to_sqlalchemy_url", "strip_credentials", "sqlite_file",
-           "create_engine", "install_sqlite_hooks", "BEGIN_OPTION"]
+           "create_engine", "install_sqlite_hooks", "describe_error", "is_unreachable",
+           "BEGIN_OPTION", "PG_CONNECT_TIMEOUT"]
 
 _SQLITE_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
 #: Execution option naming the ``BEGIN`` mode of a SQLite transaction (e.g. ``IMMEDIATE``).
 BEGIN_OPTION = "eoextract_begin"
+#: Seconds to wait for a PostgreSQL server to accept a connection.
+PG_CONNECT_TIMEOUT = 10
 
 
 def is_sql_location(path_or_url: str | Path) -> bool:
@@ -86,12 +89,47 @@ def sqlite_file(url: URL) -> Path | None:
 
 
 def create_engine(url: URL) -> Engine:
-    """An engine for ``url``; in-memory SQLite shares one connection between threads."""
+    """An engine for ``url``; in-memory SQLite shares one connection between threads.
+
+    PostgreSQL connections time out after :data:`PG_CONNECT_TIMEOUT` seconds, are checked
+    before use (a restarted server costs one failed operation, not a broken pool) and
+    name themselves ``eoextract`` in ``pg_stat_activity``.
+    """
     database = url.database
-    if url.get_backend_name() == "sqlite" and (not database or database == ":memory:"):
+    backend = url.get_backend_name()
+    if backend == "sqlite" and (not database or database == ":memory:"):
         return sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    if backend == "postgresql":
+        connect_args: dict[str, Any] = {"application_name": "eoextract"}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT
+        return sa.create_engine(url, pool_size=5, max_overflow=40, pool_pre_ping=True,
+                                connect_args=connect_args)
     # the manager's worker threads each hold a connection for one short transaction
     return sa.create_engine(url, pool_size=5, max_overflow=40)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a database error means the server could not be reached (or went away)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError
+                      | sa.exc.DisconnectionError | sa.exc.TimeoutError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short description of a database error: the driver's message, without the SQL
+    statement, its parameters or SQLAlchemy's help link."""
+    orig = getattr(exc, "orig", None)
+    source = orig if isinstance(orig, BaseException) else exc
+    text = str(source)
+    for marker in ("[SQL:", "(Background on this error"):
+        text = text.split(marker, 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = " ".join(lines[:3]) or type(source).__name__
+    if len(message) > 500:
+        message = message[:497] + "..."
+    return f"{type(source).__name__}: {message}"
 
 
 def install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:

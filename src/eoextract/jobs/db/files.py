@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError
-from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db.base import ADOPTABLE, UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
 from eoextract.jobs.db.columns import UserSchema
 from eoextract.jobs.db.frame import (
     MANAGED_KINDS,
@@ -413,14 +413,21 @@ class FileJobDatabase(JobDatabase):
         now: datetime,
         lease_seconds: float = 300.0,
         backend_name: str | None = None,
+        max_active: int | None = None,
     ) -> list[JobRecord]:
         """Claim due ``not_started`` jobs (see :meth:`JobDatabase.claim`); within this process only."""
-        if limit <= 0:
-            return []
-        ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+        ts = self._timestamp(now)
         with self._lock:
             df = self._frame()
             nxt, lease, owner = df["next_attempt_at"], df["lease_until"], df["claimed_by"]
+            if max_active is not None and backend_name is not None:
+                on_backend = df["backend_name"] == backend_name
+                used = on_backend & df["status"].isin([s.value for s in ACTIVE])
+                used |= (on_backend & (df["status"] == JobStatus.NOT_STARTED.value)
+                         & owner.notna() & (lease > ts))
+                limit = min(limit, max_active - int(used.sum()))
+            if limit <= 0:
+                return []
             mask = (df["status"] == JobStatus.NOT_STARTED.value) & (nxt.isna() | (nxt <= ts))
             mask &= owner.isna() | (owner == manager_id) | lease.isna() | (lease <= ts)
             if backend_name is not None:
@@ -435,8 +442,65 @@ class FileJobDatabase(JobDatabase):
             df.loc[keys, "claimed_by"] = manager_id
             df.loc[keys, "lease_until"] = ts + timedelta(seconds=lease_seconds)
             df.loc[keys, "updated_at"] = ts
+            if max_active is not None and backend_name is not None:
+                df.loc[keys, "backend_name"] = backend_name
             self._touched()
             return self._records(df.loc[keys])
+
+    @staticmethod
+    def _timestamp(now: datetime) -> pd.Timestamp:
+        ts = pd.Timestamp(now)
+        return ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
+
+    def adopt_expired(
+        self,
+        manager_id: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        limit: int | None = None,
+        backend_names: Iterable[str] | None = None,
+    ) -> list[JobRecord]:
+        """Take over jobs whose lease expired (see :meth:`JobDatabase.adopt_expired`).
+
+        A file database has one manager at a time, so this only matters when a manager
+        resumes a file another manager left behind.
+        """
+        if limit is not None and limit <= 0:
+            return []
+        ts = self._timestamp(now)
+        with self._lock:
+            df = self._frame()
+            lease, owner = df["lease_until"], df["claimed_by"]
+            mask = df["status"].isin([s.value for s in ADOPTABLE])
+            mask &= lease.isna() | (lease <= ts)
+            mask &= owner.isna() | (owner != manager_id)
+            if backend_names is not None:
+                mask &= df["backend_name"].isin(list(backend_names))
+            keys = list(df.index[mask])[:limit]
+            if not keys:
+                return []
+            df.loc[keys, "claimed_by"] = manager_id
+            df.loc[keys, "lease_until"] = ts + timedelta(seconds=lease_seconds)
+            df.loc[keys, "updated_at"] = ts
+            self._touched()
+            return self._records(df.loc[keys])
+
+    def bind_collection(self, collection_id: str) -> None:
+        """Tie the file to ``collection_id`` (see :meth:`JobDatabase.bind_collection`)."""
+        if not isinstance(collection_id, str) or not collection_id:
+            raise ConfigurationError(f"collection_id must be a non-empty string, got {collection_id!r}")
+        with self._lock:
+            self._frame()
+            stored = self._meta.get("collection_id")
+            if stored is None:
+                self._meta["collection_id"] = collection_id
+                self._dirty = True
+                self._save()
+            elif stored != collection_id:
+                raise ConfigurationError(
+                    f"{self!r} holds the jobs of collection {stored!r}, not {collection_id!r}; "
+                    f"use another job database for another collection")
 
     def _coerce(self, fields: dict[str, Any]) -> dict[str, Any]:
         unknown = set(fields) - UPDATABLE_FIELDS

@@ -28,8 +28,9 @@ __all__ = [
     "Backend",
 ]
 
-#: Version of the table layout; bumped on every incompatible change.
-SCHEMA_VERSION = 1
+#: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db.migrations`).
+#: 1: first layout; 2: indexes for status counts, active slots and claims at scale.
+SCHEMA_VERSION = 2
 #: Value of ``meta.created_by``; marks a database as ours.
 CREATED_BY = "eoextract"
 
@@ -80,9 +81,11 @@ class Job(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (
-        Index("ix_jobs_status", "status"),
-        Index("ix_jobs_backend_status", "backend_name", "status"),
+        # count_by_status, active_counts (few active rows) and lease adoption
+        Index("ix_jobs_status_backend", "status", "backend_name"),
+        # claim: the next due not_started jobs in order, without sorting
         Index("ix_jobs_due", "status", "next_attempt_at", "pk"),
+        # renew_leases / release
         Index("ix_jobs_lease", "claimed_by", "lease_until"),
     )
 

@@ -4,41 +4,48 @@ Every status change is one transaction holding the job's row update and its hist
 every update touches only the rows it changes. On SQLite the database runs in WAL mode
 with ``synchronous=NORMAL`` and a busy timeout, and writing transactions start with
 ``BEGIN IMMEDIATE`` so several processes on one machine claim jobs safely. On PostgreSQL
-claims use ``SELECT ... FOR UPDATE SKIP LOCKED``.
+claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` (:mod:`~eoextract.jobs.db.sql_claims`),
+so several managers on several machines share one database.
+
+Opening a database checks its schema version: a newer one is refused, an older one is
+migrated (:mod:`~eoextract.jobs.db.migrations`). Database errors surface as
+:class:`~eoextract.errors.JobDatabaseError` with the driver's message only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import func, insert, literal, or_, select, update
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.engine import Connection
 
 from eoextract.errors import (
     ConfigurationError,
     InvalidTransition,
     JobDatabaseError,
     JobError,
-    SchemaVersionError,
 )
+from eoextract.jobs.db import sql_claims as claims
 from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange, Transition
 from eoextract.jobs.db.columns import UserSchema
 from eoextract.jobs.db.engine import (
     BEGIN_OPTION,
     create_engine,
+    describe_error,
     install_sqlite_hooks,
     is_sql_location,
+    is_unreachable,
     sqlite_file,
     strip_credentials,
     to_sqlalchemy_url,
@@ -50,58 +57,26 @@ from eoextract.jobs.db.frame import (
     parse_status,
     prepare_job_frame,
 )
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION, Backend, Base, Job, JobStatusChange, Meta
-from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus, is_allowed
+from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION, Base
+from eoextract.jobs.db.sql_rows import (
+    BACKENDS,
+    CHANGES,
+    JOBS,
+    META,
+    RECORD_COLUMNS,
+    apply_transition,
+    chunks,
+    insert_jobs,
+    prefixed,
+    update_by_key,
+    utcnow,
+)
+from eoextract.jobs.db.sql_schema import migrate, read_meta, schema_version, write_meta
+from eoextract.jobs.status import ACTIVE, JobStatus
 
 _log = logging.getLogger(__name__)
 
 __all__ = ["SqlJobDatabase", "to_sqlalchemy_url", "is_sql_location"]
-
-JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
-CHANGES: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
-META: sa.Table = Meta.__table__  # type: ignore[assignment]
-BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
-_OUR_TABLES = {JOBS.name, CHANGES.name, META.name, BACKENDS.name}
-_CHUNK = 500  # keys per IN (...) clause
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-_RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
-                   *(JOBS.c[name] for name in MANAGED_KINDS if name != "status"), JOBS.c.data]
-
-
-# Statements built once: building them costs more than running them on SQLite.
-_SELECT_CURRENT = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(
-    JOBS.c.job_key == sa.bindparam("key"))
-_SELECT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
-_INSERT_CHANGE = insert(CHANGES)
-
-
-def _prefixed(values: dict[str, Any]) -> dict[str, Any]:
-    return {f"v_{k}": v for k, v in values.items()}
-
-
-@functools.lru_cache(maxsize=256)
-def _update_statement(by: str, names: tuple[str, ...]) -> sa.Update:
-    where = JOBS.c.pk == sa.bindparam("_pk") if by == "pk" else JOBS.c.job_key == sa.bindparam("_key")
-    return update(JOBS).where(where).values({n: sa.bindparam(f"v_{n}", type_=JOBS.c[n].type)
-                                             for n in names})
-
-
-def _update_by_pk(values: dict[str, Any]) -> sa.Update:
-    return _update_statement("pk", tuple(sorted(values)))
-
-
-def _update_by_key(values: dict[str, Any]) -> sa.Update:
-    return _update_statement("key", tuple(sorted(values)))
 
 
 class SqlJobDatabase(JobDatabase):
@@ -150,11 +125,19 @@ class SqlJobDatabase(JobDatabase):
             yield session
 
     @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, doing: str | None = None) -> Iterator[None]:
+        """Turn SQLAlchemy's errors into :class:`JobDatabaseError` with a short message."""
         try:
             yield
         except SQLAlchemyError as exc:
-            raise JobDatabaseError(f"{self!r}: {exc.__class__.__name__}: {exc}") from exc
+            raise self._error(exc, doing) from exc
+
+    def _error(self, exc: SQLAlchemyError, doing: str | None = None) -> JobDatabaseError:
+        where = self._url.render_as_string(hide_password=True)
+        if is_unreachable(exc):
+            return JobDatabaseError(f"job database {where} is unreachable: {describe_error(exc)}")
+        prefix = f"cannot {doing} job database" if doing else "job database"
+        return JobDatabaseError(f"{prefix} {where}: {describe_error(exc)}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._url.render_as_string(hide_password=True)!r})"
@@ -166,39 +149,25 @@ class SqlJobDatabase(JobDatabase):
 
     # -- schema ----------------------------------------------------------------------------
     def _check(self) -> bool:
-        """Read and check ``meta``; returns whether the database holds our tables."""
-        try:
-            with self._lock, self._engine.connect() as conn:
-                tables = set(sa.inspect(conn).get_table_names())
-                ours = tables & _OUR_TABLES
-                foreign = self._dialect == "sqlite" and tables and META.name not in tables
-                if (ours and META.name not in tables) or foreign:
-                    raise JobDatabaseError(
-                        f"{self!r} is not an eoextract job database (it holds tables "
-                        f"{sorted(tables)[:8]!r}); use a new file or URL")
-                if not ours:
-                    self._exists = False
-                    return False
-                meta = {k: v for k, v in conn.execute(select(META.c.key, META.c.value))}
-        except SQLAlchemyError as exc:
-            raise JobDatabaseError(f"cannot open job database {self!r}: {exc}") from exc
-        if meta.get("created_by") != CREATED_BY:
-            raise JobDatabaseError(f"{self!r} is not an eoextract job database (no eoextract "
-                                   f"metadata); use a new file or URL")
-        version = int(meta.get("schema_version", 0))
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self!r} has schema version {version}, this eoextract knows up to "
-                f"{SCHEMA_VERSION}; upgrade eoextract")
+        """Read and check ``meta`` (migrating an older schema); returns whether the
+        database holds our tables."""
+        name = repr(self)
+        with self._lock, self._errors("open"):
+            with self._engine.connect() as conn:
+                meta = read_meta(conn, self._dialect, name)
+            if meta is None:
+                self._exists = False
+                return False
+            if schema_version(meta, name) < SCHEMA_VERSION:
+                with self._write_session() as conn, conn.begin():
+                    meta = migrate(conn, self._dialect, name)
         self._meta = meta
         self._schema = UserSchema.from_dict(meta.get("user_columns"))
         self._exists = True
         return True
 
     def _write_meta(self, session: Connection, **values: Any) -> None:
-        for key, value in values.items():
-            session.execute(sa.delete(META).where(META.c.key == key))
-            session.execute(insert(META).values(key=key, value=value))
+        write_meta(session, **values)
         self._meta.update(values)
 
     @property
@@ -252,7 +221,7 @@ class SqlJobDatabase(JobDatabase):
         if exists and key_column != self.key_column and key_column is not None:
             raise ConfigurationError(f"{self!r} is keyed on {self.key_column!r}, not {key_column!r}")
         prepared = prepare_job_frame(df, key_column if not exists else self.key_column)
-        now = _utcnow()
+        now = utcnow()
         with self._session(write=True) as session, session.begin():
             if not exists:
                 Base.metadata.create_all(session)
@@ -275,40 +244,23 @@ class SqlJobDatabase(JobDatabase):
 
     def _existing_keys(self, session: Connection, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(list(keys)):
+        for chunk in chunks(list(keys)):
             found.update(session.scalars(select(JOBS.c.job_key).where(JOBS.c.job_key.in_(chunk))))
         return found
 
     def _insert(self, session: Connection, prepared: Any, skip: set[str], now: datetime) -> int:
         """Insert the rows of ``prepared`` whose key is not in ``skip``, with history rows."""
         records = self.schema.encode_records(prepared.user)
-        rows = []
-        for i, key in enumerate(prepared.keys):
-            if key in skip:
-                continue
-            row = {name: None for name in MANAGED_KINDS}
-            row.update(attempt=0, status=JobStatus.NOT_STARTED.value, created_at=now)
-            for name, value in prepared.managed_row(i).items():
-                if value is not None:
-                    row[name] = value.value if isinstance(value, JobStatus) else value
-            row.update(job_key=key, data=records[i], updated_at=now)
-            rows.append(row)
-        if not rows:
-            return 0
-        before = session.scalar(select(func.max(JOBS.c.pk))) or 0
-        session.execute(insert(JOBS), rows)
-        session.execute(insert(CHANGES).from_select(
-            ["job_pk", "old", "new", "at", "message", "backend_job_id"],
-            select(JOBS.c.pk, sa.null(), JOBS.c.status, literal(now, JOBS.c.updated_at.type),
-                   literal("added"), JOBS.c.id).where(JOBS.c.pk > before)))
-        return len(rows)
+        wanted = [i for i, key in enumerate(prepared.keys) if key not in skip]
+        return insert_jobs(session, [prepared.keys[i] for i in wanted],
+                           [prepared.managed_row(i) for i in wanted], [records[i] for i in wanted], now)
 
     def read(self) -> pd.DataFrame:
         return self._frame(None)
 
     def _frame(self, where: Any, limit: int | None = None) -> pd.DataFrame:
         self._require()
-        stmt = select(*_RECORD_COLUMNS).order_by(JOBS.c.pk)
+        stmt = select(*RECORD_COLUMNS).order_by(JOBS.c.pk)
         if where is not None:
             stmt = stmt.where(where)
         if limit is not None:
@@ -332,12 +284,12 @@ class SqlJobDatabase(JobDatabase):
         """
         self._require()
         prepared = prepare_job_frame(df, self.key_column if self.key_column in df.columns else None)
-        now = _utcnow()
+        now = utcnow()
         with self._session(write=True) as session, session.begin():
             if self.schema.extend(prepared.user):
                 self._write_meta(session, user_columns=self.schema.to_dict())
             existing: dict[str, sa.Row] = {}
-            for chunk in _chunks(prepared.keys):
+            for chunk in chunks(prepared.keys):
                 stmt = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id, JOBS.c.data)
                 for row in session.execute(stmt.where(JOBS.c.job_key.in_(chunk))):
                     existing[row.job_key] = row
@@ -388,7 +340,7 @@ class SqlJobDatabase(JobDatabase):
 
     def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
         keys = [str(i) for i in indices]
-        frames = [self._frame(JOBS.c.job_key.in_(chunk)) for chunk in _chunks(keys)]
+        frames = [self._frame(JOBS.c.job_key.in_(chunk)) for chunk in chunks(keys)]
         if not frames:
             return self._frame(sa.false())
         return frames[0] if len(frames) == 1 else pd.concat(frames)
@@ -407,7 +359,7 @@ class SqlJobDatabase(JobDatabase):
         keys: Sequence[str] | None = None,
     ) -> list[JobRecord]:
         self._require()
-        stmt = select(*_RECORD_COLUMNS).order_by(JOBS.c.pk)
+        stmt = select(*RECORD_COLUMNS).order_by(JOBS.c.pk)
         if statuses is not None:
             stmt = stmt.where(JOBS.c.status.in_(self._status_values(statuses)))
         if backend_name is not None:
@@ -416,7 +368,7 @@ class SqlJobDatabase(JobDatabase):
             if keys is None:
                 rows = session.execute(stmt).all()
             else:
-                rows = [r for chunk in _chunks([str(k) for k in keys])
+                rows = [r for chunk in chunks([str(k) for k in keys])
                         for r in session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))]
         return [self._record(r) for r in rows]
 
@@ -434,37 +386,52 @@ class SqlJobDatabase(JobDatabase):
         now: datetime,
         lease_seconds: float = 300.0,
         backend_name: str | None = None,
+        max_active: int | None = None,
     ) -> list[JobRecord]:
         """Claim up to ``limit`` due ``not_started`` jobs (see :meth:`JobDatabase.claim`).
 
         With ``backend_name``, a row whose ``backend_name`` names another registered backend
         is pinned to it and skipped; when no backend is registered, any other non-empty
-        ``backend_name`` pins the row.
+        ``backend_name`` pins the row. On PostgreSQL rows being claimed by another manager
+        are skipped (``FOR UPDATE SKIP LOCKED``); on SQLite claims are serialised.
         """
         self._require()
         if limit <= 0:
             return []
-        c = JOBS.c
-        due = or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)
-        free = or_(c.claimed_by.is_(None), c.claimed_by == manager_id,
-                   c.lease_until.is_(None), c.lease_until <= now)
-        stmt = select(c.pk).where(c.status == JobStatus.NOT_STARTED.value, due, free)
-        stmt = stmt.order_by(c.next_attempt_at.asc().nulls_first(), c.pk).limit(limit)
-        if self._dialect == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        until = now + timedelta(seconds=lease_seconds)
         with self._session(write=True) as session, session.begin():
-            if backend_name is not None:
-                others = [n for n in session.scalars(select(BACKENDS.c.name)) if n != backend_name]
-                pinned = c.backend_name.in_(others) if others else c.backend_name != backend_name
-                stmt = stmt.where(or_(c.backend_name.is_(None), c.backend_name == backend_name,
-                                      ~pinned))
-            pks = list(session.scalars(stmt))
-            if not pks:
-                return []
-            session.execute(update(JOBS).where(c.pk.in_(pks))
-                            .values(claimed_by=manager_id, lease_until=until, updated_at=now))
-            rows = {r.pk: r for r in session.execute(select(*_RECORD_COLUMNS).where(c.pk.in_(pks)))}
+            pks = claims.claim_pks(session, self._dialect, limit, manager_id=manager_id, now=now,
+                                   lease_seconds=lease_seconds, backend_name=backend_name,
+                                   max_active=max_active)
+            return self._records_by_pk(session, pks)
+
+    def adopt_expired(
+        self,
+        manager_id: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        limit: int | None = None,
+        backend_names: Iterable[str] | None = None,
+    ) -> list[JobRecord]:
+        """Take over jobs whose lease expired (see :meth:`JobDatabase.adopt_expired`)."""
+        self._require()
+        with self._session(write=True) as session, session.begin():
+            taken = claims.adopt_pks(session, self._dialect, manager_id, now=now,
+                                     lease_seconds=lease_seconds, limit=limit,
+                                     backend_names=backend_names)
+            records = self._records_by_pk(session, [pk for pk, _ in taken])
+        if taken:
+            holders = sorted({str(holder) for _, holder in taken})
+            _log.info("Manager %s adopted %d jobs with expired leases (held by %s)",
+                      manager_id, len(taken), ", ".join(holders))
+        return records
+
+    def _records_by_pk(self, session: Connection, pks: Sequence[int]) -> list[JobRecord]:
+        """Records of the given rows, in the given order."""
+        if not pks:
+            return []
+        rows = {r.pk: r for chunk in chunks(list(pks))
+                for r in session.execute(select(*RECORD_COLUMNS).where(JOBS.c.pk.in_(chunk)))}
         return [self._record(rows[pk]) for pk in pks]
 
     @staticmethod
@@ -495,7 +462,7 @@ class SqlJobDatabase(JobDatabase):
         values = self._coerce_fields(fields)
         self._require()
         with self._session(write=True) as session, session.begin():
-            return self._apply_transition(session, job_key, new, values, message=message,
+            return apply_transition(session, self._dialect, job_key, new, values, message=message,
                                           manager_id=manager_id, user_retry=user_retry,
                                           expect=None if expect is None else JobStatus(expect))
 
@@ -511,59 +478,22 @@ class SqlJobDatabase(JobDatabase):
         with self._session(write=True) as session, session.begin():
             for change, values in prepared:
                 try:
-                    results.append(self._apply_transition(
-                        session, change.job_key, JobStatus(change.new), values, message=change.message,
+                    results.append(apply_transition(
+                        session, self._dialect, change.job_key, JobStatus(change.new), values, message=change.message,
                         manager_id=manager_id, user_retry=False,
                         expect=None if change.expect is None else JobStatus(change.expect)))
                 except InvalidTransition as exc:  # checked before anything of it was written
                     results.append(exc)
         return results
 
-    def _apply_transition(
-        self,
-        session: Connection,
-        job_key: str,
-        new: JobStatus,
-        values: dict[str, Any],
-        *,
-        message: str | None,
-        manager_id: str | None,
-        user_retry: bool,
-        expect: JobStatus | None,
-    ) -> StatusChange:
-        """Check and apply one transition in the caller's transaction (no commit here)."""
-        stmt = _SELECT_FOR_UPDATE if self._dialect == "postgresql" else _SELECT_CURRENT
-        row = session.execute(stmt, {"key": job_key}).one_or_none()
-        if row is None:
-            raise JobError(f"unknown job {job_key!r}", job_key=job_key)
-        old = JobStatus(row.status)
-        if expect is not None and old is not expect:
-            raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected {expect.value!r} "
-                                    f"(changed elsewhere)", job_key=job_key)
-        if not is_allowed(old, new, user_retry=user_retry):
-            raise InvalidTransition(f"job {job_key!r}: {old.value!r} -> {new.value!r} is not allowed",
-                                    job_key=job_key)
-        if new is JobStatus.NOT_STARTED or new in TERMINAL:
-            values.setdefault("claimed_by", None)
-            values.setdefault("lease_until", None)
-        now = _utcnow()
-        values.update(status=new.value, updated_at=now)
-        session.execute(_update_by_pk(values), {"_pk": row.pk, **_prefixed(values)})
-        backend_job_id = values.get("id", row.id)
-        session.execute(_INSERT_CHANGE, dict(
-            job_pk=row.pk, old=old.value, new=new.value, at=now, manager_id=manager_id,
-            message=message, backend_job_id=backend_job_id))
-        return StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
-                            message=message, backend_job_id=backend_job_id)
-
     def update(self, job_key: str, **fields: Any) -> None:
         if "status" in fields:
             raise ValueError("status changes go through transition()")
         values = self._coerce_fields(fields)
         self._require()
-        values["updated_at"] = _utcnow()
+        values["updated_at"] = utcnow()
         with self._session(write=True) as session, session.begin():
-            result = session.execute(_update_by_key(values), {"_key": job_key, **_prefixed(values)})
+            result = session.execute(update_by_key(values), {"_key": job_key, **prefixed(values)})
             if result.rowcount == 0:
                 raise JobError(f"unknown job {job_key!r}", job_key=job_key)
 
@@ -586,20 +516,41 @@ class SqlJobDatabase(JobDatabase):
             return {name: n for name, n in session.execute(stmt) if name is not None}
 
     def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
+        """Extend ``manager_id``'s leases on unfinished jobs; returns how many were renewed.
+
+        A job another manager has adopted meanwhile is no longer ``manager_id``'s and is not
+        renewed (compare the count with the jobs the manager believes it holds).
+        """
         self._require()
-        stmt = (update(JOBS).where(JOBS.c.claimed_by == manager_id,
-                                   JOBS.c.status.not_in([s.value for s in TERMINAL]))
-                .values(lease_until=now + timedelta(seconds=lease_seconds)))
         with self._session(write=True) as session, session.begin():
-            return session.execute(stmt).rowcount
+            return claims.renew(session, manager_id, now=now, lease_seconds=lease_seconds)
 
     def release(self, manager_id: str) -> None:
         if not self.exists():
             return
-        stmt = (update(JOBS).where(JOBS.c.claimed_by == manager_id)
-                .values(claimed_by=None, lease_until=None))
+        with self._session(write=True) as session, session.begin():
+            claims.release(session, manager_id)
+
+    def bind_collection(self, collection_id: str) -> None:
+        """Tie the database to ``collection_id`` (see :meth:`JobDatabase.bind_collection`).
+
+        The first caller's value is stored atomically (insert-if-absent), so two managers
+        starting at once with different collections cannot both succeed.
+        """
+        if not isinstance(collection_id, str) or not collection_id:
+            raise ConfigurationError(f"collection_id must be a non-empty string, got {collection_id!r}")
+        self._require()
+        dialect_insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
+        stmt = dialect_insert(META).values(key="collection_id", value=collection_id)
+        stmt = stmt.on_conflict_do_nothing(index_elements=[META.c.key])
         with self._session(write=True) as session, session.begin():
             session.execute(stmt)
+            stored = session.scalar(select(META.c.value).where(META.c.key == "collection_id"))
+        if stored != collection_id:
+            raise ConfigurationError(
+                f"{self!r} holds the jobs of collection {stored!r}, not {collection_id!r}; "
+                f"use another job database for another collection")
+        self._meta["collection_id"] = stored
 
     def register_backend(self, name: str, url: str | None) -> None:
         self._require()
@@ -609,7 +560,7 @@ class SqlJobDatabase(JobDatabase):
             if known:
                 session.execute(update(BACKENDS).where(BACKENDS.c.name == name).values(url=url))
             else:
-                session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=_utcnow()))
+                session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=utcnow()))
 
     def backends(self) -> dict[str, str | None]:
         if not self.exists():

@@ -1,0 +1,78 @@
+"""Schema migrations of the SQL job database.
+
+:data:`MIGRATIONS` is an ordered list: ``MIGRATIONS[i]`` upgrades a database from schema
+version ``i + 1`` to ``i + 2``, so the newest version is ``len(MIGRATIONS) + 1``
+(:data:`~eoextract.jobs.db.models.SCHEMA_VERSION`). :func:`upgrade` runs the missing steps
+in the caller's transaction (SQLite and PostgreSQL both roll DDL back), so a failed
+migration leaves the database as it was.
+
+A migration is written against the tables as they were at its version, in plain SQL that
+both SQLite and PostgreSQL accept; it never imports the current models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.engine import Connection
+
+from eoextract.errors import JobDatabaseError, SchemaVersionError
+from eoextract.jobs.db.models import SCHEMA_VERSION
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["MIGRATIONS", "Migration", "upgrade"]
+
+#: A migration step: changes the tables in the given connection's open transaction.
+Migration = Callable[[Connection], None]
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    """Indexes for status counts and active slots at scale.
+
+    ``(status, backend_name)`` serves ``count_by_status``, ``active_counts`` and lease
+    adoption; it makes ``(status)`` and ``(backend_name, status)`` redundant.
+    """
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_jobs_status")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_jobs_backend_status")
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_jobs_status_backend ON jobs (status, backend_name)")
+
+
+#: ``MIGRATIONS[i]`` upgrades schema version ``i + 1`` to ``i + 2``.
+MIGRATIONS: list[Migration] = [_v1_to_v2]
+
+if len(MIGRATIONS) + 1 != SCHEMA_VERSION:  # pragma: no cover - caught by any test run
+    raise RuntimeError("SCHEMA_VERSION and the list of migrations disagree")
+
+
+def upgrade(
+    conn: Connection, current: int, *, migrations: Sequence[Migration] | None = None
+) -> int:
+    """Apply the migrations from version ``current`` to the newest one, in ``conn``'s transaction.
+
+    Args:
+        conn: a connection inside a writing transaction; the caller commits.
+        current: the version the database has.
+        migrations: the steps (default: :data:`MIGRATIONS`, looked up at call time).
+
+    Returns:
+        The version the database has afterwards.
+
+    Raises:
+        SchemaVersionError: ``current`` is newer than the newest known version.
+        JobDatabaseError: ``current`` is not a version any migration starts from.
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    newest = len(steps) + 1
+    if current > newest:
+        raise SchemaVersionError(f"schema version {current} is newer than {newest}; upgrade eoextract")
+    if current < 1:
+        raise JobDatabaseError(f"unknown schema version {current!r}; cannot migrate")
+    for version in range(current, newest):
+        step = steps[version - 1]
+        _log.info("Migrating job database schema %d -> %d (%s)", version, version + 1,
+                  getattr(step, "__name__", step))
+        step(conn)
+    return newest

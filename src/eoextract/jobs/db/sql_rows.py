@@ -1,0 +1,137 @@
+"""Row-level statements of the SQL job database: inserting jobs and applying transitions.
+
+Statements are built once per set of fields (building a statement costs more than running
+it on SQLite). Every function runs in the caller's transaction and commits nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.engine import Connection
+
+from eoextract.errors import InvalidTransition, JobError
+from eoextract.jobs.db.base import StatusChange
+from eoextract.jobs.db.frame import MANAGED_KINDS
+from eoextract.jobs.db.models import Backend, Job, JobStatusChange, Meta
+from eoextract.jobs.status import TERMINAL, JobStatus, is_allowed
+
+__all__ = ["JOBS", "CHANGES", "META", "BACKENDS", "OUR_TABLES", "RECORD_COLUMNS", "chunks",
+           "utcnow", "update_by_key", "prefixed", "insert_jobs", "apply_transition"]
+
+JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
+CHANGES: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
+META: sa.Table = Meta.__table__  # type: ignore[assignment]
+BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
+OUR_TABLES = {JOBS.name, CHANGES.name, META.name, BACKENDS.name}
+_CHUNK = 500  # keys per IN (...) clause
+
+#: Columns of a :class:`~eoextract.jobs.db.base.JobRecord`.
+RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
+                  *(JOBS.c[name] for name in MANAGED_KINDS if name != "status"), JOBS.c.data]
+
+_SELECT_CURRENT = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(
+    JOBS.c.job_key == sa.bindparam("key"))
+_SELECT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
+_INSERT_CHANGE = insert(CHANGES)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    """``items`` in slices small enough for one ``IN (...)`` clause."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def prefixed(values: dict[str, Any]) -> dict[str, Any]:
+    """Parameters of :func:`update_by_key` / the update by primary key."""
+    return {f"v_{k}": v for k, v in values.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(by: str, names: tuple[str, ...]) -> sa.Update:
+    where = JOBS.c.pk == sa.bindparam("_pk") if by == "pk" else JOBS.c.job_key == sa.bindparam("_key")
+    return update(JOBS).where(where).values({n: sa.bindparam(f"v_{n}", type_=JOBS.c[n].type)
+                                             for n in names})
+
+
+def _update_by_pk(values: dict[str, Any]) -> sa.Update:
+    return _update_statement("pk", tuple(sorted(values)))
+
+
+def update_by_key(values: dict[str, Any]) -> sa.Update:
+    """``UPDATE jobs SET <values> WHERE job_key = :_key`` (parameters: :func:`prefixed`)."""
+    return _update_statement("key", tuple(sorted(values)))
+
+
+def insert_jobs(session: Connection, keys: Sequence[str], managed: Sequence[dict[str, Any]],
+                records: Sequence[dict[str, Any]], now: datetime) -> int:
+    """Insert new jobs (key, given managed values, encoded user record) with history rows."""
+    rows = []
+    for key, given, record in zip(keys, managed, records, strict=True):
+        row = {name: None for name in MANAGED_KINDS}
+        row.update(attempt=0, status=JobStatus.NOT_STARTED.value, created_at=now)
+        for name, value in given.items():
+            if value is not None:
+                row[name] = value.value if isinstance(value, JobStatus) else value
+        row.update(job_key=key, data=record, updated_at=now)
+        rows.append(row)
+    if not rows:
+        return 0
+    before = session.scalar(select(func.max(JOBS.c.pk))) or 0
+    session.execute(insert(JOBS), rows)
+    # One history row per inserted job; updated_at tells them from rows another process
+    # inserted meanwhile (PostgreSQL hands out primary keys to concurrent inserts).
+    stamp = literal(now, JOBS.c.updated_at.type)
+    session.execute(insert(CHANGES).from_select(
+        ["job_pk", "old", "new", "at", "message", "backend_job_id"],
+        select(JOBS.c.pk, sa.null(), JOBS.c.status, stamp, literal("added"), JOBS.c.id)
+        .where(JOBS.c.pk > before, JOBS.c.updated_at == stamp)))
+    return len(rows)
+
+
+def apply_transition(
+    session: Connection,
+    dialect: str,
+    job_key: str,
+    new: JobStatus,
+    values: dict[str, Any],
+    *,
+    message: str | None,
+    manager_id: str | None,
+    user_retry: bool,
+    expect: JobStatus | None,
+) -> StatusChange:
+    """Check and apply one transition in the caller's transaction (the row is locked on
+    PostgreSQL); ``values`` are coerced managed fields and are completed here."""
+    stmt = _SELECT_FOR_UPDATE if dialect == "postgresql" else _SELECT_CURRENT
+    row = session.execute(stmt, {"key": job_key}).one_or_none()
+    if row is None:
+        raise JobError(f"unknown job {job_key!r}", job_key=job_key)
+    old = JobStatus(row.status)
+    if expect is not None and old is not expect:
+        raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected {expect.value!r} "
+                                f"(changed elsewhere)", job_key=job_key)
+    if not is_allowed(old, new, user_retry=user_retry):
+        raise InvalidTransition(f"job {job_key!r}: {old.value!r} -> {new.value!r} is not allowed",
+                                job_key=job_key)
+    if new is JobStatus.NOT_STARTED or new in TERMINAL:
+        values.setdefault("claimed_by", None)
+        values.setdefault("lease_until", None)
+    now = utcnow()
+    values.update(status=new.value, updated_at=now)
+    session.execute(_update_by_pk(values), {"_pk": row.pk, **prefixed(values)})
+    backend_job_id = values.get("id", row.id)
+    session.execute(_INSERT_CHANGE, dict(
+        job_pk=row.pk, old=old.value, new=new.value, at=now, manager_id=manager_id,
+        message=message, backend_job_id=backend_job_id))
+    return StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
+                        message=message, backend_job_id=backend_job_id)
