@@ -1,34 +1,17 @@
-"""The ``eoextract`` command line (thin commands over library calls)."""
+"""``eoextract backend serve``: the embedded openEO backend."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    name="eoextract",
-    help="Large Earth-observation extractions with openEO.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-backend_app = typer.Typer(help="The embedded openEO backend.", no_args_is_help=True)
-app.add_typer(backend_app, name="backend")
-
-
-@app.callback()
-def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Log at DEBUG level, show tracebacks.")] = False,
-) -> None:
-    """Large Earth-observation extractions with openEO."""
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from eoextract.cli._common import backend_app, command
 
 
 @backend_app.command("serve")
+@command
 def backend_serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8080,
@@ -52,7 +35,3 @@ def backend_serve(
         faults=faults,
         result_style=result_style,
     )
-
-
-if __name__ == "__main__":  # python -m eoextract.cli
-    app()

@@ -1,0 +1,151 @@
+"""Shared pieces of the command line: the apps, error handling, output helpers.
+
+Exit codes: 0 success; 1 the command ran and found problems (invalid catalogue, jobs
+that could not be cancelled, a backend error); 2 usage (bad options, no job database at
+the path, unknown job key). Errors are one line on standard error, ``error: ...``; with
+``--debug`` the traceback is shown instead. Credentials in URLs and the values of
+credential variables are masked in every message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import click
+import typer
+
+from eoextract._redact import redact
+from eoextract.errors import ConfigurationError, EoextractError, JobDatabaseError
+
+__all__ = [
+    "app",
+    "stac_app",
+    "backend_app",
+    "UsageError",
+    "command",
+    "open_db",
+    "console",
+    "redact",
+    "fail",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+]
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="eoextract",
+    help="Large Earth-observation extractions with openEO.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+stac_app = typer.Typer(help="Build and validate STAC catalogues.", no_args_is_help=True)
+backend_app = typer.Typer(help="The embedded openEO backend.", no_args_is_help=True)
+app.add_typer(stac_app, name="stac")
+app.add_typer(backend_app, name="backend")
+
+
+class _State:
+    debug = False
+
+
+STATE = _State()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Log at DEBUG level, show tracebacks.")] = False,
+) -> None:
+    """Large Earth-observation extractions with openEO."""
+    STATE.debug = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("eoextract").setLevel(level)
+
+
+class UsageError(EoextractError):
+    """The command was called wrongly (exit code 2)."""
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (EoextractError, FileNotFoundError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def fail(message: str, code: int = EXIT_PROBLEMS) -> NoReturn:
+    """Print one ``error:`` line and exit with ``code``."""
+    typer.echo(f"error: {redact(_one_line(message))}", err=True)
+    raise typer.Exit(code)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(fn: F) -> F:
+    """Run a command with one-line errors (tracebacks only with ``--debug``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if STATE.debug:
+                raise
+            code = EXIT_USAGE if isinstance(exc, (UsageError, ConfigurationError)) else EXIT_PROBLEMS
+            fail(_message(exc), code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_db(location: str) -> Any:
+    """The existing job database at a path or URL.
+
+    Raises:
+        UsageError: Nothing at the path, or not a job database.
+    """
+    from eoextract.jobs.db import get_job_db
+
+    if "://" not in location and not Path(location).exists():
+        raise UsageError(f"no job database at {location}")
+    try:
+        db = get_job_db(location)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from exc
+    except JobDatabaseError as exc:
+        if "not an eoextract job database" in str(exc):
+            raise UsageError(str(exc)) from exc
+        raise
+    if not db.exists():
+        raise UsageError(f"{location} holds no jobs table (not a job database yet)")
+    return db
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console on standard output (wide when not a terminal, so tables keep columns)."""
+    from rich.console import Console
+
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else 160
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+
+
+DbArg = Annotated[str, typer.Argument(metavar="DB", help="Job database: a path (.db, .csv, .parquet) or a postgresql:// URL.")]

@@ -1,0 +1,30 @@
+"""``eoextract report``: the HTML run report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eoextract.cli._common import DbArg, UsageError, app, command, console, open_db
+
+
+@app.command("report")
+@command
+def report(
+    db: DbArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    output_dir: Annotated[Path | None, typer.Option(help="The extraction's output folder (map of item footprints).")] = None,
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    pngs: Annotated[bool, typer.Option(help="Also write the plots as PNGs into <output stem>_files/.")] = True,
+) -> None:
+    """Write a self-contained HTML report: timeline per backend, status counts over time,
+    durations and costs, failures by class, map of item footprints."""
+    from eoextract.report.html import write_report
+
+    database = open_db(db)
+    if output_dir is not None and not output_dir.is_dir():
+        raise UsageError(f"no folder {output_dir}")
+    path = write_report(database, output, output_dir=output_dir, title=title, write_pngs=pngs)
+    console().print(f"wrote {path}")

@@ -1,0 +1,304 @@
+"""Matplotlib figures of a run, drawn from the job table and the status history.
+
+Every function takes plain dataframes (:func:`~eoextract.report.summary.jobs_frame`,
+:func:`~eoextract.report.summary.history_frame`) and returns a
+:class:`matplotlib.figure.Figure` made without ``pyplot`` (no GUI backend, thread-safe),
+or ``None`` when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from eoextract.report.summary import ErrorClassSummary
+
+__all__ = [
+    "PHASE_COLORS",
+    "STATUS_COLORS",
+    "timeline_figure",
+    "status_over_time_figure",
+    "distributions_figure",
+    "failures_figure",
+    "footprints_figure",
+    "job_durations",
+    "figure_png",
+]
+
+logger = logging.getLogger(__name__)
+S = JobStatus
+
+#: Phases of a job's life on the timeline and their colours.
+PHASES: dict[str, tuple[str, ...]] = {
+    "creating": (S.CREATING.value,),
+    "queued": (S.CREATED.value, S.QUEUED.value),
+    "running": (S.RUNNING.value,),
+    "downloading": (S.DOWNLOADING.value, S.POSTPROCESSING.value),
+}
+PHASE_COLORS = {"creating": "#b0b0b0", "queued": "#f2b134", "running": "#3b75af",
+                "downloading": "#4aa564"}
+STATUS_COLORS = {
+    S.NOT_STARTED.value: "#c7c7c7", S.CREATING.value: "#9e9e9e", S.CREATED.value: "#f7d488",
+    S.QUEUED.value: "#f2b134", S.RUNNING.value: "#3b75af", S.DOWNLOADING.value: "#7fc48f",
+    S.POSTPROCESSING.value: "#2f8a4c", S.FINISHED.value: "#1b5e20", S.ERROR.value: "#d62728",
+    S.START_FAILED.value: "#ff7f0e", S.CANCELED.value: "#8c564b", S.SKIPPED.value: "#7f7f7f",
+}
+_PHASE_OF = {status: phase for phase, statuses in PHASES.items() for status in statuses}
+_TERMINAL = {s.value for s in TERMINAL}
+_FAILED = {s.value for s in FAILED}
+#: Above this many jobs per backend the timeline shows counts per phase instead of bars.
+MAX_GANTT_JOBS = 150
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _segments(history: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """One row per stay of a job in a status: job_key, backend_name, status, start, end."""
+    if history.empty:
+        return pd.DataFrame(columns=["job_key", "backend_name", "status", "start", "end"])
+    h = history.sort_values(["job_key", "at"], kind="stable")
+    nxt = h.groupby("job_key", sort=False)["at"].shift(-1)
+    end = nxt.fillna(pd.Timestamp(now))
+    final = h["new"].isin(_TERMINAL) & nxt.isna()
+    end = end.where(~final, h["at"])
+    return pd.DataFrame({"job_key": h["job_key"].to_numpy(), "backend_name": h["backend_name"].fillna("-").to_numpy(),
+                         "status": h["new"].to_numpy(), "start": h["at"].to_numpy(), "end": end.to_numpy()})
+
+
+def _to_num(values: Any) -> np.ndarray:
+    from matplotlib import dates as mdates
+
+    index = pd.DatetimeIndex(pd.to_datetime(np.asarray(values), utc=True))
+    return mdates.date2num(index.tz_convert(None).to_pydatetime())
+
+
+def _time_axis(ax: Any) -> None:
+    from matplotlib import dates as mdates
+
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def timeline_figure(history: pd.DataFrame, jobs: pd.DataFrame, *, now: datetime) -> Figure | None:
+    """Per backend: each job's creating/queued/running/downloading phases over time.
+
+    With more than :data:`MAX_GANTT_JOBS` jobs on a backend, the number of jobs in each
+    phase over time is drawn instead of one bar per job.
+    """
+    segs = _segments(history, now)
+    segs = segs[segs["status"].isin(_PHASE_OF)]
+    if segs.empty:
+        return None
+    segs = segs.assign(phase=segs["status"].map(_PHASE_OF))
+    backends = sorted(segs["backend_name"].unique())
+    heights = [min(max(segs.loc[segs["backend_name"] == b, "job_key"].nunique(), 3), MAX_GANTT_JOBS) for b in backends]
+    heights = [max(1.6, 0.9 + h * 0.06) if h < MAX_GANTT_JOBS else 3.0 for h in heights]
+    fig = _figure(11, sum(heights) + 0.8)
+    axes = fig.subplots(len(backends), 1, squeeze=False, sharex=True, height_ratios=heights)[:, 0]
+    final_at = jobs["status"].isin(_FAILED)
+    for ax, backend in zip(axes, backends):
+        part = segs[segs["backend_name"] == backend]
+        keys = list(dict.fromkeys(part.sort_values("start")["job_key"]))
+        if len(keys) <= MAX_GANTT_JOBS:
+            row = {k: i for i, k in enumerate(keys)}
+            for phase, color in PHASE_COLORS.items():
+                p = part[part["phase"] == phase]
+                if p.empty:
+                    continue
+                start, end = _to_num(p["start"]), _to_num(p["end"])
+                ax.barh([row[k] for k in p["job_key"]], np.maximum(end - start, 1e-6), left=start,
+                        height=0.8, color=color, label=phase, linewidth=0)
+            failed = [k for k in keys if k in jobs.index and final_at.get(k, False)]
+            if failed:
+                ends = jobs.loc[failed, "end_time"].fillna(jobs.loc[failed, "updated_at"])
+                ax.scatter(_to_num(ends), [row[k] for k in failed], marker="x", color="#d62728",
+                           s=18, label="failed", zorder=3)
+            ax.set_ylim(len(keys) - 0.5, -0.5)
+            ax.set_ylabel("jobs")
+            if len(keys) <= 25:
+                ax.set_yticks(range(len(keys)), [str(k) for k in keys], fontsize=7)
+            else:
+                ax.set_yticks([])
+        else:
+            _phase_counts(ax, part)
+            ax.set_ylabel("jobs in phase")
+        ax.set_title(f"backend {backend}", loc="left", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        _time_axis(ax)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper right", ncols=len(labels), fontsize=8, frameon=False)
+    fig.suptitle("Job timeline per backend", x=0.01, ha="left", fontsize=12)
+    return fig
+
+
+def _phase_counts(ax: Any, part: pd.DataFrame) -> None:
+    events = pd.concat([
+        pd.DataFrame({"t": part["start"], "phase": part["phase"], "d": 1}),
+        pd.DataFrame({"t": part["end"], "phase": part["phase"], "d": -1}),
+    ]).sort_values("t", kind="stable")
+    table = events.pivot_table(index="t", columns="phase", values="d", aggfunc="sum").fillna(0).cumsum()
+    phases = [p for p in PHASE_COLORS if p in table.columns]
+    ax.stackplot(_to_num(table.index), *(table[p].to_numpy() for p in phases),
+                 labels=phases, colors=[PHASE_COLORS[p] for p in phases], step="post")
+
+
+def status_over_time_figure(history: pd.DataFrame, *, now: datetime) -> Figure | None:
+    """Number of jobs in each status over time, from the status history."""
+    if history.empty:
+        return None
+    plus = pd.DataFrame({"t": history["at"], "status": history["new"], "d": 1})
+    minus = history[history["old"].notna()]
+    minus = pd.DataFrame({"t": minus["at"], "status": minus["old"], "d": -1})
+    events = pd.concat([plus, minus], ignore_index=True)
+    table = events.pivot_table(index="t", columns="status", values="d", aggfunc="sum").fillna(0)
+    table = table.sort_index().cumsum()
+    last = table.iloc[[-1]].copy()
+    last.index = [pd.Timestamp(now)] if last.index[-1] < pd.Timestamp(now) else last.index
+    table = pd.concat([table, last]).groupby(level=0).last()
+    order = [s.value for s in JobStatus if s.value in table.columns]
+    fig = _figure(11, 3.6)
+    ax = fig.subplots()
+    x = _to_num(table.index)
+    for status in order:
+        ax.step(x, table[status].to_numpy(), where="post", label=status,
+                color=STATUS_COLORS.get(status), linewidth=1.6)
+    ax.set_ylabel("jobs")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    _time_axis(ax)
+    ax.set_title("Jobs per status over time", loc="left", fontsize=12)
+    return fig
+
+
+def job_durations(history: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFrame:
+    """Per finished job: total seconds (first ``creating`` to ``finished``) and seconds on the
+    backend (first ``queued``/``created`` to results), indexed by job_key."""
+    if history.empty:
+        return pd.DataFrame(columns=["total_s", "backend_s"])
+    h = history
+    first_create = h[h["new"] == S.CREATING.value].groupby("job_key")["at"].min()
+    on_backend = h[h["new"].isin([S.CREATED.value, S.QUEUED.value])].groupby("job_key")["at"].min()
+    off_backend = h[h["new"].isin([S.DOWNLOADING.value, S.FINISHED.value])].groupby("job_key")["at"].min()
+    finished = h[h["new"] == S.FINISHED.value].groupby("job_key")["at"].max()
+    out = pd.DataFrame({"total_s": (finished - first_create).dt.total_seconds(),
+                        "backend_s": (off_backend - on_backend).dt.total_seconds()})
+    return out.dropna(subset=["total_s"])
+
+
+def distributions_figure(history: pd.DataFrame, jobs: pd.DataFrame) -> Figure | None:
+    """Histograms of finished jobs' durations and of the costs the backends reported."""
+    durations = job_durations(history, jobs)
+    costs = pd.to_numeric(jobs.get("costs"), errors="coerce").dropna() if "costs" in jobs else pd.Series(dtype=float)
+    if durations.empty and costs.empty:
+        return None
+    fig = _figure(11, 3.4)
+    ax_d, ax_c = fig.subplots(1, 2)
+    if not durations.empty:
+        total = durations["total_s"].to_numpy()
+        scale, unit = (60.0, "min") if np.nanmax(total) >= 120 else (1.0, "s")
+        bins = min(30, max(5, len(total) // 2))
+        ax_d.hist(total / scale, bins=bins, color="#3b75af", alpha=0.85, label="total")
+        backend = durations["backend_s"].dropna().to_numpy()
+        if len(backend):
+            ax_d.hist(backend / scale, bins=bins, color="#f2b134", alpha=0.6, label="on the backend")
+        ax_d.set_xlabel(f"duration ({unit})")
+        ax_d.set_ylabel("finished jobs")
+        ax_d.legend(fontsize=8, frameon=False)
+        ax_d.set_title(f"Durations (median {np.median(total) / scale:.1f} {unit})", loc="left", fontsize=11)
+    else:
+        _empty(ax_d, "no finished job yet")
+    if not costs.empty:
+        ax_c.hist(costs.to_numpy(), bins=min(30, max(5, len(costs) // 2)), color="#4aa564")
+        ax_c.set_xlabel("costs (backend units)")
+        ax_c.set_ylabel("jobs")
+        ax_c.set_title(f"Costs (total {costs.sum():.2f})", loc="left", fontsize=11)
+    else:
+        _empty(ax_c, "no costs reported by the backends")
+    return fig
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#666666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def failures_figure(error_classes: Sequence[ErrorClassSummary]) -> Figure | None:
+    """Horizontal bars: jobs per error class (failed, and waiting for a retry)."""
+    if not error_classes:
+        return None
+    classes = list(error_classes)[:15][::-1]
+    fig = _figure(11, 1.4 + 0.3 * len(classes))
+    ax = fig.subplots()
+    y = np.arange(len(classes))
+    failed = np.array([e.failed for e in classes])
+    retrying = np.array([e.retrying for e in classes])
+    ax.barh(y, failed, height=0.6, color="#d62728", label="failed")
+    ax.barh(y, retrying, height=0.6, left=failed, color="#f2b134", label="retrying")
+    ax.set_yticks(y, [e.error_class for e in classes], fontsize=8)
+    ax.set_xlabel("jobs")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.set_title("Failures by class", loc="left", fontsize=12)
+    return fig
+
+
+def footprints_figure(items: Any, job_geometries: Any = None) -> Figure | None:
+    """Map of extracted item footprints, over the jobs' own geometries when known.
+
+    Args:
+        items: GeoDataFrame of item footprints (:func:`~eoextract.report.items.footprints`).
+        job_geometries: GeoDataFrame of the jobs (``status`` and ``geometry`` columns).
+    """
+    has_items = items is not None and len(items)
+    has_jobs = job_geometries is not None and len(job_geometries)
+    if not has_items and not has_jobs:
+        return None
+    fig = _figure(8, 6.5)
+    ax = fig.subplots()
+    handles = []
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    if has_jobs:
+        jobs = job_geometries.to_crs(4326) if job_geometries.crs is not None else job_geometries
+        for status, part in jobs.groupby("status"):
+            color = STATUS_COLORS.get(str(status), "#999999")
+            part.plot(ax=ax, facecolor="none", edgecolor=color, linewidth=0.8, linestyle="--")
+            handles.append(Line2D([], [], color=color, linestyle="--", label=f"job: {status}"))
+    if has_items:
+        items.plot(ax=ax, facecolor="#3b75af", edgecolor="#1f3f66", alpha=0.45, linewidth=0.6)
+        handles.append(Patch(facecolor="#3b75af", edgecolor="#1f3f66", alpha=0.45,
+                             label=f"items ({len(items)})"))
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_title("Extracted item footprints", loc="left", fontsize=12)
+    return fig

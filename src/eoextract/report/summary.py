@@ -1,0 +1,329 @@
+"""Run summaries computed from a job database: counts, timing, throughput, ETA, failures.
+
+Everything here reads the job table and the status history
+(``job_status_changes``) and returns plain data, so the command line, the HTML report
+and user scripts share one implementation::
+
+    from eoextract.jobs.db import get_job_db
+    from eoextract.report import summarize
+
+    summary = summarize(get_job_db("jobs.db"))
+    print(summary.counts, summary.eta_s)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from eoextract.jobs.db.base import JobDatabase
+from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
+
+__all__ = [
+    "ErrorClassSummary",
+    "RunSummary",
+    "summarize",
+    "history_frame",
+    "jobs_frame",
+    "format_duration",
+    "status_order",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of :func:`history_frame`.
+HISTORY_COLUMNS = ("job_key", "backend_name", "old", "new", "at", "manager_id", "message",
+                   "backend_job_id")
+#: Managed columns :func:`jobs_frame` keeps.
+JOB_COLUMNS = ("status", "backend_name", "id", "backend_status", "attempt", "error_class",
+               "error_message", "created_at", "start_time", "running_start_time", "end_time",
+               "updated_at", "cpu", "memory", "duration", "costs", "output_dir")
+
+
+def status_order(statuses: Any) -> list[str]:
+    """Statuses sorted as the status model lists them (unknown ones last, by name)."""
+    rank = {s.value: i for i, s in enumerate(JobStatus)}
+    return sorted({str(s) for s in statuses}, key=lambda s: (rank.get(s, len(rank)), s))
+
+
+@dataclass(frozen=True)
+class ErrorClassSummary:
+    """Jobs sharing one ``error_class``.
+
+    Attributes:
+        error_class: The class, e.g. ``JobFailed`` or ``UserCodeError.KeyError``.
+        failed: Jobs that ended with it (``error``, ``start_failed``, ``canceled``).
+        retrying: Jobs waiting for another attempt after it.
+        example_key: Key of one such job.
+        example_message: Its error message.
+    """
+
+    error_class: str
+    failed: int
+    retrying: int
+    example_key: str
+    example_message: str
+
+    @property
+    def total(self) -> int:
+        return self.failed + self.retrying
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Where a run stands.
+
+    Attributes:
+        total: Number of jobs.
+        counts: Jobs per status, in status-model order.
+        by_backend: Jobs per backend (``"-"`` for jobs never given one) and status.
+        backends: Registered backends (name → URL without credentials).
+        started_at: First launch (first ``creating`` in the history), if any.
+        last_change_at: Latest status change.
+        now: When the summary was made.
+        done: Jobs in a final status.
+        failed: Jobs in a final failure status.
+        open: Jobs not final yet.
+        retries: Automatic and user retries recorded in the history.
+        elapsed_s: Running time: from ``started_at`` to now while jobs are open, else to
+            the last change.
+        throughput_per_hour: Jobs reaching a final status per hour of running time.
+        eta_s: Estimated seconds until every open job is final (``None`` when unknown).
+        error_classes: Failure classes, most frequent first.
+    """
+
+    total: int
+    counts: dict[str, int]
+    by_backend: dict[str, dict[str, int]]
+    backends: dict[str, str | None]
+    started_at: datetime | None
+    last_change_at: datetime | None
+    now: datetime
+    done: int
+    failed: int
+    open: int
+    retries: int
+    elapsed_s: float | None
+    throughput_per_hour: float | None
+    eta_s: float | None
+    error_classes: list[ErrorClassSummary] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "total": self.total,
+            "counts": dict(self.counts),
+            "by_backend": {k: dict(v) for k, v in self.by_backend.items()},
+            "backends": dict(self.backends),
+            "started_at": iso(self.started_at),
+            "last_change_at": iso(self.last_change_at),
+            "now": iso(self.now),
+            "done": self.done,
+            "failed": self.failed,
+            "open": self.open,
+            "retries": self.retries,
+            "elapsed_s": self.elapsed_s,
+            "throughput_per_hour": self.throughput_per_hour,
+            "eta_s": self.eta_s,
+            "error_classes": [
+                {"error_class": e.error_class, "failed": e.failed, "retrying": e.retrying,
+                 "example_key": e.example_key, "example_message": e.example_message}
+                for e in self.error_classes
+            ],
+        }
+
+
+def _aware(series: pd.Series) -> pd.Series:
+    values = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+    return values
+
+
+def jobs_frame(db: JobDatabase) -> pd.DataFrame:
+    """The jobs of ``db`` with the managed columns only, indexed by ``job_key``.
+
+    Timestamps are tz-aware UTC; missing managed columns are added empty.
+    """
+    df = pd.DataFrame(db.read())
+    out = pd.DataFrame(index=df.index.astype(str))
+    out.index.name = "job_key"
+    for column in JOB_COLUMNS:
+        out[column] = df[column].to_numpy() if column in df.columns else None
+    for column in ("created_at", "start_time", "running_start_time", "end_time", "updated_at"):
+        out[column] = _aware(out[column])
+    out["status"] = out["status"].astype(str)
+    out["attempt"] = pd.to_numeric(out["attempt"], errors="coerce").fillna(0).astype(int)
+    out["costs"] = pd.to_numeric(out["costs"], errors="coerce")
+    return out
+
+
+def history_frame(db: JobDatabase, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every status change of ``db`` (or of the jobs ``keys``) as one dataframe.
+
+    Columns: ``job_key``, ``backend_name`` (the job's current backend), ``old``, ``new``,
+    ``at`` (tz-aware UTC), ``manager_id``, ``message``, ``backend_job_id``; sorted by time.
+    SQL databases answer with one query; other databases are read job by job.
+    """
+    engine = getattr(db, "engine", None)
+    if engine is not None:
+        frame = _sql_history(engine, keys)
+    else:
+        rows: list[dict[str, Any]] = []
+        jobs = db.jobs(keys=list(keys)) if keys is not None else db.jobs()
+        for rec in jobs:
+            for change in db.history(rec.job_key):
+                rows.append({
+                    "job_key": rec.job_key, "backend_name": rec.backend_name,
+                    "old": None if change.old is None else str(change.old), "new": str(change.new),
+                    "at": change.at, "manager_id": change.manager_id, "message": change.message,
+                    "backend_job_id": change.backend_job_id,
+                })
+        frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+    frame["at"] = _aware(frame["at"])
+    frame = frame.sort_values("at", kind="stable").reset_index(drop=True)
+    return frame
+
+
+def _sql_history(engine: Any, keys: Sequence[str] | None) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    from eoextract.jobs.db.models import Job, JobStatusChange
+
+    jobs: sa.Table = Job.__table__  # type: ignore[assignment]
+    changes: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
+    stmt = (sa.select(jobs.c.job_key, jobs.c.backend_name, changes.c.old, changes.c.new,
+                      changes.c.at, changes.c.manager_id, changes.c.message,
+                      changes.c.backend_job_id)
+            .join(jobs, jobs.c.pk == changes.c.job_pk)
+            .order_by(changes.c.id))
+    rows: list[Any] = []
+    with engine.connect() as conn:
+        if keys is None:
+            rows = list(conn.execute(stmt))
+        else:
+            keys = list(keys)
+            for i in range(0, len(keys), 500):
+                rows.extend(conn.execute(stmt.where(jobs.c.job_key.in_(keys[i:i + 500]))))
+    return pd.DataFrame([tuple(r) for r in rows], columns=list(HISTORY_COLUMNS))
+
+
+def _error_classes(jobs: pd.DataFrame, limit: int) -> list[ErrorClassSummary]:
+    failed_values = {s.value for s in FAILED}
+    with_error = jobs[jobs["error_class"].notna() & (jobs["error_class"].astype(str) != "")]
+    failed = with_error[with_error["status"].isin(failed_values)]
+    retrying = with_error[(with_error["status"] == JobStatus.NOT_STARTED.value)
+                          & (with_error["attempt"] > 0)]
+    classes: dict[str, list[Any]] = {}
+    for frame, slot in ((failed, 0), (retrying, 1)):
+        for key, row in frame.iterrows():
+            entry = classes.setdefault(str(row["error_class"]), [0, 0, key, row["error_message"]])
+            entry[slot] += 1
+    result = [
+        ErrorClassSummary(error_class=name, failed=f, retrying=r, example_key=str(key),
+                          example_message=" ".join(str(msg or "").split()))
+        for name, (f, r, key, msg) in classes.items()
+    ]
+    result.sort(key=lambda e: (-e.total, e.error_class))
+    return result[:limit] if limit else result
+
+
+def summarize(
+    db: JobDatabase,
+    *,
+    now: datetime | None = None,
+    jobs: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+    top_errors: int = 5,
+) -> RunSummary:
+    """Summarise the run recorded in ``db``.
+
+    Args:
+        db: The job database.
+        now: The time to measure against (default: now, UTC).
+        jobs: :func:`jobs_frame` of ``db`` if already read.
+        history: :func:`history_frame` of ``db`` if already read.
+        top_errors: Most error classes returned (0: all).
+
+    Returns:
+        The summary.
+    """
+    now = now or datetime.now(UTC)
+    jobs = jobs_frame(db) if jobs is None else jobs
+    history = history_frame(db) if history is None else history
+    counts_raw = jobs["status"].value_counts().to_dict()
+    counts = {s: int(counts_raw[s]) for s in status_order(counts_raw)}
+    by_backend: dict[str, dict[str, int]] = {}
+    backend_col = jobs["backend_name"].where(jobs["backend_name"].notna(), "-").astype(str)
+    for (backend, status), n in jobs.groupby([backend_col, jobs["status"]]).size().items():
+        by_backend.setdefault(str(backend), {})[str(status)] = int(n)
+    by_backend = {b: {s: v[s] for s in status_order(v)} for b, v in sorted(by_backend.items())}
+    terminal = {s.value for s in TERMINAL}
+    done = int(sum(n for s, n in counts.items() if s in terminal))
+    failed = int(sum(n for s, n in counts.items() if s in {x.value for x in FAILED}))
+    open_ = int(len(jobs) - done)
+
+    started_at = last_change = None
+    retries = 0
+    if len(history):
+        launches = history.loc[history["new"] == JobStatus.CREATING.value, "at"]
+        first = launches.min() if len(launches) else history["at"].min()
+        started_at = first.to_pydatetime() if pd.notna(first) else None
+        last = history["at"].max()
+        last_change = last.to_pydatetime() if pd.notna(last) else None
+        retries = int(((history["new"] == JobStatus.NOT_STARTED.value)
+                       & history["old"].notna()).sum())
+    elapsed = throughput = eta = None
+    if started_at is not None:
+        end = now if open_ else (last_change or now)
+        elapsed = max(0.0, (end - started_at).total_seconds())
+        finished_in_run = _final_since(history, started_at)
+        if elapsed > 0 and finished_in_run:
+            throughput = finished_in_run / elapsed * 3600.0
+            if open_:
+                eta = open_ / throughput * 3600.0
+        if not open_:
+            eta = 0.0
+    try:
+        backends = db.backends()
+    except Exception:  # noqa: BLE001 - file databases may not record backends
+        backends = {}
+    return RunSummary(
+        total=int(len(jobs)), counts=counts, by_backend=by_backend, backends=backends,
+        started_at=started_at, last_change_at=last_change, now=now, done=done, failed=failed,
+        open=open_, retries=retries, elapsed_s=elapsed, throughput_per_hour=throughput,
+        eta_s=eta, error_classes=_error_classes(jobs, top_errors),
+    )
+
+
+def _final_since(history: pd.DataFrame, since: datetime) -> int:
+    """Jobs whose latest change is into a final status at or after ``since``."""
+    if not len(history):
+        return 0
+    last = history.groupby("job_key", sort=False).tail(1)
+    terminal = {s.value for s in TERMINAL}
+    return int((last["new"].isin(terminal) & (last["at"] >= pd.Timestamp(since))).sum())
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3h 05m``, ``4m 10s``, ``12s``; ``-`` for ``None``."""
+    if seconds is None or seconds != seconds:  # None or NaN
+        return "-"
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
