@@ -1,0 +1,310 @@
+"""The ``eoextract`` command line over a real SQLite job database and the embedded backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pystac
+import pytest
+from shapely.geometry import box
+from typer.testing import CliRunner
+
+from eoextract.cli import app
+from eoextract.jobs.db import create_job_db, get_job_db
+from eoextract.jobs.manager import JobManager
+from eoextract.jobs.status import JobStatus
+
+runner = CliRunner()
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def _cube(connection):
+    return connection.load_collection(
+        "SENTINEL2_L2A",
+        spatial_extent={"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
+        temporal_extent=["2021-06-01", "2021-06-10"],
+        bands=["B04"],
+    )
+
+
+def start_job(row, connection, **kwargs):
+    """Instant jobs; row 4 fails on the backend, row 5 fails in user code."""
+    if row["value"] == 5:
+        raise KeyError("missing column")
+    options = {"eoextract_mode": "instant"}
+    if row["value"] == 4:
+        options["eoextract_fault"] = "error"
+    return _cube(connection).create_job(title=row["title"], job_options=options, out_format="NetCDF")
+
+
+@pytest.fixture(scope="module")
+def run_db(tmp_path_factory, local_backend) -> Path:
+    """A job database of a finished run: 4 finished, 1 error, 1 start_failed."""
+    path = tmp_path_factory.mktemp("cli") / "jobs.db"
+    prefix = uuid.uuid4().hex[:8]
+    df = gpd.GeoDataFrame(
+        {"title": [f"{prefix}-{i}" for i in range(6)], "value": range(6)},
+        geometry=[box(5 + i * 0.1, 51, 5.05 + i * 0.1, 51.05) for i in range(6)], crs=4326)
+    manager = JobManager(poll_sleep=0.1, download_results=False, retry_backoff=0.05, max_attempts=1,
+                         root_dir=path.parent)
+    manager.add_backend("local", local_backend.connect, parallel_jobs=3)
+    stats = manager.run_jobs(df, start_job, job_db=path)
+    assert stats["status_counts"] == {"finished": 4, "error": 1, "start_failed": 1}
+    return path
+
+
+def copy_db(src: Path, dst_dir: Path) -> Path:
+    """A private copy of a SQLite job database (for commands that change it)."""
+    dst = dst_dir / f"copy-{uuid.uuid4().hex[:6]}.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    return dst
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- status / jobs
+def test_status_table_and_json(run_db):
+    result = invoke("status", run_db)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "6 jobs, 6 final (2 failed), 0 open" in out
+    assert "finished" in out and "start_failed" in out and "local" in out
+    assert "throughput" in out and "ETA done" in out
+    assert "JobFailed" in out and "UserCodeError.KeyError" in out and "missing column" in out
+    data = json.loads(invoke("status", run_db, "--json").stdout)
+    assert data["counts"] == {"finished": 4, "error": 1, "start_failed": 1}
+    assert data["by_backend"] == {"local": {"finished": 4, "error": 1, "start_failed": 1}}
+    assert data["open"] == 0 and data["eta_s"] == 0.0 and data["throughput_per_hour"] > 0
+    assert {e["error_class"] for e in data["error_classes"]} == {"JobFailed", "UserCodeError.KeyError"}
+    assert data["backends"]["local"].startswith("http://127.0.0.1")
+
+
+def test_status_watch_ends_when_all_final(run_db):
+    result = invoke("status", run_db, "--watch", "--interval", "0.01")
+    assert result.exit_code == 0, result.output
+    assert "6/6 final, 2 failed, 0 open" in result.stdout
+
+
+def test_jobs_filters_and_formats(run_db):
+    table = invoke("jobs", run_db)
+    assert table.exit_code == 0 and "6 job(s)" in table.stdout and "j-" in table.stdout
+    errors = json.loads(invoke("jobs", run_db, "--status", "error", "--format", "json").stdout)
+    assert [r["job_key"] for r in errors] == ["4"]
+    assert errors[0]["error_class"] == "JobFailed" and errors[0]["geometry"].startswith("POLYGON")
+    csv = invoke("jobs", run_db, "-s", "finished", "-s", "start_failed", "-f", "csv", "--backend", "local")
+    rows = pd.read_csv(pd.io.common.StringIO(csv.stdout))
+    assert sorted(rows["job_key"]) == [0, 1, 2, 3, 5] and "title" in rows
+    assert invoke("jobs", run_db, "--backend", "elsewhere").stdout.strip().endswith("0 job(s)")
+    bad = invoke("jobs", run_db, "--status", "bogus")
+    assert bad.exit_code == 2
+
+
+def test_history_shows_attempts_and_backend_job(run_db):
+    result = invoke("history", run_db, "4")
+    assert result.exit_code == 0, result.output
+    assert "job 4: error" in result.stdout
+    assert "not_started → creating" in result.stdout and "queued → error" in result.stdout
+    changes = json.loads(invoke("history", run_db, "4", "--json").stdout)
+    assert [c["new"] for c in changes][:2] == ["not_started", "creating"]
+    assert changes[-1]["new"] == "error" and changes[-1]["backend_job_id"].startswith("j-")
+
+
+# ----------------------------------------------------------------------------- usage errors
+def test_usage_errors_are_one_line_with_exit_code_2(run_db, tmp_path):
+    missing = invoke("status", tmp_path / "missing.db")
+    assert missing.exit_code == 2
+    assert one_error_line(missing) == f"error: no job database at {tmp_path / 'missing.db'}"
+    unknown = invoke("history", run_db, "no-such-job")
+    assert unknown.exit_code == 2 and "unknown job key(s): no-such-job" in one_error_line(unknown)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as con:
+        con.execute("create table t (x int)")
+    foreign = invoke("jobs", other)
+    assert foreign.exit_code == 2 and "not an eoextract job database" in one_error_line(foreign)
+    guess = invoke("status", tmp_path / "jobs.txt")
+    assert guess.exit_code == 2
+
+
+def test_debug_shows_the_exception(tmp_path):
+    result = invoke("--debug", "status", tmp_path / "missing.db")
+    assert result.exit_code != 0
+    assert type(result.exception).__name__ == "UsageError"
+
+
+def test_urls_with_passwords_are_masked(tmp_path):
+    result = invoke("status", "postgresql://user:hunter22@127.0.0.1:1/nowhere")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "hunter22" not in result.output and "user:***@" in line
+
+
+# ----------------------------------------------------------------------------- retry
+def test_retry_resets_failed_jobs_and_records_it(run_db, tmp_path):
+    db_path = copy_db(run_db, tmp_path)
+    dry = invoke("retry", db_path, "--dry-run")
+    assert dry.exit_code == 0 and "would retry 1 job(s): 4" in dry.stdout
+    assert get_job_db(db_path).get("4").status is JobStatus.ERROR
+    result = invoke("retry", db_path)
+    assert result.exit_code == 0 and "retried 1 job(s): 4" in result.stdout
+    db = get_job_db(db_path)
+    rec = db.get("4")
+    assert rec.status is JobStatus.NOT_STARTED and rec.attempt == 0 and rec.fields["error_class"] is None
+    last = db.history("4")[-1]
+    assert (last.old, last.new) == (JobStatus.ERROR, JobStatus.NOT_STARTED)
+    assert last.message == "retried by user (was error)" and last.manager_id.startswith("eoextract-cli:")
+    # named jobs: any final failure; a finished job is reported and exits 1
+    mixed = invoke("retry", db_path, "--keys", "5,0")
+    assert mixed.exit_code == 1
+    assert "retried 1 job(s): 5" in mixed.stdout
+    assert "job 0: not retry: it is finished" in one_error_line(mixed)
+    assert invoke("retry", db_path, "--status", "running").exit_code == 2
+    assert invoke("retry", db_path, "--keys", "nope").exit_code == 2
+
+
+# ----------------------------------------------------------------------------- cancel / logs
+@pytest.fixture()
+def queued_job(local_backend, tmp_path):
+    """A job database with one slow job queued on the backend, as a manager leaves it."""
+    db = create_job_db(tmp_path / "live.db", pd.DataFrame({"title": [f"slow-{uuid.uuid4().hex[:6]}"]},
+                                                          index=["a"]))
+    db.register_backend("local", local_backend.url)
+    connection = local_backend.connect()
+    job = _cube(connection).create_job(title="slow", out_format="NetCDF",
+                                       job_options={"eoextract_fault": "slow", "eoextract_fault_delay_s": 60})
+    job.start()
+    db.transition("a", JobStatus.CREATING, backend_name="local", attempt=1)
+    db.transition("a", JobStatus.QUEUED, id=job.job_id, backend_status="queued")
+    yield tmp_path / "live.db", job
+    try:
+        job.stop()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def creds(user="eoextract", password="eoextract"):
+    return {"EOEXTRACT_LOCAL_USER": user, "EOEXTRACT_LOCAL_PASSWORD": password}
+
+
+def test_cancel_stops_the_backend_job(queued_job):
+    db_path, job = queued_job
+    refused = invoke("cancel", db_path)
+    assert refused.exit_code == 2 and "--yes" in one_error_line(refused)
+    result = invoke("cancel", db_path, "--keys", "a", env=creds())
+    assert result.exit_code == 0, result.output
+    assert "canceled 1 job(s): a" in result.stdout
+    assert job.describe()["status"] == "canceled"
+    db = get_job_db(db_path)
+    assert db.get("a").status is JobStatus.CANCELED
+    assert db.history("a")[-1].message == f"canceled by user (backend job {job.job_id} stopped)"
+
+
+def test_cancel_with_wrong_credentials_changes_nothing_and_hides_them(queued_job):
+    db_path, job = queued_job
+    result = invoke("cancel", db_path, "--yes", env=creds(password="s3cret-wrong"))
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert line.startswith("error: job a: backend 'local':")
+    assert "s3cret-wrong" not in result.output
+    assert get_job_db(db_path).get("a").status is JobStatus.QUEUED
+    assert job.describe()["status"] in ("queued", "running")
+    only_db = invoke("cancel", db_path, "--yes", "--db-only")
+    assert only_db.exit_code == 0 and get_job_db(db_path).get("a").status is JobStatus.CANCELED
+
+
+def test_logs_of_a_failed_job(run_db):
+    result = invoke("logs", run_db, "4", env=creds())
+    assert result.exit_code == 0, result.output
+    assert "backend job j-" in result.stdout and "Simulated processing failure" in result.stdout
+    data = json.loads(invoke("logs", run_db, "4", "--json", "--level", "error", env=creds()).stdout)
+    assert data["job_key"] == "4" and data["logs"]
+    none = invoke("logs", run_db, "5", env=creds())
+    assert none.exit_code == 1 and "has no backend job yet" in one_error_line(none)
+
+
+# ----------------------------------------------------------------------------- stac
+def write_item_file(output_dir: Path, key: str, i: int) -> None:
+    """A job's stored item: relative asset href to a file under the output folder."""
+    data = output_dir / f"job_{key}" / f"sample_{i}.nc"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_bytes(b"netcdf bytes")
+    lon, lat = 5.0 + i * 0.1, 51.0
+    item = pystac.Item(f"sample-{i}", {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 0.05, lat],
+                       [lon + 0.05, lat + 0.05], [lon, lat + 0.05], [lon, lat]]]},
+                       [lon, lat, lon + 0.05, lat + 0.05], dt.datetime(2021, 6, 1, tzinfo=dt.UTC), {})
+    item.add_asset("data", pystac.Asset(f"../../job_{key}/sample_{i}.nc",
+                                        media_type="application/x-netcdf", roles=["data"]))
+    items_dir = output_dir / ".eoextract" / "items"
+    items_dir.mkdir(parents=True, exist_ok=True)
+    (items_dir / f"{key}.json").write_text(json.dumps(item.to_dict(include_self_link=False)))
+
+
+def test_stac_build_and_validate(tmp_path):
+    out = tmp_path / "extraction"
+    for i in range(3):
+        write_item_file(out, str(i), i)
+    result = invoke("stac", "build", out, "--collection-id", "demo", "--description", "Demo")
+    assert result.exit_code == 0, result.output
+    assert "valid:" in result.stdout and "3 items" in result.stdout
+    collection = json.loads((out / "stac" / "collection.json").read_text())
+    assert collection["id"] == "demo"
+    valid = invoke("stac", "validate", out / "stac", "--check-assets")
+    assert valid.exit_code == 0 and "valid:" in valid.stdout
+    # break one item: invalid catalogue, exit 1
+    item_file = next((out / "stac").rglob("sample-1.json"))
+    broken = json.loads(item_file.read_text())
+    del broken["properties"]["datetime"]
+    item_file.write_text(json.dumps(broken))
+    invalid = invoke("stac", "validate", out / "stac", "--json")
+    assert invalid.exit_code == 1
+    report = json.loads(invalid.stdout)
+    assert report["valid"] is False and report["items"] == 3 and report["errors"]
+    single = invoke("stac", "validate", item_file)
+    assert single.exit_code == 1 and "invalid" in single.stderr
+    assert invoke("stac", "validate", tmp_path / "nothing").exit_code == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = invoke("stac", "build", empty)
+    assert nothing.exit_code == 1 and "no item files" in one_error_line(nothing)
+
+
+# ----------------------------------------------------------------------------- report / entry points
+def test_report_writes_html_and_pngs(run_db, tmp_path):
+    out = tmp_path / "extraction"
+    write_item_file(out, "0", 0)
+    result = invoke("report", run_db, "--output", tmp_path / "r" / "report.html", "--output-dir", out)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 5
+    assert {p.name for p in (tmp_path / "r" / "report_files").iterdir()} == {
+        "timeline.png", "status_over_time.png", "distributions.png", "failures.png", "footprints.png"}
+    assert invoke("report", run_db, "--output-dir", tmp_path / "missing").exit_code == 2
+
+
+@pytest.mark.slow
+def test_entry_points(tmp_path):
+    """``python -m eoextract.cli`` runs the same app; errors stay one line outside CliRunner too."""
+    proc = subprocess.run([sys.executable, "-m", "eoextract.cli", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "status" in proc.stdout and "backend" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "eoextract.cli", "status", str(tmp_path / "x.db")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: no job database at {tmp_path / 'x.db'}"
+    assert invoke("backend", "serve", "--help").exit_code == 0
