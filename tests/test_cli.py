@@ -241,7 +241,8 @@ def test_logs_of_a_failed_job(run_db):
 
 # ----------------------------------------------------------------------------- stac
 def write_item_file(output_dir: Path, key: str, i: int) -> None:
-    """A job's stored item: relative asset href to a file under the output folder."""
+    """A finished job's stored items, as the extraction manager writes them (asset hrefs
+    relative to the output folder)."""
     data = output_dir / f"job_{key}" / f"sample_{i}.nc"
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_bytes(b"netcdf bytes")
@@ -249,11 +250,13 @@ def write_item_file(output_dir: Path, key: str, i: int) -> None:
     item = pystac.Item(f"sample-{i}", {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 0.05, lat],
                        [lon + 0.05, lat + 0.05], [lon, lat + 0.05], [lon, lat]]]},
                        [lon, lat, lon + 0.05, lat + 0.05], dt.datetime(2021, 6, 1, tzinfo=dt.UTC), {})
-    item.add_asset("data", pystac.Asset(f"../../job_{key}/sample_{i}.nc",
+    item.add_asset("data", pystac.Asset(f"job_{key}/sample_{i}.nc",
                                         media_type="application/x-netcdf", roles=["data"]))
     items_dir = output_dir / ".eoextract" / "items"
     items_dir.mkdir(parents=True, exist_ok=True)
-    (items_dir / f"{key}.json").write_text(json.dumps(item.to_dict(include_self_link=False)))
+    document = {"version": 1, "job_key": key, "backend_job_id": None,
+                "items": [item.to_dict(include_self_link=False, transform_hrefs=False)]}
+    (items_dir / f"{key}.json").write_text(json.dumps(document))
 
 
 def test_stac_build_and_validate(tmp_path):
@@ -262,7 +265,7 @@ def test_stac_build_and_validate(tmp_path):
         write_item_file(out, str(i), i)
     result = invoke("stac", "build", out, "--collection-id", "demo", "--description", "Demo")
     assert result.exit_code == 0, result.output
-    assert "valid:" in result.stdout and "3 items" in result.stdout
+    assert "valid:" in result.stdout and "3 items" in result.stdout.replace("\n", " ")
     collection = json.loads((out / "stac" / "collection.json").read_text())
     assert collection["id"] == "demo"
     valid = invoke("stac", "validate", out / "stac", "--check-assets")
@@ -282,7 +285,22 @@ def test_stac_build_and_validate(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     nothing = invoke("stac", "build", empty)
-    assert nothing.exit_code == 1 and "no item files" in one_error_line(nothing)
+    assert nothing.exit_code == 1 and "no stored items" in one_error_line(nothing)
+
+
+def test_stac_build_without_the_extraction_package(tmp_path, monkeypatch):
+    """The command's own builder reads the same stored items."""
+    from eoextract.cli import stac as stac_cli
+
+    monkeypatch.setattr(stac_cli, "_extraction_builder", lambda: None)
+    out = tmp_path / "extraction"
+    for i in range(2):
+        write_item_file(out, str(i), i)
+    result = invoke("stac", "build", out, "--catalogue-dir", tmp_path / "cat")
+    assert result.exit_code == 0, result.output
+    assert "(2 items)" in result.stdout and "valid:" in result.stdout
+    item = json.loads(next((tmp_path / "cat").rglob("sample-0.json")).read_text())
+    assert item["assets"]["data"]["href"].endswith("extraction/job_0/sample_0.nc")
 
 
 # ----------------------------------------------------------------------------- report / entry points

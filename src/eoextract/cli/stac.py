@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from eoextract.cli._common import EXIT_PROBLEMS, UsageError, command, console, stac_app
+from eoextract.cli._common import EXIT_PROBLEMS, UsageError, command, console, fail, stac_app
 
 
 @stac_app.command("build")
@@ -29,19 +29,15 @@ def build(
         raise UsageError(f"no folder {output_dir}")
     collection_id = collection_id or output_dir.resolve().name
     description = description or f"Extraction {collection_id}"
-    extract = importlib.import_module("eoextract.extract")
-    builder = getattr(extract, "build_catalogue", None)
+    from eoextract.report.items import ITEMS_DIR, item_files
+
+    if not item_files(output_dir):
+        fail(f"no stored items under {output_dir / ITEMS_DIR} (no finished job yet?)")
+    builder = _extraction_builder()
     out = console()
     if builder is not None:
-        kwargs: dict[str, Any] = {"collection_id": collection_id, "description": description}
-        if title:
-            kwargs["title"] = title
-        if catalogue_dir is not None:
-            kwargs["catalogue_dir"] = catalogue_dir
-        if license != "proprietary":
-            kwargs["license"] = license
-        result = builder(output_dir, **kwargs)
-        root = Path(result[0] if isinstance(result, tuple) else result)
+        root = Path(builder(output_dir, collection_id, description, output_path=catalogue_dir,
+                            validate=False, title=title, license=license))
         out.print(f"wrote {root}")
     else:
         from eoextract.report.items import build_catalogue_from_item_files
@@ -52,6 +48,18 @@ def build(
         out.print(f"wrote {root} ({n} items)")
     if validate:
         _validate_and_report(root, check_assets=True, max_errors=20)
+
+
+def _extraction_builder() -> Any:
+    """``build_catalogue`` of the extraction package, when it is there."""
+    for module in ("eoextract.extract", "eoextract.extract.manager"):
+        try:
+            found = getattr(importlib.import_module(module), "build_catalogue", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 @stac_app.command("validate")

@@ -1,8 +1,7 @@
 """STAC items of an extraction's output folder: per-job item files or the catalogue.
 
 An extraction keeps the items of every finished job as JSON under
-``<output_dir>/.eoextract/items/`` (one file per job: an item, a list of items or a
-FeatureCollection), so a catalogue can be rebuilt at any time; once built, the catalogue
+``<output_dir>/.eoextract/items/`` (one file per job), so a catalogue can be rebuilt at any time; once built, the catalogue
 (``collection.json``/``catalog.json`` in ``<output_dir>/stac`` or ``<output_dir>``) holds
 them too. :func:`iter_output_items` reads whichever is there, :func:`footprints` turns
 items into a GeoDataFrame for maps, :func:`build_catalogue_from_item_files` writes a
@@ -39,13 +38,34 @@ def item_files(output_dir: str | os.PathLike[str]) -> list[Path]:
     folder = Path(output_dir) / ITEMS_DIR
     if not folder.is_dir():
         return []
-    return sorted(folder.rglob("*.json"))
+    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
 
 
-def _items_in(path: Path) -> Iterator[dict[str, Any]]:
-    """Items of one JSON file (an item, a list of items or a FeatureCollection)."""
+def _absolute(item: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``item`` with relative local asset hrefs made absolute against ``base``."""
+    from urllib.parse import urlsplit
+
+    assets = {}
+    for key, asset in (item.get("assets") or {}).items():
+        href = asset.get("href") if isinstance(asset, Mapping) else None
+        if isinstance(href, str) and not urlsplit(href).scheme and not os.path.isabs(href):
+            asset = {**asset, "href": os.path.normpath(os.path.join(base, href))}
+        assets[key] = asset
+    return {**item, "assets": assets}
+
+
+def _items_in(path: Path, root: Path) -> Iterator[dict[str, Any]]:
+    """Items of one JSON file.
+
+    Accepted forms: the extraction manager's per-job document ``{"job_key": ..., "items":
+    [...]}`` (asset hrefs relative to the output folder ``root``), or an item, a list of
+    items or a FeatureCollection (asset hrefs relative to the file).
+    """
     data = orjson.loads(path.read_bytes())
-    if isinstance(data, Mapping) and data.get("type") == "FeatureCollection":
+    base = path.parent
+    if isinstance(data, Mapping) and isinstance(data.get("items"), list):
+        data, base = data["items"], root
+    elif isinstance(data, Mapping) and data.get("type") == "FeatureCollection":
         data = data.get("features") or []
     if isinstance(data, Mapping):
         data = [data]
@@ -53,13 +73,7 @@ def _items_in(path: Path) -> Iterator[dict[str, Any]]:
         if not isinstance(item, Mapping) or item.get("type") != "Feature":
             logger.warning("%s: skipping a non-item entry", path)
             continue
-        item = dict(item)
-        links = [dict(lk) for lk in item.get("links") or [] if isinstance(lk, Mapping)]
-        if not any(lk.get("rel") == "self" for lk in links):
-            # relative asset hrefs are relative to the file they were read from
-            links.append({"rel": "self", "href": str(path.resolve()), "type": "application/json"})
-        item["links"] = links
-        yield item
+        yield _absolute(dict(item), base.resolve())
 
 
 def find_catalogue(output_dir: str | os.PathLike[str]) -> Path | None:
@@ -81,7 +95,7 @@ def iter_output_items(output_dir: str | os.PathLike[str]) -> Iterator[dict[str, 
     if files:
         for path in files:
             try:
-                yield from _items_in(path)
+                yield from _items_in(path, Path(output_dir))
             except (OSError, orjson.JSONDecodeError) as exc:
                 logger.warning("cannot read items from %s: %s", path, exc)
         return
@@ -155,7 +169,7 @@ def build_catalogue_from_item_files(
     def counted() -> Iterator[dict[str, Any]]:
         nonlocal count
         for path in files:
-            for item in _items_in(path):
+            for item in _items_in(path, Path(output_dir)):
                 count += 1
                 yield item
 
