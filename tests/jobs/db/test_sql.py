@@ -1,4 +1,7 @@
-"""SqlJobDatabase on SQLite: transitions, history, claims, leases, schema checks, dtypes."""
+"""SqlJobDatabase: transitions, history, claims, leases, schema checks, dtypes.
+
+Tests taking ``sql_location`` (or ``db``) run on SQLite and on PostgreSQL (marked ``pg``).
+"""
 
 from __future__ import annotations
 
@@ -25,9 +28,9 @@ NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture()
-def db(tmp_path):
+def db(sql_location):
     df = pd.DataFrame({"title": [f"t{i}" for i in range(5)], "n": range(5)})
-    database = create_job_db(tmp_path / "jobs.db", df)
+    database = create_job_db(sql_location, df)
     yield database
     database.close()
 
@@ -123,9 +126,9 @@ def test_retry_to_not_started_drops_the_lease(db):
     assert "0" in [r.job_key for r in db.claim(5, manager_id="b", now=NOW)]
 
 
-def test_claim_backend_pinning(tmp_path):
+def test_claim_backend_pinning(sql_location):
     df = pd.DataFrame({"backend_name": [None, "vito", "cdse", "label"]})
-    db = create_job_db(tmp_path / "pins.db", df)
+    db = create_job_db(sql_location, df)
     # nothing registered: any other name pins the row
     assert [r.job_key for r in db.claim(9, manager_id="m", now=NOW, backend_name="vito")] == ["0", "1"]
     db.release("m")
@@ -235,14 +238,14 @@ def test_active_counts(db):
     assert db.active_counts() == {"a": 2}
 
 
-def test_geometry_and_dates_round_trip(tmp_path):
+def test_geometry_and_dates_round_trip(sql_location):
     gdf = gpd.GeoDataFrame(
         {"d": pd.to_datetime(["2024-01-01", "2024-06-30"]),
          "tz": pd.to_datetime(["2024-01-01T10:00", "2024-06-30T23:59"]).tz_localize("Europe/Brussels"),
          "i": np.array([1, 2], dtype="int32"), "b": [True, False], "s": ["a", None]},
         geometry=[Point(500000, 5600000), None], crs=32631, index=["x", "y"])
-    db = create_job_db(tmp_path / "g.db", gdf)
-    out = SqlJobDatabase(tmp_path / "g.db").read()
+    db = create_job_db(sql_location, gdf)
+    out = SqlJobDatabase(sql_location).read()
     assert isinstance(out, gpd.GeoDataFrame) and out.crs.to_epsg() == 32631
     pd.testing.assert_frame_equal(out[gdf.columns], gdf.rename_axis("job_key"), check_index_type=False)
     assert db.get("x").row["geometry"].equals(Point(500000, 5600000))

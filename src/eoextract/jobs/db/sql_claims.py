@@ -53,12 +53,16 @@ def _lock_backend(conn: Connection, dialect: str, backend_name: str) -> None:
 
 
 def slots_used(conn: Connection, backend_name: str, now: datetime) -> int:
-    """Slots of ``backend_name`` in use: its active jobs plus its claimed, leased new jobs."""
+    """Slots of ``backend_name`` in use: its active jobs plus its claimed, leased new jobs.
+
+    One statement, so one snapshot: a job moving from claimed to active meanwhile is
+    counted once (two statements under READ COMMITTED could miss it).
+    """
     active = select(func.count()).where(c.status.in_(_ACTIVE_VALUES), c.backend_name == backend_name)
     claimed = select(func.count()).where(
         c.status == _NOT_STARTED, c.backend_name == backend_name,
         c.claimed_by.is_not(None), c.lease_until > now)
-    return int(conn.scalar(active) or 0) + int(conn.scalar(claimed) or 0)
+    return int(conn.scalar(select(active.scalar_subquery() + claimed.scalar_subquery())) or 0)
 
 
 def claim_pks(
