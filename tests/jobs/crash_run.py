@@ -31,9 +31,11 @@ def main() -> None:
         return job
 
     df = pd.DataFrame({"title": [f"{prefix}-{i}" for i in range(n)], "value": range(n)})
-    manager = JobManager(poll_sleep=0.1, download_results=False, retry_backoff=0.05)
-    manager.add_backend("local", lambda: openeo.connect(url).authenticate_basic("eoextract", "eoextract"),
-                        parallel_jobs=3)
+    manager = JobManager(poll_sleep=0.1, download_results=False, retry_backoff=0.05,
+                         lease_seconds=float(os.environ.get("LEASE_SECONDS", "300")))
+    for name in os.environ.get("BACKENDS", "local").split(","):
+        manager.add_backend(name, lambda: openeo.connect(url).authenticate_basic("eoextract", "eoextract"),
+                            parallel_jobs=3)
     stats = manager.run_jobs(df, start_job, job_db=db_path)
     print(stats["status_counts"], stats.get("job adopted", 0))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from eoextract.errors import JobDatabaseError
 from eoextract.jobs.db import get_job_db
 
 SCRIPT = Path(__file__).with_name("crash_run.py")
@@ -53,16 +54,24 @@ def test_kill_9_at_random_moments_then_resume(local_backend, tmp_path):
     n = 60
     args = [sys.executable, str(SCRIPT), local_backend.url, str(db_path), prefix, str(n)]
     interrupted = 0
-    for _ in range(4):
+    targets = sorted(rng.sample(range(3, n - 3), 4))  # kill once this many jobs finished
+    for target in targets:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(1.5, 3.0))  # imports take ~1 s; then jobs are in flight
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.01, 0.05))
+            try:
+                with get_job_db(db_path) as db:
+                    if db.count_by_status(["finished"]).get("finished", 0) >= target:
+                        break
+            except JobDatabaseError:  # not created yet by the manager
+                continue
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        if db_path.exists():
-            with get_job_db(db_path) as db:
-                interrupted += db.count_by_status(["finished"]).get("finished", 0) < n
-    assert interrupted >= 2  # the kills really landed mid-run
+        with get_job_db(db_path) as db:
+            interrupted += db.count_by_status(["finished"]).get("finished", 0) < n
+    assert interrupted >= 3  # the kills really landed mid-run
     final = subprocess.run(args, capture_output=True, text=True, timeout=180)
     assert final.returncode == 0, final.stderr
     assert f"{{'finished': {n}}}" in final.stdout
@@ -76,3 +85,42 @@ def test_kill_9_at_random_moments_then_resume(local_backend, tmp_path):
     for key in db.read().index:
         finished = [c for c in db.history(key) if str(c.new) == "finished"]
         assert len(finished) == 1  # finished exactly once
+
+
+@pytest.mark.slow
+def test_two_managers_share_one_sqlite_db_and_survive_a_kill(local_backend, tmp_path):
+    """Two manager processes on one job DB; one is killed -9; the other adopts its jobs."""
+    prefix = f"duo{uuid.uuid4().hex[:6]}"
+    db_path = tmp_path / "jobs.db"
+    n = 120
+    args = [sys.executable, str(SCRIPT), local_backend.url, str(db_path), prefix, str(n)]
+    # Slots are per backend and shared by all managers: the first runs backend "a", the
+    # second "a" and "b" (the same server), so both have work and the second can adopt.
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a"))
+    second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a,b"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill the first once both have started jobs
+        time.sleep(0.2)
+        if db_path.exists():
+            with get_job_db(db_path) as db:
+                owners = {r.fields.get("claimed_by") for r in db.jobs(["creating", "queued", "running"])}
+            if len(owners - {None}) >= 2:
+                break
+    assert first.poll() is None, first.stderr.read()
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(30)
+    out, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err
+    assert f"{{'finished': {n}}}" in out
+
+    titles = collections.Counter(
+        j["title"] for j in local_backend.connect().list_jobs(limit=None)
+        if str(j.get("title", "")).startswith(prefix + "-"))
+    assert len(titles) == n
+    assert set(titles.values()) == {1}, titles  # no job created twice by the two managers
+    db = get_job_db(db_path)
+    per_job = [{c.manager_id for c in db.history(key) if c.manager_id} for key in db.read().index]
+    assert len(set().union(*per_job)) == 2  # both managers did work
+    assert any(len(ids) == 2 for ids in per_job)  # jobs of the killed manager were adopted

@@ -36,7 +36,7 @@ from openeo.rest.job import BatchJob
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.backends import BackendSpec, find_tagged_jobs, make_tag, tag_requests
-from eoextract.jobs.db.base import JobDatabase, JobRecord, Transition
+from eoextract.jobs.db.base import ADOPTABLE, JobDatabase, JobRecord, Transition
 from eoextract.jobs.retry import Backoff, ErrorInfo, classify
 from eoextract.jobs.status import ACTIVE, ON_BACKEND, TERMINAL, JobStatus
 
@@ -349,14 +349,28 @@ class JobManager:
                 _log.warning("job %s names backend %r, which is not registered; it will run on any backend",
                              rec.job_key, rec.backend_name)
                 db.update(rec.job_key, backend_name=None)
-        # Jobs left in flight by an earlier run of this (or a dead) manager.
-        for rec in db.jobs([S.CREATING]):
-            run.unreconciled.setdefault(rec.backend_name or "", set()).add(rec.job_key)
-        for rec in db.jobs([S.CREATED]):
-            run.needs_start.add(rec.job_key)
-        for rec in db.jobs([S.DOWNLOADING, S.POSTPROCESSING]):
-            run.finish_due[rec.job_key] = 0.0
+        # Jobs left in flight by an earlier run: a manager of this host that died (its
+        # process is gone) gives up its leases at once; others' leases must expire first.
+        for manager_id in {r.fields.get("claimed_by") for r in db.jobs(ADOPTABLE)} - {None}:
+            if _is_dead_local_manager(manager_id):
+                _log.info("taking over the jobs of manager %s (its process has ended)", manager_id)
+                db.release(manager_id)
+        self._adopt(run)
         return run
+
+    def _adopt(self, run: _Run) -> None:
+        """Take over in-flight jobs whose manager stopped renewing its lease."""
+        with run.lock:
+            adopted = run.db.adopt_expired(self.manager_id, now=_utcnow(), lease_seconds=self.lease_seconds,
+                                           backend_names=list(self.backends))
+            for rec in adopted:
+                run.stats["job adopted from another manager"] += 1
+                if rec.status is S.CREATING:
+                    run.unreconciled.setdefault(rec.backend_name or "", set()).add(rec.job_key)
+                elif rec.status is S.CREATED:
+                    run.needs_start.add(rec.job_key)
+                elif rec.status in (S.DOWNLOADING, S.POSTPROCESSING):
+                    run.finish_due[rec.job_key] = 0.0
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, run: _Run) -> None:
@@ -379,6 +393,7 @@ class JobManager:
                         run.progress.tick(run.db)
                     if time.monotonic() >= next_lease_renewal:
                         run.db.renew_leases(self.manager_id, now=_utcnow(), lease_seconds=self.lease_seconds)
+                        self._adopt(run)
                         next_lease_renewal = time.monotonic() + self.lease_seconds / 3
                     run.stats["run_jobs loop"] += 1
                     if self._is_done(run):
@@ -649,7 +664,8 @@ class JobManager:
                 continue
             with run.lock:
                 records = [r for r in run.db.jobs(ON_BACKEND, backend_name=name)
-                           if r.job_key not in run.inflight and r.backend_job_id]
+                           if r.job_key not in run.inflight and r.backend_job_id
+                           and r.fields.get("claimed_by") == self.manager_id]
             if not records:
                 continue
             try:
@@ -836,6 +852,23 @@ class JobManager:
             self._job_handle(spec, rec).stop()
         except Exception as exc:  # noqa: BLE001
             _log.warning("job %s: cancel failed: %s", rec.job_key, classify(exc).message)
+
+
+def _is_dead_local_manager(manager_id: str) -> bool:
+    """Whether ``manager_id`` (``host:pid:nonce``) names a process of this host that has ended."""
+    parts = str(manager_id).split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _aware(value: Any) -> datetime:
