@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -62,6 +63,27 @@ def ensure_venv() -> None:
     STAMP.write_text(_wanted_stamp())
 
 
+def ensure_test_system_packages() -> None:
+    """Install Debian's chromium for the report-rendering test, where apt can (root, CI).
+
+    Where it cannot be installed, that one test skips with a printed reason.
+    """
+    if shutil.which("chromium") or os.environ.get("EOEXTRACT_NO_APT"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        print("chromium not found and apt-get not usable: the report rendering test will skip", flush=True)
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        try:
+            rc = subprocess.call(cmd, env=env, timeout=900)
+        except subprocess.TimeoutExpired:
+            rc = -1
+        if rc != 0:
+            print(f"{' '.join(cmd)} failed ({rc}): the report rendering test will skip", flush=True)
+            return
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__)
@@ -79,6 +101,7 @@ def main(argv: list[str]) -> int:
     if command == "bench":
         script = rest[0] if rest else "benchmarks/run_all.py"
         return _run([PY, ROOT / script, *rest[1:]], cwd=ROOT)
+    ensure_test_system_packages()
     rc = _run([PY, "-m", "pytest", *rest], cwd=ROOT)
     if rc == 5:  # pytest: no tests were collected
         print("pytest collected no tests for this selection", flush=True)
