@@ -101,7 +101,8 @@ def test_jobs_survive_a_restart(tmp_path):
 def test_serve_command_prints_url_and_serves(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-c", "from eoextract.cli import app; app()", "backend", "serve",
-           "--port", "0", "--data-dir", str(tmp_path / "d"), "--workers", "1", "--faults"]
+           "--port", "0", "--data-dir", str(tmp_path / "d"), "--workers", "1", "--faults",
+           "--user", "bob", "--password", "pw-1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         url = proc.stdout.readline().strip()
@@ -109,6 +110,9 @@ def test_serve_command_prints_url_and_serves(tmp_path):
         caps = requests.get(url, timeout=10).json()
         assert caps["api_version"] == "1.2.0"
         assert requests.get(f"{url}_admin/faults", timeout=10).status_code == 200
+        assert requests.get(f"{url}credentials/basic", auth=("bob", "pw-1"), timeout=10).ok
+        wrong = requests.get(f"{url}credentials/basic", auth=("eoextract", "eoextract"), timeout=10)
+        assert wrong.status_code in (401, 403)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

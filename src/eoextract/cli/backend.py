@@ -23,6 +23,11 @@ def backend_serve(
     result_style: Annotated[
         str, typer.Option(help="Result metadata style: 'current' or 'cdse'.")
     ] = "current",
+    user: Annotated[str, typer.Option(help="User name for /credentials/basic.")] = "eoextract",
+    password: Annotated[
+        str, typer.Option(help="Its password (or EOEXTRACT_BACKEND_PASSWORD).",
+                          envvar="EOEXTRACT_BACKEND_PASSWORD", show_default=False)
+    ] = "eoextract",
 ) -> None:
     """Run the embedded openEO backend until interrupted; prints its URL."""
     from eoextract.backend.local import serve
@@ -34,4 +39,6 @@ def backend_serve(
         workers=workers,
         faults=faults,
         result_style=result_style,
+        user=user,
+        password=password,
     )
