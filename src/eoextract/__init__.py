@@ -42,7 +42,9 @@ _EXPORTS: dict[str, str] = {
     "JobManager": "eoextract.jobs.manager",
     "MultiBackendJobManager": "eoextract.jobs.manager",
     "ProcessBasedJobCreator": "eoextract.jobs.creator",
-    # extraction building blocks
+    # extraction
+    "ExtractionManager": "eoextract.extract.manager",
+    "GFMAPJobManager": "eoextract.extract.manager",
     "AssetDefinition": "eoextract.extract.assets",
     "AUXILIARY": "eoextract.extract.assets",
     # STAC
@@ -76,6 +78,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.backend.local import LocalBackend
     from eoextract.extract.assets import AUXILIARY, AssetDefinition
+    from eoextract.extract.manager import ExtractionManager, GFMAPJobManager
     from eoextract.jobs.creator import ProcessBasedJobCreator
     from eoextract.jobs.db import create_job_db, get_job_db
     from eoextract.jobs.manager import JobManager, MultiBackendJobManager

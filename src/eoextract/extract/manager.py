@@ -1,0 +1,590 @@
+"""The extraction manager: openEO jobs in, files in a tidy tree and one STAC catalogue out.
+
+:class:`ExtractionManager` (also exported as ``GFMAPJobManager``) is a
+:class:`~eoextract.jobs.manager.JobManager` with openeo-gfmap's constructor and three
+extra steps for every finished job, run in a worker thread while the job is
+``downloading`` and then ``postprocessing``:
+
+1. the job's result assets are streamed to temporary files inside ``output_dir``,
+   verified, and moved to the path the user's ``output_path_generator`` chooses
+   (:mod:`eoextract.extract.placement`, :mod:`eoextract.jobs.download`);
+2. one STAC item is built per data asset (one per sampled feature with
+   ``sample_by_feature``) from the file itself (:mod:`eoextract.extract.items`);
+3. the user's ``post_job_action(job_items, row, parameters)`` runs in a pool of
+   ``n_threads`` (or a given executor); it may edit, add or drop items and add local
+   assets. ``file:size``/``file:checksum`` are then computed from the files as they
+   are, and the job's items are written at once to
+   ``output_dir/.eoextract/items/<job>.json`` (hrefs relative to ``output_dir``).
+
+A failure in any step marks that job only (retried when retryable). Results whose
+checksum stays wrong after repeated downloads make the job run again on the backend.
+:meth:`ExtractionManager.create_stac` (or :func:`build_catalogue`, from any process)
+streams the stored items into a relocatable catalogue and validates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pandas as pd
+import pystac
+
+from eoextract.errors import ChecksumMismatch, ConfigurationError, StacError, UnsafeAssetPath
+from eoextract.extract.items import build_item, make_item_id, read_file_metadata, refresh_file_metadata
+from eoextract.extract.placement import OutputPathGenerator, check_signature
+from eoextract.jobs.db.base import JobDatabase, JobRecord
+from eoextract.jobs.download import (
+    STATE_DIR,
+    DownloadedAsset,
+    RemoteAsset,
+    download_job_assets,
+    ensure_inside,
+    parse_job_results,
+    session_for,
+)
+from eoextract.jobs.manager import JobManager
+from eoextract.jobs.status import JobStatus
+
+__all__ = [
+    "ExtractionManager",
+    "FILE_LOCK",
+    "GFMAPJobManager",
+    "PostJobAction",
+    "build_catalogue",
+    "iter_job_items",
+    "items_dir",
+]
+
+_log = logging.getLogger(__name__)
+S = JobStatus
+
+#: Parameters ``post_job_action`` is called with, positionally.
+POST_JOB_PARAMETERS = ("job_items", "row", "parameters")
+#: Keyword arguments the manager passes to ``create_datacube_fn`` (those it declares).
+START_JOB_KEYWORDS = ("row", "connection", "connection_provider", "provider")
+_ITEMS_VERSION = 1
+_SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Held around every file access of the manager and, by default, each post-job action run
+#: in this process: netCDF-C and HDF5 (under xarray's default NetCDF engine and GDAL) are
+#: not thread-safe; two threads writing different NetCDF files can corrupt or hang both.
+FILE_LOCK = threading.RLock()
+
+#: ``post_job_action(job_items, row, parameters) -> list[pystac.Item]``.
+PostJobAction = Callable[[list[pystac.Item], pd.Series, dict], list[pystac.Item]]
+
+
+# --------------------------------------------------------------------------- item store
+
+
+def items_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """Folder holding the stored items of finished jobs, one JSON file per job."""
+    return Path(output_dir) / STATE_DIR / "items"
+
+
+def _items_file(output_dir: Path, job_key: str) -> Path:
+    slug = _SLUG_RE.sub("-", job_key).strip("-.")[:60] or "job"
+    digest = hashlib.sha256(job_key.encode("utf-8")).hexdigest()[:12]
+    return items_dir(output_dir) / f"{slug}-{digest}.json"
+
+
+def _local_path(href: str) -> str | None:
+    """The local path an href names (absolute or relative), or None for a URL."""
+    parts = urlsplit(href)
+    if parts.scheme == "file":
+        return unquote(parts.path)
+    if parts.scheme and len(parts.scheme) > 1:  # a URL (one letter: a Windows drive)
+        return None
+    return href
+
+
+def _stored_item(item: pystac.Item, root: Path, job_key: str) -> dict[str, Any]:
+    """An item dict whose local asset hrefs are relative to ``root`` (checked to stay inside)."""
+    d = item.to_dict(include_self_link=False, transform_hrefs=False)
+    for key, asset in (d.get("assets") or {}).items():
+        href = asset.get("href")
+        path = _local_path(href) if isinstance(href, str) else None
+        if path is None:
+            continue
+        try:
+            resolved = ensure_inside(path, root)
+        except UnsafeAssetPath as exc:
+            exc.job_key, exc.asset = job_key, key
+            raise
+        asset["href"] = resolved.relative_to(root).as_posix()
+    return d
+
+
+def _write_items(output_dir: Path, job_key: str, backend_job_id: str | None,
+                 items: Sequence[dict[str, Any]]) -> Path:
+    """Write one job's items atomically (temp file + rename)."""
+    target = _items_file(output_dir, job_key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    document = {"version": _ITEMS_VERSION, "job_key": job_key, "backend_job_id": backend_job_id,
+                "items": list(items)}
+    fd, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def iter_job_items(output_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the stored items of every finished job of an extraction, one job file at a time.
+
+    Asset hrefs come out absolute (inside ``output_dir`` as it is now, so the folder
+    may have been moved since the run). Jobs are read in file-name order, so the
+    same items always come out in the same order.
+
+    Args:
+        output_dir: The extraction's output folder.
+
+    Yields:
+        Item dicts.
+
+    Raises:
+        StacError: If a stored file is unreadable or of an unknown version.
+    """
+    root = Path(output_dir).resolve()
+    folder = items_dir(root)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StacError(f"Cannot read stored items {path}: {exc}") from exc
+        if not isinstance(document, dict) or document.get("version") != _ITEMS_VERSION:
+            raise StacError(f"{path} is not an item file this version of eoextract can read")
+        for d in document.get("items") or []:
+            for asset in (d.get("assets") or {}).values():
+                href = asset.get("href")
+                if isinstance(href, str) and not urlsplit(href).scheme and not os.path.isabs(href):
+                    asset["href"] = os.path.normpath(os.path.join(root, href))
+            yield d
+
+
+def build_catalogue(
+    output_dir: str | os.PathLike[str],
+    collection_id: str,
+    description: str = "",
+    *,
+    output_path: str | os.PathLike[str] | None = None,
+    existing: str | os.PathLike[str] | None = None,
+    validate: bool = True,
+    **collection_options: Any,
+) -> Path:
+    """Build the STAC catalogue of an extraction from its stored items, in one pass.
+
+    Usable from any process once jobs have finished (e.g. ``eoextract stac build``):
+    only ``output_dir`` is read.
+
+    Args:
+        output_dir: The extraction's output folder.
+        collection_id: Id of the collection.
+        description: Its description.
+        output_path: Folder of the catalogue (default ``output_dir/stac``); an earlier
+            catalogue there is replaced whole.
+        existing: An existing ``collection.json`` to extend: its items are kept (those
+            with the id of a new item are replaced) and its metadata too.
+        validate: Validate the written catalogue (schemas, links, asset files).
+        **collection_options: Passed to :func:`~eoextract.stac.build_collection`
+            (``title``, ``license``, ``providers``, ``keywords``, ``extra_fields``,
+            ``layout``, ``max_links_per_catalog``, ``stac_extensions``).
+
+    Returns:
+        Path of the written ``collection.json``.
+
+    Raises:
+        StacValidationError: If ``validate`` and the catalogue is invalid.
+        StacError: For unreadable stored items or duplicate item ids.
+    """
+    from eoextract.stac import build_collection, extend_collection, validate_catalog
+
+    root = Path(output_dir)
+    target = Path(output_path) if output_path is not None else root / "stac"
+    items = iter_job_items(root)
+    if existing is not None and Path(existing).exists():
+        # the existing collection keeps its id and metadata unless options say otherwise
+        options = {k: v for k, v in collection_options.items() if v is not None}
+        path = extend_collection(existing, items, output_dir=target, **options)
+    else:
+        if existing is not None:
+            _log.info("%s does not exist yet; building a new collection", existing)
+        path = build_collection(items, target, collection_id=collection_id, description=description,
+                                **collection_options)
+    if validate:
+        report = validate_catalog(path, check_assets=True)
+        report.raise_for_errors()
+        _log.info("catalogue %s: %d item(s), valid", path, report.n_items)
+    return path
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+def _check_start_job(fn: Any) -> None:
+    """Check ``create_datacube_fn`` can be called as the manager calls it."""
+    import inspect
+
+    name = "create_datacube_fn"
+    if not callable(fn):
+        raise ConfigurationError(f"{name} must be a function like {name}(row, connection, provider=None, "
+                                 f"connection_provider=None), got {type(fn).__name__}")
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        passed = list(START_JOB_KEYWORDS)
+    else:
+        passed = [k for k in START_JOB_KEYWORDS if k in params]
+    missing = [k for k in ("row", "connection") if k not in passed]
+    if missing:
+        label = getattr(fn, "__qualname__", repr(fn))
+        raise ConfigurationError(
+            f"{name} {label}{inspect.signature(fn)} must take parameters named 'row' and 'connection' "
+            f"(it is called as {name}(row=..., connection=..., provider=..., connection_provider=...), "
+            f"with those of them it declares); missing: {', '.join(missing)}"
+        )
+    check_signature(fn, (), name=name, keywords=passed)
+
+
+def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        with FILE_LOCK:
+            return fn(*args)
+
+    return call
+
+
+def _is_data_asset(asset: RemoteAsset) -> bool:
+    return not asset.roles or "data" in asset.roles
+
+
+def _order_key(done: DownloadedAsset) -> tuple[int, int, str]:
+    index = done.asset.geometry_index
+    return (0, index, done.asset.name) if index is not None else (1, 0, done.asset.name)
+
+
+class ExtractionManager(JobManager):
+    """Run extraction jobs, place their results, describe them in STAC.
+
+    The constructor follows openeo-gfmap's ``GFMAPJobManager``, so scripts written for
+    it run with an import change.
+
+    Args:
+        output_dir: Folder for every file of the extraction (results, auxiliary files,
+            stored items, the catalogue); nothing is written outside it.
+        output_path_generator: ``(root_folder, tmp_path, geometry_index, row) -> Path``
+            giving each result file's final place inside ``output_dir``; it may open
+            ``tmp_path`` (openeo-gfmap 0.4.7's ``(output_dir, idx, row, asset_id)``
+            works too).
+        collection_id: Id of the STAC collection.
+        collection_description: Its description.
+        post_job_action: ``(job_items, row, parameters) -> list[pystac.Item]``, called
+            once per finished job after its files are in place.
+        poll_sleep: Seconds between two polls of the backends.
+        n_threads: Threads running post-job actions (when no ``executor`` is given).
+        post_job_params: The ``parameters`` passed to ``post_job_action``.
+        stac: Path of an existing ``collection.json`` that :meth:`create_stac` extends.
+        executor: A ``concurrent.futures.Executor`` (or a ``distributed.Client``) that
+            runs post-job actions instead of the thread pool; the manager does not shut
+            it down.
+        download_workers: Parallel downloads per job.
+        max_attempts: Attempts per job for retryable failures.
+        retry_backoff: Seconds before the first retry (see
+            :class:`~eoextract.jobs.manager.JobManager`).
+        data_asset_key: Key of the result file's asset in each item (``None``: the
+            backend's asset name, e.g. ``openEO_3.nc``).
+        serialize_post_job_actions: Run post-job actions of this process one at a
+            time, under the lock that also guards the manager's own file reading
+            (:data:`FILE_LOCK`), because the NetCDF and HDF5 libraries are not
+            thread-safe. Set it False only when post-job actions use thread-safe I/O;
+            actions sent to another process (a ``distributed.Client`` or a
+            ``ProcessPoolExecutor`` as ``executor``) never take the lock.
+        required_columns: Columns the job dataframe must have (checked before
+            anything is submitted).
+        **job_manager_kwargs: Further :class:`~eoextract.jobs.manager.JobManager`
+            options (``cancel_running_job_after``, ``lease_seconds``, ...).
+
+    Raises:
+        ConfigurationError: For callbacks that cannot be called as described.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        output_path_generator: Callable[..., Any],
+        collection_id: str,
+        collection_description: str = "",
+        post_job_action: PostJobAction | None = None,
+        poll_sleep: float = 5,
+        n_threads: int = 1,
+        post_job_params: Mapping[str, Any] | None = None,
+        stac: str | os.PathLike[str] | None = None,
+        *,
+        executor: Executor | Any | None = None,
+        download_workers: int = 4,
+        max_attempts: int = 3,
+        retry_backoff: Any = None,
+        data_asset_key: str | None = "data",
+        required_columns: Sequence[str] = (),
+        serialize_post_job_actions: bool = True,
+        **job_manager_kwargs: Any,
+    ) -> None:
+        job_manager_kwargs.pop("root_dir", None)
+        job_manager_kwargs.pop("download_results", None)
+        super().__init__(poll_sleep=poll_sleep, root_dir=output_dir, download_results=True,
+                         max_attempts=max_attempts, retry_backoff=retry_backoff, **job_manager_kwargs)
+        if not collection_id:
+            raise ConfigurationError("collection_id must not be empty")
+        if n_threads < 1:
+            raise ConfigurationError("n_threads must be at least 1")
+        if download_workers < 1:
+            raise ConfigurationError("download_workers must be at least 1")
+        if post_job_action is not None:
+            check_signature(post_job_action, POST_JOB_PARAMETERS, name="post_job_action")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise ConfigurationError("executor must have a submit() method (concurrent.futures.Executor)")
+        self.output_dir = Path(output_dir).absolute()
+        self.output_path_generator = OutputPathGenerator(output_path_generator, self.output_dir)
+        self.collection_id = collection_id
+        self.collection_description = collection_description
+        self.post_job_action = post_job_action
+        self.n_threads = int(n_threads)
+        self.post_job_params: dict[str, Any] = dict(post_job_params or {})
+        self.stac = Path(stac) if stac is not None else None
+        self.download_workers = int(download_workers)
+        self.data_asset_key = data_asset_key
+        self.required_columns = tuple(required_columns)
+        self.serialize_post_job_actions = bool(serialize_post_job_actions)
+        self._executor = executor
+        self._own_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ running
+    def run_jobs(
+        self,
+        df: pd.DataFrame | None = None,
+        start_job: Callable[..., Any] | None = None,
+        job_db: str | Path | JobDatabase | None = None,
+        **kwargs: Any,
+    ) -> dict:
+        """Run every job to a final status (as openeo-gfmap: ``run_jobs(df, create_datacube_fn, path)``).
+
+        Args:
+            df: Job dataframe (one row per job); rows already in ``job_db`` are kept.
+            start_job: ``create_datacube_fn(row, connection, provider=None,
+                connection_provider=None) -> BatchJob``.
+            job_db: Job database path (``.csv``, ``.parquet``, ``.db``), URL or object.
+
+        Returns:
+            Run statistics (see :meth:`JobManager.run_jobs`).
+
+        Raises:
+            ConfigurationError: For a missing or empty job dataframe (with no jobs in
+                ``job_db`` either), missing required columns, or a ``start_job`` that
+                cannot be called as described — all before anything is submitted.
+        """
+        if start_job is None:
+            raise ConfigurationError("run_jobs needs a create_datacube_fn: run_jobs(df, create_datacube_fn, job_db)")
+        self._check_ready(start_job)
+        self._check_dataframe(df, job_db)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return super().run_jobs(df, start_job, job_db, **kwargs)
+        finally:
+            self._close_pool()
+
+    def stop_job_thread(self, *args: Any, **kwargs: Any) -> None:
+        """Stop the background thread (see :meth:`JobManager.stop_job_thread`)."""
+        super().stop_job_thread(*args, **kwargs)
+        self._close_pool()
+
+    def _check_ready(self, start_job: Callable[..., Any]) -> None:
+        super()._check_ready(start_job)
+        _check_start_job(start_job)
+
+    def _check_dataframe(self, df: pd.DataFrame | None, job_db: Any) -> None:
+        if df is not None:
+            if not isinstance(df, pd.DataFrame):
+                raise ConfigurationError(f"the job dataframe must be a pandas DataFrame, not {type(df).__name__}")
+            missing = [c for c in self.required_columns if c not in df.columns]
+            if missing:
+                raise ConfigurationError(
+                    f"the job dataframe lacks required column(s) {missing}; it has {list(df.columns)}"
+                )
+            if len(df) > 0:
+                return
+        if isinstance(job_db, JobDatabase) and job_db.exists() and sum(job_db.count_by_status().values()):
+            return
+        if isinstance(job_db, (str, Path)) and Path(job_db).is_file():
+            return  # resuming: the database holds the jobs (checked when it is opened)
+        what = "is empty" if df is not None else "was not given"
+        raise ConfigurationError(f"the job dataframe {what} and there is no job database with jobs to resume")
+
+    # ------------------------------------------------------------------ finished jobs
+    def _rerun_job_after(self, exc: Exception) -> bool:
+        """A result that keeps failing verification is corrupt on the backend: run the job again."""
+        return isinstance(exc, ChecksumMismatch)
+
+    def _process_finished_job(self, run: Any, rec: JobRecord, spec: Any) -> None:
+        """Download, describe and post-process one finished job's results, then store its items."""
+        row = rec.as_series()
+        connection = spec.connection()
+        assets = self._fetch_assets(connection, rec)
+        data_assets = [a for a in assets if _is_data_asset(a)]
+        if not data_assets:
+            raise StacError(f"job {rec.job_key}: the results have no data assets "
+                            f"({', '.join(a.name for a in assets)})")
+        session, headers = session_for(connection)
+        done = download_job_assets(
+            session, data_assets, self.output_dir, self._chooser(row, data_assets),
+            max_workers=self.download_workers, headers=headers, job_key=rec.job_key,
+        )
+        done.sort(key=_order_key)
+        with FILE_LOCK:
+            items = [self._item_for(rec, d) for d in done]
+        if rec.status is S.DOWNLOADING:
+            self._transition(run, rec.job_key, S.POSTPROCESSING, expect=S.DOWNLOADING,
+                             message=f"{len(done)} file(s) in place")
+        if self.post_job_action is not None:
+            items = self._run_post_job_action(items, row, rec.job_key)
+        stored = []
+        seen: set[str] = set()
+        for item in items:
+            with FILE_LOCK:
+                refresh_file_metadata(item, self.output_dir, known=done)
+            if item.id in seen:
+                raise StacError(f"job {rec.job_key}: two items have the id {item.id!r}")
+            seen.add(item.id)
+            stored.append(_stored_item(item, self.output_dir.resolve(), rec.job_key))
+        path = _write_items(self.output_dir, rec.job_key, rec.backend_job_id, stored)
+        _log.info("job %s: %d item(s) stored in %s", rec.job_key, len(stored), path.name)
+        with run.lock:
+            run.db.update(rec.job_key, output_dir=str(self.output_dir))
+        if type(self).on_job_done is not JobManager.on_job_done:
+            self.on_job_done(self._job_handle(spec, rec), row)
+
+    def _fetch_assets(self, connection: Any, rec: JobRecord) -> list[RemoteAsset]:
+        """The job's results document (following ``item`` links) as assets."""
+        path = f"/jobs/{rec.backend_job_id}/results"
+        document = connection.get(path, expected_status=200).json()
+        session, headers = session_for(connection)
+
+        def fetch(url: str) -> Any:
+            response = session.get(url, headers=headers(url), timeout=60)
+            response.raise_for_status()
+            return response.json()
+
+        return parse_job_results(document, base_url=connection.build_url(path), fetch=fetch)
+
+    def _chooser(self, row: pd.Series, assets: Sequence[RemoteAsset]) -> Callable[[RemoteAsset, Path], Path]:
+        """The job's ``choose_path``; user generators are never called concurrently."""
+        choose = self.output_path_generator.chooser(row, assets)
+
+        def serialised(asset: RemoteAsset, tmp_path: Path) -> Path:
+            with FILE_LOCK:
+                return choose(asset, tmp_path)
+
+        return serialised
+
+    def _item_for(self, rec: JobRecord, done: DownloadedAsset) -> pystac.Item:
+        meta = read_file_metadata(done.path, sha256=done.sha256)
+        return build_item(
+            done.asset, meta,
+            item_id=make_item_id(rec.job_key, done.asset.name, done.path),
+            collection_id=self.collection_id,
+            asset_key=self.data_asset_key,
+        )
+
+    def _run_post_job_action(self, items: list[pystac.Item], row: pd.Series, job_key: str) -> list[pystac.Item]:
+        assert self.post_job_action is not None
+        pool = self._pool()
+        action: Callable[..., Any] = self.post_job_action
+        if self.serialize_post_job_actions and isinstance(pool, ThreadPoolExecutor):
+            action = _locked(action)
+        result = pool.submit(action, items, row, dict(self.post_job_params)).result()
+        if isinstance(result, pystac.Item):
+            result = [result]
+        if not isinstance(result, (list, tuple)) or not all(isinstance(i, pystac.Item) for i in result):
+            got = type(result).__name__
+            if isinstance(result, (list, tuple)):
+                got += " of " + ", ".join(sorted({type(i).__name__ for i in result}))
+            raise TypeError(f"post_job_action returned {got} for job {job_key}; "
+                            "it must return a list of pystac.Item")
+        return list(result)
+
+    def _pool(self) -> Any:
+        if self._executor is not None:
+            return self._executor
+        with self._pool_lock:
+            if self._own_pool is None:
+                self._own_pool = ThreadPoolExecutor(max_workers=self.n_threads,
+                                                    thread_name_prefix="eoextract-postjob")
+            return self._own_pool
+
+    def _close_pool(self) -> None:
+        with self._pool_lock:
+            pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ catalogue
+    def create_stac(
+        self,
+        output_path: str | os.PathLike[str] | None = None,
+        catalog_type: pystac.CatalogType | str | None = None,
+        *,
+        validate: bool = True,
+        **collection_options: Any,
+    ) -> Path:
+        """Write the STAC catalogue of every finished job and validate it.
+
+        Args:
+            output_path: Folder of the catalogue (default ``output_dir/stac``).
+            catalog_type: Accepted for compatibility; the catalogue is always
+                self-contained (relative hrefs), so ``ABSOLUTE_PUBLISHED`` is refused.
+            validate: Validate the result (schemas, links, asset files).
+            **collection_options: ``title``, ``license``, ``providers``, ``keywords``,
+                ``extra_fields``, ``layout``, ``max_links_per_catalog`` (see
+                :func:`~eoextract.stac.build_collection`).
+
+        Returns:
+            Path of ``collection.json``.
+
+        Raises:
+            ConfigurationError: For ``catalog_type=ABSOLUTE_PUBLISHED``.
+            StacValidationError: When the catalogue does not validate.
+        """
+        if catalog_type is not None and str(pystac.CatalogType(catalog_type)) == str(
+                pystac.CatalogType.ABSOLUTE_PUBLISHED):
+            raise ConfigurationError("the catalogue is written with relative hrefs only; "
+                                     "use SELF_CONTAINED or RELATIVE_PUBLISHED")
+        return build_catalogue(
+            self.output_dir, self.collection_id, self.collection_description,
+            output_path=output_path, existing=self.stac, validate=validate, **collection_options,
+        )
+
+
+#: openeo-gfmap's name, for scripts that port with an import change.
+GFMAPJobManager = ExtractionManager
