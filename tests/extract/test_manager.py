@@ -36,7 +36,7 @@ from eoextract.split import split_job_hex
 from eoextract.stac import validate_catalog
 
 DATA = Path(__file__).parents[1] / "data" / "wc_extraction_dataset.gpkg"
-BANDS = ["B02", "B04", "SCL"]
+BANDS = ["B02", "B05", "SCL"]  # B05: a red-edge band, whose common name needs mapping
 CELLS = ["841e333ffffffff", "841e153ffffffff"]  # two H3 cells with several samples each
 
 

@@ -276,6 +276,27 @@ def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+#: ``common_name`` values of the eo extension v1.1.0, which the items declare.
+_EO_V1_COMMON_NAMES = frozenset({
+    "coastal", "blue", "green", "red", "rededge", "yellow", "pan", "nir", "nir08", "nir09",
+    "cirrus", "swir16", "swir22", "lwir", "lwir11", "lwir12",
+})
+
+
+def _eo_v1_common_names(item: pystac.Item) -> None:
+    """Map newer common names (``rededge071``, as STAC 1.1 ``bands`` use) onto eo v1.1.0's."""
+    for asset in item.assets.values():
+        for band in asset.extra_fields.get("eo:bands") or []:
+            name = band.get("common_name") if isinstance(band, dict) else None
+            if name is None or name in _EO_V1_COMMON_NAMES:
+                continue
+            base = re.sub(r"\d+$", "", str(name))
+            if base in _EO_V1_COMMON_NAMES:
+                band["common_name"] = base
+            else:
+                del band["common_name"]
+
+
 def _is_data_asset(asset: RemoteAsset) -> bool:
     return not asset.roles or "data" in asset.roles
 
@@ -474,6 +495,7 @@ class ExtractionManager(JobManager):
         for item in items:
             with FILE_LOCK:
                 refresh_file_metadata(item, self.output_dir, known=done)
+            _eo_v1_common_names(item)
             if item.id in seen:
                 raise StacError(f"job {rec.job_key}: two items have the id {item.id!r}")
             seen.add(item.id)
