@@ -138,3 +138,11 @@ def test_bind_collection_refuses_another_collection(location):
         again.bind_collection("S1-backscatter")
     again.bind_collection("S2-L2A-stats")
     again.close()
+
+
+def test_any_with_status(db):
+    assert db.any_with_status([S.NOT_STARTED])
+    assert not db.any_with_status([S.RUNNING, "finished"])
+    assert not db.any_with_status([])
+    db.transition("3", S.CREATING)
+    assert db.any_with_status(["creating"]) and not db.any_with_status(["queued"])

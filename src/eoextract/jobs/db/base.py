@@ -178,6 +178,12 @@ class JobDatabase(abc.ABC):
     def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
         """Number of jobs per status (only the given statuses when some are given)."""
 
+    def any_with_status(self, statuses: Iterable[JobStatus | str]) -> bool:
+        """Whether any job has one of ``statuses``; unlike :meth:`count_by_status`, the
+        SQL databases answer from the first index entry, whatever the table's size."""
+        wanted = [str(s) for s in statuses]
+        return bool(wanted) and any(self.count_by_status(wanted).values())
+
     @abc.abstractmethod
     def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
         """Jobs whose status is one of ``statuses`` (at most ``max``), as a dataframe."""

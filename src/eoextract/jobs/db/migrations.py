@@ -29,15 +29,16 @@ Migration = Callable[[Connection], None]
 
 
 def _v1_to_v2(conn: Connection) -> None:
-    """Indexes for status counts and active slots at scale.
+    """Indexes for status counts and slots at scale.
 
-    ``(status, backend_name)`` serves ``count_by_status``, ``active_counts`` and lease
-    adoption; it makes ``(status)`` and ``(backend_name, status)`` redundant.
+    ``(status, backend_name, lease_until)`` serves ``count_by_status``, ``active_counts``,
+    the slots claimed per backend and lease adoption; it makes ``(status)`` and
+    ``(backend_name, status)`` redundant.
     """
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_jobs_status")
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_jobs_backend_status")
-    conn.exec_driver_sql(
-        "CREATE INDEX IF NOT EXISTS ix_jobs_status_backend ON jobs (status, backend_name)")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_jobs_status_backend "
+                         "ON jobs (status, backend_name, lease_until)")
 
 
 #: ``MIGRATIONS[i]`` upgrades schema version ``i + 1`` to ``i + 2``.

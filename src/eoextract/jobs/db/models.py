@@ -81,8 +81,9 @@ class Job(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (
-        # count_by_status, active_counts (few active rows) and lease adoption
-        Index("ix_jobs_status_backend", "status", "backend_name"),
+        # count_by_status, active_counts (few active rows), slots claimed per backend
+        # (claim with max_active) and lease adoption, all from the index alone
+        Index("ix_jobs_status_backend", "status", "backend_name", "lease_until"),
         # claim: the next due not_started jobs in order, without sorting
         Index("ix_jobs_due", "status", "next_attempt_at", "pk"),
         # renew_leases / release

@@ -64,6 +64,7 @@ from eoextract.jobs.db.sql_rows import (
     JOBS,
     META,
     RECORD_COLUMNS,
+    RECORD_FIELDS,
     apply_transition,
     chunks,
     insert_jobs,
@@ -325,6 +326,17 @@ class SqlJobDatabase(JobDatabase):
         with self._session() as session, session.begin():
             return {status: n for status, n in session.execute(stmt)}
 
+    def any_with_status(self, statuses: Iterable[JobStatus | str]) -> bool:
+        values = self._status_values(statuses)
+        if not values:
+            return False
+        self._require()
+        # ORDER BY the index's first column: the planner walks the index, never the table
+        # (with LIMIT 1 alone PostgreSQL may bet on a sequential scan over finished jobs)
+        stmt = select(JOBS.c.status).where(JOBS.c.status.in_(values)).order_by(JOBS.c.status).limit(1)
+        with self._session() as session, session.begin():
+            return session.execute(stmt).first() is not None
+
     @staticmethod
     def _status_values(statuses: Iterable[JobStatus | str]) -> list[str]:
         values = []
@@ -347,9 +359,11 @@ class SqlJobDatabase(JobDatabase):
 
     # -- the manager's interface ---------------------------------------------------------------
     def _record(self, row: sa.Row) -> JobRecord:
-        fields = {name: getattr(row, name) for name in MANAGED_KINDS if name != "status"}
-        return JobRecord(pk=row.pk, job_key=row.job_key, status=JobStatus(row.status),
-                         fields=fields, row=self.schema.decode_row(row.data or {}))
+        """A record of a row of :data:`RECORD_COLUMNS` (read by position: much faster)."""
+        pk, job_key, status, *fields, data = row
+        return JobRecord(pk=pk, job_key=job_key, status=JobStatus(status),
+                         fields=dict(zip(RECORD_FIELDS, fields, strict=True)),
+                         row=self.schema.decode_row(data or {}))
 
     def jobs(
         self,
@@ -399,10 +413,10 @@ class SqlJobDatabase(JobDatabase):
         if limit <= 0:
             return []
         with self._session(write=True) as session, session.begin():
-            pks = claims.claim_pks(session, self._dialect, limit, manager_id=manager_id, now=now,
-                                   lease_seconds=lease_seconds, backend_name=backend_name,
-                                   max_active=max_active)
-            return self._records_by_pk(session, pks)
+            rows = claims.claim_rows(session, self._dialect, limit, manager_id=manager_id, now=now,
+                                     lease_seconds=lease_seconds, backend_name=backend_name,
+                                     max_active=max_active)
+        return [self._record(r) for r in rows]
 
     def adopt_expired(
         self,
@@ -416,23 +430,13 @@ class SqlJobDatabase(JobDatabase):
         """Take over jobs whose lease expired (see :meth:`JobDatabase.adopt_expired`)."""
         self._require()
         with self._session(write=True) as session, session.begin():
-            taken = claims.adopt_pks(session, self._dialect, manager_id, now=now,
-                                     lease_seconds=lease_seconds, limit=limit,
-                                     backend_names=backend_names)
-            records = self._records_by_pk(session, [pk for pk, _ in taken])
-        if taken:
-            holders = sorted({str(holder) for _, holder in taken})
-            _log.info("Manager %s adopted %d jobs with expired leases (held by %s)",
-                      manager_id, len(taken), ", ".join(holders))
-        return records
-
-    def _records_by_pk(self, session: Connection, pks: Sequence[int]) -> list[JobRecord]:
-        """Records of the given rows, in the given order."""
-        if not pks:
-            return []
-        rows = {r.pk: r for chunk in chunks(list(pks))
-                for r in session.execute(select(*RECORD_COLUMNS).where(JOBS.c.pk.in_(chunk)))}
-        return [self._record(rows[pk]) for pk in pks]
+            rows, holders = claims.adopt_rows(session, self._dialect, manager_id, now=now,
+                                              lease_seconds=lease_seconds, limit=limit,
+                                              backend_names=backend_names)
+        if rows:
+            _log.info("Manager %s adopted %d jobs with expired leases (held by %s)", manager_id,
+                      len(rows), ", ".join(sorted(str(h) for h in holders)))
+        return [self._record(r) for r in rows]
 
     @staticmethod
     def _coerce_fields(fields: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ transaction-scoped advisory lock per backend. On SQLite the transaction starts w
 
 Every query is shaped to walk an index in order instead of sorting or scanning the table:
 the claim reads ``ix_jobs_due`` (``status, next_attempt_at, pk``) in two steps (never-due
-rows, then due rows), slot counts and adoption read ``ix_jobs_status_backend``.
+rows, then due rows), slot counts and adoption read ``ix_jobs_status_backend``. A claim
+takes and returns its rows in one ``UPDATE ... RETURNING`` per step.
 """
 
 from __future__ import annotations
@@ -16,19 +17,18 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from eoextract.jobs.db.base import ADOPTABLE
-from eoextract.jobs.db.models import Backend, Job
+from eoextract.jobs.db.sql_rows import BACKENDS, JOBS, RECORD_COLUMNS, chunks
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
 
-__all__ = ["claim_pks", "adopt_pks", "renew", "release", "slots_used", "ADOPTABLE_VALUES"]
+__all__ = ["claim_rows", "adopt_rows", "renew", "release", "slots_used", "ADOPTABLE_VALUES"]
 
-JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
-BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
 c = JOBS.c
 
 _NOT_STARTED = JobStatus.NOT_STARTED.value
@@ -56,16 +56,45 @@ def slots_used(conn: Connection, backend_name: str, now: datetime) -> int:
     """Slots of ``backend_name`` in use: its active jobs plus its claimed, leased new jobs.
 
     One statement, so one snapshot: a job moving from claimed to active meanwhile is
-    counted once (two statements under READ COMMITTED could miss it).
+    counted once (two statements under READ COMMITTED could miss it). Both counts read
+    ``ix_jobs_status_backend`` only (a lease is always dropped with its holder).
     """
     active = select(func.count()).where(c.status.in_(_ACTIVE_VALUES), c.backend_name == backend_name)
     claimed = select(func.count()).where(
-        c.status == _NOT_STARTED, c.backend_name == backend_name,
-        c.claimed_by.is_not(None), c.lease_until > now)
+        c.status == _NOT_STARTED, c.backend_name == backend_name, c.lease_until > now)
     return int(conn.scalar(select(active.scalar_subquery() + claimed.scalar_subquery())) or 0)
 
 
-def claim_pks(
+def _pinned_elsewhere(backend_name: str) -> sa.ColumnElement[bool]:
+    """Rows pinned to a backend other than ``backend_name`` (see ``JobDatabase.claim``).
+
+    A row is pinned when its ``backend_name`` names another registered backend or, while
+    no other backend is registered, when it holds any other name.
+    """
+    registered = select(BACKENDS.c.name)
+    none_other = ~sa.exists().where(BACKENDS.c.name != backend_name)
+    return sa.and_(c.backend_name.is_not(None), c.backend_name != backend_name,
+                   or_(c.backend_name.in_(registered), none_other))
+
+
+def _take(conn: Connection, dialect: str, pick: sa.Select, values: dict[str, Any]) -> list[sa.Row]:
+    """Set ``values`` on the rows ``pick`` selects (locking them) and return their records.
+
+    One ``UPDATE ... WHERE pk IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...`` where
+    the database can return rows, else an update and a select.
+    """
+    pick = _locking(pick, dialect)
+    if conn.dialect.update_returning:
+        stmt = update(JOBS).where(c.pk.in_(pick)).values(values).returning(*RECORD_COLUMNS)
+        return conn.execute(stmt).all()
+    pks = list(conn.scalars(pick))
+    if not pks:
+        return []
+    conn.execute(update(JOBS).where(c.pk.in_(pks)).values(values))
+    return conn.execute(select(*RECORD_COLUMNS).where(c.pk.in_(pks))).all()
+
+
+def claim_rows(
     conn: Connection,
     dialect: str,
     limit: int,
@@ -75,8 +104,8 @@ def claim_pks(
     lease_seconds: float,
     backend_name: str | None = None,
     max_active: int | None = None,
-) -> list[int]:
-    """Claim up to ``limit`` due ``not_started`` jobs; returns their primary keys in claim order.
+) -> list[sa.Row]:
+    """Claim up to ``limit`` due ``not_started`` jobs; returns their rows in claim order.
 
     See :meth:`~eoextract.jobs.db.base.JobDatabase.claim` for the rules.
     """
@@ -89,26 +118,25 @@ def claim_pks(
                c.lease_until.is_(None), c.lease_until <= now)
     base = select(c.pk).where(c.status == _NOT_STARTED, free)
     if backend_name is not None:
-        others = [n for n in conn.scalars(select(BACKENDS.c.name)) if n != backend_name]
-        pinned = c.backend_name.in_(others) if others else c.backend_name != backend_name
-        base = base.where(or_(c.backend_name.is_(None), c.backend_name == backend_name, ~pinned))
+        base = base.where(~_pinned_elsewhere(backend_name))
+    values: dict[str, Any] = dict(claimed_by=manager_id, updated_at=now,
+                                  lease_until=now + timedelta(seconds=lease_seconds))
+    if max_active is not None and backend_name is not None:
+        values["backend_name"] = backend_name
     # Two index-ordered steps: rows never given a next_attempt_at, then due rows.
     order = (c.next_attempt_at, c.pk)
-    pks = list(conn.scalars(_locking(
-        base.where(c.next_attempt_at.is_(None)).order_by(*order).limit(limit), dialect)))
-    if len(pks) < limit:
-        pks += conn.scalars(_locking(
-            base.where(c.next_attempt_at <= now).order_by(*order).limit(limit - len(pks)), dialect))
-    if pks:
-        values: dict[str, object] = dict(claimed_by=manager_id, updated_at=now,
-                                         lease_until=now + timedelta(seconds=lease_seconds))
-        if max_active is not None and backend_name is not None:
-            values["backend_name"] = backend_name
-        conn.execute(update(JOBS).where(c.pk.in_(pks)).values(values))
-    return pks
+    fresh = _take(conn, dialect, base.where(c.next_attempt_at.is_(None))
+                  .order_by(*order).limit(limit), values)
+    fresh.sort(key=lambda r: r.pk)
+    if len(fresh) >= limit:
+        return fresh
+    due = _take(conn, dialect, base.where(c.next_attempt_at <= now)
+                .order_by(*order).limit(limit - len(fresh)), values)
+    due.sort(key=lambda r: (r.next_attempt_at, r.pk))
+    return fresh + due
 
 
-def adopt_pks(
+def adopt_rows(
     conn: Connection,
     dialect: str,
     manager_id: str,
@@ -117,28 +145,30 @@ def adopt_pks(
     lease_seconds: float,
     limit: int | None = None,
     backend_names: Iterable[str] | None = None,
-) -> list[tuple[int, str | None]]:
-    """Take over jobs with an expired (or no) lease; returns ``(pk, previous holder)`` pairs.
+) -> tuple[list[sa.Row], set[str | None]]:
+    """Take over jobs with an expired (or no) lease; returns their rows (by primary key)
+    and the managers that held them.
 
     See :meth:`~eoextract.jobs.db.base.JobDatabase.adopt_expired` for the rules.
     """
     if limit is not None and limit <= 0:
-        return []
-    stmt = select(c.pk, c.claimed_by).where(
+        return [], set()
+    pick = select(c.pk, c.claimed_by).where(
         c.status.in_(ADOPTABLE_VALUES),
         or_(c.lease_until.is_(None), c.lease_until <= now),
         or_(c.claimed_by.is_(None), c.claimed_by != manager_id),
     ).order_by(c.pk)
     if backend_names is not None:
-        stmt = stmt.where(c.backend_name.in_(list(backend_names)))
+        pick = pick.where(c.backend_name.in_(list(backend_names)))
     if limit is not None:
-        stmt = stmt.limit(limit)
-    taken = [(pk, holder) for pk, holder in conn.execute(_locking(stmt, dialect))]
-    if taken:
-        conn.execute(update(JOBS).where(c.pk.in_([pk for pk, _ in taken])).values(
-            claimed_by=manager_id, lease_until=now + timedelta(seconds=lease_seconds),
-            updated_at=now))
-    return taken
+        pick = pick.limit(limit)
+    found = list(conn.execute(_locking(pick, dialect)))
+    values = dict(claimed_by=manager_id, lease_until=now + timedelta(seconds=lease_seconds),
+                  updated_at=now)
+    rows = [row for chunk in chunks([pk for pk, _ in found])
+            for row in _take(conn, dialect, select(c.pk).where(c.pk.in_(chunk)), values)]
+    rows.sort(key=lambda r: r.pk)
+    return rows, {holder for _, holder in found}
 
 
 def renew(conn: Connection, manager_id: str, *, now: datetime, lease_seconds: float) -> int:

@@ -21,7 +21,7 @@ from eoextract.jobs.db.frame import MANAGED_KINDS
 from eoextract.jobs.db.models import Backend, Job, JobStatusChange, Meta
 from eoextract.jobs.status import TERMINAL, JobStatus, is_allowed
 
-__all__ = ["JOBS", "CHANGES", "META", "BACKENDS", "OUR_TABLES", "RECORD_COLUMNS", "chunks",
+__all__ = ["JOBS", "CHANGES", "META", "BACKENDS", "OUR_TABLES", "RECORD_COLUMNS", "RECORD_FIELDS", "chunks",
            "utcnow", "update_by_key", "prefixed", "insert_jobs", "apply_transition"]
 
 JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
@@ -31,9 +31,12 @@ BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
 OUR_TABLES = {JOBS.name, CHANGES.name, META.name, BACKENDS.name}
 _CHUNK = 500  # keys per IN (...) clause
 
-#: Columns of a :class:`~eoextract.jobs.db.base.JobRecord`.
+#: Managed fields of a :class:`~eoextract.jobs.db.base.JobRecord` (``JobRecord.fields``).
+RECORD_FIELDS = tuple(name for name in MANAGED_KINDS if name != "status")
+#: Columns of a :class:`~eoextract.jobs.db.base.JobRecord`: ``pk``, ``job_key``, ``status``,
+#: the :data:`RECORD_FIELDS`, ``data``.
 RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
-                  *(JOBS.c[name] for name in MANAGED_KINDS if name != "status"), JOBS.c.data]
+                  *(JOBS.c[name] for name in RECORD_FIELDS), JOBS.c.data]
 
 _SELECT_CURRENT = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(
     JOBS.c.job_key == sa.bindparam("key"))
