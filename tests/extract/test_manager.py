@@ -30,7 +30,7 @@ from shapely.geometry import Point, box
 from eoextract.backend.local import LocalBackend
 from eoextract.errors import ConfigurationError
 from eoextract.extract import AUXILIARY, ExtractionManager, GFMAPJobManager, build_catalogue
-from eoextract.extract.manager import items_dir, iter_job_items
+from eoextract.extract.catalogue import extraction_settings, items_dir, iter_job_items
 from eoextract.jobs.db import get_job_db
 from eoextract.split import split_job_hex
 from eoextract.stac import validate_catalog
@@ -348,3 +348,17 @@ def test_bad_callbacks_and_inputs_are_refused_before_anything_is_submitted(local
 def test_no_items_yet_gives_an_empty_valid_catalogue(tmp_path):
     path = build_catalogue(tmp_path / "out", "EMPTY", "nothing extracted yet")
     assert validate_catalog(path).n_items == 0
+    with pytest.raises(ConfigurationError, match="collection id"):
+        build_catalogue(tmp_path / "elsewhere")
+
+
+def test_catalogue_from_another_process_needs_only_the_folder(finished, tmp_path):
+    root, _, manager, _ = finished
+    assert extraction_settings(root / "out") == {"collection_id": "TEST-S2",
+                                                 "description": "Sentinel-2 test extraction"}
+    with pytest.raises(ConfigurationError, match="relative"):
+        build_catalogue(root / "out", output_path=tmp_path / "catalogue")
+    path = build_catalogue(root / "out", output_path=root / "out" / "flat-catalogue", layout="flat")
+    collection = json.loads(path.read_text())
+    assert collection["id"] == "TEST-S2" and collection["description"] == "Sentinel-2 test extraction"
+    assert set(collection["item_assets"]) == {"data", "auxiliary"}

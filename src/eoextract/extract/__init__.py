@@ -15,16 +15,21 @@ from eoextract.extract.assets import AUXILIARY, AssetDefinition
 
 __all__ = ["AUXILIARY", "AssetDefinition", "ExtractionManager", "GFMAPJobManager", "build_catalogue"]
 
-_LAZY = {"ExtractionManager", "GFMAPJobManager", "build_catalogue"}
+_LAZY = {
+    "ExtractionManager": "eoextract.extract.manager",
+    "GFMAPJobManager": "eoextract.extract.manager",
+    "build_catalogue": "eoextract.extract.catalogue",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'eoextract.extract' has no attribute {name!r}")
-    value = getattr(importlib.import_module("eoextract.extract.manager"), name)
+    value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.extract.manager import ExtractionManager, GFMAPJobManager, build_catalogue
+    from eoextract.extract.catalogue import build_catalogue
+    from eoextract.extract.manager import ExtractionManager, GFMAPJobManager

@@ -24,32 +24,34 @@ streams the stored items into a relocatable catalogue and validates it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
-import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import pystac
 
-from eoextract.errors import ChecksumMismatch, ConfigurationError, StacError, UnsafeAssetPath
+from eoextract.errors import ChecksumMismatch, ConfigurationError, StacError
+from eoextract.extract.catalogue import (
+    build_catalogue,
+    iter_job_items,
+    items_dir,
+    stored_item,
+    write_extraction_settings,
+    write_job_items,
+)
 from eoextract.extract.items import build_item, make_item_id, read_file_metadata, refresh_file_metadata
 from eoextract.extract.placement import OutputPathGenerator, check_signature
 from eoextract.jobs.db.base import JobDatabase, JobRecord
 from eoextract.jobs.download import (
-    STATE_DIR,
     DownloadedAsset,
     RemoteAsset,
     download_job_assets,
-    ensure_inside,
     parse_job_results,
     session_for,
 )
@@ -73,8 +75,6 @@ S = JobStatus
 POST_JOB_PARAMETERS = ("job_items", "row", "parameters")
 #: Keyword arguments the manager passes to ``create_datacube_fn`` (those it declares).
 START_JOB_KEYWORDS = ("row", "connection", "connection_provider", "provider")
-_ITEMS_VERSION = 1
-_SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Held around every file access of the manager and, by default, each post-job action run
 #: in this process: netCDF-C and HDF5 (under xarray's default NetCDF engine and GDAL) are
 #: not thread-safe; two threads writing different NetCDF files can corrupt or hang both.
@@ -82,160 +82,6 @@ FILE_LOCK = threading.RLock()
 
 #: ``post_job_action(job_items, row, parameters) -> list[pystac.Item]``.
 PostJobAction = Callable[[list[pystac.Item], pd.Series, dict], list[pystac.Item]]
-
-
-# --------------------------------------------------------------------------- item store
-
-
-def items_dir(output_dir: str | os.PathLike[str]) -> Path:
-    """Folder holding the stored items of finished jobs, one JSON file per job."""
-    return Path(output_dir) / STATE_DIR / "items"
-
-
-def _items_file(output_dir: Path, job_key: str) -> Path:
-    slug = _SLUG_RE.sub("-", job_key).strip("-.")[:60] or "job"
-    digest = hashlib.sha256(job_key.encode("utf-8")).hexdigest()[:12]
-    return items_dir(output_dir) / f"{slug}-{digest}.json"
-
-
-def _local_path(href: str) -> str | None:
-    """The local path an href names (absolute or relative), or None for a URL."""
-    parts = urlsplit(href)
-    if parts.scheme == "file":
-        return unquote(parts.path)
-    if parts.scheme and len(parts.scheme) > 1:  # a URL (one letter: a Windows drive)
-        return None
-    return href
-
-
-def _stored_item(item: pystac.Item, root: Path, job_key: str) -> dict[str, Any]:
-    """An item dict whose local asset hrefs are relative to ``root`` (checked to stay inside)."""
-    d = item.to_dict(include_self_link=False, transform_hrefs=False)
-    for key, asset in (d.get("assets") or {}).items():
-        href = asset.get("href")
-        path = _local_path(href) if isinstance(href, str) else None
-        if path is None:
-            continue
-        try:
-            resolved = ensure_inside(path, root)
-        except UnsafeAssetPath as exc:
-            exc.job_key, exc.asset = job_key, key
-            raise
-        asset["href"] = resolved.relative_to(root).as_posix()
-    return d
-
-
-def _write_items(output_dir: Path, job_key: str, backend_job_id: str | None,
-                 items: Sequence[dict[str, Any]]) -> Path:
-    """Write one job's items atomically (temp file + rename)."""
-    target = _items_file(output_dir, job_key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    document = {"version": _ITEMS_VERSION, "job_key": job_key, "backend_job_id": backend_job_id,
-                "items": list(items)}
-    fd, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(staging, target)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def iter_job_items(output_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield the stored items of every finished job of an extraction, one job file at a time.
-
-    Asset hrefs come out absolute (inside ``output_dir`` as it is now, so the folder
-    may have been moved since the run). Jobs are read in file-name order, so the
-    same items always come out in the same order.
-
-    Args:
-        output_dir: The extraction's output folder.
-
-    Yields:
-        Item dicts.
-
-    Raises:
-        StacError: If a stored file is unreadable or of an unknown version.
-    """
-    root = Path(output_dir).resolve()
-    folder = items_dir(root)
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.glob("*.json")):
-        if path.name.startswith("."):
-            continue
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise StacError(f"Cannot read stored items {path}: {exc}") from exc
-        if not isinstance(document, dict) or document.get("version") != _ITEMS_VERSION:
-            raise StacError(f"{path} is not an item file this version of eoextract can read")
-        for d in document.get("items") or []:
-            for asset in (d.get("assets") or {}).values():
-                href = asset.get("href")
-                if isinstance(href, str) and not urlsplit(href).scheme and not os.path.isabs(href):
-                    asset["href"] = os.path.normpath(os.path.join(root, href))
-            yield d
-
-
-def build_catalogue(
-    output_dir: str | os.PathLike[str],
-    collection_id: str,
-    description: str = "",
-    *,
-    output_path: str | os.PathLike[str] | None = None,
-    existing: str | os.PathLike[str] | None = None,
-    validate: bool = True,
-    **collection_options: Any,
-) -> Path:
-    """Build the STAC catalogue of an extraction from its stored items, in one pass.
-
-    Usable from any process once jobs have finished (e.g. ``eoextract stac build``):
-    only ``output_dir`` is read.
-
-    Args:
-        output_dir: The extraction's output folder.
-        collection_id: Id of the collection.
-        description: Its description.
-        output_path: Folder of the catalogue (default ``output_dir/stac``); an earlier
-            catalogue there is replaced whole.
-        existing: An existing ``collection.json`` to extend: its items are kept (those
-            with the id of a new item are replaced) and its metadata too.
-        validate: Validate the written catalogue (schemas, links, asset files).
-        **collection_options: Passed to :func:`~eoextract.stac.build_collection`
-            (``title``, ``license``, ``providers``, ``keywords``, ``extra_fields``,
-            ``layout``, ``max_links_per_catalog``, ``stac_extensions``).
-
-    Returns:
-        Path of the written ``collection.json``.
-
-    Raises:
-        StacValidationError: If ``validate`` and the catalogue is invalid.
-        StacError: For unreadable stored items or duplicate item ids.
-    """
-    from eoextract.stac import build_collection, extend_collection, validate_catalog
-
-    root = Path(output_dir)
-    target = Path(output_path) if output_path is not None else root / "stac"
-    items = iter_job_items(root)
-    if existing is not None and Path(existing).exists():
-        # the existing collection keeps its id and metadata unless options say otherwise
-        options = {k: v for k, v in collection_options.items() if v is not None}
-        path = extend_collection(existing, items, output_dir=target, **options)
-    else:
-        if existing is not None:
-            _log.info("%s does not exist yet; building a new collection", existing)
-        path = build_collection(items, target, collection_id=collection_id, description=description,
-                                **collection_options)
-    if validate:
-        report = validate_catalog(path, check_assets=True)
-        report.raise_for_errors()
-        _log.info("catalogue %s: %d item(s), valid", path, report.n_items)
-    return path
 
 
 # --------------------------------------------------------------------------- the manager
@@ -431,6 +277,8 @@ class ExtractionManager(JobManager):
         self._check_ready(start_job)
         self._check_dataframe(df, job_db)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_extraction_settings(self.output_dir, collection_id=self.collection_id,
+                                  description=self.collection_description)
         try:
             return super().run_jobs(df, start_job, job_db, **kwargs)
         finally:
@@ -499,8 +347,8 @@ class ExtractionManager(JobManager):
             if item.id in seen:
                 raise StacError(f"job {rec.job_key}: two items have the id {item.id!r}")
             seen.add(item.id)
-            stored.append(_stored_item(item, self.output_dir.resolve(), rec.job_key))
-        path = _write_items(self.output_dir, rec.job_key, rec.backend_job_id, stored)
+            stored.append(stored_item(item, self.output_dir.resolve(), rec.job_key))
+        path = write_job_items(self.output_dir, rec.job_key, rec.backend_job_id, stored)
         _log.info("job %s: %d item(s) stored in %s", rec.job_key, len(stored), path.name)
         with run.lock:
             run.db.update(rec.job_key, output_dir=str(self.output_dir))
