@@ -99,6 +99,11 @@ def status(
     out.print(f"running time {format_duration(summary.elapsed_s)}  throughput {rate}  "
               f"ETA {format_duration(summary.eta_s) if summary.open else 'done'}  "
               f"retries {summary.retries}")
+    if summary.published:
+        lat = summary.publication_latency_s
+        latency = (f"; publication latency median {format_duration(lat['median'])}, "
+                   f"max {format_duration(lat['max'])}" if lat else "")
+        out.print(f"published {summary.published} job(s){latency}")
     if summary.error_classes:
         out.print("[bold]top error classes[/bold]")
         for e in summary.error_classes:

@@ -1,4 +1,4 @@
-"""``eoextract stac build`` and ``eoextract stac validate``."""
+"""``eoextract stac build|validate|publish|export-geoparquet``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from eoextract.cli._common import EXIT_PROBLEMS, UsageError, command, console, fail, stac_app
+from eoextract.cli._common import (
+    EXIT_PROBLEMS,
+    UsageError,
+    command,
+    console,
+    fail,
+    open_db,
+    redact,
+    stac_app,
+)
 
 
 @stac_app.command("build")
@@ -117,3 +126,82 @@ def _validate_and_report(path: Path, *, check_assets: bool, max_errors: int,
             console().print(f"valid: {path} ({what})")
     if messages:
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+@stac_app.command("publish")
+@command
+def publish(
+    output_dir: Annotated[Path, typer.Argument(help="The extraction's output folder (catalogue in OUTPUT_DIR/stac) or a catalogue.")],
+    to: Annotated[str | None, typer.Option("--to", help="Upload to object storage: s3://bucket/prefix.")] = None,
+    stac_api: Annotated[str | None, typer.Option("--stac-api", help="Load into a STAC API with transactions (its URL).")] = None,
+    pgstac: Annotated[str | None, typer.Option("--pgstac", help="Load into a pgstac database (postgresql:// DSN).")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint (default AWS or AWS_ENDPOINT_URL).")] = None,
+    absolute_asset_urls: Annotated[bool, typer.Option(help="Uploaded items point at their assets by absolute URL.")] = False,
+    public_url: Annotated[str | None, typer.Option(help="Public HTTP(S) URL of the s3 prefix (self link, asset URLs).")] = None,
+    asset_base_url: Annotated[str | None, typer.Option(help="STAC API/pgstac: URL of the published output folder for asset hrefs.")] = None,
+    job_db: Annotated[str | None, typer.Option(help="Job database: set output_published_at on the published jobs.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel uploads (s3).")] = 64,
+    upsert: Annotated[bool, typer.Option(help="Replace existing collection and items (STAC API, pgstac).")] = True,
+    token_env: Annotated[str | None, typer.Option(help="Environment variable holding a bearer token for the STAC API.")] = None,
+) -> None:
+    """Publish a catalogue: upload it with its assets to S3 (incremental, verified), or
+    load it into a STAC API or pgstac. Credentials come from the environment
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...). Exit 1 when objects failed."""
+    from eoextract.stac.publish import find_root
+
+    targets = [t for t in (to, stac_api, pgstac) if t]
+    if len(targets) != 1:
+        raise UsageError("give exactly one of --to, --stac-api, --pgstac")
+    try:
+        root = find_root(output_dir)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    if job_db is not None:
+        job_db = open_db(job_db)
+    if to:
+        from eoextract.stac.publish_s3 import publish_to_s3
+
+        result = publish_to_s3(root, to, endpoint_url=endpoint_url, workers=workers,
+                               absolute_asset_urls=absolute_asset_urls, public_url=public_url,
+                               job_db=job_db)
+    elif stac_api:
+        import os
+
+        from eoextract.stac.publish_api import publish_to_stac_api
+
+        token = os.environ.get(token_env) if token_env else None
+        if token_env and not token:
+            raise UsageError(f"environment variable {token_env} is not set")
+        result = publish_to_stac_api(root, stac_api, upsert=upsert, auth=token,
+                                     asset_base_url=asset_base_url, job_db=job_db)
+    else:
+        from eoextract.stac.publish_api import load_into_pgstac
+
+        result = load_into_pgstac(root, pgstac or "", method="upsert" if upsert else "insert_ignore",
+                                  asset_base_url=asset_base_url, job_db=job_db)
+    console().print(f"published {redact(result.summary())}")
+    if result.root_url:
+        console().print(f"root: {redact(result.root_url)}")
+    if result.errors:
+        for line in result.errors[:20]:
+            typer.echo(redact(line), err=True)
+        fail(f"{len(result.errors)} object(s) could not be published; run again to retry them")
+
+
+@stac_app.command("export-geoparquet")
+@command
+def export_geoparquet(
+    output_dir: Annotated[Path, typer.Argument(help="The extraction's output folder (catalogue in OUTPUT_DIR/stac) or a catalogue.")],
+    output: Annotated[Path, typer.Argument(help="The stac-geoparquet file to write.")],
+    asset_base_url: Annotated[str | None, typer.Option(help="URL of the published output folder for asset hrefs (default: local paths).")] = None,
+) -> None:
+    """Write every item of a catalogue into one stac-geoparquet file."""
+    from eoextract.stac.geoparquet import export_geoparquet as export
+    from eoextract.stac.publish import find_root
+
+    try:
+        root = find_root(output_dir)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    result = export(root, output, asset_base_url=asset_base_url)
+    console().print(f"wrote {output} ({result.n_items} items, {result.n_bytes / 2**20:.1f} MiB)")

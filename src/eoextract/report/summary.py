@@ -42,7 +42,8 @@ HISTORY_COLUMNS = ("job_key", "backend_name", "old", "new", "at", "manager_id", 
 #: Managed columns :func:`jobs_frame` keeps.
 JOB_COLUMNS = ("status", "backend_name", "id", "backend_status", "attempt", "error_class",
                "error_message", "created_at", "start_time", "running_start_time", "end_time",
-               "updated_at", "cpu", "memory", "duration", "costs", "output_dir")
+               "updated_at", "cpu", "memory", "duration", "costs", "output_dir",
+               "input_published_at", "output_published_at")
 
 
 def status_order(statuses: Any) -> list[str]:
@@ -95,6 +96,10 @@ class RunSummary:
         throughput_per_hour: Jobs reaching a final status per hour of running time.
         eta_s: Estimated seconds until every open job is final (``None`` when unknown).
         error_classes: Failure classes, most frequent first.
+        published: Jobs whose output has been published (``output_published_at`` set).
+        publication_latency_s: Seconds from ``input_published_at`` to
+            ``output_published_at`` over the jobs that have both: ``median``, ``mean``,
+            ``max`` and ``n``; ``None`` when no job has both.
     """
 
     total: int
@@ -112,6 +117,8 @@ class RunSummary:
     throughput_per_hour: float | None
     eta_s: float | None
     error_classes: list[ErrorClassSummary] = field(default_factory=list)
+    published: int = 0
+    publication_latency_s: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data."""
@@ -139,6 +146,8 @@ class RunSummary:
                  "example_key": e.example_key, "example_message": e.example_message}
                 for e in self.error_classes
             ],
+            "published": self.published,
+            "publication_latency_s": self.publication_latency_s,
         }
 
 
@@ -157,7 +166,8 @@ def jobs_frame(db: JobDatabase) -> pd.DataFrame:
     out.index.name = "job_key"
     for column in JOB_COLUMNS:
         out[column] = df[column].to_numpy() if column in df.columns else None
-    for column in ("created_at", "start_time", "running_start_time", "end_time", "updated_at"):
+    for column in ("created_at", "start_time", "running_start_time", "end_time", "updated_at",
+                   "input_published_at", "output_published_at"):
         out[column] = _aware(out[column])
     out["status"] = out["status"].astype(str)
     out["attempt"] = pd.to_numeric(out["attempt"], errors="coerce").fillna(0).astype(int)
@@ -300,7 +310,21 @@ def summarize(
         started_at=started_at, last_change_at=last_change, now=now, done=done, failed=failed,
         open=open_, retries=retries, elapsed_s=elapsed, throughput_per_hour=throughput,
         eta_s=eta, error_classes=_error_classes(jobs, top_errors),
+        **_publication(jobs),
     )
+
+
+def _publication(jobs: pd.DataFrame) -> dict[str, Any]:
+    """Published jobs and the latency input published → output published (seed 002)."""
+    if "output_published_at" not in jobs.columns:
+        return {}
+    out = jobs["output_published_at"]
+    latency = (out - jobs["input_published_at"]).dt.total_seconds().dropna()
+    stats = None
+    if len(latency):
+        stats = {"median": float(latency.median()), "mean": float(latency.mean()),
+                 "max": float(latency.max()), "n": int(len(latency))}
+    return {"published": int(out.notna().sum()), "publication_latency_s": stats}
 
 
 def _final_since(history: pd.DataFrame, since: datetime) -> int:
