@@ -306,6 +306,8 @@ class ExtractionManager(JobManager):
                 return
         if isinstance(job_db, JobDatabase) and job_db.exists() and sum(job_db.count_by_status().values()):
             return
+        if isinstance(job_db, str) and "://" in job_db:
+            return  # a database server: resuming its jobs
         if isinstance(job_db, (str, Path)) and Path(job_db).is_file():
             return  # resuming: the database holds the jobs (checked when it is opened)
         what = "is empty" if df is not None else "was not given"
