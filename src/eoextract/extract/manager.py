@@ -395,7 +395,12 @@ class ExtractionManager(JobManager):
         action: Callable[..., Any] = self.post_job_action
         if self.serialize_post_job_actions and isinstance(pool, ThreadPoolExecutor):
             action = _locked(action)
-        result = pool.submit(action, items, row, dict(self.post_job_params)).result()
+        if _is_dask_client(pool):
+            # not "pure": a retried job must run its action again, not get a cached result
+            future = pool.submit(action, items, row, dict(self.post_job_params), pure=False)
+        else:
+            future = pool.submit(action, items, row, dict(self.post_job_params))
+        result = future.result()
         if isinstance(result, pystac.Item):
             result = [result]
         if not isinstance(result, (list, tuple)) or not all(isinstance(i, pystac.Item) for i in result):
@@ -456,6 +461,11 @@ class ExtractionManager(JobManager):
             self.output_dir, self.collection_id, self.collection_description,
             output_path=output_path, existing=self.stac, validate=validate, **collection_options,
         )
+
+
+def _is_dask_client(pool: Any) -> bool:
+    """Whether ``pool`` is a ``distributed.Client`` (its ``submit`` caches pure calls)."""
+    return type(pool).__module__.split(".")[0] == "distributed" and hasattr(pool, "gather")
 
 
 #: openeo-gfmap's name, for scripts that port with an import change.
