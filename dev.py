@@ -13,6 +13,7 @@ The install is skipped when ``pyproject.toml`` has not changed since the last on
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -64,24 +65,34 @@ def ensure_venv() -> None:
 
 
 def ensure_test_system_packages() -> None:
-    """Install Debian's chromium for the report-rendering test, where apt can (root, CI).
+    """Install Debian packages some tests need, where apt can (root, CI): chromium for the
+    report-rendering test, PostgreSQL with PostGIS for the pgstac publishing tests.
 
-    Where it cannot be installed, that one test skips with a printed reason.
+    Where they cannot be installed, those tests skip with a printed reason.
     """
-    if shutil.which("chromium") or os.environ.get("EOEXTRACT_NO_APT"):
+    wanted: list[tuple[list[str], str]] = []
+    if not shutil.which("chromium"):
+        wanted.append((["chromium"], "the report rendering test"))
+    if not glob.glob("/usr/share/postgresql/*/extension/postgis.control"):
+        wanted.append((["postgresql", "postgresql-postgis"], "the pgstac publishing tests"))
+    if not wanted or os.environ.get("EOEXTRACT_NO_APT"):
         return
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        print("chromium not found and apt-get not usable: the report rendering test will skip", flush=True)
+        for packages, tests in wanted:
+            print(f"{' '.join(packages)} not found and apt-get not usable: {tests} will skip", flush=True)
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+    commands = [(["apt-get", "update", "-qq"], " and ".join(tests for _, tests in wanted))]
+    commands += [(["apt-get", "install", "-y", "-qq", *packages], tests) for packages, tests in wanted]
+    for cmd, tests in commands:
         try:
             rc = subprocess.call(cmd, env=env, timeout=900)
         except subprocess.TimeoutExpired:
             rc = -1
         if rc != 0:
-            print(f"{' '.join(cmd)} failed ({rc}): the report rendering test will skip", flush=True)
-            return
+            print(f"{' '.join(cmd)} failed ({rc}): {tests} will skip", flush=True)
+            if cmd[1] == "update":
+                return
 
 
 def main(argv: list[str]) -> int:

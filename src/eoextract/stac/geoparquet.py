@@ -19,6 +19,7 @@ What a round trip (:func:`read_geoparquet_items`) does not give back as it was:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from eoextract.errors import ConfigurationError
-from eoextract.stac.publish import PublishResult
+from eoextract.stac.publish import PublishError, PublishResult
 
 __all__ = ["export_geoparquet", "read_geoparquet_items"]
 
@@ -65,6 +66,9 @@ def export_geoparquet(
 
     Returns:
         What was written (``n_items``; ``target`` is the file).
+
+    Raises:
+        PublishError: If the catalogue has no items.
     """
     from eoextract.stac.publish_api import api_documents
 
@@ -74,6 +78,10 @@ def export_geoparquet(
     target.parent.mkdir(parents=True, exist_ok=True)
     collection, items = api_documents(catalog_dir, asset_base_url=asset_base_url,
                                       base_dir=base_dir)
+    first = next(items, None)
+    if first is None:
+        raise PublishError(f"{catalog_dir} holds no items to export")
+    items = itertools.chain([first], items)
     result = PublishResult(target=str(target))
 
     def counted() -> Iterator[dict[str, Any]]:

@@ -176,22 +176,33 @@ def default_public_url(target: S3Target, endpoint_url: str | None, region: str |
 class ObstoreWriter:
     """:class:`ObjectStoreWriter` over an obstore store.
 
+    Stores without object attributes (a local folder) get the content without its
+    content type and sha256 metadata.
+
     Args:
         store: An ``obstore.store`` store (``S3Store``, ``LocalStore``, ``MemoryStore``).
     """
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self._attributes = True
 
     async def put(self, key: str, body: bytes | Path, *, content_type: str,
                   metadata: Mapping[str, str], part_size: int) -> str | None:
         import obstore
 
         size = len(body) if isinstance(body, bytes) else body.stat().st_size
-        attributes = {"Content-Type": content_type, **metadata}
-        result = await obstore.put_async(
-            self.store, key, body, attributes=attributes, use_multipart=size > part_size,
-            chunk_size=part_size, max_concurrency=4)
+        options: dict[str, Any] = {"use_multipart": size > part_size, "chunk_size": part_size,
+                                   "max_concurrency": 4}
+        if self._attributes:
+            try:
+                result = await obstore.put_async(
+                    self.store, key, body,
+                    attributes={"Content-Type": content_type, **metadata}, **options)
+                return result.get("e_tag")
+            except NotImplementedError:
+                self._attributes = False
+        result = await obstore.put_async(self.store, key, body, **options)
         return result.get("e_tag")
 
     async def head(self, key: str) -> RemoteObject | None:
@@ -249,7 +260,7 @@ def publish_to_store(
     ``writer`` may also be an obstore store, which is wrapped in :class:`ObstoreWriter`.
     ``target_name`` names the target in results, logs and the manifest's hash.
     """
-    if not hasattr(writer, "put") or not hasattr(writer, "list"):
+    if type(writer).__module__.split(".")[0] == "obstore":  # a bare obstore store
         writer = ObstoreWriter(writer)
     if part_size < 5 * 2**20:
         raise ConfigurationError("part_size must be at least 5 MiB (S3's smallest part)")
