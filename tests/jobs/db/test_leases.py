@@ -55,7 +55,8 @@ def test_adopt_expired_takes_over_expired_and_unleased_jobs_once(db):
     _walk(db, "5", S.RUNNING, "a", None)          # no lease at all: an old single-manager run
     db.transition("6", S.CREATING, backend_name="b1")  # never leased
     db.transition("6", S.ERROR)                     # final: never adopted
-    db.claim(1, manager_id="a", now=NOW - timedelta(hours=1), lease_seconds=1)  # not_started: claim's business
+    # a claimed new job ("7"): claim's business, never adopted
+    db.claim(1, manager_id="a", now=NOW - timedelta(hours=1), lease_seconds=1)
     _walk(db, "8", S.RUNNING, "m", dead)          # already the adopter's own
 
     got = db.adopt_expired("m", now=NOW, lease_seconds=60, backend_names=["b1"])

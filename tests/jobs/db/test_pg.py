@@ -94,3 +94,11 @@ def test_database_gone_while_running_is_a_short_job_database_error(pg_url, pg_se
             call()
         _check_short(str(info.value))
     db.close()
+
+
+def test_large_initial_insert_leaves_fresh_statistics(pg_url):
+    db = create_job_db(pg_url, pd.DataFrame({"n": range(10_000)}))
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'jobs'").scalar() == 10_000
+    assert len(db.claim(100, manager_id="m", now=pd.Timestamp.now(tz="UTC"))) == 100
+    db.close()

@@ -79,6 +79,8 @@ _log = logging.getLogger(__name__)
 
 __all__ = ["SqlJobDatabase", "to_sqlalchemy_url", "is_sql_location"]
 
+_ANALYZE_AFTER = 10_000  # rows inserted at once after which PostgreSQL's statistics are renewed
+
 
 class SqlJobDatabase(JobDatabase):
     """Jobs and their history in a SQL database (SQLite file or PostgreSQL).
@@ -239,6 +241,9 @@ class SqlJobDatabase(JobDatabase):
                 if self.schema.extend(prepared.user):
                     self._write_meta(session, user_columns=self.schema.to_dict())
             added = self._insert(session, prepared, known, now)
+            if self._dialect == "postgresql" and added >= _ANALYZE_AFTER:
+                # fresh statistics, so the first claims already get index plans
+                session.exec_driver_sql("ANALYZE jobs")
         self._exists = True
         _log.info("Job database %r: %d jobs added", self, added)
         return self
@@ -483,7 +488,8 @@ class SqlJobDatabase(JobDatabase):
             for change, values in prepared:
                 try:
                     results.append(apply_transition(
-                        session, self._dialect, change.job_key, JobStatus(change.new), values, message=change.message,
+                        session, self._dialect, change.job_key, JobStatus(change.new), values,
+                        message=change.message,
                         manager_id=manager_id, user_retry=False,
                         expect=None if change.expect is None else JobStatus(change.expect)))
                 except InvalidTransition as exc:  # checked before anything of it was written
