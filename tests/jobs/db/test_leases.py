@@ -147,3 +147,20 @@ def test_any_with_status(db):
     assert not db.any_with_status([])
     db.transition("3", S.CREATING)
     assert db.any_with_status(["creating"]) and not db.any_with_status(["queued"])
+
+
+def test_claims_without_update_returning(tmp_path, monkeypatch):
+    """Databases that cannot return updated rows (SQLite < 3.35) take a select and an update."""
+    db = create_job_db(tmp_path / "old.db", pd.DataFrame({"n": range(6)}))
+    monkeypatch.setattr(db.engine.dialect, "update_returning", False)
+    db.register_backend("b1", None)
+    db.update("0", next_attempt_at=NOW - timedelta(seconds=1))
+    got = db.claim(3, manager_id="a", now=NOW, lease_seconds=60, backend_name="b1", max_active=4)
+    assert [r.job_key for r in got] == ["1", "2", "3"]
+    assert all(r.fields["claimed_by"] == "a" and r.backend_name == "b1" for r in got)
+    assert [r.job_key for r in db.claim(9, manager_id="b", now=NOW, backend_name="b1",
+                                        max_active=4)] == ["4"]
+    _walk(db, "5", S.RUNNING, "dead", NOW - timedelta(seconds=1))
+    [adopted] = db.adopt_expired("m", now=NOW, lease_seconds=60)
+    assert adopted.job_key == "5" and adopted.fields["claimed_by"] == "m"
+    db.close()

@@ -14,6 +14,7 @@ takes and returns its rows in one ``UPDATE ... RETURNING`` per step.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -65,31 +66,61 @@ def slots_used(conn: Connection, backend_name: str, now: datetime) -> int:
     return int(conn.scalar(select(active.scalar_subquery() + claimed.scalar_subquery())) or 0)
 
 
-def _pinned_elsewhere(backend_name: str) -> sa.ColumnElement[bool]:
-    """Rows pinned to a backend other than ``backend_name`` (see ``JobDatabase.claim``).
+def _pinned_elsewhere(backend: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """Rows pinned to a backend other than ``backend`` (see ``JobDatabase.claim``).
 
     A row is pinned when its ``backend_name`` names another registered backend or, while
     no other backend is registered, when it holds any other name.
     """
     registered = select(BACKENDS.c.name)
-    none_other = ~sa.exists().where(BACKENDS.c.name != backend_name)
-    return sa.and_(c.backend_name.is_not(None), c.backend_name != backend_name,
+    none_other = ~sa.exists().where(BACKENDS.c.name != backend)
+    return sa.and_(c.backend_name.is_not(None), c.backend_name != backend,
                    or_(c.backend_name.in_(registered), none_other))
 
 
-def _take(conn: Connection, dialect: str, pick: sa.Select, values: dict[str, Any]) -> list[sa.Row]:
-    """Set ``values`` on the rows ``pick`` selects (locking them) and return their records.
+# Parameters of the claim statements, which are built once per shape (building and keying a
+# statement costs more than running it).
+_NOW = sa.bindparam("now", type_=c.lease_until.type)
+_MANAGER = sa.bindparam("manager_id", type_=c.claimed_by.type)
+_BACKEND = sa.bindparam("backend", type_=c.backend_name.type)
+_LIMIT = sa.bindparam("lim", type_=sa.Integer())
+_SET = {"claimed_by": sa.bindparam("v_claimed_by", type_=c.claimed_by.type),
+        "lease_until": sa.bindparam("v_lease_until", type_=c.lease_until.type),
+        "updated_at": sa.bindparam("v_updated_at", type_=c.updated_at.type),
+        "backend_name": sa.bindparam("v_backend_name", type_=c.backend_name.type)}
 
-    One ``UPDATE ... WHERE pk IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...`` where
-    the database can return rows, else an update and a select.
-    """
-    pick = _locking(pick, dialect)
+
+@functools.lru_cache(maxsize=32)
+def _claim_pick(dialect: str, due: bool, pinned: bool) -> sa.Select:
+    """Due (or never-due) claimable rows in claim order, ``:lim`` of them, locked."""
+    free = or_(c.claimed_by.is_(None), c.claimed_by == _MANAGER,
+               c.lease_until.is_(None), c.lease_until <= _NOW)
+    pick = select(c.pk).where(c.status == _NOT_STARTED, free,
+                              c.next_attempt_at <= _NOW if due else c.next_attempt_at.is_(None))
+    if pinned:
+        pick = pick.where(~_pinned_elsewhere(_BACKEND))
+    return _locking(pick.order_by(c.next_attempt_at, c.pk).limit(_LIMIT), dialect)
+
+
+@functools.lru_cache(maxsize=32)
+def _claim_update(dialect: str, due: bool, pinned: bool, set_backend: bool) -> sa.Update:
+    """Take the rows of :func:`_claim_pick` and return their records."""
+    names = ("claimed_by", "lease_until", "updated_at", *(("backend_name",) if set_backend else ()))
+    return (update(JOBS).where(c.pk.in_(_claim_pick(dialect, due, pinned)))
+            .values({n: _SET[n] for n in names}).returning(*RECORD_COLUMNS))
+
+
+def _take(conn: Connection, dialect: str, due: bool, pinned: bool, params: dict[str, Any]
+          ) -> list[sa.Row]:
+    """Claim rows: one ``UPDATE ... WHERE pk IN (SELECT ... FOR UPDATE SKIP LOCKED)
+    RETURNING ...`` where the database can return rows, else a select and an update."""
+    set_backend = "v_backend_name" in params
     if conn.dialect.update_returning:
-        stmt = update(JOBS).where(c.pk.in_(pick)).values(values).returning(*RECORD_COLUMNS)
-        return conn.execute(stmt).all()
-    pks = list(conn.scalars(pick))
+        return conn.execute(_claim_update(dialect, due, pinned, set_backend), params).all()
+    pks = list(conn.scalars(_claim_pick(dialect, due, pinned), params))
     if not pks:
         return []
+    values = {name: params[f"v_{name}"] for name in _SET if f"v_{name}" in params}
     conn.execute(update(JOBS).where(c.pk.in_(pks)).values(values))
     return conn.execute(select(*RECORD_COLUMNS).where(c.pk.in_(pks))).all()
 
@@ -109,29 +140,24 @@ def claim_rows(
 
     See :meth:`~eoextract.jobs.db.base.JobDatabase.claim` for the rules.
     """
-    if max_active is not None and backend_name is not None:
+    capped = max_active is not None and backend_name is not None
+    if capped:
         _lock_backend(conn, dialect, backend_name)
         limit = min(limit, max_active - slots_used(conn, backend_name, now))
     if limit <= 0:
         return []
-    free = or_(c.claimed_by.is_(None), c.claimed_by == manager_id,
-               c.lease_until.is_(None), c.lease_until <= now)
-    base = select(c.pk).where(c.status == _NOT_STARTED, free)
-    if backend_name is not None:
-        base = base.where(~_pinned_elsewhere(backend_name))
-    values: dict[str, Any] = dict(claimed_by=manager_id, updated_at=now,
-                                  lease_until=now + timedelta(seconds=lease_seconds))
-    if max_active is not None and backend_name is not None:
-        values["backend_name"] = backend_name
+    params: dict[str, Any] = {"now": now, "manager_id": manager_id, "backend": backend_name,
+                              "v_claimed_by": manager_id, "v_updated_at": now,
+                              "v_lease_until": now + timedelta(seconds=lease_seconds)}
+    if capped:
+        params["v_backend_name"] = backend_name
+    pinned = backend_name is not None
     # Two index-ordered steps: rows never given a next_attempt_at, then due rows.
-    order = (c.next_attempt_at, c.pk)
-    fresh = _take(conn, dialect, base.where(c.next_attempt_at.is_(None))
-                  .order_by(*order).limit(limit), values)
+    fresh = _take(conn, dialect, False, pinned, {**params, "lim": limit})
     fresh.sort(key=lambda r: r.pk)
     if len(fresh) >= limit:
         return fresh
-    due = _take(conn, dialect, base.where(c.next_attempt_at <= now)
-                .order_by(*order).limit(limit - len(fresh)), values)
+    due = _take(conn, dialect, True, pinned, {**params, "lim": limit - len(fresh)})
     due.sort(key=lambda r: (r.next_attempt_at, r.pk))
     return fresh + due
 
@@ -165,8 +191,14 @@ def adopt_rows(
     found = list(conn.execute(_locking(pick, dialect)))
     values = dict(claimed_by=manager_id, lease_until=now + timedelta(seconds=lease_seconds),
                   updated_at=now)
-    rows = [row for chunk in chunks([pk for pk, _ in found])
-            for row in _take(conn, dialect, select(c.pk).where(c.pk.in_(chunk)), values)]
+    rows = []
+    for chunk in chunks([pk for pk, _ in found]):
+        stmt = update(JOBS).where(c.pk.in_(chunk)).values(values)
+        if conn.dialect.update_returning:
+            rows += conn.execute(stmt.returning(*RECORD_COLUMNS)).all()
+        else:
+            conn.execute(stmt)
+            rows += conn.execute(select(*RECORD_COLUMNS).where(c.pk.in_(chunk))).all()
     rows.sort(key=lambda r: r.pk)
     return rows, {holder for _, holder in found}
 
