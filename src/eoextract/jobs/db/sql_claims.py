@@ -2,7 +2,7 @@
 
 Each function runs in the caller's writing transaction. On PostgreSQL rows are taken with
 ``SELECT ... FOR UPDATE SKIP LOCKED`` (a row another transaction is taking is skipped, not
-waited for), and the count-then-claim of :func:`claim_pks` with ``max_active`` holds a
+waited for), and the count-then-claim of :func:`claim_rows` with ``max_active`` holds a
 transaction-scoped advisory lock per backend. On SQLite the transaction starts with
 ``BEGIN IMMEDIATE``, which serialises writers (also across processes on one machine).
 
