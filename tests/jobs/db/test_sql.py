@@ -290,3 +290,29 @@ def test_threads_transition_concurrently(db):
         assert sorted(pool.map(walk, ["0", "1", "2", "3", "4"])) == ["0", "1", "2", "3", "4"]
     assert db.count_by_status() == {"finished": 5}
     assert all(len(db.history(k)) == 6 for k in "01234")
+
+
+def _create_concurrently(path, barrier):
+    import pandas as pd
+
+    from eoextract.jobs.db import create_job_db
+
+    barrier.wait()
+    db = create_job_db(path, pd.DataFrame({"v": range(50)}), on_exists="append")
+    return sorted(db.read().index)
+
+
+def test_concurrent_creation_of_one_sqlite_db(tmp_path):
+    """Two processes creating the same database at once: one creates, the other appends nothing."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Manager().Barrier(3)
+    path = tmp_path / "jobs.db"
+    with ctx.Pool(3) as pool:
+        results = [pool.apply_async(_create_concurrently, (path, barrier)) for _ in range(3)]
+        keys = [r.get(120) for r in results]
+    assert all(k == sorted(str(i) for i in range(50)) for k in keys)
+    from eoextract.jobs.db import get_job_db
+
+    assert get_job_db(path).count_by_status() == {"not_started": 50}

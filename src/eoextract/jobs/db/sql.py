@@ -226,24 +226,31 @@ class SqlJobDatabase(JobDatabase):
         prepared = prepare_job_frame(df, key_column if not exists else self.key_column)
         now = utcnow()
         with self._session(write=True) as session, session.begin():
-            if not exists:
-                Base.metadata.create_all(session)
-                self._schema = prepared.schema
-                self._write_meta(
-                    session, created_by=CREATED_BY, schema_version=SCHEMA_VERSION,
-                    created_at=now.isoformat(), key_column=key_column,
-                    user_columns=self._schema.to_dict(), geometry_column=self._schema.geometry,
-                    crs=(self._schema.spec(self._schema.geometry).crs
-                         if self._schema.geometry else None))
-                known: set[str] = set()
-            else:
-                known = self._existing_keys(session, prepared.keys)
-                if self.schema.extend(prepared.user):
-                    self._write_meta(session, user_columns=self.schema.to_dict())
-            added = self._insert(session, prepared, known, now)
-            if self._dialect == "postgresql" and added >= _ANALYZE_AFTER:
-                # fresh statistics, so the first claims already get index plans
-                session.exec_driver_sql("ANALYZE jobs")
+            # Another process may have created the tables while this one waited for the lock.
+            created_meanwhile = not exists and sa.inspect(session).has_table(META.name)
+            if not created_meanwhile:
+                if not exists:
+                    Base.metadata.create_all(session)
+                    self._schema = prepared.schema
+                    self._write_meta(
+                        session, created_by=CREATED_BY, schema_version=SCHEMA_VERSION,
+                        created_at=now.isoformat(), key_column=key_column,
+                        user_columns=self._schema.to_dict(), geometry_column=self._schema.geometry,
+                        crs=(self._schema.spec(self._schema.geometry).crs
+                             if self._schema.geometry else None))
+                    known: set[str] = set()
+                else:
+                    known = self._existing_keys(session, prepared.keys)
+                    if self.schema.extend(prepared.user):
+                        self._write_meta(session, user_columns=self.schema.to_dict())
+                added = self._insert(session, prepared, known, now)
+                if self._dialect == "postgresql" and added >= _ANALYZE_AFTER:
+                    # fresh statistics, so the first claims already get index plans
+                    session.exec_driver_sql("ANALYZE jobs")
+        if created_meanwhile:  # start again, now as an existing database
+            self._exists = None
+            self._check()
+            return self.initialize_from_df(df, on_exists=on_exists, key_column=key_column)
         self._exists = True
         _log.info("Job database %r: %d jobs added", self, added)
         return self
