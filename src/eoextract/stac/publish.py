@@ -154,12 +154,14 @@ class CatalogEntry:
         kind: ``"item"``, ``"catalog"`` or ``"collection"``.
         data: The parsed document.
         is_root: Whether it is the catalogue's root document.
+        raw: The file's bytes as read.
     """
 
     path: Path
     kind: Literal["item", "catalog", "collection"]
     data: dict[str, Any] = field(repr=False)
     is_root: bool = False
+    raw: bytes = field(default=b"", repr=False)
 
 
 def find_root(path: str | os.PathLike[str]) -> Path:
@@ -200,16 +202,18 @@ def walk_catalog(path: str | os.PathLike[str]) -> Iterator[CatalogEntry]:
     root = find_root(path)
     seen: set[Path] = set()
 
-    def load(file: Path) -> dict[str, Any]:
+    def load(file: Path) -> tuple[dict[str, Any], bytes]:
         try:
-            data = orjson.loads(file.read_bytes())
+            raw = file.read_bytes()
+            data = orjson.loads(raw)
         except (OSError, orjson.JSONDecodeError) as exc:
             raise StacError(f"cannot read {file}: {exc}") from exc
         if not isinstance(data, dict):
             raise StacError(f"{file} is not a STAC document")
-        return data
+        return data, raw
 
-    def visit(file: Path, data: dict[str, Any]) -> Iterator[CatalogEntry]:
+    def visit(file: Path, loaded: tuple[dict[str, Any], bytes]) -> Iterator[CatalogEntry]:
+        data, raw = loaded
         seen.add(file)
         children: list[Path] = []
         for link in data.get("links") or []:
@@ -223,13 +227,14 @@ def walk_catalog(path: str | os.PathLike[str]) -> Iterator[CatalogEntry]:
                 children.append(target)
                 continue
             seen.add(target)
-            yield CatalogEntry(target, "item", load(target))
+            item, item_raw = load(target)
+            yield CatalogEntry(target, "item", item, raw=item_raw)
         for child in children:
             if child not in seen:
                 yield from visit(child, load(child))
         kind: Literal["catalog", "collection"] = (
             "collection" if data.get("type") == "Collection" else "catalog")
-        yield CatalogEntry(file, kind, data, is_root=file == root)
+        yield CatalogEntry(file, kind, data, is_root=file == root, raw=raw)
 
     yield from visit(root, load(root))
 
@@ -261,8 +266,8 @@ def strip_structural_links(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def item_asset_paths(item_file: Path, item: Mapping[str, Any]) -> dict[str, Path]:
-    """Local files the assets of an item point at (asset key -> absolute path).
+def item_asset_paths(item_file: Path, item: Mapping[str, Any]) -> dict[str, str]:
+    """Local files the assets of an item point at (asset key -> normalised absolute path).
 
     Assets whose href is a URL are left out.
     """
@@ -277,7 +282,7 @@ def item_asset_paths(item_file: Path, item: Mapping[str, Any]) -> dict[str, Path
             href = unquote(urlsplit(href).path)
         elif is_url(href):
             continue
-        out[key] = Path(os.path.normpath(item_file.parent / href))
+        out[key] = os.path.normpath(os.path.join(item_file.parent, href))
     return out
 
 

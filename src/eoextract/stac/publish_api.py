@@ -88,6 +88,7 @@ def api_documents(
     collection_id = collection["id"]
     base = Path(os.path.abspath(base_dir)) if base_dir is not None else root.parent.parent
     base_url = asset_base_url.rstrip("/") if asset_base_url else None
+    base_prefix = str(base).rstrip(os.sep) + os.sep
 
     def items() -> Iterator[dict[str, Any]]:
         for entry in walk_catalog(root):
@@ -100,13 +101,12 @@ def api_documents(
                 assets = dict(item.get("assets") or {})
                 for name, path in paths.items():
                     if base_url is not None:
-                        try:
-                            rel = path.relative_to(base).as_posix()
-                        except ValueError:
-                            raise PublishError(f"asset {path} lies outside {base}") from None
+                        if not path.startswith(base_prefix):
+                            raise PublishError(f"asset {path} lies outside {base}")
+                        rel = path[len(base_prefix):].replace(os.sep, "/")
                         href = f"{base_url}/{quote(rel)}"
                     else:
-                        href = str(path)
+                        href = path
                     assets[name] = {**assets[name], "href": href}
                 item["assets"] = assets
             yield item

@@ -2,9 +2,9 @@
 
 ``BASE/.eoextract/publish/<hash of the target>.json`` maps object keys to the size,
 sha256, ETag and (for files) modification time of what was verified in the store.
-Every verified upload is appended at once to a journal beside it
-(``<hash>.journal``, one JSON line each), so a crash loses at most the uploads in
-flight; the journal is folded into the manifest, written atomically (temporary file,
+Every verified upload is appended to a journal beside it (``<hash>.journal``, one
+JSON line each, written every :data:`FLUSH_EVERY` entries), so a crash loses at most
+the last few records (a rerun finds those objects in the store by their ETag); the journal is folded into the manifest, written atomically (temporary file,
 fsync, rename), every :data:`CHECKPOINT_EVERY` entries and when the run ends. Loading
 reads the manifest and replays the journal, ignoring a torn last line.
 
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: Journal entries folded into the manifest at a time.
 CHECKPOINT_EVERY = 5000
+#: Journal entries written to the file at a time (a crash loses at most these, which a
+#: rerun then finds in the store by their ETag).
+FLUSH_EVERY = 32
 _VERSION = 1
 
 
@@ -96,8 +99,9 @@ class UploadManifest:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._journal = open(self.journal_path, "ab")  # noqa: SIM115 - closed in close()
         self._journal.write(orjson.dumps([key, *entry.to_list()]) + b"\n")
-        self._journal.flush()
         self._since_checkpoint += 1
+        if self._since_checkpoint % FLUSH_EVERY == 0:
+            self._journal.flush()
         if self._since_checkpoint >= CHECKPOINT_EVERY:
             self.checkpoint()
 

@@ -17,8 +17,8 @@ at their assets by absolute URL. The local files are never changed.
 
 How an upload goes:
 
-* **Order**: per batch of items, their asset files first, then the item documents;
-  the sub-catalogues and the root last, and only when every item and asset got there.
+* **Order**: each item after its asset files; the sub-catalogues and the root last,
+  and only when every item and asset got there.
   A reader of the bucket never follows a link to an object that is not there yet.
 * **Parallel and streamed**: ``workers`` uploads at once (obstore, asyncio); files
   larger than ``part_size`` are streamed from disk in multipart uploads.
@@ -27,10 +27,10 @@ How an upload goes:
   MD5 (or multipart MD5) of the bytes read, and the sha256 is stored as object
   metadata (``x-amz-meta-sha256``).
 * **Incremental and resumable**: a manifest ``BASE/.eoextract/publish/<hash>.json``
-  (one per target) records key → size, sha256 and ETag of every verified object; each
-  upload is appended to a journal next to it as soon as it is verified, and the
-  journal is folded into the manifest (written atomically) every few thousand
-  entries and at the end. A rerun, also after a crash, uploads only what is new or
+  (one per target) records key → size, sha256 and ETag of every verified object;
+  verified uploads are appended to a journal next to it as they complete (a few dozen
+  at a time), and the journal is folded into the manifest (written atomically) every
+  few thousand entries and at the end. A rerun, also after a crash, uploads only what is new or
   changed locally, or missing or different in the bucket (the prefix is listed once).
 """
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import mimetypes
 import os
+import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -48,8 +49,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PART_SIZE = 8 * 2**20
 #: Files up to this size are read into memory once (hashed and uploaded from there).
 _SMALL = 2**20
-#: Items handled per batch (their assets, then the items).
-_BATCH = 2000
+#: Files up to this size are hashed in the event loop (larger ones in a thread).
+_INLINE = 256 * 1024
 _JSON = "application/json"
 _GEOJSON = "application/geo+json"
 _JSON_DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
@@ -131,7 +132,7 @@ def _digest_chunks(chunks: Iterable[bytes], part_size: int, *, keep: bool) -> _D
     return _Digest(size, sha.hexdigest(), etag, b"".join(kept) if keep else None)
 
 
-def digest_file(path: Path, part_size: int = DEFAULT_PART_SIZE) -> _Digest:
+def digest_file(path: str | os.PathLike[str], part_size: int = DEFAULT_PART_SIZE) -> _Digest:
     """Size, sha256 and expected ETag of a file (its bytes kept when it is small)."""
 
     def chunks() -> Iterable[bytes]:
@@ -139,7 +140,7 @@ def digest_file(path: Path, part_size: int = DEFAULT_PART_SIZE) -> _Digest:
             while block := fh.read(2**20):
                 yield block
 
-    return _digest_chunks(chunks(), part_size, keep=path.stat().st_size <= _SMALL)
+    return _digest_chunks(chunks(), part_size, keep=os.stat(path).st_size <= _SMALL)
 
 
 def _etag_value(etag: str | None) -> str | None:
@@ -163,13 +164,21 @@ class _Upload:
     rel: str
     content_type: str
     body: bytes | None = field(default=None, repr=False)  # documents
-    path: Path | None = None  # files
+    path: str | None = None  # files
+    size: int = 0
+    mtime_ns: int | None = None
     expected_size: int | None = None
     expected_sha256: str | None = None
 
 
 class Uploader:
-    """One publication run: walks the catalogue and uploads in batches."""
+    """One publication run: walks the catalogue and uploads it through a writer.
+
+    Items stream through a bounded queue to ``workers`` workers: each item's asset
+    files are queued before the item, and the item is uploaded once they are in place
+    (its worker waits only for uploads already taken by others, so nothing deadlocks).
+    The sub-catalogues and the root follow when every item is done.
+    """
 
     def __init__(self, writer: ObjectStoreWriter, prefix: str, base: Path, root: Path,
                  manifest: UploadManifest, *, public_url: str | None, absolute_asset_urls: bool,
@@ -178,6 +187,7 @@ class Uploader:
         self.writer = writer
         self.prefix = prefix
         self.base = base
+        self._base_prefix = str(base).rstrip(os.sep) + os.sep
         self.root = root
         self.manifest = manifest
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -187,22 +197,19 @@ class Uploader:
         self.list_remote = list_remote
         self.result = result
         self.remote: dict[str, RemoteObject] | None = None
-        self.assets_done: dict[str, bool] = {}
+        self.assets: dict[str, asyncio.Future[bool] | bool] = {}
         self.failed_items: list[str] = []
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
-    def rel(self, path: Path) -> str:
+    def rel(self, path: str | os.PathLike[str]) -> str:
         """Path relative to the base folder (posix), refusing paths outside it."""
-        try:
-            rel = path.relative_to(self.base)
-        except ValueError:
-            raise PublishError(f"{path} lies outside {self.base}: it cannot keep a relative "
-                               "href under the prefix (pass a base folder that holds it)") from None
-        if ".." in rel.parts:
-            raise PublishError(f"{path} lies outside {self.base}")
-        return rel.as_posix()
+        text = os.path.normpath(os.fspath(path))
+        if not text.startswith(self._base_prefix):
+            raise PublishError(f"{text} lies outside {self.base}: it cannot keep a relative "
+                               "href under the prefix (pass a base folder that holds it)")
+        return text[len(self._base_prefix):].replace(os.sep, "/")
 
     # ----------------------------------------------------------------- run
 
@@ -215,66 +222,75 @@ class Uploader:
                 self.remote[obj.key] = obj
             logger.info("listed %d object(s) under the prefix in %.1f s", len(self.remote),
                         time.monotonic() - started)
-        catalogs: list[CatalogEntry] = []
-        batch: list[CatalogEntry] = []
-        for entry in walk_catalog(self.root):
-            if entry.kind == "item":
-                batch.append(entry)
-                if len(batch) >= _BATCH:
-                    await self._items(batch)
-                    batch = []
-            else:
-                catalogs.append(entry)
-        if batch:
-            await self._items(batch)
+        catalogs = await self._items()
         if self.result.errors:
             logger.warning("%d object(s) failed: the catalogues (and the root) are not "
                            "uploaded, so the published catalogue has no broken link",
                            len(self.result.errors))
             return
         root = [c for c in catalogs if c.is_root]
-        await self._run([self._document(c) for c in catalogs if not c.is_root])
+        await self._upload_all([self._document(c) for c in catalogs if not c.is_root])
         if not self.result.errors:
-            await self._run([self._document(c) for c in root])
+            await self._upload_all([self._document(c) for c in root])
         if root and not self.result.errors and self.public_url:
             self.result.root_url = f"{self.public_url}/{quote(self.rel(root[0].path))}"
 
-    async def _items(self, batch: list[CatalogEntry]) -> None:
-        """Upload the assets of a batch of items, then the items whose assets all made it."""
-        assets: dict[str, _Upload] = {}
-        needs: list[tuple[CatalogEntry, list[str]]] = []
-        for entry in batch:
-            keys: list[str] = []
+    async def _items(self) -> list[CatalogEntry]:
+        """Upload every item after its assets; return the catalogues met on the way."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.workers * 4)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.workers)]
+        catalogs: list[CatalogEntry] = []
+        try:
+            for entry in walk_catalog(self.root):
+                if entry.kind != "item":
+                    catalogs.append(entry)
+                    continue
+                self.result.n_items += 1
+                waits: list[asyncio.Future[bool] | bool] = []
+                try:
+                    for name, path in item_asset_paths(entry.path, entry.data).items():
+                        up = self._asset(path, entry.data["assets"][name])
+                        state = self.assets.get(up.key)
+                        if state is None:
+                            state = self.assets[up.key] = loop.create_future()
+                            await queue.put(("asset", up, state))
+                        waits.append(state)
+                except PublishError as exc:
+                    self._fail(entry, str(exc))
+                    continue
+                await queue.put(("item", entry, waits))
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            raise
+        return catalogs
+
+    async def _worker(self, queue: asyncio.Queue[Any]) -> None:
+        while (task := await queue.get()) is not None:
+            kind, what, extra = task
+            if kind == "asset":
+                ok = await self._attempt(what)
+                self.assets[what.key] = ok
+                extra.set_result(ok)
+                continue
+            entry: CatalogEntry = what
+            oks = [w if isinstance(w, bool) else await w for w in extra]
+            if not all(oks):
+                self._fail(entry, "its asset files could not be uploaded", record=False)
+                continue
             try:
-                for name, path in item_asset_paths(entry.path, entry.data).items():
-                    up = self._asset(path, entry.data["assets"][name])
-                    keys.append(up.key)
-                    if up.key not in self.assets_done and up.key not in assets:
-                        assets[up.key] = up
+                up = self._document(entry)
             except PublishError as exc:
                 self._fail(entry, str(exc))
                 continue
-            needs.append((entry, keys))
-        outcome = await self._run(list(assets.values()))
-        for key, ok in outcome.items():
-            self.assets_done[key] = ok
-        documents = []
-        for entry, keys in needs:
-            missing = [k for k in keys if not self.assets_done.get(k)]
-            if missing:
-                self._fail(entry, f"asset(s) not uploaded: {', '.join(missing[:3])}", record=False)
-                continue
-            try:
-                documents.append(self._document(entry))
-            except PublishError as exc:
-                self._fail(entry, str(exc))
-        done = await self._run(documents)
-        ids = {self.key(self.rel(e.path)): e.data.get("id") for e, _ in needs}
-        for key, ok in done.items():
-            item_id = ids.get(key)
-            if isinstance(item_id, str):
-                (self.result.published_items if ok else self.failed_items).append(item_id)
-        self.result.n_items += len(batch)
+            if await self._attempt(up):
+                self.result.published_items.append(entry.data.get("id"))
+            else:
+                self._fail(entry, "", record=False)
 
     def _fail(self, entry: CatalogEntry, message: str, *, record: bool = True) -> None:
         item_id = entry.data.get("id")
@@ -285,17 +301,23 @@ class Uploader:
 
     # ----------------------------------------------------------------- what to upload
 
-    def _asset(self, path: Path, asset: Mapping[str, Any]) -> _Upload:
+    def _asset(self, path: str, asset: Mapping[str, Any]) -> _Upload:
         rel = self.rel(path)
-        if not path.is_file():
-            raise PublishError(f"asset file {path} does not exist")
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise PublishError(f"asset file {path} does not exist") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise PublishError(f"asset {path} is not a file")
         checksum = asset.get("file:checksum")
         sha = None
         if isinstance(checksum, str) and checksum.lower().startswith("1220") and len(checksum) == 68:
             sha = checksum[4:].lower()
         size = asset.get("file:size")
-        ctype = asset.get("type") or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return _Upload(self.key(rel), rel, ctype, path=path,
+        ctype = (asset.get("type") or mimetypes.guess_type(path)[0]
+                 or "application/octet-stream")
+        return _Upload(self.key(rel), rel, ctype, path=path, size=st.st_size,
+                       mtime_ns=st.st_mtime_ns,
                        expected_size=size if isinstance(size, int) else None, expected_sha256=sha)
 
     def _document(self, entry: CatalogEntry) -> _Upload:
@@ -310,9 +332,9 @@ class Uploader:
                              "type": _JSON})
             data = {**data, "links": links}
             changed = True
-        body = orjson.dumps(data, option=_JSON_DUMP) if changed else entry.path.read_bytes()
+        body = orjson.dumps(data, option=_JSON_DUMP) if changed or not entry.raw else entry.raw
         ctype = _GEOJSON if entry.kind == "item" else _JSON
-        return _Upload(self.key(rel), rel, ctype, body=body)
+        return _Upload(self.key(rel), rel, ctype, body=body, size=len(body))
 
     def _item_hrefs(self, entry: CatalogEntry) -> tuple[dict[str, Any], bool]:
         """The item as uploaded: asset hrefs relative (or absolute URLs when asked)."""
@@ -323,11 +345,10 @@ class Uploader:
         changed = False
         for name, path in paths.items():
             href = assets[name]["href"]
-            rel = self.rel(path)
             if self.absolute:
                 if not self.public_url:
                     raise PublishError("absolute asset URLs need a public URL of the prefix")
-                new = f"{self.public_url}/{quote(rel)}"
+                new = f"{self.public_url}/{quote(self.rel(path))}"
             elif os.path.isabs(href) or href.startswith("file://"):
                 new = os.path.relpath(path, entry.path.parent).replace(os.sep, "/")
             else:
@@ -336,57 +357,57 @@ class Uploader:
             changed = True
         return ({**entry.data, "assets": assets}, True) if changed else (entry.data, False)
 
-    # ----------------------------------------------------------------- the pool
+    # ----------------------------------------------------------------- uploading
 
-    async def _run(self, uploads: list[_Upload]) -> dict[str, bool]:
-        """Upload with at most ``workers`` at once; key -> whether it is now in place."""
-        outcome: dict[str, bool] = {}
+    async def _upload_all(self, uploads: list[_Upload]) -> None:
+        """Upload a list with at most ``workers`` at once."""
         pending = iter(uploads)
 
         async def worker() -> None:
             for up in pending:  # one shared iterator: each upload is taken once
-                try:
-                    await self._one(up)
-                    outcome[up.key] = True
-                except Exception as exc:  # noqa: BLE001 - one failed object never stops the run
-                    outcome[up.key] = False
-                    message = str(exc) if isinstance(exc, PublishError) else (
-                        f"{type(exc).__name__}: {exc}")
-                    self.result.errors.append(f"{up.rel}: {message}")
-                    logger.warning("upload of %s failed: %s", up.rel, message)
+                await self._attempt(up)
 
         await asyncio.gather(*(worker() for _ in range(min(self.workers, len(uploads)))))
-        return outcome
+
+    async def _attempt(self, up: _Upload) -> bool:
+        """Upload one object; record a failure instead of raising."""
+        try:
+            await self._one(up)
+            return True
+        except Exception as exc:  # noqa: BLE001 - one failed object never stops the run
+            message = str(exc) if isinstance(exc, PublishError) else f"{type(exc).__name__}: {exc}"
+            self.result.errors.append(f"{up.rel}: {message}")
+            logger.warning("upload of %s failed: %s", up.rel, message)
+            return False
 
     async def _one(self, up: _Upload) -> None:
-        mtime_ns = None
         entry = self.manifest.get(up.key)
         if up.body is not None:
             digest = digest_bytes(up.body, self.part_size)
         else:
             assert up.path is not None
-            stat = up.path.stat()
-            mtime_ns = stat.st_mtime_ns
-            if entry is not None and entry.size == stat.st_size and entry.mtime_ns == mtime_ns:
+            if entry is not None and entry.size == up.size and entry.mtime_ns == up.mtime_ns:
                 digest = _Digest(entry.size, entry.sha256, entry.etag or "")
+            elif up.size <= _INLINE:  # reading and hashing it costs less than a thread hop
+                digest = digest_file(up.path, self.part_size)
             else:
                 digest = await asyncio.to_thread(digest_file, up.path, self.part_size)
             self._check_expected(up, digest)
         remote = self.remote.get(up.key) if self.remote is not None else None
-        if self._unchanged(up, digest, entry, remote):
+        if self._unchanged(digest, entry, remote):
             self.result.n_unchanged += 1
-            if entry is None or entry.mtime_ns != mtime_ns:
+            if entry is None or entry.mtime_ns != up.mtime_ns:
                 etag = _etag_value(remote.etag) if remote is not None else digest.etag
                 self.manifest.record(up.key, ManifestEntry(digest.size, digest.sha256, etag,
-                                                           mtime_ns))
+                                                           up.mtime_ns))
             return
         body: bytes | Path = up.body if up.body is not None else (
-            digest.data if digest.data is not None else up.path)  # type: ignore[assignment]
+            digest.data if digest.data is not None else Path(up.path))  # type: ignore[arg-type]
         etag = await self.writer.put(up.key, body, content_type=up.content_type,
                                      metadata={"sha256": digest.sha256}, part_size=self.part_size)
         await self._verify(up, digest, etag)
         self.manifest.record(up.key, ManifestEntry(digest.size, digest.sha256, _etag_value(etag),
-                                                   mtime_ns))
+                                                   up.mtime_ns))
         self.result.n_written += 1
         self.result.n_bytes += digest.size
 
@@ -399,7 +420,7 @@ class Uploader:
             raise PublishError(f"sha256 {digest.sha256} of the file differs from its item's "
                                "file:checksum")
 
-    def _unchanged(self, up: _Upload, digest: _Digest, entry: ManifestEntry | None,
+    def _unchanged(self, digest: _Digest, entry: ManifestEntry | None,
                    remote: RemoteObject | None) -> bool:
         if self.remote is not None:
             if remote is None or remote.size != digest.size:
