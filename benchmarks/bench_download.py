@@ -116,20 +116,21 @@ def ours_no_fsync(session: requests.Session, assets: list[RemoteAsset], out: Pat
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=20)
-    parser.add_argument("--mb", type=int, default=20)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+def measure(files: int = 20, mb: int = 20, workers: list[int] | tuple[int, ...] = (1, 4),
+            rounds: int = 3) -> dict:
+    """Serve ``files`` random files of ``mb`` MB on loopback and fetch them every way, ``rounds`` times.
 
+    Returns:
+        ``sha256_mb_s`` (hashing alone), ``total_mb``, ``load_average`` and per worker count
+        (key ``"workers=<n>"``) the best ``mb_s`` and ``cpu_ms_per_mb`` of each way plus
+        ``ratio`` (eoextract / baseline) and ``ratio_nosync``.
+    """
     work = Path(tempfile.mkdtemp(prefix="bench-download-"))
     served = work / "served"
     served.mkdir()
     assets = []
-    for i in range(args.files):
-        data = os.urandom(args.mb << 20)
+    for i in range(files):
+        data = os.urandom(mb << 20)
         (served / f"openEO_{i}.nc").write_bytes(data)
         assets.append((f"openEO_{i}.nc", len(data), hashlib.sha256(data).hexdigest()))
 
@@ -141,50 +142,70 @@ def main() -> None:
         RemoteAsset(name=name, href=f"http://127.0.0.1:{port}/{name}", size=size, checksum=sha)
         for name, size, sha in assets
     ]
-    total_mb = args.files * args.mb
-    print(
-        f"{args.files} files x {args.mb} MB = {total_mb} MB over loopback, best of {args.rounds} rounds "
-        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
-    )
+    total_mb = files * mb
+    result: dict = {"total_mb": total_mb, "files": files, "mb": mb, "rounds": rounds,
+                    "load_average": os.getloadavg()[0]}
     try:
         with requests.Session() as session:
             session.trust_env = False
-            session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=max(args.workers)))
+            session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=max(workers)))
             sample = os.urandom(64 << 20)
             t0, c0 = time.perf_counter(), time.process_time()
             hashlib.sha256(sample).digest()
-            print(
-                f"sha256 alone: {64 / (time.perf_counter() - t0):.0f} MB/s wall, "
-                f"{1000 * (time.process_time() - c0) / 64:.2f} ms CPU per MB"
-            )
-            for workers in args.workers:
+            result["sha256_mb_s"] = 64 / (time.perf_counter() - t0)
+            result["sha256_cpu_ms_per_mb"] = 1000 * (time.process_time() - c0) / 64
+            for n_workers in workers:
                 runs = {"baseline": baseline, "baseline+sha256": baseline_hashed, "eoextract": ours,
                         "eoextract nosync": ours_no_fsync}
                 best = dict.fromkeys(runs, float("inf"))
                 cpu = dict.fromkeys(runs, float("inf"))
-                for _ in range(args.rounds):
+                for _ in range(rounds):
                     for label, fn in runs.items():
                         out = work / f"out-{label}"
                         shutil.rmtree(out, ignore_errors=True)
                         out.mkdir()
                         t0, c0 = time.perf_counter(), time.process_time()
-                        fn(session, remote, out, workers)
+                        fn(session, remote, out, n_workers)
                         best[label] = min(best[label], time.perf_counter() - t0)
                         cpu[label] = min(cpu[label], time.process_time() - c0)
-                rates = {label: total_mb / best[label] for label in runs}
-                print(f"workers={workers}:")
-                for label in runs:
-                    print(f"  {label:16s} {rates[label]:7.1f} MB/s  {1000 * cpu[label] / total_mb:.2f} ms CPU/MB")
-                print(
-                    f"  ratio eoextract/baseline {rates['eoextract'] / rates['baseline']:.2f} (target >= 0.80), "
-                    f"eoextract/baseline+sha256 {rates['eoextract'] / rates['baseline+sha256']:.2f}, "
-                    f"without fsync {rates['eoextract nosync'] / rates['baseline']:.2f} / "
-                    f"{rates['eoextract nosync'] / rates['baseline+sha256']:.2f}"
-                )
+                entry = {label: {"mb_s": total_mb / best[label], "cpu_ms_per_mb": 1000 * cpu[label] / total_mb}
+                         for label in runs}
+                entry["ratio"] = entry["eoextract"]["mb_s"] / entry["baseline"]["mb_s"]
+                entry["ratio_hashed"] = entry["eoextract"]["mb_s"] / entry["baseline+sha256"]["mb_s"]
+                entry["ratio_nosync"] = entry["eoextract nosync"]["mb_s"] / entry["baseline"]["mb_s"]
+                result[f"workers={n_workers}"] = entry
     finally:
         server.terminate()
         server.join(5)
         shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--mb", type=int, default=20)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    res = measure(args.files, args.mb, args.workers, args.rounds)
+    print(
+        f"{args.files} files x {args.mb} MB = {res['total_mb']} MB over loopback, best of {args.rounds} rounds "
+        f"(load average {res['load_average']:.1f} on {os.cpu_count()} cores)"
+    )
+    print(f"sha256 alone: {res['sha256_mb_s']:.0f} MB/s wall, {res['sha256_cpu_ms_per_mb']:.2f} ms CPU per MB")
+    for workers in args.workers:
+        entry = res[f"workers={workers}"]
+        print(f"workers={workers}:")
+        for label in ("baseline", "baseline+sha256", "eoextract", "eoextract nosync"):
+            print(f"  {label:16s} {entry[label]['mb_s']:7.1f} MB/s  {entry[label]['cpu_ms_per_mb']:.2f} ms CPU/MB")
+        print(
+            f"  ratio eoextract/baseline {entry['ratio']:.2f} (target >= 0.80), "
+            f"eoextract/baseline+sha256 {entry['ratio_hashed']:.2f}, "
+            f"without fsync {entry['ratio_nosync']:.2f} / "
+            f"{entry['eoextract nosync']['mb_s'] / entry['baseline+sha256']['mb_s']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ Usage::
 
 Prints absolute times and the ratios the targets are stated in: transition time at the
 largest size ≤ 1 ms, t(largest)/t(smallest) ≤ 2, and openeo's persist / our transition.
+:func:`measure` returns one side's figures per size (``benchmarks/run_all.py`` runs the
+openeo side in the openeo peer's virtualenv).
 """
 
 from __future__ import annotations
@@ -111,6 +113,20 @@ def bench_openeo(folder: Path, n: int, repeat: int) -> dict[str, float]:
             db.persist(row)
             times.append(time.perf_counter() - start)
         out[f"openeo{suffix}_persist_ms"] = statistics.median(times) * 1e3
+    return out
+
+
+def measure(sizes: list[int], transitions: int = 2000, repeat: int = 5, side: str = "eoextract") -> dict:
+    """Figures of one side (``"eoextract"``: SQLite and our file saves; ``"openeo"``: its
+    CSV/Parquet ``persist``) for each size, keyed by the size as a string."""
+    warnings.simplefilter("ignore", FutureWarning)
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            if side == "eoextract":
+                out[str(n)] = bench_sql(Path(tmp), n, transitions) | bench_files(Path(tmp), n, repeat)
+            else:
+                out[str(n)] = bench_openeo(Path(tmp), n, repeat)
     return out
 
 

@@ -4,8 +4,14 @@ Both run N instant jobs (``eoextract_mode: instant``) on the embedded backend, w
 its own process; same ``poll_sleep``, same slots, results not downloaded. Printed: manager
 CPU per job (CPU of this process while running the jobs), wall time, jobs/s, and for
 eoextract the slot utilisation while jobs were waiting. Ratios are eoextract / openeo.
+``--seconds S`` makes every job run S seconds on the backend (instead of finishing at once);
+then the share of slot-time spent running jobs, ``N * S / (slots * wall)``, is printed for
+both managers.
 
     python benchmarks/bench_manager.py [--n 2000] [--slots 20] [--poll-sleep 0.2] [--quick]
+
+:func:`measure` runs one manager once and returns its figures (``benchmarks/run_all.py``
+calls it in a child process, also in the openeo peer's virtualenv).
 """
 
 from __future__ import annotations
@@ -33,21 +39,32 @@ PROCESS_GRAPH = {
 }
 
 
+def job_options(seconds: float) -> dict:
+    """Options of an instant job, kept running ``seconds`` on the backend when > 0."""
+    options: dict = {"eoextract_mode": "instant"}
+    if seconds > 0:
+        options |= {"eoextract_fault": "slow", "eoextract_fault_delay_s": float(seconds)}
+    return options
+
+
 def start_job(row, connection, **kwargs):
     # A prebuilt graph: the benchmark measures the managers, not the client's graph building.
-    return connection.create_job(PROCESS_GRAPH, title=str(row["title"]),
-                                 job_options={"eoextract_mode": "instant"})
+    seconds = float(row["seconds"]) if "seconds" in row and pd.notna(row["seconds"]) else 0.0
+    return connection.create_job(PROCESS_GRAPH, title=str(row["title"]), job_options=job_options(seconds))
 
 
 def connect(url: str) -> openeo.Connection:
     return openeo.connect(url, auto_validate=False).authenticate_basic("eoextract", "eoextract")
 
 
-def job_frame(n: int, prefix: str) -> pd.DataFrame:
-    return pd.DataFrame({"title": [f"{prefix}-{i}" for i in range(n)]})
+def job_frame(n: int, prefix: str, seconds: float = 0.0) -> pd.DataFrame:
+    frame = pd.DataFrame({"title": [f"{prefix}-{i}" for i in range(n)]})
+    if seconds:
+        frame["seconds"] = float(seconds)
+    return frame
 
 
-def run_eoextract(url: str, n: int, slots: int, poll_sleep: float, workdir: Path) -> dict:
+def run_eoextract(url: str, n: int, slots: int, poll_sleep: float, workdir: Path, seconds: float = 0.0) -> dict:
     from eoextract.jobs.db import get_job_db
     from eoextract.jobs.manager import JobManager
     import eoextract.jobs.db.sql  # noqa: F401  (imports are not part of the measure)
@@ -56,7 +73,7 @@ def run_eoextract(url: str, n: int, slots: int, poll_sleep: float, workdir: Path
     manager.add_backend("local", connect(url), parallel_jobs=slots)
     db_path = workdir / f"eo-{n}.db"
     t0, c0 = time.perf_counter(), cpu_seconds()
-    stats = manager.run_jobs(job_frame(n, f"eo{n}"), start_job, job_db=db_path)
+    stats = manager.run_jobs(job_frame(n, f"eo{n}-{time.time_ns()}", seconds), start_job, job_db=db_path)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     assert stats["status_counts"] == {"finished": n}, stats["status_counts"]
     return {"wall": wall, "cpu": cpu, "util": slot_utilisation(get_job_db(db_path), slots)}
@@ -78,19 +95,39 @@ def slot_utilisation(db, slots: int) -> float:
     return busy / (slots * (t_queue_empty - t_begin))
 
 
-def run_openeo(url: str, n: int, slots: int, poll_sleep: float, workdir: Path) -> dict:
+def run_openeo(url: str, n: int, slots: int, poll_sleep: float, workdir: Path, seconds: float = 0.0) -> dict:
     from openeo.extra.job_management import CsvJobDatabase, MultiBackendJobManager
     CsvJobDatabase(workdir / "warm-up.csv").initialize_from_df(job_frame(1, "warm")).read()
 
     manager = MultiBackendJobManager(poll_sleep=poll_sleep, download_results=False)
     manager.add_backend("local", connect(url), parallel_jobs=slots)
-    db = CsvJobDatabase(workdir / f"openeo-{n}.csv").initialize_from_df(job_frame(n, f"oe{n}"))
+    db = CsvJobDatabase(workdir / f"openeo-{n}.csv").initialize_from_df(
+        job_frame(n, f"oe{n}-{time.time_ns()}", seconds))
     t0, c0 = time.perf_counter(), cpu_seconds()
     manager.run_jobs(start_job=start_job, job_db=db)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     counts = db.count_by_status()
     assert counts.get("finished") == n, counts
     return {"wall": wall, "cpu": cpu}
+
+
+def measure(url: str, n: int, slots: int = 20, poll_sleep: float = 0.2, manager: str = "eoextract",
+            seconds: float = 0.0) -> dict:
+    """Run ``n`` jobs with one manager (``"eoextract"`` or ``"openeo"``) against ``url``.
+
+    Returns:
+        ``n``, ``wall`` (s), ``cpu`` (s of this process), ``cpu_ms_per_job``, ``jobs_per_s``,
+        ``busy`` (``n * seconds / (slots * wall)``, when ``seconds`` > 0) and, for eoextract,
+        ``util`` (slot utilisation from the status history while jobs were waiting).
+    """
+    logging.basicConfig(level=logging.ERROR)
+    runner = run_eoextract if manager == "eoextract" else run_openeo
+    with tempfile.TemporaryDirectory() as tmp:
+        res = runner(url, n, slots, poll_sleep, Path(tmp), seconds)
+    res |= {"n": n, "cpu_ms_per_job": 1000 * res["cpu"] / n, "jobs_per_s": n / res["wall"]}
+    if seconds > 0:
+        res["busy"] = n * seconds / (slots * res["wall"])
+    return res
 
 
 def main() -> int:
@@ -100,6 +137,7 @@ def main() -> int:
     parser.add_argument("--poll-sleep", type=float, default=0.2)
     parser.add_argument("--quick", action="store_true", help="N=300, flatness check 100 vs 600")
     parser.add_argument("--skip-openeo", action="store_true")
+    parser.add_argument("--seconds", type=float, default=0.0, help="run time of each job on the backend")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     n = 300 if args.quick else args.n
@@ -107,15 +145,19 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, backend_process(workers=2) as url:
         workdir = Path(tmp)
-        ours = run_eoextract(url, n, args.slots, args.poll_sleep, workdir)
+        ours = run_eoextract(url, n, args.slots, args.poll_sleep, workdir, args.seconds)
         print(f"eoextract  N={n}: CPU {1000 * ours['cpu'] / n:.2f} ms/job, wall {ours['wall']:.1f} s, "
               f"{n / ours['wall']:.1f} jobs/s, slot utilisation {100 * ours['util']:.1f}%")
         ok = ours["util"] >= 0.95
+        if args.seconds:
+            print(f"eoextract  slot-time running jobs: {n * args.seconds / (args.slots * ours['wall']):.1%}")
         if not args.skip_openeo:
-            peer = run_openeo(url, n, args.slots, args.poll_sleep, workdir)
+            peer = run_openeo(url, n, args.slots, args.poll_sleep, workdir, args.seconds)
             print(f"openeo     N={n}: CPU {1000 * peer['cpu'] / n:.2f} ms/job, wall {peer['wall']:.1f} s, "
                   f"{n / peer['wall']:.1f} jobs/s")
             cpu_ratio = ours["cpu"] / peer["cpu"]
+            if args.seconds:
+                print(f"openeo     slot-time running jobs: {n * args.seconds / (args.slots * peer['wall']):.1%}")
             print(f"ratio CPU/job eoextract/openeo = {cpu_ratio:.3f} (goal <= 0.25)")
             print(f"ratio throughput eoextract/openeo = {peer['wall'] / ours['wall']:.2f}x")
             ok &= cpu_ratio <= 0.25

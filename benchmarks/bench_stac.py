@@ -215,6 +215,42 @@ def child_validate(root: Path) -> dict:
     }
 
 
+def measure_build(n: int, root: str) -> dict:
+    """:func:`child_build` for a child process started by ``benchmarks/run_all.py``."""
+    return child_build(n, Path(root))
+
+
+def measure_validate(root: str) -> dict:
+    """:func:`child_validate` for a child process started by ``benchmarks/run_all.py``."""
+    return child_validate(Path(root))
+
+
+def pystac_validate(root: str, schemas: str) -> dict:
+    """Validate the catalogue written by :func:`pystac_build` with pystac's ``validate_all``.
+
+    pystac fetches JSON schemas from the network; here they are read from the bundle in
+    ``schemas`` (``map.json`` maps URLs to files) and cached by pystac as usual.
+    """
+    import pystac
+    from pystac.stac_io import DefaultStacIO
+
+    folder = Path(schemas)
+    url_map = json.loads((folder / "map.json").read_text())
+
+    class LocalSchemas(DefaultStacIO):
+        def read_text(self, source, *args, **kwargs):
+            if str(source) in url_map:
+                return (folder / url_map[str(source)]).read_text()
+            return super().read_text(source, *args, **kwargs)
+
+    pystac.StacIO.set_default(LocalSchemas)
+    t0 = time.perf_counter()
+    collection = pystac.read_file(str(Path(root) / "stac" / "collection.json"))
+    collection.validate_all()
+    n = sum(1 for _ in collection.get_items(recursive=True))
+    return {"seconds": time.perf_counter() - t0, "items": n, "peak_rss_mib": peak_rss_mib()}
+
+
 def run_child(*args: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
@@ -227,7 +263,6 @@ def run_child(*args: str) -> dict:
 
 def compare_with_pystac(n: int, work: Path) -> tuple[float, float]:
     """Same pystac items through both writers; returns (ours, pystac) seconds."""
-    import pystac
 
     from eoextract.stac import build_collection
 
@@ -236,18 +271,38 @@ def compare_with_pystac(n: int, work: Path) -> tuple[float, float]:
     build_collection(items, work / "stac_ours", collection_id="bench", description="b")
     ours = time.perf_counter() - t0
 
+    theirs = pystac_build(n, str(work / "pystac"))["seconds"]
+    return ours, theirs
+
+
+def pystac_build(n: int, root: str, per_catalog: int = 0) -> dict:
+    """Build ``n`` items with plain pystac; time and peak RSS of this process.
+
+    The items are created first (untimed), then ``add_items`` + ``update_extent_from_items``
+    + ``normalize_hrefs`` + ``save``: into one flat collection, or with ``per_catalog`` > 0
+    into sub-catalogues of that many items (pystac's answer to its quadratic flat case).
+    Needs only pystac, so it also runs in the pystac peer's virtualenv.
+    """
+    import pystac
+
+    work = Path(root)
     items = [make_item(i, str(work / "data")) for i in range(n)]
     t0 = time.perf_counter()
     extent = pystac.Extent(
         pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])
     )
     collection = pystac.Collection("bench", "b", extent)
-    collection.add_items(items)
+    if per_catalog > 0:
+        for start in range(0, n, per_catalog):
+            sub = pystac.Catalog(f"part-{start // per_catalog:04d}", "part")
+            sub.add_items(items[start:start + per_catalog])
+            collection.add_child(sub)
+    else:
+        collection.add_items(items)
     collection.update_extent_from_items()
-    collection.normalize_hrefs(str(work / "pystac" / "stac"))
+    collection.normalize_hrefs(str(work / "stac"))
     collection.save(pystac.CatalogType.SELF_CONTAINED)
-    theirs = time.perf_counter() - t0
-    return ours, theirs
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib()}
 
 
 def main() -> None:

