@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openeo
+import requests
+from requests.adapters import HTTPAdapter
 
 from eoextract.jobs.retry import install_retry_after_hook
 
@@ -116,7 +118,17 @@ def _wrap_connection(connection: openeo.Connection) -> openeo.Connection:
     connection.request = request  # type: ignore[method-assign]
     setattr(connection, _WRAPPED, True)
     install_retry_after_hook(connection.session)
+    _widen_connection_pool(connection.session)
     return connection
+
+
+def _widen_connection_pool(session: requests.Session, size: int = 32) -> None:
+    """Let the manager's worker threads share the session without queueing for sockets
+    (requests keeps 10 per host by default); retry settings are kept."""
+    for prefix, adapter in list(session.adapters.items()):
+        if isinstance(adapter, HTTPAdapter) and getattr(adapter, "_pool_maxsize", size) < size:
+            session.mount(prefix, HTTPAdapter(pool_connections=adapter._pool_connections,
+                                              pool_maxsize=size, max_retries=adapter.max_retries))
 
 
 @dataclass

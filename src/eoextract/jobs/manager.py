@@ -336,6 +336,7 @@ class JobManager(JobSteps):
                         self._reconcile(run)
                 if time.monotonic() >= next_poll:
                     self._poll(run)  # takes the lock only around database access
+                    self._adopt(run)  # jobs of managers that stopped renewing their leases
                     next_poll = time.monotonic() + self.poll_sleep
                 with run.lock:
                     self._resume_finishing(run)
@@ -344,7 +345,6 @@ class JobManager(JobSteps):
                         run.progress.tick(run.db)
                     if time.monotonic() >= next_lease_renewal:
                         run.db.renew_leases(self.manager_id, now=_utcnow(), lease_seconds=self.lease_seconds)
-                        self._adopt(run)
                         next_lease_renewal = time.monotonic() + self.lease_seconds / 3
                     run.stats["run_jobs loop"] += 1
                     if self._is_done(run):
@@ -365,8 +365,7 @@ class JobManager(JobSteps):
     def _is_done(self, run: _Run) -> bool:
         if run.inflight or run.finish_due:
             return False
-        counts = run.db.count_by_status([str(s) for s in _OPEN])
-        return sum(counts.values()) == 0
+        return not run.db.any_with_status(_OPEN)
 
     def _shutdown(self, run: _Run, *, wait: bool) -> None:
         run.stop.set()

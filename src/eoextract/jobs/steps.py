@@ -94,8 +94,10 @@ class JobSteps:
             free = spec.parallel_jobs - active.get(name, 0)
             if free <= 0:
                 continue
+            # max_active: the slot cap holds atomically across all managers of the database
             records = run.db.claim(free, manager_id=self.manager_id, now=_utcnow(),
-                                   lease_seconds=self.lease_seconds, backend_name=name)
+                                   lease_seconds=self.lease_seconds, backend_name=name,
+                                   max_active=spec.parallel_jobs)
             batch = _Batch()
             for rec in records:
                 attempt = rec.attempt + 1
