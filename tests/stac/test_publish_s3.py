@@ -279,6 +279,13 @@ def test_output_published_at_set_once_per_published_job(tmp_path, bucket, endpoi
         summary = summarize(db)
     assert summary.published == 3
     assert summary.publication_latency_s["median"] > 0
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    status = CliRunner().invoke(app, ["status", str(db_path)])
+    assert status.exit_code == 0, status.output
+    assert "published 3 job(s); publication latency median" in status.output
 
 
 def test_secrets_never_written(tmp_path, bucket, endpoint, client, caplog, monkeypatch):

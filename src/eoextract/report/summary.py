@@ -318,8 +318,10 @@ def _publication(jobs: pd.DataFrame) -> dict[str, Any]:
     """Published jobs and the latency input published → output published (seed 002)."""
     if "output_published_at" not in jobs.columns:
         return {}
-    out = jobs["output_published_at"]
-    latency = (out - jobs["input_published_at"]).dt.total_seconds().dropna()
+    out = _aware(jobs["output_published_at"])
+    inp = _aware(jobs["input_published_at"] if "input_published_at" in jobs.columns
+                 else pd.Series(None, index=jobs.index, dtype=object))
+    latency = (out - inp).dt.total_seconds().dropna()
     stats = None
     if len(latency):
         stats = {"median": float(latency.median()), "mean": float(latency.mean()),
