@@ -56,7 +56,8 @@ def make_item(job: str, k: int, i: int, output_dir: Path, *, size: int = 200,
         "stac_extensions": [PROJ, FILE],
         "id": item_id,
         "geometry": {"type": "Polygon", "coordinates": [[
-            [lon, lat], [lon + 0.01, lat], [lon + 0.01, lat + 0.01], [lon, lat + 0.01], [lon, lat]]]},
+            [lon, lat], [lon + 0.01, lat], [lon + 0.01, lat + 0.01], [lon, lat + 0.01],
+            [lon, lat]]]},
         "bbox": [lon, lat, lon + 0.01, lat + 0.01],
         "properties": {
             "datetime": f"2021-{1 + i % 12:02d}-{1 + i % 28:02d}T10:30:00Z",

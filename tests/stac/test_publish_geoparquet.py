@@ -83,7 +83,8 @@ def test_cli_export(tmp_path):
     assert result.exit_code == 0, result.output
     assert "4 items" in result.output
     assert len(list(read_geoparquet_items(target))) == 4
-    missing = CliRunner().invoke(app, ["stac", "export-geoparquet", str(tmp_path / "none"), str(target)])
+    missing = CliRunner().invoke(
+        app, ["stac", "export-geoparquet", str(tmp_path / "none"), str(target)])
     assert missing.exit_code == 2
 
 

@@ -187,7 +187,8 @@ def test_resumes_after_kill(tmp_path, bucket, endpoint, client):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = journal.read_bytes().count(b"\n")
-    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="run1/").get("Contents", [])}
+    listing = client.list_objects_v2(Bucket=bucket, Prefix="run1/").get("Contents", [])
+    keys = {o["Key"] for o in listing}
     assert "run1/stac/collection.json" not in keys  # the root goes last
 
     resumed = _publish(root, bucket, endpoint)

@@ -339,8 +339,8 @@ def publish_to_stac_api(
     result.elapsed_s = time.monotonic() - started
     result.root_url = f"{client.url}/collections/{quote(cid, safe='')}"
     if job_db is not None and result.published_items:
-        result.jobs_marked = mark_jobs_published(job_db, result.published_items,
-                                                 output_dir_of(catalog_dir), failed_items=failed_ids)
+        result.jobs_marked = mark_jobs_published(
+            job_db, result.published_items, output_dir_of(catalog_dir), failed_items=failed_ids)
     logger.info("published %s", result.summary())
     return result
 

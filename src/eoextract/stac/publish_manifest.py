@@ -4,8 +4,9 @@
 sha256, ETag and (for files) modification time of what was verified in the store.
 Every verified upload is appended to a journal beside it (``<hash>.journal``, one
 JSON line each, written every :data:`FLUSH_EVERY` entries), so a crash loses at most
-the last few records (a rerun finds those objects in the store by their ETag); the journal is folded into the manifest, written atomically (temporary file,
-fsync, rename), every :data:`CHECKPOINT_EVERY` entries and when the run ends. Loading
+the last few records (a rerun finds those objects in the store by their ETag); the
+journal is folded into the manifest, written atomically (temporary file, fsync,
+rename), every :data:`CHECKPOINT_EVERY` entries and when the run ends. Loading
 reads the manifest and replays the journal, ignoring a torn last line.
 
 The manifest names its target without credentials and holds nothing secret.

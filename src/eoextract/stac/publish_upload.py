@@ -126,7 +126,8 @@ def _digest_chunks(chunks: Iterable[bytes], part_size: int, *, keep: bool) -> _D
     if in_part:
         part_md5s.append(part.digest())
     if size > part_size:
-        etag = f"{hashlib.md5(b''.join(part_md5s), usedforsecurity=False).hexdigest()}-{len(part_md5s)}"
+        combined = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest()
+        etag = f"{combined}-{len(part_md5s)}"
     else:
         etag = whole.hexdigest()
     return _Digest(size, sha.hexdigest(), etag, b"".join(kept) if keep else None)
@@ -311,8 +312,8 @@ class Uploader:
             raise PublishError(f"asset {path} is not a file")
         checksum = asset.get("file:checksum")
         sha = None
-        if isinstance(checksum, str) and checksum.lower().startswith("1220") and len(checksum) == 68:
-            sha = checksum[4:].lower()
+        if isinstance(checksum, str) and len(checksum) == 68 and checksum.startswith("1220"):
+            sha = checksum[4:].lower()  # a sha2-256 multihash
         size = asset.get("file:size")
         ctype = (asset.get("type") or mimetypes.guess_type(path)[0]
                  or "application/octet-stream")
