@@ -1,0 +1,98 @@
+"""SIGKILL the extraction manager at seeded random moments of a seed-like extraction.
+
+Each kill lands somewhere in creating, polling, downloading, placing, post-processing or
+storing items; the manager is then started again on the same job database and output
+folder. After the last restart runs to the end: every job finished exactly once, no backend
+job was created twice, every file in the output tree is complete and described by an item
+with its checksum, no temporary file is left outside ``.eoextract/tmp``, and the catalogue
+validates.
+
+Small by default (12 jobs, 4 kills); ``EOEXTRACT_CHAOS_SCALE=full`` runs 200 jobs, 20 kills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from chaos_callbacks import scaled
+from chaos_checks import backend_titles, leftover_temp_files, output_tree_problems
+
+from eoextract.extract import build_catalogue
+from eoextract.extract.catalogue import iter_job_items
+from eoextract.jobs.db import get_job_db
+from eoextract.stac import validate_catalog
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).with_name("chaos_extract_run.py")
+
+
+def history_rows(db_path: Path) -> int:
+    """Rows of the status history so far (read-only; 0 before the database exists)."""
+    if not db_path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM job_status_changes").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_extraction_manager_at_random_moments(local_backend, tmp_path):
+    rng = random.Random(20261124)
+    n_jobs, kills = scaled(12, 200), scaled(4, 20)
+    max_delay = scaled(3.0, 10.0)
+    prefix = f"kill{uuid.uuid4().hex[:6]}"
+    out, db_path = tmp_path / "out", tmp_path / "jobs.db"
+    args = [sys.executable, str(SCRIPT), local_backend.url, str(out), str(db_path), prefix, str(n_jobs)]
+    landed = []
+    for _ in range(kills):
+        before = history_rows(db_path)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        # wait until this run does something, then let it work for a random while
+        while proc.poll() is None and history_rows(db_path) <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kill_at = time.monotonic() + rng.uniform(0.0, max_delay)
+        while proc.poll() is None and time.monotonic() < kill_at:
+            time.sleep(0.02)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, -signal.SIGKILL), err[-2000:]
+        with get_job_db(db_path) as db:
+            finished = db.count_by_status(["finished"]).get("finished", 0)
+        landed.append(proc.returncode == -signal.SIGKILL and finished < n_jobs)
+    assert sum(landed) >= kills * 3 // 4, landed  # the kills really interrupted the run
+
+    final = subprocess.run(args, check=False, capture_output=True, text=True, timeout=scaled(300, 1800))
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert json.loads(final.stdout.strip().splitlines()[-1]) == {"finished": n_jobs}
+
+    # every job finished exactly once, and ran as one backend job
+    db = get_job_db(db_path)
+    for key in db.read().index:
+        assert [str(c.new) for c in db.history(key)].count("finished") == 1, db.history(key)
+    titles = backend_titles(local_backend.connect(), prefix + "-")
+    assert len(titles) == n_jobs
+    assert set(titles.values()) == {1}, {t: c for t, c in titles.items() if c > 1}
+
+    # complete, verified files only; items for every sample; a valid catalogue
+    assert output_tree_problems(out) == []
+    n_samples = sum(len(json.loads(g)["features"]) for g in db.read()["geometry"])
+    assert len(list(iter_job_items(out))) == n_samples
+    report = validate_catalog(build_catalogue(out), check_assets=True)
+    assert report.ok and report.n_items == n_samples, report.messages()[:5]
+    # interrupted downloads may leave temporary files, but only in .eoextract/tmp
+    print(f"{sum(landed)} of {kills} kills landed mid-run; "
+          f"{len(leftover_temp_files(out))} temporary file(s) left in .eoextract/tmp")
