@@ -3,11 +3,13 @@
 This is the one place where errors of ``openeo``, ``requests`` and HTTP are mapped onto
 :mod:`eoextract.errors`: connection errors, 5xx and 429 are retryable (429 honours
 ``Retry-After``); 404 on a known job means the job is lost (retryable); other 4xx are fatal;
-an exception raised by user code is fatal for that job only.
+an exception raised by user code is fatal for that job only. A full disk (or quota) is
+retryable wherever it happens: the job can go on once space is freed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -40,6 +42,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _local = threading.local()
 
 
@@ -144,6 +147,8 @@ def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
         return ErrorInfo("FatalBackendError", _one_line(f"{type(exc).__name__}: {exc}"), False)
     if isinstance(exc, EoextractError):
         return ErrorInfo(type(exc).__name__, _one_line(exc), False)
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return ErrorInfo("DiskFull", _one_line(f"disk full: {exc}"), True)
     # Anything else was raised by user code (or a bug): fatal for this job only.
     return ErrorInfo(f"UserCodeError.{type(exc).__name__}", _one_line(f"{type(exc).__name__}: {exc}"),
                      False)

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 TEMP_PREFIX = ".eoextract-dl-"
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 #: Request headers, or a callable giving the headers for a URL.
 Headers = Mapping[str, str] | Callable[[str], Mapping[str, str]]
@@ -279,8 +280,10 @@ def download_to_temp(
                 fh.flush()
                 if fsync:
                     _fdatasync(fh.fileno())
-        except BaseException:
+        except BaseException as exc:
             tmp_path.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL and not exc.filename:
+                exc.filename = str(tmp_dir)  # say which disk is full
             raise
         problem = verification_problem(asset, size, sha256) or ""
         if not problem:
