@@ -20,6 +20,8 @@ Sections (each reuses a benchmark script of this folder):
 ``download``    verified downloads against a plain loopback copy (``bench_download``)
 ``extraction``  an extraction with downloads and a catalogue against ``GFMAPJobManager``
 ``postgres``    several managers on one PostgreSQL: throughput and failover (``bench_pg``)
+``publish``     publishing to S3 (moto) against s3fs, loading pgstac against pypgstac
+                (``bench_publish``, run as a script; its printed figures are read back)
 
 Writes ``benchmarks/results.json`` (raw figures, per mode) and ``benchmarks/results.md``
 (the table: measure, eoextract, peer, ratio, goal, pass/fail, for the last full and quick
@@ -53,7 +55,7 @@ from _common import backend_process
 SCHEMAS = HERE.parent / "schemas"
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "results.md"
-SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "extraction", "postgres")
+SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "extraction", "postgres", "publish")
 
 
 @dataclass(frozen=True)
@@ -76,16 +78,21 @@ class Sizes:
     extraction_jobs: int
     pg_jobs: int
     pg_lease_seconds: float
+    publish_items: int
+    publish_pg_items: int
+    publish_baselines: str
 
 
 FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
              jobdb_transitions=2000, jobdb_repeat=5, stac_compare=10_000, stac_large=100_000,
              stac_validate_compare=10_000, download_files=20, download_mb=20, download_workers=(1, 4),
-             download_rounds=3, extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0)
+             download_rounds=3, extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0,
+             publish_items=10_000, publish_pg_items=100_000, publish_baselines="both")
 QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(1000, 20_000),
               jobdb_transitions=500, jobdb_repeat=3, stac_compare=5000, stac_large=None,
               stac_validate_compare=1000, download_files=8, download_mb=10, download_workers=(4,),
-              download_rounds=2, extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0)
+              download_rounds=2, extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0,
+              publish_items=500, publish_pg_items=2000, publish_baselines="sequential")
 
 SLOTS = 20
 POLL_SLEEP = 0.2
@@ -495,10 +502,71 @@ def section_postgres(run: Run) -> None:
     )
 
 
+_PUBLISH_PATTERNS = {
+    "files": r"tree: (\d+) files",
+    "s3fs_sequential": r"s3fs put\(recursive=True\) sequential:\s+([\d.]+) s",
+    "s3fs_default": r"s3fs put\(recursive=True\) default:\s+([\d.]+) s",
+    "ours_s3": r"eoextract publish_to_s3 \(x\d+\):\s+([\d.]+) s",
+    "ours_s3_rerun": r"rerun \(nothing changed\):\s+([\d.]+) s",
+    "ours_pgstac": r"eoextract load_into_pgstac:\s+([\d.]+) s",
+    "pypgstac_ndjson": r"baseline pypgstac load of NDJSON:\s+([\d.]+) s",
+    "pg_skipped": r"skipped: (.+)",
+}
+
+
+def section_publish(run: Run) -> None:
+    """``bench_publish.py`` as its own script (its figures are printed, not returned)."""
+    import re
+    import subprocess
+
+    s = run.sizes
+    cmd = [sys.executable, str(HERE / "bench_publish.py"), "--n", str(s.publish_items),
+           "--pg-n", str(s.publish_pg_items), "--baseline", s.publish_baselines]
+    log(f"publish: {' '.join(cmd[1:])}")
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=7200)
+    text = proc.stdout
+    found: dict[str, Any] = {}
+    for key, pattern in _PUBLISH_PATTERNS.items():
+        match = re.search(pattern, text)
+        if match:
+            found[key] = match.group(1) if key == "pg_skipped" else float(match.group(1))
+    run.raw["publish"] = found | {"returncode": proc.returncode, "output": text[-4000:]}
+    if proc.returncode != 0 or "ours_s3" not in found:
+        tail = " ".join((proc.stderr or text).strip().splitlines()[-3:])[:300]
+        run.skip("publish", "publishing to S3 and pgstac", f"bench_publish.py failed: {tail}")
+        return
+    n, files = s.publish_items, int(found.get("files", 0))
+    ours_s3 = found["ours_s3"]
+    if "s3fs_sequential" in found:
+        seq = found["s3fs_sequential"]
+        run.add(Row("publish", f"publish {n:,} items ({files:,} files) to S3 on moto, verified",
+                    fmt(ours_s3, unit="s"), f"{fmt(seq, unit='s')} (s3fs put, one file at a time)",
+                    ratio(ours_s3, seq), "≤ 0.33 (≥ 3× faster)", ours_s3 <= seq / 3))
+    if "s3fs_default" in found:
+        dflt = found["s3fs_default"]
+        run.add(Row("publish", "the same against s3fs's default batches", fmt(ours_s3, unit="s"),
+                    f"{fmt(dflt, unit='s')} (s3fs put, batches of 128)", ratio(ours_s3, dflt), "≤ 1",
+                    ours_s3 <= dflt))
+    if "ours_s3_rerun" in found:
+        run.add(Row("publish", "publish again, nothing changed", fmt(found["ours_s3_rerun"], unit="s"),
+                    "— (s3fs uploads everything again)", "—", "—", None))
+    m = s.publish_pg_items
+    if "ours_pgstac" in found:
+        goal_s = 60 * m / 100_000
+        floor = found.get("pypgstac_ndjson")
+        run.add(Row("publish", f"load {m:,} items into pgstac from the catalogue",
+                    fmt(found["ours_pgstac"], unit="s"),
+                    f"{fmt(floor, unit='s')} (pypgstac loading prepared NDJSON)" if floor else "—",
+                    ratio(found["ours_pgstac"], floor) if floor else "—", f"≤ {fmt(goal_s, unit='s')}",
+                    found["ours_pgstac"] <= goal_s))
+    elif "pg_skipped" in found:
+        run.skip("publish", "loading pgstac", found["pg_skipped"])
+
+
 RUNNERS: dict[str, Callable[[Run], None]] = {
     "manager": section_manager, "slots": section_slots, "jobdb": section_jobdb,
     "catalogue": section_catalogue, "download": section_download, "extraction": section_extraction,
-    "postgres": section_postgres,
+    "postgres": section_postgres, "publish": section_publish,
 }
 
 
