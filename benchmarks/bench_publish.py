@@ -20,7 +20,8 @@ on how much CPU the machine has free.
 pgstac: ``--pg-n`` items are loaded into a pgstac database (Debian PostgreSQL + PostGIS
 on 127.0.0.1) by :func:`~eoextract.stac.publish.load_into_pgstac`, which reads the
 catalogue from disk; the baseline is pypgstac's own loader reading the same items from
-an NDJSON file (the floor). Goal: ≤60 s for 100k items.
+an NDJSON file (the floor). Goal: ≤60 s for 100k items. Then ``--api-n`` items through
+stac-fastapi-pgstac with transactions: bulk upserts against one request per item.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "stac"))
 
-from publish_fixtures import free_port, pgstac_database, postgis_cluster  # noqa: E402
+from publish_fixtures import (  # noqa: E402
+    free_port,
+    pgstac_database,
+    postgis_cluster,
+    stac_fastapi_server,
+)
 
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
@@ -177,7 +183,40 @@ def bench_s3(n: int, assets: int, workers: int, baseline_modes: list[str]) -> No
 # --------------------------------------------------------------------------- pgstac
 
 
-def bench_pgstac(n: int) -> None:
+def bench_api(cluster: dict, n: int, folder: Path) -> None:
+    """The same through stac-fastapi-pgstac: bulk upserts against one POST per item."""
+    from eoextract.stac.publish import publish_to_stac_api
+
+    root = build(n, folder, assets=1, write_files=False)
+    pgstac_database(cluster, "api")
+    with stac_fastapi_server(cluster, "api") as url:
+        import requests as http
+
+        class NoBulk(http.adapters.HTTPAdapter):
+            def send(self, request, **kwargs):  # type: ignore[override]
+                if "bulk_items" in request.url:
+                    response = http.Response()
+                    response.status_code, response.request = 404, request
+                    return response
+                return super().send(request, **kwargs)
+
+        session = http.Session()
+        session.mount("http://", NoBulk())
+        started = time.perf_counter()
+        publish_to_stac_api(root, url, session=session, upsert=False)
+        single = time.perf_counter() - started
+        print(f"  {'baseline: one POST per item (new items):':<45} {single:7.1f} s  "
+              f"({n / single:6.0f} items/s)")
+        started = time.perf_counter()
+        result = publish_to_stac_api(root, url, batch_size=500)
+        bulk = time.perf_counter() - started
+        assert result.ok, result.errors[:3]
+        label = f"bulk_items upsert of the same {n} items:"
+        print(f"  {label:<45} {bulk:7.1f} s  ({n / bulk:6.0f} items/s)")
+        print(f"  ratio one-by-one/bulk: {single / bulk:.1f}x")
+
+
+def bench_pgstac(n: int, api_n: int) -> None:
     from pypgstac.db import PgstacDB
     from pypgstac.load import Loader, Methods
 
@@ -218,6 +257,8 @@ def bench_pgstac(n: int) -> None:
             load_into_pgstac(root, dsn, method="upsert")
             print(f"  {'reload (upsert, nothing changed):':<45} "
                   f"{time.perf_counter() - started:7.1f} s")
+            if api_n:
+                bench_api(cluster, api_n, tmp / "api")
     except RuntimeError as exc:
         print(f"  skipped: {exc}")
     finally:
@@ -230,6 +271,8 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=1, help="asset files per item (S3)")
     parser.add_argument("--workers", type=int, default=64, help="parallel uploads")
     parser.add_argument("--pg-n", type=int, default=100_000, help="items loaded into pgstac")
+    parser.add_argument("--api-n", type=int, default=5000,
+                        help="items published through stac-fastapi-pgstac (0: skip)")
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--baseline", choices=["both", "sequential", "default", "none"],
@@ -246,7 +289,7 @@ def main() -> None:
         modes = {"both": ["sequential", "default"], "none": []}.get(args.baseline, [args.baseline])
         bench_s3(args.n, args.assets, args.workers, modes)
     if not args.skip_pg:
-        bench_pgstac(args.pg_n)
+        bench_pgstac(args.pg_n, args.api_n)
 
 
 if __name__ == "__main__":
