@@ -271,7 +271,7 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=1, help="asset files per item (S3)")
     parser.add_argument("--workers", type=int, default=64, help="parallel uploads")
     parser.add_argument("--pg-n", type=int, default=100_000, help="items loaded into pgstac")
-    parser.add_argument("--api-n", type=int, default=5000,
+    parser.add_argument("--api-n", type=int, default=1000,
                         help="items published through stac-fastapi-pgstac (0: skip)")
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--skip-pg", action="store_true")
