@@ -20,6 +20,23 @@ from eoextract.jobs.db import get_job_db
 SCRIPT = Path(__file__).with_name("crash_run.py")
 
 
+@pytest.fixture()
+def spawn():
+    """Start manager processes; whatever happens, none outlives the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(args, **kw):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_crash_after_create_then_resume_adopts_the_job(local_backend, tmp_path):
     prefix = f"crash{uuid.uuid4().hex[:6]}"
     db_path = tmp_path / "jobs.db"
@@ -46,7 +63,7 @@ def test_crash_after_create_then_resume_adopts_the_job(local_backend, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume(local_backend, tmp_path):
+def test_kill_9_at_random_moments_then_resume(local_backend, tmp_path, spawn):
     """SIGKILL the manager at seeded random moments; every row ends finished, one backend job each."""
     rng = random.Random(20261123)
     prefix = f"chaos{uuid.uuid4().hex[:6]}"
@@ -56,7 +73,7 @@ def test_kill_9_at_random_moments_then_resume(local_backend, tmp_path):
     interrupted = 0
     targets = sorted(rng.sample(range(3, n - 3), 4))  # kill once this many jobs finished
     for target in targets:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = spawn(args)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(rng.uniform(0.01, 0.05))
@@ -88,7 +105,7 @@ def test_kill_9_at_random_moments_then_resume(local_backend, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_managers_share_one_sqlite_db_and_survive_a_kill(local_backend, tmp_path):
+def test_two_managers_share_one_sqlite_db_and_survive_a_kill(local_backend, tmp_path, spawn):
     """Two manager processes on one job DB; one is killed -9; the other adopts its jobs."""
     prefix = f"duo{uuid.uuid4().hex[:6]}"
     db_path = tmp_path / "jobs.db"
@@ -96,18 +113,18 @@ def test_two_managers_share_one_sqlite_db_and_survive_a_kill(local_backend, tmp_
     args = [sys.executable, str(SCRIPT), local_backend.url, str(db_path), prefix, str(n)]
     # Slots are per backend and shared by all managers: the first runs backend "a", the
     # second "a" and "b" (the same server), so both have work and the second can adopt.
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a"))
-    second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a,b"))
+    first = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a"))
+    second = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a,b"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # kill the first once both have started jobs
         time.sleep(0.2)
-        if db_path.exists():
+        try:
             with get_job_db(db_path) as db:
                 owners = {r.fields.get("claimed_by") for r in db.jobs(["creating", "queued", "running"])}
-            if len(owners - {None}) >= 2:
-                break
+        except JobDatabaseError:  # not created yet
+            continue
+        if len(owners - {None}) >= 2:
+            break
     assert first.poll() is None, first.stderr.read()
     os.kill(first.pid, signal.SIGKILL)
     first.wait(30)

@@ -33,7 +33,7 @@ from openeo.rest.job import BatchJob
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.backends import BackendSpec
-from eoextract.jobs.db.base import ADOPTABLE, JobDatabase
+from eoextract.jobs.db.base import JobDatabase
 from eoextract.jobs.retry import Backoff, classify
 from eoextract.jobs.runstate import _is_dead_local_manager, _Run, _utcnow
 from eoextract.jobs.status import TERMINAL, JobStatus
@@ -302,7 +302,7 @@ class JobManager(JobSteps):
                 db.update(rec.job_key, backend_name=None)
         # Jobs left in flight by an earlier run: a manager of this host that died (its
         # process is gone) gives up its leases at once; others' leases must expire first.
-        for manager_id in {r.fields.get("claimed_by") for r in db.jobs(ADOPTABLE)} - {None}:
+        for manager_id in db.lease_holders():
             if _is_dead_local_manager(manager_id):
                 _log.info("taking over the jobs of manager %s (its process has ended)", manager_id)
                 db.release(manager_id)

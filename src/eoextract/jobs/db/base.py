@@ -39,7 +39,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from eoextract.errors import InvalidTransition
-from eoextract.jobs.status import ACTIVE, JobStatus
+from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
 
 __all__ = [
     "ADOPTABLE",
@@ -306,6 +306,10 @@ class JobDatabase(abc.ABC):
     @abc.abstractmethod
     def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
         """Extend the leases held by ``manager_id``; returns how many were renewed."""
+
+    def lease_holders(self) -> set[str]:
+        """Managers holding a lease on some job that is not in a final status."""
+        return {r.fields.get("claimed_by") for r in self.jobs(set(JobStatus) - TERMINAL)} - {None}
 
     @abc.abstractmethod
     def release(self, manager_id: str) -> None:

@@ -73,7 +73,7 @@ from eoextract.jobs.db.sql_rows import (
     utcnow,
 )
 from eoextract.jobs.db.sql_schema import migrate, read_meta, schema_version, write_meta
-from eoextract.jobs.status import ACTIVE, JobStatus
+from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
 
 _log = logging.getLogger(__name__)
 
@@ -541,6 +541,16 @@ class SqlJobDatabase(JobDatabase):
         self._require()
         with self._session(write=True) as session, session.begin():
             return claims.renew(session, manager_id, now=now, lease_seconds=lease_seconds)
+
+    def lease_holders(self) -> set[str]:
+        """Managers holding a lease on some open job (one indexed query)."""
+        if not self.exists():
+            return set()
+        stmt = (select(JOBS.c.claimed_by).distinct()
+                .where(JOBS.c.claimed_by.is_not(None),
+                       JOBS.c.status.not_in([s.value for s in TERMINAL])))
+        with self._session() as session, session.begin():
+            return set(session.scalars(stmt))
 
     def release(self, manager_id: str) -> None:
         if not self.exists():
