@@ -100,7 +100,8 @@ def centroids_lonlat(gdf: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
     valid = ~(geometry.isna().to_numpy() | geometry.is_empty.to_numpy())
     if not valid.any():
         return lon, lat
-    work = geometry[valid]
+    # z plays no part in a centroid, and mixed 2D/3D positions make reprojection fail
+    work = gpd.GeoSeries(shapely.force_2d(geometry[valid].array), index=geometry.index[valid], crs=gdf.crs)
     others = (work.geom_type != "Point").to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # inf/NaN out of the CRS domain
@@ -114,6 +115,8 @@ def centroids_lonlat(gdf: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
             points = ll.array.copy()
             if others.any():
                 points[others] = _geographic_centroids(ll[others])
+    points = np.asarray(points, dtype=object)
+    points[shapely.is_empty(points)] = None  # a degenerate geometry has an empty centroid
     x, y = shapely.get_x(points), shapely.get_y(points)
     lon[valid], lat[valid] = x, y
     good = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90.0)

@@ -10,6 +10,7 @@ import contextlib
 import csv
 import json
 import logging
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -215,11 +216,29 @@ def export_table(df: pd.DataFrame, schema: UserSchema, *, csv_file: bool,
     return out
 
 
+def _special_characters(path: Path) -> set[str]:
+    """Which of NUL and carriage return occur in a written file (a fast byte search)."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return set()
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return {ch for ch in ("\x00", "\r") if data.find(ch.encode()) >= 0}
+
+
 def write_table(path: Path, out: pd.DataFrame) -> None:
     """Write an exported table atomically (CSV or Parquet by the file's extension)."""
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".csv":
-            out.to_csv(tmp, index=False)
+            out.to_csv(tmp, index=False, lineterminator="\n")
+            special = _special_characters(tmp)
+            if "\x00" in special:  # pandas' CSV reader would cut the text there, silently
+                raise JobDatabaseError(f"cannot write {str(path)!r}: a CSV file cannot hold NUL "
+                                       "characters (found in the job table); use a .db or .parquet "
+                                       "job database")
+            if "\r" in special:
+                # Python's csv writer quotes a carriage return only when the line terminator
+                # holds one: a value with a bare "\r" would split its row when read back.
+                out.to_csv(tmp, index=False, lineterminator="\r\n")
         else:
             out.to_parquet(tmp, index=False)
 

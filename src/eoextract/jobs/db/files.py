@@ -154,9 +154,15 @@ class FileJobDatabase(JobDatabase):
             if schema is None:
                 schema = prepared.schema
             else:
+                missing = [n for n in schema.names if n not in prepared.user.columns]
+                if missing:  # e.g. a header edited by hand
+                    raise JobDatabaseError(f"{self!r} cannot be read as a job database: column(s) "
+                                           f"{missing!r} of {self.meta_path.name} are missing")
                 schema.extend(prepared.user)
             managed = {name: prepared.managed.get(name, [None] * len(prepared.keys))
                        for name in MANAGED_KINDS}
+            if "status" not in prepared.managed:  # a table of jobs without statuses: all new
+                managed["status"] = [JobStatus.NOT_STARTED] * len(prepared.keys)
             self._schema = schema
             self._meta = meta or {"created_by": CREATED_BY, "schema_version": SCHEMA_VERSION,
                                   "key_column": None, "backends": {}}

@@ -210,6 +210,9 @@ def _keys_of(df: pd.DataFrame, key_column: str | None) -> list[str]:
         keys = [str(v.item() if isinstance(v, np.generic) else v) for v in values]
     else:
         keys = [str(v) for v in df.index]
+    if "" in keys:  # a CSV file cannot tell an empty key from a missing one
+        where = f"column {key_column!r}" if key_column else "the index"
+        raise ConfigurationError(f"empty job key in {where}; every job needs a non-empty key")
     counts = pd.Series(keys).value_counts()
     dupes = counts[counts > 1]
     if len(dupes):
@@ -241,11 +244,11 @@ def _coerce_column(name: str, s: pd.Series, exact: pd.Series | None, keys: Seque
         out = []
         for i, pair in enumerate(zip(values, others, strict=True)):
             pair = tuple(None if _isna(v) else v for v in pair)
-            if pair not in cache:
-                try:
+            try:
+                if pair not in cache:
                     cache[pair] = resolve_status(*pair)
-                except (ValueError, TypeError) as exc:
-                    raise _reserved(name, keys[i], pair[0], exc) from None
+            except (ValueError, TypeError) as exc:  # TypeError also for unhashable cells
+                raise _reserved(name, keys[i], pair[0], exc) from None
             out.append(cache[pair])
         return out
     notna = s.notna()
@@ -269,9 +272,8 @@ def _coerce_column(name: str, s: pd.Series, exact: pd.Series | None, keys: Seque
     elif kind == "str" and (dtype == object or isinstance(dtype, pd.StringDtype)):
         present = obj[notna]
         if _all_text(present):
-            blank = present.str.strip() == ""
-            keep = notna.copy()
-            keep[blank[blank].index] = False
+            keep = notna.to_numpy().copy()  # by position: the index may repeat labels
+            keep[np.flatnonzero(keep)] = (present.str.strip() != "").to_numpy()
             return obj.where(keep, None).tolist()
     elif kind == "int" and pd.api.types.is_integer_dtype(dtype) and bool(notna.all()):
         return [int(v) for v in s.tolist()]
@@ -296,14 +298,14 @@ def prepare_job_frame(df: pd.DataFrame, key_column: str | None = None) -> Prepar
     their content fits. An empty dataframe is allowed.
 
     Raises:
-        ConfigurationError: duplicate keys, non-text column names, a managed column with
+        ConfigurationError: duplicate keys, non-text or empty column names, a managed column with
             values that do not fit it, or a geometry column without CRS.
     """
     if not isinstance(df, pd.DataFrame):
         raise ConfigurationError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    bad = [c for c in df.columns if not isinstance(c, str)]
-    if bad:
-        raise ConfigurationError(f"column names must be text, got {bad[:5]!r}")
+    bad = [c for c in df.columns if not isinstance(c, str) or not c]
+    if bad:  # an empty name does not survive a CSV file (it comes back as "Unnamed: 0")
+        raise ConfigurationError(f"column names must be non-empty text, got {bad[:5]!r}")
     if df.columns.has_duplicates:
         raise ConfigurationError(
             f"duplicate column names: {sorted(set(df.columns[df.columns.duplicated()]))!r}")
@@ -314,6 +316,8 @@ def prepare_job_frame(df: pd.DataFrame, key_column: str | None = None) -> Prepar
     exact = df[EXACT_STATUS_COLUMN] if EXACT_STATUS_COLUMN in df.columns else None
     managed = {name: _coerce_column(name, df[name], exact if name == "status" else None, keys)
                for name in MANAGED_KINDS if name in df.columns}
+    if "status" not in managed and exact is not None:  # only our exact status is left
+        managed["status"] = _coerce_column("status", exact, None, keys)
 
     drop = set(MANAGED_KINDS) | {EXACT_STATUS_COLUMN}
     if key_column == "job_key":
