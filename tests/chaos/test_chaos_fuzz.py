@@ -246,24 +246,39 @@ stac_like = st.recursive(json_leaf, lambda inner: st.one_of(
     max_leaves=30)
 
 
+hrefs = st.one_of(st.sampled_from(["http://[", "http://[::1", "http://h:99999999/a", "https://x/a.nc", "a.nc",
+                                    "../a.nc", "//h/a", "", "ftp://h/a", "http://h/%zz", "data:,x", "\\\\h\\a"]),
+                  st.text(max_size=20), json_leaf)
+numbers = st.one_of(st.integers(-2, 10**20), st.floats(), st.booleans(), st.text(max_size=3))
+stac_assets = st.fixed_dictionaries(
+    {"href": hrefs},
+    optional={"type": json_leaf, "roles": st.lists(json_leaf, max_size=2), "file:size": numbers,
+              "file:checksum": st.one_of(json_leaf, st.text("0123456789abcdefABCDEF", min_size=68, max_size=68)),
+              "proj:shape": st.lists(numbers, max_size=3), "proj:bbox": st.lists(numbers, max_size=4),
+              "proj:epsg": numbers, "proj:code": json_leaf, "bbox": st.lists(numbers, max_size=4),
+              "geometry": stac_like, "datetime": json_leaf, "start_datetime": json_leaf,
+              "eo:bands": stac_like, "raster:bands": stac_like, "bands": stac_like, "feature_index": numbers})
+
+
 @st.composite
 def results_documents(draw: st.DrawFn) -> object:
-    if draw(st.booleans()):
+    if draw(st.integers(0, 4)) == 0:
         return draw(json_values)
     assets = draw(st.dictionaries(st.one_of(st.text(max_size=12), st.sampled_from(["openEO_0.nc", "openEO_10.nc"])),
-                                  st.one_of(stac_like, st.dictionaries(stac_keys, stac_like, max_size=8)),
-                                  max_size=4))
+                                  st.one_of(stac_assets, stac_like), max_size=4))
     doc = {"type": draw(st.sampled_from(["Feature", "Collection", None, 3, "Catalog"])), "assets": assets}
     for key in draw(st.lists(stac_keys, max_size=5)):
         doc[key] = draw(stac_like)
     doc["links"] = draw(st.lists(st.fixed_dictionaries({"rel": st.sampled_from(["item", "self", 1]),
-                                                         "href": st.one_of(json_leaf, st.text(max_size=20))}),
-                                 max_size=3))
+                                                         "href": hrefs}), max_size=3))
     return doc
 
 
 @FUZZ
-@given(doc=results_documents(), items=st.lists(stac_like, max_size=3))
+@given(doc=results_documents(), items=st.lists(st.one_of(
+    stac_like, st.fixed_dictionaries({"type": st.just("Feature"), "assets": st.dictionaries(
+        st.text(max_size=8), stac_assets, max_size=2)}, optional={"properties": stac_like, "id": json_leaf})),
+    max_size=3))
 def test_results_documents_parse_or_raise_download_errors(doc, items):
     served = iter(items)
 
@@ -393,3 +408,15 @@ def test_tables_without_statuses_and_repeated_index_labels_load(tmp_path):
     frame = pd.DataFrame({"job_key": ["a", "b"], "backend_name": ["x", " "]}, index=["k", "k"])
     stored = create_job_db(tmp_path / "keys.db", frame).read()
     assert list(stored.index) == ["a", "b"] and stored["backend_name"].tolist() == ["x", None]
+
+
+def test_invalid_urls_and_shapes_in_results_documents():
+    base = "http://127.0.0.1:8080/jobs/j-1/results"
+    for href in ("http://[", "http://[::1", "http://h:99999999/a"):
+        with pytest.raises(DownloadError, match="invalid href"):
+            parse_job_results({"type": "Feature", "assets": {"a.nc": {"href": href}}}, base_url=base)
+    doc = {"type": "Collection", "assets": {"a.nc": {"href": "a.nc", "proj:shape": [float("inf"), 3]}},
+           "links": [{"rel": "item", "href": "http://["}, {"rel": "item", "href": "items/a"}]}
+    fetched = []
+    (asset,) = parse_job_results(doc, base_url=base, fetch=lambda url: fetched.append(url) or {})
+    assert asset.shape is None and fetched == ["http://127.0.0.1:8080/jobs/j-1/items/a"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -263,12 +264,32 @@ _KNOWN_FIELDS = frozenset(
 )
 
 
+def _join(base_url: str, href: str) -> str | None:
+    """``href`` resolved against ``base_url``; None when it is no valid URL."""
+    try:
+        joined = urljoin(base_url, href)
+        urlsplit(joined).port  # noqa: B018 - raises ValueError for an invalid port
+    except ValueError:
+        return None
+    return joined
+
+
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    numbers = _numbers(value)
+    if numbers and all(math.isfinite(v) and v >= 0 and float(v).is_integer() for v in numbers):
+        return tuple(int(v) for v in numbers)
+    return None
+
+
 def _asset_from_fields(
     name: str, fields: Mapping[str, Any], *, base_url: str, fallback: Mapping[str, Any]
 ) -> RemoteAsset:
     href = fields.get("href")
     if not isinstance(href, str) or not href:
         raise DownloadError(f"Asset {name!r} of the results document has no href", asset=name)
+    url = _join(base_url, href)
+    if url is None:
+        raise DownloadError(f"Asset {name!r} of the results document has an invalid href", asset=name)
 
     def pick(key: str) -> Any:
         value = fields.get(key)
@@ -276,19 +297,19 @@ def _asset_from_fields(
 
     roles = fields.get("roles")
     size = fields.get("file:size")
-    shape = _numbers(fields.get("proj:shape"))
+    shape = _shape_of(fields.get("proj:shape"))
     geometry = pick("geometry")
     feature_index = fields.get("feature_index", fallback.get("feature_index"))
     return RemoteAsset(
         name=name,
-        href=urljoin(base_url, href),
+        href=url,
         media_type=fields.get("type") if isinstance(fields.get("type"), str) else None,
         roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
         title=fields.get("title") if isinstance(fields.get("title"), str) else None,
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         checksum=_checksum_of(fields),
         epsg=_epsg_of(fields) or _epsg_of(fallback),
-        shape=tuple(int(v) for v in shape) if shape else None,
+        shape=shape,
         bbox_native=_numbers(pick("proj:bbox")),
         bbox_4326=_numbers(pick("bbox")),
         geometry_4326=geometry if isinstance(geometry, dict) else None,
@@ -432,11 +453,12 @@ def _fetch_items(
     """Follow the ``item`` links of a results collection and match items to assets."""
     links = collection.get("links") if isinstance(collection.get("links"), list) else []
     item_urls = [
-        urljoin(base_url, link["href"])
-        for link in links
+        url for link in links
         if isinstance(link, dict) and link.get("rel") == "item" and isinstance(link.get("href"), str)
+        and (url := _join(base_url, link["href"])) is not None
     ]
-    href_to_name = {urljoin(base_url, f["href"]): n for n, f in assets.items() if isinstance(f.get("href"), str)}
+    href_to_name = {url: n for n, f in assets.items()
+                    if isinstance(f.get("href"), str) and (url := _join(base_url, f["href"])) is not None}
     found: dict[str, tuple[Mapping[str, Any], Mapping[str, Any] | None]] = {}
     for url in item_urls:
         try:
@@ -453,7 +475,7 @@ def _fetch_items(
                 continue
             name = key if key in assets else None
             if name is None and isinstance(fields.get("href"), str):
-                name = href_to_name.get(urljoin(url, fields["href"]))
+                name = href_to_name.get(_join(url, fields["href"]) or "")
             if name is not None and name not in found:
                 found[name] = (item, fields)
                 matched = True
