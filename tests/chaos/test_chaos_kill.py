@@ -96,3 +96,30 @@ def test_kill_9_extraction_manager_at_random_moments(local_backend, tmp_path):
     # interrupted downloads may leave temporary files, but only in .eoextract/tmp
     print(f"{sum(landed)} of {kills} kills landed mid-run; "
           f"{len(leftover_temp_files(out))} temporary file(s) left in .eoextract/tmp")
+
+
+def test_a_new_run_removes_stale_temporary_files(local_backend, tmp_path):
+    """Downloads killed mid-way leave temporary files; the next run removes the old ones."""
+    from chaos_callbacks import create_datacube, generate_output_path, job_dataframe
+
+    from eoextract.extract import ExtractionManager
+    from eoextract.extract.manager import STALE_TEMP_SECONDS
+    from eoextract.jobs.download import STATE_DIR, TEMP_PREFIX
+
+    out = tmp_path / "out"
+    stale, fresh = [], []
+    for folder in ("tmp", "downloads"):
+        (out / STATE_DIR / folder).mkdir(parents=True)
+        old = out / STATE_DIR / folder / f"{TEMP_PREFIX}old.nc"
+        old.write_bytes(b"partial")
+        os.utime(old, (time.time() - STALE_TEMP_SECONDS - 60,) * 2)
+        new = out / STATE_DIR / folder / f"{TEMP_PREFIX}new.nc"
+        new.write_bytes(b"in progress elsewhere")
+        stale.append(old)
+        fresh.append(new)
+    manager = ExtractionManager(out, generate_output_path, "CHAOS-TMP", poll_sleep=0.1)
+    manager.add_backend("local", local_backend.connect, parallel_jobs=1)
+    stats = manager.run_jobs(job_dataframe(1, f"tmp{uuid.uuid4().hex[:6]}", per_job=1), create_datacube,
+                             tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 1}
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in fresh)

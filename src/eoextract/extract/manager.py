@@ -49,10 +49,12 @@ from eoextract.extract.items import build_item, make_item_id, read_file_metadata
 from eoextract.extract.placement import OutputPathGenerator, check_signature
 from eoextract.jobs.db.base import JobDatabase, JobRecord
 from eoextract.jobs.download import (
+    STATE_DIR,
     DownloadedAsset,
     RemoteAsset,
     download_job_assets,
     parse_job_results,
+    remove_stale_temp_files,
     session_for,
 )
 from eoextract.jobs.manager import JobManager
@@ -79,6 +81,9 @@ START_JOB_KEYWORDS = ("row", "connection", "connection_provider", "provider")
 #: in this process: netCDF-C and HDF5 (under xarray's default NetCDF engine and GDAL) are
 #: not thread-safe; two threads writing different NetCDF files can corrupt or hang both.
 FILE_LOCK = threading.RLock()
+
+#: Temporary download files untouched for this long (seconds) are removed when a run starts.
+STALE_TEMP_SECONDS = 3600.0
 
 #: ``post_job_action(job_items, row, parameters) -> list[pystac.Item]``.
 PostJobAction = Callable[[list[pystac.Item], pd.Series, dict], list[pystac.Item]]
@@ -258,6 +263,9 @@ class ExtractionManager(JobManager):
     ) -> dict:
         """Run every job to a final status (as openeo-gfmap: ``run_jobs(df, create_datacube_fn, path)``).
 
+        Temporary files that interrupted runs left in ``output_dir/.eoextract`` and that
+        nobody touched for :data:`STALE_TEMP_SECONDS` are removed first.
+
         Args:
             df: Job dataframe (one row per job); rows already in ``job_db`` are kept.
             start_job: ``create_datacube_fn(row, connection, provider=None,
@@ -279,6 +287,10 @@ class ExtractionManager(JobManager):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_extraction_settings(self.output_dir, collection_id=self.collection_id,
                                   description=self.collection_description)
+        for folder in ("tmp", "downloads"):  # left by interrupted runs; live ones are touched often
+            removed = remove_stale_temp_files(self.output_dir / STATE_DIR / folder, STALE_TEMP_SECONDS)
+            if removed:
+                _log.info("removed %d stale temporary file(s) from %s", removed, STATE_DIR + "/" + folder)
         try:
             return super().run_jobs(df, start_job, job_db, **kwargs)
         finally:
