@@ -19,12 +19,18 @@ def main() -> None:
     crash_row = int(sys.argv[5]) if len(sys.argv) > 5 else None
     marker = sys.argv[6] if len(sys.argv) > 6 else None
 
+    crash_after = int(os.environ.get("CRASH_AFTER_CREATES", "0"))
+    created = []
+
     def start_job(row, connection, **kw):
         cube = connection.load_collection(
             "SENTINEL2_L2A",
             spatial_extent={"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
             temporal_extent=["2021-06-01", "2021-06-10"], bands=["B04"])
         job = cube.create_job(title=row["title"], job_options={"eoextract_mode": "instant"})
+        created.append(job.job_id)
+        if crash_after and len(created) == crash_after:
+            os._exit(9)  # as below, after this process's crash_after-th creation
         if crash_row is not None and row["value"] == crash_row and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(9)  # the backend created the job; the manager never learned its id

@@ -113,21 +113,10 @@ def test_two_managers_share_one_sqlite_db_and_survive_a_kill(local_backend, tmp_
     args = [sys.executable, str(SCRIPT), local_backend.url, str(db_path), prefix, str(n)]
     # Slots are per backend and shared by all managers: the first runs backend "a", the
     # second "a" and "b" (the same server), so both have work and the second can adopt.
-    first = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a"))
+    # The first dies hard right after its 8th backend job was created (before recording it).
+    first = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a", CRASH_AFTER_CREATES="8"))
     second = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a,b"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # kill the first once both have started jobs
-        time.sleep(0.2)
-        try:
-            with get_job_db(db_path) as db:
-                owners = {r.fields.get("claimed_by") for r in db.jobs(["creating", "queued", "running"])}
-        except JobDatabaseError:  # not created yet
-            continue
-        if len(owners - {None}) >= 2:
-            break
-    assert first.poll() is None, first.stderr.read()
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(30)
+    assert first.wait(120) == 9, first.stderr.read()
     out, err = second.communicate(timeout=180)
     assert second.returncode == 0, err
     assert f"{{'finished': {n}}}" in out
