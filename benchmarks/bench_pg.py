@@ -359,16 +359,21 @@ def run_managers_once(admin: str, backend: str, name: str, processes: int, args:
     t0 = time.perf_counter()
     procs = {f"{name}-m{i}": subprocess.Popen([*cmd, "--manager-id", f"{name}-m{i}"])
              for i in range(processes)}
-    killed, killed_at, orphaned_s = None, None, None
+    killed, killed_at, orphaned_s, held_at_kill = None, None, None, 0
     deadline = time.monotonic() + args.timeout
     try:
         while time.monotonic() < deadline:
             counts = db.count_by_status()
             if kill and killed is None and counts.get("finished", 0) >= n // 3:
-                killed = next(iter(procs))
-                os.kill(procs[killed].pid, signal.SIGKILL)
-                killed_at = time.monotonic()
-                print(f"  killed {killed} (SIGKILL) at {counts.get('finished', 0)} finished")
+                # the manager holding the most jobs in flight, so that there is something to adopt
+                holders = Counter(r.fields.get("claimed_by") for r in db.jobs(ADOPTABLE))
+                candidate = max(procs, key=lambda k: holders.get(k, 0))
+                if holders.get(candidate, 0) or counts.get("finished", 0) >= 2 * n // 3:
+                    killed, held_at_kill = candidate, holders.get(candidate, 0)
+                    os.kill(procs[killed].pid, signal.SIGKILL)
+                    killed_at = time.monotonic()
+                    print(f"  killed {killed} (SIGKILL) at {counts.get('finished', 0)} finished, "
+                          f"holding {held_at_kill} job(s)")
             if killed is not None and orphaned_s is None:
                 held = [r for r in db.jobs(ADOPTABLE) if r.fields.get("claimed_by") == killed]
                 if not held:
@@ -390,7 +395,7 @@ def run_managers_once(admin: str, backend: str, name: str, processes: int, args:
     db.close()
     return {"wall": wall, "finished": counts.get("finished", 0), "counts": counts,
             "double": sum(1 for c in titles.values() if c > 1), "killed": killed,
-            "orphaned_s": orphaned_s}
+            "orphaned_s": orphaned_s, "held_at_kill": held_at_kill}
 
 
 def run_managers(args: argparse.Namespace) -> bool:
