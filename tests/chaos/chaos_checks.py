@@ -27,8 +27,9 @@ def output_tree_problems(output_dir: Path, catalogue: str = "stac") -> list[str]
     * every file outside ``.eoextract/`` and the catalogue folder is an asset of a stored
       item, with the item's ``file:size`` and ``file:checksum``;
     * every asset file of every stored item exists;
-    * no temporary file anywhere except in ``.eoextract/tmp`` (where interrupted downloads
-      may leave theirs).
+    * no temporary file in the data tree or the catalogue; interrupted runs may leave some
+      in the ``.eoextract`` state folder (partial downloads, records and item files being
+      written), which the next run removes once they are stale.
 
     Error logs of failed jobs (``job_<id>/job_<id>_errors.json``, openeo's layout) are not
     results and are left out.
@@ -47,14 +48,15 @@ def output_tree_problems(output_dir: Path, catalogue: str = "stac") -> list[str]
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
         if rel.parts[0] == STATE_DIR:
-            if path.name.startswith(TEMP_PREFIXES) and rel.parts[:2] != (STATE_DIR, "tmp"):
-                problems.append(f"temporary file left outside {STATE_DIR}/tmp: {rel}")
             continue
         if rel.parts[0] == catalogue:
             if path.name.startswith(TEMP_PREFIXES):
                 problems.append(f"temporary file left in the catalogue: {rel}")
             continue
         if len(rel.parts) == 2 and rel.parts[0].startswith("job_") and rel.name == f"{rel.parts[0]}_errors.json":
+            continue
+        if path.name.startswith(TEMP_PREFIXES):
+            problems.append(f"temporary file left in the data tree: {rel}")
             continue
         asset = referenced.get(path.resolve())
         if asset is None:
@@ -68,9 +70,9 @@ def output_tree_problems(output_dir: Path, catalogue: str = "stac") -> list[str]
 
 
 def leftover_temp_files(output_dir: Path) -> list[Path]:
-    """Temporary download files in ``.eoextract/tmp`` (left by interrupted downloads)."""
-    folder = output_dir / STATE_DIR / "tmp"
-    return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    """Temporary files in the ``.eoextract`` state folder (left by interrupted runs)."""
+    return sorted(p for p in (output_dir / STATE_DIR).rglob("*")
+                  if p.is_file() and p.name.startswith(TEMP_PREFIXES))
 
 
 def backend_titles(connection, prefix: str) -> collections.Counter:

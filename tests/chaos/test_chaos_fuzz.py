@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import shapely
 from chaos_callbacks import scaled
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eoextract.errors import ConfigurationError, DownloadError, JobDatabaseError, UnsafeAssetPath
@@ -160,7 +160,7 @@ def geojson_geometries(draw: st.DrawFn, depth: int = 0) -> dict | None:
     return {"type": "GeometryCollection", "geometries": [p for p in parts if p is not None]}
 
 
-def to_shape(geometry: dict | None):  # noqa: ANN201
+def to_shape(geometry: dict | None):
     if geometry is None:
         return None
     try:

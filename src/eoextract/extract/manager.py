@@ -50,6 +50,7 @@ from eoextract.extract.placement import OutputPathGenerator, check_signature
 from eoextract.jobs.db.base import JobDatabase, JobRecord
 from eoextract.jobs.download import (
     STATE_DIR,
+    TEMP_PREFIX,
     DownloadedAsset,
     RemoteAsset,
     download_job_assets,
@@ -263,8 +264,9 @@ class ExtractionManager(JobManager):
     ) -> dict:
         """Run every job to a final status (as openeo-gfmap: ``run_jobs(df, create_datacube_fn, path)``).
 
-        Temporary files that interrupted runs left in ``output_dir/.eoextract`` and that
-        nobody touched for :data:`STALE_TEMP_SECONDS` are removed first.
+        Temporary files that interrupted runs left in ``output_dir/.eoextract`` (partial
+        downloads, download records and item files being written) and that nobody touched
+        for :data:`STALE_TEMP_SECONDS` are removed first.
 
         Args:
             df: Job dataframe (one row per job); rows already in ``job_db`` are kept.
@@ -287,10 +289,13 @@ class ExtractionManager(JobManager):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_extraction_settings(self.output_dir, collection_id=self.collection_id,
                                   description=self.collection_description)
-        for folder in ("tmp", "downloads"):  # left by interrupted runs; live ones are touched often
-            removed = remove_stale_temp_files(self.output_dir / STATE_DIR / folder, STALE_TEMP_SECONDS)
+        # left by interrupted runs (downloads, download records, item files); live ones are recent
+        leftovers = (("tmp", TEMP_PREFIX), ("downloads", TEMP_PREFIX), ("items", ".tmp-"), (".", ".tmp-"))
+        for folder, prefix in leftovers:
+            removed = remove_stale_temp_files(self.output_dir / STATE_DIR / folder, STALE_TEMP_SECONDS,
+                                              prefix=prefix)
             if removed:
-                _log.info("removed %d stale temporary file(s) from %s", removed, STATE_DIR + "/" + folder)
+                _log.info("removed %d stale temporary file(s) from %s/%s", removed, STATE_DIR, folder)
         try:
             return super().run_jobs(df, start_job, job_db, **kwargs)
         finally:

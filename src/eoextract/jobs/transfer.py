@@ -418,20 +418,21 @@ def place_file(tmp_path: Path, final_path: Path, root: Path, *, sync_dir: bool =
     return final
 
 
-def remove_stale_temp_files(folder: Path, older_than: float = 24 * 3600.0) -> int:
+def remove_stale_temp_files(folder: Path, older_than: float = 24 * 3600.0, *, prefix: str = TEMP_PREFIX) -> int:
     """Remove temporary download files left in ``folder`` by interrupted runs.
 
     Args:
         folder: The temporary folder (by default ``<root>/.eoextract/tmp``).
         older_than: Only files not modified for this many seconds are removed, so
             downloads still running elsewhere are left alone.
+        prefix: Name prefix of the temporary files.
 
     Returns:
         How many files were removed.
     """
     removed = 0
     cutoff = time.time() - older_than
-    for path in Path(folder).glob(TEMP_PREFIX + "*"):
+    for path in Path(folder).glob(prefix + "*"):
         try:
             if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink()
