@@ -391,13 +391,8 @@ def eoextract_extract(url: str, n: int, workdir: str, slots: int = 10, poll_slee
 
     logging.basicConfig(level=logging.ERROR)
     out = Path(workdir)
-    graph = {
-        "load": {"process_id": "load_collection", "arguments": {
-            "id": "SENTINEL2_L2A", "spatial_extent": {"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
-            "temporal_extent": ["2021-06-01", "2021-06-10"], "bands": ["B04"]}},
-        "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "load"},
-                                                              "format": "netCDF"}, "result": True},
-    }
+    from bench_manager import PROCESS_GRAPH as graph  # the same cheap graph as the manager benchmark
+
     options = {"eoextract_mode": "instant", "eoextract_fault": "slow", "eoextract_fault_delay_s": job_seconds}
 
     def start_job(row, connection, **kwargs):
