@@ -6,6 +6,8 @@ import collections
 import hashlib
 from pathlib import Path
 
+import blake3
+
 from eoextract.extract.catalogue import iter_job_items
 from eoextract.jobs.download import STATE_DIR, TEMP_PREFIX
 
@@ -13,12 +15,18 @@ from eoextract.jobs.download import STATE_DIR, TEMP_PREFIX
 TEMP_PREFIXES = (TEMP_PREFIX, ".tmp-")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def recomputed_checksum(path: Path, checksum: object) -> str | None:
+    """The multihash of the file's content, hashed with the function ``checksum`` names
+    (SHA-256 or BLAKE3; None for anything else)."""
+    factories = {"1220": hashlib.sha256, "1e20": blake3.blake3}
+    prefix = checksum[:4] if isinstance(checksum, str) else None
+    if prefix not in factories:
+        return None
+    digest = factories[prefix]()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return prefix + digest.hexdigest()
 
 
 def output_tree_problems(output_dir: Path, catalogue: str = "stac") -> list[str]:
@@ -64,7 +72,7 @@ def output_tree_problems(output_dir: Path, catalogue: str = "stac") -> list[str]
             continue
         if asset.get("file:size") != path.stat().st_size:
             problems.append(f"{rel}: size {path.stat().st_size}, item says {asset.get('file:size')}")
-        if asset.get("file:checksum") != "1220" + sha256(path):
+        if asset.get("file:checksum") != recomputed_checksum(path, asset.get("file:checksum")):
             problems.append(f"{rel}: checksum differs from the item's")
     return problems
 

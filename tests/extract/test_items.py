@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 
+import blake3
 import numpy as np
 import pandas as pd
 import pystac
@@ -94,8 +95,8 @@ def test_read_netcdf_metadata(tmp_path):
     path = write_openeo_netcdf(tmp_path / "openEO_0.nc")
     meta = read_file_metadata(path)
     assert meta.size == path.stat().st_size
-    assert meta.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert meta.checksum == "1220" + meta.sha256
+    # no checksum announced: hashed with BLAKE3, written as its multihash
+    assert meta.checksum == "1e20" + blake3.blake3(path.read_bytes()).hexdigest()
     assert meta.media_type == "application/x-netcdf"
     assert meta.epsg == 32631 and meta.crs_wkt is None
     assert meta.shape == (64, 64)
@@ -255,11 +256,11 @@ def test_refresh_after_post_job_action(tmp_path):
 
     refresh_file_metadata(item, tmp_path)
     data = item.assets["openEO_0.nc"].to_dict()
-    assert data["file:checksum"] == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert data["file:checksum"] == "1e20" + blake3.blake3(path.read_bytes()).hexdigest()
     assert data["file:checksum"] != meta.checksum and data["file:size"] == path.stat().st_size
     aux = item.assets["auxiliary"].to_dict()
     assert aux["file:size"] == aux_path.stat().st_size
-    assert aux["file:checksum"] == "1220" + hashlib.sha256(aux_path.read_bytes()).hexdigest()
+    assert aux["file:checksum"] == "1e20" + blake3.blake3(aux_path.read_bytes()).hexdigest()
     assert aux["proj:code"] == "EPSG:32631" and aux["proj:shape"] == [64, 64]
     assert aux["raster:bands"] == [{"data_type": "int64"}]
     assert aux["roles"] == ["data", "auxiliary"] and aux["type"] == "application/x-netcdf"
@@ -327,7 +328,7 @@ def test_download_place_and_describe_end_to_end(tmp_path):
         httpd.server_close()
     items = []
     for d in done:
-        meta = read_file_metadata(d.path, sha256=d.sha256)
+        meta = read_file_metadata(d.path, checksum=d.checksum)
         items.append(build_item(d.asset, meta, item_id=make_item_id("job-3", d.asset.name, d.path),
                                 collection_id="c"))
     assert [d.path.relative_to(root.resolve()).as_posix() for d in done] == [
@@ -349,13 +350,20 @@ def test_refresh_reuses_known_hashes_only_for_unchanged_files(tmp_path):
     old = path.stat().st_mtime_ns - 5_000_000_000
     os.utime(path, ns=(old, old))
     item = build_item(None, read_file_metadata(path), item_id="a", collection_id="c")
-    fake = "ab" * 32
-    known = [SimpleNamespace(path=path, size=path.stat().st_size, mtime_ns=old, sha256=fake)]
+    fake = "1e20" + "ab" * 32
+    known = [SimpleNamespace(path=path, size=path.stat().st_size, mtime_ns=old, checksum=fake)]
     refresh_file_metadata(item, tmp_path, known=known)
-    assert item.assets["a.nc"].extra_fields["file:checksum"] == "1220" + fake
+    assert item.assets["a.nc"].extra_fields["file:checksum"] == fake
     os.utime(path, ns=(old + 1, old + 1))
     refresh_file_metadata(item, tmp_path, known=known)
-    assert item.assets["a.nc"].extra_fields["file:checksum"] == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
-    untrusted = [SimpleNamespace(path=path, size=path.stat().st_size, mtime_ns=None, sha256=fake)]
+    assert item.assets["a.nc"].extra_fields["file:checksum"] == "1e20" + blake3.blake3(path.read_bytes()).hexdigest()
+    untrusted = [SimpleNamespace(path=path, size=path.stat().st_size, mtime_ns=None, checksum=fake)]
     refresh_file_metadata(item, tmp_path, known=untrusted)
-    assert item.assets["a.nc"].extra_fields["file:checksum"] != "1220" + fake
+    assert item.assets["a.nc"].extra_fields["file:checksum"] != fake
+
+
+def test_refresh_keeps_the_hash_function_of_an_announced_checksum(tmp_path):
+    path = write_openeo_netcdf(tmp_path / "a.nc")
+    item = build_item(None, read_file_metadata(path, checksum="1220" + "00" * 32), item_id="a", collection_id="c")
+    refresh_file_metadata(item, tmp_path)  # the recorded checksum is wrong: hashed again with SHA-256
+    assert item.assets["a.nc"].extra_fields["file:checksum"] == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()

@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import blake3
 import pytest
 import requests
 
@@ -162,7 +163,7 @@ def _asset(server: FileServer, name: str, data: bytes, *, checksum=True, size=Tr
         name=name,
         href=href,
         size=len(data) if size else None,
-        checksum=hashlib.sha256(data).hexdigest() if checksum else None,
+        checksum="1220" + hashlib.sha256(data).hexdigest() if checksum else None,
         **kw,
     )
 
@@ -390,7 +391,7 @@ def test_download_job_assets_parallel_and_ordered(server, session, tmp_path):
     for i, d in enumerate(done):
         assert d.path == (root / f"sample_{i:03d}" / "data.nc").resolve()
         assert d.path.read_bytes() == _payload(200_000, i)
-        assert d.sha256 == assets[i].checksum and not d.reused
+        assert d.checksum == assets[i].checksum and not d.reused
     assert _no_temp_files(root)
     manifests = list((root / STATE_DIR / "downloads").glob("*.json"))
     assert len(manifests) == 1
@@ -579,7 +580,7 @@ def test_parse_item_style_document():
     assert len(assets) == 12
     first = assets[0]
     assert first.href == "http://127.0.0.1:9/jobs/j-1/results/assets/openEO_0.nc"
-    assert first.size == 1000 and first.checksum == hashlib.sha256(_payload(1000, 0)).hexdigest()
+    assert first.size == 1000 and first.checksum == "1220" + hashlib.sha256(_payload(1000, 0)).hexdigest()
     assert first.epsg == 32631 and first.shape == (64, 64) and first.bbox_native == tuple(UTM_BBOX)
     assert first.geometry_4326 == GEOM and first.bbox_4326 == (4.41, 51.35, 4.42, 51.36)
     assert first.start_datetime.year == 2021 and first.end_datetime.month == 3 and first.datetime is None
@@ -651,9 +652,42 @@ def test_feature_index_field_gives_geometry_index():
     assert [a.geometry_index for a in parse_job_results(doc, base_url="http://h/")] == [4, 2, None]
 
 
-def test_other_checksum_algorithms_are_not_trusted_as_sha256():
-    doc = {"type": "Feature", "assets": {"a": {"href": "http://h/a", "file:checksum": "1114" + "ab" * 20}}}
-    assert parse_job_results(doc, base_url="http://h/")[0].checksum is None
+def test_checksums_of_unknown_hash_functions_or_malformed_are_ignored():
+    doc = {"type": "Feature", "assets": {
+        "sha1": {"href": "http://h/a", "file:checksum": "1114" + "AB" * 20},
+        "keccak": {"href": "http://h/b", "file:checksum": "1b20" + "ab" * 32},
+        "short": {"href": "http://h/c", "file:checksum": "1220" + "ab" * 31},
+        "number": {"href": "http://h/d", "file:checksum": 1220},
+    }}
+    checksums = {a.name: a.checksum for a in parse_job_results(doc, base_url="http://h/")}
+    assert checksums == {"sha1": "1114" + "ab" * 20, "keccak": None, "short": None, "number": None}
+
+
+def test_announced_checksum_is_verified_with_its_own_hash_function(server, session, tmp_path):
+    data = _payload(300_000, 7)
+    href = server.add("/results/openEO_0.nc", data)
+    good = RemoteAsset(name="openEO_0.nc", href=href, checksum="1340" + hashlib.sha512(data).hexdigest())
+    (done,) = download_job_assets(session, [good], tmp_path / "out", _by_index(tmp_path / "out"), job_key="j")
+    assert done.checksum == good.checksum
+    bad = RemoteAsset(name="openEO_0.nc", href=href, checksum="1340" + hashlib.sha512(data + b"!").hexdigest())
+    with pytest.raises(ChecksumMismatch):
+        download_job_assets(session, [bad], tmp_path / "out2", _by_index(tmp_path / "out2"), job_key="j2",
+                            max_attempts=1)
+
+
+def test_unannounced_checksum_is_blake3_and_kept_across_reruns(server, session, tmp_path):
+    data = _payload(250_000, 3)
+    asset = _asset(server, "openEO_1.nc", data, checksum=False)
+    root = tmp_path / "out"
+    (first,) = download_job_assets(session, [asset], root, _by_index(root), job_key="j")
+    assert first.checksum == "1e20" + blake3.blake3(data).hexdigest()
+    (again,) = download_job_assets(session, [asset], root, _by_index(root), job_key="j")
+    assert again.reused and again.checksum == first.checksum
+    # the backend now announces a SHA-256: the placed file is hashed with it, not fetched again
+    announced = RemoteAsset(name=asset.name, href=asset.href, checksum="1220" + hashlib.sha256(data).hexdigest())
+    requests_before = len(server.requests)
+    (third,) = download_job_assets(session, [announced], root, _by_index(root), job_key="j")
+    assert third.reused and third.checksum == announced.checksum and len(server.requests) == requests_before
 
 
 def test_end_to_end_item_document(server, session, tmp_path):

@@ -3,6 +3,7 @@ and resumable uploads, job timeliness, secrets; against a local moto server."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -99,11 +100,11 @@ def test_uploads_catalogue_and_assets_relative_published(tmp_path, bucket, endpo
         key = f"run1/{path.relative_to(out).as_posix()}"
         if path.name != "collection.json":
             assert objects[key] == path.read_bytes()
-    # content type and stored sha256 metadata
+    # content type and stored checksum metadata (the item's SHA-256 multihash)
     head = client.head_object(Bucket=bucket, Key="run1/31UFS/job-000/job-000_000/S2.nc")
     assert head["ContentType"] == "application/x-netcdf"
     local = (out / "31UFS/job-000/job-000_000/S2.nc").read_bytes()
-    assert head["Metadata"]["sha256"] == digest_bytes(local).sha256
+    assert head["Metadata"]["checksum"] == "1220" + hashlib.sha256(local).hexdigest()
 
 
 def test_absolute_asset_urls_only_in_the_uploaded_copy(tmp_path, bucket, endpoint, client):
@@ -140,7 +141,7 @@ def test_rerun_uploads_only_what_changed(tmp_path, bucket, endpoint, client):
     data = b"new content of the data file"
     (out / doc["items"][0]["assets"]["S2-L2A"]["href"]).write_bytes(data)
     doc["items"][0]["assets"]["S2-L2A"].update(
-        {"file:size": len(data), "file:checksum": "1220" + digest_bytes(data).sha256})
+        {"file:size": len(data), "file:checksum": digest_bytes(data, algorithm="sha2-256").checksum})
     job_file.write_bytes(orjson.dumps(doc))
     from eoextract.report.items import build_catalogue_from_item_files
 
@@ -210,7 +211,7 @@ def test_local_file_differing_from_its_item_is_not_published(tmp_path, bucket, e
     target.write_bytes(bytes(data))
     result = _publish(root, bucket, endpoint)
     assert not result.ok
-    assert any("sha256" in e and "job-001_000" in e for e in result.errors)
+    assert any("checksum" in e and "job-001_000" in e for e in result.errors)
     assert "job-001_000" not in result.published_items
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
     # its valid sibling asset may be there, but neither the bad file nor the item

@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
@@ -43,6 +44,9 @@ _ALIASES = {
     "gtiff": "gtiff", "geotiff": "gtiff", "tiff": "gtiff", "tif": "gtiff",
     "json": "json", "csv": "csv",
 }
+
+#: Serialises NetCDF writes of jobs running in threads of one process.
+_NETCDF_LOCK = threading.Lock()
 
 
 @dataclass
@@ -279,7 +283,8 @@ def write_netcdf(cube: xr.DataArray, path: Path) -> list[dict]:
     ds.attrs = {"Conventions": "CF-1.9", "source": "eoextract embedded openEO backend (synthetic data)"}
     for c in ("x", "y"):
         encoding[c] = {"_FillValue": None}
-    ds.to_netcdf(path, engine="netcdf4", encoding=encoding, format="NETCDF4")
+    with _NETCDF_LOCK:  # netCDF-C/HDF5 are not thread-safe; jobs may run in threads
+        ds.to_netcdf(path, engine="netcdf4", encoding=encoding, format="NETCDF4")
     return bands
 
 

@@ -10,7 +10,6 @@ bands, size and SHA-256. Other files get size, checksum and a media type.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import math
 import mimetypes
@@ -25,12 +24,12 @@ import pandas as pd
 from pystac import MediaType
 from pystac.extensions.raster import DataType
 
+from eoextract.checksum import file_checksum
 from eoextract.errors import StacError
 
 __all__ = [
     "FileMetadata",
     "read_file_metadata",
-    "sha256_and_size",
     "to_utc",
     "NETCDF_MEDIA_TYPE",
     "GEOTIFF_MEDIA_TYPE",
@@ -60,8 +59,8 @@ class FileMetadata:
     path: Path
     #: Size in bytes.
     size: int
-    #: Lower-case hex SHA-256 of the content.
-    sha256: str
+    #: Hex multihash of the content (``file:checksum``; see :mod:`eoextract.checksum`).
+    checksum: str
     #: Media type guessed from the content (``None`` if unknown).
     media_type: str | None = None
     #: EPSG code of the CRS, when it has one.
@@ -90,24 +89,8 @@ class FileMetadata:
     #: Number of time steps (``None`` without a time axis).
     time_steps: int | None = None
 
-    @property
-    def checksum(self) -> str:
-        """``file:checksum`` value: the SHA-256 multihash (``"1220"`` + hex digest)."""
-        return "1220" + self.sha256
-
 
 # --------------------------------------------------------------------------- reading
-
-
-def sha256_and_size(path: Path) -> tuple[str, int]:
-    """``(hex sha256, size in bytes)`` of a file."""
-    hasher = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            hasher.update(chunk)
-            size += len(chunk)
-    return hasher.hexdigest(), size
 
 
 def _sniff(path: Path) -> str:
@@ -337,7 +320,7 @@ def _read_tiff(path: Path, *, bands: bool = True) -> dict[str, Any]:
     return out
 
 
-def read_file_metadata(path: Path | str, *, sha256: str | None = None) -> FileMetadata:
+def read_file_metadata(path: Path | str, *, checksum: str | None = None) -> FileMetadata:
     """Read the metadata of a local file: grid, CRS, footprint, time, bands, checksum.
 
     NetCDF files (CF conventions, e.g. openEO's: dims ``t, y, x``, one variable per
@@ -347,8 +330,8 @@ def read_file_metadata(path: Path | str, *, sha256: str | None = None) -> FileMe
 
     Args:
         path: The file.
-        sha256: Its SHA-256 when the caller has just computed it (e.g. while
-            downloading); otherwise the file is hashed.
+        checksum: Its multihash when the caller has just computed it (e.g. while
+            downloading); otherwise the file is hashed with BLAKE3.
 
     Returns:
         The file's metadata.
@@ -357,8 +340,8 @@ def read_file_metadata(path: Path | str, *, sha256: str | None = None) -> FileMe
         StacError: If the file cannot be read in the format its content announces.
     """
     path = Path(path)
-    if sha256 is None:
-        sha256, size = sha256_and_size(path)
+    if checksum is None:
+        checksum, size = file_checksum(path)
     else:
         size = path.stat().st_size
     kind = _sniff(path)
@@ -387,7 +370,7 @@ def read_file_metadata(path: Path | str, *, sha256: str | None = None) -> FileMe
     return FileMetadata(
         path=path,
         size=size,
-        sha256=sha256,
+        checksum=checksum,
         media_type=media_type,
         epsg=epsg,
         crs_wkt=crs.to_wkt() if crs is not None and epsg is None else None,

@@ -28,13 +28,13 @@ from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension, Statistics
 
+from eoextract.checksum import DEFAULT_ALGORITHM, file_checksum, parse_checksum
 from eoextract.errors import StacError
 from eoextract.extract.filemeta import (
     GEOTIFF_MEDIA_TYPE,
     NETCDF_MEDIA_TYPE,
     FileMetadata,
     read_file_metadata,
-    sha256_and_size,
     to_utc,
 )
 from eoextract.jobs.results import RemoteAsset
@@ -331,7 +331,7 @@ def refresh_file_metadata(
         root: Folder that relative hrefs refer to when the item has no self href.
         known: Files already hashed, e.g. the
             :class:`~eoextract.jobs.download.DownloadedAsset` records of the job
-            (anything with ``path``, ``size``, ``mtime_ns`` and ``sha256``): a file
+            (anything with ``path``, ``size``, ``mtime_ns`` and ``checksum``): a file
             whose size and modification time are unchanged is not hashed again.
 
     Returns:
@@ -341,7 +341,7 @@ def refresh_file_metadata(
         StacError: If a local asset's file does not exist.
     """
     hashes = {
-        Path(k.path).resolve(): (k.size, k.mtime_ns, k.sha256)
+        Path(k.path).resolve(): (k.size, k.mtime_ns, k.checksum)
         for k in known
         if getattr(k, "mtime_ns", None) is not None
     }
@@ -356,16 +356,15 @@ def refresh_file_metadata(
         has_proj = "proj:code" in stac_asset.extra_fields or "proj:wkt2" in stac_asset.extra_fields
         has_bands = "raster:bands" in stac_asset.extra_fields
         stat = path.stat()
-        sha256 = None
+        checksum = None
         previous = hashes.get(path.resolve())
         if previous is not None and previous[:2] == (stat.st_size, stat.st_mtime_ns):
-            sha256, size = previous[2], stat.st_size
-        if has_proj and has_bands and stac_asset.media_type:
-            if sha256 is None:
-                sha256, size = sha256_and_size(path)
-        else:
-            meta = read_file_metadata(path, sha256=sha256)
-            sha256, size = meta.sha256, meta.size
+            checksum, size = previous[2], stat.st_size
+        if checksum is None:  # rehash with the hash function the item used so far
+            parsed = parse_checksum(stac_asset.extra_fields.get("file:checksum"))
+            checksum, size = file_checksum(path, parsed[0] if parsed else DEFAULT_ALGORITHM)
+        if not (has_proj and has_bands and stac_asset.media_type):
+            meta = read_file_metadata(path, checksum=checksum)
             if not has_proj:
                 _apply_projection(stac_asset, {
                     "epsg": meta.epsg, "wkt2": meta.crs_wkt, "shape": meta.shape,
@@ -377,5 +376,5 @@ def refresh_file_metadata(
                 stac_asset.media_type = meta.media_type
         file_ext = FileExtension.ext(stac_asset, add_if_missing=True)
         file_ext.size = size
-        file_ext.checksum = "1220" + sha256
+        file_ext.checksum = checksum
     return item

@@ -398,7 +398,7 @@ class ExtractionManager(JobManager):
         return serialised
 
     def _item_for(self, rec: JobRecord, done: DownloadedAsset) -> pystac.Item:
-        meta = read_file_metadata(done.path, sha256=done.sha256)
+        meta = read_file_metadata(done.path, checksum=done.checksum)
         return build_item(
             done.asset, meta,
             item_id=make_item_id(rec.job_key, done.asset.name, done.path),

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from eoextract.checksum import algorithm_of, file_checksum, multihash
 from eoextract.errors import DownloadError, UnsafeAssetPath
 from eoextract.jobs.results import (
     RemoteAsset,
@@ -90,8 +91,8 @@ class DownloadedAsset:
     path: Path
     #: Size in bytes.
     size: int
-    #: Lower-case hex SHA-256 of the file as placed.
-    sha256: str
+    #: Hex multihash of the file as placed (``file:checksum``; see :mod:`eoextract.checksum`).
+    checksum: str
     #: True when a previous run had already placed and verified the file.
     reused: bool = False
     #: Modification time (ns) of the file when it was verified, when old enough to
@@ -156,16 +157,8 @@ def session_for(connection: Any) -> tuple[requests.Session, BackendHeaders]:
 # --------------------------------------------------------------------------- one job
 
 
-def _sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 class _Manifest:
-    """Per-job record of placed files: asset name → path, size, sha256, mtime."""
+    """Per-job record of placed files: asset name → path, size, checksum, mtime."""
 
     def __init__(self, root: Path, job_key: str) -> None:
         self.root = root
@@ -189,21 +182,32 @@ class _Manifest:
             return None
         try:
             path = ensure_inside(entry["path"], self.root)
-            size, sha256 = int(entry["size"]), str(entry["sha256"])
+            size = int(entry["size"])
+            # records written before checksums were multihashes hold a hex "sha256"
+            checksum = str(entry["checksum"]) if "checksum" in entry else multihash("sha2-256", str(entry["sha256"]))
+            algorithm = algorithm_of(checksum)
             mtime_ns = entry.get("mtime_ns")
             stat = path.stat()
         except (KeyError, TypeError, ValueError, OSError, UnsafeAssetPath):
             return None
-        if stat.st_size != size or verification_problem(asset, size, sha256):
+        if stat.st_size != size:
             return None
-        if stat.st_mtime_ns != mtime_ns:
-            if _sha256_file(path) != sha256:
+        wanted = algorithm_of(asset.checksum) if asset.checksum is not None else algorithm
+        if stat.st_mtime_ns != mtime_ns or wanted != algorithm:
+            # changed since, or announced with another hash function: hash it again
+            fresh, _ = file_checksum(path, wanted)
+            if wanted == algorithm and fresh != checksum:
                 return None
-            mtime_ns = self.record(asset, path, size, sha256)
-        return DownloadedAsset(asset=asset, path=path, size=size, sha256=sha256, reused=True,
+            checksum = fresh
+            if verification_problem(asset, size, checksum):
+                return None
+            mtime_ns = self.record(asset, path, size, checksum)
+        elif verification_problem(asset, size, checksum):
+            return None
+        return DownloadedAsset(asset=asset, path=path, size=size, checksum=checksum, reused=True,
                                mtime_ns=mtime_ns)
 
-    def record(self, asset: RemoteAsset, path: Path, size: int, sha256: str) -> int | None:
+    def record(self, asset: RemoteAsset, path: Path, size: int, checksum: str) -> int | None:
         """Record a placed file; return its modification time (ns) if it can be trusted.
 
         File times tick coarsely (a few ms): a file written less than a tick ago
@@ -217,7 +221,7 @@ class _Manifest:
             self.entries[asset.name] = {
                 "path": path.relative_to(self.root.resolve()).as_posix(),
                 "size": size,
-                "sha256": sha256,
+                "checksum": checksum,
                 "mtime_ns": mtime_ns,
             }
             document = {"version": _MANIFEST_VERSION, "job_key": self.job_key, "assets": self.entries}
@@ -361,7 +365,7 @@ def download_job_assets(
                 claim(reused.path, asset)
                 logger.debug("Asset %r already in place at %s", asset.name, reused.path)
                 return reused
-        tmp_path, size, sha256 = download_to_temp(session, asset, tmp_dir, headers=headers, **download_options)
+        tmp_path, size, checksum = download_to_temp(session, asset, tmp_dir, headers=headers, **download_options)
         try:
             with choose_lock:
                 try:
@@ -379,9 +383,9 @@ def download_job_assets(
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
-        mtime_ns = manifest.record(asset, final, size, sha256)
+        mtime_ns = manifest.record(asset, final, size, checksum)
         logger.info("Placed asset %r at %s (%d bytes)", asset.name, final, size)
-        return DownloadedAsset(asset=asset, path=final, size=size, sha256=sha256, mtime_ns=mtime_ns)
+        return DownloadedAsset(asset=asset, path=final, size=size, checksum=checksum, mtime_ns=mtime_ns)
 
     workers = max(1, min(max_workers, len(assets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-download") as pool:

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from eoextract.checksum import multihash, parse_checksum
 from eoextract.errors import DownloadError, UnsafeAssetPath
 
 __all__ = [
@@ -33,10 +34,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SHA256_MULTIHASH_PREFIX = "1220"
 _GEOMETRY_INDEX_RE = re.compile(r"openEO_(\d+)(?:\.[A-Za-z0-9]+)*")
 _SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,10}")
-_HEX64_RE = re.compile(r"[0-9a-f]{64}")
 
 # --------------------------------------------------------------------------- records
 
@@ -57,7 +56,8 @@ class RemoteAsset:
     title: str | None = None
     #: Size in bytes (``file:size``) when announced.
     size: int | None = None
-    #: Lower-case hex SHA-256 of the content when announced (from ``file:checksum``).
+    #: Hex multihash of the content when announced (``file:checksum`` of a known hash
+    #: function, e.g. ``"1220"`` + SHA-256; see :mod:`eoextract.checksum`).
     checksum: str | None = None
     #: EPSG code of the asset's native CRS (``proj:code`` / ``proj:epsg``).
     epsg: int | None = None
@@ -219,13 +219,13 @@ def _epsg_of(fields: Mapping[str, Any]) -> int | None:
 
 def _checksum_of(fields: Mapping[str, Any]) -> str | None:
     value = fields.get("file:checksum")
-    if not isinstance(value, str):
+    if value is None:
         return None
-    value = value.lower()
-    if value.startswith(_SHA256_MULTIHASH_PREFIX) and _HEX64_RE.fullmatch(value[4:]):
-        return value[4:]
-    logger.debug("Ignoring checksum %r (not a SHA-256 multihash)", value)
-    return None
+    parsed = parse_checksum(value)
+    if parsed is None:
+        logger.debug("Ignoring checksum %r (not a multihash of a known hash function)", value)
+        return None
+    return multihash(*parsed)
 
 
 def _numbers(value: Any) -> tuple[float, ...] | None:

@@ -2,7 +2,7 @@
 
 :func:`download_asset` streams an asset into a temporary file, hashing it in a helper
 thread, resuming with HTTP ``Range`` after broken connections and checking size and
-SHA-256 against what the backend announced; :func:`place_file` then renames it into
+checksum against what the backend announced; :func:`place_file` then renames it into
 the output folder, refusing paths that would leave it. :mod:`eoextract.jobs.download`
 builds the per-job, parallel and restartable download on these two.
 """
@@ -10,7 +10,6 @@ builds the per-job, parallel and restartable download on these two.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import queue
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from eoextract.checksum import algorithm_of, multihash, new_hasher
 from eoextract.errors import ChecksumMismatch, DownloadError
 from eoextract.jobs.results import RemoteAsset, ensure_inside, redact_url
 
@@ -83,22 +83,23 @@ def _content_range(resp: requests.Response) -> tuple[int, int | None] | None:
 
 
 class _Hasher:
-    """SHA-256 computed in a helper thread, so hashing overlaps with receiving.
+    """The content's checksum, computed in a helper thread so hashing overlaps with receiving.
 
-    ``hashlib`` releases the GIL on large updates; with a spare core the hash then
-    costs no download time.
+    ``hashlib`` and ``blake3`` release the GIL on large updates; with a spare core the
+    hash then costs no download time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm
         self.reset()
 
     def reset(self) -> None:
         """Drop what was hashed so far and start again."""
         if getattr(self, "_thread", None) is not None:
             self.close()
-        self._hash = hashlib.sha256()
+        self._hash = new_hasher(self.algorithm)
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._run, name="eoextract-sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="eoextract-hash", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -113,9 +114,10 @@ class _Hasher:
             self._queue.put(None)
             self._thread.join()
 
-    def hexdigest(self) -> str:
+    def checksum(self) -> str:
+        """The multihash of everything hashed."""
         self.close()
-        return self._hash.hexdigest()
+        return multihash(self.algorithm, self._hash.hexdigest())
 
 
 def _chunks(resp: requests.Response, chunk_size: int) -> Iterator[bytes]:
@@ -146,9 +148,10 @@ def _stream_into(
     """Stream the asset into ``fh``, resuming with ``Range`` after transient failures.
 
     Returns:
-        ``(bytes written, hex sha256)``.
+        ``(bytes written, multihash)``, hashed with the hash function of the announced
+        checksum, or :data:`~eoextract.checksum.DEFAULT_ALGORITHM`.
     """
-    hasher = _Hasher()
+    hasher = _Hasher(algorithm_of(asset.checksum))
     try:
         return _stream_loop(session, asset, fh, hasher, headers=headers, chunk_size=chunk_size,
                             timeout=timeout, max_resumes=max_resumes, backoff=backoff)
@@ -209,7 +212,7 @@ def _stream_loop(
                     offset += len(chunk)
             if total is not None and offset < total:
                 raise _Transient(f"connection closed after {offset} of {total} bytes")
-            return offset, hasher.hexdigest()
+            return offset, hasher.checksum()
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 urllib3.exceptions.HTTPError, _Transient) as exc:
             failures += 1
@@ -228,19 +231,24 @@ def _stream_loop(
             )
             if wait:
                 time.sleep(wait)
-    return offset, hasher.hexdigest()
+    return offset, hasher.checksum()
 
 
-def verification_problem(asset: RemoteAsset, size: int, sha256: str) -> str | None:
+def verification_problem(asset: RemoteAsset, size: int, checksum: str) -> str | None:
     """What is wrong with downloaded content against the backend's size and checksum.
+
+    Args:
+        asset: The asset as announced.
+        size: Bytes received.
+        checksum: Multihash of the bytes received.
 
     Returns:
         A short description, or None when it matches (or nothing was announced).
     """
     if asset.size is not None and size != asset.size:
         return f"size {size} instead of {asset.size}"
-    if asset.checksum is not None and sha256 != asset.checksum:
-        return f"sha256 {sha256} instead of {asset.checksum}"
+    if asset.checksum is not None and checksum != asset.checksum:
+        return f"checksum {checksum} instead of {asset.checksum}"
     return None
 
 
@@ -257,10 +265,10 @@ def download_to_temp(
     backoff: float = 0.5,
     fsync: bool = True,
 ) -> tuple[Path, int, str]:
-    """:func:`download_asset`, also returning the size and hex SHA-256 it computed.
+    """:func:`download_asset`, also returning the size and checksum it computed.
 
     Returns:
-        ``(temporary path, size in bytes, hex sha256)``.
+        ``(temporary path, size in bytes, multihash of the content)``.
     """
     scheme = urlsplit(asset.href).scheme
     if scheme not in ("http", "https"):
@@ -273,7 +281,7 @@ def download_to_temp(
         tmp_path = Path(name)
         try:
             with os.fdopen(fd, "wb") as fh:
-                size, sha256 = _stream_into(
+                size, checksum = _stream_into(
                     session, asset, fh, headers=headers, chunk_size=chunk_size, timeout=timeout,
                     max_resumes=max_resumes, backoff=backoff,
                 )
@@ -285,10 +293,10 @@ def download_to_temp(
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL and not exc.filename:
                 exc.filename = str(tmp_dir)  # say which disk is full
             raise
-        problem = verification_problem(asset, size, sha256) or ""
+        problem = verification_problem(asset, size, checksum) or ""
         if not problem:
-            logger.debug("Downloaded asset %r (%d bytes, sha256 %s)", asset.name, size, sha256)
-            return tmp_path, size, sha256
+            logger.debug("Downloaded asset %r (%d bytes, checksum %s)", asset.name, size, checksum)
+            return tmp_path, size, checksum
         tmp_path.unlink(missing_ok=True)
         logger.warning(
             "Asset %r failed verification (%s), attempt %d of %d", asset.name, problem, attempt, max_attempts
@@ -316,7 +324,8 @@ def download_asset(
     The content is hashed while it streams. After a broken connection, a 5xx or a
     429 the download resumes where it stopped with an HTTP ``Range`` request (or
     starts over if the server ignores ranges), at most ``max_resumes`` times. The
-    size and SHA-256 are checked when the backend announced them; a mismatch
+    size and checksum are checked when the backend announced them (the checksum with
+    its own hash function; otherwise the content is hashed with BLAKE3); a mismatch
     downloads the file again, at most ``max_attempts`` times in all. The file is
     fsynced before it is returned; on any error it is removed.
 

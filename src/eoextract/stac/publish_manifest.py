@@ -1,7 +1,7 @@
 """The local record of what has been uploaded to one target (incremental, resumable uploads).
 
 ``BASE/.eoextract/publish/<hash of the target>.json`` maps object keys to the size,
-sha256, ETag and (for files) modification time of what was verified in the store.
+checksum (multihash), ETag and (for files) modification time of what was verified in the store.
 Every verified upload is appended to a journal beside it (``<hash>.journal``, one
 JSON line each, written every :data:`FLUSH_EVERY` entries), so a crash loses at most
 the last few records (a rerun finds those objects in the store by their ETag); the
@@ -42,23 +42,26 @@ class ManifestEntry:
 
     Attributes:
         size: Bytes.
-        sha256: Hex sha256 of the content.
+        checksum: Hex multihash of the content (see :mod:`eoextract.checksum`).
         etag: ETag the store reported (without quotes), if any.
         mtime_ns: Modification time of the local file when it was hashed (files only).
     """
 
     size: int
-    sha256: str
+    checksum: str
     etag: str | None = None
     mtime_ns: int | None = None
 
     def to_list(self) -> list[Any]:
-        return [self.size, self.sha256, self.etag, self.mtime_ns]
+        return [self.size, self.checksum, self.etag, self.mtime_ns]
 
     @classmethod
     def from_list(cls, value: list[Any]) -> ManifestEntry:
-        size, sha256, etag, mtime_ns = value
-        return cls(int(size), str(sha256), etag, mtime_ns)
+        size, checksum, etag, mtime_ns = value
+        checksum = str(checksum)
+        if len(checksum) == 64:  # written before checksums were multihashes: a bare sha256
+            checksum = "1220" + checksum
+        return cls(int(size), checksum, etag, mtime_ns)
 
 
 def manifest_path(base: str | os.PathLike[str], target: str) -> Path:

@@ -22,12 +22,13 @@ How an upload goes:
   A reader of the bucket never follows a link to an object that is not there yet.
 * **Parallel and streamed**: ``workers`` uploads at once (obstore, asyncio); files
   larger than ``part_size`` are streamed from disk in multipart uploads.
-* **Verified**: each local file's sha256 is checked against the item's ``file:size`` /
-  ``file:checksum`` before the upload; the ETag the store returns is compared with the
-  MD5 (or multipart MD5) of the bytes read, and the sha256 is stored as object
-  metadata (``x-amz-meta-sha256``).
+* **Verified**: each local file's size and checksum (with the hash function of its
+  multihash) are checked against the item's ``file:size`` / ``file:checksum`` before
+  the upload; the ETag the store returns is compared with the MD5 (or multipart MD5)
+  of the bytes read, and the checksum is stored as object metadata
+  (``x-amz-meta-checksum``, a multihash).
 * **Incremental and resumable**: a manifest ``BASE/.eoextract/publish/<hash>.json``
-  (one per target) records key → size, sha256 and ETag of every verified object;
+  (one per target) records key → size, checksum and ETag of every verified object;
   verified uploads are appended to a journal next to it as they complete (a few dozen
   at a time), and the journal is folded into the manifest (written atomically) every
   few thousand entries and at the end. A rerun, also after a crash, uploads only what is new or
@@ -177,7 +178,7 @@ class ObstoreWriter:
     """:class:`ObjectStoreWriter` over an obstore store.
 
     Stores without object attributes (a local folder) get the content without its
-    content type and sha256 metadata.
+    content type and checksum metadata.
 
     Args:
         store: An ``obstore.store`` store (``S3Store``, ``LocalStore``, ``MemoryStore``).

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import orjson
 
+from eoextract.checksum import DEFAULT_ALGORITHM, algorithm_of, multihash, new_hasher, parse_checksum
 from eoextract.stac.publish import (
     CatalogEntry,
     PublishError,
@@ -89,19 +90,20 @@ class ObjectStoreWriter(Protocol):
 @dataclass(frozen=True)
 class _Digest:
     size: int
-    sha256: str
+    checksum: str  # multihash
     etag: str  # what S3 reports for this content: MD5, or the multipart MD5 "<md5>-<parts>"
     data: bytes | None = field(default=None, repr=False)
 
 
-def digest_bytes(data: bytes, part_size: int = DEFAULT_PART_SIZE) -> _Digest:
-    """Size, sha256 and expected ETag of bytes uploaded in ``part_size`` parts."""
-    d = _digest_chunks([data], part_size, keep=False)
-    return _Digest(d.size, d.sha256, d.etag, data)
+def digest_bytes(data: bytes, part_size: int = DEFAULT_PART_SIZE,
+                 algorithm: str = DEFAULT_ALGORITHM) -> _Digest:
+    """Size, checksum and expected ETag of bytes uploaded in ``part_size`` parts."""
+    d = _digest_chunks([data], part_size, keep=False, algorithm=algorithm)
+    return _Digest(d.size, d.checksum, d.etag, data)
 
 
-def _digest_chunks(chunks: Iterable[bytes], part_size: int, *, keep: bool) -> _Digest:
-    sha = hashlib.sha256()
+def _digest_chunks(chunks: Iterable[bytes], part_size: int, *, keep: bool, algorithm: str) -> _Digest:
+    sha = new_hasher(algorithm)
     whole = hashlib.md5(usedforsecurity=False)
     part = hashlib.md5(usedforsecurity=False)
     part_md5s: list[bytes] = []
@@ -130,18 +132,19 @@ def _digest_chunks(chunks: Iterable[bytes], part_size: int, *, keep: bool) -> _D
         etag = f"{combined}-{len(part_md5s)}"
     else:
         etag = whole.hexdigest()
-    return _Digest(size, sha.hexdigest(), etag, b"".join(kept) if keep else None)
+    return _Digest(size, multihash(algorithm, sha.hexdigest()), etag, b"".join(kept) if keep else None)
 
 
-def digest_file(path: str | os.PathLike[str], part_size: int = DEFAULT_PART_SIZE) -> _Digest:
-    """Size, sha256 and expected ETag of a file (its bytes kept when it is small)."""
+def digest_file(path: str | os.PathLike[str], part_size: int = DEFAULT_PART_SIZE,
+                algorithm: str = DEFAULT_ALGORITHM) -> _Digest:
+    """Size, checksum and expected ETag of a file (its bytes kept when it is small)."""
 
     def chunks() -> Iterable[bytes]:
         with open(path, "rb") as fh:
             while block := fh.read(2**20):
                 yield block
 
-    return _digest_chunks(chunks(), part_size, keep=os.stat(path).st_size <= _SMALL)
+    return _digest_chunks(chunks(), part_size, keep=os.stat(path).st_size <= _SMALL, algorithm=algorithm)
 
 
 def _etag_value(etag: str | None) -> str | None:
@@ -169,7 +172,7 @@ class _Upload:
     size: int = 0
     mtime_ns: int | None = None
     expected_size: int | None = None
-    expected_sha256: str | None = None
+    expected_checksum: str | None = None  # multihash from the item's file:checksum
 
 
 class Uploader:
@@ -310,16 +313,14 @@ class Uploader:
             raise PublishError(f"asset file {path} does not exist") from None
         if not stat.S_ISREG(st.st_mode):
             raise PublishError(f"asset {path} is not a file")
-        checksum = asset.get("file:checksum")
-        sha = None
-        if isinstance(checksum, str) and len(checksum) == 68 and checksum.startswith("1220"):
-            sha = checksum[4:].lower()  # a sha2-256 multihash
+        parsed = parse_checksum(asset.get("file:checksum"))
+        expected = multihash(*parsed) if parsed else None
         size = asset.get("file:size")
         ctype = (asset.get("type") or mimetypes.guess_type(path)[0]
                  or "application/octet-stream")
         return _Upload(self.key(rel), rel, ctype, path=path, size=st.st_size,
                        mtime_ns=st.st_mtime_ns,
-                       expected_size=size if isinstance(size, int) else None, expected_sha256=sha)
+                       expected_size=size if isinstance(size, int) else None, expected_checksum=expected)
 
     def _document(self, entry: CatalogEntry) -> _Upload:
         rel = self.rel(entry.path)
@@ -387,27 +388,29 @@ class Uploader:
             digest = digest_bytes(up.body, self.part_size)
         else:
             assert up.path is not None
-            if entry is not None and entry.size == up.size and entry.mtime_ns == up.mtime_ns:
-                digest = _Digest(entry.size, entry.sha256, entry.etag or "")
+            algorithm = algorithm_of(up.expected_checksum)
+            if (entry is not None and entry.size == up.size and entry.mtime_ns == up.mtime_ns
+                    and algorithm_of(entry.checksum) == algorithm):
+                digest = _Digest(entry.size, entry.checksum, entry.etag or "")
             elif up.size <= _INLINE:  # reading and hashing it costs less than a thread hop
-                digest = digest_file(up.path, self.part_size)
+                digest = digest_file(up.path, self.part_size, algorithm)
             else:
-                digest = await asyncio.to_thread(digest_file, up.path, self.part_size)
+                digest = await asyncio.to_thread(digest_file, up.path, self.part_size, algorithm)
             self._check_expected(up, digest)
         remote = self.remote.get(up.key) if self.remote is not None else None
         if self._unchanged(digest, entry, remote):
             self.result.n_unchanged += 1
             if entry is None or entry.mtime_ns != up.mtime_ns:
                 etag = _etag_value(remote.etag) if remote is not None else digest.etag
-                self.manifest.record(up.key, ManifestEntry(digest.size, digest.sha256, etag,
+                self.manifest.record(up.key, ManifestEntry(digest.size, digest.checksum, etag,
                                                            up.mtime_ns))
             return
         body: bytes | Path = up.body if up.body is not None else (
             digest.data if digest.data is not None else Path(up.path))  # type: ignore[arg-type]
         etag = await self.writer.put(up.key, body, content_type=up.content_type,
-                                     metadata={"sha256": digest.sha256}, part_size=self.part_size)
+                                     metadata={"checksum": digest.checksum}, part_size=self.part_size)
         await self._verify(up, digest, etag)
-        self.manifest.record(up.key, ManifestEntry(digest.size, digest.sha256, _etag_value(etag),
+        self.manifest.record(up.key, ManifestEntry(digest.size, digest.checksum, _etag_value(etag),
                                                    up.mtime_ns))
         self.result.n_written += 1
         self.result.n_bytes += digest.size
@@ -417,8 +420,8 @@ class Uploader:
         if up.expected_size is not None and up.expected_size != digest.size:
             raise PublishError(f"the file has {digest.size} bytes, its item says "
                                f"file:size {up.expected_size}")
-        if up.expected_sha256 is not None and up.expected_sha256 != digest.sha256:
-            raise PublishError(f"sha256 {digest.sha256} of the file differs from its item's "
+        if up.expected_checksum is not None and up.expected_checksum != digest.checksum:
+            raise PublishError(f"checksum {digest.checksum} of the file differs from its item's "
                                "file:checksum")
 
     def _unchanged(self, digest: _Digest, entry: ManifestEntry | None,
@@ -427,11 +430,11 @@ class Uploader:
             if remote is None or remote.size != digest.size:
                 return False
             remote_etag = _etag_value(remote.etag)
-            if entry is not None and entry.sha256 == digest.sha256:
+            if entry is not None and entry.checksum == digest.checksum:
                 return entry.etag is None or remote_etag is None or remote_etag == entry.etag
             # not in the manifest (another machine, a lost manifest): trust a matching ETag
             return _comparable(remote_etag) and remote_etag == digest.etag
-        return entry is not None and entry.sha256 == digest.sha256 and entry.size == digest.size
+        return entry is not None and entry.checksum == digest.checksum and entry.size == digest.size
 
     async def _verify(self, up: _Upload, digest: _Digest, etag: str | None) -> None:
         value = _etag_value(etag)
