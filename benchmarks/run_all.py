@@ -93,7 +93,7 @@ FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1
              publish_items=10_000, publish_pg_items=100_000, publish_baselines="both")
 QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(1000, 20_000),
               jobdb_transitions=500, jobdb_repeat=3, stac_compare=5000, stac_large=None,
-              stac_validate_compare=1000, download_files=8, download_mb=10, download_workers=(4,),
+              stac_validate_compare=1000, download_files=10, download_mb=20, download_workers=(4,),
               download_rounds=2, extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0,
               publish_items=500, publish_pg_items=2000, publish_baselines="sequential")
 
@@ -363,16 +363,26 @@ def section_download(run: Run) -> None:
     run.raw["download"] = res
     for w in s.download_workers:
         e = res[f"workers={w}"]
+        what = (f"verified download, {w} worker(s), {res['total_mb']} MB over loopback "
+                "(size + BLAKE3 checked, atomic rename, download record)")
         run.add(
-            Row("download", f"verified download, {w} worker(s), {res['total_mb']} MB over loopback "
-                            "(size + SHA-256 checked, fsync, atomic rename)",
-                fmt(e["eoextract"]["mb_s"], unit="MB/s"),
+            Row("download", f"{what}, not flushed, as the copy (fsync=False)",
+                fmt(e["eoextract nosync"]["mb_s"], unit="MB/s"),
                 f"{fmt(e['baseline']['mb_s'], unit='MB/s')} (plain streamed copy)",
-                f"{e['ratio']:.2f}", "≥ 0.80", e["ratio"] >= 0.8,
-                note=(f"with an inline SHA-256 the plain copy does {fmt(e['baseline+sha256']['mb_s'])} MB/s "
-                      f"(eoextract/that {e['ratio_hashed']:.2f}); eoextract without fsync "
-                      f"{fmt(e['eoextract nosync']['mb_s'])} MB/s; SHA-256 alone {fmt(res['sha256_mb_s'])} MB/s "
-                      f"on this machine; load average {res['load_average']:.1f}")),
+                f"{e['ratio_nosync']:.2f}", "≥ 0.80", e["ratio_nosync"] >= 0.8,
+                note=(f"BLAKE3 where the backend announces no checksum (CDSE announces none); "
+                      f"load average {res['load_average']:.1f}")),
+            Row("download", f"{what}, each file flushed to disk (the default)",
+                fmt(e["eoextract"]["mb_s"], unit="MB/s"),
+                f"{fmt(e['baseline+fsync']['mb_s'], unit='MB/s')} (plain copy, fdatasync per file)",
+                f"{e['ratio_synced']:.2f}", "≥ 0.80", e["ratio_synced"] >= 0.8,
+                note=(f"against the plain copy that does not flush: {e['ratio']:.2f}; eoextract starts "
+                      "the disk writes while receiving and flushes in another thread")),
+            Row("download", f"the same where the backend announces SHA-256 checksums, {w} worker(s)",
+                fmt(e["eoextract sha256"]["mb_s"], unit="MB/s"),
+                f"{fmt(e['baseline+sha256']['mb_s'], unit='MB/s')} (plain copy with an inline SHA-256)",
+                f"{e['ratio_sha256']:.2f}", "—", None,
+                note=f"SHA-256 alone {fmt(res['sha256_mb_s'])} MB/s on this machine"),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -718,3 +719,58 @@ def test_without_fsync_still_places_and_verifies(server, session, tmp_path):
     root = tmp_path / "out"
     done = download_job_assets(session, assets, root, lambda a, t: root / a.name, fsync=False)
     assert [d.path.read_bytes() for d in done] == [_payload(3000, i) for i in range(3)]
+
+
+def test_a_failed_flush_leaves_no_placed_file_and_is_reported(server, session, tmp_path, monkeypatch):
+    """The flush runs after the download in another thread; when the disk reports an error
+    there, the asset fails, nothing is placed or recorded, and the others still land."""
+    import errno
+
+    import eoextract.jobs.download as download_module
+
+    assets = [_asset(server, f"openEO_{i}.nc", _payload(3_000_000, i)) for i in range(3)]
+    real = download_module.fdatasync_file
+    flushed: list[str] = []
+
+    def flaky(path):
+        if path.stat().st_size and _payload(3_000_000, 1)[:64] == path.read_bytes()[:64]:
+            raise OSError(errno.EIO, "Input/output error")
+        real(path)
+        flushed.append(path.name)
+
+    monkeypatch.setattr(download_module, "fdatasync_file", flaky)
+    root = tmp_path / "out"
+    with pytest.raises(OSError, match="Input/output error") as info:
+        download_job_assets(session, assets, root, lambda a, t: root / a.name, max_workers=1, job_key="j")
+    assert "1 of 3 assets failed" not in str(info.value)  # one failure: no summary note
+    assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["openEO_0.nc", "openEO_2.nc"]
+    assert len(flushed) == 2 and _no_temp_files(root)
+    # a rerun downloads only the missing one
+    before = len(server.requests)
+    monkeypatch.setattr(download_module, "fdatasync_file", real)
+    done = download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="j")
+    assert [d.reused for d in done] == [True, False, True] and len(server.requests) == before + 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_early_writeback_hands_pages_to_the_disk_and_gives_up_where_unsupported(tmp_path):
+    from eoextract.jobs import transfer
+
+    with open(tmp_path / "f.bin", "wb") as fh:
+        writeback = transfer._EarlyWriteback(fh, step=1 << 20)
+        fh.write(b"x" * 300_000)
+        writeback.advance(300_000)
+        assert writeback.started == 0  # less than a step: nothing yet
+        fh.write(b"y" * (2 << 20))
+        writeback.advance(300_000 + (2 << 20))
+        assert writeback.enabled and writeback.started == 300_000 + (2 << 20)
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(write_end, "wb", closefd=False) as pipe:
+            writeback = transfer._EarlyWriteback(pipe, step=1)
+            pipe.write(b"z" * 10)
+            writeback.advance(10)  # ESPIPE: switched off, no error
+            assert not writeback.enabled and writeback.started == 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from eoextract.jobs.transfer import (
     Headers,
     download_asset,
     download_to_temp,
+    fdatasync_file,
     fsync_dir,
     place_file,
     remove_stale_temp_files,
@@ -358,15 +359,31 @@ def download_job_assets(
                 job_key=job_key, asset=asset.name,
             )
 
-    def work(asset: RemoteAsset) -> DownloadedAsset:
+    fsync = bool(download_options.pop("fsync", True))
+
+    def work(asset: RemoteAsset) -> DownloadedAsset | Future[DownloadedAsset]:
         if skip_verified:
             reused = manifest.reusable(asset)
             if reused is not None:
                 claim(reused.path, asset)
                 logger.debug("Asset %r already in place at %s", asset.name, reused.path)
                 return reused
-        tmp_path, size, checksum = download_to_temp(session, asset, tmp_dir, headers=headers, **download_options)
+        # The flush to disk and the placement run in another thread, so that this one
+        # receives the next asset while the disk writes this one.
+        tmp_path, size, checksum = download_to_temp(
+            session, asset, tmp_dir, headers=headers, fsync=False, early_writeback=fsync, **download_options)
+        if not fsync:  # nothing to overlap
+            return finish(asset, tmp_path, size, checksum)
         try:
+            return finishers.submit(finish, asset, tmp_path, size, checksum)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+    def finish(asset: RemoteAsset, tmp_path: Path, size: int, checksum: str) -> DownloadedAsset:
+        try:
+            if fsync:
+                fdatasync_file(tmp_path)
             with choose_lock:
                 try:
                     chosen = choose_path(asset, tmp_path)
@@ -388,17 +405,20 @@ def download_job_assets(
         return DownloadedAsset(asset=asset, path=final, size=size, checksum=checksum, mtime_ns=mtime_ns)
 
     workers = max(1, min(max_workers, len(assets)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-download") as pool:
-        futures = [pool.submit(work, asset) for asset in assets]
-    results: list[DownloadedAsset] = []
-    failures: list[tuple[RemoteAsset, BaseException]] = []
-    for asset, future in zip(assets, futures):
-        exc = future.exception()
-        if exc is None:
-            results.append(future.result())
-        else:
-            failures.append((asset, exc))
-    if download_options.get("fsync", True):
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-place") as finishers:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-download") as pool:
+            futures = [pool.submit(work, asset) for asset in assets]
+        outcomes: list[tuple[RemoteAsset, DownloadedAsset | None, BaseException | None]] = []
+        for asset, future in zip(assets, futures):
+            exc = future.exception()
+            done = future.result() if exc is None else None
+            if isinstance(done, Future):
+                exc = done.exception()
+                done = done.result() if exc is None else None
+            outcomes.append((asset, done, exc))
+    results = [done for _, done, _ in outcomes if done is not None]
+    failures = [(asset, exc) for asset, _, exc in outcomes if exc is not None]
+    if fsync:
         for folder in {d.path.parent for d in results if not d.reused}:
             fsync_dir(folder)
     if failures:

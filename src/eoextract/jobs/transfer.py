@@ -9,12 +9,15 @@ builds the per-job, parallel and restartable download on these two.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
 import queue
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +38,7 @@ __all__ = [
     "TEMP_PREFIX",
     "download_asset",
     "download_to_temp",
+    "fdatasync_file",
     "fsync_dir",
     "verification_problem",
     "place_file",
@@ -82,11 +86,17 @@ def _content_range(resp: requests.Response) -> tuple[int, int | None] | None:
     return int(match.group(1)), None if match.group(2) == "*" else int(match.group(2))
 
 
-class _Hasher:
-    """The content's checksum, computed in a helper thread so hashing overlaps with receiving.
+#: Hash functions fast enough (several GB/s) that hashing inline costs less than
+#: handing each chunk to a helper thread.
+_INLINE_ALGORITHMS = frozenset({"blake3"})
 
-    ``hashlib`` and ``blake3`` release the GIL on large updates; with a spare core the
-    hash then costs no download time.
+
+class _Hasher:
+    """The content's checksum, computed while it streams.
+
+    Slower hash functions (SHA-256) run in a helper thread, so hashing overlaps with
+    receiving (``hashlib`` releases the GIL on large updates; with a spare core the hash
+    then costs no download time); BLAKE3 runs inline.
     """
 
     def __init__(self, algorithm: str) -> None:
@@ -98,19 +108,24 @@ class _Hasher:
         if getattr(self, "_thread", None) is not None:
             self.close()
         self._hash = new_hasher(self.algorithm)
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._run, name="eoextract-hash", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self.algorithm not in _INLINE_ALGORITHMS:
+            self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+            self._thread = threading.Thread(target=self._run, name="eoextract-hash", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
             self._hash.update(chunk)
 
     def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+        if self._thread is None:
+            self._hash.update(chunk)
+        else:
+            self._queue.put(chunk)
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
 
@@ -118,6 +133,64 @@ class _Hasher:
         """The multihash of everything hashed."""
         self.close()
         return multihash(self.algorithm, self._hash.hexdigest())
+
+
+def _libc_sync_file_range() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range = _libc_sync_file_range()
+
+
+class _EarlyWriteback:
+    """Starts the kernel's writeback of a file while it is still being written.
+
+    Every ``step`` bytes the range written since the last call is handed to Linux's
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which returns at once; the disk then
+    writes while the download goes on, and the final ``fdatasync`` finds little left to
+    flush. Elsewhere (no ``sync_file_range``) it does nothing.
+    """
+
+    def __init__(self, fh: Any, step: int = 4 << 20) -> None:
+        self.fh = fh
+        self.step = step
+        #: Bytes handed to the disk so far.
+        self.started = 0
+        self.enabled = _sync_file_range is not None
+
+    def advance(self, offset: int) -> None:
+        """Hand what was written up to ``offset`` to the disk, once ``step`` bytes piled up."""
+        if offset - self.started < self.step or not self.enabled:
+            return
+        self.fh.flush()
+        if _sync_file_range(self.fh.fileno(), ctypes.c_int64(self.started),
+                            ctypes.c_int64(offset - self.started), _SYNC_FILE_RANGE_WRITE):
+            # not supported here (a pipe, some network file systems): the final flush does it all
+            logger.debug("sync_file_range failed (errno %d); writing back at the end", ctypes.get_errno())
+            self.enabled = False
+            return
+        self.started = offset
+
+
+class _NoWriteback(_EarlyWriteback):
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def advance(self, offset: int) -> None:
+        pass
+
+
+_NO_WRITEBACK = _NoWriteback()
 
 
 def _chunks(resp: requests.Response, chunk_size: int) -> Iterator[bytes]:
@@ -144,6 +217,7 @@ def _stream_into(
     timeout: float | tuple[float, float],
     max_resumes: int,
     backoff: float,
+    early_writeback: bool = False,
 ) -> tuple[int, str]:
     """Stream the asset into ``fh``, resuming with ``Range`` after transient failures.
 
@@ -152,8 +226,9 @@ def _stream_into(
         checksum, or :data:`~eoextract.checksum.DEFAULT_ALGORITHM`.
     """
     hasher = _Hasher(algorithm_of(asset.checksum))
+    writeback = _EarlyWriteback(fh) if early_writeback else _NO_WRITEBACK
     try:
-        return _stream_loop(session, asset, fh, hasher, headers=headers, chunk_size=chunk_size,
+        return _stream_loop(session, asset, fh, hasher, writeback, headers=headers, chunk_size=chunk_size,
                             timeout=timeout, max_resumes=max_resumes, backoff=backoff)
     finally:
         hasher.close()
@@ -164,6 +239,7 @@ def _stream_loop(
     asset: RemoteAsset,
     fh: Any,
     hasher: _Hasher,
+    writeback: _EarlyWriteback,
     *,
     headers: Headers | None,
     chunk_size: int,
@@ -210,6 +286,7 @@ def _stream_loop(
                     fh.write(chunk)
                     hasher.update(chunk)
                     offset += len(chunk)
+                    writeback.advance(offset)
             if total is not None and offset < total:
                 raise _Transient(f"connection closed after {offset} of {total} bytes")
             return offset, hasher.checksum()
@@ -264,8 +341,12 @@ def download_to_temp(
     max_attempts: int = 3,
     backoff: float = 0.5,
     fsync: bool = True,
+    early_writeback: bool | None = None,
 ) -> tuple[Path, int, str]:
     """:func:`download_asset`, also returning the size and checksum it computed.
+
+    ``early_writeback`` (default: ``fsync``) starts writing the file to disk while it
+    is received, for a caller that flushes it later (:func:`fdatasync_file`).
 
     Returns:
         ``(temporary path, size in bytes, multihash of the content)``.
@@ -284,6 +365,7 @@ def download_to_temp(
                 size, checksum = _stream_into(
                     session, asset, fh, headers=headers, chunk_size=chunk_size, timeout=timeout,
                     max_resumes=max_resumes, backoff=backoff,
+                    early_writeback=fsync if early_writeback is None else early_writeback,
                 )
                 fh.flush()
                 if fsync:
@@ -365,6 +447,15 @@ def download_asset(
 
 def _fdatasync(fd: int) -> None:
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def fdatasync_file(path: Path) -> None:
+    """Flush a file's content to disk (``fdatasync``, or ``fsync`` where there is none)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(folder: Path) -> None:
