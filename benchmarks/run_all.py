@@ -89,7 +89,7 @@ class Sizes:
 FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
              jobdb_transitions=2000, jobdb_repeat=5, stac_compare=10_000, stac_large=100_000,
              stac_validate_compare=10_000, download_files=20, download_mb=20, download_workers=(1, 4),
-             download_rounds=3, extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0,
+             download_rounds=5, extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0,
              publish_items=10_000, publish_pg_items=100_000, publish_baselines="both")
 QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(1000, 20_000),
               jobdb_transitions=500, jobdb_repeat=3, stac_compare=5000, stac_large=None,
@@ -500,16 +500,19 @@ def section_postgres(run: Run) -> None:
                    lease_seconds=s.pg_lease_seconds)
     run.raw["postgres"] = res
     one, many, killed = res["one"], res["many"], res["killed"]
-    thr = one["wall"] / many["wall"]
+    thr = one["active_s"] / many["active_s"]
     limit = s.pg_lease_seconds + poll
     orphaned = killed["orphaned_s"]
     lost = sum(s.pg_jobs - r["finished"] for r in (one, many, killed))
     double = sum(r["double"] for r in (one, many, killed))
     run.add(
         Row("postgres", f"{k} managers on one PostgreSQL, {s.pg_jobs} instant jobs: throughput vs 1 manager",
-            f"{s.pg_jobs / many['wall']:.1f} jobs/s vs {s.pg_jobs / one['wall']:.1f}",
+            f"{s.pg_jobs / many['active_s']:.1f} jobs/s vs {s.pg_jobs / one['active_s']:.1f}",
             "— (openeo's job databases are single-writer files)", f"{thr:.3f}", "≥ 0.9", thr >= 0.9,
-            note=f"{k} manager processes and the backend share the machine's {os.cpu_count()} cores"),
+            note=(f"from the first creation to the last finish (status history); with the processes' "
+                  f"start-up (about 1.6 s CPU each to import) {one['wall']:.1f} s vs {many['wall']:.1f} s = "
+                  f"{one['wall'] / many['wall']:.2f}; {k} manager processes and the backend share the "
+                  f"machine's {os.cpu_count()} cores")),
         Row("postgres", f"failover: jobs of a manager killed with SIGKILL adopted after "
                         f"(lease {s.pg_lease_seconds:.0f} s)",
             "never" if orphaned is None else fmt(orphaned, unit="s"), "—", "—",
