@@ -313,6 +313,20 @@ def test_corrupt_results_make_the_job_run_again(local_backend, tmp_path):
         assert item["assets"]["data"]["file:checksum"] == "1220" + sha256(path)
 
 
+def test_error_logs_of_failed_jobs_stay_out_of_the_data_folder(local_backend, tmp_path):
+    df = job_dataframe(2).head(1)
+    df["job_options"] = json.dumps({"eoextract_fault": "error"})
+    manager = make_manager(tmp_path / "out", post_job_action=None, max_attempts=1)
+    manager.add_backend("local", local_backend.connect, parallel_jobs=1)
+    stats = manager.run_jobs(df, create_datacube, tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"error": 1}
+    job_id = get_job_db(tmp_path / "jobs.db").read().loc["0", "id"]
+    logs = json.loads((tmp_path / "out" / ".eoextract" / "jobs" / f"job_{job_id}" / f"job_{job_id}_errors.json")
+                      .read_text())
+    assert logs and all(entry["level"] == "error" for entry in logs)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".eoextract"]
+
+
 def test_verified_files_are_not_downloaded_again(local_backend, tmp_path):
     df = job_dataframe(2)
     manager = make_manager(tmp_path / "out", post_job_action=None)

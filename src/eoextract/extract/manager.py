@@ -255,6 +255,11 @@ class ExtractionManager(JobManager):
         self._pool_lock = threading.Lock()
 
     # ------------------------------------------------------------------ running
+    def get_job_dir(self, job_id: str) -> Path:
+        """Folder for a job's metadata and error logs (:meth:`on_job_error`): in the
+        output's ``.eoextract`` state folder, so the data folder holds only extracted files."""
+        return self.output_dir / STATE_DIR / "jobs" / f"job_{job_id}"
+
     def run_jobs(
         self,
         df: pd.DataFrame | None = None,
