@@ -22,7 +22,6 @@ from the downloaded files is :mod:`eoextract.extract.items`' job.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 
 from eoextract.checksum import algorithm_of, file_checksum, multihash
@@ -169,7 +169,7 @@ class _Manifest:
         self._lock = threading.Lock()
         self.entries: dict[str, dict[str, Any]] = {}
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = orjson.loads(self.path.read_bytes())
             if data.get("version") == _MANIFEST_VERSION and data.get("job_key") == job_key:
                 self.entries = {k: v for k, v in data.get("assets", {}).items() if isinstance(v, dict)}
         except FileNotFoundError:
@@ -232,8 +232,8 @@ class _Manifest:
                 # Not fsynced: the record only saves work. Losing it in a crash means
                 # downloading again; it never vouches for a file that is not on disk,
                 # because files are flushed before they are placed and recorded.
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(document, fh, indent=1, sort_keys=True)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
                 os.replace(staging_name, self.path)
             except BaseException:
                 Path(staging_name).unlink(missing_ok=True)
