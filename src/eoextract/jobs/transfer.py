@@ -454,6 +454,10 @@ def fdatasync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         _fdatasync(fd)
+    except OSError as exc:  # e.g. a full disk found only now (delayed allocation): say which file
+        if not exc.filename:
+            exc.filename = str(path)
+        raise
     finally:
         os.close(fd)
 
