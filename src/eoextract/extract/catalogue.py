@@ -26,6 +26,7 @@ from eoextract.errors import ConfigurationError, StacError, UnsafeAssetPath
 from eoextract.jobs.download import STATE_DIR, ensure_inside
 
 __all__ = [
+    "ITEMS_DIR",
     "build_catalogue",
     "extraction_settings",
     "items_dir",
@@ -42,9 +43,14 @@ _SETTINGS_FILE = "extraction.json"
 _SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+#: Where the stored items of finished jobs live, relative to the output folder
+#: (``{"job_key": ..., "items": [...]}``, one JSON file per job).
+ITEMS_DIR = Path(STATE_DIR) / "items"
+
+
 def items_dir(output_dir: str | os.PathLike[str]) -> Path:
     """Folder holding the stored items of finished jobs, one JSON file per job."""
-    return Path(output_dir) / STATE_DIR / "items"
+    return Path(output_dir) / ITEMS_DIR
 
 
 def _items_file(output_dir: Path, job_key: str) -> Path:

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from eoextract.extract.catalogue import ITEMS_DIR, items_dir
+
 __all__ = [
     "ITEMS_DIR",
     "item_files",
@@ -29,13 +31,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Where per-job item JSON files live, relative to the output folder.
-ITEMS_DIR = Path(".eoextract") / "items"
 
 
 def item_files(output_dir: str | os.PathLike[str]) -> list[Path]:
     """The per-job item JSON files under ``output_dir`` (sorted)."""
-    folder = Path(output_dir) / ITEMS_DIR
+    folder = items_dir(output_dir)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
@@ -163,7 +163,7 @@ def build_catalogue_from_item_files(
 
     files = item_files(output_dir)
     if not files:
-        raise StacError(f"no item files under {Path(output_dir) / ITEMS_DIR}")
+        raise StacError(f"no item files under {items_dir(output_dir)}")
     count = 0
 
     def counted() -> Iterator[dict[str, Any]]:

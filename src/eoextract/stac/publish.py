@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from eoextract.errors import StacError
+from eoextract.extract.catalogue import ITEMS_DIR, items_dir
 from eoextract.stac.collection import is_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,9 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Where the extraction manager stores the items of each finished job, relative to the
-#: output folder (``{"job_key": ..., "items": [...]}`` per job).
-JOB_ITEMS_DIR = Path(".eoextract") / "items"
 
 _LAZY = {
     "publish_to_s3": "eoextract.stac.publish_s3",
@@ -247,7 +245,7 @@ def output_dir_of(catalog_root: str | os.PathLike[str]) -> Path:
     """
     folder = find_root(catalog_root).parent
     for candidate in (folder, folder.parent):
-        if (candidate / JOB_ITEMS_DIR).is_dir():
+        if (candidate / ITEMS_DIR).is_dir():
             return candidate
     return folder.parent
 
@@ -295,7 +293,7 @@ def job_keys_by_item(output_dir: str | os.PathLike[str]) -> dict[str, str]:
     Reads ``OUTPUT_DIR/.eoextract/items/*.json`` as the extraction manager writes them
     (``{"job_key": ..., "items": [...]}``); files of another form are skipped.
     """
-    folder = Path(output_dir) / JOB_ITEMS_DIR
+    folder = items_dir(output_dir)
     mapping: dict[str, str] = {}
     if not folder.is_dir():
         return mapping
@@ -344,7 +342,7 @@ def mark_jobs_published(
     mapping = job_keys_by_item(output_dir)
     if not mapping:
         logger.warning("no per-job item files under %s: no job marked as published",
-                       Path(output_dir) / JOB_ITEMS_DIR)
+                       items_dir(output_dir))
         return []
     failed_jobs = {mapping[i] for i in failed_items if i in mapping}
     jobs = {mapping[i] for i in published_items if i in mapping} - failed_jobs
