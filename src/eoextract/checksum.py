@@ -51,7 +51,6 @@ ALGORITHMS: dict[str, tuple[str, Callable[[], Hasher]]] = {
 DEFAULT_ALGORITHM = "blake3"
 
 _PREFIXES = {prefix: name for name, (prefix, _) in ALGORITHMS.items()}
-_DIGEST_HEX = {"blake3": 64, "sha2-256": 64, "sha2-512": 128, "sha1": 40, "md5": 32}
 _HEX_RE = re.compile(r"[0-9a-f]+")
 
 
@@ -77,7 +76,8 @@ def parse_checksum(value: Any) -> tuple[str, str] | None:
     for prefix, name in _PREFIXES.items():
         if value.startswith(prefix):
             digest = value[len(prefix):]
-            if len(digest) == _DIGEST_HEX[name] and _HEX_RE.fullmatch(digest):
+            # the prefix ends with the digest's length in bytes
+            if len(digest) == 2 * int(prefix[-2:], 16) and _HEX_RE.fullmatch(digest):
                 return name, digest
     return None
 

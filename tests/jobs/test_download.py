@@ -752,7 +752,7 @@ def test_a_failed_flush_leaves_no_placed_file_and_is_reported(server, session, t
     assert [d.reused for d in done] == [True, False, True] and len(server.requests) == before + 1
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range exists only on Linux")
 def test_early_writeback_hands_pages_to_the_disk_and_gives_up_where_unsupported(tmp_path):
     from eoextract.jobs import transfer
 

@@ -161,12 +161,12 @@ class _EarlyWriteback:
     flush. Elsewhere (no ``sync_file_range``) it does nothing.
     """
 
-    def __init__(self, fh: Any, step: int = 4 << 20) -> None:
+    def __init__(self, fh: Any, step: int = 4 << 20, *, enabled: bool = True) -> None:
         self.fh = fh
         self.step = step
         #: Bytes handed to the disk so far.
         self.started = 0
-        self.enabled = _sync_file_range is not None
+        self.enabled = enabled and _sync_file_range is not None
 
     def advance(self, offset: int) -> None:
         """Hand what was written up to ``offset`` to the disk, once ``step`` bytes piled up."""
@@ -180,17 +180,6 @@ class _EarlyWriteback:
             self.enabled = False
             return
         self.started = offset
-
-
-class _NoWriteback(_EarlyWriteback):
-    def __init__(self) -> None:
-        super().__init__(None)
-
-    def advance(self, offset: int) -> None:
-        pass
-
-
-_NO_WRITEBACK = _NoWriteback()
 
 
 def _chunks(resp: requests.Response, chunk_size: int) -> Iterator[bytes]:
@@ -226,7 +215,7 @@ def _stream_into(
         checksum, or :data:`~eoextract.checksum.DEFAULT_ALGORITHM`.
     """
     hasher = _Hasher(algorithm_of(asset.checksum))
-    writeback = _EarlyWriteback(fh) if early_writeback else _NO_WRITEBACK
+    writeback = _EarlyWriteback(fh, enabled=early_writeback)
     try:
         return _stream_loop(session, asset, fh, hasher, writeback, headers=headers, chunk_size=chunk_size,
                             timeout=timeout, max_resumes=max_resumes, backoff=backoff)

@@ -103,14 +103,14 @@ def digest_bytes(data: bytes, part_size: int = DEFAULT_PART_SIZE,
 
 
 def _digest_chunks(chunks: Iterable[bytes], part_size: int, *, keep: bool, algorithm: str) -> _Digest:
-    sha = new_hasher(algorithm)
+    content = new_hasher(algorithm)
     whole = hashlib.md5(usedforsecurity=False)
     part = hashlib.md5(usedforsecurity=False)
     part_md5s: list[bytes] = []
     in_part = size = 0
     kept: list[bytes] = []
     for chunk in chunks:
-        sha.update(chunk)
+        content.update(chunk)
         whole.update(chunk)
         size += len(chunk)
         if keep:
@@ -132,7 +132,7 @@ def _digest_chunks(chunks: Iterable[bytes], part_size: int, *, keep: bool, algor
         etag = f"{combined}-{len(part_md5s)}"
     else:
         etag = whole.hexdigest()
-    return _Digest(size, multihash(algorithm, sha.hexdigest()), etag, b"".join(kept) if keep else None)
+    return _Digest(size, multihash(algorithm, content.hexdigest()), etag, b"".join(kept) if keep else None)
 
 
 def digest_file(path: str | os.PathLike[str], part_size: int = DEFAULT_PART_SIZE,
