@@ -113,9 +113,18 @@ def test_two_managers_share_one_sqlite_db_and_survive_a_kill(local_backend, tmp_
     args = [sys.executable, str(SCRIPT), local_backend.url, str(db_path), prefix, str(n)]
     # Slots are per backend and shared by all managers: the first runs backend "a", the
     # second "a" and "b" (the same server), so both have work and the second can adopt.
-    # The first dies hard right after its 8th backend job was created (before recording it).
-    first = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a", CRASH_AFTER_CREATES="8"))
-    second = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a,b"))
+    # The first starts alone and takes the slots of "a"; its later creations wait until the
+    # second has created a backend job, then it dies hard right after the next creation
+    # (before recording it), leaving jobs in flight for the second to adopt.
+    first_started, second_started = tmp_path / "first-started", tmp_path / "second-started"
+    first = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a",
+                                 TOUCH_AFTER_CREATE=str(first_started), CRASH_WHEN_EXISTS=str(second_started)))
+    deadline = time.monotonic() + 60
+    while not first_started.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first_started.exists(), first.stderr.read() if first.poll() is not None else "first never started"
+    second = spawn(args, env=dict(os.environ, LEASE_SECONDS="3", BACKENDS="a,b",
+                                  TOUCH_AFTER_CREATE=str(second_started)))
     assert first.wait(120) == 9, first.stderr.read()
     out, err = second.communicate(timeout=180)
     assert second.returncode == 0, err
