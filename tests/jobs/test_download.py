@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -39,7 +40,9 @@ class FileServer:
     ``"500"``/``"404"`` answer that status, ``("break", n)`` sends the headers of the
     full answer then only ``n`` bytes and closes, ``"corrupt"`` flips a byte,
     ``"norange"`` ignores the Range header, ``"badrange"`` answers another range than
-    asked, ``"429"`` answers Too Many Requests, ``("sleep", s)`` waits before answering.
+    asked, ``"429"`` answers Too Many Requests, ``("sleep", s)`` waits before answering,
+    ``"gzip"`` sends the body gzip-compressed with ``Content-Encoding: gzip`` although
+    the client asked for ``identity``.
     """
 
     def __init__(self) -> None:
@@ -99,6 +102,14 @@ class FileServer:
                 data = server.files[self.path]
                 if fault == "corrupt":
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
+                if fault == "gzip":
+                    body = gzip.compress(data)
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 start = 0
                 range_header = self.headers.get("Range")
                 if range_header and fault == "badrange":
@@ -184,6 +195,15 @@ def test_download_asset_verifies_and_returns_temp_file(server, session, tmp_path
     path = download_asset(session, asset, tmp_path, chunk_size=65536)
     assert path.parent == tmp_path and path.suffix == ".nc"
     assert path.read_bytes() == data
+
+
+def test_body_sent_with_a_content_encoding_is_decoded(server, session, tmp_path):
+    data = _payload(1_500_000)
+    asset = _asset(server, "openEO_gz.nc", data)
+    server.faults["/results/openEO_gz.nc"] = ["gzip"]
+    path = download_asset(session, asset, tmp_path, chunk_size=65536)
+    assert path.read_bytes() == data  # stored as announced, not as sent on the wire
+    assert [p for p, _, _ in server.requests] == ["/results/openEO_gz.nc"]  # right the first time
 
 
 def test_download_resumes_with_range_after_broken_connection(server, session, tmp_path):

@@ -186,13 +186,16 @@ def _chunks(resp: requests.Response, chunk_size: int) -> Iterator[bytes]:
     """The body in chunks of at most ``chunk_size`` bytes, as they arrive.
 
     ``read1`` hands over what has arrived instead of waiting for a full chunk, so
-    after a broken connection little more than the bytes in flight is lost.
+    after a broken connection little more than the bytes in flight is lost. A body
+    without a content encoding is read undecoded, which spares urllib3's decoding
+    buffer a copy of every byte.
     """
     read1 = getattr(resp.raw, "read1", None)
     if read1 is None:
         yield from resp.iter_content(chunk_size=chunk_size)
         return
-    while chunk := read1(chunk_size, decode_content=True):
+    decode = resp.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+    while chunk := read1(chunk_size, decode_content=decode):
         yield chunk
 
 
