@@ -414,9 +414,11 @@ def test_download_job_assets_parallel_and_ordered(server, session, tmp_path):
         assert d.path.read_bytes() == _payload(200_000, i)
         assert d.checksum == assets[i].checksum and not d.reused
     assert _no_temp_files(root)
-    manifests = list((root / STATE_DIR / "downloads").glob("*.json"))
-    assert len(manifests) == 1
-    assert json.loads(manifests[0].read_text())["job_key"] == "job-1"
+    records = list((root / STATE_DIR / "downloads").iterdir())
+    assert len(records) == 1 and records[0].suffix == ".jsonl"
+    header, *lines = records[0].read_text().splitlines()
+    assert json.loads(header)["job_key"] == "job-1"
+    assert sorted(json.loads(line)[0] for line in lines) == sorted(a.name for a in assets)  # one line each
 
 
 def test_rerun_skips_verified_files(server, session, tmp_path):
@@ -445,6 +447,59 @@ def test_rerun_skips_verified_files(server, session, tmp_path):
     before = len(server.requests)
     download_job_assets(session, assets, root, choose, job_key="j", skip_verified=False)
     assert len(server.requests) == before + 5
+
+
+def _record_of(root: Path) -> Path:
+    (record,) = (root / STATE_DIR / "downloads").glob("*.jsonl")
+    return record
+
+
+def test_record_with_a_torn_last_line_still_saves_the_rest(server, session, tmp_path):
+    """A crash mid-append leaves a torn line: the lines before it still count, the record heals."""
+    assets = [_asset(server, f"openEO_{i}.nc", _payload(5_000, i)) for i in range(3)]
+    root = tmp_path / "out"
+    download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="torn")
+    record = _record_of(root)
+    header, *lines = record.read_bytes().splitlines()
+    torn = next(line for line in lines if b"openEO_2.nc" in line)
+    record.write_bytes(b"\n".join([header, *[x for x in lines if x != torn]]) + b"\n" + torn[:25])
+    server.requests.clear()
+    done = download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="torn")
+    assert [d.reused for d in done] == [True, True, False]
+    assert [p for p, _, _ in server.requests] == ["/results/openEO_2.nc"]
+    header, *lines = record.read_bytes().splitlines()  # rewritten whole: every line whole
+    assert sorted({json.loads(line)[0] for line in lines}) == [a.name for a in assets]
+    assert all(d.reused for d in download_job_assets(session, assets, root, lambda a, t: root / a.name,
+                                                      job_key="torn"))
+
+
+def test_record_of_the_single_document_form_is_carried_over(server, session, tmp_path):
+    assets = [_asset(server, f"openEO_{i}.nc", _payload(5_000, i)) for i in range(2)]
+    root = tmp_path / "out"
+    download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="old")
+    record = _record_of(root)
+    _, *lines = record.read_bytes().splitlines()
+    entries = dict(json.loads(line) for line in lines)
+    for entry in entries.values():  # as written then: a bare hex "sha256", no "checksum"
+        entry["sha256"] = entry.pop("checksum")[4:]
+    legacy = record.with_suffix(".json")
+    legacy.write_text(json.dumps({"version": 1, "job_key": "old", "assets": entries}))
+    record.unlink()
+    server.requests.clear()
+    done = download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="old")
+    assert all(d.reused for d in done) and server.requests == []
+    assert [d.checksum for d in done] == [a.checksum for a in assets]
+    assert not legacy.exists() and _record_of(root).exists()
+
+
+def test_record_drops_superseded_lines(server, session, tmp_path):
+    asset = _asset(server, "openEO_0.nc", _payload(5_000))
+    root = tmp_path / "out"
+    for _ in range(30):
+        download_job_assets(session, [asset], root, lambda a, t: root / a.name, job_key="many",
+                            skip_verified=False)
+    lines = _record_of(root).read_bytes().splitlines()
+    assert 2 <= len(lines) <= 1 + 2 * 1 + 8 + 1  # header + at most the allowed superseded lines
 
 
 def test_rerun_after_partial_failure_downloads_only_the_rest(server, session, tmp_path):

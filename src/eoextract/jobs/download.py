@@ -78,7 +78,7 @@ logger = logging.getLogger(__name__)
 
 #: Folder inside the output folder that holds temporary files and download records.
 STATE_DIR = ".eoextract"
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2  # 1: one JSON document (<hash>.json), read and carried over
 _RACY_NS = 20_000_000  # file times closer than this to "now" may hide a rewrite
 
 
@@ -159,23 +159,72 @@ def session_for(connection: Any) -> tuple[requests.Session, BackendHeaders]:
 
 
 class _Manifest:
-    """Per-job record of placed files: asset name → path, size, checksum, mtime."""
+    """Per-job record of placed files: asset name → path, size, checksum, mtime.
+
+    Kept as JSON lines in ``<root>/.eoextract/downloads/<hash of job_key>.jsonl``: a
+    header line (version, job key), then one ``[asset name, entry]`` line per placed
+    file, appended as it is placed; later lines replace earlier ones. Appending costs
+    one write per file however many the job has. The file is rewritten whole (atomically)
+    only to drop superseded or torn lines, and to carry over a record of the older
+    single-document form (``<hash>.json``).
+    """
 
     def __init__(self, root: Path, job_key: str) -> None:
         self.root = root
         self.job_key = job_key
         digest = hashlib.sha256(job_key.encode("utf-8")).hexdigest()[:32]
-        self.path = root / STATE_DIR / "downloads" / f"{digest}.json"
+        self.path = root / STATE_DIR / "downloads" / f"{digest}.jsonl"
+        self._legacy_path = self.path.with_suffix(".json")
         self._lock = threading.Lock()
+        self._fd: int | None = None
         self.entries: dict[str, dict[str, Any]] = {}
+        self._rewrite = not self._load()
+
+    def _header(self) -> bytes:
+        return orjson.dumps({"version": _MANIFEST_VERSION, "job_key": self.job_key}) + b"\n"
+
+    def _load(self) -> bool:
+        """Read the record; ``False`` when it must be rewritten before the next append."""
         try:
-            data = orjson.loads(self.path.read_bytes())
-            if data.get("version") == _MANIFEST_VERSION and data.get("job_key") == job_key:
-                self.entries = {k: v for k, v in data.get("assets", {}).items() if isinstance(v, dict)}
+            data = self.path.read_bytes()
         except FileNotFoundError:
-            pass
-        except (OSError, ValueError, AttributeError) as exc:
+            return self._load_legacy()
+        except OSError as exc:
             logger.warning("Ignoring unreadable download record %s: %s", self.path, exc)
+            return False
+        lines = data.split(b"\n")
+        try:
+            header = orjson.loads(lines[0])
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("version") != _MANIFEST_VERSION \
+                or header.get("job_key") != self.job_key:
+            logger.warning("Ignoring download record %s: not a record of job %r", self.path, self.job_key)
+            return False
+        body = [line for line in lines[1:] if line]
+        for line in body:
+            try:
+                name, entry = orjson.loads(line)
+            except (ValueError, TypeError):
+                continue  # torn by a crash
+            if isinstance(name, str) and isinstance(entry, dict):
+                self.entries[name] = entry
+        # compact when lines were torn (the next append must start a line) or many superseded
+        return data.endswith(b"\n") and len(body) <= 2 * len(self.entries) + 8
+
+    def _load_legacy(self) -> bool:
+        try:
+            data = orjson.loads(self._legacy_path.read_bytes())
+        except FileNotFoundError:
+            return False  # nothing yet: the first record writes the header
+        except (OSError, ValueError) as exc:
+            logger.warning("Ignoring unreadable download record %s: %s", self._legacy_path, exc)
+            return False
+        if isinstance(data, dict) and data.get("version") == 1 and data.get("job_key") == self.job_key:
+            assets = data.get("assets")
+            if isinstance(assets, dict):
+                self.entries = {k: v for k, v in assets.items() if isinstance(v, dict)}
+        return False
 
     def reusable(self, asset: RemoteAsset) -> DownloadedAsset | None:
         entry = self.entries.get(asset.name)
@@ -214,31 +263,54 @@ class _Manifest:
         File times tick coarsely (a few ms): a file written less than a tick ago
         could be rewritten with the same size and time, so its time is not kept
         and the next check hashes the file instead.
+
+        Not fsynced: the record only saves work. Losing it in a crash means downloading
+        again; it never vouches for a file that is not on disk, because files are
+        flushed before they are placed and recorded.
         """
         mtime_ns: int | None = path.stat().st_mtime_ns
         if time.time_ns() - mtime_ns < _RACY_NS:
             mtime_ns = None
+        entry = {
+            "path": path.relative_to(self.root.resolve()).as_posix(),
+            "size": size,
+            "checksum": checksum,
+            "mtime_ns": mtime_ns,
+        }
         with self._lock:
-            self.entries[asset.name] = {
-                "path": path.relative_to(self.root.resolve()).as_posix(),
-                "size": size,
-                "checksum": checksum,
-                "mtime_ns": mtime_ns,
-            }
-            document = {"version": _MANIFEST_VERSION, "job_key": self.job_key, "assets": self.entries}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, staging_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=self.path.parent)
-            try:
-                # Not fsynced: the record only saves work. Losing it in a crash means
-                # downloading again; it never vouches for a file that is not on disk,
-                # because files are flushed before they are placed and recorded.
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-                os.replace(staging_name, self.path)
-            except BaseException:
-                Path(staging_name).unlink(missing_ok=True)
-                raise
+            self.entries[asset.name] = entry
+            if self._rewrite:
+                self._write_all()
+            else:
+                if self._fd is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    if not os.fstat(self._fd).st_size:
+                        os.write(self._fd, self._header())
+                os.write(self._fd, orjson.dumps([asset.name, entry]) + b"\n")
         return mtime_ns
+
+    def _write_all(self) -> None:
+        """Replace the record with the header and one line per entry."""
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [self._header(), *(orjson.dumps([k, v]) + b"\n" for k, v in self.entries.items())]
+        fd, staging_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".jsonl", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.writelines(lines)
+            os.replace(staging_name, self.path)
+        except BaseException:
+            Path(staging_name).unlink(missing_ok=True)
+            raise
+        self._legacy_path.unlink(missing_ok=True)
+        self._rewrite = False
+
+    def close(self) -> None:
+        """Close the record file (a later :meth:`record` opens it again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _default_job_key(assets: Sequence[RemoteAsset]) -> str:
@@ -293,7 +365,7 @@ def download_job_assets(
     (:func:`download_asset`); ``choose_path(asset, tmp_path)`` then gives its final
     path (it may open the temporary file; calls are serialised, so it need not be
     thread-safe), and the file is moved there (:func:`place_file`). Every placed
-    file is recorded in ``<root>/.eoextract/downloads/<hash of job_key>.json``; on
+    file is recorded in ``<root>/.eoextract/downloads/<hash of job_key>.jsonl``; on
     a rerun an asset whose recorded file is still there with the recorded size and
     checksum (and the backend's, when announced) is not downloaded again, and
     ``choose_path`` is not called for it.
@@ -405,17 +477,20 @@ def download_job_assets(
         return DownloadedAsset(asset=asset, path=final, size=size, checksum=checksum, mtime_ns=mtime_ns)
 
     workers = max(1, min(max_workers, len(assets)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-place") as finishers:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-download") as pool:
-            futures = [pool.submit(work, asset) for asset in assets]
-        outcomes: list[tuple[RemoteAsset, DownloadedAsset | None, BaseException | None]] = []
-        for asset, future in zip(assets, futures):
-            exc = future.exception()
-            done = future.result() if exc is None else None
-            if isinstance(done, Future):
-                exc = done.exception()
-                done = done.result() if exc is None else None
-            outcomes.append((asset, done, exc))
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-place") as finishers:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-download") as pool:
+                futures = [pool.submit(work, asset) for asset in assets]
+            outcomes: list[tuple[RemoteAsset, DownloadedAsset | None, BaseException | None]] = []
+            for asset, future in zip(assets, futures):
+                exc = future.exception()
+                done = future.result() if exc is None else None
+                if isinstance(done, Future):
+                    exc = done.exception()
+                    done = done.result() if exc is None else None
+                outcomes.append((asset, done, exc))
+    finally:
+        manifest.close()
     results = [done for _, done, _ in outcomes if done is not None]
     failures = [(asset, exc) for asset, _, exc in outcomes if exc is not None]
     if fsync:
