@@ -303,16 +303,49 @@ def _create_concurrently(path, barrier):
 
 
 def test_concurrent_creation_of_one_sqlite_db(tmp_path):
-    """Two processes creating the same database at once: one creates, the other appends nothing."""
+    """Processes creating the same database at once: one creates, the others append nothing.
+
+    Several rounds, because the race (e.g. two processes switching a new file to WAL at
+    the same moment) shows only now and then.
+    """
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Manager().Barrier(3)
-    path = tmp_path / "jobs.db"
-    with ctx.Pool(3) as pool:
-        results = [pool.apply_async(_create_concurrently, (path, barrier)) for _ in range(3)]
-        keys = [r.get(120) for r in results]
-    assert all(k == sorted(str(i) for i in range(50)) for k in keys)
     from eoextract.jobs.db import get_job_db
 
-    assert get_job_db(path).count_by_status() == {"not_started": 50}
+    ctx = mp.get_context("spawn")
+    n = 4
+    with ctx.Manager() as manager, ctx.Pool(n) as pool:
+        for round_ in range(8):
+            barrier = manager.Barrier(n)
+            path = tmp_path / f"jobs{round_}.db"
+            results = [pool.apply_async(_create_concurrently, (path, barrier)) for _ in range(n)]
+            keys = [r.get(120) for r in results]
+            assert all(k == sorted(str(i) for i in range(50)) for k in keys)
+            with get_job_db(path) as db:
+                assert db.count_by_status() == {"not_started": 50}
+
+
+def test_switch_to_wal_waits_for_a_busy_database():
+    """SQLite may refuse the switch to WAL at once while another process makes it; it is retried."""
+    import sqlite3
+
+    from eoextract.jobs.db.engine import _enable_wal
+
+    class Cursor:
+        def __init__(self, failures, message="database is locked"):
+            self.failures, self.message, self.calls = failures, message, 0
+
+        def execute(self, sql):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise sqlite3.OperationalError(self.message)
+
+    cursor = Cursor(3)
+    _enable_wal(cursor, timeout=5)
+    assert cursor.calls == 4
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        _enable_wal(Cursor(1, "disk I/O error"), timeout=5)  # other errors at once
+    stuck = Cursor(10**6)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _enable_wal(stuck, timeout=0.2)  # and not forever
+    assert 2 <= stuck.calls < 50

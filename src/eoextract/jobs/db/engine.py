@@ -8,6 +8,8 @@ writing transactions can start with ``BEGIN IMMEDIATE``).
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -136,6 +138,25 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(source).__name__}: {message}"
 
 
+def _enable_wal(cursor: Any, timeout: float) -> None:
+    """Switch the database to write-ahead logging, waiting up to ``timeout`` s for other processes.
+
+    SQLite answers "database is locked" at once, without its busy handler, when several
+    processes open a new database and switch it at the same moment; so this retries.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:
     """Pragmas on every new SQLite connection, and ``BEGIN`` emitted by us.
 
@@ -148,7 +169,7 @@ def install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
