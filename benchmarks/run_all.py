@@ -670,7 +670,8 @@ def merge(old: dict, new: dict, sections: set[str]) -> dict:
     merged["section_seconds"] = old.get("section_seconds", {}) | new["section_seconds"]
     merged["peers"] = old.get("peers", {}) | new["peers"]
     merged["duration_s"] = sum(merged["section_seconds"].values())
-    merged["command"] = old["command"] + f" (then {new['command']})"
+    again = f" (then {new['command']})"
+    merged["command"] = old["command"] if old["command"].endswith(again) else old["command"] + again
     return merged
 
 
