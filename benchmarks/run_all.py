@@ -217,10 +217,17 @@ def section_manager(run: Run) -> None:
     n = s.manager_n
     cpu_ratio = eo["cpu"] / oe["cpu"]
     flat = b["cpu_ms_per_job"] / a["cpu_ms_per_job"]
+    # The goal is set for 2,000 jobs: the peer's CPU per job grows with N (its CSV database
+    # is rewritten on every update) while eoextract's stays flat, so a smaller N says less.
+    judged = n >= FULL.manager_n
     run.add(
         Row("manager", f"manager CPU per job, {n:,} instant jobs",
             fmt(eo["cpu_ms_per_job"], unit="ms"), f"{fmt(oe['cpu_ms_per_job'], unit='ms')} ({name})",
-            ratio(eo["cpu"], oe["cpu"]), "≤ 0.25", cpu_ratio <= 0.25),
+            ratio(eo["cpu"], oe["cpu"]), "≤ 0.25" if judged else f"≤ 0.25 at {FULL.manager_n:,} jobs",
+            cpu_ratio <= 0.25 if judged else None,
+            note="" if judged else ("judged in the full run only: the peer's CPU per job grows with the "
+                                    "number of jobs (its CSV is rewritten on every update), eoextract's "
+                                    "stays flat (row below)")),
         Row("manager", f"wall time, {n:,} instant jobs ({SLOTS} slots, poll {POLL_SLEEP} s)",
             fmt(eo["wall"], unit="s"), f"{fmt(oe['wall'], unit='s')} ({name})",
             ratio(eo["wall"], oe["wall"]), "≤ 1", eo["wall"] <= oe["wall"]),
