@@ -37,7 +37,7 @@ from eoextract.backend.errors import (
     ProcessUnsupported,
 )
 from eoextract.backend.formats import ResultAsset, write_instant_result
-from eoextract.backend.processes import ExecutionContext, JobCanceled, use_context
+from eoextract.backend.context import ExecutionContext, JobCanceled, use_context
 
 __all__ = ["Engine", "ResultAsset", "JobCanceled", "write_instant_result"]
 

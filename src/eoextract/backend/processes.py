@@ -14,18 +14,14 @@ variable so one registry serves concurrent executions.
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import importlib
 import inspect
 import json
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import wraps
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -36,7 +32,16 @@ import pyproj
 import xarray as xr
 
 from eoextract.backend import collections as colls
-from eoextract.backend.errors import OpenEOApiError, ProcessParameterInvalid
+from eoextract.backend.context import ExecutionContext, JobCanceled, current_context, use_context
+from eoextract.backend.errors import ProcessParameterInvalid
+from eoextract.backend.geometry import (
+    GRID,
+    geometry_mask_of,
+    grid_bounds,
+    select_feature,
+    target_epsg,
+    to_geodataframe,
+)
 
 __all__ = [
     "ExecutionContext",
@@ -54,194 +59,6 @@ logger = logging.getLogger(__name__)
 #: Largest raster a single ``load_collection`` may produce (pixels x bands x dates), about
 #: 300 MB of uint16: e.g. 100 km2 at 10 m for 13 bands and 11 dates.
 MAX_CUBE_VALUES = 150_000_000
-GRID = 10.0  # metres
-
-
-class JobCanceled(OpenEOApiError):
-    """The execution was canceled through its ``cancel_event``."""
-
-    code = "JobCanceled"
-    status = 400
-
-
-@dataclass
-class ExecutionContext:
-    """State of one process-graph execution.
-
-    Attributes:
-        out_dir: Folder receiving result files.
-        log: ``log(level, message)`` callback feeding the job logs.
-        cancel_event: Set to stop the execution at the next check.
-        assets: Result files written so far (``formats.ResultAsset``).
-        feature_index: In per-feature mode, the feature this run processes.
-        n_features: In per-feature mode, the number of features of the geometry source.
-        geometries: Last geometry set applied to a cube (for ``sample_by_feature`` crops).
-        url_cache: ``load_url`` results, so each URL is read once per execution.
-    """
-
-    out_dir: Path
-    log: Callable[[str, str], None] = lambda level, message: None
-    cancel_event: threading.Event | None = None
-    assets: list = field(default_factory=list)
-    feature_index: int | None = None
-    n_features: int | None = None
-    geometries: gpd.GeoDataFrame | None = None
-    url_cache: dict = field(default_factory=dict)
-
-    def check_canceled(self) -> None:
-        """Raise :class:`JobCanceled` if cancellation was requested."""
-        if self.cancel_event is not None and self.cancel_event.is_set():
-            raise JobCanceled("The job was canceled.")
-
-
-_CONTEXT: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
-    "eoextract_backend_execution", default=None
-)
-
-
-def current_context() -> ExecutionContext:
-    """The execution context of the running process graph (a throwaway one outside)."""
-    ctx = _CONTEXT.get()
-    return ctx if ctx is not None else ExecutionContext(out_dir=Path("."))
-
-
-class use_context:  # noqa: N801 - used as a context manager
-    """Context manager making ``ctx`` the current execution context."""
-
-    def __init__(self, ctx: ExecutionContext):
-        self.ctx = ctx
-        self._token: contextvars.Token | None = None
-
-    def __enter__(self) -> ExecutionContext:
-        self._token = _CONTEXT.set(self.ctx)
-        return self.ctx
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._token is not None
-        _CONTEXT.reset(self._token)
-
-
-# --------------------------------------------------------------------------------------------
-# Geometry input
-
-
-def _crs_member(obj: dict) -> str | None:
-    crs = obj.get("crs")
-    if isinstance(crs, dict):
-        return (crs.get("properties") or {}).get("name")
-    if isinstance(crs, (str, int)):
-        return str(crs) if not str(crs).isdigit() else f"EPSG:{crs}"
-    return None
-
-
-def to_geodataframe(value: Any) -> gpd.GeoDataFrame:
-    """Turn a spatial extent or geometry argument into a GeoDataFrame (one row per feature).
-
-    Accepts a bounding box (``BoundingBox`` model or dict with west/south/east/north and
-    optional ``crs``), GeoJSON (Feature, FeatureCollection, geometries; EPSG:4326 unless a
-    ``crs`` member names another CRS) or a vector cube (GeoDataFrame).
-
-    Raises:
-        ProcessParameterInvalid: When the value is not a usable geometry.
-    """
-    from shapely.geometry import box, shape
-
-    try:
-        if isinstance(value, gpd.GeoDataFrame):
-            gdf = value if value.crs is not None else value.set_crs(4326)
-            return gdf.reset_index(drop=True)
-        if hasattr(value, "west") and hasattr(value, "east"):  # pydantic BoundingBox
-            value = {"west": value.west, "south": value.south, "east": value.east,
-                     "north": value.north, "crs": value.crs}
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a bounding box, GeoJSON or vector cube, got {type(value).__name__}")
-        if "west" in value:
-            w, s, e, n = (float(value[k]) for k in ("west", "south", "east", "north"))
-            if not (w < e and s < n):
-                raise ProcessParameterInvalid(
-                    f"The spatial extent is empty: west={w}, east={e}, south={s}, north={n} "
-                    "(west must be < east and south < north)."
-                )
-            crs = value.get("crs") or 4326
-            if isinstance(crs, str) and crs.isdigit():
-                crs = int(crs)
-            return gpd.GeoDataFrame(geometry=[box(w, s, e, n)], crs=pyproj.CRS.from_user_input(crs))
-        kind = value.get("type")
-        crs = _crs_member(value) or "EPSG:4326"
-        if kind == "FeatureCollection":
-            feats = value.get("features") or []
-            geoms = [shape(f["geometry"]) for f in feats]
-            props = [dict(f.get("properties") or {}) for f in feats]
-            gdf = gpd.GeoDataFrame(pd.DataFrame(props), geometry=geoms, crs=crs)
-        elif kind == "Feature":
-            gdf = gpd.GeoDataFrame(pd.DataFrame([dict(value.get("properties") or {})]),
-                                   geometry=[shape(value["geometry"])], crs=crs)
-        elif kind == "GeometryCollection":
-            gdf = gpd.GeoDataFrame(geometry=[shape(g) for g in value["geometries"]], crs=crs)
-        elif kind in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString"):
-            gdf = gpd.GeoDataFrame(geometry=[shape(value)], crs=crs)
-        else:
-            raise ValueError(f"unsupported GeoJSON type {kind!r}")
-    except OpenEOApiError:
-        raise
-    except Exception as exc:  # shapely/pyproj/KeyError on malformed input
-        raise ProcessParameterInvalid(f"Invalid geometry: {exc}") from None
-    if len(gdf) == 0:
-        raise ProcessParameterInvalid("The geometry contains no features.")
-    empty = [i for i, g in enumerate(gdf.geometry) if g is None or g.is_empty]
-    if empty:
-        raise ProcessParameterInvalid(f"Empty geometry at feature index {empty[:10]}.")
-    if gdf.crs.is_geographic:
-        w, s, e, n = gdf.total_bounds
-        if not (-180.0 <= w and e <= 360.0 and -90.0 <= s and n <= 90.0):
-            raise ProcessParameterInvalid(
-                f"Coordinates {[w, s, e, n]} are out of range for {gdf.crs.to_string()}; geometries "
-                "in a projected CRS (e.g. UTM) need a 'crs' member naming it."
-            )
-    invalid = ~gdf.geometry.is_valid
-    if invalid.any():
-        import shapely
-
-        current_context().log("warning", f"repaired invalid geometries at index {list(np.flatnonzero(invalid))[:10]}")
-        gdf = gdf.set_geometry(shapely.make_valid(gdf.geometry.values))
-    return gdf
-
-
-def _select_feature(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """In per-feature mode, keep only the current feature of a full feature set."""
-    ctx = current_context()
-    if ctx.feature_index is not None and ctx.n_features == len(gdf) and len(gdf) > 1:
-        return gdf.iloc[[ctx.feature_index]].reset_index(drop=True)
-    return gdf
-
-
-def _target_epsg(gdf: gpd.GeoDataFrame) -> int:
-    epsg = gdf.crs.to_epsg() if gdf.crs is not None else None
-    if epsg is not None and 32601 <= epsg <= 32760 and epsg % 100 <= 60 and epsg % 100 >= 1:
-        return epsg
-    ll = gdf.to_crs(4326)
-    minx, miny, maxx, maxy = ll.total_bounds
-    return colls.utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
-
-
-def _grid_bounds(gdf_utm: gpd.GeoDataFrame) -> tuple[float, float, float, float]:
-    w, s, e, n = gdf_utm.total_bounds
-    tol = 0.01
-    w = np.floor((w + tol) / GRID) * GRID
-    s = np.floor((s + tol) / GRID) * GRID
-    e = max(np.ceil((e - tol) / GRID) * GRID, w + GRID)
-    n = max(np.ceil((n - tol) / GRID) * GRID, s + GRID)
-    return float(w), float(s), float(e), float(n)
-
-
-def _geometry_mask(gdf_utm: gpd.GeoDataFrame, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """True for pixels whose centre is inside one of the geometries (points always hit)."""
-    from rasterio.features import geometry_mask
-    from rasterio.transform import from_origin
-
-    transform = from_origin(xs[0] - GRID / 2, ys[0] + GRID / 2, GRID, GRID)
-    geoms = [g for g in gdf_utm.geometry if g is not None and not g.is_empty]
-    return ~geometry_mask(geoms, out_shape=(ys.size, xs.size), transform=transform)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +113,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
     band_names = list(bands) if bands else spec.band_names
     for b in band_names:
         spec.band(b)
-    gdf = _select_feature(to_geodataframe(spatial_extent))
+    gdf = select_feature(to_geodataframe(spatial_extent))
     ll = gdf.to_crs(4326).total_bounds if not gdf.crs.is_geographic else gdf.total_bounds
     if ll[2] - ll[0] > 3.0 or ll[3] - ll[1] > 3.0:
         raise ProcessParameterInvalid(
@@ -304,9 +121,9 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
             f"{id} at 10 m (limit about 100 km2 per cube); use a smaller extent, or "
             "sample_by_feature for scattered polygons."
         )
-    epsg = _target_epsg(gdf)
+    epsg = target_epsg(gdf)
     gdf_utm = gdf.to_crs(epsg)
-    w, s, e, n = _grid_bounds(gdf_utm)
+    w, s, e, n = grid_bounds(gdf_utm)
     if not np.all(np.isfinite([w, s, e, n])):
         raise ProcessParameterInvalid(f"The spatial extent cannot be projected to EPSG:{epsg}.")
     xs = np.arange(w + GRID / 2, e, GRID)
@@ -335,7 +152,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
                         f"{len(band_names)} bands, {len(dates)} dates")
     values = colls.generate(spec, epsg, xs, ys, dates, band_names, checkpoint=ctx.check_canceled)
     if not _is_bbox(spatial_extent) and not _is_box(gdf_utm):
-        inside = _geometry_mask(gdf_utm, xs, ys)
+        inside = geometry_mask_of(gdf_utm, xs, ys)
         fill = 0 if values.dtype.kind in "ui" else np.nan
         values[..., ~inside] = fill
     ctx.geometries = gdf
@@ -383,7 +200,7 @@ def _crop_to(data: xr.DataArray, gdf: gpd.GeoDataFrame, mask: bool) -> xr.DataAr
         raise ProcessParameterInvalid("The spatial filter does not overlap the data cube.")
     out = data.isel(x=np.flatnonzero(rx), y=np.flatnonzero(ry))
     if mask and not _is_box(gdf_c):
-        inside = xr.DataArray(_geometry_mask(gdf_c, out["x"].values, out["y"].values), dims=("y", "x"))
+        inside = xr.DataArray(geometry_mask_of(gdf_c, out["x"].values, out["y"].values), dims=("y", "x"))
         fill = 0 if out.dtype.kind in "ui" else np.nan
         out = out.where(inside, fill).astype(out.dtype) if out.dtype.kind in "ui" else out.where(inside)
     return out
@@ -391,7 +208,7 @@ def _crop_to(data: xr.DataArray, gdf: gpd.GeoDataFrame, mask: bool) -> xr.DataAr
 
 def filter_spatial(data: xr.DataArray, geometries: Any) -> xr.DataArray:
     """Crop to the geometries' bounding box and set pixels outside them to no-data."""
-    gdf = _select_feature(to_geodataframe(geometries))
+    gdf = select_feature(to_geodataframe(geometries))
     current_context().geometries = gdf
     return _crop_to(data, gdf, mask=True)
 
@@ -612,7 +429,7 @@ def aggregate_spatial(data: xr.DataArray, geometries: Any, reducer: Callable,
     out = []
     for geom in gdf_c.geometry:
         current_context().check_canceled()
-        inside = _geometry_mask(gpd.GeoDataFrame(geometry=[geom], crs=gdf_c.crs), xs, ys)
+        inside = geometry_mask_of(gpd.GeoDataFrame(geometry=[geom], crs=gdf_c.crs), xs, ys)
         pixels = arr[..., inside]
         if pixels.shape[-1] == 0:
             out.append(np.full(arr.shape[:-2], np.nan))
