@@ -75,40 +75,33 @@ class FileServer:
                     with server._lock:
                         server.active -= 1
 
+            def _send(self, code, body=b"", headers=None):
+                self.send_response(code)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def _answer(self, fault):
                 if isinstance(fault, tuple) and fault[0] == "sleep":
                     time.sleep(fault[1])
                     fault = None
                 if self.path in server.json_docs:
-                    body = json.dumps(server.json_docs[self.path]).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self._send(200, json.dumps(server.json_docs[self.path]).encode(),
+                               {"Content-Type": "application/json"})
                     return
                 if fault == "429":
-                    self.send_response(429)
-                    self.send_header("Retry-After", "0")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._send(429, b"", {"Retry-After": "0"})
                     return
                 if fault in ("500", "404") or self.path not in server.files:
-                    code = 404 if fault == "404" or self.path not in server.files else 500
-                    self.send_response(code)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._send(404 if fault == "404" or self.path not in server.files else 500)
                     return
                 data = server.files[self.path]
                 if fault == "corrupt":
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 if fault == "gzip":
-                    body = gzip.compress(data)
-                    self.send_response(200)
-                    self.send_header("Content-Encoding", "gzip")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self._send(200, gzip.compress(data), {"Content-Encoding": "gzip"})
                     return
                 start = 0
                 range_header = self.headers.get("Range")
@@ -454,29 +447,36 @@ def _record_of(root: Path) -> Path:
     return record
 
 
+def _one_job(server, session, tmp_path, n: int, job_key: str):
+    """``n`` assets of one job, its output folder, and a function downloading them (again)."""
+    assets = [_asset(server, f"openEO_{i}.nc", _payload(5_000, i)) for i in range(n)]
+    root = tmp_path / "out"
+
+    def download(**options):
+        return download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key=job_key, **options)
+
+    return assets, root, download
+
+
 def test_record_with_a_torn_last_line_still_saves_the_rest(server, session, tmp_path):
     """A crash mid-append leaves a torn line: the lines before it still count, the record heals."""
-    assets = [_asset(server, f"openEO_{i}.nc", _payload(5_000, i)) for i in range(3)]
-    root = tmp_path / "out"
-    download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="torn")
+    assets, root, download = _one_job(server, session, tmp_path, 3, "torn")
+    download()
     record = _record_of(root)
     header, *lines = record.read_bytes().splitlines()
     torn = next(line for line in lines if b"openEO_2.nc" in line)
     record.write_bytes(b"\n".join([header, *[x for x in lines if x != torn]]) + b"\n" + torn[:25])
     server.requests.clear()
-    done = download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="torn")
-    assert [d.reused for d in done] == [True, True, False]
+    assert [d.reused for d in download()] == [True, True, False]
     assert [p for p, _, _ in server.requests] == ["/results/openEO_2.nc"]
     header, *lines = record.read_bytes().splitlines()  # rewritten whole: every line whole
     assert sorted({json.loads(line)[0] for line in lines}) == [a.name for a in assets]
-    assert all(d.reused for d in download_job_assets(session, assets, root, lambda a, t: root / a.name,
-                                                      job_key="torn"))
+    assert all(d.reused for d in download())
 
 
 def test_record_of_the_single_document_form_is_carried_over(server, session, tmp_path):
-    assets = [_asset(server, f"openEO_{i}.nc", _payload(5_000, i)) for i in range(2)]
-    root = tmp_path / "out"
-    download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="old")
+    assets, root, download = _one_job(server, session, tmp_path, 2, "old")
+    download()
     record = _record_of(root)
     _, *lines = record.read_bytes().splitlines()
     entries = dict(json.loads(line) for line in lines)
@@ -486,18 +486,16 @@ def test_record_of_the_single_document_form_is_carried_over(server, session, tmp
     legacy.write_text(json.dumps({"version": 1, "job_key": "old", "assets": entries}))
     record.unlink()
     server.requests.clear()
-    done = download_job_assets(session, assets, root, lambda a, t: root / a.name, job_key="old")
+    done = download()
     assert all(d.reused for d in done) and server.requests == []
     assert [d.checksum for d in done] == [a.checksum for a in assets]
     assert not legacy.exists() and _record_of(root).exists()
 
 
 def test_record_drops_superseded_lines(server, session, tmp_path):
-    asset = _asset(server, "openEO_0.nc", _payload(5_000))
-    root = tmp_path / "out"
+    _, root, download = _one_job(server, session, tmp_path, 1, "many")
     for _ in range(30):
-        download_job_assets(session, [asset], root, lambda a, t: root / a.name, job_key="many",
-                            skip_verified=False)
+        download(skip_verified=False)
     lines = _record_of(root).read_bytes().splitlines()
     assert 2 <= len(lines) <= 1 + 2 * 1 + 8 + 1  # header + at most the allowed superseded lines
 
