@@ -112,6 +112,7 @@ def select_feature(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def target_epsg(gdf: gpd.GeoDataFrame) -> int:
+    """The UTM zone (EPSG code) of the cube: the geometry's own if it is UTM, else its centre's."""
     epsg = gdf.crs.to_epsg() if gdf.crs is not None else None
     if epsg is not None and 32601 <= epsg <= 32760 and epsg % 100 <= 60 and epsg % 100 >= 1:
         return epsg
@@ -121,6 +122,7 @@ def target_epsg(gdf: gpd.GeoDataFrame) -> int:
 
 
 def grid_bounds(gdf_utm: gpd.GeoDataFrame) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` of the geometries, snapped outwards to the grid (at least one pixel)."""
     w, s, e, n = gdf_utm.total_bounds
     tol = 0.01
     w = np.floor((w + tol) / GRID) * GRID

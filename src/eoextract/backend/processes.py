@@ -7,9 +7,9 @@ cubes) and wires them into an ``openeo_pg_parser_networkx.ProcessRegistry``.
 
 Raster cubes are ``xarray.DataArray`` objects with dims ``(t, bands, y, x)`` (numpy-backed),
 their CRS written with rioxarray. Vector cubes (from ``load_url``/``load_geojson``) are
-``geopandas.GeoDataFrame`` objects. Per-execution state (output folder, log, cancel flag,
-the feature being processed) lives in :class:`ExecutionContext`, set through a context
-variable so one registry serves concurrent executions.
+``geopandas.GeoDataFrame`` objects (:mod:`eoextract.backend.geometry`). Per-execution state
+(output folder, log, cancel flag, the feature being processed) lives in
+:class:`~eoextract.backend.context.ExecutionContext`, so one registry serves concurrent executions.
 """
 
 from __future__ import annotations
