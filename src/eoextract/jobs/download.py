@@ -216,7 +216,7 @@ class _Manifest:
         try:
             data = orjson.loads(self._legacy_path.read_bytes())
         except FileNotFoundError:
-            return False  # nothing yet: the first record writes the header
+            return True  # nothing yet: the first append writes the header
         except (OSError, ValueError) as exc:
             logger.warning("Ignoring unreadable download record %s: %s", self._legacy_path, exc)
             return False
