@@ -460,6 +460,11 @@ def _write_other(data: Any, fmt: str, out_dir: Path, prefix: str = "openEO") -> 
     return [_asset(path, fmt, None, [], None)]
 
 
+#: Grid of the instant result: UTM 31N, upper-left corner of its 2x2 pixels of 10 m.
+_INSTANT_EPSG = 32631
+_INSTANT_ORIGIN = (600000.0, 5700000.0)
+
+
 def write_instant_result(out_dir: Path) -> list[ResultAsset]:
     """Write a tiny valid NetCDF (1 band, 2x2 px, 1 date, ``crs`` variable) computing nothing.
 
@@ -470,7 +475,7 @@ def write_instant_result(out_dir: Path) -> list[ResultAsset]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "openEO.nc"
-    epsg, x0, y0 = 32631, 600000.0, 5700000.0
+    x0, y0 = _INSTANT_ORIGIN
     with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
         nc.Conventions = "CF-1.9"
         for dim, size in (("t", 1), ("y", 2), ("x", 2)):
@@ -501,14 +506,14 @@ def write_instant_result(out_dir: Path) -> list[ResultAsset]:
 
 @cache
 def _instant_geo() -> dict:
-    x0, y0 = 600000.0, 5700000.0
+    x0, y0 = _INSTANT_ORIGIN
     cube = xr.DataArray(np.zeros((2, 2)), dims=("y", "x"),
                         coords={"x": [x0 + 5, x0 + 15], "y": [y0 - 5, y0 - 15]})
-    return _geo(cube, epsg=32631)
+    return _geo(cube, epsg=_INSTANT_EPSG)
 
 
 def _instant_crs_attrs() -> dict:
-    crs = pyproj.CRS.from_epsg(32631)
+    crs = pyproj.CRS.from_epsg(_INSTANT_EPSG)
     attrs = {k: v for k, v in crs.to_cf().items() if isinstance(v, (str, int, float))}
     attrs["crs_wkt"] = attrs["spatial_ref"] = crs.to_wkt()
     return attrs
