@@ -46,7 +46,7 @@ from pathlib import Path
 
 import requests
 
-from eoextract.checksum import new_hasher
+from eoextract.checksum import multihash, new_hasher
 from eoextract.jobs.download import RemoteAsset, download_job_assets
 
 
@@ -113,35 +113,22 @@ def baseline_hashed(session: requests.Session, assets: list[RemoteAsset], out: P
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     fh.write(chunk)
                     digest.update(chunk)
-        if algorithm == "sha2-256" and "1220" + digest.hexdigest() != asset.checksum:
+        if algorithm == "sha2-256" and multihash(algorithm, digest.hexdigest()) != asset.checksum:
             raise RuntimeError(f"checksum mismatch for {asset.name}")
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(fetch, assets))
 
 
-def _size_only(assets: list[RemoteAsset]) -> list[RemoteAsset]:
-    return [dataclasses.replace(a, checksum=None) for a in assets]
-
-
-def ours(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
-    download_job_assets(
-        session, _size_only(assets), out, lambda a, tmp: out / a.name, max_workers=workers,
-        skip_verified=False, job_key="bench",
-    )
-
-
-def ours_no_fsync(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
-    download_job_assets(
-        session, _size_only(assets), out, lambda a, tmp: out / a.name, max_workers=workers,
-        skip_verified=False, job_key="bench", fsync=False,
-    )
-
-
-def ours_sha256(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int) -> None:
+def ours(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int, *,
+         announced: bool = False, fsync: bool = True) -> None:
+    """:func:`download_job_assets`; the assets announced with their size only, as CDSE's
+    are, unless ``announced`` (then with their SHA-256 ``file:checksum``)."""
+    if not announced:
+        assets = [dataclasses.replace(a, checksum=None) for a in assets]
     download_job_assets(
         session, assets, out, lambda a, tmp: out / a.name, max_workers=workers, skip_verified=False,
-        job_key="bench",
+        job_key="bench", fsync=fsync,
     )
 
 
@@ -188,7 +175,8 @@ def measure(files: int = 20, mb: int = 20, workers: list[int] | tuple[int, ...] 
                 runs = {"baseline": baseline, "baseline+fsync": functools.partial(baseline, fsync=True),
                         "baseline+sha256": baseline_hashed,
                         "baseline+blake3": functools.partial(baseline_hashed, algorithm="blake3"), "eoextract": ours,
-                        "eoextract nosync": ours_no_fsync, "eoextract sha256": ours_sha256}
+                        "eoextract nosync": functools.partial(ours, fsync=False),
+                        "eoextract sha256": functools.partial(ours, announced=True)}
                 best = dict.fromkeys(runs, float("inf"))
                 cpu = dict.fromkeys(runs, float("inf"))
                 for _ in range(rounds):

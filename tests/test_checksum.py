@@ -7,7 +7,15 @@ import hashlib
 import blake3
 import pytest
 
-from eoextract.checksum import DEFAULT_ALGORITHM, algorithm_of, file_checksum, multihash, new_hasher, parse_checksum
+from eoextract.checksum import (
+    DEFAULT_ALGORITHM,
+    algorithm_of,
+    file_checksum,
+    multihash,
+    new_hasher,
+    normalized_checksum,
+    parse_checksum,
+)
 
 DATA = b"openEO result bytes" * 1000
 
@@ -25,6 +33,7 @@ def test_multihash_round_trip(tmp_path, algorithm, prefix, digest):
     value = multihash(algorithm, hasher.hexdigest())
     assert value == prefix + digest
     assert parse_checksum(value.upper()) == (algorithm, digest)
+    assert normalized_checksum(f" {value.upper()} ") == value
     assert algorithm_of(value) == algorithm
     path = tmp_path / "f.bin"
     path.write_bytes(DATA)
@@ -34,7 +43,7 @@ def test_multihash_round_trip(tmp_path, algorithm, prefix, digest):
 def test_default_is_blake3_and_bad_values_are_refused():
     assert DEFAULT_ALGORITHM == "blake3" and algorithm_of(None) == "blake3"
     for bad in ("", "1220", "1220" + "ab" * 31, "1220" + "zz" * 32, "1b20" + "ab" * 32, None, 1220):
-        assert parse_checksum(bad) is None
+        assert parse_checksum(bad) is None and normalized_checksum(bad) is None
     with pytest.raises(ValueError, match="not a known multihash"):
         algorithm_of("1b20" + "ab" * 32)
     with pytest.raises(ValueError, match="unknown checksum algorithm"):

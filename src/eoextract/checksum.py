@@ -26,6 +26,7 @@ __all__ = [
     "file_checksum",
     "multihash",
     "new_hasher",
+    "normalized_checksum",
     "parse_checksum",
 ]
 
@@ -80,6 +81,13 @@ def parse_checksum(value: Any) -> tuple[str, str] | None:
             if len(digest) == 2 * int(prefix[-2:], 16) and _HEX_RE.fullmatch(digest):
                 return name, digest
     return None
+
+
+def normalized_checksum(value: Any) -> str | None:
+    """A ``file:checksum`` value as eoextract keeps it (lower-case hex multihash), or None
+    when it is not a well-formed multihash of a known hash function."""
+    parsed = parse_checksum(value)
+    return multihash(*parsed) if parsed is not None else None
 
 
 def algorithm_of(checksum: str | None) -> str:

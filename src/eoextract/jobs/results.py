@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from eoextract.checksum import multihash, parse_checksum
+from eoextract.checksum import normalized_checksum
 from eoextract.errors import DownloadError, UnsafeAssetPath
 
 __all__ = [
@@ -219,13 +219,10 @@ def _epsg_of(fields: Mapping[str, Any]) -> int | None:
 
 def _checksum_of(fields: Mapping[str, Any]) -> str | None:
     value = fields.get("file:checksum")
-    if value is None:
-        return None
-    parsed = parse_checksum(value)
-    if parsed is None:
+    checksum = normalized_checksum(value)
+    if checksum is None and value is not None:
         logger.debug("Ignoring checksum %r (not a multihash of a known hash function)", value)
-        return None
-    return multihash(*parsed)
+    return checksum
 
 
 def _numbers(value: Any) -> tuple[float, ...] | None:

@@ -1,7 +1,7 @@
 """Moving one result asset from a URL to its place on disk, verified.
 
-:func:`download_asset` streams an asset into a temporary file, hashing it in a helper
-thread, resuming with HTTP ``Range`` after broken connections and checking size and
+:func:`download_asset` streams an asset into a temporary file, hashing it as it
+arrives, resuming with HTTP ``Range`` after broken connections and checking size and
 checksum against what the backend announced; :func:`place_file` then renames it into
 the output folder, refusing paths that would leave it. :mod:`eoextract.jobs.download`
 builds the per-job, parallel and restartable download on these two.

@@ -32,7 +32,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 def item_files(output_dir: str | os.PathLike[str]) -> list[Path]:
     """The per-job item JSON files under ``output_dir`` (sorted)."""
     folder = items_dir(output_dir)

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from eoextract.checksum import multihash
+
 __all__ = ["CHECKPOINT_EVERY", "ManifestEntry", "UploadManifest", "manifest_path"]
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class ManifestEntry:
         size, checksum, etag, mtime_ns = value
         checksum = str(checksum)
         if len(checksum) == 64:  # written before checksums were multihashes: a bare sha256
-            checksum = "1220" + checksum
+            checksum = multihash("sha2-256", checksum)
         return cls(int(size), checksum, etag, mtime_ns)
 
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import orjson
 
-from eoextract.checksum import DEFAULT_ALGORITHM, algorithm_of, multihash, new_hasher, parse_checksum
+from eoextract.checksum import DEFAULT_ALGORITHM, algorithm_of, multihash, new_hasher, normalized_checksum
 from eoextract.stac.publish import (
     CatalogEntry,
     PublishError,
@@ -313,8 +313,7 @@ class Uploader:
             raise PublishError(f"asset file {path} does not exist") from None
         if not stat.S_ISREG(st.st_mode):
             raise PublishError(f"asset {path} is not a file")
-        parsed = parse_checksum(asset.get("file:checksum"))
-        expected = multihash(*parsed) if parsed else None
+        expected = normalized_checksum(asset.get("file:checksum"))
         size = asset.get("file:size")
         ctype = (asset.get("type") or mimetypes.guess_type(path)[0]
                  or "application/octet-stream")
