@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -490,6 +491,20 @@ def test_record_of_the_single_document_form_is_carried_over(server, session, tmp
     assert all(d.reused for d in done) and server.requests == []
     assert [d.checksum for d in done] == [a.checksum for a in assets]
     assert not legacy.exists() and _record_of(root).exists()
+
+
+def test_empty_record_left_by_a_crash_is_taken_up_quietly(server, session, tmp_path, caplog):
+    """A record created but never written (a crash before its first line) is no foreign record."""
+    assets, root, download = _one_job(server, session, tmp_path, 2, "empty")
+    download()
+    record = _record_of(root)
+    record.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="eoextract"):
+        assert not any(d.reused for d in download(skip_verified=True))
+    assert not [r for r in caplog.records if "download record" in r.getMessage()]
+    header, *lines = record.read_bytes().splitlines()
+    assert json.loads(header)["job_key"] == "empty" and len(lines) == len(assets)
+    assert all(d.reused for d in download())
 
 
 def test_record_drops_superseded_lines(server, session, tmp_path):

@@ -192,6 +192,8 @@ class _Manifest:
         except OSError as exc:
             logger.warning("Ignoring unreadable download record %s: %s", self.path, exc)
             return False
+        if not data:
+            return True  # created by a run stopped before its first line: the first append writes the header
         lines = data.split(b"\n")
         try:
             header = orjson.loads(lines[0])
