@@ -142,9 +142,11 @@ def measure(files: int = 20, mb: int = 20, workers: list[int] | tuple[int, ...] 
 
     Returns:
         ``sha256_mb_s`` (hashing alone), ``total_mb``, ``load_average`` and per worker count
-        (key ``"workers=<n>"``) the best ``mb_s`` and ``cpu_ms_per_mb`` of each way plus
+        (key ``"workers=<n>"``) the best ``mb_s`` and ``cpu_ms_per_mb`` of each way plus the
+        speed ratios, each the median over the rounds of the ratio within one round:
         ``ratio`` (eoextract / baseline), ``ratio_nosync``, ``ratio_synced``, ``ratio_sha256``,
-        ``ratio_blake3_bound`` (baseline+blake3 / baseline) and ``ratio_vs_blake3``.
+        ``ratio_blake3_bound`` (baseline+blake3 / baseline) and ``ratio_vs_blake3``; and
+        ``ratio_nosync_best``, the same as ``ratio_nosync`` from the best round of each way.
     """
     work = Path(tempfile.mkdtemp(prefix="bench-download-"))
     served = work / "served"
