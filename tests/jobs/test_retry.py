@@ -2,7 +2,8 @@ import requests
 from openeo.rest import OpenEoApiError
 
 from eoextract.errors import ChecksumMismatch, UnsafeAssetPath
-from eoextract.jobs.retry import Backoff, _parse_retry_after, classify, to_backend_error
+from eoextract._util.retry import parse_retry_after as _parse_retry_after
+from eoextract.jobs.retry import Backoff, classify, to_backend_error
 from eoextract.errors import FatalBackendError, JobLost, RetryableBackendError
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import click
 import typer
 
-from eoextract._redact import redact
+from eoextract._util.redact import redact
 from eoextract.errors import ConfigurationError, EoextractError, JobDatabaseError
 
 __all__ = [

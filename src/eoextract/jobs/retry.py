@@ -12,14 +12,12 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 
 import requests
 from openeo.rest import OpenEoApiError, OpenEoApiPlainError, OpenEoClientException
 
+from eoextract._util.retry import ErrorClass, RetryPolicy, is_retryable_status, retry_after_of
 from eoextract.errors import (
     BackendError,
     ChecksumMismatch,
@@ -36,12 +34,13 @@ __all__ = [
     "classify",
     "to_backend_error",
     "Backoff",
+    "ErrorClass",
+    "RetryPolicy",
     "install_retry_after_hook",
     "last_retry_after",
 ]
 
 _log = logging.getLogger(__name__)
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _local = threading.local()
 
@@ -65,25 +64,9 @@ class ErrorInfo:
     lost: bool = False
 
 
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 def _record_retry_after(response: requests.Response, *args, **kwargs) -> None:
     if response.status_code in (429, 503):
-        _local.retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        _local.retry_after = retry_after_of(response.headers)
 
 
 def install_retry_after_hook(session: requests.Session) -> None:
@@ -120,37 +103,37 @@ def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
     if isinstance(exc, FatalBackendError):
         return ErrorInfo(type(exc).__name__, _one_line(exc), False)
     if isinstance(exc, UnsafeAssetPath):
-        return ErrorInfo("UnsafeAssetPath", _one_line(exc), False)
+        return ErrorInfo(ErrorClass.UNSAFE_PATH, _one_line(exc), False)
     if isinstance(exc, (ChecksumMismatch, DownloadError)):
         return ErrorInfo(type(exc).__name__, _one_line(exc), True)
     if isinstance(exc, OpenEoApiError):
         status = exc.http_status_code
         message = _one_line(f"[{status}] {exc.code}: {exc.message}")
         if status == 404 and (job_known or exc.code == "JobNotFound"):
-            return ErrorInfo("JobLost", message, True, lost=True)
-        if status in _RETRYABLE_STATUS or (status is not None and status >= 500):
-            return ErrorInfo("RetryableBackendError", message, True, last_retry_after())
-        return ErrorInfo("FatalBackendError", message, False)
+            return ErrorInfo(ErrorClass.JOB_LOST, message, True, lost=True)
+        if status is not None and is_retryable_status(status):
+            return ErrorInfo(ErrorClass.RETRYABLE_BACKEND, message, True, last_retry_after())
+        return ErrorInfo(ErrorClass.FATAL_BACKEND, message, False)
     if isinstance(exc, OpenEoApiPlainError):  # an error answer without openEO JSON
         status = getattr(exc, "http_status_code", None)
         message = _one_line(f"[{status}] {exc}")
         if status == 404 and job_known:
-            return ErrorInfo("JobLost", message, True, lost=True)
-        if status is None or status in _RETRYABLE_STATUS or status >= 500:
-            return ErrorInfo("RetryableBackendError", message, True, last_retry_after())
-        return ErrorInfo("FatalBackendError", message, False)
+            return ErrorInfo(ErrorClass.JOB_LOST, message, True, lost=True)
+        if is_retryable_status(status):
+            return ErrorInfo(ErrorClass.RETRYABLE_BACKEND, message, True, last_retry_after())
+        return ErrorInfo(ErrorClass.FATAL_BACKEND, message, False)
     if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
-        return ErrorInfo("ConnectionError", _one_line(f"{type(exc).__name__}: {exc}"), True)
+        return ErrorInfo(ErrorClass.CONNECTION, _one_line(f"{type(exc).__name__}: {exc}"), True)
     if isinstance(exc, requests.RequestException):
-        return ErrorInfo("RetryableBackendError", _one_line(f"{type(exc).__name__}: {exc}"), True)
+        return ErrorInfo(ErrorClass.RETRYABLE_BACKEND, _one_line(f"{type(exc).__name__}: {exc}"), True)
     if isinstance(exc, OpenEoClientException):
-        return ErrorInfo("FatalBackendError", _one_line(f"{type(exc).__name__}: {exc}"), False)
+        return ErrorInfo(ErrorClass.FATAL_BACKEND, _one_line(f"{type(exc).__name__}: {exc}"), False)
     if isinstance(exc, EoextractError):
         return ErrorInfo(type(exc).__name__, _one_line(exc), False)
     if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-        return ErrorInfo("DiskFull", _one_line(f"disk full: {exc}"), True)
+        return ErrorInfo(ErrorClass.DISK_FULL, _one_line(f"disk full: {exc}"), True)
     # Anything else was raised by user code (or a bug): fatal for this job only.
-    return ErrorInfo(f"UserCodeError.{type(exc).__name__}", _one_line(f"{type(exc).__name__}: {exc}"),
+    return ErrorInfo(ErrorClass.user_code(type(exc)), _one_line(f"{type(exc).__name__}: {exc}"),
                      False)
 
 
@@ -168,42 +151,5 @@ def to_backend_error(exc: BaseException, *, backend_name: str | None = None,
     return FatalBackendError(info.message, **kw)
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff: ``base * factor**(n-1)`` seconds for the n-th retry, capped.
-
-    A server's ``Retry-After`` is honoured when it asks for longer.
-    """
-
-    base: float = 30.0
-    factor: float = 2.0
-    maximum: float = 900.0
-
-    def delay(self, n: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``n`` (1-based)."""
-        wait = min(self.maximum, self.base * self.factor ** max(0, n - 1))
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.maximum))
-        return wait
-
-    @classmethod
-    def coerce(cls, value: Backoff | float | Callable[[int], float] | None) -> Backoff:
-        """Accept a :class:`Backoff`, a base delay in seconds, or ``None`` (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, Backoff):
-            return value
-        if isinstance(value, (int, float)):
-            return cls(base=float(value))
-        if callable(value):
-            return _CallableBackoff(fn=value)
-        raise TypeError(f"retry_backoff must be a Backoff, a number or a callable, not {value!r}")
-
-
-@dataclass(frozen=True)
-class _CallableBackoff(Backoff):
-    fn: Callable[[int], float] = lambda n: 30.0
-
-    def delay(self, n: int, retry_after: float | None = None) -> float:
-        wait = float(self.fn(n))
-        return max(wait, retry_after) if retry_after is not None else wait
+#: The manager's backoff between a job's attempts (30 s doubling up to 15 min).
+Backoff = RetryPolicy

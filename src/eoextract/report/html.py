@@ -161,7 +161,7 @@ def render_report(
 
 
 def _describe(db: JobDatabase) -> str:
-    from eoextract._redact import redact
+    from eoextract._util.redact import redact
 
     return redact(repr(db))
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from eoextract._redact import redact
+from eoextract._util.redact import redact
 from eoextract.errors import ConfigurationError
 from eoextract.stac.publish import (
     PublishError,

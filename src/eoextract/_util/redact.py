@@ -1,12 +1,11 @@
-"""Masking of credentials in text shown to users (error lines, reports)."""
+"""Masking of credentials in text shown to users (error lines, reports, logs) and in URLs."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Mapping
-
-__all__ = ["redact"]
+from urllib.parse import urlsplit
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s/]+@")
 _SECRET_NAMES = re.compile(r"(PASSWORD|SECRET|TOKEN)$", re.IGNORECASE)
@@ -23,3 +22,9 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
         if value and len(value) >= 4 and _SECRET_NAMES.search(name) and value in text:
             text = text.replace(value, "***")
     return text
+
+
+def redact_url(url: str) -> str:
+    """A URL without its query string (signed URLs carry credentials there)."""
+    parts = urlsplit(url)
+    return parts._replace(query="", fragment="").geturl() + ("?..." if parts.query else "")

@@ -1,0 +1,71 @@
+"""Aware UTC datetimes from whatever names a time (ISO strings, datetimes, numpy, pandas, cftime)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+UTC = dt.UTC
+
+
+def utc_now() -> dt.datetime:
+    """Now, as an aware UTC datetime."""
+    return dt.datetime.now(UTC)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """An aware UTC datetime; naive values are taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_utc(value: Any) -> dt.datetime | None:
+    """An aware UTC datetime from an RFC 3339 / ISO 8601 string (``Z`` or ``z`` allowed) or a
+    datetime; None when absent or not a time. Naive times are taken to be UTC."""
+    if isinstance(value, dt.datetime):
+        return as_utc(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        return as_utc(dt.datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def to_utc(value: Any) -> dt.datetime | None:
+    """An aware UTC datetime from a datetime64, Timestamp, date, cftime date or ISO string;
+    None for NaT, missing values, numbers (an undecoded time axis) and what is not a time."""
+    import numpy as np
+    import pandas as pd
+
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, np.datetime64):
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        try:
+            stamp = pd.Timestamp(value.isoformat())
+        except (AttributeError, TypeError, ValueError):
+            return None
+    if stamp is pd.NaT or pd.isna(stamp):
+        return None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime(warn=False)
+
+
+def format_utc(value: dt.datetime | None) -> str | None:
+    """RFC 3339 text with a ``Z`` (naive values taken as UTC); None for None."""
+    value = as_utc(value)
+    if value is None:
+        return None
+    return value.isoformat().replace("+00:00", "Z")
