@@ -50,7 +50,7 @@ from pathlib import Path
 
 import requests
 
-from eoextract.checksum import multihash, new_hasher
+from eoextract._util.checksum import multihash, new_hasher
 from eoextract.jobs.download import RemoteAsset, download_job_assets
 
 

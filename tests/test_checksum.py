@@ -7,7 +7,7 @@ import hashlib
 import blake3
 import pytest
 
-from eoextract.checksum import (
+from eoextract._util.checksum import (
     DEFAULT_ALGORITHM,
     algorithm_of,
     file_checksum,

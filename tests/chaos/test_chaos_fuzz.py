@@ -28,7 +28,7 @@ from chaos_callbacks import scaled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eoextract.checksum import parse_checksum
+from eoextract._util.checksum import parse_checksum
 from eoextract.errors import ConfigurationError, DownloadError, JobDatabaseError, UnsafeAssetPath
 from eoextract.jobs.db import create_job_db, get_job_db
 from eoextract.jobs.download import parse_job_results, place_file, safe_relative_path

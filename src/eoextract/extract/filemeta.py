@@ -24,7 +24,7 @@ import pandas as pd
 from pystac import MediaType
 from pystac.extensions.raster import DataType
 
-from eoextract.checksum import file_checksum
+from eoextract._util.checksum import file_checksum
 from eoextract.errors import StacError
 
 __all__ = [
@@ -59,7 +59,7 @@ class FileMetadata:
     path: Path
     #: Size in bytes.
     size: int
-    #: Hex multihash of the content (``file:checksum``; see :mod:`eoextract.checksum`).
+    #: Hex multihash of the content (``file:checksum``; see :mod:`eoextract._util.checksum`).
     checksum: str
     #: Media type guessed from the content (``None`` if unknown).
     media_type: str | None = None

@@ -28,7 +28,7 @@ from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension, Statistics
 
-from eoextract.checksum import DEFAULT_ALGORITHM, file_checksum, parse_checksum
+from eoextract._util.checksum import DEFAULT_ALGORITHM, file_checksum, parse_checksum
 from eoextract.errors import StacError
 from eoextract.extract.filemeta import (
     GEOTIFF_MEDIA_TYPE,

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
-from eoextract.checksum import algorithm_of, file_checksum, multihash
+from eoextract._util.checksum import algorithm_of, file_checksum, multihash
 from eoextract.errors import DownloadError, UnsafeAssetPath
 from eoextract.jobs.results import (
     RemoteAsset,
@@ -92,7 +92,7 @@ class DownloadedAsset:
     path: Path
     #: Size in bytes.
     size: int
-    #: Hex multihash of the file as placed (``file:checksum``; see :mod:`eoextract.checksum`).
+    #: Hex multihash of the file as placed (``file:checksum``; see :mod:`eoextract._util.checksum`).
     checksum: str
     #: True when a previous run had already placed and verified the file.
     reused: bool = False

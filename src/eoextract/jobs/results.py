@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from eoextract.checksum import normalized_checksum
+from eoextract._util.checksum import normalized_checksum
 from eoextract.errors import DownloadError, UnsafeAssetPath
 
 __all__ = [
@@ -57,7 +57,7 @@ class RemoteAsset:
     #: Size in bytes (``file:size``) when announced.
     size: int | None = None
     #: Hex multihash of the content when announced (``file:checksum`` of a known hash
-    #: function, e.g. ``"1220"`` + SHA-256; see :mod:`eoextract.checksum`).
+    #: function, e.g. ``"1220"`` + SHA-256; see :mod:`eoextract._util.checksum`).
     checksum: str | None = None
     #: EPSG code of the asset's native CRS (``proj:code`` / ``proj:epsg``).
     epsg: int | None = None

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from eoextract.checksum import algorithm_of, multihash, new_hasher
+from eoextract._util.checksum import algorithm_of, multihash, new_hasher
 from eoextract.errors import ChecksumMismatch, DownloadError
 from eoextract.jobs.results import RemoteAsset, ensure_inside, redact_url
 
@@ -217,7 +217,7 @@ def _stream_into(
 
     Returns:
         ``(bytes written, multihash)``, hashed with the hash function of the announced
-        checksum, or :data:`~eoextract.checksum.DEFAULT_ALGORITHM`.
+        checksum, or :data:`~eoextract._util.checksum.DEFAULT_ALGORITHM`.
     """
     hasher = _Hasher(algorithm_of(asset.checksum))
     writeback = _EarlyWriteback(fh, enabled=early_writeback)

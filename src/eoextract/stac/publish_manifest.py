@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from eoextract.checksum import multihash
+from eoextract._util.checksum import multihash
 
 __all__ = ["CHECKPOINT_EVERY", "ManifestEntry", "UploadManifest", "manifest_path"]
 
@@ -44,7 +44,7 @@ class ManifestEntry:
 
     Attributes:
         size: Bytes.
-        checksum: Hex multihash of the content (see :mod:`eoextract.checksum`).
+        checksum: Hex multihash of the content (see :mod:`eoextract._util.checksum`).
         etag: ETag the store reported (without quotes), if any.
         mtime_ns: Modification time of the local file when it was hashed (files only).
     """

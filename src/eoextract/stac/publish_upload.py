@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import orjson
 
-from eoextract.checksum import DEFAULT_ALGORITHM, algorithm_of, multihash, new_hasher, normalized_checksum
+from eoextract._util.checksum import DEFAULT_ALGORITHM, algorithm_of, multihash, new_hasher, normalized_checksum
 from eoextract.stac.publish import (
     CatalogEntry,
     PublishError,
