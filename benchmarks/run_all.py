@@ -407,7 +407,7 @@ def eoextract_extract(url: str, n: int, workdir: str, slots: int = 10, poll_slee
     import pandas as pd
 
     from eoextract.extract import ExtractionManager
-    from eoextract.extract.catalogue import iter_job_items
+    from eoextract.extract import ItemStore
     from eoextract.stac import validate_catalog
 
     logging.basicConfig(level=logging.ERROR)
@@ -440,7 +440,7 @@ def eoextract_extract(url: str, n: int, workdir: str, slots: int = 10, poll_slee
         "n": n, "wall": wall, "cpu": cpu, "run_jobs_s": t1 - t0, "create_stac_s": time.perf_counter() - t1,
         "peak_rss_mib": peak_rss_mib(), "status_counts": stats["status_counts"],
         "files": sum(1 for p in (out / "data").rglob("*") if p.is_file()),
-        "items": sum(1 for _ in iter_job_items(out)), "catalogue_valid": report.ok,
+        "items": sum(1 for _ in ItemStore(out).iter_items()), "catalogue_valid": report.ok,
         "catalogue_items": report.n_items,
     }
 

@@ -288,17 +288,21 @@ def test_stac_build_and_validate(tmp_path):
     assert nothing.exit_code == 1 and "no stored items" in one_error_line(nothing)
 
 
-def test_stac_build_without_the_extraction_package(tmp_path, monkeypatch):
-    """The command's own builder reads the same stored items."""
-    from eoextract.cli import stac as stac_cli
+def test_stac_build_keeps_the_recorded_collection_like_build_catalogue(tmp_path):
+    """The command and the library build from the same item store with the same settings."""
+    from eoextract.extract import ItemStore, build_catalogue
 
-    monkeypatch.setattr(stac_cli, "_extraction_builder", lambda: None)
     out = tmp_path / "extraction"
     for i in range(2):
         write_item_file(out, str(i), i)
+    ItemStore(out).write_settings(collection_id="CROPTYPE-S2", description="Recorded by the manager")
     result = invoke("stac", "build", out, "--catalogue-dir", tmp_path / "cat")
     assert result.exit_code == 0, result.output
-    assert "(2 items)" in result.stdout and "valid:" in result.stdout
+    assert "valid:" in result.stdout and "2 items" in result.stdout
+    by_cli = json.loads((tmp_path / "cat" / "collection.json").read_text())
+    by_library = json.loads(build_catalogue(out, output_path=tmp_path / "lib").read_text())
+    assert by_cli["id"] == by_library["id"] == "CROPTYPE-S2"
+    assert by_cli["description"] == by_library["description"] == "Recorded by the manager"
     item = json.loads(next((tmp_path / "cat").rglob("sample-0.json")).read_text())
     assert item["assets"]["data"]["href"].endswith("extraction/job_0/sample_0.nc")
 

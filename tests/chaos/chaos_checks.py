@@ -8,7 +8,7 @@ from pathlib import Path
 
 import blake3
 
-from eoextract.extract.catalogue import iter_job_items
+from eoextract.extract import ItemStore
 from eoextract.jobs.download import STATE_DIR, TEMP_PREFIX
 
 #: Name prefixes of the temporary files eoextract writes (downloads, records, item files).
@@ -45,7 +45,7 @@ def output_tree_problems(output_dir: Path, catalogue: str = "stac") -> list[str]
     root = output_dir.resolve()
     problems: list[str] = []
     referenced: dict[Path, dict] = {}
-    for item in iter_job_items(root):
+    for item in ItemStore(root).iter_items():
         for key, asset in item["assets"].items():
             path = Path(asset["href"]).resolve()
             if path in referenced:

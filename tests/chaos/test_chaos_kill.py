@@ -29,7 +29,7 @@ from chaos_callbacks import scaled
 from chaos_checks import backend_titles, leftover_temp_files, output_tree_problems
 
 from eoextract.extract import build_catalogue
-from eoextract.extract.catalogue import iter_job_items
+from eoextract.extract import ItemStore
 from eoextract.jobs.db import get_job_db
 from eoextract.stac import validate_catalog
 
@@ -91,7 +91,7 @@ def test_kill_9_extraction_manager_at_random_moments(local_backend, tmp_path):
     # complete, verified files only; items for every sample; a valid catalogue
     assert output_tree_problems(out) == []
     n_samples = sum(len(json.loads(g)["features"]) for g in db.read()["geometry"])
-    assert len(list(iter_job_items(out))) == n_samples
+    assert len(list(ItemStore(out).iter_items())) == n_samples
     report = validate_catalog(build_catalogue(out), check_assets=True)
     assert report.ok and report.n_items == n_samples, report.messages()[:5]
     # interrupted runs may leave temporary files, but only in the .eoextract state folder

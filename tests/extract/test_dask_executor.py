@@ -15,7 +15,7 @@ from test_extraction_manager import (  # noqa: E402  (same folder, on sys.path u
     post_job_action,
 )
 
-from eoextract.extract.catalogue import iter_job_items  # noqa: E402
+from eoextract.extract import ItemStore  # noqa: E402
 from eoextract.jobs.db import get_job_db  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def test_post_job_actions_run_on_dask_workers(local_backend, dask_client, tmp_pa
     df = job_dataframe()
     stats = manager.run_jobs(df, create_datacube, tmp_path / "jobs.db")
     assert stats["status_counts"] == {"finished": len(df)}
-    items = list(iter_job_items(tmp_path / "out"))
+    items = list(ItemStore(tmp_path / "out").iter_items())
     assert items
     worker_pids = set(dask_client.run(os.getpid).values())
     assert {i["properties"]["test:pid"] for i in items} <= worker_pids

@@ -31,7 +31,7 @@ from shapely.geometry import Point, box
 from eoextract.backend.local import LocalBackend
 from eoextract.errors import ConfigurationError
 from eoextract.extract import AUXILIARY, ExtractionManager, GFMAPJobManager, build_catalogue
-from eoextract.extract.catalogue import extraction_settings, items_dir, iter_job_items
+from eoextract.extract import ItemStore
 from eoextract.jobs.db import get_job_db
 from eoextract.split import split_job_hex
 from eoextract.stac import validate_catalog
@@ -171,7 +171,7 @@ def check_extraction(root: Path, df: pd.DataFrame, stats: dict, collection: Path
                      announced: bool = True) -> None:
     """Check a finished extraction; ``announced``: the backend gave SHA-256 checksums."""
     assert stats["status_counts"] == {"finished": len(df)}
-    items = list(iter_job_items(root))
+    items = list(ItemStore(root).iter_items())
     expected = {f["properties"]["sample_id"] for _, row in df.iterrows() for f in extracted_features(row)}
     assert {i["properties"].get("start_datetime") is not None for i in items} == {True}
     files = {Path(i["assets"]["data"]["href"]) for i in items}
@@ -210,8 +210,8 @@ def test_seed_like_extraction_and_relocatable_catalogue(finished, tmp_path):
     shutil.copytree(root / "out", tmp_path / "copy")
     moved = Path(shutil.move(tmp_path / "copy", tmp_path / "moved"))
     report = validate_catalog(moved / "stac", check_assets=True)
-    assert report.ok and report.n_items == len(list(iter_job_items(moved)))
-    assert all(i["assets"]["data"]["href"].startswith(str(moved)) for i in iter_job_items(moved))
+    assert report.ok and report.n_items == len(list(ItemStore(moved).iter_items()))
+    assert all(i["assets"]["data"]["href"].startswith(str(moved)) for i in ItemStore(moved).iter_items())
     rebuilt = build_catalogue(moved, "TEST-S2", "rebuilt after the move")
     assert (rebuilt.parent / "collection.json").read_bytes() == (moved / "stac" / "collection.json").read_bytes() \
         .replace(b"Sentinel-2 test extraction", b"rebuilt after the move")
@@ -242,7 +242,7 @@ def test_cdse_results_with_a_csv_job_database(cdse_backend, tmp_path):
     assert tracker["status"].tolist() == ["finished"] * len(df) and tracker["id"].notna().all()
     # a second manager extends the catalogue instead of starting a new one
     again = make_manager(tmp_path / "out", stac=collection)
-    assert validate_catalog(again.create_stac(), check_assets=True).n_items == len(list(iter_job_items(tmp_path / "out")))
+    assert validate_catalog(again.create_stac(), check_assets=True).n_items == len(list(ItemStore(tmp_path / "out").iter_items()))
 
 
 def test_failing_post_job_actions_mark_only_their_job(local_backend, tmp_path):
@@ -269,7 +269,7 @@ def test_failing_post_job_actions_mark_only_their_job(local_backend, tmp_path):
         assert f"returned {got}" in jobs.loc[key, "error_message"]
         assert "list of pystac.Item" in jobs.loc[key, "error_message"]
     # only the finished job's items are stored and catalogued
-    assert len(list(items_dir(tmp_path / "out").glob("*.json"))) == 1
+    assert len(list(ItemStore(tmp_path / "out").items_dir.glob("*.json"))) == 1
     assert validate_catalog(manager.create_stac(), check_assets=True).n_items == 2
 
 
@@ -308,7 +308,7 @@ def test_corrupt_results_make_the_job_run_again(local_backend, tmp_path):
     assert db.read().loc["0", "attempt"] == 2
     reruns = [c for c in db.history("0") if str(c.new) == "not_started" and c.old is not None]
     assert len(reruns) == 1 and "results:" in reruns[0].message and "verification" in reruns[0].message
-    for item in iter_job_items(tmp_path / "out"):
+    for item in ItemStore(tmp_path / "out").iter_items():
         path = Path(item["assets"]["data"]["href"])
         assert item["assets"]["data"]["file:checksum"] == "1220" + sha256(path)
 
@@ -333,12 +333,12 @@ def test_verified_files_are_not_downloaded_again(local_backend, tmp_path):
     manager.add_backend("local", local_backend.connect, parallel_jobs=2)
     manager.run_jobs(df, create_datacube, tmp_path / "first.db")
     data_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.nc")}
-    items_before = list(iter_job_items(tmp_path / "out"))
+    items_before = list(ItemStore(tmp_path / "out").iter_items())
     # a new job database: the jobs run again, their (identical) results are found in place
     stats = manager.run_jobs(df, create_datacube, tmp_path / "second.db")
     assert stats["status_counts"] == {"finished": len(df)} and stats["start_job call"] == len(df)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.nc")} == data_files
-    assert list(iter_job_items(tmp_path / "out")) == items_before
+    assert list(ItemStore(tmp_path / "out").iter_items()) == items_before
 
 
 def test_bad_callbacks_and_inputs_are_refused_before_anything_is_submitted(local_backend, tmp_path):
@@ -378,7 +378,7 @@ def test_no_items_yet_gives_an_empty_valid_catalogue(tmp_path):
 
 def test_catalogue_from_another_process_needs_only_the_folder(finished, tmp_path):
     root, _, manager, _ = finished
-    assert extraction_settings(root / "out") == {"collection_id": "TEST-S2",
+    assert ItemStore(root / "out").settings() == {"collection_id": "TEST-S2",
                                                  "description": "Sentinel-2 test extraction"}
     with pytest.raises(ConfigurationError, match="relative"):
         build_catalogue(root / "out", output_path=tmp_path / "catalogue")

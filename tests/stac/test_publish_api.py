@@ -101,9 +101,9 @@ def test_bulk_upsert_into_stac_api(tmp_path, api):
     doc = orjson.loads(job_file.read_bytes())
     doc["items"][0]["properties"]["sample_id"] = "renamed"
     write_job_items(out, "job-002", doc["items"])
-    from eoextract.report.items import build_catalogue_from_item_files
+    from eoextract.extract import build_catalogue
 
-    build_catalogue_from_item_files(out, collection_id=cid, description="Test extraction v2")
+    build_catalogue(out, collection_id=cid, description="Test extraction v2", validate=False)
     again = publish_to_stac_api(root, api, batch_size=500, job_db=str(db_path))
     assert again.ok and again.jobs_marked == []  # first publication time is kept
     published = _items(api, cid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,8 +24,8 @@ from eoextract.cli._common import (
 @command
 def build(
     output_dir: Annotated[Path, typer.Argument(help="The extraction's output folder.")],
-    collection_id: Annotated[str | None, typer.Option(help="Collection id (default: the folder's name).")] = None,
-    description: Annotated[str | None, typer.Option(help="Collection description.")] = None,
+    collection_id: Annotated[str | None, typer.Option(help="Collection id (default: the one the manager recorded, else the folder's name).")] = None,
+    description: Annotated[str | None, typer.Option(help="Collection description (default: the recorded one).")] = None,
     title: Annotated[str | None, typer.Option(help="Collection title.")] = None,
     catalogue_dir: Annotated[Path | None, typer.Option(help="Where the catalogue goes (default OUTPUT_DIR/stac).")] = None,
     license: Annotated[str, typer.Option(help="SPDX license id of the data.")] = "proprietary",
@@ -34,41 +33,22 @@ def build(
 ) -> None:
     """(Re)build the STAC catalogue of an output folder from the items stored per job;
     validates it afterwards (exit 1 when invalid)."""
+    from eoextract.extract import ItemStore, build_catalogue
+
     if not output_dir.is_dir():
         raise UsageError(f"no folder {output_dir}")
-    collection_id = collection_id or output_dir.resolve().name
-    description = description or f"Extraction {collection_id}"
-    from eoextract.report.items import ITEMS_DIR, item_files
-
-    if not item_files(output_dir):
-        fail(f"no stored items under {output_dir / ITEMS_DIR} (no finished job yet?)")
-    builder = _extraction_builder()
-    out = console()
-    if builder is not None:
-        root = Path(builder(output_dir, collection_id, description, output_path=catalogue_dir,
-                            validate=False, title=title, license=license))
-        out.print(f"wrote {root}")
-    else:
-        from eoextract.report.items import build_catalogue_from_item_files
-
-        root, n = build_catalogue_from_item_files(
-            output_dir, catalogue_dir=catalogue_dir, collection_id=collection_id,
-            description=description, title=title, license=license)
-        out.print(f"wrote {root} ({n} items)")
+    store = ItemStore(output_dir)
+    if not store:
+        fail(f"no stored items under {store.items_dir} (no finished job yet?)")
+    recorded = store.settings()
+    if not (collection_id or recorded.get("collection_id")):
+        collection_id = output_dir.resolve().name
+        description = description or f"Extraction {collection_id}"
+    root = build_catalogue(output_dir, collection_id, description, output_path=catalogue_dir,
+                           validate=False, title=title, license=license)
+    console().print(f"wrote {root}")
     if validate:
         _validate_and_report(root, check_assets=True, max_errors=20)
-
-
-def _extraction_builder() -> Any:
-    """``build_catalogue`` of the extraction package, when it is there."""
-    for module in ("eoextract.extract", "eoextract.extract.manager"):
-        try:
-            found = getattr(importlib.import_module(module), "build_catalogue", None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    return None
 
 
 @stac_app.command("validate")

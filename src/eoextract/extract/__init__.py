@@ -1,7 +1,8 @@
 """GFMAP-style extractions: output paths, verified downloads, STAC items, post-job actions.
 
-``ExtractionManager`` (alias ``GFMAPJobManager``) runs the jobs; ``build_catalogue``
-writes the catalogue of an extraction from its stored items, from any process.
+``ExtractionManager`` (alias ``GFMAPJobManager``) runs the jobs; ``ItemStore`` reads and
+writes the items stored per finished job; ``build_catalogue`` writes the catalogue of an
+extraction from them, from any process.
 The manager's names are imported on first use, so importing the asset definitions
 stays cheap.
 """
@@ -13,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from eoextract.extract.assets import AUXILIARY, AssetDefinition
 
-__all__ = ["AUXILIARY", "AssetDefinition", "ExtractionManager", "GFMAPJobManager", "build_catalogue"]
+__all__ = ["AUXILIARY", "AssetDefinition", "ExtractionManager", "GFMAPJobManager", "ItemStore",
+           "JobItems", "build_catalogue"]
 
 _LAZY = {
     "ExtractionManager": "eoextract.extract.manager",
     "GFMAPJobManager": "eoextract.extract.manager",
-    "build_catalogue": "eoextract.extract.catalogue",
+    "build_catalogue": "eoextract.extract._catalogue",
+    "ItemStore": "eoextract.extract._store",
+    "JobItems": "eoextract.extract._store",
 }
 
 
@@ -31,5 +35,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.extract.catalogue import build_catalogue
+    from eoextract.extract._catalogue import build_catalogue
+    from eoextract.extract._store import ItemStore, JobItems
     from eoextract.extract.manager import ExtractionManager, GFMAPJobManager

@@ -37,14 +37,8 @@ import pandas as pd
 import pystac
 
 from eoextract.errors import ChecksumMismatch, ConfigurationError, StacError
-from eoextract.extract.catalogue import (
-    build_catalogue,
-    iter_job_items,
-    items_dir,
-    stored_item,
-    write_extraction_settings,
-    write_job_items,
-)
+from eoextract.extract._catalogue import build_catalogue
+from eoextract.extract._store import ItemStore
 from eoextract.extract.items import build_item, make_item_id, read_file_metadata, refresh_file_metadata
 from eoextract.extract.placement import OutputPathGenerator, check_signature
 from eoextract.jobs.db.base import JobDatabase, JobRecord
@@ -66,9 +60,6 @@ __all__ = [
     "FILE_LOCK",
     "GFMAPJobManager",
     "PostJobAction",
-    "build_catalogue",
-    "iter_job_items",
-    "items_dir",
 ]
 
 _log = logging.getLogger(__name__)
@@ -292,7 +283,7 @@ class ExtractionManager(JobManager):
         self._check_ready(start_job)
         self._check_dataframe(df, job_db)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_extraction_settings(self.output_dir, collection_id=self.collection_id,
+        ItemStore(self.output_dir).write_settings(collection_id=self.collection_id,
                                   description=self.collection_description)
         # left by interrupted runs (downloads, download records, item files); live ones are recent
         leftovers = (("tmp", TEMP_PREFIX), ("downloads", TEMP_PREFIX), ("items", ".tmp-"), (".", ".tmp-"))
@@ -362,6 +353,7 @@ class ExtractionManager(JobManager):
                              message=f"{len(done)} file(s) in place")
         if self.post_job_action is not None:
             items = self._run_post_job_action(items, row, rec.job_key)
+        store = ItemStore(self.output_dir)
         stored = []
         seen: set[str] = set()
         for item in items:
@@ -371,8 +363,8 @@ class ExtractionManager(JobManager):
             if item.id in seen:
                 raise StacError(f"job {rec.job_key}: two items have the id {item.id!r}")
             seen.add(item.id)
-            stored.append(stored_item(item, self.output_dir.resolve(), rec.job_key))
-        path = write_job_items(self.output_dir, rec.job_key, rec.backend_job_id, stored)
+            stored.append(store.stored_item(item, rec.job_key))
+        path = store.write_job(rec.job_key, rec.backend_job_id, stored)
         _log.info("job %s: %d item(s) stored in %s", rec.job_key, len(stored), path.name)
         with run.lock:
             run.db.update(rec.job_key, output_dir=str(self.output_dir))

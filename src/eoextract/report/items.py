@@ -1,11 +1,9 @@
-"""STAC items of an extraction's output folder: per-job item files or the catalogue.
+"""STAC items of an extraction's output folder, for the report's map.
 
-An extraction keeps the items of every finished job as JSON under
-``<output_dir>/.eoextract/items/`` (one file per job), so a catalogue can be rebuilt at any time; once built, the catalogue
-(``collection.json``/``catalog.json`` in ``<output_dir>/stac`` or ``<output_dir>``) holds
-them too. :func:`iter_output_items` reads whichever is there, :func:`footprints` turns
-items into a GeoDataFrame for maps, :func:`build_catalogue_from_item_files` writes a
-catalogue from the item files.
+:func:`iter_output_items` reads the items stored per job (the extraction's item store) or,
+when there are none, the catalogue's (``collection.json``/``catalog.json`` in
+``<output_dir>/stac`` or ``<output_dir>``); :func:`footprints` turns items into a
+GeoDataFrame.
 """
 
 from __future__ import annotations
@@ -16,63 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from eoextract.extract.catalogue import ITEMS_DIR, items_dir
-
-__all__ = [
-    "ITEMS_DIR",
-    "item_files",
-    "find_catalogue",
-    "iter_output_items",
-    "footprints",
-    "build_catalogue_from_item_files",
-]
+from eoextract.extract import ItemStore
 
 logger = logging.getLogger(__name__)
-
-
-def item_files(output_dir: str | os.PathLike[str]) -> list[Path]:
-    """The per-job item JSON files under ``output_dir`` (sorted)."""
-    folder = items_dir(output_dir)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
-
-
-def _absolute(item: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``item`` with relative local asset hrefs made absolute against ``base``."""
-    from urllib.parse import urlsplit
-
-    assets = {}
-    for key, asset in (item.get("assets") or {}).items():
-        href = asset.get("href") if isinstance(asset, Mapping) else None
-        if isinstance(href, str) and not urlsplit(href).scheme and not os.path.isabs(href):
-            asset = {**asset, "href": os.path.normpath(os.path.join(base, href))}
-        assets[key] = asset
-    return {**item, "assets": assets}
-
-
-def _items_in(path: Path, root: Path) -> Iterator[dict[str, Any]]:
-    """Items of one JSON file.
-
-    Accepted forms: the extraction manager's per-job document ``{"job_key": ..., "items":
-    [...]}`` (asset hrefs relative to the output folder ``root``), or an item, a list of
-    items or a FeatureCollection (asset hrefs relative to the file).
-    """
-    data = orjson.loads(path.read_bytes())
-    base = path.parent
-    if isinstance(data, Mapping) and isinstance(data.get("items"), list):
-        data, base = data["items"], root
-    elif isinstance(data, Mapping) and data.get("type") == "FeatureCollection":
-        data = data.get("features") or []
-    if isinstance(data, Mapping):
-        data = [data]
-    for item in data:
-        if not isinstance(item, Mapping) or item.get("type") != "Feature":
-            logger.warning("%s: skipping a non-item entry", path)
-            continue
-        yield _absolute(dict(item), base.resolve())
 
 
 def find_catalogue(output_dir: str | os.PathLike[str]) -> Path | None:
@@ -90,13 +34,9 @@ def iter_output_items(output_dir: str | os.PathLike[str]) -> Iterator[dict[str, 
 
     Yields nothing when the folder holds neither.
     """
-    files = item_files(output_dir)
-    if files:
-        for path in files:
-            try:
-                yield from _items_in(path, Path(output_dir))
-            except (OSError, orjson.JSONDecodeError) as exc:
-                logger.warning("cannot read items from %s: %s", path, exc)
+    store = ItemStore(output_dir)
+    if store:
+        yield from store.iter_items(skip_unreadable=True)
         return
     root = find_catalogue(output_dir)
     if root is not None:
@@ -130,49 +70,3 @@ def footprints(items: Iterable[Mapping[str, Any]]) -> Any:
         rows.append({"id": item.get("id"), "datetime": props.get("datetime") or props.get("start_datetime"),
                      "geometry": geom})
     return gpd.GeoDataFrame(rows, columns=["id", "datetime", "geometry"], geometry="geometry", crs="EPSG:4326")
-
-
-def build_catalogue_from_item_files(
-    output_dir: str | os.PathLike[str],
-    *,
-    catalogue_dir: str | os.PathLike[str] | None = None,
-    collection_id: str,
-    description: str,
-    **kwargs: Any,
-) -> tuple[Path, int]:
-    """Write a STAC collection of the per-job item files of ``output_dir``.
-
-    Args:
-        output_dir: The extraction's output folder.
-        catalogue_dir: Where the catalogue goes (default ``<output_dir>/stac``); asset
-            hrefs under its parent folder become relative.
-        collection_id: Id of the collection.
-        description: Its description.
-        **kwargs: Passed to :func:`eoextract.stac.build_collection` (title, license,
-            layout, ...).
-
-    Returns:
-        The ``collection.json`` written and the number of items.
-
-    Raises:
-        StacError: No item files, duplicate item ids, or a file that is no item.
-    """
-    from eoextract.errors import StacError
-    from eoextract.stac import build_collection
-
-    files = item_files(output_dir)
-    if not files:
-        raise StacError(f"no item files under {items_dir(output_dir)}")
-    count = 0
-
-    def counted() -> Iterator[dict[str, Any]]:
-        nonlocal count
-        for path in files:
-            for item in _items_in(path, Path(output_dir)):
-                count += 1
-                yield item
-
-    target = Path(catalogue_dir) if catalogue_dir is not None else Path(output_dir) / "stac"
-    root = build_collection(counted(), target, collection_id=collection_id,
-                            description=description, **kwargs)
-    return root, count

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from eoextract.errors import StacError
-from eoextract.extract.catalogue import ITEMS_DIR, items_dir
+from eoextract.extract._store import ITEMS_DIR, ItemStore
 from eoextract.stac.collection import is_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -288,29 +288,8 @@ def item_asset_paths(item_file: Path, item: Mapping[str, Any]) -> dict[str, str]
 
 
 def job_keys_by_item(output_dir: str | os.PathLike[str]) -> dict[str, str]:
-    """Item id -> key of the job that produced it, from the per-job item files.
-
-    Reads ``OUTPUT_DIR/.eoextract/items/*.json`` as the extraction manager writes them
-    (``{"job_key": ..., "items": [...]}``); files of another form are skipped.
-    """
-    folder = items_dir(output_dir)
-    mapping: dict[str, str] = {}
-    if not folder.is_dir():
-        return mapping
-    for path in sorted(folder.glob("*.json")):
-        if path.name.startswith("."):
-            continue
-        try:
-            document = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            logger.warning("cannot read stored items %s: %s", path, exc)
-            continue
-        if not isinstance(document, Mapping) or not isinstance(document.get("job_key"), str):
-            continue
-        for item in document.get("items") or []:
-            if isinstance(item, Mapping) and isinstance(item.get("id"), str):
-                mapping[item["id"]] = document["job_key"]
-    return mapping
+    """Item id -> key of the job that produced it, from the extraction's item store."""
+    return ItemStore(output_dir).job_keys_by_item()
 
 
 def mark_jobs_published(
@@ -342,7 +321,7 @@ def mark_jobs_published(
     mapping = job_keys_by_item(output_dir)
     if not mapping:
         logger.warning("no per-job item files under %s: no job marked as published",
-                       items_dir(output_dir))
+                       ItemStore(output_dir).items_dir)
         return []
     failed_jobs = {mapping[i] for i in failed_items if i in mapping}
     jobs = {mapping[i] for i in published_items if i in mapping} - failed_jobs
