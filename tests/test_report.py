@@ -20,10 +20,8 @@ from eoextract.jobs.db import get_job_db
 from eoextract.jobs.manager import JobManager
 from eoextract.jobs.progress import RunProgress, format_eta
 from eoextract.jobs.status import JobStatus
-from eoextract.report import plots
-from eoextract.report.html import render_report, write_report
-from eoextract.report.items import footprints
-from eoextract.report.summary import format_duration, summarize
+from eoextract.report import _plots as plots
+from eoextract.report import footprints, format_duration, render_report, summarize, write_report
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

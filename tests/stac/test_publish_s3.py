@@ -275,7 +275,7 @@ def test_output_published_at_set_once_per_published_job(tmp_path, bucket, endpoi
         assert (pd.to_datetime(db.read()["output_published_at"], utc=True)
                 .equals(published))
 
-    from eoextract.report.summary import summarize
+    from eoextract.report import summarize
 
     with get_job_db(db_path) as db:
         summary = summarize(db)

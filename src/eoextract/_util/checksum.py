@@ -18,17 +18,6 @@ from typing import Any, Protocol
 
 import blake3
 
-__all__ = [
-    "ALGORITHMS",
-    "DEFAULT_ALGORITHM",
-    "Hasher",
-    "algorithm_of",
-    "file_checksum",
-    "multihash",
-    "new_hasher",
-    "normalized_checksum",
-    "parse_checksum",
-]
 
 
 class Hasher(Protocol):

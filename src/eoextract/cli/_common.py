@@ -21,20 +21,6 @@ import typer
 from eoextract._util.redact import redact
 from eoextract.errors import ConfigurationError, EoextractError, JobDatabaseError
 
-__all__ = [
-    "app",
-    "stac_app",
-    "backend_app",
-    "UsageError",
-    "command",
-    "open_db",
-    "console",
-    "redact",
-    "fail",
-    "EXIT_OK",
-    "EXIT_PROBLEMS",
-    "EXIT_USAGE",
-]
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eoextract.split.splitters import (
+from eoextract.split._splitters import (
     centroids_lonlat,
     s2_tile,
     split_job_hex,

@@ -70,7 +70,7 @@ def status(
 ) -> None:
     """Where a run stands: jobs per status and backend, running time, throughput, ETA and
     the most frequent error classes with an example each. Exits 0 even when jobs failed."""
-    from eoextract.report.summary import format_duration, summarize
+    from eoextract.report._summary import format_duration, summarize
 
     database = open_db(db)
     if watch:
@@ -115,7 +115,7 @@ def status(
 def _watch(db: Any, interval: float) -> None:
     """Follow the run until no job is open (live display on a terminal, else one line each)."""
     from eoextract.jobs.progress import RunProgress, _per_backend
-    from eoextract.report.summary import summarize
+    from eoextract.report._summary import summarize
 
     out = console()
     progress = RunProgress(enabled=True, console=out, min_interval=0.0)
@@ -348,4 +348,3 @@ def logs(
         typer.echo(redact(f"{when} {lvl:7} {entry.get('message', '')}".strip()))
 
 
-__all__ = ["status", "jobs", "history", "retry", "cancel", "logs", "OutputFormat", "EXIT_USAGE"]

@@ -25,13 +25,6 @@ import shapely
 
 from eoextract.errors import ConfigurationError
 
-__all__ = [
-    "MAX_H3_RESOLUTION",
-    "centroids_lonlat",
-    "s2_tile",
-    "split_job_hex",
-    "split_job_s2grid",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Matplotlib figures of a run, drawn from the job table and the status history.
 
-Every function takes plain dataframes (:func:`~eoextract.report.summary.jobs_frame`,
-:func:`~eoextract.report.summary.history_frame`) and returns a
+Every function takes plain dataframes (:func:`~eoextract.report._summary.jobs_frame`,
+:func:`~eoextract.report._summary.history_frame`) and returns a
 :class:`matplotlib.figure.Figure` made without ``pyplot`` (no GUI backend, thread-safe),
 or ``None`` when there is nothing to draw.
 """
@@ -22,19 +22,8 @@ from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from eoextract.report.summary import ErrorClassSummary
+    from eoextract.report._summary import ErrorClassSummary
 
-__all__ = [
-    "PHASE_COLORS",
-    "STATUS_COLORS",
-    "timeline_figure",
-    "status_over_time_figure",
-    "distributions_figure",
-    "failures_figure",
-    "footprints_figure",
-    "job_durations",
-    "figure_png",
-]
 
 logger = logging.getLogger(__name__)
 S = JobStatus
@@ -272,7 +261,7 @@ def footprints_figure(items: Any, job_geometries: Any = None) -> Figure | None:
     """Map of extracted item footprints, over the jobs' own geometries when known.
 
     Args:
-        items: GeoDataFrame of item footprints (:func:`~eoextract.report.items.footprints`).
+        items: GeoDataFrame of item footprints (:func:`~eoextract.report._items.footprints`).
         job_geometries: GeoDataFrame of the jobs (``status`` and ``geometry`` columns).
     """
     has_items = items is not None and len(items)

@@ -23,10 +23,9 @@ from typing import Any
 import pandas as pd
 
 from eoextract.jobs.db.base import JobDatabase
-from eoextract.report import plots
-from eoextract.report.summary import RunSummary, format_duration, history_frame, jobs_frame, summarize
+from eoextract.report import _plots as plots
+from eoextract.report._summary import RunSummary, format_duration, history_frame, jobs_frame, summarize
 
-__all__ = ["ReportFigure", "write_report", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary
 
 def _geometries(db: JobDatabase, output_dir: Path | None) -> tuple[Any, Any, str]:
     """Item footprints from the output folder and the jobs' own geometries, if any."""
-    from eoextract.report.items import footprints, iter_output_items
+    from eoextract.report._items import footprints, iter_output_items
 
     items = None
     note = ""

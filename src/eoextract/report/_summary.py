@@ -24,15 +24,6 @@ import pandas as pd
 from eoextract.jobs.db.base import JobDatabase
 from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
 
-__all__ = [
-    "ErrorClassSummary",
-    "RunSummary",
-    "summarize",
-    "history_frame",
-    "jobs_frame",
-    "format_duration",
-    "status_order",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: timeline per backend, status counts over time,
     durations and costs, failures by class, map of item footprints."""
-    from eoextract.report.html import write_report
+    from eoextract.report._html import write_report
 
     database = open_db(db)
     if output_dir is not None and not output_dir.is_dir():
