@@ -71,7 +71,7 @@ def numpy_baseline() -> np.ndarray:
 
 def direct_baseline(out_dir: Path) -> None:
     """Collection generator + plain xarray NetCDF write, no engine."""
-    from eoextract.backend import collections as colls
+    from eoextract.backend import _synthetic_collections as colls
 
     spec = colls.get_collection("SENTINEL2_L2A")
     dates = colls.collection_dates(spec, datetime(2023, 3, 1, tzinfo=timezone.utc),
@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    from eoextract.backend.engine import Engine
+    from eoextract.backend._execution import Engine
 
     engine = Engine()
     build = time.perf_counter() - t0

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from eoextract.backend import collections as colls
-from eoextract.backend.errors import CollectionNotFound, ProcessParameterInvalid
+from eoextract.backend import _synthetic_collections as colls
+from eoextract.backend._api_errors import CollectionNotFound, ProcessParameterInvalid
 
 S2 = colls.get_collection("SENTINEL2_L2A")
 S1 = colls.get_collection("SENTINEL1_GRD")

@@ -11,8 +11,8 @@ import pyproj
 import pytest
 import xarray as xr
 
-from eoextract.backend.engine import Engine, JobCanceled, ResultAsset, write_instant_result
-from eoextract.backend.errors import (
+from eoextract.backend._execution import Engine, JobCanceled, ResultAsset, write_instant_result
+from eoextract.backend._api_errors import (
     CollectionNotFound,
     FormatUnsupported,
     OpenEOApiError,

@@ -11,10 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "LocalBackend": "eoextract.backend.local",
-    "serve": "eoextract.backend.local",
-    "create_app": "eoextract.backend.app",
-    "BackendSettings": "eoextract.backend.service",
+    "LocalBackend": "eoextract.backend._local",
+    "serve": "eoextract.backend._local",
+    "create_app": "eoextract.backend._app",
+    "BackendSettings": "eoextract.backend._service",
 }
 
 __all__ = list(_EXPORTS)
@@ -32,6 +32,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.backend.app import create_app
-    from eoextract.backend.local import LocalBackend, serve
-    from eoextract.backend.service import BackendSettings
+    from eoextract.backend._app import create_app
+    from eoextract.backend._local import LocalBackend, serve
+    from eoextract.backend._service import BackendSettings

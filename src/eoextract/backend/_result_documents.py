@@ -30,14 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = [
-    "RESULT_STYLES",
-    "asset_to_dict",
-    "file_info",
-    "UrlSigner",
-    "results_document",
-    "item_document",
-]
 
 RESULT_STYLES = ("current", "cdse")
 """Accepted result styles."""
@@ -238,7 +230,7 @@ def results_document(
     """The results document of a finished job.
 
     Args:
-        job: A :class:`~eoextract.backend.jobs.JobRecord`.
+        job: A :class:`~eoextract.backend._job_store.JobRecord`.
         base_url: Root URL of the API, ending in ``/``.
         signer: Signs asset hrefs.
         style: ``"current"`` or ``"cdse"``.

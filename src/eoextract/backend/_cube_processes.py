@@ -7,9 +7,9 @@ cubes) and wires them into an ``openeo_pg_parser_networkx.ProcessRegistry``.
 
 Raster cubes are ``xarray.DataArray`` objects with dims ``(t, bands, y, x)`` (numpy-backed),
 their CRS written with rioxarray. Vector cubes (from ``load_url``/``load_geojson``) are
-``geopandas.GeoDataFrame`` objects (:mod:`eoextract.backend.geometry`). Per-execution state
+``geopandas.GeoDataFrame`` objects (:mod:`eoextract.backend._geometry`). Per-execution state
 (output folder, log, cancel flag, the feature being processed) lives in
-:class:`~eoextract.backend.context.ExecutionContext`, so one registry serves concurrent executions.
+:class:`~eoextract.backend._execution_context.ExecutionContext`, so one registry serves concurrent executions.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import pandas as pd
 import pyproj
 import xarray as xr
 
-from eoextract.backend import collections as colls
-from eoextract.backend.context import ExecutionContext, JobCanceled, current_context, use_context
-from eoextract.backend.errors import ProcessParameterInvalid
-from eoextract.backend.geometry import (
+from eoextract.backend import _synthetic_collections as colls
+from eoextract.backend._execution_context import ExecutionContext, JobCanceled, current_context, use_context
+from eoextract.backend._api_errors import ProcessParameterInvalid
+from eoextract.backend._geometry import (
     GRID,
     geometry_mask_of,
     grid_bounds,
@@ -43,16 +43,6 @@ from eoextract.backend.geometry import (
     to_geodataframe,
 )
 
-__all__ = [
-    "ExecutionContext",
-    "JobCanceled",
-    "current_context",
-    "use_context",
-    "build_registry",
-    "to_geodataframe",
-    "CUSTOM_SPECS",
-    "MAX_CUBE_VALUES",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +384,7 @@ def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> 
             except Exception as exc:
                 raise ProcessParameterInvalid(f"load_url: cannot read GeoParquet from {url}: {exc}") from None
         else:
-            from eoextract.backend.errors import FormatUnsupported
+            from eoextract.backend._api_errors import FormatUnsupported
 
             raise FormatUnsupported(f"load_url: format {format!r} not supported (GeoJSON, JSON, Parquet).")
     value = ctx.url_cache[key]
@@ -445,7 +435,7 @@ def aggregate_spatial(data: xr.DataArray, geometries: Any, reducer: Callable,
 
 def save_result(data: Any, format: str, options: dict | None = None) -> bool:  # noqa: A002
     """Write ``data`` into the execution's output folder (see ``formats``)."""
-    from eoextract.backend import formats
+    from eoextract.backend import _output_formats as formats
 
     ctx = current_context()
     ctx.check_canceled()

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pyproj
 
-from eoextract.backend import collections as colls
-from eoextract.backend.context import current_context
-from eoextract.backend.errors import OpenEOApiError, ProcessParameterInvalid
+from eoextract.backend import _synthetic_collections as colls
+from eoextract.backend._execution_context import current_context
+from eoextract.backend._api_errors import OpenEOApiError, ProcessParameterInvalid
 
-__all__ = ["GRID", "to_geodataframe", "select_feature", "target_epsg", "grid_bounds", "geometry_mask_of"]
 
 GRID = 10.0  # metres
 

@@ -25,10 +25,9 @@ import pandas as pd
 import pyproj
 import xarray as xr
 
-from eoextract.backend import collections as colls
-from eoextract.backend.errors import FormatUnsupported, ProcessParameterInvalid
+from eoextract.backend import _synthetic_collections as colls
+from eoextract.backend._api_errors import FormatUnsupported, ProcessParameterInvalid
 
-__all__ = ["ResultAsset", "file_formats", "save", "write_instant_result", "normalize_format"]
 
 logger = logging.getLogger(__name__)
 

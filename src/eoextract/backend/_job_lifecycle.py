@@ -2,13 +2,13 @@
 
 Statuses follow openEO: ``created → queued → running → finished | error | canceled``.
 
-*Regular jobs* go to the :class:`~eoextract.backend.workers.WorkerPool`.
+*Regular jobs* go to the :class:`~eoextract.backend._worker_pool.WorkerPool`.
 
 *Instant jobs* (``job_options={"eoextract_mode": "instant"}``) compute nothing: starting one
 copies a tiny valid NetCDF (written once per server) into its results and marks it
 ``finished`` in the same request. No worker process is involved.
 
-*Job faults* (see :mod:`eoextract.backend.faults`) are decided when a job starts.
+*Job faults* (see :mod:`eoextract.backend._faults`) are decided when a job starts.
 
 *Restarts*: on start-up, jobs found ``queued`` are queued again; jobs found ``running`` are
 marked ``error`` with a log entry saying the server restarted while they ran (their
@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eoextract.backend.errors import JobLocked, JobNotFinished, OpenEOApiError
-from eoextract.backend.faults import JobFault, JobFaultCounter
-from eoextract.backend.jobs import (
+from eoextract.backend._api_errors import JobLocked, JobNotFinished, OpenEOApiError
+from eoextract.backend._faults import JobFault, JobFaultCounter
+from eoextract.backend._job_store import (
     ACTIVE,
     CANCELED,
     ERROR,
@@ -41,10 +41,9 @@ from eoextract.backend.jobs import (
     parse_job_body,
     utcnow,
 )
-from eoextract.backend.results import asset_to_dict
-from eoextract.backend.workers import Task, TaskCanceled, TaskFailed, WorkerPool
+from eoextract.backend._result_documents import asset_to_dict
+from eoextract.backend._worker_pool import Task, TaskCanceled, TaskFailed, WorkerPool
 
-__all__ = ["JobService", "Scheduler", "InstantResult", "is_instant"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class InstantResult:
         """Asset dicts of the template (built on first use)."""
         with self._lock:
             if self._assets is None:
-                from eoextract.backend.engine import write_instant_result
+                from eoextract.backend._execution import write_instant_result
 
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.folder.mkdir(parents=True)

@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import openeo
     from fastapi import FastAPI
 
-__all__ = ["LocalBackend", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +122,8 @@ class LocalBackend:
         """
         if self._thread is not None:
             return self
-        from eoextract.backend.app import create_app
-        from eoextract.backend.service import BackendSettings
+        from eoextract.backend._app import create_app
+        from eoextract.backend._service import BackendSettings
 
         settings = BackendSettings(
             data_dir=self.data_dir,
@@ -256,8 +255,8 @@ def serve(
         user: User name accepted by ``/credentials/basic``.
         password: Its password.
     """
-    from eoextract.backend.app import create_app
-    from eoextract.backend.service import BackendSettings
+    from eoextract.backend._app import create_app
+    from eoextract.backend._service import BackendSettings
 
     settings = BackendSettings(
         data_dir=Path(data_dir) if data_dir is not None else None,

@@ -6,7 +6,7 @@ Layout under the store's root::
     jobs/<job id>/logs.jsonl    the job's log entries, appended
     jobs/<job id>/results/      result files
 
-The lifecycle (start, cancel, workers, faults) lives in :mod:`eoextract.backend.lifecycle`.
+The lifecycle (start, cancel, workers, faults) lives in :mod:`eoextract.backend._job_lifecycle`.
 """
 
 from __future__ import annotations
@@ -24,23 +24,8 @@ from typing import Any
 
 import orjson
 
-from eoextract.backend.errors import BadRequest, JobNotFound, ProcessGraphInvalid, ProcessGraphMissing
+from eoextract.backend._api_errors import BadRequest, JobNotFound, ProcessGraphInvalid, ProcessGraphMissing
 
-__all__ = [
-    "CREATED",
-    "QUEUED",
-    "RUNNING",
-    "FINISHED",
-    "ERROR",
-    "CANCELED",
-    "ACTIVE",
-    "LOG_LEVELS",
-    "JobRecord",
-    "JobStore",
-    "utcnow",
-    "parse_job_body",
-    "check_process",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +129,7 @@ class JobRecord:
         finished: When the current run ended.
         run: How many times the job was started.
         error: ``{"code", "message"}`` of the last failure.
-        assets: Result assets of the last successful run (see :mod:`eoextract.backend.results`).
+        assets: Result assets of the last successful run (see :mod:`eoextract.backend._result_documents`).
         fault: Job fault applied to the current run, if any.
         progress_reported: Whether ``progress`` comes from the worker (else it is estimated).
     """

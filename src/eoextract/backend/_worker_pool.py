@@ -1,7 +1,7 @@
 """A bounded pool of worker processes that execute process graphs.
 
 Each pool slot is a thread of the API process that owns at most one worker *process*
-(``python -m eoextract.backend.workers``) holding one execution engine. The slot takes the
+(``python -m eoextract.backend._worker_pool``) holding one execution engine. The slot takes the
 next task from a priority queue (synchronous requests first, then batch jobs in order),
 sends it to its worker over stdin and reads JSON-line messages (logs, progress, result)
 from the worker's stdout. The API event loop never executes anything itself, so it keeps
@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from eoextract.backend.errors import OpenEOApiError
+from eoextract.backend._api_errors import OpenEOApiError
 
-__all__ = ["Task", "TaskCanceled", "TaskFailed", "WorkerPool"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class Task:
     Attributes:
         process_graph: The flat process graph.
         out_dir: Folder for the result files (emptied first).
-        resolver: Plain-data :class:`~eoextract.backend.udp.UdpResolver` settings.
+        resolver: Plain-data :class:`~eoextract.backend._user_processes.UdpResolver` settings.
         job_id: Batch job id, or None for a synchronous request.
         run: Run number of the job (lets late messages of an old run be told apart).
         priority: Lower runs first (0: synchronous requests, 1: batch jobs).
@@ -108,7 +107,7 @@ class _WorkerProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._stderr = open(log_dir / f"worker-{slot}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eoextract.backend.workers"],
+            [sys.executable, "-m", "eoextract.backend._worker_pool"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -435,9 +434,9 @@ def _make_log(channel: _Channel) -> Callable[..., None]:
 
 
 def _execute(engine: Any, channel: _Channel, msg: dict[str, Any], cancel: threading.Event) -> None:
-    from eoextract.backend.engine import JobCanceled
-    from eoextract.backend.results import asset_to_dict
-    from eoextract.backend.udp import UdpResolver
+    from eoextract.backend._execution import JobCanceled
+    from eoextract.backend._result_documents import asset_to_dict
+    from eoextract.backend._user_processes import UdpResolver
 
     out_dir = Path(msg["out_dir"])
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -482,7 +481,7 @@ def worker_main() -> None:
             pass
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        from eoextract.backend.engine import Engine
+        from eoextract.backend._execution import Engine
 
         engine = Engine()
     except Exception as exc:  # noqa: BLE001

@@ -1,8 +1,8 @@
 """Execution engine of the embedded openEO backend.
 
 :class:`Engine` runs flat openEO process graphs with ``openeo-pg-parser-networkx`` over the
-process registry of :mod:`eoextract.backend.processes` and writes result files through
-:mod:`eoextract.backend.formats`. It also answers the metadata endpoints (processes,
+process registry of :mod:`eoextract.backend._cube_processes` and writes result files through
+:mod:`eoextract.backend._output_formats`. It also answers the metadata endpoints (processes,
 collections, file formats) and validates graphs without running them.
 
 Before execution a graph is prepared:
@@ -28,18 +28,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eoextract.backend import collections as colls
-from eoextract.backend import formats, processes
-from eoextract.backend.errors import (
+from eoextract.backend import _synthetic_collections as colls
+from eoextract.backend import _cube_processes as processes
+from eoextract.backend import _output_formats as formats
+from eoextract.backend._api_errors import (
     OpenEOApiError,
     ProcessGraphInvalid,
     ProcessParameterInvalid,
     ProcessUnsupported,
 )
-from eoextract.backend.formats import ResultAsset, write_instant_result
-from eoextract.backend.context import ExecutionContext, JobCanceled, use_context
+from eoextract.backend._output_formats import ResultAsset, write_instant_result
+from eoextract.backend._execution_context import ExecutionContext, JobCanceled, use_context
 
-__all__ = ["Engine", "ResultAsset", "JobCanceled", "write_instant_result"]
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,8 @@ from urllib.parse import urlparse
 import orjson
 import requests
 
-from eoextract.backend.errors import BadRequest, OpenEOApiError, ProcessGraphNotFound
+from eoextract.backend._api_errors import BadRequest, OpenEOApiError, ProcessGraphNotFound
 
-__all__ = ["UdpStore", "UdpResolver", "LOOPBACK_HOSTS", "check_process_id"]
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import geopandas as gpd
 
-from eoextract.backend.errors import OpenEOApiError
+from eoextract.backend._api_errors import OpenEOApiError
 
-__all__ = ["ExecutionContext", "JobCanceled", "current_context", "use_context"]
 
 
 class JobCanceled(OpenEOApiError):

@@ -25,22 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from eoextract.backend.errors import CollectionNotFound, ProcessParameterInvalid
+from eoextract.backend._api_errors import CollectionNotFound, ProcessParameterInvalid
 
-__all__ = [
-    "BandSpec",
-    "CollectionSpec",
-    "COLLECTIONS",
-    "get_collection",
-    "collection_dates",
-    "cloud_cover",
-    "filter_dates",
-    "generate",
-    "collection_summary",
-    "collection_metadata",
-    "band_metadata",
-    "utm_epsg",
-]
 
 logger = logging.getLogger(__name__)
 

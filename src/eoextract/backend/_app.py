@@ -1,6 +1,6 @@
 """The openEO API 1.2 HTTP application of the embedded backend (FastAPI).
 
-``create_app(settings)`` returns an ASGI app; :mod:`eoextract.backend.local` runs it with
+``create_app(settings)`` returns an ASGI app; :mod:`eoextract.backend._local` runs it with
 uvicorn. Every error is answered as openEO error JSON ``{"id", "code", "message", "links"}``
 with the matching HTTP status, including malformed requests (400 ``BadRequest``, never
 FastAPI's 422 shape).
@@ -24,16 +24,15 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eoextract.backend.errors import BadRequest, JobNotFound, NotFound, OpenEOApiError
-from eoextract.backend.faults import FaultMiddleware, RequestFault, RequestFaultInjector
-from eoextract.backend.jobs import FINISHED, parse_job_body
-from eoextract.backend.lifecycle import is_instant
-from eoextract.backend.results import item_document, results_document
-from eoextract.backend.service import API_VERSION, BackendService, BackendSettings, file_response
-from eoextract.backend.udp import check_process_id
-from eoextract.backend.workers import TaskCanceled
+from eoextract.backend._api_errors import BadRequest, JobNotFound, NotFound, OpenEOApiError
+from eoextract.backend._faults import FaultMiddleware, RequestFault, RequestFaultInjector
+from eoextract.backend._job_store import FINISHED, parse_job_body
+from eoextract.backend._job_lifecycle import is_instant
+from eoextract.backend._result_documents import item_document, results_document
+from eoextract.backend._service import API_VERSION, BackendService, BackendSettings, file_response
+from eoextract.backend._user_processes import check_process_id
+from eoextract.backend._worker_pool import TaskCanceled
 
-__all__ = ["create_app", "BackendSettings"]
 
 logger = logging.getLogger(__name__)
 
