@@ -31,9 +31,8 @@ import pandas as pd
 import pyproj
 import xarray as xr
 
-from eoextract.backend import _synthetic_collections as colls
-from eoextract.backend._execution_context import ExecutionContext, JobCanceled, current_context, use_context
 from eoextract.backend._api_errors import ProcessParameterInvalid
+from eoextract.backend._execution_context import ExecutionContext, JobCanceled, current_context, use_context
 from eoextract.backend._geometry import (
     GRID,
     geometry_mask_of,
@@ -42,6 +41,14 @@ from eoextract.backend._geometry import (
     target_epsg,
     to_geodataframe,
 )
+from eoextract.backend._synthetic_collections import (
+    COLLECTIONS,
+    collection_dates,
+    filter_dates,
+    get_collection,
+    tile_key,
+)
+from eoextract.backend._synthetic_pixels import generate
 
 
 logger = logging.getLogger(__name__)
@@ -89,7 +96,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
                     bands: list[str] | None = None, properties: dict | None = None) -> xr.DataArray:
     """Generate a synthetic collection on the UTM grid of the extent."""
     ctx = current_context()
-    spec = colls.get_collection(id)
+    spec = get_collection(id)
     if spatial_extent is None:
         raise ProcessParameterInvalid(
             f"load_collection({id}) needs a spatial_extent (or a later filter_bbox/filter_spatial)."
@@ -118,10 +125,10 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
         raise ProcessParameterInvalid(f"The spatial extent cannot be projected to EPSG:{epsg}.")
     xs = np.arange(w + GRID / 2, e, GRID)
     ys = np.arange(n - GRID / 2, s, -GRID)
-    dates = colls.collection_dates(spec, start, end)
+    dates = collection_dates(spec, start, end)
     if dates and properties:
-        tile = colls.tile_key(epsg, (w + e) / 2, (s + n) / 2)
-        dates = colls.filter_dates(spec, tile, dates, properties)
+        tile = tile_key(epsg, (w + e) / 2, (s + n) / 2)
+        dates = filter_dates(spec, tile, dates, properties)
     if not dates:
         raise ProcessParameterInvalid(
             f"No {id} acquisitions in [{start:%Y-%m-%d}, {end:%Y-%m-%d}) matching the filters "
@@ -140,7 +147,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
     if not ctx.feature_index:  # once per execution, not once per feature
         ctx.log("info", f"load_collection {id}: EPSG:{epsg}, {ys.size}x{xs.size} px, "
                         f"{len(band_names)} bands, {len(dates)} dates")
-    values = colls.generate(spec, epsg, xs, ys, dates, band_names, checkpoint=ctx.check_canceled)
+    values = generate(spec, epsg, xs, ys, dates, band_names, checkpoint=ctx.check_canceled)
     if not _is_bbox(spatial_extent) and not _is_box(gdf_utm):
         inside = geometry_mask_of(gdf_utm, xs, ys)
         fill = 0 if values.dtype.kind in "ui" else np.nan
@@ -230,7 +237,7 @@ def ndvi(data: xr.DataArray, nir: str = "nir", red: str = "red", target_band: st
     from openeo_processes_dask.process_implementations.cubes.indices import ndvi as _ndvi
 
     available = [str(b) for b in data["bands"].values]
-    by_common = {b.common_name: b.name for spec in colls.COLLECTIONS.values() for b in spec.bands if b.common_name}
+    by_common = {b.common_name: b.name for spec in COLLECTIONS.values() for b in spec.bands if b.common_name}
 
     def resolve(name: str) -> str:
         if name in available:

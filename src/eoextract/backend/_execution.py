@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eoextract.backend import _synthetic_collections as colls
 from eoextract.backend import _cube_processes as processes
 from eoextract.backend import _output_formats as formats
 from eoextract.backend._api_errors import (
@@ -37,8 +36,10 @@ from eoextract.backend._api_errors import (
     ProcessParameterInvalid,
     ProcessUnsupported,
 )
+from eoextract.backend._collection_metadata import collection_metadata, collection_summary
 from eoextract.backend._output_formats import ResultAsset, write_instant_result
 from eoextract.backend._execution_context import ExecutionContext, JobCanceled, use_context
+from eoextract.backend._synthetic_collections import COLLECTIONS, get_collection
 
 
 logger = logging.getLogger(__name__)
@@ -303,11 +304,11 @@ class Engine:
 
     def collections(self) -> list[dict]:
         """STAC Collection summaries for ``GET /collections``."""
-        return [colls.collection_summary(c) for c in colls.COLLECTIONS.values()]
+        return [collection_summary(c) for c in COLLECTIONS.values()]
 
     def collection(self, collection_id: str) -> dict:
         """Full metadata of one collection (raises ``CollectionNotFound``)."""
-        return colls.collection_metadata(colls.get_collection(collection_id))
+        return collection_metadata(get_collection(collection_id))
 
     def file_formats(self) -> dict:
         """``GET /file_formats`` document."""
@@ -327,7 +328,7 @@ class Engine:
             if pid == "load_collection":
                 cid = args.get("id")
                 if not _is_ref(cid, "from_parameter"):
-                    spec = colls.get_collection(cid)
+                    spec = get_collection(cid)
                     for band in args.get("bands") or []:
                         if isinstance(band, str):
                             spec.band(band)

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pyproj
 
-from eoextract.backend import _synthetic_collections as colls
-from eoextract.backend._execution_context import current_context
 from eoextract.backend._api_errors import OpenEOApiError, ProcessParameterInvalid
+from eoextract.backend._execution_context import current_context
+from eoextract.backend._synthetic_collections import utm_epsg
 
 
 GRID = 10.0  # metres
@@ -117,7 +117,7 @@ def target_epsg(gdf: gpd.GeoDataFrame) -> int:
         return epsg
     ll = gdf.to_crs(4326)
     minx, miny, maxx, maxy = ll.total_bounds
-    return colls.utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
+    return utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
 
 
 def grid_bounds(gdf_utm: gpd.GeoDataFrame) -> tuple[float, float, float, float]:

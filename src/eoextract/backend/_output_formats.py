@@ -25,8 +25,9 @@ import pandas as pd
 import pyproj
 import xarray as xr
 
-from eoextract.backend import _synthetic_collections as colls
 from eoextract.backend._api_errors import FormatUnsupported, ProcessParameterInvalid
+from eoextract.backend._collection_metadata import band_metadata
+from eoextract.backend._synthetic_collections import COLLECTIONS
 
 
 logger = logging.getLogger(__name__)
@@ -197,9 +198,9 @@ def _stats(values: np.ndarray, nodata: Any) -> dict:
 
 
 def _band_entry(name: str, dtype: str, nodata: Any, stats: dict) -> dict:
-    meta = dict(colls.band_metadata(colls.COLLECTIONS["SENTINEL2_L2A"], name))
+    meta = dict(band_metadata(COLLECTIONS["SENTINEL2_L2A"], name))
     if len(meta) == 1:
-        meta = dict(colls.band_metadata(colls.COLLECTIONS["SENTINEL1_GRD"], name))
+        meta = dict(band_metadata(COLLECTIONS["SENTINEL1_GRD"], name))
     meta.pop("gsd", None)
     meta.pop("description", None)
     meta["data_type"] = dtype
