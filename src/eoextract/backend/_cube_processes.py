@@ -35,6 +35,7 @@ from eoextract.backend._api_errors import ProcessParameterInvalid
 from eoextract.backend._execution_context import ExecutionContext, JobCanceled, current_context, use_context
 from eoextract.backend._geometry import (
     GRID,
+    cube_epsg,
     geometry_mask_of,
     grid_bounds,
     select_feature,
@@ -173,15 +174,6 @@ def _make_cube(values: np.ndarray, dates: list[datetime], bands: list[str], ys: 
     cube = xr.DataArray(values, dims=("t", "bands", "y", "x"),
                         coords={"t": t, "bands": bands, "y": ys, "x": xs})
     return cube.rio.write_crs(f"EPSG:{epsg}")
-
-
-def cube_epsg(data: xr.DataArray) -> int | None:
-    """EPSG code of a raster cube, if known."""
-    try:
-        crs = data.rio.crs
-    except Exception:
-        crs = None
-    return crs.to_epsg() if crs is not None else None
 
 
 def _crop_to(data: xr.DataArray, gdf: gpd.GeoDataFrame, mask: bool) -> xr.DataArray:

@@ -37,7 +37,7 @@ from eoextract.backend._api_errors import (
     ProcessUnsupported,
 )
 from eoextract.backend._collection_metadata import collection_metadata, collection_summary
-from eoextract.backend._output_formats import ResultAsset, write_instant_result
+from eoextract.backend._output_formats import ResultAsset
 from eoextract.backend._execution_context import ExecutionContext, JobCanceled, use_context
 from eoextract.backend._synthetic_collections import COLLECTIONS, get_collection
 

@@ -120,6 +120,17 @@ def target_epsg(gdf: gpd.GeoDataFrame) -> int:
     return utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
 
 
+def cube_epsg(cube: Any) -> int | None:
+    """EPSG code of a raster cube's CRS (rioxarray), if known."""
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+
+    try:
+        crs = cube.rio.crs
+    except Exception:
+        return None
+    return crs.to_epsg() if crs is not None else None
+
+
 def grid_bounds(gdf_utm: gpd.GeoDataFrame) -> tuple[float, float, float, float]:
     """``(west, south, east, north)`` of the geometries, snapped outwards to the grid (at least one pixel)."""
     w, s, e, n = gdf_utm.total_bounds

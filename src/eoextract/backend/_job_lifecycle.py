@@ -110,7 +110,7 @@ class InstantResult:
         """Asset dicts of the template (built on first use)."""
         with self._lock:
             if self._assets is None:
-                from eoextract.backend._execution import write_instant_result
+                from eoextract.backend._instant_result import write_instant_result
 
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.folder.mkdir(parents=True)
