@@ -434,7 +434,7 @@ def _make_log(channel: _Channel) -> Callable[..., None]:
 
 
 def _execute(engine: Any, channel: _Channel, msg: dict[str, Any], cancel: threading.Event) -> None:
-    from eoextract.backend._execution import JobCanceled
+    from eoextract.backend._execution_context import JobCanceled
     from eoextract.backend._result_documents import asset_to_dict
     from eoextract.backend._user_processes import UdpResolver
 
