@@ -7,7 +7,6 @@ Each carries the openEO error ``code`` and HTTP ``status``; the app answers
 from __future__ import annotations
 
 
-
 class OpenEOApiError(Exception):
     """Base: an openEO API error with ``code`` and HTTP ``status``."""
 

@@ -18,7 +18,6 @@ import geopandas as gpd
 from eoextract.backend._api_errors import OpenEOApiError
 
 
-
 class JobCanceled(OpenEOApiError):
     """The execution was canceled through its ``cancel_event``."""
 

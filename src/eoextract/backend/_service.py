@@ -31,8 +31,8 @@ from eoextract.backend._api_errors import (
     TokenInvalid,
 )
 from eoextract.backend._faults import RequestFaultInjector, corrupt_chunk
-from eoextract.backend._job_store import JobRecord, JobStore, check_process
 from eoextract.backend._job_lifecycle import JobService
+from eoextract.backend._job_store import JobRecord, JobStore, check_process
 from eoextract.backend._result_documents import RESULT_STYLES, UrlSigner
 from eoextract.backend._user_processes import UdpResolver, UdpStore
 from eoextract.backend._worker_pool import WorkerPool
