@@ -282,7 +282,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         return _json(backend.jobs.store.get(job_id, user).describe())
 
     def job_action(action: Callable[..., Any], status: int, *, with_body: bool = False) -> Any:
-        """A route running ``action(user, job_id[, body])`` and answering ``status`` without body."""
+        """A route calling ``action(user, job_id[, body])``, answering ``status`` and no body."""
 
         async def route(request: Request, job_id: str) -> Response:
             user = backend.authenticate(request)

@@ -118,7 +118,8 @@ class Engine:
             udp_resolver: ``(process_id, namespace) -> {"id", "parameters", "process_graph"}``
                 for user-defined or remote processes, or None.
             log: ``log(level, message)`` for job logs.
-            cancel_event: Checked between steps; when set, :class:`~eoextract.backend._execution_context.JobCanceled` is raised.
+            cancel_event: Checked between steps; when set,
+                :class:`~eoextract.backend._execution_context.JobCanceled` is raised.
 
         Returns:
             The files written.

@@ -1,4 +1,4 @@
-"""File writers of the embedded backend: NetCDF, GTiff, JSON and CSV, and the metadata of what they wrote.
+"""File writers of the embedded backend (NetCDF, GTiff, JSON, CSV) and what they report.
 
 Writers are deterministic: the same cube gives the same bytes (no timestamps or history
 attributes). NetCDF files follow what CDSE batch jobs deliver: dims ``t, y, x``, one variable

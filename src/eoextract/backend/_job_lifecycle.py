@@ -39,7 +39,7 @@ from eoextract.backend._job_store import (
     JobRecord,
     JobStore,
     parse_job_body,
-    utcnow,
+    timestamp,
 )
 from eoextract.backend._result_documents import asset_to_dict
 from eoextract.backend._worker_pool import Task, TaskCanceled, TaskFailed, WorkerPool
@@ -183,7 +183,7 @@ class JobService:
                 self.store.update(
                     record,
                     status=ERROR,
-                    finished=utcnow(),
+                    finished=timestamp(),
                     error={"code": "Internal", "message": "The server restarted while the job ran."},
                 )
                 self.store.add_log(
@@ -271,7 +271,7 @@ class JobService:
         with self.store.lock:
             if record.status not in ACTIVE:
                 return record
-            self.store.update(record, status=CANCELED, finished=utcnow())
+            self.store.update(record, status=CANCELED, finished=timestamp())
         if self._pool is not None:
             self._pool.cancel(job_id)
         self.store.add_log(record.id, "info", "Job canceled on request.")
@@ -297,33 +297,29 @@ class JobService:
         return record
 
     # -- runs --------------------------------------------------------------------------
-    def _mark_running(self, job_id: str, run: int) -> None:
+    def _mark(self, job_id: str, run: int, changes: dict[str, Any],
+              log: tuple[str, str] | None = None, **log_extra: Any) -> None:
+        """Apply ``changes`` to a job still in run ``run``, then log ``(level, message)``."""
         with self.store.lock:
             record = self._current(job_id, run)
             if record is None:
                 return
-            self.store.update(record, status=RUNNING, started=utcnow())
-        self.store.add_log(job_id, "info", "Job running.")
+            self.store.update(record, **changes)
+        if log is not None:
+            self.store.add_log(job_id, *log, **log_extra)
+
+    def _mark_running(self, job_id: str, run: int) -> None:
+        changes = {"status": RUNNING, "started": timestamp()}
+        self._mark(job_id, run, changes, ("info", "Job running."))
 
     def _mark_finished(self, job_id: str, run: int, assets: list[dict[str, Any]]) -> None:
-        with self.store.lock:
-            record = self._current(job_id, run)
-            if record is None:
-                return
-            self.store.update(
-                record, status=FINISHED, progress=100.0, finished=utcnow(), assets=assets
-            )
-        self.store.add_log(job_id, "info", f"Job finished with {len(assets)} asset(s).")
+        changes = {"status": FINISHED, "progress": 100.0, "finished": timestamp(), "assets": assets}
+        self._mark(job_id, run, changes, ("info", f"Job finished with {len(assets)} asset(s)."))
 
     def _mark_failed(self, job_id: str, run: int, code: str, message: str) -> None:
-        with self.store.lock:
-            record = self._current(job_id, run)
-            if record is None:
-                return
-            self.store.update(
-                record, status=ERROR, finished=utcnow(), error={"code": code, "message": message}
-            )
-        self.store.add_log(job_id, "error", f"Job failed: {message}", code=code)
+        error = {"code": code, "message": message}
+        changes = {"status": ERROR, "finished": timestamp(), "error": error}
+        self._mark(job_id, run, changes, ("error", f"Job failed: {message}"), code=code)
 
     def _finish_instant(self, job_id: str, run: int) -> None:
         if self._current(job_id, run) is None:
@@ -390,10 +386,7 @@ class JobService:
         if error is None:
             self._mark_finished(job_id, run, future.result())
         elif isinstance(error, TaskCanceled):
-            with self.store.lock:
-                record = self._current(job_id, run)
-                if record is not None:
-                    self.store.update(record, status=CANCELED, finished=utcnow())
+            self._mark(job_id, run, {"status": CANCELED, "finished": timestamp()})
         elif isinstance(error, TaskFailed | OpenEOApiError):
             self._mark_failed(job_id, run, error.code, error.message)
         else:  # pragma: no cover - the pool wraps everything

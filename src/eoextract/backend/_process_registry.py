@@ -32,7 +32,7 @@ from eoextract.backend._vector_processes import aggregate_spatial, load_geojson,
 
 
 def save_result(data: Any, format: str, options: dict | None = None) -> bool:  # noqa: A002
-    """Write ``data`` into the execution's output folder (see :func:`~eoextract.backend._output_formats.save`)."""
+    """Write ``data`` into the execution's output folder (see ``_output_formats.save``)."""
     ctx = current_context()
     ctx.check_canceled()
     ctx.assets.extend(save(data, format, options or {}, ctx))

@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from eoextract._util.files import atomic_path
 from eoextract.backend._api_errors import (
     AuthenticationRequired,
     BadRequest,
@@ -149,10 +150,9 @@ class BackendService:
     def _secret(self) -> bytes:
         path = self.data_dir / "secret.key"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(secrets.token_bytes(32))
-            os.chmod(tmp, 0o600)
-            tmp.replace(path)
+            with atomic_path(path, fsync=False) as tmp:
+                tmp.write_bytes(secrets.token_bytes(32))
+                os.chmod(tmp, 0o600)
         return path.read_bytes()
 
     def close(self) -> None:
@@ -287,10 +287,7 @@ class BackendService:
         """Errors found in a process graph (empty when valid)."""
         try:
             check_process(process)
-        except OpenEOApiError as exc:
-            return [{"code": exc.code, "message": exc.message}]
-        resolver = UdpResolver(self.udps.root, user)
-        try:
+            resolver = UdpResolver(self.udps.root, user)
             return list(self.engine.get().validate(process["process_graph"], udp_resolver=resolver))
         except OpenEOApiError as exc:
             return [{"code": exc.code, "message": exc.message}]
