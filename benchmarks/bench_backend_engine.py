@@ -71,13 +71,14 @@ def numpy_baseline() -> np.ndarray:
 
 def direct_baseline(out_dir: Path) -> None:
     """Collection generator + plain xarray NetCDF write, no engine."""
-    from eoextract.backend import collections as colls
+    from eoextract.backend import _synthetic_collections as colls
+    from eoextract.backend._synthetic_pixels import generate
 
     spec = colls.get_collection("SENTINEL2_L2A")
     dates = colls.collection_dates(spec, datetime(2023, 3, 1, tzinfo=timezone.utc),
                                    datetime(2023, 6, 9, tzinfo=timezone.utc))
     for i, (xs, ys) in enumerate(grids()):
-        values = colls.generate(spec, 32631, xs, ys, dates, spec.band_names)
+        values = generate(spec, 32631, xs, ys, dates, spec.band_names)
         ds = xr.Dataset({name: (("t", "y", "x"), values[:, k]) for k, name in enumerate(spec.band_names)},
                         coords={"t": np.array([d.replace(tzinfo=None) for d in dates], dtype="datetime64[ns]"),
                                 "y": ys, "x": xs})
@@ -100,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    from eoextract.backend.engine import Engine
+    from eoextract.backend._execution import Engine
 
     engine = Engine()
     build = time.perf_counter() - t0

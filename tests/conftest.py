@@ -15,7 +15,7 @@ os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 @pytest.fixture(scope="session")
 def local_backend(tmp_path_factory):
     """One embedded backend for the session (with fault injection enabled)."""
-    from eoextract.backend.local import LocalBackend
+    from eoextract.backend import LocalBackend
 
     with LocalBackend(data_dir=tmp_path_factory.mktemp("backend"), faults=True) as backend:
         yield backend

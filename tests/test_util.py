@@ -49,6 +49,13 @@ def test_utc_parsing_of_every_form_of_time():
     assert format_utc(want) == "2024-05-01T12:00:00Z"
 
 
+def test_utc_formatting_to_a_chosen_precision():
+    when = dt.datetime(2024, 5, 1, 12, 0, 7, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert format_utc(when, timespec="seconds") == "2024-05-01T10:00:07Z"
+    assert format_utc(when, timespec="milliseconds") == "2024-05-01T10:00:07.123Z"
+    assert format_utc(when) == "2024-05-01T10:00:07.123456Z"
+
+
 def test_href_kinds():
     assert is_url("https://x/y") and is_url("s3://b/k") and not is_url("C:/data/x.tif")
     assert not is_url("a/b.tif") and is_absolute("/a") and is_absolute("s3://b") and not is_absolute("a/b")

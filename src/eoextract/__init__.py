@@ -56,7 +56,7 @@ _EXPORTS: dict[str, str] = {
     "split_job_hex": "eoextract.split",
     "split_job_s2grid": "eoextract.split",
     # embedded backend
-    "LocalBackend": "eoextract.backend.local",
+    "LocalBackend": "eoextract.backend",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -76,7 +76,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.backend.local import LocalBackend
+    from eoextract.backend import LocalBackend
     from eoextract.extract.assets import AUXILIARY, AssetDefinition
     from eoextract.extract.manager import ExtractionManager, GFMAPJobManager
     from eoextract.jobs.creator import ProcessBasedJobCreator

@@ -7,8 +7,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from eoextract.backend import collections as colls
-from eoextract.backend.errors import CollectionNotFound, ProcessParameterInvalid
+from eoextract.backend import _collection_metadata as metadata
+from eoextract.backend import _synthetic_collections as colls
+from eoextract.backend import _synthetic_pixels as pixels
+from eoextract.backend._api_errors import CollectionNotFound, ProcessParameterInvalid
 
 S2 = colls.get_collection("SENTINEL2_L2A")
 S1 = colls.get_collection("SENTINEL1_GRD")
@@ -42,9 +44,9 @@ def test_utm_zone(lon, lat, epsg):
 def test_deterministic_and_location_dependent():
     xs, ys = grid(600000, 5700000, 16)
     dates = colls.collection_dates(S2, datetime(2023, 5, 1), datetime(2023, 6, 1))
-    a = colls.generate(S2, 32631, xs, ys, dates, S2.band_names)
-    b = colls.generate(S2, 32631, xs, ys, dates, S2.band_names)
-    c = colls.generate(S2, 32631, xs + 5000, ys, dates, S2.band_names)
+    a = pixels.generate(S2, 32631, xs, ys, dates, S2.band_names)
+    b = pixels.generate(S2, 32631, xs, ys, dates, S2.band_names)
+    c = pixels.generate(S2, 32631, xs + 5000, ys, dates, S2.band_names)
     assert a.dtype == np.uint16 and a.shape == (len(dates), 13, 16, 16)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
@@ -53,7 +55,7 @@ def test_values_plausible_per_class():
     """NDVI of clear pixels follows SCL: vegetation > bare soil > water; clouds are bright."""
     xs, ys = grid(400000, 6000000, 200, step=40.0)
     dates = colls.collection_dates(S2, datetime(2022, 1, 1), datetime(2023, 1, 1))
-    v = colls.generate(S2, 32632, xs, ys, dates, ["B02", "B04", "B08", "SCL"]).astype(np.float64)
+    v = pixels.generate(S2, 32632, xs, ys, dates, ["B02", "B04", "B08", "SCL"]).astype(np.float64)
     blue, red, nir, scl = v[:, 0], v[:, 1], v[:, 2], v[:, 3]
     ndvi = (nir - red) / (nir + red)
     assert set(np.unique(scl)) <= {4, 5, 6, 8, 9, 10}
@@ -67,7 +69,7 @@ def test_cloud_cover_matches_scl_over_a_tile():
     xs, ys = grid(500000, 5800000, 200, step=500.0)
     tile = colls.tile_key(32631, 550000, 5750000)
     dates = colls.collection_dates(S2, datetime(2023, 3, 1), datetime(2023, 5, 1))
-    scl = colls.generate(S2, 32631, xs, ys, dates, ["SCL"], tile=tile)[:, 0]
+    scl = pixels.generate(S2, 32631, xs, ys, dates, ["SCL"], tile=tile)[:, 0]
     cover = colls.cloud_cover(S2, tile, dates)
     frac = np.isin(scl, [8, 9, 10]).mean(axis=(1, 2)) * 100
     assert np.all(np.abs(frac - cover) < 6)
@@ -77,37 +79,37 @@ def test_cloud_cover_matches_scl_over_a_tile():
 def test_sentinel1_backscatter():
     xs, ys = grid(600000, 5700000, 32)
     dates = colls.collection_dates(S1, datetime(2023, 5, 1), datetime(2023, 6, 1))
-    v = colls.generate(S1, 32631, xs, ys, dates, ["VV", "VH"])
+    v = pixels.generate(S1, 32631, xs, ys, dates, ["VV", "VH"])
     assert v.dtype == np.float32 and np.all(v > 0)
     assert np.median(v[:, 0]) > np.median(v[:, 1])  # VV above VH
 
 
 def test_metadata():
-    meta = colls.collection_metadata(S2)
+    meta = metadata.collection_metadata(S2)
     assert meta["id"] == "SENTINEL2_L2A"
     dims = meta["cube:dimensions"]
     assert set(dims) == {"x", "y", "t", "bands"} and dims["bands"]["values"][-1] == "SCL"
     eo = {b["name"]: b for b in meta["summaries"]["eo:bands"]}
     assert len(eo) == 13 and eo["B08"]["common_name"] == "nir" and eo["B08"]["center_wavelength"] == 0.842
     assert meta["summaries"]["bands"] == meta["summaries"]["eo:bands"]
-    summary = colls.collection_summary(S1)
+    summary = metadata.collection_summary(S1)
     assert summary["id"] == "SENTINEL1_GRD" and "extent" in summary
-    assert colls.band_metadata(S2, "S2-L2A-B04")["common_name"] == "red"
+    assert metadata.band_metadata(S2, "S2-L2A-B04")["common_name"] == "red"
 
 
 def test_pixel_values_do_not_depend_on_the_requested_extent():
     xs, ys = grid(600000, 5700640, 64)
     dates = colls.collection_dates(S2, datetime(2023, 3, 1), datetime(2023, 6, 1))
     tile = (32631, 6, 57)
-    full = colls.generate(S2, 32631, xs, ys, dates, S2.band_names, tile=tile)
-    part = colls.generate(S2, 32631, xs[13:41], ys[7:50], dates, S2.band_names, tile=tile)
+    full = pixels.generate(S2, 32631, xs, ys, dates, S2.band_names, tile=tile)
+    part = pixels.generate(S2, 32631, xs[13:41], ys[7:50], dates, S2.band_names, tile=tile)
     assert np.array_equal(full[:, :, 7:50, 13:41], part)
 
 
 def test_clouds_agree_with_scl_in_every_band():
     xs, ys = grid(500000, 5800000, 100, step=10.0)
     dates = colls.collection_dates(S2, datetime(2023, 3, 1), datetime(2023, 6, 1))
-    v = colls.generate(S2, 32631, xs, ys, dates, ["B02", "SCL"])
+    v = pixels.generate(S2, 32631, xs, ys, dates, ["B02", "SCL"])
     clear = (v[:, 1] >= 4) & (v[:, 1] <= 6)
     thick = v[:, 1] == 9
     assert thick.any() and clear.any()

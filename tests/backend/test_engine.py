@@ -11,14 +11,17 @@ import pyproj
 import pytest
 import xarray as xr
 
-from eoextract.backend.engine import Engine, JobCanceled, ResultAsset, write_instant_result
-from eoextract.backend.errors import (
+from eoextract.backend._api_errors import (
     CollectionNotFound,
     FormatUnsupported,
     OpenEOApiError,
     ProcessParameterInvalid,
     ProcessUnsupported,
 )
+from eoextract.backend._execution import Engine
+from eoextract.backend._execution_context import JobCanceled
+from eoextract.backend._instant_result import write_instant_result
+from eoextract.backend._output_formats import ResultAsset
 
 TEMPORAL = ["2023-03-01", "2023-04-01"]  # 6 dates
 

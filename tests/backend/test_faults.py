@@ -9,7 +9,7 @@ import requests
 from api_helpers import auth_headers, checksum, instant_graph, title  # noqa: F401
 from openeo.rest import OpenEoApiError
 
-from eoextract.backend.local import LocalBackend
+from eoextract.backend import LocalBackend
 
 
 def _job(connection, title, fault, **extra):

@@ -12,7 +12,7 @@ import pytest
 import requests
 from api_helpers import BBOX, instant_graph
 
-from eoextract.backend.local import LocalBackend
+from eoextract.backend import LocalBackend
 
 INSTANT = {"eoextract_mode": "instant"}
 

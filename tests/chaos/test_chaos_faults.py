@@ -30,7 +30,7 @@ from chaos_callbacks import (
 )
 from chaos_checks import backend_titles, output_tree_problems
 
-from eoextract.backend.local import LocalBackend
+from eoextract.backend import LocalBackend
 from eoextract.extract import ExtractionManager
 from eoextract.jobs.db import get_job_db
 from eoextract.jobs.status import TERMINAL, JobStatus

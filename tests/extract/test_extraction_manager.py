@@ -28,7 +28,7 @@ from rasterio.features import rasterize
 from rasterio.transform import from_bounds
 from shapely.geometry import Point, box
 
-from eoextract.backend.local import LocalBackend
+from eoextract.backend import LocalBackend
 from eoextract.errors import ConfigurationError
 from eoextract.extract import AUXILIARY, ExtractionManager, GFMAPJobManager, build_catalogue
 from eoextract.extract import ItemStore

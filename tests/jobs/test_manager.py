@@ -270,7 +270,7 @@ def test_failing_backend_is_backed_off(start_jobs, local_backend, job_df, tmp_pa
 def test_secrets_stay_out_of_db_and_logs(start_jobs, job_df, tmp_path, caplog):
     import logging
 
-    from eoextract.backend.local import LocalBackend
+    from eoextract.backend import LocalBackend
 
     password = "pw-Zq81-not-in-db"
     with LocalBackend(user="alice", password=password) as backend:

@@ -63,9 +63,13 @@ def to_utc(value: Any) -> dt.datetime | None:
     return stamp.to_pydatetime(warn=False)
 
 
-def format_utc(value: dt.datetime | None) -> str | None:
-    """RFC 3339 text with a ``Z`` (naive values taken as UTC); None for None."""
+def format_utc(value: dt.datetime | None, *, timespec: str = "auto") -> str | None:
+    """RFC 3339 text with a ``Z`` (naive values taken as UTC); None for None.
+
+    ``timespec`` is that of :meth:`datetime.datetime.isoformat` (``"seconds"``,
+    ``"milliseconds"``, ...).
+    """
     value = as_utc(value)
     if value is None:
         return None
-    return value.isoformat().replace("+00:00", "Z")
+    return value.isoformat(timespec=timespec).replace("+00:00", "Z")

@@ -7,31 +7,22 @@ lazily so ``import eoextract.backend`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from eoextract._util.exports import lazy_exports
 
 _EXPORTS = {
-    "LocalBackend": "eoextract.backend.local",
-    "serve": "eoextract.backend.local",
-    "create_app": "eoextract.backend.app",
-    "BackendSettings": "eoextract.backend.service",
+    "LocalBackend": "eoextract.backend._local",
+    "serve": "eoextract.backend._local",
+    "create_app": "eoextract.backend._app",
+    "BackendSettings": "eoextract.backend._service",
 }
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'eoextract.backend' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.backend.app import create_app
-    from eoextract.backend.local import LocalBackend, serve
-    from eoextract.backend.service import BackendSettings
+    from eoextract.backend._app import create_app
+    from eoextract.backend._local import LocalBackend, serve
+    from eoextract.backend._service import BackendSettings

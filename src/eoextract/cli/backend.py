@@ -30,7 +30,7 @@ def backend_serve(
     ] = "eoextract",
 ) -> None:
     """Run the embedded openEO backend until interrupted; prints its URL."""
-    from eoextract.backend.local import serve
+    from eoextract.backend import serve
 
     serve(
         host=host,

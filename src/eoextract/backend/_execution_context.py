@@ -15,9 +15,7 @@ from pathlib import Path
 
 import geopandas as gpd
 
-from eoextract.backend.errors import OpenEOApiError
-
-__all__ = ["ExecutionContext", "JobCanceled", "current_context", "use_context"]
+from eoextract.backend._api_errors import OpenEOApiError
 
 
 class JobCanceled(OpenEOApiError):
@@ -35,7 +33,7 @@ class ExecutionContext:
         out_dir: Folder receiving result files.
         log: ``log(level, message)`` callback feeding the job logs.
         cancel_event: Set to stop the execution at the next check.
-        assets: Result files written so far (``formats.ResultAsset``).
+        assets: Result files written so far (``_output_formats.ResultAsset``).
         feature_index: In per-feature mode, the feature this run processes.
         n_features: In per-feature mode, the number of features of the geometry source.
         geometries: Last geometry set applied to a cube (for ``sample_by_feature`` crops).

@@ -6,7 +6,7 @@ Layout under the store's root::
     jobs/<job id>/logs.jsonl    the job's log entries, appended
     jobs/<job id>/results/      result files
 
-The lifecycle (start, cancel, workers, faults) lives in :mod:`eoextract.backend.lifecycle`.
+The lifecycle (start, cancel, workers, faults) lives in :mod:`eoextract.backend._job_lifecycle`.
 """
 
 from __future__ import annotations
@@ -18,29 +18,20 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from eoextract.backend.errors import BadRequest, JobNotFound, ProcessGraphInvalid, ProcessGraphMissing
+from eoextract._util.files import atomic_write
+from eoextract._util.utc import format_utc, parse_utc, utc_now
+from eoextract.backend._api_errors import (
+    BadRequest,
+    JobNotFound,
+    ProcessGraphInvalid,
+    ProcessGraphMissing,
+)
 
-__all__ = [
-    "CREATED",
-    "QUEUED",
-    "RUNNING",
-    "FINISHED",
-    "ERROR",
-    "CANCELED",
-    "ACTIVE",
-    "LOG_LEVELS",
-    "JobRecord",
-    "JobStore",
-    "utcnow",
-    "parse_job_body",
-    "check_process",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +52,9 @@ LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _EDITABLE = ("title", "description", "process", "plan", "budget", "log_level", "job_options")
 
 
-def utcnow() -> str:
-    """Current time as RFC 3339 UTC with second precision (``2024-05-01T12:00:00Z``)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def timestamp() -> str:
+    """Now, as job records write it: RFC 3339 UTC to the second (``2024-05-01T12:00:00Z``)."""
+    return format_utc(utc_now(), timespec="seconds")
 
 
 def check_process(process: Any) -> dict[str, Any]:
@@ -144,7 +135,8 @@ class JobRecord:
         finished: When the current run ended.
         run: How many times the job was started.
         error: ``{"code", "message"}`` of the last failure.
-        assets: Result assets of the last successful run (see :mod:`eoextract.backend.results`).
+        assets: Result assets of the last successful run (see
+            :mod:`eoextract.backend._result_documents`).
         fault: Job fault applied to the current run, if any.
         progress_reported: Whether ``progress`` comes from the worker (else it is estimated).
     """
@@ -161,8 +153,8 @@ class JobRecord:
     job_options: dict[str, Any] = field(default_factory=dict)
     status: str = CREATED
     progress: float = 0.0
-    created: str = field(default_factory=utcnow)
-    updated: str = field(default_factory=utcnow)
+    created: str = field(default_factory=timestamp)
+    updated: str = field(default_factory=timestamp)
     started: str | None = None
     finished: str | None = None
     run: int = 0
@@ -187,8 +179,7 @@ class JobRecord:
             return 100.0
         if self.status != RUNNING or self.progress_reported or not self.started:
             return round(self.progress, 1)
-        started = datetime.strptime(self.started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        elapsed = (datetime.now(UTC) - started).total_seconds()
+        elapsed = (utc_now() - parse_utc(self.started)).total_seconds()
         return round(min(95.0, 95.0 * elapsed / (elapsed + 10.0)), 1)
 
     def summary(self) -> dict[str, Any]:
@@ -216,8 +207,7 @@ class JobRecord:
         if self.log_level is not None:
             out["log_level"] = self.log_level
         if self.started and self.finished and self.status in (FINISHED, ERROR, CANCELED):
-            t0 = datetime.strptime(self.started, "%Y-%m-%dT%H:%M:%SZ")
-            t1 = datetime.strptime(self.finished, "%Y-%m-%dT%H:%M:%SZ")
+            t0, t1 = parse_utc(self.started), parse_utc(self.finished)
             out["usage"] = {"duration": {"value": (t1 - t0).total_seconds(), "unit": "seconds"}}
         return out
 
@@ -264,12 +254,9 @@ class JobStore:
         return self.jobs_dir / job_id / "results"
 
     def save(self, record: JobRecord) -> None:
-        """Write a record to disk (atomically: temp file + rename)."""
-        folder = self.job_dir(record.id)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "job.json.tmp"
-        tmp.write_bytes(orjson.dumps(record.to_dict()))
-        tmp.replace(folder / "job.json")
+        """Write a record to disk atomically (not fsynced: the store serves tests and trials)."""
+        path = self.job_dir(record.id) / "job.json"
+        atomic_write(path, orjson.dumps(record.to_dict()), fsync=False)
 
     # -- records -----------------------------------------------------------------------
     def create(self, user: str, fields_: dict[str, Any]) -> JobRecord:
@@ -307,7 +294,7 @@ class JobStore:
         with self.lock:
             for key, value in changes.items():
                 setattr(record, key, value)
-            record.updated = utcnow()
+            record.updated = timestamp()
             if record.id in self._jobs:
                 self.save(record)
         return record
@@ -356,7 +343,7 @@ class JobStore:
             "id": f"{time.time_ns():020d}{next(self._log_seq) % 1000:03d}",
             "level": level,
             "message": message,
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": format_utc(utc_now(), timespec="milliseconds"),
             **extra,
         }
         with self.lock:

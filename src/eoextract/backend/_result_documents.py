@@ -30,14 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = [
-    "RESULT_STYLES",
-    "asset_to_dict",
-    "file_info",
-    "UrlSigner",
-    "results_document",
-    "item_document",
-]
+from eoextract._util.checksum import file_checksum
+from eoextract._util.utc import format_utc
 
 RESULT_STYLES = ("current", "cdse")
 """Accepted result styles."""
@@ -48,34 +42,32 @@ _FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _EO = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 _RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 _PLAIN_BAND_KEYS = ("name", "description")
+_RASTER_BAND_KEYS = ("data_type", "nodata", "statistics", "unit")
+#: STAC asset fields copied from stored asset dicts: (STAC key, stored key), per style.
+_CDSE_ASSET_FIELDS = (("proj:bbox", "bbox_native"), ("proj:shape", "shape"))
+_CURRENT_ASSET_FIELDS = (
+    ("proj:shape", "shape"),
+    ("proj:bbox", "bbox_native"),
+    ("proj:transform", "transform"),
+    ("bbox", "bbox_4326"),
+    ("geometry", "geometry_4326"),
+)
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        text = value.isoformat()
-        return text.replace("+00:00", "Z")
+    if isinstance(value, datetime):
+        return format_utc(value)
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, tuple):
-        return [_json_value(v) for v in value]
-    if isinstance(value, list):
+    if isinstance(value, tuple | list):
         return [_json_value(v) for v in value]
     if isinstance(value, dict):
         return {k: _json_value(v) for k, v in value.items()}
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return value.item()
     return value
-
-
-def file_info(path: Path, chunk_size: int = 1 << 20) -> tuple[int, str]:
-    """Size and ``file:checksum`` (``"1220"`` + sha256 hex) of a file."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, "1220" + digest.hexdigest()
 
 
 def asset_to_dict(asset: Any, out_dir: Path) -> dict[str, Any]:
@@ -89,7 +81,7 @@ def asset_to_dict(asset: Any, out_dir: Path) -> dict[str, Any]:
         path = Path(out_dir) / path
     data = {k: _json_value(v) for k, v in data.items()}
     data["path"] = path.relative_to(out_dir).as_posix()
-    data["file_size"], data["file_checksum"] = file_info(path)
+    data["file_checksum"], data["file_size"] = file_checksum(path, "sha2-256")
     return data
 
 
@@ -132,42 +124,36 @@ def _title(asset: dict[str, Any]) -> str:
     return asset["name"] if index is None else f"{asset['name']} (feature {index})"
 
 
-def _current_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for band in bands:
-        entry: dict[str, Any] = {k: band[k] for k in _PLAIN_BAND_KEYS if band.get(k) is not None}
-        if band.get("common_name"):
-            entry["eo:common_name"] = band["common_name"]
-        if band.get("center_wavelength") is not None:
-            entry["eo:center_wavelength"] = band["center_wavelength"]
-        for key in ("data_type", "nodata", "statistics", "unit"):
-            if band.get(key) is not None:
-                entry[key] = band[key]
-        out.append(entry)
+def _known(band: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: band[k] for k in keys if band.get(k) is not None}
+
+
+def _renamed(asset: dict[str, Any], fields_: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """``{stac key: asset[stored key]}`` for the stored keys that have a value."""
+    return {key: asset[stored] for key, stored in fields_ if asset.get(stored) is not None}
+
+
+def _eo_fields(band: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Common name and centre wavelength of a band, keys prefixed (``"eo:"`` or ``""``)."""
+    out = {prefix + "common_name": band["common_name"]} if band.get("common_name") else {}
+    if band.get("center_wavelength") is not None:
+        out[prefix + "center_wavelength"] = band["center_wavelength"]
     return out
+
+
+def _current_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**_known(b, _PLAIN_BAND_KEYS), **_eo_fields(b, "eo:"), **_known(b, _RASTER_BAND_KEYS)}
+        for b in bands
+    ]
 
 
 def _cdse_eo_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for band in bands:
-        entry: dict[str, Any] = {"name": band.get("name")}
-        if band.get("common_name"):
-            entry["common_name"] = band["common_name"]
-        if band.get("center_wavelength") is not None:
-            entry["center_wavelength"] = band["center_wavelength"]
-        out.append(entry)
-    return out
+    return [{"name": b.get("name"), **_eo_fields(b, "")} for b in bands]
 
 
 def _cdse_raster_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for band in bands:
-        entry: dict[str, Any] = {"name": band.get("name")}
-        for key in ("data_type", "nodata", "statistics", "unit"):
-            if band.get(key) is not None:
-                entry[key] = band[key]
-        out.append(entry)
-    return out
+    return [{"name": b.get("name"), **_known(b, _RASTER_BAND_KEYS)} for b in bands]
 
 
 def _asset_entry(asset: dict[str, Any], href: str, style: str) -> dict[str, Any]:
@@ -182,10 +168,7 @@ def _asset_entry(asset: dict[str, Any], href: str, style: str) -> dict[str, Any]
     if style == "cdse":
         if epsg is not None:
             entry["proj:epsg"] = epsg
-        if asset.get("bbox_native") is not None:
-            entry["proj:bbox"] = asset["bbox_native"]
-        if asset.get("shape") is not None:
-            entry["proj:shape"] = asset["shape"]
+        entry.update(_renamed(asset, _CDSE_ASSET_FIELDS))
         if bands:
             entry["eo:bands"] = _cdse_eo_bands(bands)
             entry["raster:bands"] = _cdse_raster_bands(bands)
@@ -194,22 +177,9 @@ def _asset_entry(asset: dict[str, Any], href: str, style: str) -> dict[str, Any]
     entry["file:checksum"] = asset["file_checksum"]
     if epsg is not None:
         entry["proj:code"] = f"EPSG:{epsg}"
-    if asset.get("shape") is not None:
-        entry["proj:shape"] = asset["shape"]
-    if asset.get("bbox_native") is not None:
-        entry["proj:bbox"] = asset["bbox_native"]
-    if asset.get("transform") is not None:
-        entry["proj:transform"] = asset["transform"]
-    if asset.get("bbox_4326") is not None:
-        entry["bbox"] = asset["bbox_4326"]
-    if asset.get("geometry_4326") is not None:
-        entry["geometry"] = asset["geometry_4326"]
-    if asset.get("start_datetime"):
-        entry["start_datetime"] = asset["start_datetime"]
-    if asset.get("end_datetime"):
-        entry["end_datetime"] = asset["end_datetime"]
-    if asset.get("feature_index") is not None:
-        entry["feature_index"] = asset["feature_index"]
+    entry.update(_renamed(asset, _CURRENT_ASSET_FIELDS))
+    entry.update({k: asset[k] for k in ("start_datetime", "end_datetime") if asset.get(k)})
+    entry.update(_renamed(asset, (("feature_index", "feature_index"),)))
     if bands:
         entry["bands"] = _current_bands(bands)
     return entry
@@ -238,7 +208,7 @@ def results_document(
     """The results document of a finished job.
 
     Args:
-        job: A :class:`~eoextract.backend.jobs.JobRecord`.
+        job: A :class:`~eoextract.backend._job_store.JobRecord`.
         base_url: Root URL of the API, ending in ``/``.
         signer: Signs asset hrefs.
         style: ``"current"`` or ``"cdse"``.

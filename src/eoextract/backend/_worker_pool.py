@@ -1,10 +1,10 @@
 """A bounded pool of worker processes that execute process graphs.
 
 Each pool slot is a thread of the API process that owns at most one worker *process*
-(``python -m eoextract.backend.workers``) holding one execution engine. The slot takes the
-next task from a priority queue (synchronous requests first, then batch jobs in order),
-sends it to its worker over stdin and reads JSON-line messages (logs, progress, result)
-from the worker's stdout. The API event loop never executes anything itself, so it keeps
+(``python -m eoextract.backend._worker_main``) holding one execution engine. The slot
+takes the next task from a priority queue (synchronous requests first, then batch jobs in
+order), sends it to its worker over stdin and reads JSON-line messages (logs, progress,
+result) from the worker's stdout. The API event loop never executes anything itself, so it keeps
 answering while jobs run; workers also run at a lower CPU priority.
 
 Workers start lazily, on the first task of their slot (building the engine takes a few
@@ -20,22 +20,17 @@ import json
 import logging
 import os
 import queue
-import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from eoextract.backend.errors import OpenEOApiError
-
-__all__ = ["Task", "TaskCanceled", "TaskFailed", "WorkerPool"]
+from eoextract.backend._api_errors import OpenEOApiError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +53,7 @@ class Task:
     Attributes:
         process_graph: The flat process graph.
         out_dir: Folder for the result files (emptied first).
-        resolver: Plain-data :class:`~eoextract.backend.udp.UdpResolver` settings.
+        resolver: Plain-data :class:`~eoextract.backend._user_processes.UdpResolver` settings.
         job_id: Batch job id, or None for a synchronous request.
         run: Run number of the job (lets late messages of an old run be told apart).
         priority: Lower runs first (0: synchronous requests, 1: batch jobs).
@@ -108,7 +103,7 @@ class _WorkerProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._stderr = open(log_dir / f"worker-{slot}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eoextract.backend.workers"],
+            [sys.executable, "-m", "eoextract.backend._worker_main"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -392,124 +387,3 @@ class WorkerPool:
             proc = self._procs.pop(slot, None)
         if proc is not None:
             proc.kill()
-
-
-# -- the worker process -------------------------------------------------------------------
-class _Channel:
-    """Thread-safe JSON-line writer to the parent."""
-
-    def __init__(self, stream: IO[bytes]):
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, default=str).encode() + b"\n"
-        with self._lock:
-            self._stream.write(data)
-            self._stream.flush()
-
-
-_PROGRESS_RE = re.compile(r"features done: (\d+)/(\d+)")
-"""Engine log lines that tell how far a ``sample_by_feature`` job is."""
-
-
-def _make_log(channel: _Channel) -> Callable[..., None]:
-    def log(*args: Any, **kwargs: Any) -> None:
-        # accepts log(message), log(level, message) and log(message, level=...)
-        level = kwargs.get("level", "info")
-        if len(args) >= 2:
-            level, message = args[0], args[1]
-        elif args:
-            message = args[0]
-        else:
-            message = kwargs.get("message", "")
-        if isinstance(level, int):
-            level = {10: "debug", 20: "info", 30: "warning", 40: "error"}.get(level, "info")
-        channel.send({"type": "log", "level": str(level).lower(), "message": str(message)})
-        done = _PROGRESS_RE.search(str(message))
-        if done and int(done.group(2)) > 0:
-            pct = 5.0 + 90.0 * int(done.group(1)) / int(done.group(2))
-            channel.send({"type": "progress", "progress": round(pct, 1)})
-
-    return log
-
-
-def _execute(engine: Any, channel: _Channel, msg: dict[str, Any], cancel: threading.Event) -> None:
-    from eoextract.backend.engine import JobCanceled
-    from eoextract.backend.results import asset_to_dict
-    from eoextract.backend.udp import UdpResolver
-
-    out_dir = Path(msg["out_dir"])
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        assets = engine.execute(
-            msg["process_graph"],
-            out_dir,
-            udp_resolver=UdpResolver.from_dict(msg["resolver"]),
-            log=_make_log(channel),
-            cancel_event=cancel,
-        )
-        channel.send({"type": "done", "assets": [asset_to_dict(a, out_dir) for a in assets]})
-    except JobCanceled:
-        channel.send({"type": "canceled"})
-    except OpenEOApiError as exc:
-        channel.send(
-            {"type": "failed", "code": exc.code, "status": exc.status, "message": exc.message}
-        )
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs it
-        channel.send(
-            {
-                "type": "failed",
-                "code": "Internal",
-                "status": 500,
-                "message": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            }
-        )
-
-
-def worker_main() -> None:
-    """Entry point of a worker process: build the engine, then run tasks from stdin."""
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # anything printed by libraries goes to the log, not into the protocol
-    channel = _Channel(protocol_out)
-    nice = int(os.environ.get("EOEXTRACT_WORKER_NICE", "0") or 0)
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError:  # pragma: no cover
-            pass
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        from eoextract.backend.engine import Engine
-
-        engine = Engine()
-    except Exception as exc:  # noqa: BLE001
-        channel.send({"type": "failed", "message": f"{type(exc).__name__}: {exc}"})
-        traceback.print_exc()
-        return
-    channel.send({"type": "ready"})
-
-    tasks: queue.Queue[dict[str, Any] | None] = queue.Queue()
-    cancel = threading.Event()
-
-    def read_stdin() -> None:
-        for line in sys.stdin.buffer:
-            msg = json.loads(line)
-            if msg.get("type") == "cancel":
-                cancel.set()
-            elif msg.get("type") == "run":
-                cancel.clear()  # the parent sends a run only once the previous one ended
-                tasks.put(msg)
-            elif msg.get("type") == "exit":
-                break
-        tasks.put(None)
-
-    threading.Thread(target=read_stdin, daemon=True).start()
-    while (msg := tasks.get()) is not None:
-        _execute(engine, channel, msg, cancel)
-
-
-if __name__ == "__main__":
-    worker_main()

@@ -6,25 +6,6 @@ Each carries the openEO error ``code`` and HTTP ``status``; the app answers
 
 from __future__ import annotations
 
-__all__ = [
-    "OpenEOApiError",
-    "CollectionNotFound",
-    "ProcessUnsupported",
-    "ProcessGraphInvalid",
-    "ProcessGraphMissing",
-    "ProcessParameterInvalid",
-    "FormatUnsupported",
-    "JobNotFound",
-    "JobNotFinished",
-    "JobLocked",
-    "AuthenticationRequired",
-    "TokenInvalid",
-    "CredentialsInvalid",
-    "ProcessGraphNotFound",
-    "NotFound",
-    "BadRequest",
-]
-
 
 class OpenEOApiError(Exception):
     """Base: an openEO API error with ``code`` and HTTP ``status``."""

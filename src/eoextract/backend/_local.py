@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import openeo
     from fastapi import FastAPI
 
-__all__ = ["LocalBackend", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,20 +122,7 @@ class LocalBackend:
         """
         if self._thread is not None:
             return self
-        from eoextract.backend.app import create_app
-        from eoextract.backend.service import BackendSettings
-
-        settings = BackendSettings(
-            data_dir=self.data_dir,
-            workers=self.workers,
-            faults=self.faults,
-            result_style=self.result_style,
-            users={self.user: self._password},
-        )
-        self.app = create_app(settings)
-        self._sock = _bind(self.host, self.port)
-        self._url = _url(self.host, self._sock)
-        self._server = _server(self.app)
+        self._open()
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]},
             name="eoextract-local-backend", daemon=True,
@@ -150,6 +136,32 @@ class LocalBackend:
             time.sleep(0.01)
         logger.info("embedded openEO backend at %s", self._url)
         return self
+
+    def _open(self) -> None:
+        """Build the app and its server and bind the socket (serving starts later)."""
+        from eoextract.backend._app import create_app
+        from eoextract.backend._service import BackendSettings
+
+        settings = BackendSettings(
+            data_dir=self.data_dir,
+            workers=self.workers,
+            faults=self.faults,
+            result_style=self.result_style,
+            users={self.user: self._password},
+        )
+        self.app = create_app(settings)
+        self._sock = _bind(self.host, self.port)
+        self._url = _url(self.host, self._sock)
+        self._server = _server(self.app)
+
+    def _serve_in_foreground(self) -> None:
+        """Serve in this thread until interrupted, printing the URL first; then stop."""
+        self._open()
+        print(self._url, flush=True)
+        try:
+            self._server.run(sockets=[self._sock])
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         """Stop serving and stop the workers."""
@@ -234,44 +246,14 @@ class LocalBackend:
             requests.delete(f"{self.url}_admin/faults", timeout=10).raise_for_status()
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    data_dir: Path | str | None = None,
-    workers: int = 2,
-    faults: bool = False,
-    result_style: str = "current",
-    user: str = "eoextract",
-    password: str = "eoextract",
-) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
     """Serve the embedded backend in the foreground until interrupted; prints its URL.
 
     Args:
         host: Address to listen on.
         port: Port (0: a free one).
-        data_dir: Keep jobs and results here (a temporary folder when None).
-        workers: Jobs executed at the same time.
-        faults: Enable the request-fault admin route.
-        result_style: ``"current"`` or ``"cdse"``.
-        user: User name accepted by ``/credentials/basic``.
-        password: Its password.
+        **options: The other :class:`LocalBackend` arguments: ``data_dir`` (a temporary
+            folder when None), ``workers``, ``faults``, ``result_style``, ``user``,
+            ``password``.
     """
-    from eoextract.backend.app import create_app
-    from eoextract.backend.service import BackendSettings
-
-    settings = BackendSettings(
-        data_dir=Path(data_dir) if data_dir is not None else None,
-        workers=workers,
-        faults=faults,
-        result_style=result_style,
-        users={user: password},
-    )
-    app = create_app(settings)
-    sock = _bind(host, port)
-    server = _server(app)
-    print(_url(host, sock), flush=True)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        app.state.backend.close()
-        sock.close()
+    LocalBackend(host=host, port=port, **options)._serve_in_foreground()

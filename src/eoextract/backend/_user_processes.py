@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 import orjson
 import requests
 
-from eoextract.backend.errors import BadRequest, OpenEOApiError, ProcessGraphNotFound
+from eoextract._util.files import atomic_write
+from eoextract.backend._api_errors import BadRequest, OpenEOApiError, ProcessGraphNotFound
 
-__all__ = ["UdpStore", "UdpResolver", "LOOPBACK_HOSTS", "check_process_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ class UdpStore:
         stored = dict(spec, id=process_id)
         path = self._path(user, process_id)
         with self._lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(stored))
-            tmp.replace(path)
+            atomic_write(path, orjson.dumps(stored), fsync=False)
         return stored
 
     def get(self, user: str, process_id: str) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from eoextract.backend.errors import (
+from eoextract._util.files import atomic_path
+from eoextract.backend._api_errors import (
     AuthenticationRequired,
     BadRequest,
     CredentialsInvalid,
@@ -30,14 +31,13 @@ from eoextract.backend.errors import (
     ProcessUnsupported,
     TokenInvalid,
 )
-from eoextract.backend.faults import RequestFaultInjector, corrupt_chunk
-from eoextract.backend.jobs import JobRecord, JobStore, check_process
-from eoextract.backend.lifecycle import JobService
-from eoextract.backend.results import RESULT_STYLES, UrlSigner
-from eoextract.backend.udp import UdpResolver, UdpStore
-from eoextract.backend.workers import WorkerPool
+from eoextract.backend._faults import RequestFaultInjector, corrupt_chunk
+from eoextract.backend._job_lifecycle import JobService
+from eoextract.backend._job_store import JobRecord, JobStore, check_process
+from eoextract.backend._result_documents import RESULT_STYLES, UrlSigner
+from eoextract.backend._user_processes import UdpResolver, UdpStore
+from eoextract.backend._worker_pool import WorkerPool
 
-__all__ = ["API_VERSION", "BackendSettings", "BackendService", "file_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class BackendSettings:
             deleted on close).
         workers: Jobs executed at the same time (worker processes).
         faults: Enable the request-fault admin route ``/_admin/faults``.
-        result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend.results`).
+        result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend._result_documents`).
         users: User name → password for ``/credentials/basic``.
         worker_nice: Niceness increment of worker processes.
     """
@@ -105,7 +105,7 @@ class _EngineHolder:
     def get(self) -> Any:
         with self._lock:
             if self._engine is None:
-                from eoextract.backend.engine import Engine
+                from eoextract.backend._execution import Engine
 
                 logger.info("building the execution engine for metadata")
                 self._engine = Engine()
@@ -150,10 +150,9 @@ class BackendService:
     def _secret(self) -> bytes:
         path = self.data_dir / "secret.key"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(secrets.token_bytes(32))
-            os.chmod(tmp, 0o600)
-            tmp.replace(path)
+            with atomic_path(path, fsync=False) as tmp:
+                tmp.write_bytes(secrets.token_bytes(32))
+                os.chmod(tmp, 0o600)
         return path.read_bytes()
 
     def close(self) -> None:
@@ -288,10 +287,7 @@ class BackendService:
         """Errors found in a process graph (empty when valid)."""
         try:
             check_process(process)
-        except OpenEOApiError as exc:
-            return [{"code": exc.code, "message": exc.message}]
-        resolver = UdpResolver(self.udps.root, user)
-        try:
+            resolver = UdpResolver(self.udps.root, user)
             return list(self.engine.get().validate(process["process_graph"], udp_resolver=resolver))
         except OpenEOApiError as exc:
             return [{"code": exc.code, "message": exc.message}]

@@ -1,29 +1,19 @@
-"""Process registry of the embedded backend.
-
-The openEO processes come from ``openeo-processes-dask``; this module adds the ones it lacks
-or that need to know about the synthetic collections (``load_collection``, ``save_result``,
-``load_url``, ``load_geojson``, spatial filters and ``aggregate_spatial`` working on UTM
-cubes) and wires them into an ``openeo_pg_parser_networkx.ProcessRegistry``.
+"""Raster-cube processes of the embedded backend that ``openeo-processes-dask`` lacks or that need
+to know the synthetic collections: ``load_collection``, spatial and band filters, ``ndvi`` by
+common band names, ``resample_spatial``, ``merge_cubes`` and two processes-dask wrappers.
 
 Raster cubes are ``xarray.DataArray`` objects with dims ``(t, bands, y, x)`` (numpy-backed),
-their CRS written with rioxarray. Vector cubes (from ``load_url``/``load_geojson``) are
-``geopandas.GeoDataFrame`` objects (:mod:`eoextract.backend.geometry`). Per-execution state
-(output folder, log, cancel flag, the feature being processed) lives in
-:class:`~eoextract.backend.context.ExecutionContext`, so one registry serves concurrent executions.
+their CRS written with rioxarray, on the 10 m UTM grid of :mod:`eoextract.backend._geometry`.
+Per-execution state (output folder, log, cancel flag, the feature being processed) lives in
+:class:`~eoextract.backend._execution_context.ExecutionContext`, so one registry serves
+concurrent executions.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib
-import inspect
-import json
-import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
-from functools import wraps
 from typing import Any
-from urllib.parse import urlparse
 
 import geopandas as gpd
 import numpy as np
@@ -31,30 +21,26 @@ import pandas as pd
 import pyproj
 import xarray as xr
 
-from eoextract.backend import collections as colls
-from eoextract.backend.context import ExecutionContext, JobCanceled, current_context, use_context
-from eoextract.backend.errors import ProcessParameterInvalid
-from eoextract.backend.geometry import (
+from eoextract._util.utc import as_utc
+from eoextract.backend._api_errors import ProcessParameterInvalid
+from eoextract.backend._execution_context import current_context
+from eoextract.backend._geometry import (
     GRID,
+    cube_epsg,
     geometry_mask_of,
     grid_bounds,
     select_feature,
     target_epsg,
     to_geodataframe,
 )
-
-__all__ = [
-    "ExecutionContext",
-    "JobCanceled",
-    "current_context",
-    "use_context",
-    "build_registry",
-    "to_geodataframe",
-    "CUSTOM_SPECS",
-    "MAX_CUBE_VALUES",
-]
-
-logger = logging.getLogger(__name__)
+from eoextract.backend._synthetic_collections import (
+    COLLECTIONS,
+    collection_dates,
+    filter_dates,
+    get_collection,
+    tile_key,
+)
+from eoextract.backend._synthetic_pixels import generate
 
 #: Largest raster a single ``load_collection`` may produce (pixels x bands x dates), about
 #: 300 MB of uint16: e.g. 100 km2 at 10 m for 13 bands and 11 dates.
@@ -73,7 +59,7 @@ def _to_datetime(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = pd.Timestamp(value).to_pydatetime()
     if isinstance(value, datetime):  # plain datetime (pendulum's subclass breaks arithmetic)
-        v = value.astimezone(timezone.utc) if value.tzinfo else value
+        v = as_utc(value)
         return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond,
                         tzinfo=timezone.utc)
     raise ProcessParameterInvalid(f"Cannot read a date from {value!r}.")
@@ -99,7 +85,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
                     bands: list[str] | None = None, properties: dict | None = None) -> xr.DataArray:
     """Generate a synthetic collection on the UTM grid of the extent."""
     ctx = current_context()
-    spec = colls.get_collection(id)
+    spec = get_collection(id)
     if spatial_extent is None:
         raise ProcessParameterInvalid(
             f"load_collection({id}) needs a spatial_extent (or a later filter_bbox/filter_spatial)."
@@ -128,10 +114,10 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
         raise ProcessParameterInvalid(f"The spatial extent cannot be projected to EPSG:{epsg}.")
     xs = np.arange(w + GRID / 2, e, GRID)
     ys = np.arange(n - GRID / 2, s, -GRID)
-    dates = colls.collection_dates(spec, start, end)
+    dates = collection_dates(spec, start, end)
     if dates and properties:
-        tile = colls.tile_key(epsg, (w + e) / 2, (s + n) / 2)
-        dates = colls.filter_dates(spec, tile, dates, properties)
+        tile = tile_key(epsg, (w + e) / 2, (s + n) / 2)
+        dates = filter_dates(spec, tile, dates, properties)
     if not dates:
         raise ProcessParameterInvalid(
             f"No {id} acquisitions in [{start:%Y-%m-%d}, {end:%Y-%m-%d}) matching the filters "
@@ -150,7 +136,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
     if not ctx.feature_index:  # once per execution, not once per feature
         ctx.log("info", f"load_collection {id}: EPSG:{epsg}, {ys.size}x{xs.size} px, "
                         f"{len(band_names)} bands, {len(dates)} dates")
-    values = colls.generate(spec, epsg, xs, ys, dates, band_names, checkpoint=ctx.check_canceled)
+    values = generate(spec, epsg, xs, ys, dates, band_names, checkpoint=ctx.check_canceled)
     if not _is_bbox(spatial_extent) and not _is_box(gdf_utm):
         inside = geometry_mask_of(gdf_utm, xs, ys)
         fill = 0 if values.dtype.kind in "ui" else np.nan
@@ -176,15 +162,6 @@ def _make_cube(values: np.ndarray, dates: list[datetime], bands: list[str], ys: 
     cube = xr.DataArray(values, dims=("t", "bands", "y", "x"),
                         coords={"t": t, "bands": bands, "y": ys, "x": xs})
     return cube.rio.write_crs(f"EPSG:{epsg}")
-
-
-def cube_epsg(data: xr.DataArray) -> int | None:
-    """EPSG code of a raster cube, if known."""
-    try:
-        crs = data.rio.crs
-    except Exception:
-        crs = None
-    return crs.to_epsg() if crs is not None else None
 
 
 def _crop_to(data: xr.DataArray, gdf: gpd.GeoDataFrame, mask: bool) -> xr.DataArray:
@@ -240,7 +217,7 @@ def ndvi(data: xr.DataArray, nir: str = "nir", red: str = "red", target_band: st
     from openeo_processes_dask.process_implementations.cubes.indices import ndvi as _ndvi
 
     available = [str(b) for b in data["bands"].values]
-    by_common = {b.common_name: b.name for spec in colls.COLLECTIONS.values() for b in spec.bands if b.common_name}
+    by_common = {b.common_name: b.name for spec in COLLECTIONS.values() for b in spec.bands if b.common_name}
 
     def resolve(name: str) -> str:
         if name in available:
@@ -362,146 +339,3 @@ def aggregate_temporal_period(data: xr.DataArray, period: str, reducer: Callable
         out = out.assign_coords({dim: starts.values})
     return out
 
-
-def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> Any:  # noqa: A002
-    """Read a GeoJSON, JSON or GeoParquet file from a loopback URL (``127.0.0.1``/``localhost``)."""
-    import requests
-
-    host = urlparse(str(url)).hostname
-    if urlparse(str(url)).scheme not in ("http", "https") or host not in ("127.0.0.1", "localhost", "::1"):
-        raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend, not {url!r}.")
-    fmt = str(format).lower()
-    ctx = current_context()
-    key = (url, fmt)
-    if key not in ctx.url_cache:
-        try:
-            resp = requests.get(url, timeout=30, proxies={"http": None, "https": None})
-        except requests.RequestException as exc:
-            raise ProcessParameterInvalid(f"load_url could not read {url}: {exc}") from None
-        if resp.status_code >= 400:
-            raise ProcessParameterInvalid(f"load_url: {url} answered HTTP {resp.status_code}.")
-        if fmt in ("geojson", "json"):
-            try:
-                doc = resp.json()
-            except ValueError:
-                raise ProcessParameterInvalid(f"load_url: {url} is not valid JSON.") from None
-            ctx.url_cache[key] = doc if fmt == "json" else to_geodataframe(doc)
-        elif fmt in ("parquet", "geoparquet"):
-            import io
-
-            try:
-                ctx.url_cache[key] = gpd.read_parquet(io.BytesIO(resp.content))
-            except Exception as exc:
-                raise ProcessParameterInvalid(f"load_url: cannot read GeoParquet from {url}: {exc}") from None
-        else:
-            from eoextract.backend.errors import FormatUnsupported
-
-            raise FormatUnsupported(f"load_url: format {format!r} not supported (GeoJSON, JSON, Parquet).")
-    value = ctx.url_cache[key]
-    return value.copy() if isinstance(value, gpd.GeoDataFrame) else copy.deepcopy(value)
-
-
-def load_geojson(data: dict, properties: list[str] | None = None) -> gpd.GeoDataFrame:
-    """Turn inline GeoJSON into a vector cube."""
-    gdf = to_geodataframe(data)
-    if properties:
-        gdf = gdf[[c for c in properties if c in gdf.columns] + ["geometry"]]
-    return gdf
-
-
-def aggregate_spatial(data: xr.DataArray, geometries: Any, reducer: Callable,
-                      target_dimension: str = "result", context: Any = None) -> xr.DataArray:
-    """Zonal statistics: reduce the pixels of each geometry (per date and band).
-
-    Returns a cube with dims ``(geometry, t, bands)`` (``t`` only when present); the
-    geometries (EPSG:4326 GeoJSON) are kept in ``attrs["eoextract_geometries"]``.
-    """
-    gdf = to_geodataframe(geometries)
-    epsg = cube_epsg(data)
-    if epsg is None:
-        raise ProcessParameterInvalid("aggregate_spatial: the data cube has no CRS.")
-    gdf_c = gdf.to_crs(epsg)
-    xs, ys = data["x"].values, data["y"].values
-    other = [d for d in data.dims if d not in ("y", "x")]
-    arr = data.transpose(*other, "y", "x").values
-    if arr.dtype.kind in "ui":
-        arr = np.where(arr == 0, np.nan, arr.astype(np.float64))
-    out = []
-    for geom in gdf_c.geometry:
-        current_context().check_canceled()
-        inside = geometry_mask_of(gpd.GeoDataFrame(geometry=[geom], crs=gdf_c.crs), xs, ys)
-        pixels = arr[..., inside]
-        if pixels.shape[-1] == 0:
-            out.append(np.full(arr.shape[:-2], np.nan))
-            continue
-        value = reducer(pixels, axis=-1, positional_parameters={"data": 0}, context=context)
-        out.append(np.asarray(value, dtype=np.float64))
-    coords = {d: data[d].values for d in other}
-    coords["geometry"] = np.arange(len(gdf_c))
-    result = xr.DataArray(np.stack(out), dims=("geometry", *other), coords=coords)
-    result.attrs["eoextract_geometries"] = json.loads(gdf.to_crs(4326).geometry.to_json())
-    return result
-
-
-def save_result(data: Any, format: str, options: dict | None = None) -> bool:  # noqa: A002
-    """Write ``data`` into the execution's output folder (see ``formats``)."""
-    from eoextract.backend import formats
-
-    ctx = current_context()
-    ctx.check_canceled()
-    ctx.assets.extend(formats.save(data, format, options or {}, ctx))
-    return True
-
-
-# --------------------------------------------------------------------------------------------
-# Registry
-
-CUSTOM_PROCESSES: dict[str, Callable] = {
-    "load_collection": load_collection,
-    "save_result": save_result,
-    "load_url": load_url,
-    "load_geojson": load_geojson,
-    "filter_spatial": filter_spatial,
-    "filter_bbox": filter_bbox,
-    "filter_bands": filter_bands,
-    "ndvi": ndvi,
-    "aggregate_spatial": aggregate_spatial,
-    "resample_spatial": resample_spatial,
-    "merge_cubes": merge_cubes,
-    "apply_dimension": apply_dimension,
-    "aggregate_temporal_period": aggregate_temporal_period,
-}
-CUSTOM_SPECS: dict[str, dict] = {}
-
-
-def _cancellable(f: Callable) -> Callable:
-    @wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        current_context().check_canceled()
-        return f(*args, **kwargs)
-
-    return wrapper
-
-
-def build_registry():
-    """Build the process registry (processes-dask implementations plus ours).
-
-    Returns:
-        An ``openeo_pg_parser_networkx.ProcessRegistry``.
-    """
-    from openeo_pg_parser_networkx import ProcessRegistry
-    from openeo_pg_parser_networkx.process_registry import Process
-    from openeo_processes_dask.process_implementations.core import process
-
-    logging.getLogger("openeo_processes_dask.process_implementations.core").setLevel(logging.WARNING)
-    specs = importlib.import_module("openeo_processes_dask.specs")
-    impl = importlib.import_module("openeo_processes_dask.process_implementations")
-    registry = ProcessRegistry(wrap_funcs=[process, _cancellable])
-    for name, func in inspect.getmembers(impl, inspect.isfunction):
-        spec = getattr(specs, name, None)
-        if spec is not None and func.__name__ not in ("load_stac", "run_udf"):
-            registry[name] = Process(spec=spec, implementation=func)
-    for name, func in CUSTOM_PROCESSES.items():
-        spec = CUSTOM_SPECS.get(name) or getattr(specs, name, None) or {"id": name}
-        registry[name] = Process(spec=spec, implementation=func)
-    return registry

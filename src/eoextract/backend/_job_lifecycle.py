@@ -2,13 +2,13 @@
 
 Statuses follow openEO: ``created → queued → running → finished | error | canceled``.
 
-*Regular jobs* go to the :class:`~eoextract.backend.workers.WorkerPool`.
+*Regular jobs* go to the :class:`~eoextract.backend._worker_pool.WorkerPool`.
 
 *Instant jobs* (``job_options={"eoextract_mode": "instant"}``) compute nothing: starting one
 copies a tiny valid NetCDF (written once per server) into its results and marks it
 ``finished`` in the same request. No worker process is involved.
 
-*Job faults* (see :mod:`eoextract.backend.faults`) are decided when a job starts.
+*Job faults* (see :mod:`eoextract.backend._faults`) are decided when a job starts.
 
 *Restarts*: on start-up, jobs found ``queued`` are queued again; jobs found ``running`` are
 marked ``error`` with a log entry saying the server restarted while they ran (their
@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eoextract.backend.errors import JobLocked, JobNotFinished, OpenEOApiError
-from eoextract.backend.faults import JobFault, JobFaultCounter
-from eoextract.backend.jobs import (
+from eoextract.backend._api_errors import JobLocked, JobNotFinished, OpenEOApiError
+from eoextract.backend._faults import JobFault, JobFaultCounter
+from eoextract.backend._job_store import (
     ACTIVE,
     CANCELED,
     ERROR,
@@ -39,12 +39,11 @@ from eoextract.backend.jobs import (
     JobRecord,
     JobStore,
     parse_job_body,
-    utcnow,
+    timestamp,
 )
-from eoextract.backend.results import asset_to_dict
-from eoextract.backend.workers import Task, TaskCanceled, TaskFailed, WorkerPool
+from eoextract.backend._result_documents import asset_to_dict
+from eoextract.backend._worker_pool import Task, TaskCanceled, TaskFailed, WorkerPool
 
-__all__ = ["JobService", "Scheduler", "InstantResult", "is_instant"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class InstantResult:
         """Asset dicts of the template (built on first use)."""
         with self._lock:
             if self._assets is None:
-                from eoextract.backend.engine import write_instant_result
+                from eoextract.backend._instant_result import write_instant_result
 
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.folder.mkdir(parents=True)
@@ -184,7 +183,7 @@ class JobService:
                 self.store.update(
                     record,
                     status=ERROR,
-                    finished=utcnow(),
+                    finished=timestamp(),
                     error={"code": "Internal", "message": "The server restarted while the job ran."},
                 )
                 self.store.add_log(
@@ -272,7 +271,7 @@ class JobService:
         with self.store.lock:
             if record.status not in ACTIVE:
                 return record
-            self.store.update(record, status=CANCELED, finished=utcnow())
+            self.store.update(record, status=CANCELED, finished=timestamp())
         if self._pool is not None:
             self._pool.cancel(job_id)
         self.store.add_log(record.id, "info", "Job canceled on request.")
@@ -298,33 +297,29 @@ class JobService:
         return record
 
     # -- runs --------------------------------------------------------------------------
-    def _mark_running(self, job_id: str, run: int) -> None:
+    def _mark(self, job_id: str, run: int, changes: dict[str, Any],
+              log: tuple[str, str] | None = None, **log_extra: Any) -> None:
+        """Apply ``changes`` to a job still in run ``run``, then log ``(level, message)``."""
         with self.store.lock:
             record = self._current(job_id, run)
             if record is None:
                 return
-            self.store.update(record, status=RUNNING, started=utcnow())
-        self.store.add_log(job_id, "info", "Job running.")
+            self.store.update(record, **changes)
+        if log is not None:
+            self.store.add_log(job_id, *log, **log_extra)
+
+    def _mark_running(self, job_id: str, run: int) -> None:
+        changes = {"status": RUNNING, "started": timestamp()}
+        self._mark(job_id, run, changes, ("info", "Job running."))
 
     def _mark_finished(self, job_id: str, run: int, assets: list[dict[str, Any]]) -> None:
-        with self.store.lock:
-            record = self._current(job_id, run)
-            if record is None:
-                return
-            self.store.update(
-                record, status=FINISHED, progress=100.0, finished=utcnow(), assets=assets
-            )
-        self.store.add_log(job_id, "info", f"Job finished with {len(assets)} asset(s).")
+        changes = {"status": FINISHED, "progress": 100.0, "finished": timestamp(), "assets": assets}
+        self._mark(job_id, run, changes, ("info", f"Job finished with {len(assets)} asset(s)."))
 
     def _mark_failed(self, job_id: str, run: int, code: str, message: str) -> None:
-        with self.store.lock:
-            record = self._current(job_id, run)
-            if record is None:
-                return
-            self.store.update(
-                record, status=ERROR, finished=utcnow(), error={"code": code, "message": message}
-            )
-        self.store.add_log(job_id, "error", f"Job failed: {message}", code=code)
+        error = {"code": code, "message": message}
+        changes = {"status": ERROR, "finished": timestamp(), "error": error}
+        self._mark(job_id, run, changes, ("error", f"Job failed: {message}"), code=code)
 
     def _finish_instant(self, job_id: str, run: int) -> None:
         if self._current(job_id, run) is None:
@@ -391,10 +386,7 @@ class JobService:
         if error is None:
             self._mark_finished(job_id, run, future.result())
         elif isinstance(error, TaskCanceled):
-            with self.store.lock:
-                record = self._current(job_id, run)
-                if record is not None:
-                    self.store.update(record, status=CANCELED, finished=utcnow())
+            self._mark(job_id, run, {"status": CANCELED, "finished": timestamp()})
         elif isinstance(error, TaskFailed | OpenEOApiError):
             self._mark_failed(job_id, run, error.code, error.message)
         else:  # pragma: no cover - the pool wraps everything

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pyproj
 
-from eoextract.backend import collections as colls
-from eoextract.backend.context import current_context
-from eoextract.backend.errors import OpenEOApiError, ProcessParameterInvalid
+from eoextract.backend._api_errors import OpenEOApiError, ProcessParameterInvalid
+from eoextract.backend._execution_context import current_context
+from eoextract.backend._synthetic_collections import utm_epsg
 
-__all__ = ["GRID", "to_geodataframe", "select_feature", "target_epsg", "grid_bounds", "geometry_mask_of"]
 
 GRID = 10.0  # metres
 
@@ -118,7 +117,18 @@ def target_epsg(gdf: gpd.GeoDataFrame) -> int:
         return epsg
     ll = gdf.to_crs(4326)
     minx, miny, maxx, maxy = ll.total_bounds
-    return colls.utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
+    return utm_epsg((minx + maxx) / 2.0, (miny + maxy) / 2.0)
+
+
+def cube_epsg(cube: Any) -> int | None:
+    """EPSG code of a raster cube's CRS (rioxarray), if known."""
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+
+    try:
+        crs = cube.rio.crs
+    except Exception:
+        return None
+    return crs.to_epsg() if crs is not None else None
 
 
 def grid_bounds(gdf_utm: gpd.GeoDataFrame) -> tuple[float, float, float, float]:

@@ -1,6 +1,6 @@
 """The openEO API 1.2 HTTP application of the embedded backend (FastAPI).
 
-``create_app(settings)`` returns an ASGI app; :mod:`eoextract.backend.local` runs it with
+``create_app(settings)`` returns an ASGI app; :mod:`eoextract.backend._local` runs it with
 uvicorn. Every error is answered as openEO error JSON ``{"id", "code", "message", "links"}``
 with the matching HTTP status, including malformed requests (400 ``BadRequest``, never
 FastAPI's 422 shape).
@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,15 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eoextract.backend.errors import BadRequest, JobNotFound, NotFound, OpenEOApiError
-from eoextract.backend.faults import FaultMiddleware, RequestFault, RequestFaultInjector
-from eoextract.backend.jobs import FINISHED, parse_job_body
-from eoextract.backend.lifecycle import is_instant
-from eoextract.backend.results import item_document, results_document
-from eoextract.backend.service import API_VERSION, BackendService, BackendSettings, file_response
-from eoextract.backend.udp import check_process_id
-from eoextract.backend.workers import TaskCanceled
+from eoextract.backend._api_errors import BadRequest, JobNotFound, NotFound, OpenEOApiError
+from eoextract.backend._faults import FaultMiddleware, RequestFault, RequestFaultInjector
+from eoextract.backend._job_lifecycle import is_instant
+from eoextract.backend._job_store import FINISHED, parse_job_body
+from eoextract.backend._result_documents import item_document, results_document
+from eoextract.backend._service import API_VERSION, BackendService, BackendSettings, file_response
+from eoextract.backend._user_processes import check_process_id
+from eoextract.backend._worker_pool import TaskCanceled
 
-__all__ = ["create_app", "BackendSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -281,29 +281,21 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         user = backend.authenticate(request)
         return _json(backend.jobs.store.get(job_id, user).describe())
 
-    @app.patch("/jobs/{job_id}")
-    async def update_job(request: Request, job_id: str) -> Response:
-        user = backend.authenticate(request)
-        await run_in_threadpool(backend.jobs.update, user, job_id, await _body(request))
-        return Response(status_code=204)
+    def job_action(action: Callable[..., Any], status: int, *, with_body: bool = False) -> Any:
+        """A route calling ``action(user, job_id[, body])``, answering ``status`` and no body."""
 
-    @app.delete("/jobs/{job_id}")
-    async def delete_job(request: Request, job_id: str) -> Response:
-        user = backend.authenticate(request)
-        await run_in_threadpool(backend.jobs.delete, user, job_id)
-        return Response(status_code=204)
+        async def route(request: Request, job_id: str) -> Response:
+            user = backend.authenticate(request)
+            body = (await _body(request),) if with_body else ()
+            await run_in_threadpool(action, user, job_id, *body)
+            return Response(status_code=status)
 
-    @app.post("/jobs/{job_id}/results")
-    async def start_job(request: Request, job_id: str) -> Response:
-        user = backend.authenticate(request)
-        await run_in_threadpool(backend.jobs.start, user, job_id)
-        return Response(status_code=202)
+        return route
 
-    @app.delete("/jobs/{job_id}/results")
-    async def cancel_job(request: Request, job_id: str) -> Response:
-        user = backend.authenticate(request)
-        await run_in_threadpool(backend.jobs.cancel, user, job_id)
-        return Response(status_code=204)
+    app.patch("/jobs/{job_id}")(job_action(backend.jobs.update, 204, with_body=True))
+    app.delete("/jobs/{job_id}")(job_action(backend.jobs.delete, 204))
+    app.post("/jobs/{job_id}/results")(job_action(backend.jobs.start, 202))
+    app.delete("/jobs/{job_id}/results")(job_action(backend.jobs.cancel, 204))
 
     @app.get("/jobs/{job_id}/results")
     async def job_results(request: Request, job_id: str) -> Response:

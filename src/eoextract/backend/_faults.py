@@ -33,17 +33,8 @@ from typing import Any
 
 import orjson
 
-from eoextract.backend.errors import BadRequest
+from eoextract.backend._api_errors import BadRequest
 
-__all__ = [
-    "JOB_FAULT_KINDS",
-    "JobFault",
-    "JobFaultCounter",
-    "RequestFault",
-    "RequestFaultInjector",
-    "FaultMiddleware",
-    "corrupt_chunk",
-]
 
 logger = logging.getLogger(__name__)
 

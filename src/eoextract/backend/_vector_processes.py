@@ -1,0 +1,100 @@
+"""Vector processes of the embedded backend: vector cubes from loopback URLs and inline GeoJSON,
+and zonal statistics (``aggregate_spatial``) from a raster cube to one value per geometry.
+
+Vector cubes are ``geopandas.GeoDataFrame`` objects (see :mod:`eoextract.backend._geometry`).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+import geopandas as gpd
+import numpy as np
+import xarray as xr
+
+from eoextract.backend._api_errors import FormatUnsupported, ProcessParameterInvalid
+from eoextract.backend._execution_context import current_context
+from eoextract.backend._geometry import cube_epsg, geometry_mask_of, to_geodataframe
+from eoextract.backend._user_processes import LOOPBACK_HOSTS
+
+
+def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> Any:  # noqa: A002
+    """Read a GeoJSON, JSON or GeoParquet file from a loopback URL (``127.0.0.1``/``localhost``)."""
+    import requests
+
+    parts = urlparse(str(url))
+    if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK_HOSTS:
+        raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend, not {url!r}.")
+    fmt = str(format).lower()
+    ctx = current_context()
+    key = (url, fmt)
+    if key not in ctx.url_cache:
+        try:
+            resp = requests.get(url, timeout=30, proxies={"http": None, "https": None})
+        except requests.RequestException as exc:
+            raise ProcessParameterInvalid(f"load_url could not read {url}: {exc}") from None
+        if resp.status_code >= 400:
+            raise ProcessParameterInvalid(f"load_url: {url} answered HTTP {resp.status_code}.")
+        if fmt in ("geojson", "json"):
+            try:
+                doc = resp.json()
+            except ValueError:
+                raise ProcessParameterInvalid(f"load_url: {url} is not valid JSON.") from None
+            ctx.url_cache[key] = doc if fmt == "json" else to_geodataframe(doc)
+        elif fmt in ("parquet", "geoparquet"):
+            try:
+                ctx.url_cache[key] = gpd.read_parquet(io.BytesIO(resp.content))
+            except Exception as exc:
+                raise ProcessParameterInvalid(f"load_url: cannot read GeoParquet from {url}: {exc}") from None
+        else:
+            raise FormatUnsupported(f"load_url: format {format!r} not supported (GeoJSON, JSON, Parquet).")
+    value = ctx.url_cache[key]
+    return value.copy() if isinstance(value, gpd.GeoDataFrame) else copy.deepcopy(value)
+
+
+def load_geojson(data: dict, properties: list[str] | None = None) -> gpd.GeoDataFrame:
+    """Turn inline GeoJSON into a vector cube."""
+    gdf = to_geodataframe(data)
+    if properties:
+        gdf = gdf[[c for c in properties if c in gdf.columns] + ["geometry"]]
+    return gdf
+
+
+def aggregate_spatial(data: xr.DataArray, geometries: Any, reducer: Callable,
+                      target_dimension: str = "result", context: Any = None) -> xr.DataArray:
+    """Zonal statistics: reduce the pixels of each geometry (per date and band).
+
+    Returns a cube with dims ``(geometry, t, bands)`` (``t`` only when present); the
+    geometries (EPSG:4326 GeoJSON) are kept in ``attrs["eoextract_geometries"]``.
+    """
+    gdf = to_geodataframe(geometries)
+    epsg = cube_epsg(data)
+    if epsg is None:
+        raise ProcessParameterInvalid("aggregate_spatial: the data cube has no CRS.")
+    gdf_c = gdf.to_crs(epsg)
+    xs, ys = data["x"].values, data["y"].values
+    other = [d for d in data.dims if d not in ("y", "x")]
+    arr = data.transpose(*other, "y", "x").values
+    if arr.dtype.kind in "ui":
+        arr = np.where(arr == 0, np.nan, arr.astype(np.float64))
+    out = []
+    for geom in gdf_c.geometry:
+        current_context().check_canceled()
+        inside = geometry_mask_of(gpd.GeoDataFrame(geometry=[geom], crs=gdf_c.crs), xs, ys)
+        pixels = arr[..., inside]
+        if pixels.shape[-1] == 0:
+            out.append(np.full(arr.shape[:-2], np.nan))
+            continue
+        value = reducer(pixels, axis=-1, positional_parameters={"data": 0}, context=context)
+        out.append(np.asarray(value, dtype=np.float64))
+    coords = {d: data[d].values for d in other}
+    coords["geometry"] = np.arange(len(gdf_c))
+    result = xr.DataArray(np.stack(out), dims=("geometry", *other), coords=coords)
+    result.attrs["eoextract_geometries"] = json.loads(gdf.to_crs(4326).geometry.to_json())
+    return result
+
