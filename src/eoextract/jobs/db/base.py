@@ -338,14 +338,6 @@ class JobDatabase(abc.ABC):
         """
 
     @abc.abstractmethod
-    def bind_collection(self, collection_id: str) -> None:
-        """Tie the database to one collection: the first call stores ``collection_id``.
-
-        Raises:
-            ConfigurationError: the database is tied to another collection.
-        """
-
-    @abc.abstractmethod
     def register_backend(self, name: str, url: str | None) -> None:
         """Remember a backend's name and root URL (never credentials)."""
 

@@ -492,22 +492,6 @@ class FileJobDatabase(JobDatabase):
             self._touched()
             return self._records(df.loc[keys])
 
-    def bind_collection(self, collection_id: str) -> None:
-        """Tie the file to ``collection_id`` (see :meth:`JobDatabase.bind_collection`)."""
-        if not isinstance(collection_id, str) or not collection_id:
-            raise ConfigurationError(f"collection_id must be a non-empty string, got {collection_id!r}")
-        with self._lock:
-            self._frame()
-            stored = self._meta.get("collection_id")
-            if stored is None:
-                self._meta["collection_id"] = collection_id
-                self._dirty = True
-                self._save()
-            elif stored != collection_id:
-                raise ConfigurationError(
-                    f"{self!r} holds the jobs of collection {stored!r}, not {collection_id!r}; "
-                    f"use another job database for another collection")
-
     def _coerce(self, fields: dict[str, Any]) -> dict[str, Any]:
         unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:

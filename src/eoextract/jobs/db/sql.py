@@ -25,8 +25,6 @@ from typing import Any, Literal
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -557,27 +555,6 @@ class SqlJobDatabase(JobDatabase):
             return
         with self._session(write=True) as session, session.begin():
             claims.release(session, manager_id)
-
-    def bind_collection(self, collection_id: str) -> None:
-        """Tie the database to ``collection_id`` (see :meth:`JobDatabase.bind_collection`).
-
-        The first caller's value is stored atomically (insert-if-absent), so two managers
-        starting at once with different collections cannot both succeed.
-        """
-        if not isinstance(collection_id, str) or not collection_id:
-            raise ConfigurationError(f"collection_id must be a non-empty string, got {collection_id!r}")
-        self._require()
-        dialect_insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
-        stmt = dialect_insert(META).values(key="collection_id", value=collection_id)
-        stmt = stmt.on_conflict_do_nothing(index_elements=[META.c.key])
-        with self._session(write=True) as session, session.begin():
-            session.execute(stmt)
-            stored = session.scalar(select(META.c.value).where(META.c.key == "collection_id"))
-        if stored != collection_id:
-            raise ConfigurationError(
-                f"{self!r} holds the jobs of collection {stored!r}, not {collection_id!r}; "
-                f"use another job database for another collection")
-        self._meta["collection_id"] = stored
 
     def register_backend(self, name: str, url: str | None) -> None:
         self._require()
