@@ -10,7 +10,7 @@ import pytest
 
 from eoextract.errors import InvalidTransition
 from eoextract.jobs.db import create_job_db, get_job_db
-from eoextract.jobs.db.base import ADOPTABLE
+from eoextract.jobs.db import ADOPTABLE
 from eoextract.jobs.status import ACTIVE, JobStatus
 
 S = JobStatus

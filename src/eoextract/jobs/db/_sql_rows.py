@@ -16,13 +16,11 @@ from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from eoextract.errors import InvalidTransition, JobError
-from eoextract.jobs.db.base import StatusChange
-from eoextract.jobs.db.frame import MANAGED_KINDS
-from eoextract.jobs.db.models import Backend, Job, JobStatusChange, Meta
+from eoextract.jobs.db._interface import StatusChange
+from eoextract.jobs.db._frame import MANAGED_KINDS
+from eoextract.jobs.db._models import Backend, Job, JobStatusChange, Meta
 from eoextract.jobs.status import TERMINAL, JobStatus, is_allowed
 
-__all__ = ["JOBS", "CHANGES", "META", "BACKENDS", "OUR_TABLES", "RECORD_COLUMNS", "RECORD_FIELDS", "chunks",
-           "utcnow", "update_by_key", "prefixed", "insert_jobs", "apply_transition"]
 
 JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
 CHANGES: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
@@ -31,9 +29,9 @@ BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
 OUR_TABLES = {JOBS.name, CHANGES.name, META.name, BACKENDS.name}
 _CHUNK = 500  # keys per IN (...) clause
 
-#: Managed fields of a :class:`~eoextract.jobs.db.base.JobRecord` (``JobRecord.fields``).
+#: Managed fields of a :class:`~eoextract.jobs.db.JobRecord` (``JobRecord.fields``).
 RECORD_FIELDS = tuple(name for name in MANAGED_KINDS if name != "status")
-#: Columns of a :class:`~eoextract.jobs.db.base.JobRecord`: ``pk``, ``job_key``, ``status``,
+#: Columns of a :class:`~eoextract.jobs.db.JobRecord`: ``pk``, ``job_key``, ``status``,
 #: the :data:`RECORD_FIELDS`, ``data``.
 RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
                   *(JOBS.c[name] for name in RECORD_FIELDS), JOBS.c.data]

@@ -1,8 +1,8 @@
 """Opening the SQL job database: recognising our tables, checking and migrating the schema.
 
-``meta`` holds the schema version (:data:`~eoextract.jobs.db.models.SCHEMA_VERSION`). A
+``meta`` holds the schema version (:data:`~eoextract.jobs.db._models.SCHEMA_VERSION`). A
 database with a newer version is refused; an older one is migrated on open, once, in one
-transaction (:mod:`~eoextract.jobs.db.migrations`).
+transaction (:mod:`~eoextract.jobs.db._migrations`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from eoextract.errors import JobDatabaseError, SchemaVersionError
-from eoextract.jobs.db import migrations
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.db.sql_rows import META, OUR_TABLES, utcnow
+from eoextract.jobs.db import _migrations as migrations
+from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
+from eoextract.jobs.db._sql_rows import META, OUR_TABLES, utcnow
 
 _log = logging.getLogger(__name__)
-
-__all__ = ["read_meta", "schema_version", "migrate", "write_meta"]
 
 
 def read_meta(conn: Connection, dialect: str, name: str) -> dict[str, Any] | None:

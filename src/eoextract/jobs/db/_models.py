@@ -16,19 +16,10 @@ from typing import Any
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from eoextract.jobs.db.types import JSONType, UTCDateTime
+from eoextract.jobs.db._sql_types import JSONType, UTCDateTime
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "CREATED_BY",
-    "Base",
-    "Job",
-    "JobStatusChange",
-    "Meta",
-    "Backend",
-]
 
-#: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db.migrations`).
+#: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db._migrations`).
 #: 1: first layout; 2: indexes for status counts, active slots and claims at scale.
 SCHEMA_VERSION = 2
 #: Value of ``meta.created_by``; marks a database as ours.

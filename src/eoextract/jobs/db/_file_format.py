@@ -1,6 +1,6 @@
 """Reading and writing job tables as openeo-compatible CSV and (Geo)Parquet files.
 
-The file layout is described in :mod:`eoextract.jobs.db.files`; this module only turns a
+The file layout is described in :mod:`eoextract.jobs.db._file_db`; this module only turns a
 job table into a file and back, writes atomically and keeps the sidecar files.
 """
 
@@ -21,15 +21,13 @@ import numpy as np
 import pandas as pd
 
 from eoextract.errors import JobDatabaseError, SchemaVersionError
-from eoextract.jobs.db.columns import UserSchema
-from eoextract.jobs.db.frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
+from eoextract.jobs.db._columns import UserSchema
+from eoextract.jobs.db._frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
+from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.status import OPENEO_STATUS
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["HISTORY_FIELDS", "atomic_path", "read_meta", "write_meta", "read_table",
-           "export_table", "write_table", "append_history", "read_history"]
 
 _OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "cpu",
                    "memory", "duration", "costs"]
@@ -73,7 +71,6 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
 
 
 def read_meta(path: Path) -> dict[str, Any]:

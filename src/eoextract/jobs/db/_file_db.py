@@ -42,16 +42,16 @@ import numpy as np
 import pandas as pd
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError
-from eoextract.jobs.db.base import ADOPTABLE, UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
-from eoextract.jobs.db.columns import UserSchema
-from eoextract.jobs.db.frame import (
+from eoextract.jobs.db._interface import ADOPTABLE, UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db._columns import UserSchema
+from eoextract.jobs.db._frame import (
     MANAGED_KINDS,
     build_frame,
     coerce_managed,
     parse_status,
     prepare_job_frame,
 )
-from eoextract.jobs.db.fileio import (
+from eoextract.jobs.db._file_format import (
     append_history,
     export_table,
     read_history,
@@ -60,12 +60,11 @@ from eoextract.jobs.db.fileio import (
     write_meta,
     write_table,
 )
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
+from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus, is_allowed
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["FileJobDatabase"]
 
 _CSV_SUFFIXES = {".csv"}
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet"}
@@ -598,7 +597,7 @@ class FileJobDatabase(JobDatabase):
                 self._touched()
 
     def register_backend(self, name: str, url: str | None) -> None:
-        from eoextract.jobs.db.engine import strip_credentials
+        from eoextract.jobs.db._connection import strip_credentials
 
         with self._lock:
             self._frame()

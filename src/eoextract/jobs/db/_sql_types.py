@@ -15,8 +15,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "JSONType", "as_utc"]
-
 
 def as_utc(value: datetime | None) -> datetime | None:
     """An aware UTC datetime; naive values are taken to be UTC already."""

@@ -4,11 +4,11 @@ Every status change is one transaction holding the job's row update and its hist
 every update touches only the rows it changes. On SQLite the database runs in WAL mode
 with ``synchronous=NORMAL`` and a busy timeout, and writing transactions start with
 ``BEGIN IMMEDIATE`` so several processes on one machine claim jobs safely. On PostgreSQL
-claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` (:mod:`~eoextract.jobs.db.sql_claims`),
+claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` (:mod:`~eoextract.jobs.db._sql_claims`),
 so several managers on several machines share one database.
 
 Opening a database checks its schema version: a newer one is refused, an older one is
-migrated (:mod:`~eoextract.jobs.db.migrations`). Database errors surface as
+migrated (:mod:`~eoextract.jobs.db._migrations`). Database errors surface as
 :class:`~eoextract.errors.JobDatabaseError` with the driver's message only.
 """
 
@@ -34,10 +34,10 @@ from eoextract.errors import (
     JobDatabaseError,
     JobError,
 )
-from eoextract.jobs.db import sql_claims as claims
-from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange, Transition
-from eoextract.jobs.db.columns import UserSchema
-from eoextract.jobs.db.engine import (
+from eoextract.jobs.db import _sql_claims as claims
+from eoextract.jobs.db._interface import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange, Transition
+from eoextract.jobs.db._columns import UserSchema
+from eoextract.jobs.db._connection import (
     BEGIN_OPTION,
     create_engine,
     describe_error,
@@ -48,15 +48,15 @@ from eoextract.jobs.db.engine import (
     strip_credentials,
     to_sqlalchemy_url,
 )
-from eoextract.jobs.db.frame import (
+from eoextract.jobs.db._frame import (
     MANAGED_KINDS,
     build_frame,
     coerce_managed,
     parse_status,
     prepare_job_frame,
 )
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION, Base
-from eoextract.jobs.db.sql_rows import (
+from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION, Base
+from eoextract.jobs.db._sql_rows import (
     BACKENDS,
     CHANGES,
     JOBS,
@@ -70,12 +70,11 @@ from eoextract.jobs.db.sql_rows import (
     update_by_key,
     utcnow,
 )
-from eoextract.jobs.db.sql_schema import migrate, read_meta, schema_version, write_meta
+from eoextract.jobs.db._sql_schema import migrate, read_meta, schema_version, write_meta
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["SqlJobDatabase", "to_sqlalchemy_url", "is_sql_location"]
 
 _ANALYZE_AFTER = 10_000  # rows inserted at once after which PostgreSQL's statistics are renewed
 

@@ -41,15 +41,6 @@ import pandas as pd
 from eoextract.errors import InvalidTransition
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
 
-__all__ = [
-    "ADOPTABLE",
-    "JobDatabase",
-    "JobRecord",
-    "StatusChange",
-    "Transition",
-    "MANAGED_COLUMNS",
-    "UPDATABLE_FIELDS",
-]
 
 #: Columns eoextract manages; a user dataframe may carry them only with compatible values
 #: (e.g. openeo's own files carry ``id``, ``status``, ``backend_name``, ``start_time``, ...).
@@ -153,8 +144,8 @@ class StatusChange:
 class JobDatabase(abc.ABC):
     """Storage of jobs and their status history.
 
-    Implementations: :class:`~eoextract.jobs.db.sql.SqlJobDatabase` (SQLite, PostgreSQL) and
-    :class:`~eoextract.jobs.db.files.FileJobDatabase` (openeo-compatible CSV / Parquet).
+    Implementations: :class:`~eoextract.jobs.db.SqlJobDatabase` (SQLite, PostgreSQL) and
+    :class:`~eoextract.jobs.db.FileJobDatabase` (openeo-compatible CSV / Parquet).
     """
 
     # -- openeo's JobDatabaseInterface -------------------------------------------------

@@ -24,18 +24,17 @@ import sqlalchemy as sa
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from eoextract.jobs.db.base import ADOPTABLE
-from eoextract.jobs.db.sql_rows import BACKENDS, JOBS, RECORD_COLUMNS, chunks
+from eoextract.jobs.db._interface import ADOPTABLE
+from eoextract.jobs.db._sql_rows import BACKENDS, JOBS, RECORD_COLUMNS, chunks
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
 
-__all__ = ["claim_rows", "adopt_rows", "renew", "release", "slots_used", "ADOPTABLE_VALUES"]
 
 c = JOBS.c
 
 _NOT_STARTED = JobStatus.NOT_STARTED.value
 _ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
 _TERMINAL_VALUES = sorted(s.value for s in TERMINAL)
-#: Status values of :data:`~eoextract.jobs.db.base.ADOPTABLE`.
+#: Status values of :data:`~eoextract.jobs.db.ADOPTABLE`.
 ADOPTABLE_VALUES = sorted(s.value for s in ADOPTABLE)
 
 
@@ -138,7 +137,7 @@ def claim_rows(
 ) -> list[sa.Row]:
     """Claim up to ``limit`` due ``not_started`` jobs; returns their rows in claim order.
 
-    See :meth:`~eoextract.jobs.db.base.JobDatabase.claim` for the rules.
+    See :meth:`~eoextract.jobs.db.JobDatabase.claim` for the rules.
     """
     capped = max_active is not None and backend_name is not None
     if capped:
@@ -175,7 +174,7 @@ def adopt_rows(
     """Take over jobs with an expired (or no) lease; returns their rows (by primary key)
     and the managers that held them.
 
-    See :meth:`~eoextract.jobs.db.base.JobDatabase.adopt_expired` for the rules.
+    See :meth:`~eoextract.jobs.db.JobDatabase.adopt_expired` for the rules.
     """
     if limit is not None and limit <= 0:
         return [], set()
