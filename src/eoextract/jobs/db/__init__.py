@@ -18,15 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from eoextract.errors import ConfigurationError
-from eoextract.jobs.db._interface import (
-    ADOPTABLE,
-    MANAGED_COLUMNS,
-    UPDATABLE_FIELDS,
-    JobDatabase,
-    JobRecord,
-    StatusChange,
-    Transition,
-)
+from eoextract.jobs.db._interface import JobDatabase
+from eoextract.jobs.db._records import MANAGED_COLUMNS, UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
+from eoextract.jobs.db._rules import ADOPTABLE
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.jobs.db._file_db import FileJobDatabase

@@ -29,12 +29,11 @@ CSV and GeoParquet in Parquet), so either tool reads the other's files.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,15 +41,8 @@ import numpy as np
 import pandas as pd
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError
-from eoextract.jobs.db._interface import ADOPTABLE, UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._columns import UserSchema
-from eoextract.jobs.db._frame import (
-    MANAGED_KINDS,
-    build_frame,
-    coerce_managed,
-    parse_status,
-    prepare_job_frame,
-)
 from eoextract.jobs.db._file_format import (
     append_history,
     export_table,
@@ -60,8 +52,18 @@ from eoextract.jobs.db._file_format import (
     write_meta,
     write_table,
 )
+from eoextract.jobs.db._frame import (
+    MANAGED_KINDS,
+    PreparedJobs,
+    build_frame,
+    parse_status,
+    prepare_job_frame,
+    status_values,
+)
+from eoextract.jobs.db._interface import JobDatabase
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus, is_allowed
+from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
+from eoextract.jobs.status import ACTIVE, JobStatus
 
 _log = logging.getLogger(__name__)
 
@@ -87,6 +89,22 @@ def _py(value: Any, *, timestamps: bool = False) -> Any:
         value = value.item()
         return None if isinstance(value, float) and np.isnan(value) else value
     return value
+
+
+class _FrameColumns:
+    """The in-memory table as pandas series (:class:`~eoextract.jobs.db._rules.Columns`)."""
+
+    def __init__(self, df: pd.DataFrame):
+        self._df = df
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return self._df[name]
+
+    def is_null(self, column: pd.Series) -> pd.Series:
+        return column.isna()
+
+    def is_in(self, column: pd.Series, values: Any) -> pd.Series:
+        return column.isin(list(values))
 
 
 class FileJobDatabase(JobDatabase):
@@ -219,45 +237,20 @@ class FileJobDatabase(JobDatabase):
         with self._lock:
             return self._frame().copy()
 
-    def initialize_from_df(
-        self,
-        df: pd.DataFrame,
-        *,
-        on_exists: Literal["error", "skip", "append"] = "error",
-        key_column: str | None = None,
-    ) -> FileJobDatabase:
-        """Create the file from ``df`` (see :meth:`JobDatabase.initialize_from_df`).
+    def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
+                    key_column: str | None, on_exists: Literal["error", "skip", "append"]) -> None:
+        """Create the file (or add the new rows to it) and write it at once (see
+        :meth:`JobDatabase.initialize_from_df`)."""
+        if not exists:
+            self._schema = prepared.schema
+            self._meta = {"created_by": CREATED_BY, "schema_version": SCHEMA_VERSION,
+                          "created_at": _utcnow().isoformat(), "key_column": key_column,
+                          "backends": {}}
+            self._df = build_frame(prepared.user.iloc[:0], {}, self._schema)
+        self._add(prepared)
+        self._save()
 
-        Every row is checked before anything is written; an empty dataframe makes an empty
-        file. ``on_exists="append"`` adds the rows whose key is not in the file yet.
-        """
-        if on_exists not in ("error", "skip", "append"):
-            raise ConfigurationError(f"on_exists must be 'error', 'skip' or 'append', got {on_exists!r}")
-        with self._lock:
-            if self.exists():
-                if on_exists == "skip":
-                    return self
-                if on_exists == "error":
-                    raise JobDatabaseError(f"job database {self!r} already exists (use on_exists="
-                                           f"'skip' to resume it or 'append' to add rows)")
-                self._frame()
-                if key_column is not None and key_column != self._meta.get("key_column"):
-                    raise ConfigurationError(f"{self!r} is keyed on {self._meta.get('key_column')!r}, "
-                                             f"not {key_column!r}")
-                prepared = prepare_job_frame(df, self._meta.get("key_column"))
-                self._add(prepared)
-            else:
-                prepared = prepare_job_frame(df, key_column)
-                self._schema = prepared.schema
-                self._meta = {"created_by": CREATED_BY, "schema_version": SCHEMA_VERSION,
-                              "created_at": _utcnow().isoformat(), "key_column": key_column,
-                              "backends": {}}
-                self._df = build_frame(prepared.user.iloc[:0], {}, self._schema)
-                self._add(prepared)
-            self._save()
-        return self
-
-    def _add(self, prepared: Any) -> int:
+    def _add(self, prepared: PreparedJobs) -> int:
         """Append the rows of ``prepared`` whose key is new; caller holds the lock."""
         df = self._frame()
         new = [i for i, key in enumerate(prepared.keys) if key not in df.index]
@@ -352,18 +345,10 @@ class FileJobDatabase(JobDatabase):
             counts = self._frame()["status"].value_counts().to_dict()
         return {s: int(n) for s, n in counts.items() if not wanted or s in wanted}
 
-    @staticmethod
-    def _status_values(statuses: Iterable[JobStatus | str]) -> list[str]:
-        values = []
-        for s in statuses:
-            with contextlib.suppress(ValueError):
-                values.append(parse_status(s).value)
-        return values
-
     def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
         with self._lock:
             df = self._frame()
-            found = df[df["status"].isin(self._status_values(statuses))]
+            found = df[df["status"].isin(status_values(statuses))]
             return (found.head(max) if max is not None else found).copy()
 
     def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
@@ -396,7 +381,7 @@ class FileJobDatabase(JobDatabase):
             df = self._frame()
             mask = pd.Series(True, index=df.index)
             if statuses is not None:
-                mask &= df["status"].isin(self._status_values(statuses))
+                mask &= df["status"].isin(status_values(statuses))
             if backend_name is not None:
                 mask &= df["backend_name"] == backend_name
             if keys is not None:
@@ -410,151 +395,93 @@ class FileJobDatabase(JobDatabase):
                 raise JobError(f"unknown job {job_key!r} in {self!r}", job_key=job_key)
             return self._records(df.loc[[job_key]])[0]
 
-    def claim(
-        self,
-        limit: int,
-        *,
-        manager_id: str,
-        now: datetime,
-        lease_seconds: float = 300.0,
-        backend_name: str | None = None,
-        max_active: int | None = None,
-    ) -> list[JobRecord]:
-        """Claim due ``not_started`` jobs (see :meth:`JobDatabase.claim`); within this process only."""
-        ts = self._timestamp(now)
+    def _claim(self, claim: rules.Claim) -> list[JobRecord]:
+        """Claim jobs (see :meth:`JobDatabase.claim`); within this process only."""
         with self._lock:
             df = self._frame()
-            nxt, lease, owner = df["next_attempt_at"], df["lease_until"], df["claimed_by"]
-            if max_active is not None and backend_name is not None:
-                on_backend = df["backend_name"] == backend_name
-                used = on_backend & df["status"].isin([s.value for s in ACTIVE])
-                used |= (on_backend & (df["status"] == JobStatus.NOT_STARTED.value)
-                         & owner.notna() & (lease > ts))
-                limit = min(limit, max_active - int(used.sum()))
+            t = _FrameColumns(df)
+            limit = claim.limit
+            if claim.max_active is not None:
+                used = (rules.active_on(t, claim.backend_name)
+                        | rules.claimed_for(t, claim.backend_name, claim.now))
+                limit = claim.capped_limit(int(used.sum()))
             if limit <= 0:
                 return []
-            mask = (df["status"] == JobStatus.NOT_STARTED.value) & (nxt.isna() | (nxt <= ts))
-            mask &= owner.isna() | (owner == manager_id) | lease.isna() | (lease <= ts)
-            if backend_name is not None:
-                others = [n for n in self._meta.get("backends", {}) if n != backend_name]
-                names = df["backend_name"]
-                pinned = names.isin(others) if others else names.notna() & (names != backend_name)
-                mask &= ~pinned
-            due = df.loc[mask, "next_attempt_at"].fillna(_EARLIEST).sort_values(kind="stable")
-            keys = list(due.index[:limit])
-            if not keys:
-                return []
-            df.loc[keys, "claimed_by"] = manager_id
-            df.loc[keys, "lease_until"] = ts + timedelta(seconds=lease_seconds)
-            df.loc[keys, "updated_at"] = ts
-            if max_active is not None and backend_name is not None:
-                df.loc[keys, "backend_name"] = backend_name
-            self._touched()
-            return self._records(df.loc[keys])
+            mask = (rules.claimable(t, claim.manager_id, claim.now)
+                    & (rules.never_due(t) | rules.due(t, claim.now)))
+            if claim.backend_name is not None:
+                registered = list(self._meta.get("backends") or {})
+                none_other = all(n == claim.backend_name for n in registered)
+                mask &= ~rules.pinned_elsewhere(t, claim.backend_name, registered, none_other)
+            # never-due jobs first, then by next_attempt_at; ties in table order
+            order = df.loc[mask, "next_attempt_at"].fillna(_EARLIEST).sort_values(kind="stable")
+            return self._take(list(order.index[:limit]), claim.values)
 
-    @staticmethod
-    def _timestamp(now: datetime) -> pd.Timestamp:
-        ts = pd.Timestamp(now)
-        return ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
+    def _take(self, keys: list[str], values: Mapping[str, Any]) -> list[JobRecord]:
+        """Write ``values`` to the rows of ``keys`` and return their records; caller holds the lock."""
+        if not keys:
+            return []
+        df = self._frame()
+        for name, value in values.items():
+            df.loc[keys, name] = value
+        self._touched()
+        return self._records(df.loc[keys])
 
-    def adopt_expired(
-        self,
-        manager_id: str,
-        *,
-        now: datetime,
-        lease_seconds: float,
-        limit: int | None = None,
-        backend_names: Iterable[str] | None = None,
-    ) -> list[JobRecord]:
+    def _adopt(self, adoption: rules.Adoption) -> list[JobRecord]:
         """Take over jobs whose lease expired (see :meth:`JobDatabase.adopt_expired`).
 
         A file database has one manager at a time, so this only matters when a manager
         resumes a file another manager left behind.
         """
-        if limit is not None and limit <= 0:
+        if adoption.limit is not None and adoption.limit <= 0:
             return []
-        ts = self._timestamp(now)
         with self._lock:
             df = self._frame()
-            lease, owner = df["lease_until"], df["claimed_by"]
-            mask = df["status"].isin([s.value for s in ADOPTABLE])
-            mask &= lease.isna() | (lease <= ts)
-            mask &= owner.isna() | (owner != manager_id)
-            if backend_names is not None:
-                mask &= df["backend_name"].isin(list(backend_names))
-            keys = list(df.index[mask])[:limit]
-            if not keys:
-                return []
-            df.loc[keys, "claimed_by"] = manager_id
-            df.loc[keys, "lease_until"] = ts + timedelta(seconds=lease_seconds)
-            df.loc[keys, "updated_at"] = ts
-            self._touched()
-            return self._records(df.loc[keys])
+            found = rules.adoptable(_FrameColumns(df), adoption.manager_id, adoption.now,
+                                    adoption.backend_names)
+            return self._take(list(df.index[found])[:adoption.limit], adoption.values)
 
-    def _coerce(self, fields: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(fields) - UPDATABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
-                             f"{sorted(UPDATABLE_FIELDS)!r}")
-        return {name: coerce_managed(name, value) for name, value in fields.items()}
+    def _apply_transitions(
+        self, changes: Sequence[Transition], *, manager_id: str | None, user_retry: bool
+    ) -> list[StatusChange | InvalidTransition]:
+        """Apply transitions (see :meth:`JobDatabase.transition`); saved with the next flush."""
+        results: list[StatusChange | InvalidTransition] = []
+        with self._lock:
+            df = self._frame()
+            for change in changes:
+                try:
+                    results.append(self._apply_transition(df, change, manager_id, user_retry))
+                except InvalidTransition as exc:
+                    results.append(exc)
+            if any(isinstance(r, StatusChange) for r in results):
+                self._touched()
+        return results
 
-    def transition(
-        self,
-        job_key: str,
-        new: JobStatus | str,
-        *,
-        message: str | None = None,
-        manager_id: str | None = None,
-        user_retry: bool = False,
-        expect: JobStatus | str | None = None,
-        **fields: Any,
-    ) -> StatusChange:
-        """Move one job to ``new`` (see :meth:`JobDatabase.transition`); saved with the next flush.
+    def _apply_transition(self, df: pd.DataFrame, change: Transition, manager_id: str | None,
+                          user_retry: bool) -> StatusChange:
+        key = change.job_key
+        if key not in df.index:
+            raise JobError(f"unknown job {key!r}", job_key=key)
+        old = JobStatus(df.at[key, "status"])
+        values = rules.transition_values(key, old, change.new, dict(change.fields),
+                                         expect=change.expect, user_retry=user_retry, now=_utcnow())
+        result = rules.status_change(key, old, values, _py(df.at[key, "id"]),
+                                     message=change.message, manager_id=manager_id)
+        for name, value in values.items():
+            df.at[key, name] = self._cell(name, value)
+        self._pending.append(dict(job_key=key, old=old.value, new=result.new.value,
+                                  at=result.at.isoformat(), manager_id=manager_id,
+                                  message=change.message, backend_job_id=result.backend_job_id))
+        return result
 
-        Moving to ``not_started`` or a final status also drops the lease, unless
-        ``claimed_by``/``lease_until`` are given.
-        """
-        new = JobStatus(new)
-        values = self._coerce(fields)
+    def _update(self, job_key: str, values: dict[str, Any]) -> None:
         with self._lock:
             df = self._frame()
             if job_key not in df.index:
                 raise JobError(f"unknown job {job_key!r}", job_key=job_key)
-            old = JobStatus(df.at[job_key, "status"])
-            if expect is not None and old is not JobStatus(expect):
-                raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected "
-                                        f"{JobStatus(expect).value!r} (changed elsewhere)", job_key=job_key)
-            if not is_allowed(old, new, user_retry=user_retry):
-                raise InvalidTransition(f"job {job_key!r}: {old.value!r} -> {new.value!r} is not allowed",
-                                        job_key=job_key)
-            if new is JobStatus.NOT_STARTED or new in TERMINAL:
-                values.setdefault("claimed_by", None)
-                values.setdefault("lease_until", None)
-            now = _utcnow()
-            backend_job_id = values["id"] if "id" in values else _py(df.at[job_key, "id"])
-            change = StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
-                                  message=message, backend_job_id=backend_job_id)
+            values["updated_at"] = _utcnow()
             for name, value in values.items():
                 df.at[job_key, name] = self._cell(name, value)
-            df.at[job_key, "status"] = new.value
-            df.at[job_key, "updated_at"] = pd.Timestamp(now)
-            self._pending.append(dict(job_key=job_key, old=old.value, new=new.value, at=now.isoformat(),
-                                      manager_id=manager_id, message=message,
-                                      backend_job_id=backend_job_id))
-            self._touched()
-            return change
-
-    def update(self, job_key: str, **fields: Any) -> None:
-        if "status" in fields:
-            raise ValueError("status changes go through transition()")
-        values = self._coerce(fields)
-        with self._lock:
-            df = self._frame()
-            if job_key not in df.index:
-                raise JobError(f"unknown job {job_key!r}", job_key=job_key)
-            for name, value in values.items():
-                df.at[job_key, name] = self._cell(name, value)
-            df.at[job_key, "updated_at"] = pd.Timestamp(_utcnow())
             self._touched()
 
     def history(self, job_key: str) -> list[StatusChange]:
@@ -576,12 +503,13 @@ class FileJobDatabase(JobDatabase):
             active = df[df["status"].isin([s.value for s in ACTIVE])]
             return {str(k): int(v) for k, v in active["backend_name"].value_counts().items()}
 
-    def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
+    def _renew(self, manager_id: str, values: Mapping[str, Any]) -> int:
         with self._lock:
             df = self._frame()
-            mask = (df["claimed_by"] == manager_id) & ~df["status"].isin([s.value for s in TERMINAL])
-            df.loc[mask, "lease_until"] = pd.Timestamp(now).tz_convert("UTC") + timedelta(seconds=lease_seconds)
+            mask = rules.renewable(_FrameColumns(df), manager_id)
             if mask.any():
+                for name, value in values.items():
+                    df.loc[mask, name] = value
                 self._touched()
             return int(mask.sum())
 
@@ -590,10 +518,10 @@ class FileJobDatabase(JobDatabase):
             return
         with self._lock:
             df = self._frame()
-            mask = df["claimed_by"] == manager_id
+            mask = rules.held_by(_FrameColumns(df), manager_id)
             if mask.any():
-                df.loc[mask, "claimed_by"] = None
-                df.loc[mask, "lease_until"] = pd.NaT
+                for name, value in rules.RELEASED.items():
+                    df.loc[mask, name] = self._cell(name, value)
                 self._touched()
 
     def register_backend(self, name: str, url: str | None) -> None:

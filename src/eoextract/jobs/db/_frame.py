@@ -9,8 +9,9 @@ recorded by :class:`~eoextract.jobs.db._columns.UserSchema`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,11 @@ import numpy as np
 import pandas as pd
 
 from eoextract.errors import ConfigurationError
-from eoextract.jobs.db._interface import MANAGED_COLUMNS
+from eoextract.jobs.db._records import MANAGED_COLUMNS
 from eoextract.jobs.db._columns import UserSchema, isna
 from eoextract.jobs.status import OPENEO_STATUS, JobStatus
+
+_log = logging.getLogger(__name__)
 
 
 #: Kind of every managed column but ``job_key`` (``str``, ``int``, ``float``, ``datetime``, ``status``).
@@ -78,6 +81,17 @@ def parse_status(value: Any) -> JobStatus:
         return JobStatus(text)
     except ValueError:
         raise ValueError(f"{value!r} is not a job status") from None
+
+
+def status_values(statuses: Iterable[Any]) -> list[str]:
+    """The stored values of ``statuses`` (ours or openeo's); what is no status is left out."""
+    values = []
+    for status in statuses:
+        try:
+            values.append(parse_status(status).value)
+        except ValueError:
+            _log.debug("Ignoring unknown status %r", status)
+    return values
 
 
 def resolve_status(status: Any, exact: Any) -> JobStatus:

@@ -1,6 +1,8 @@
 """Claims and leases of the SQL job database, safe for several managers at once.
 
-Each function runs in the caller's writing transaction. On PostgreSQL rows are taken with
+Which rows each function takes and what it writes are the rules of
+:mod:`~eoextract.jobs.db._rules`, evaluated here as SQL. Each function runs in the
+caller's writing transaction. On PostgreSQL rows are taken with
 ``SELECT ... FOR UPDATE SKIP LOCKED`` (a row another transaction is taking is skipped, not
 waited for), and the count-then-claim of :func:`claim_rows` with ``max_active`` holds a
 transaction-scoped advisory lock per backend. On SQLite the transaction starts with
@@ -16,26 +18,34 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from eoextract.jobs.db._interface import ADOPTABLE
+from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._sql_rows import BACKENDS, JOBS, RECORD_COLUMNS, chunks
-from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
-
 
 c = JOBS.c
 
-_NOT_STARTED = JobStatus.NOT_STARTED.value
-_ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
-_TERMINAL_VALUES = sorted(s.value for s in TERMINAL)
-#: Status values of :data:`~eoextract.jobs.db.ADOPTABLE`.
-ADOPTABLE_VALUES = sorted(s.value for s in ADOPTABLE)
+
+class _SqlColumns:
+    """The jobs table as SQLAlchemy expressions (:class:`~eoextract.jobs.db._rules.Columns`)."""
+
+    def __getitem__(self, name: str) -> sa.ColumnElement[Any]:
+        return c[name]
+
+    def is_null(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        return column.is_(None)
+
+    def is_in(self, column: sa.ColumnElement[Any], values: Any) -> sa.ColumnElement[bool]:
+        return column.in_(values)
+
+
+_T = _SqlColumns()
 
 
 def _locking(stmt: sa.Select, dialect: str) -> sa.Select:
@@ -59,22 +69,9 @@ def slots_used(conn: Connection, backend_name: str, now: datetime) -> int:
     counted once (two statements under READ COMMITTED could miss it). Both counts read
     ``ix_jobs_status_backend`` only (a lease is always dropped with its holder).
     """
-    active = select(func.count()).where(c.status.in_(_ACTIVE_VALUES), c.backend_name == backend_name)
-    claimed = select(func.count()).where(
-        c.status == _NOT_STARTED, c.backend_name == backend_name, c.lease_until > now)
+    active = select(func.count()).where(rules.active_on(_T, backend_name))
+    claimed = select(func.count()).where(rules.claimed_for(_T, backend_name, now))
     return int(conn.scalar(select(active.scalar_subquery() + claimed.scalar_subquery())) or 0)
-
-
-def _pinned_elsewhere(backend: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-    """Rows pinned to a backend other than ``backend`` (see ``JobDatabase.claim``).
-
-    A row is pinned when its ``backend_name`` names another registered backend or, while
-    no other backend is registered, when it holds any other name.
-    """
-    registered = select(BACKENDS.c.name)
-    none_other = ~sa.exists().where(BACKENDS.c.name != backend)
-    return sa.and_(c.backend_name.is_not(None), c.backend_name != backend,
-                   or_(c.backend_name.in_(registered), none_other))
 
 
 # Parameters of the claim statements, which are built once per shape (building and keying a
@@ -92,107 +89,76 @@ _SET = {"claimed_by": sa.bindparam("v_claimed_by", type_=c.claimed_by.type),
 @functools.lru_cache(maxsize=32)
 def _claim_pick(dialect: str, due: bool, pinned: bool) -> sa.Select:
     """Due (or never-due) claimable rows in claim order, ``:lim`` of them, locked."""
-    free = or_(c.claimed_by.is_(None), c.claimed_by == _MANAGER,
-               c.lease_until.is_(None), c.lease_until <= _NOW)
-    pick = select(c.pk).where(c.status == _NOT_STARTED, free,
-                              c.next_attempt_at <= _NOW if due else c.next_attempt_at.is_(None))
+    pick = select(c.pk).where(rules.claimable(_T, _MANAGER, _NOW),
+                              rules.due(_T, _NOW) if due else rules.never_due(_T))
     if pinned:
-        pick = pick.where(~_pinned_elsewhere(_BACKEND))
+        none_other = ~sa.exists().where(BACKENDS.c.name != _BACKEND)
+        pick = pick.where(~rules.pinned_elsewhere(_T, _BACKEND, select(BACKENDS.c.name), none_other))
     return _locking(pick.order_by(c.next_attempt_at, c.pk).limit(_LIMIT), dialect)
 
 
 @functools.lru_cache(maxsize=32)
-def _claim_update(dialect: str, due: bool, pinned: bool, set_backend: bool) -> sa.Update:
-    """Take the rows of :func:`_claim_pick` and return their records."""
-    names = ("claimed_by", "lease_until", "updated_at", *(("backend_name",) if set_backend else ()))
+def _claim_update(dialect: str, due: bool, pinned: bool, names: tuple[str, ...]) -> sa.Update:
+    """Take the rows of :func:`_claim_pick`, set ``names``, and return their records."""
     return (update(JOBS).where(c.pk.in_(_claim_pick(dialect, due, pinned)))
             .values({n: _SET[n] for n in names}).returning(*RECORD_COLUMNS))
 
 
-def _take(conn: Connection, dialect: str, due: bool, pinned: bool, params: dict[str, Any]
-          ) -> list[sa.Row]:
+def _take(conn: Connection, dialect: str, due: bool, pinned: bool, params: dict[str, Any],
+          values: Mapping[str, Any]) -> list[sa.Row]:
     """Claim rows: one ``UPDATE ... WHERE pk IN (SELECT ... FOR UPDATE SKIP LOCKED)
     RETURNING ...`` where the database can return rows, else a select and an update."""
-    set_backend = "v_backend_name" in params
     if conn.dialect.update_returning:
-        return conn.execute(_claim_update(dialect, due, pinned, set_backend), params).all()
+        stmt = _claim_update(dialect, due, pinned, tuple(values))
+        return conn.execute(stmt, {**params, **{f"v_{k}": v for k, v in values.items()}}).all()
     pks = list(conn.scalars(_claim_pick(dialect, due, pinned), params))
     if not pks:
         return []
-    values = {name: params[f"v_{name}"] for name in _SET if f"v_{name}" in params}
     conn.execute(update(JOBS).where(c.pk.in_(pks)).values(values))
     return conn.execute(select(*RECORD_COLUMNS).where(c.pk.in_(pks))).all()
 
 
-def claim_rows(
-    conn: Connection,
-    dialect: str,
-    limit: int,
-    *,
-    manager_id: str,
-    now: datetime,
-    lease_seconds: float,
-    backend_name: str | None = None,
-    max_active: int | None = None,
-) -> list[sa.Row]:
-    """Claim up to ``limit`` due ``not_started`` jobs; returns their rows in claim order.
+def claim_rows(conn: Connection, dialect: str, claim: rules.Claim) -> list[sa.Row]:
+    """Claim up to ``claim.limit`` due ``not_started`` jobs; returns their rows in claim order.
 
     See :meth:`~eoextract.jobs.db.JobDatabase.claim` for the rules.
     """
-    capped = max_active is not None and backend_name is not None
-    if capped:
-        _lock_backend(conn, dialect, backend_name)
-        limit = min(limit, max_active - slots_used(conn, backend_name, now))
+    limit = claim.limit
+    if claim.max_active is not None:
+        _lock_backend(conn, dialect, claim.backend_name)
+        limit = claim.capped_limit(slots_used(conn, claim.backend_name, claim.now))
     if limit <= 0:
         return []
-    params: dict[str, Any] = {"now": now, "manager_id": manager_id, "backend": backend_name,
-                              "v_claimed_by": manager_id, "v_updated_at": now,
-                              "v_lease_until": now + timedelta(seconds=lease_seconds)}
-    if capped:
-        params["v_backend_name"] = backend_name
-    pinned = backend_name is not None
+    params: dict[str, Any] = {"now": claim.now, "manager_id": claim.manager_id,
+                              "backend": claim.backend_name}
+    pinned = claim.backend_name is not None
     # Two index-ordered steps: rows never given a next_attempt_at, then due rows.
-    fresh = _take(conn, dialect, False, pinned, {**params, "lim": limit})
+    fresh = _take(conn, dialect, False, pinned, {**params, "lim": limit}, claim.values)
     fresh.sort(key=lambda r: r.pk)
     if len(fresh) >= limit:
         return fresh
-    due = _take(conn, dialect, True, pinned, {**params, "lim": limit - len(fresh)})
+    due = _take(conn, dialect, True, pinned, {**params, "lim": limit - len(fresh)}, claim.values)
     due.sort(key=lambda r: (r.next_attempt_at, r.pk))
     return fresh + due
 
 
-def adopt_rows(
-    conn: Connection,
-    dialect: str,
-    manager_id: str,
-    *,
-    now: datetime,
-    lease_seconds: float,
-    limit: int | None = None,
-    backend_names: Iterable[str] | None = None,
-) -> tuple[list[sa.Row], set[str | None]]:
+def adopt_rows(conn: Connection, dialect: str, adoption: rules.Adoption
+               ) -> tuple[list[sa.Row], set[str | None]]:
     """Take over jobs with an expired (or no) lease; returns their rows (by primary key)
     and the managers that held them.
 
     See :meth:`~eoextract.jobs.db.JobDatabase.adopt_expired` for the rules.
     """
-    if limit is not None and limit <= 0:
+    if adoption.limit is not None and adoption.limit <= 0:
         return [], set()
     pick = select(c.pk, c.claimed_by).where(
-        c.status.in_(ADOPTABLE_VALUES),
-        or_(c.lease_until.is_(None), c.lease_until <= now),
-        or_(c.claimed_by.is_(None), c.claimed_by != manager_id),
-    ).order_by(c.pk)
-    if backend_names is not None:
-        pick = pick.where(c.backend_name.in_(list(backend_names)))
-    if limit is not None:
-        pick = pick.limit(limit)
+        rules.adoptable(_T, adoption.manager_id, adoption.now, adoption.backend_names)).order_by(c.pk)
+    if adoption.limit is not None:
+        pick = pick.limit(adoption.limit)
     found = list(conn.execute(_locking(pick, dialect)))
-    values = dict(claimed_by=manager_id, lease_until=now + timedelta(seconds=lease_seconds),
-                  updated_at=now)
     rows = []
     for chunk in chunks([pk for pk, _ in found]):
-        stmt = update(JOBS).where(c.pk.in_(chunk)).values(values)
+        stmt = update(JOBS).where(c.pk.in_(chunk)).values(adoption.values)
         if conn.dialect.update_returning:
             rows += conn.execute(stmt.returning(*RECORD_COLUMNS)).all()
         else:
@@ -202,15 +168,13 @@ def adopt_rows(
     return rows, {holder for _, holder in found}
 
 
-def renew(conn: Connection, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
-    """Extend the leases ``manager_id`` holds on unfinished jobs; returns how many."""
-    stmt = (update(JOBS)
-            .where(c.claimed_by == manager_id, c.status.not_in(_TERMINAL_VALUES))
-            .values(lease_until=now + timedelta(seconds=lease_seconds)))
-    return int(conn.execute(stmt).rowcount)
+def renew(conn: Connection, manager_id: str, values: Mapping[str, Any]) -> int:
+    """Extend the leases ``manager_id`` holds on unfinished jobs (``values``: the
+    :func:`~eoextract.jobs.db._rules.renewed_lease`); returns how many."""
+    return int(conn.execute(update(JOBS).where(rules.renewable(_T, manager_id)).values(values)).rowcount)
 
 
 def release(conn: Connection, manager_id: str) -> int:
     """Drop every lease of ``manager_id``; returns how many."""
-    stmt = update(JOBS).where(c.claimed_by == manager_id).values(claimed_by=None, lease_until=None)
+    stmt = update(JOBS).where(rules.held_by(_T, manager_id)).values(rules.RELEASED)
     return int(conn.execute(stmt).rowcount)

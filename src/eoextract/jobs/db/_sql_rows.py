@@ -15,11 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
-from eoextract.errors import InvalidTransition, JobError
-from eoextract.jobs.db._interface import StatusChange
+from eoextract.errors import JobError
+from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._frame import MANAGED_KINDS
 from eoextract.jobs.db._models import Backend, Job, JobStatusChange, Meta
-from eoextract.jobs.status import TERMINAL, JobStatus, is_allowed
+from eoextract.jobs.db._records import StatusChange, Transition
+from eoextract.jobs.status import JobStatus
 
 
 JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
@@ -102,37 +103,24 @@ def insert_jobs(session: Connection, keys: Sequence[str], managed: Sequence[dict
 def apply_transition(
     session: Connection,
     dialect: str,
-    job_key: str,
-    new: JobStatus,
-    values: dict[str, Any],
+    change: Transition,
     *,
-    message: str | None,
     manager_id: str | None,
     user_retry: bool,
-    expect: JobStatus | None,
 ) -> StatusChange:
     """Check and apply one transition in the caller's transaction (the row is locked on
-    PostgreSQL); ``values`` are coerced managed fields and are completed here."""
+    PostgreSQL); ``change.fields`` are coerced managed fields."""
     stmt = _SELECT_FOR_UPDATE if dialect == "postgresql" else _SELECT_CURRENT
-    row = session.execute(stmt, {"key": job_key}).one_or_none()
+    row = session.execute(stmt, {"key": change.job_key}).one_or_none()
     if row is None:
-        raise JobError(f"unknown job {job_key!r}", job_key=job_key)
+        raise JobError(f"unknown job {change.job_key!r}", job_key=change.job_key)
     old = JobStatus(row.status)
-    if expect is not None and old is not expect:
-        raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected {expect.value!r} "
-                                f"(changed elsewhere)", job_key=job_key)
-    if not is_allowed(old, new, user_retry=user_retry):
-        raise InvalidTransition(f"job {job_key!r}: {old.value!r} -> {new.value!r} is not allowed",
-                                job_key=job_key)
-    if new is JobStatus.NOT_STARTED or new in TERMINAL:
-        values.setdefault("claimed_by", None)
-        values.setdefault("lease_until", None)
-    now = utcnow()
-    values.update(status=new.value, updated_at=now)
+    values = rules.transition_values(change.job_key, old, change.new, dict(change.fields),
+                                     expect=change.expect, user_retry=user_retry, now=utcnow())
+    result = rules.status_change(change.job_key, old, values, row.id, message=change.message,
+                                 manager_id=manager_id)
     session.execute(_update_by_pk(values), {"_pk": row.pk, **prefixed(values)})
-    backend_job_id = values.get("id", row.id)
     session.execute(_INSERT_CHANGE, dict(
-        job_pk=row.pk, old=old.value, new=new.value, at=now, manager_id=manager_id,
-        message=message, backend_job_id=backend_job_id))
-    return StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
-                        message=message, backend_job_id=backend_job_id)
+        job_pk=row.pk, old=old.value, new=result.new.value, at=result.at, manager_id=manager_id,
+        message=change.message, backend_job_id=result.backend_job_id))
+    return result
