@@ -33,13 +33,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from eoextract._util.utc import utc_now
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._columns import UserSchema
@@ -71,10 +72,6 @@ _log = logging.getLogger(__name__)
 _CSV_SUFFIXES = {".csv"}
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet"}
 _EARLIEST = pd.Timestamp.min.tz_localize("UTC")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _py(value: Any, *, timestamps: bool = False) -> Any:
@@ -244,7 +241,7 @@ class FileJobDatabase(JobDatabase):
         if not exists:
             self._schema = prepared.schema
             self._meta = {"created_by": CREATED_BY, "schema_version": SCHEMA_VERSION,
-                          "created_at": _utcnow().isoformat(), "key_column": key_column,
+                          "created_at": utc_now().isoformat(), "key_column": key_column,
                           "backends": {}}
             self._df = build_frame(prepared.user.iloc[:0], {}, self._schema)
         self._add(prepared)
@@ -257,7 +254,7 @@ class FileJobDatabase(JobDatabase):
         if not new:
             return 0
         self._schema.extend(prepared.user)
-        now = _utcnow()
+        now = utc_now()
         managed: dict[str, list[Any]] = {}
         for name in MANAGED_KINDS:
             values = prepared.managed.get(name)
@@ -304,7 +301,7 @@ class FileJobDatabase(JobDatabase):
             key_column = self._meta.get("key_column")
             prepared = prepare_job_frame(df, key_column if key_column in df.columns else None)
             self._schema.extend(prepared.user)
-            now = _utcnow()
+            now = utc_now()
             known = [k for k in prepared.keys if k in table.index]
             pos = {k: i for i, k in enumerate(prepared.keys)}
             for name in prepared.user.columns:
@@ -464,7 +461,7 @@ class FileJobDatabase(JobDatabase):
             raise JobError(f"unknown job {key!r}", job_key=key)
         old = JobStatus(df.at[key, "status"])
         values = rules.transition_values(key, old, change.new, dict(change.fields),
-                                         expect=change.expect, user_retry=user_retry, now=_utcnow())
+                                         expect=change.expect, user_retry=user_retry, now=utc_now())
         result = rules.status_change(key, old, values, _py(df.at[key, "id"]),
                                      message=change.message, manager_id=manager_id)
         for name, value in values.items():
@@ -479,7 +476,7 @@ class FileJobDatabase(JobDatabase):
             df = self._frame()
             if job_key not in df.index:
                 raise JobError(f"unknown job {job_key!r}", job_key=job_key)
-            values["updated_at"] = _utcnow()
+            values["updated_at"] = utc_now()
             for name, value in values.items():
                 df.at[job_key, name] = self._cell(name, value)
             self._touched()

@@ -6,20 +6,19 @@ job table into a file and back, writes atomically and keeps the sidecar files.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import mmap
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from eoextract._util.files import atomic_path, atomic_write
 from eoextract.errors import JobDatabaseError, SchemaVersionError
 from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
@@ -51,28 +50,6 @@ def _rfc3339_column(col: pd.Series) -> pd.Series:
     return pd.Series(text, index=col.index, dtype=object).where(present, None)
 
 
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path next to ``target``; renamed over it (after fsync) when the block succeeds."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def read_meta(path: Path) -> dict[str, Any]:
     """The sidecar ``.meta.json`` (empty when there is none: a file written by openeo)."""
     if not path.exists():
@@ -91,8 +68,7 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def write_meta(path: Path, meta: Mapping[str, Any]) -> None:
     """Write the sidecar ``.meta.json`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    atomic_write(path, json.dumps(meta, indent=1))
 
 
 def read_table(path: Path, schema: UserSchema | None) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eoextract._util.utc import to_utc
 from eoextract.errors import ConfigurationError
 from eoextract.jobs.db._records import MANAGED_COLUMNS
 from eoextract.jobs.db._columns import UserSchema, isna
@@ -111,14 +112,17 @@ def resolve_status(status: Any, exact: Any) -> JobStatus:
 
 
 def _to_utc(value: Any) -> dt.datetime | None:
+    """:func:`~eoextract._util.utc.to_utc` of text, a datetime, a date or a datetime64, which
+    refuses what is no time (``to_utc`` returns ``None`` for it); blank text and text
+    such as ``NaT`` are missing."""
     if isna(value) or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, str | dt.datetime | dt.date | np.datetime64):
-        ts = pd.Timestamp(value)
-    else:
+    if not isinstance(value, str | dt.datetime | dt.date | np.datetime64):
         raise ValueError(f"{value!r} is not a date/time")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime(warn=False)
+    stamp = to_utc(value)
+    if stamp is None:
+        pd.Timestamp(value)  # raises ValueError for what is no time; NaT stays missing
+    return stamp
 
 
 def coerce_managed(name: str, value: Any) -> Any:

@@ -28,6 +28,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from eoextract._util.utc import utc_now
 from eoextract.errors import InvalidTransition, JobDatabaseError, JobError
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db import _sql_claims as claims
@@ -65,7 +66,6 @@ from eoextract.jobs.db._sql_rows import (
     insert_jobs,
     prefixed,
     update_by_key,
-    utcnow,
 )
 from eoextract.jobs.db._sql_schema import migrate, read_meta, schema_version, write_meta
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
@@ -193,7 +193,7 @@ class SqlJobDatabase(JobDatabase):
     def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
                     key_column: str | None, on_exists: Literal["error", "skip", "append"]) -> None:
         """Create the tables and insert the jobs (see :meth:`JobDatabase.initialize_from_df`)."""
-        now = utcnow()
+        now = utc_now()
         with self._session(write=True) as session, session.begin():
             # Another process may have created the tables while this one waited for the lock.
             created_meanwhile = not exists and sa.inspect(session).has_table(META.name)
@@ -266,7 +266,7 @@ class SqlJobDatabase(JobDatabase):
         """
         self._require()
         prepared = prepare_job_frame(df, self.key_column if self.key_column in df.columns else None)
-        now = utcnow()
+        now = utc_now()
         with self._session(write=True) as session, session.begin():
             if self.schema.extend(prepared.user):
                 self._write_meta(session, user_columns=self.schema.to_dict())
@@ -402,7 +402,7 @@ class SqlJobDatabase(JobDatabase):
 
     def _update(self, job_key: str, values: dict[str, Any]) -> None:
         self._require()
-        values["updated_at"] = utcnow()
+        values["updated_at"] = utc_now()
         with self._session(write=True) as session, session.begin():
             result = session.execute(update_by_key(values), {"_key": job_key, **prefixed(values)})
             if result.rowcount == 0:
@@ -455,7 +455,7 @@ class SqlJobDatabase(JobDatabase):
             if known:
                 session.execute(update(BACKENDS).where(BACKENDS.c.name == name).values(url=url))
             else:
-                session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=utcnow()))
+                session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=utc_now()))
 
     def backends(self) -> dict[str, str | None]:
         if not self.exists():

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
+from eoextract._util.utc import utc_now
 from eoextract.errors import JobError
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._frame import MANAGED_KINDS
@@ -41,10 +42,6 @@ _SELECT_CURRENT = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(
     JOBS.c.job_key == sa.bindparam("key"))
 _SELECT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
 _INSERT_CHANGE = insert(CHANGES)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -116,7 +113,7 @@ def apply_transition(
         raise JobError(f"unknown job {change.job_key!r}", job_key=change.job_key)
     old = JobStatus(row.status)
     values = rules.transition_values(change.job_key, old, change.new, dict(change.fields),
-                                     expect=change.expect, user_retry=user_retry, now=utcnow())
+                                     expect=change.expect, user_retry=user_retry, now=utc_now())
     result = rules.status_change(change.job_key, old, values, row.id, message=change.message,
                                  manager_id=manager_id)
     session.execute(_update_by_pk(values), {"_pk": row.pk, **prefixed(values)})

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
+from eoextract._util.utc import utc_now
 from eoextract.errors import JobDatabaseError, SchemaVersionError
 from eoextract.jobs.db import _migrations as migrations
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.db._sql_rows import META, OUR_TABLES, utcnow
+from eoextract.jobs.db._sql_rows import META, OUR_TABLES
 
 _log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def migrate(conn: Connection, dialect: str, name: str) -> dict[str, Any]:
     version = schema_version({"schema_version": conn.scalar(version_row)}, name)
     if version < SCHEMA_VERSION:
         reached = migrations.upgrade(conn, version)
-        write_meta(conn, schema_version=reached, migrated_at=utcnow().isoformat())
+        write_meta(conn, schema_version=reached, migrated_at=utc_now().isoformat())
         _log.warning("Job database %s migrated from schema version %d to %d", name, version, reached)
     return {k: v for k, v in conn.execute(select(META.c.key, META.c.value))}
 
