@@ -33,20 +33,21 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from eoextract._util.utc import utc_now
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError, JobError
+from eoextract.jobs.db import _file_table as table
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._file_format import (
     append_history,
     export_table,
+    history_changes,
+    history_row,
     read_history,
     read_meta,
     read_table,
@@ -72,36 +73,6 @@ _log = logging.getLogger(__name__)
 _CSV_SUFFIXES = {".csv"}
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet"}
 _EARLIEST = pd.Timestamp.min.tz_localize("UTC")
-
-
-def _py(value: Any, *, timestamps: bool = False) -> Any:
-    """A plain Python value (``None`` for missing; ``datetime`` unless ``timestamps``)."""
-    if value is None or value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value if timestamps else value.to_pydatetime()
-    if isinstance(value, np.generic):
-        value = value.item()
-        return None if isinstance(value, float) and np.isnan(value) else value
-    return value
-
-
-class _FrameColumns:
-    """The in-memory table as pandas series (:class:`~eoextract.jobs.db._rules.Columns`)."""
-
-    def __init__(self, df: pd.DataFrame):
-        self._df = df
-
-    def __getitem__(self, name: str) -> pd.Series:
-        return self._df[name]
-
-    def is_null(self, column: pd.Series) -> pd.Series:
-        return column.isna()
-
-    def is_in(self, column: pd.Series, values: Any) -> pd.Series:
-        return column.isin(list(values))
 
 
 class FileJobDatabase(JobDatabase):
@@ -247,48 +218,12 @@ class FileJobDatabase(JobDatabase):
         self._add(prepared)
         self._save()
 
-    def _add(self, prepared: PreparedJobs) -> int:
+    def _add(self, prepared: PreparedJobs) -> None:
         """Append the rows of ``prepared`` whose key is new; caller holds the lock."""
-        df = self._frame()
-        new = [i for i, key in enumerate(prepared.keys) if key not in df.index]
-        if not new:
-            return 0
-        self._schema.extend(prepared.user)
-        now = utc_now()
-        managed: dict[str, list[Any]] = {}
-        for name in MANAGED_KINDS:
-            values = prepared.managed.get(name)
-            managed[name] = [None if values is None else values[i] for i in new]
-        managed["created_at"] = [v or now for v in managed["created_at"]]
-        managed["updated_at"] = [now] * len(new)
-        managed["status"] = [v or JobStatus.NOT_STARTED for v in managed["status"]]
-        user = prepared.user.iloc[new]
-        for spec in self._schema.columns:
-            if spec.name not in user.columns:
-                user = user.assign(**{spec.name: df[spec.name].iloc[:0].reindex(user.index)})
-        added = build_frame(user[self._schema.names], managed, self._schema)
-        for name in self._schema.names:
-            if name not in df.columns:
-                df[name] = added[name].iloc[:0].reindex(df.index)
-        self._df = self._concat(df[self._schema.names + list(MANAGED_KINDS)], added)
-        for key, status, backend_job_id in zip(added.index, added["status"], added["id"], strict=True):
-            self._pending.append(dict(job_key=key, old=None, new=status, at=now.isoformat(),
-                                      manager_id=None, message="added", backend_job_id=backend_job_id))
-        self._dirty = True
-        return len(new)
-
-    def _concat(self, df: pd.DataFrame, added: pd.DataFrame) -> pd.DataFrame:
-        cols = list(df.columns)
-        if len(df) == 0:
-            return added[cols]
-        frame = pd.concat([df, added[cols]])
-        geometry = self._schema.geometry
-        if geometry is not None:
-            import geopandas
-
-            frame = geopandas.GeoDataFrame(frame, geometry=geometry,
-                                           crs=self._schema.spec(geometry).crs)
-        return frame
+        self._df, history = table.append(self._frame(), prepared, self._schema, utc_now())
+        if history:
+            self._pending += history
+            self._dirty = True
 
     def persist(self, df: pd.DataFrame) -> None:
         """Insert or update the given rows and write the file at once (openeo's call).
@@ -297,44 +232,12 @@ class FileJobDatabase(JobDatabase):
         the history with message ``"persist"``, not checked against the status model).
         """
         with self._lock:
-            table = self._frame()
-            key_column = self._meta.get("key_column")
+            key_column = self.key_column
             prepared = prepare_job_frame(df, key_column if key_column in df.columns else None)
             self._schema.extend(prepared.user)
-            now = utc_now()
-            known = [k for k in prepared.keys if k in table.index]
-            pos = {k: i for i, k in enumerate(prepared.keys)}
-            for name in prepared.user.columns:
-                if name not in table.columns:
-                    table[name] = prepared.user[name].iloc[:0].reindex(table.index)
-                spec = self._schema.spec(name)
-                restored = spec.decode(spec.encode(prepared.user[name]), prepared.user.index)
-                if known:
-                    table.loc[known, name] = restored.loc[known].to_numpy()
-            for name, values in prepared.managed.items():
-                for key in known:
-                    value = values[pos[key]]
-                    if name == "status":
-                        old = JobStatus(table.at[key, "status"])
-                        if value is not old:
-                            self._pending.append(dict(
-                                job_key=key, old=old.value, new=value.value, at=now.isoformat(),
-                                manager_id=None, message="persist",
-                                backend_job_id=_py(table.at[key, "id"])))
-                        value = value.value
-                    table.at[key, name] = self._cell(name, value)
-            for key in known:
-                table.at[key, "updated_at"] = pd.Timestamp(now)
+            self._pending += table.merge(self._frame(), prepared, self._schema, utc_now())
             self._add(prepared)
             self._save()
-
-    @staticmethod
-    def _cell(name: str, value: Any) -> Any:
-        if MANAGED_KINDS[name] == "datetime":
-            return pd.NaT if value is None else pd.Timestamp(value)
-        if MANAGED_KINDS[name] == "float" and value is None:
-            return np.nan
-        return value
 
     def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
         wanted = {parse_status(s).value for s in statuses}
@@ -355,17 +258,8 @@ class FileJobDatabase(JobDatabase):
             return df.loc[[k for k in keys if k in df.index]].copy()
 
     # -- the manager's interface ---------------------------------------------------------------
-    def _records(self, df: pd.DataFrame) -> list[JobRecord]:
-        positions = self._frame().index.get_indexer(df.index)
-        user_names = self._schema.names
-        managed = [n for n in MANAGED_KINDS if n != "status"]
-        records = []
-        for pos, key, row in zip(positions, df.index, df.to_dict("records"), strict=True):
-            fields = {n: _py(row[n]) for n in managed}
-            fields["attempt"] = int(fields["attempt"] or 0)
-            records.append(JobRecord(pk=int(pos) + 1, job_key=str(key), status=JobStatus(row["status"]),
-                                     fields=fields, row={n: _py(row[n], timestamps=True) for n in user_names}))
-        return records
+    def _records(self, rows: pd.DataFrame) -> list[JobRecord]:
+        return table.records(self._frame(), rows, self._schema)
 
     def jobs(
         self,
@@ -396,7 +290,7 @@ class FileJobDatabase(JobDatabase):
         """Claim jobs (see :meth:`JobDatabase.claim`); within this process only."""
         with self._lock:
             df = self._frame()
-            t = _FrameColumns(df)
+            t = table.FrameColumns(df)
             limit = claim.limit
             if claim.max_active is not None:
                 used = (rules.active_on(t, claim.backend_name)
@@ -418,11 +312,9 @@ class FileJobDatabase(JobDatabase):
         """Write ``values`` to the rows of ``keys`` and return their records; caller holds the lock."""
         if not keys:
             return []
-        df = self._frame()
-        for name, value in values.items():
-            df.loc[keys, name] = value
+        table.set_values(self._frame(), keys, values)
         self._touched()
-        return self._records(df.loc[keys])
+        return self._records(self._frame().loc[keys])
 
     def _adopt(self, adoption: rules.Adoption) -> list[JobRecord]:
         """Take over jobs whose lease expired (see :meth:`JobDatabase.adopt_expired`).
@@ -434,7 +326,7 @@ class FileJobDatabase(JobDatabase):
             return []
         with self._lock:
             df = self._frame()
-            found = rules.adoptable(_FrameColumns(df), adoption.manager_id, adoption.now,
+            found = rules.adoptable(table.FrameColumns(df), adoption.manager_id, adoption.now,
                                     adoption.backend_names)
             return self._take(list(df.index[found])[:adoption.limit], adoption.values)
 
@@ -462,13 +354,12 @@ class FileJobDatabase(JobDatabase):
         old = JobStatus(df.at[key, "status"])
         values = rules.transition_values(key, old, change.new, dict(change.fields),
                                          expect=change.expect, user_retry=user_retry, now=utc_now())
-        result = rules.status_change(key, old, values, _py(df.at[key, "id"]),
+        result = rules.status_change(key, old, values, table.plain(df.at[key, "id"]),
                                      message=change.message, manager_id=manager_id)
         for name, value in values.items():
-            df.at[key, name] = self._cell(name, value)
-        self._pending.append(dict(job_key=key, old=old.value, new=result.new.value,
-                                  at=result.at.isoformat(), manager_id=manager_id,
-                                  message=change.message, backend_job_id=result.backend_job_id))
+            df.at[key, name] = table.cell(name, value)
+        self._pending.append(history_row(key, old, result.new, result.at, manager_id,
+                                         change.message, result.backend_job_id))
         return result
 
     def _update(self, job_key: str, values: dict[str, Any]) -> None:
@@ -478,21 +369,14 @@ class FileJobDatabase(JobDatabase):
                 raise JobError(f"unknown job {job_key!r}", job_key=job_key)
             values["updated_at"] = utc_now()
             for name, value in values.items():
-                df.at[job_key, name] = self._cell(name, value)
+                df.at[job_key, name] = table.cell(name, value)
             self._touched()
 
     def history(self, job_key: str) -> list[StatusChange]:
         with self._lock:
             rows = read_history(self.history_path, job_key)
             rows += [r for r in self._pending if r["job_key"] == job_key]
-
-        def _opt(v: Any) -> Any:
-            return None if v in (None, "") else v
-
-        return [StatusChange(job_key=job_key, old=JobStatus(r["old"]) if _opt(r["old"]) else None,
-                             new=JobStatus(r["new"]), at=datetime.fromisoformat(r["at"]),
-                             manager_id=_opt(r["manager_id"]), message=_opt(r["message"]),
-                             backend_job_id=_opt(r["backend_job_id"])) for r in rows]
+        return history_changes(rows)
 
     def active_counts(self) -> dict[str, int]:
         with self._lock:
@@ -503,10 +387,9 @@ class FileJobDatabase(JobDatabase):
     def _renew(self, manager_id: str, values: Mapping[str, Any]) -> int:
         with self._lock:
             df = self._frame()
-            mask = rules.renewable(_FrameColumns(df), manager_id)
+            mask = rules.renewable(table.FrameColumns(df), manager_id)
             if mask.any():
-                for name, value in values.items():
-                    df.loc[mask, name] = value
+                table.set_values(df, mask, values)
                 self._touched()
             return int(mask.sum())
 
@@ -515,10 +398,9 @@ class FileJobDatabase(JobDatabase):
             return
         with self._lock:
             df = self._frame()
-            mask = rules.held_by(_FrameColumns(df), manager_id)
+            mask = rules.held_by(table.FrameColumns(df), manager_id)
             if mask.any():
-                for name, value in rules.RELEASED.items():
-                    df.loc[mask, name] = self._cell(name, value)
+                table.set_values(df, mask, rules.RELEASED)
                 self._touched()
 
     def register_backend(self, name: str, url: str | None) -> None:

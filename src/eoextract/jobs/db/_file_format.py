@@ -11,7 +11,8 @@ import json
 import logging
 import mmap
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from eoextract.errors import JobDatabaseError, SchemaVersionError
 from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.status import OPENEO_STATUS
+from eoextract.jobs.db._records import StatusChange
+from eoextract.jobs.status import OPENEO_STATUS, JobStatus
 
 _log = logging.getLogger(__name__)
 
@@ -228,6 +230,26 @@ def append_history(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def history_row(job_key: str, old: str | None, new: str, at: datetime, manager_id: str | None,
+                message: str | None, backend_job_id: str | None) -> dict[str, Any]:
+    """A row of the history sidecar (statuses as their values, ``at`` as ISO 8601 text)."""
+    return dict(job_key=job_key, old=None if old is None else str(old), new=str(new),
+                at=at.isoformat(), manager_id=manager_id, message=message,
+                backend_job_id=backend_job_id)
+
+
+def history_changes(rows: Iterable[Mapping[str, Any]]) -> list[StatusChange]:
+    """Status changes of history rows (as :func:`read_history` or :func:`history_row` give them)."""
+
+    def _opt(value: Any) -> Any:
+        return None if value in (None, "") else value
+
+    return [StatusChange(job_key=r["job_key"], old=JobStatus(r["old"]) if _opt(r["old"]) else None,
+                         new=JobStatus(r["new"]), at=datetime.fromisoformat(r["at"]),
+                         manager_id=_opt(r["manager_id"]), message=_opt(r["message"]),
+                         backend_job_id=_opt(r["backend_job_id"])) for r in rows]
 
 
 def read_history(path: Path, job_key: str) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,9 +60,11 @@ from eoextract.jobs.db._sql_rows import (
     META,
     RECORD_COLUMNS,
     RECORD_FIELDS,
+    add_jobs,
     apply_transition,
     chunks,
-    insert_jobs,
+    existing_keys,
+    merge_jobs,
     prefixed,
     update_by_key,
 )
@@ -209,10 +210,10 @@ class SqlJobDatabase(JobDatabase):
                              if self._schema.geometry else None))
                     known: set[str] = set()
                 else:
-                    known = self._existing_keys(session, prepared.keys)
+                    known = existing_keys(session, prepared.keys)
                     if self.schema.extend(prepared.user):
                         self._write_meta(session, user_columns=self.schema.to_dict())
-                added = self._insert(session, prepared, known, now)
+                added = add_jobs(session, prepared, self.schema, known, now)
                 if self._dialect == "postgresql" and added >= _ANALYZE_AFTER:
                     # fresh statistics, so the first claims already get index plans
                     session.exec_driver_sql("ANALYZE jobs")
@@ -223,19 +224,6 @@ class SqlJobDatabase(JobDatabase):
             return
         self._exists = True
         _log.info("Job database %r: %d jobs added", self, added)
-
-    def _existing_keys(self, session: Connection, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for chunk in chunks(list(keys)):
-            found.update(session.scalars(select(JOBS.c.job_key).where(JOBS.c.job_key.in_(chunk))))
-        return found
-
-    def _insert(self, session: Connection, prepared: PreparedJobs, skip: set[str], now: datetime) -> int:
-        """Insert the rows of ``prepared`` whose key is not in ``skip``, with history rows."""
-        records = self.schema.encode_records(prepared.user)
-        wanted = [i for i, key in enumerate(prepared.keys) if key not in skip]
-        return insert_jobs(session, [prepared.keys[i] for i in wanted],
-                           [prepared.managed_row(i) for i in wanted], [records[i] for i in wanted], now)
 
     def read(self) -> pd.DataFrame:
         return self._frame(None)
@@ -270,33 +258,8 @@ class SqlJobDatabase(JobDatabase):
         with self._session(write=True) as session, session.begin():
             if self.schema.extend(prepared.user):
                 self._write_meta(session, user_columns=self.schema.to_dict())
-            existing: dict[str, sa.Row] = {}
-            for chunk in chunks(prepared.keys):
-                stmt = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id, JOBS.c.data)
-                for row in session.execute(stmt.where(JOBS.c.job_key.in_(chunk))):
-                    existing[row.job_key] = row
-            records = self.schema.encode_records(prepared.user)
-            updates, changes = [], []
-            for i, key in enumerate(prepared.keys):
-                old = existing.get(key)
-                if old is None:
-                    continue
-                values = {k: (v.value if isinstance(v, JobStatus) else v)
-                          for k, v in prepared.managed_row(i).items()}
-                values.update(_pk=old.pk, data={**(old.data or {}), **records[i]}, updated_at=now)
-                updates.append(values)
-                new_status = values.get("status", old.status)
-                if new_status != old.status:
-                    changes.append(dict(job_pk=old.pk, old=old.status, new=new_status, at=now,
-                                        message="persist", backend_job_id=values.get("id", old.id)))
-            if updates:
-                params = {k: sa.bindparam(f"v_{k}") for k in updates[0] if k != "_pk"}
-                session.execute(
-                    update(JOBS).where(JOBS.c.pk == sa.bindparam("_pk")).values(params),
-                    [{("_pk" if k == "_pk" else f"v_{k}"): v for k, v in u.items()} for u in updates])
-            if changes:
-                session.execute(insert(CHANGES), changes)
-            self._insert(session, prepared, set(existing), now)
+            known = merge_jobs(session, prepared, self.schema, now)
+            add_jobs(session, prepared, self.schema, known, now)
 
     def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
         wanted = {parse_status(s).value for s in statuses}

@@ -1,4 +1,4 @@
-"""Row-level statements of the SQL job database: inserting jobs and applying transitions.
+"""Row-level statements of the SQL job database: adding and merging jobs, applying transitions.
 
 Statements are built once per set of fields (building a statement costs more than running
 it on SQLite). Every function runs in the caller's transaction and commits nothing.
@@ -18,7 +18,8 @@ from sqlalchemy.engine import Connection
 from eoextract._util.utc import utc_now
 from eoextract.errors import JobError
 from eoextract.jobs.db import _rules as rules
-from eoextract.jobs.db._frame import MANAGED_KINDS
+from eoextract.jobs.db._columns import UserSchema
+from eoextract.jobs.db._frame import MANAGED_KINDS, PreparedJobs
 from eoextract.jobs.db._models import Backend, Job, JobStatusChange, Meta
 from eoextract.jobs.db._records import StatusChange, Transition
 from eoextract.jobs.status import JobStatus
@@ -95,6 +96,60 @@ def insert_jobs(session: Connection, keys: Sequence[str], managed: Sequence[dict
         select(JOBS.c.pk, sa.null(), JOBS.c.status, stamp, literal("added"), JOBS.c.id)
         .where(JOBS.c.pk > before, JOBS.c.updated_at == stamp)))
     return len(rows)
+
+
+def existing_keys(session: Connection, keys: Sequence[str]) -> set[str]:
+    """The ``keys`` the jobs table holds."""
+    found: set[str] = set()
+    for chunk in chunks(list(keys)):
+        found.update(session.scalars(select(JOBS.c.job_key).where(JOBS.c.job_key.in_(chunk))))
+    return found
+
+
+def add_jobs(session: Connection, prepared: PreparedJobs, schema: UserSchema, skip: set[str],
+             now: datetime) -> int:
+    """Insert the rows of ``prepared`` whose key is not in ``skip``, with history rows."""
+    records = schema.encode_records(prepared.user)
+    wanted = [i for i, key in enumerate(prepared.keys) if key not in skip]
+    return insert_jobs(session, [prepared.keys[i] for i in wanted],
+                       [prepared.managed_row(i) for i in wanted], [records[i] for i in wanted], now)
+
+
+def merge_jobs(session: Connection, prepared: PreparedJobs, schema: UserSchema, now: datetime
+               ) -> set[str]:
+    """Write the rows of ``prepared`` whose key the table holds; returns those keys.
+
+    Managed values are written as given; a changed ``status`` gets a history row (message
+    ``"persist"``) but is not checked against the status model. ``schema`` must already
+    know ``prepared``'s user columns.
+    """
+    existing: dict[str, sa.Row] = {}
+    for chunk in chunks(prepared.keys):
+        stmt = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id, JOBS.c.data)
+        for row in session.execute(stmt.where(JOBS.c.job_key.in_(chunk))):
+            existing[row.job_key] = row
+    records = schema.encode_records(prepared.user)
+    updates, changes = [], []
+    for i, key in enumerate(prepared.keys):
+        old = existing.get(key)
+        if old is None:
+            continue
+        values = {k: (v.value if isinstance(v, JobStatus) else v)
+                  for k, v in prepared.managed_row(i).items()}
+        values.update(_pk=old.pk, data={**(old.data or {}), **records[i]}, updated_at=now)
+        updates.append(values)
+        new_status = values.get("status", old.status)
+        if new_status != old.status:
+            changes.append(dict(job_pk=old.pk, old=old.status, new=new_status, at=now,
+                                message="persist", backend_job_id=values.get("id", old.id)))
+    if updates:
+        params = {k: sa.bindparam(f"v_{k}") for k in updates[0] if k != "_pk"}
+        session.execute(
+            update(JOBS).where(JOBS.c.pk == sa.bindparam("_pk")).values(params),
+            [{("_pk" if k == "_pk" else f"v_{k}"): v for k, v in u.items()} for u in updates])
+    if changes:
+        session.execute(insert(CHANGES), changes)
+    return set(existing)
 
 
 def apply_transition(
