@@ -13,12 +13,12 @@ the file extension or URL scheme:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from eoextract.errors import ConfigurationError
-from eoextract.jobs.db._interface import JobDatabase
+from eoextract.jobs.db._interface import JobDatabase, OnExists
 from eoextract.jobs.db._records import MANAGED_COLUMNS, UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.db._rules import ADOPTABLE
 
@@ -91,7 +91,7 @@ def create_job_db(
     path_or_url: str | Path | JobDatabase,
     df: pd.DataFrame,
     *,
-    on_exists: Literal["error", "skip", "append"] = "error",
+    on_exists: OnExists = "error",
     key_column: str | None = None,
 ) -> JobDatabase:
     """Create a job database at a path or URL from a job dataframe.

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
@@ -62,7 +62,7 @@ from eoextract.jobs.db._frame import (
     prepare_job_frame,
     status_values,
 )
-from eoextract.jobs.db._interface import JobDatabase
+from eoextract.jobs.db._interface import JobDatabase, OnExists
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
 from eoextract.jobs.status import ACTIVE, JobStatus
@@ -206,7 +206,7 @@ class FileJobDatabase(JobDatabase):
             return self._frame().copy()
 
     def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
-                    key_column: str | None, on_exists: Literal["error", "skip", "append"]) -> None:
+                    key_column: str | None, on_exists: OnExists) -> None:
         """Create the file (or add the new rows to it) and write it at once (see
         :meth:`JobDatabase.initialize_from_df`)."""
         if not exists:

@@ -20,8 +20,8 @@ import pandas as pd
 
 from eoextract._util.utc import to_utc
 from eoextract.errors import ConfigurationError
-from eoextract.jobs.db._records import MANAGED_COLUMNS
 from eoextract.jobs.db._columns import UserSchema, isna
+from eoextract.jobs.db._records import MANAGED_COLUMNS
 from eoextract.jobs.status import OPENEO_STATUS, JobStatus
 
 _log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import abc
 from contextlib import AbstractContextManager
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 import pandas as pd
 
@@ -25,6 +25,10 @@ from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._frame import PreparedJobs, coerce_managed, prepare_job_frame
 from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
+
+
+#: What :meth:`JobDatabase.initialize_from_df` does with a database that exists.
+OnExists = Literal["error", "skip", "append"]
 
 
 class JobDatabase(abc.ABC):
@@ -77,7 +81,7 @@ class JobDatabase(abc.ABC):
         self,
         df: pd.DataFrame,
         *,
-        on_exists: Literal["error", "skip", "append"] = "error",
+        on_exists: OnExists = "error",
         key_column: str | None = None,
     ) -> Self:
         """Fill a new database from a job dataframe and return ``self``.
@@ -98,7 +102,7 @@ class JobDatabase(abc.ABC):
                 ``key_column`` other than the existing database's.
             JobDatabaseError: the database exists and ``on_exists="error"``.
         """
-        if on_exists not in ("error", "skip", "append"):
+        if on_exists not in get_args(OnExists):
             raise ConfigurationError(f"on_exists must be 'error', 'skip' or 'append', got {on_exists!r}")
         with self._lock:
             exists = self.exists()
@@ -117,7 +121,7 @@ class JobDatabase(abc.ABC):
 
     @abc.abstractmethod
     def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
-                    key_column: str | None, on_exists: Literal["error", "skip", "append"]) -> None:
+                    key_column: str | None, on_exists: OnExists) -> None:
         """Create the database from ``prepared``, the checked ``df`` (or add its new rows to
         the existing one).
 

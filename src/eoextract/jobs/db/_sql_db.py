@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -50,7 +50,7 @@ from eoextract.jobs.db._frame import (
     prepare_job_frame,
     status_values,
 )
-from eoextract.jobs.db._interface import JobDatabase
+from eoextract.jobs.db._interface import JobDatabase, OnExists
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION, Base
 from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
 from eoextract.jobs.db._sql_rows import (
@@ -192,7 +192,7 @@ class SqlJobDatabase(JobDatabase):
                                    f"or create_job_db()")
 
     def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
-                    key_column: str | None, on_exists: Literal["error", "skip", "append"]) -> None:
+                    key_column: str | None, on_exists: OnExists) -> None:
         """Create the tables and insert the jobs (see :meth:`JobDatabase.initialize_from_df`)."""
         now = utc_now()
         with self._session(write=True) as session, session.begin():
