@@ -62,7 +62,7 @@ from eoextract.jobs.db._frame import (
     prepare_job_frame,
     status_values,
 )
-from eoextract.jobs.db._interface import JobDatabase, OnExists
+from eoextract.jobs.db._interface import JobDatabase
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
 from eoextract.jobs.status import ACTIVE, JobStatus
@@ -205,8 +205,7 @@ class FileJobDatabase(JobDatabase):
         with self._lock:
             return self._frame().copy()
 
-    def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
-                    key_column: str | None, on_exists: OnExists) -> None:
+    def _initialize(self, prepared: PreparedJobs, *, exists: bool, key_column: str | None) -> bool:
         """Create the file (or add the new rows to it) and write it at once (see
         :meth:`JobDatabase.initialize_from_df`)."""
         if not exists:
@@ -217,6 +216,7 @@ class FileJobDatabase(JobDatabase):
             self._df = build_frame(prepared.user.iloc[:0], {}, self._schema)
         self._add(prepared)
         self._save()
+        return True
 
     def _add(self, prepared: PreparedJobs) -> None:
         """Append the rows of ``prepared`` whose key is new; caller holds the lock."""

@@ -104,29 +104,32 @@ class JobDatabase(abc.ABC):
         """
         if on_exists not in get_args(OnExists):
             raise ConfigurationError(f"on_exists must be 'error', 'skip' or 'append', got {on_exists!r}")
-        with self._lock:
-            exists = self.exists()
-            if exists:
-                if on_exists == "skip":
+        while True:
+            with self._lock:
+                exists = self.exists()
+                if exists:
+                    if on_exists == "skip":
+                        return self
+                    if on_exists == "error":
+                        raise JobDatabaseError(f"job database {self!r} already exists (use on_exists="
+                                               f"'skip' to resume it or 'append' to add rows)")
+                    if key_column is not None and key_column != self.key_column:
+                        raise ConfigurationError(f"{self!r} is keyed on {self.key_column!r}, "
+                                                 f"not {key_column!r}")
+                prepared = prepare_job_frame(df, self.key_column if exists else key_column)
+                if self._initialize(prepared, exists=exists, key_column=key_column):
                     return self
-                if on_exists == "error":
-                    raise JobDatabaseError(f"job database {self!r} already exists (use on_exists="
-                                           f"'skip' to resume it or 'append' to add rows)")
-                if key_column is not None and key_column != self.key_column:
-                    raise ConfigurationError(f"{self!r} is keyed on {self.key_column!r}, "
-                                             f"not {key_column!r}")
-            prepared = prepare_job_frame(df, self.key_column if exists else key_column)
-            self._initialize(df, prepared, exists=exists, key_column=key_column, on_exists=on_exists)
-        return self
+            # another process created the database meanwhile: start again, as an existing one
 
     @abc.abstractmethod
-    def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
-                    key_column: str | None, on_exists: OnExists) -> None:
-        """Create the database from ``prepared``, the checked ``df`` (or add its new rows to
-        the existing one).
+    def _initialize(self, prepared: PreparedJobs, *, exists: bool, key_column: str | None) -> bool:
+        """Create the database from ``prepared`` with ``key_column`` (or add the new rows to
+        the existing one); called by :meth:`initialize_from_df` under :attr:`_lock` once
+        the arguments are checked.
 
-        Called by :meth:`initialize_from_df` under :attr:`_lock` once the arguments are
-        checked; ``key_column`` and ``on_exists`` are the caller's.
+        Returns:
+            ``False`` when the database turned out to have been created meanwhile (by
+            another process) and nothing was written, else ``True``.
         """
 
     @property

@@ -50,7 +50,7 @@ from eoextract.jobs.db._frame import (
     prepare_job_frame,
     status_values,
 )
-from eoextract.jobs.db._interface import JobDatabase, OnExists
+from eoextract.jobs.db._interface import JobDatabase
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION, Base
 from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
 from eoextract.jobs.db._sql_rows import (
@@ -191,8 +191,7 @@ class SqlJobDatabase(JobDatabase):
             raise JobDatabaseError(f"{self!r} has no jobs table yet; use initialize_from_df() "
                                    f"or create_job_db()")
 
-    def _initialize(self, df: pd.DataFrame, prepared: PreparedJobs, *, exists: bool,
-                    key_column: str | None, on_exists: OnExists) -> None:
+    def _initialize(self, prepared: PreparedJobs, *, exists: bool, key_column: str | None) -> bool:
         """Create the tables and insert the jobs (see :meth:`JobDatabase.initialize_from_df`)."""
         now = utc_now()
         with self._session(write=True) as session, session.begin():
@@ -217,13 +216,13 @@ class SqlJobDatabase(JobDatabase):
                 if self._dialect == "postgresql" and added >= _ANALYZE_AFTER:
                     # fresh statistics, so the first claims already get index plans
                     session.exec_driver_sql("ANALYZE jobs")
-        if created_meanwhile:  # start again, now as an existing database
+        if created_meanwhile:  # to be started again, now as an existing database
             self._exists = None
             self._check()
-            self.initialize_from_df(df, on_exists=on_exists, key_column=key_column)
-            return
+            return False
         self._exists = True
         _log.info("Job database %r: %d jobs added", self, added)
+        return True
 
     def read(self) -> pd.DataFrame:
         return self._frame(None)
