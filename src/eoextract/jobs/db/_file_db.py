@@ -261,22 +261,17 @@ class FileJobDatabase(JobDatabase):
     def _records(self, rows: pd.DataFrame) -> list[JobRecord]:
         return table.records(self._frame(), rows, self._schema)
 
-    def jobs(
-        self,
-        statuses: Iterable[JobStatus | str] | None = None,
-        *,
-        backend_name: str | None = None,
-        keys: Sequence[str] | None = None,
-    ) -> list[JobRecord]:
+    def _jobs(self, statuses: list[str] | None, backend_name: str | None,
+              keys: list[str] | None) -> list[JobRecord]:
         with self._lock:
             df = self._frame()
             mask = pd.Series(True, index=df.index)
             if statuses is not None:
-                mask &= df["status"].isin(status_values(statuses))
+                mask &= df["status"].isin(statuses)
             if backend_name is not None:
                 mask &= df["backend_name"] == backend_name
             if keys is not None:
-                mask &= df.index.isin([str(k) for k in keys])
+                mask &= df.index.isin(keys)
             return self._records(df[mask])
 
     def get(self, job_key: str) -> JobRecord:

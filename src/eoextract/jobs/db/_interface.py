@@ -22,7 +22,7 @@ import pandas as pd
 from eoextract._util.utc import as_utc
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.db import _rules as rules
-from eoextract.jobs.db._frame import PreparedJobs, coerce_managed, prepare_job_frame
+from eoextract.jobs.db._frame import PreparedJobs, coerce_managed, prepare_job_frame, status_values
 from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
 
@@ -138,7 +138,6 @@ class JobDatabase(abc.ABC):
         """The column whose values are the job keys (``None``: the dataframe index)."""
 
     # -- what the manager needs ----------------------------------------------------------
-    @abc.abstractmethod
     def jobs(
         self,
         statuses: Iterable[JobStatus | str] | None = None,
@@ -146,7 +145,15 @@ class JobDatabase(abc.ABC):
         backend_name: str | None = None,
         keys: Sequence[str] | None = None,
     ) -> list[JobRecord]:
-        """Jobs as records, filtered by status, backend and/or keys."""
+        """Jobs as records in table order, filtered by status, backend and/or keys
+        (statuses that are no job status are left out)."""
+        return self._jobs(None if statuses is None else status_values(statuses), backend_name,
+                          None if keys is None else [str(k) for k in keys])
+
+    @abc.abstractmethod
+    def _jobs(self, statuses: list[str] | None, backend_name: str | None,
+              keys: list[str] | None) -> list[JobRecord]:
+        """Jobs as records in table order, filtered by status values, backend and/or keys."""
 
     @abc.abstractmethod
     def get(self, job_key: str) -> JobRecord:

@@ -298,24 +298,19 @@ class SqlJobDatabase(JobDatabase):
                          fields=dict(zip(RECORD_FIELDS, fields, strict=True)),
                          row=self.schema.decode_row(data or {}))
 
-    def jobs(
-        self,
-        statuses: Iterable[JobStatus | str] | None = None,
-        *,
-        backend_name: str | None = None,
-        keys: Sequence[str] | None = None,
-    ) -> list[JobRecord]:
+    def _jobs(self, statuses: list[str] | None, backend_name: str | None,
+              keys: list[str] | None) -> list[JobRecord]:
         self._require()
         stmt = select(*RECORD_COLUMNS).order_by(JOBS.c.pk)
         if statuses is not None:
-            stmt = stmt.where(JOBS.c.status.in_(status_values(statuses)))
+            stmt = stmt.where(JOBS.c.status.in_(statuses))
         if backend_name is not None:
             stmt = stmt.where(JOBS.c.backend_name == backend_name)
         with self._session() as session, session.begin():
             if keys is None:
                 rows = session.execute(stmt).all()
             else:
-                rows = [r for chunk in chunks([str(k) for k in keys])
+                rows = [r for chunk in chunks(keys)
                         for r in session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))]
         return [self._record(r) for r in rows]
 
