@@ -347,10 +347,9 @@ class FileJobDatabase(JobDatabase):
         if key not in df.index:
             raise JobError(f"unknown job {key!r}", job_key=key)
         old = JobStatus(df.at[key, "status"])
-        values = rules.transition_values(key, old, change.new, dict(change.fields),
-                                         expect=change.expect, user_retry=user_retry, now=utc_now())
-        result = rules.status_change(key, old, values, table.plain(df.at[key, "id"]),
-                                     message=change.message, manager_id=manager_id)
+        backend_job_id = None if "id" in change.fields else table.plain(df.at[key, "id"])
+        values, result = rules.plan_transition(change, old, backend_job_id, manager_id=manager_id,
+                                               user_retry=user_retry, now=utc_now())
         for name, value in values.items():
             df.at[key, name] = table.cell(name, value)
         self._pending.append(history_row(key, old, result.new, result.at, manager_id,

@@ -241,7 +241,7 @@ class JobDatabase(abc.ABC):
         self, changes: Sequence[Transition], *, manager_id: str | None, user_retry: bool
     ) -> list[StatusChange | InvalidTransition]:
         """Apply checked requests (statuses parsed, fields coerced) with
-        :func:`~eoextract.jobs.db._rules.transition_values`, in one transaction where the
+        :func:`~eoextract.jobs.db._rules.plan_transition`, in one transaction where the
         database has them; a refused one is returned as its :class:`InvalidTransition`.
 
         Raises:

@@ -2,9 +2,9 @@
 
 Each rule is written once, here, and both kinds of job database apply it:
 
-* :func:`transition_values` checks a status change (with
-  :func:`~eoextract.jobs.status.check_transition`) and completes the values the job's row
-  receives; the databases only read the current row and write the result.
+* :func:`plan_transition` checks a status change (with
+  :func:`~eoextract.jobs.status.check_transition`) and gives the values the job's row
+  receives and its history entry; the databases only read the current row and write.
 * Which rows a claim, an adoption, a lease renewal or a release touches is written as
   predicates over a :class:`Columns` view of the jobs table. The SQL databases evaluate
   them as SQLAlchemy expressions (built into their statements once), the file databases as
@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from eoextract.errors import InvalidTransition
-from eoextract.jobs.db._records import StatusChange
+from eoextract.jobs.db._records import StatusChange, Transition
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus, check_transition
 
 #: Statuses in which one manager looks after a job under its lease (the job is on the
@@ -60,50 +60,41 @@ class Columns(Protocol):
 
 
 # -- status changes ---------------------------------------------------------------------------
-def transition_values(
-    job_key: str,
+def plan_transition(
+    change: Transition,
     old: JobStatus,
-    new: JobStatus,
-    values: dict[str, Any],
+    backend_job_id: str | None,
     *,
-    expect: JobStatus | None,
+    manager_id: str | None,
     user_retry: bool,
     now: datetime,
-) -> dict[str, Any]:
-    """Check ``old → new`` and complete ``values`` (coerced managed fields) in place.
+) -> tuple[dict[str, Any], StatusChange]:
+    """Check a status change of a job now in ``old`` and plan it: the values its row
+    receives and its history entry.
 
-    Moving to ``not_started`` or a final status drops the lease unless ``claimed_by`` /
-    ``lease_until`` are given; ``status`` and ``updated_at`` are set.
+    ``change.fields`` (coerced managed fields) are completed: moving to ``not_started`` or a
+    final status drops the lease unless ``claimed_by`` / ``lease_until`` are given; ``status``
+    and ``updated_at`` are set. ``backend_job_id`` is the row's ``id`` before the change (a
+    new ``id`` wins).
 
     Raises:
-        InvalidTransition: the status is not ``expect`` (another manager moved the job), or
-            the status model forbids the change.
+        InvalidTransition: the status is not ``change.expect`` (another manager moved the
+            job), or the status model forbids the change.
     """
-    if expect is not None and old is not expect:
-        raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected {expect.value!r} "
-                                f"(changed elsewhere)", job_key=job_key)
-    check_transition(old, new, user_retry=user_retry, job_key=job_key)
+    new = change.new
+    if change.expect is not None and old is not change.expect:
+        raise InvalidTransition(f"job {change.job_key!r} is {old.value!r}, expected "
+                                f"{change.expect.value!r} (changed elsewhere)", job_key=change.job_key)
+    check_transition(old, new, user_retry=user_retry, job_key=change.job_key)
+    values = dict(change.fields)
     if new is JobStatus.NOT_STARTED or new in TERMINAL:
         for name in RELEASED:
             values.setdefault(name, None)
-    values.update(status=new.value, updated_at=now)
-    return values
-
-
-def status_change(
-    job_key: str,
-    old: JobStatus,
-    values: Mapping[str, Any],
-    backend_job_id: str | None,
-    *,
-    message: str | None,
-    manager_id: str | None,
-) -> StatusChange:
-    """The history entry of a change whose row values came from :func:`transition_values`;
-    ``backend_job_id`` is the row's ``id`` before the change (a new ``id`` in ``values`` wins)."""
-    return StatusChange(job_key=job_key, old=old, new=JobStatus(values["status"]),
-                        at=values["updated_at"], manager_id=manager_id, message=message,
-                        backend_job_id=values.get("id", backend_job_id))
+    values["status"] = new.value
+    values["updated_at"] = now
+    return values, StatusChange(job_key=change.job_key, old=old, new=new, at=now,
+                                manager_id=manager_id, message=change.message,
+                                backend_job_id=values.get("id", backend_job_id))
 
 
 # -- claims -------------------------------------------------------------------------------

@@ -167,10 +167,8 @@ def apply_transition(
     if row is None:
         raise JobError(f"unknown job {change.job_key!r}", job_key=change.job_key)
     old = JobStatus(row.status)
-    values = rules.transition_values(change.job_key, old, change.new, dict(change.fields),
-                                     expect=change.expect, user_retry=user_retry, now=utc_now())
-    result = rules.status_change(change.job_key, old, values, row.id, message=change.message,
-                                 manager_id=manager_id)
+    values, result = rules.plan_transition(change, old, row.id, manager_id=manager_id,
+                                           user_retry=user_retry, now=utc_now())
     session.execute(_update_by_pk(values), {"_pk": row.pk, **prefixed(values)})
     session.execute(_INSERT_CHANGE, dict(
         job_pk=row.pk, old=old.value, new=result.new.value, at=result.at, manager_id=manager_id,
