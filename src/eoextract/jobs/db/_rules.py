@@ -9,8 +9,9 @@ Each rule is written once, here, and both kinds of job database apply it:
   predicates over a :class:`Columns` view of the jobs table. The SQL databases evaluate
   them as SQLAlchemy expressions (built into their statements once), the file databases as
   boolean pandas series over the in-memory table. Both support ``==``, ``!=``, ``<=``,
-  ``>``, ``&``, ``|`` and ``~``; missing values are tested with :meth:`Columns.is_null`
-  only, so SQL's three-valued logic and pandas' missing values agree.
+  ``>``, ``&``, ``|`` and ``~``. Missing values are tested with :meth:`Columns.is_null`,
+  and ``!=`` and ``~`` only meet values that are known (or are guarded by such a test),
+  so SQL's three-valued logic and pandas' missing values select the same rows.
 * What a claim, an adoption, a renewal or a release writes: :func:`lease_values`,
   :func:`renewed_lease`, :data:`RELEASED`. :class:`Claim` and :class:`Adoption` carry a
   request, with the values its rows receive, from the
