@@ -217,7 +217,7 @@ def timed(fn: Callable[[], object], repeat: int, after: Callable[[object], None]
 
 def measure(db, name: str, n: int, batch: int, repeat: int
             ) -> tuple[dict[str, tuple[float, float]], bool]:
-    from eoextract.jobs.db.base import Transition
+    from eoextract.jobs.db import Transition
     from eoextract.jobs.status import JobStatus
 
     db.register_backend("b1", None)
@@ -365,7 +365,7 @@ def processing_seconds(url: str) -> float:
 def run_managers_once(admin: str, backend: str, name: str, processes: int, args: argparse.Namespace,
                       kill: bool) -> dict:
     from eoextract.jobs.db import create_job_db, get_job_db
-    from eoextract.jobs.db.base import ADOPTABLE
+    from eoextract.jobs.db import ADOPTABLE
 
     url = new_database(admin, name)
     n = args.jobs

@@ -34,9 +34,9 @@ _EXPORTS: dict[str, str] = {
     "StacValidationError": "eoextract.errors",
     # jobs
     "JobStatus": "eoextract.jobs.status",
-    "JobDatabase": "eoextract.jobs.db.base",
-    "JobRecord": "eoextract.jobs.db.base",
-    "StatusChange": "eoextract.jobs.db.base",
+    "JobDatabase": "eoextract.jobs.db",
+    "JobRecord": "eoextract.jobs.db",
+    "StatusChange": "eoextract.jobs.db",
     "create_job_db": "eoextract.jobs.db",
     "get_job_db": "eoextract.jobs.db",
     "JobManager": "eoextract.jobs.manager",
@@ -85,5 +85,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from eoextract.split import split_job_hex, split_job_s2grid
     from eoextract.stac import build_collection, extend_collection, validate, validate_catalog
     from eoextract.errors import *  # noqa: F403
-    from eoextract.jobs.db.base import JobDatabase, JobRecord, StatusChange
+    from eoextract.jobs.db import JobDatabase, JobRecord, StatusChange
     from eoextract.jobs.status import JobStatus

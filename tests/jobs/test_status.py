@@ -1,12 +1,15 @@
 import pytest
 
+from eoextract.errors import InvalidTransition
 from eoextract.jobs.status import (
     ACTIVE,
     ALLOWED,
     OPENEO_STATUS,
     TERMINAL,
     USER_RETRYABLE,
+    BackendStatus,
     JobStatus,
+    check_transition,
     is_allowed,
 )
 
@@ -42,3 +45,26 @@ def test_active_and_terminal_are_disjoint():
 def test_unknown_status_is_rejected():
     with pytest.raises(ValueError):
         is_allowed("bogus", "finished")
+
+
+def test_check_transition_raises_what_is_allowed_refuses():
+    for old in JobStatus:
+        for new in JobStatus:
+            for user_retry in (False, True):
+                if is_allowed(old, new, user_retry=user_retry):
+                    check_transition(old, new, user_retry=user_retry)
+                else:
+                    with pytest.raises(InvalidTransition):
+                        check_transition(old, new, user_retry=user_retry)
+    with pytest.raises(InvalidTransition, match="job 'k': 'finished' -> 'queued' is not allowed") as info:
+        check_transition("finished", "queued", job_key="k")
+    assert info.value.job_key == "k"
+    with pytest.raises(ValueError):
+        check_transition("bogus", "finished")
+
+
+def test_openeo_status_of_a_job_on_the_backend_is_a_backend_status():
+    for status in (JobStatus.CREATED, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED,
+                   JobStatus.ERROR, JobStatus.CANCELED):
+        assert OPENEO_STATUS[status] in set(BackendStatus)
+    assert type(OPENEO_STATUS[JobStatus.RUNNING]) is str

@@ -41,7 +41,7 @@ from eoextract.extract._catalogue import build_catalogue
 from eoextract.extract._store import ItemStore
 from eoextract.extract.items import build_item, make_item_id, read_file_metadata, refresh_file_metadata
 from eoextract.extract.placement import OutputPathGenerator, check_signature
-from eoextract.jobs.db.base import JobDatabase, JobRecord
+from eoextract.jobs.db import JobDatabase, JobRecord
 from eoextract.jobs.download import (
     STATE_DIR,
     TEMP_PREFIX,

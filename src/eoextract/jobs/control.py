@@ -2,7 +2,7 @@
 
 These are the library functions behind ``eoextract retry``, ``cancel`` and ``logs``. A job's
 backend is reached through the root URL the manager stored in the job database
-(:meth:`~eoextract.jobs.db.base.JobDatabase.backends`, never with credentials); credentials
+(:meth:`~eoextract.jobs.db.JobDatabase.backends`, never with credentials); credentials
 come from the environment or from openeo's own configuration, tried in this order:
 
 1. ``EOEXTRACT_<NAME>_USER`` and ``EOEXTRACT_<NAME>_PASSWORD``: HTTP basic for the backend
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobError
-from eoextract.jobs.db.base import JobDatabase, JobRecord
+from eoextract.jobs.db import JobDatabase, JobRecord
 from eoextract.jobs.retry import classify
 from eoextract.jobs.status import ON_BACKEND, TERMINAL, USER_RETRYABLE, JobStatus
 

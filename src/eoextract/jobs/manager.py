@@ -33,7 +33,7 @@ from openeo.rest.job import BatchJob
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.backends import BackendSpec
-from eoextract.jobs.db.base import JobDatabase
+from eoextract.jobs.db import JobDatabase
 from eoextract.jobs.retry import Backoff, classify
 from eoextract.jobs.runstate import _is_dead_local_manager, _Run, _utcnow
 from eoextract.jobs.status import TERMINAL, JobStatus
@@ -150,7 +150,7 @@ class JobManager(JobSteps):
             df: job dataframe; its new rows are added to ``job_db`` (existing keys are kept).
             start_job: creates (and may start) the job of one row; see :class:`StartJob`.
             job_db: a path (``.db``/``.sqlite``, ``.csv``, ``.parquet``), a database URL, or
-                a :class:`~eoextract.jobs.db.base.JobDatabase`.
+                a :class:`~eoextract.jobs.db.JobDatabase`.
             progress: show live progress (slots per backend, counts, rate, ETA) when
                 standard output is a terminal (:class:`~eoextract.jobs.progress.RunProgress`).
 

@@ -25,7 +25,7 @@ from eoextract.jobs.status import ACTIVE, FAILED, TERMINAL, JobStatus
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console, RenderableType
 
-    from eoextract.jobs.db.base import JobDatabase
+    from eoextract.jobs.db import JobDatabase
 
 __all__ = ["RunProgress", "format_eta"]
 

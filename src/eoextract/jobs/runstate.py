@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from eoextract.jobs.db.base import JobDatabase, Transition
+from eoextract.jobs.db import JobDatabase, Transition
 
 
 def _utcnow() -> datetime:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from eoextract.errors import InvalidTransition
+
 __all__ = [
     "JobStatus",
     "BackendStatus",
@@ -19,6 +21,7 @@ __all__ = [
     "ALLOWED",
     "USER_RETRYABLE",
     "is_allowed",
+    "check_transition",
     "OPENEO_STATUS",
 ]
 
@@ -93,19 +96,50 @@ def is_allowed(old: JobStatus | str, new: JobStatus | str, *, user_retry: bool =
     return new in ALLOWED[old]
 
 
+def check_transition(
+    old: JobStatus | str,
+    new: JobStatus | str,
+    *,
+    user_retry: bool = False,
+    job_key: str | None = None,
+) -> None:
+    """Raise unless the status model allows ``old → new`` (see :func:`is_allowed`).
+
+    Every job database checks its status changes here.
+
+    Args:
+        old: the job's current status.
+        new: the status asked for.
+        user_retry: the change is a user's explicit retry of a final status.
+        job_key: the job, named in the error.
+
+    Raises:
+        InvalidTransition: the change is not allowed.
+        ValueError: ``old`` or ``new`` is no job status.
+    """
+    if not is_allowed(old, new, user_retry=user_retry):
+        what = f"job {job_key!r}: " if job_key is not None else ""
+        raise InvalidTransition(f"{what}{JobStatus(old).value!r} -> {JobStatus(new).value!r} "
+                                f"is not allowed", job_key=job_key)
+
+
+B = BackendStatus
+
 #: How our statuses read in openeo-compatible CSV/Parquet files (openeo knows no
-#: ``creating``/``downloading``/``postprocessing``).
+#: ``creating``/``downloading``/``postprocessing``). openeo's manager writes a job's raw
+#: backend status into its ``status`` column once the job exists on the backend, and its
+#: own statuses (``not_started``, ``start_failed``, ``skipped``) before.
 OPENEO_STATUS: dict[JobStatus, str] = {
-    S.NOT_STARTED: "not_started",
-    S.CREATING: "not_started",
-    S.CREATED: "created",
-    S.QUEUED: "queued",
-    S.RUNNING: "running",
-    S.DOWNLOADING: "running",
-    S.POSTPROCESSING: "running",
-    S.FINISHED: "finished",
-    S.ERROR: "error",
-    S.START_FAILED: "start_failed",
-    S.CANCELED: "canceled",
-    S.SKIPPED: "skipped",
+    S.NOT_STARTED: S.NOT_STARTED.value,
+    S.CREATING: S.NOT_STARTED.value,
+    S.CREATED: B.CREATED.value,
+    S.QUEUED: B.QUEUED.value,
+    S.RUNNING: B.RUNNING.value,
+    S.DOWNLOADING: B.RUNNING.value,
+    S.POSTPROCESSING: B.RUNNING.value,
+    S.FINISHED: B.FINISHED.value,
+    S.ERROR: B.ERROR.value,
+    S.START_FAILED: S.START_FAILED.value,
+    S.CANCELED: B.CANCELED.value,
+    S.SKIPPED: S.SKIPPED.value,
 }

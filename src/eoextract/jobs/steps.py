@@ -17,7 +17,7 @@ from openeo.rest.job import BatchJob
 
 from eoextract.errors import InvalidTransition
 from eoextract.jobs.backends import BackendSpec, find_tagged_jobs, make_tag, tag_requests
-from eoextract.jobs.db.base import JobRecord, Transition
+from eoextract.jobs.db import JobRecord, Transition
 from eoextract.jobs.retry import ErrorInfo, classify
 from eoextract.jobs.runstate import _aware, _Batch, _call_with_accepted, _Run, _utcnow
 from eoextract.jobs.status import ON_BACKEND, JobStatus

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from eoextract.jobs.db.base import JobDatabase
+from eoextract.jobs.db import JobDatabase
 from eoextract.report import _plots as plots
 from eoextract.report._summary import RunSummary, format_duration, history_frame, jobs_frame, summarize
 

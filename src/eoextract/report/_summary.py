@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from eoextract.jobs.db.base import JobDatabase
+from eoextract.jobs.db import JobDatabase
 from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
 
 
@@ -196,7 +196,7 @@ def history_frame(db: JobDatabase, keys: Sequence[str] | None = None) -> pd.Data
 def _sql_history(engine: Any, keys: Sequence[str] | None) -> pd.DataFrame:
     import sqlalchemy as sa
 
-    from eoextract.jobs.db.models import Job, JobStatusChange
+    from eoextract.jobs.db._models import Job, JobStatusChange
 
     jobs: sa.Table = Job.__table__  # type: ignore[assignment]
     changes: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]

@@ -39,7 +39,7 @@ from eoextract.extract._store import ITEMS_DIR, ItemStore
 from eoextract.stac.collection import is_url
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.jobs.db.base import JobDatabase
+    from eoextract.jobs.db import JobDatabase
 
 __all__ = [
     "CatalogEntry",

@@ -44,7 +44,7 @@ from eoextract.stac.publish import (
 if TYPE_CHECKING:  # pragma: no cover
     import requests
 
-    from eoextract.jobs.db.base import JobDatabase
+    from eoextract.jobs.db import JobDatabase
 
 __all__ = ["StacApiClient", "api_documents", "load_into_pgstac", "publish_to_stac_api"]
 

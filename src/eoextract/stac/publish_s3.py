@@ -59,7 +59,7 @@ from eoextract.stac.publish_upload import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.jobs.db.base import JobDatabase
+    from eoextract.jobs.db import JobDatabase
 
 __all__ = [
     "DEFAULT_PART_SIZE",

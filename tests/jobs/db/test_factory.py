@@ -11,7 +11,7 @@ from shapely.geometry import Point, box
 
 from eoextract.errors import ConfigurationError, JobDatabaseError
 from eoextract.jobs.db import SqlJobDatabase, create_job_db, get_job_db
-from eoextract.jobs.db.engine import to_sqlalchemy_url
+from eoextract.jobs.db._connection import to_sqlalchemy_url
 
 SUFFIXES = [".db", ".csv", ".parquet"]
 

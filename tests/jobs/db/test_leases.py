@@ -1,5 +1,5 @@
-"""Leases shared by several managers: adoption of expired leases, the per-backend slot cap,
-one collection per database. On SQLite, PostgreSQL (``pg``) and a CSV file."""
+"""Leases shared by several managers: adoption of expired leases, the per-backend slot cap.
+On SQLite, PostgreSQL (``pg``) and a CSV file."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from eoextract.errors import ConfigurationError, InvalidTransition
+from eoextract.errors import InvalidTransition
 from eoextract.jobs.db import create_job_db, get_job_db
-from eoextract.jobs.db.base import ADOPTABLE
+from eoextract.jobs.db import ADOPTABLE
 from eoextract.jobs.status import ACTIVE, JobStatus
 
 S = JobStatus
@@ -123,22 +123,6 @@ def test_claim_with_max_active_caps_slots_across_managers(db):
     assert "2" in [r.job_key for r in got]
     # without max_active the caller does the counting (older behaviour)
     assert len(db.claim(2, manager_id="d", now=later, backend_name="b1")) == 2
-
-
-def test_bind_collection_refuses_another_collection(location):
-    db = create_job_db(location, pd.DataFrame({"n": [1]}))
-    db.bind_collection("S2-L2A-stats")
-    db.bind_collection("S2-L2A-stats")  # same one again: fine
-    with pytest.raises(ConfigurationError, match="S2-L2A-stats"):
-        db.bind_collection("S1-backscatter")
-    with pytest.raises(ConfigurationError):
-        db.bind_collection("")
-    db.close()
-    again = get_job_db(location)
-    with pytest.raises(ConfigurationError, match="not 'S1-backscatter'"):
-        again.bind_collection("S1-backscatter")
-    again.bind_collection("S2-L2A-stats")
-    again.close()
 
 
 def test_any_with_status(db):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from eoextract.jobs.db import SqlJobDatabase, create_job_db
-from eoextract.jobs.db.base import Transition
+from eoextract.jobs.db import Transition
 from eoextract.jobs.status import JobStatus
 
 S = JobStatus

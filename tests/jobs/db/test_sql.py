@@ -20,7 +20,7 @@ from sqlalchemy import event
 
 from eoextract.errors import InvalidTransition, JobDatabaseError, JobError, SchemaVersionError
 from eoextract.jobs.db import SqlJobDatabase, create_job_db
-from eoextract.jobs.db.models import SCHEMA_VERSION
+from eoextract.jobs.db._models import SCHEMA_VERSION
 from eoextract.jobs.status import JobStatus
 
 S = JobStatus
@@ -329,7 +329,7 @@ def test_switch_to_wal_waits_for_a_busy_database():
     """SQLite may refuse the switch to WAL at once while another process makes it; it is retried."""
     import sqlite3
 
-    from eoextract.jobs.db.engine import _enable_wal
+    from eoextract.jobs.db._connection import _enable_wal
 
     class Cursor:
         def __init__(self, failures, message="database is locked"):

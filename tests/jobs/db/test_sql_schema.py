@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from eoextract.errors import JobDatabaseError, SchemaVersionError
-from eoextract.jobs.db import SqlJobDatabase, create_job_db, get_job_db, migrations
-from eoextract.jobs.db.models import SCHEMA_VERSION
-from eoextract.jobs.db.sql_rows import META
+from eoextract.jobs.db import SqlJobDatabase, create_job_db, get_job_db
+from eoextract.jobs.db import _migrations as migrations
+from eoextract.jobs.db._models import SCHEMA_VERSION
+from eoextract.jobs.db._sql_rows import META
 from eoextract.jobs.status import JobStatus
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

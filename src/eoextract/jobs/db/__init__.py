@@ -13,21 +13,25 @@ the file extension or URL scheme:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from eoextract.errors import ConfigurationError
-from eoextract.jobs.db.base import MANAGED_COLUMNS, UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange
+from eoextract.jobs.db._interface import JobDatabase, OnExists
+from eoextract.jobs.db._records import MANAGED_COLUMNS, UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
+from eoextract.jobs.db._rules import ADOPTABLE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.jobs.db.files import FileJobDatabase
-    from eoextract.jobs.db.sql import SqlJobDatabase
+    from eoextract.jobs.db._file_db import FileJobDatabase
+    from eoextract.jobs.db._sql_db import SqlJobDatabase
 
 __all__ = [
     "JobDatabase",
     "JobRecord",
     "StatusChange",
+    "Transition",
+    "ADOPTABLE",
     "MANAGED_COLUMNS",
     "UPDATABLE_FIELDS",
     "SqlJobDatabase",
@@ -41,11 +45,11 @@ _FILE_SUFFIXES = {".csv", ".parquet", ".geoparquet"}
 
 def __getattr__(name: str) -> Any:
     if name == "SqlJobDatabase":
-        from eoextract.jobs.db.sql import SqlJobDatabase
+        from eoextract.jobs.db._sql_db import SqlJobDatabase
 
         return SqlJobDatabase
     if name == "FileJobDatabase":
-        from eoextract.jobs.db.files import FileJobDatabase
+        from eoextract.jobs.db._file_db import FileJobDatabase
 
         return FileJobDatabase
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -68,14 +72,14 @@ def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
     """
     if isinstance(path_or_url, JobDatabase):
         return path_or_url
-    from eoextract.jobs.db.engine import is_sql_location
-    from eoextract.jobs.db.sql import SqlJobDatabase
+    from eoextract.jobs.db._connection import is_sql_location
+    from eoextract.jobs.db._sql_db import SqlJobDatabase
 
     if is_sql_location(path_or_url):
         return SqlJobDatabase(path_or_url)
     text = str(path_or_url)
     if "://" not in text and Path(text).suffix.lower() in _FILE_SUFFIXES:
-        from eoextract.jobs.db.files import FileJobDatabase
+        from eoextract.jobs.db._file_db import FileJobDatabase
 
         return FileJobDatabase(text)
     raise ConfigurationError(
@@ -87,7 +91,7 @@ def create_job_db(
     path_or_url: str | Path | JobDatabase,
     df: pd.DataFrame,
     *,
-    on_exists: Literal["error", "skip", "append"] = "error",
+    on_exists: OnExists = "error",
     key_column: str | None = None,
 ) -> JobDatabase:
     """Create a job database at a path or URL from a job dataframe.

@@ -1,35 +1,34 @@
 """Reading and writing job tables as openeo-compatible CSV and (Geo)Parquet files.
 
-The file layout is described in :mod:`eoextract.jobs.db.files`; this module only turns a
+The file layout is described in :mod:`eoextract.jobs.db._file_db`; this module only turns a
 job table into a file and back, writes atomically and keeps the sidecar files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import mmap
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from eoextract._util.files import atomic_path, atomic_write
 from eoextract.errors import JobDatabaseError, SchemaVersionError
-from eoextract.jobs.db.columns import UserSchema
-from eoextract.jobs.db.frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.status import OPENEO_STATUS
+from eoextract.jobs.db._columns import UserSchema
+from eoextract.jobs.db._frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
+from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
+from eoextract.jobs.db._records import StatusChange
+from eoextract.jobs.status import OPENEO_STATUS, JobStatus
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["HISTORY_FIELDS", "atomic_path", "read_meta", "write_meta", "read_table",
-           "export_table", "write_table", "append_history", "read_history"]
 
 _OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "cpu",
                    "memory", "duration", "costs"]
@@ -53,29 +52,6 @@ def _rfc3339_column(col: pd.Series) -> pd.Series:
     return pd.Series(text, index=col.index, dtype=object).where(present, None)
 
 
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path next to ``target``; renamed over it (after fsync) when the block succeeds."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-
 def read_meta(path: Path) -> dict[str, Any]:
     """The sidecar ``.meta.json`` (empty when there is none: a file written by openeo)."""
     if not path.exists():
@@ -94,8 +70,7 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def write_meta(path: Path, meta: Mapping[str, Any]) -> None:
     """Write the sidecar ``.meta.json`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    atomic_write(path, json.dumps(meta, indent=1))
 
 
 def read_table(path: Path, schema: UserSchema | None) -> pd.DataFrame:
@@ -255,6 +230,26 @@ def append_history(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def history_row(job_key: str, old: str | None, new: str, at: datetime, manager_id: str | None,
+                message: str | None, backend_job_id: str | None) -> dict[str, Any]:
+    """A row of the history sidecar (statuses as their values, ``at`` as ISO 8601 text)."""
+    return dict(job_key=job_key, old=None if old is None else str(old), new=str(new),
+                at=at.isoformat(), manager_id=manager_id, message=message,
+                backend_job_id=backend_job_id)
+
+
+def history_changes(rows: Iterable[Mapping[str, Any]]) -> list[StatusChange]:
+    """Status changes of history rows (as :func:`read_history` or :func:`history_row` give them)."""
+
+    def _opt(value: Any) -> Any:
+        return None if value in (None, "") else value
+
+    return [StatusChange(job_key=r["job_key"], old=JobStatus(r["old"]) if _opt(r["old"]) else None,
+                         new=JobStatus(r["new"]), at=datetime.fromisoformat(r["at"]),
+                         manager_id=_opt(r["manager_id"]), message=_opt(r["message"]),
+                         backend_job_id=_opt(r["backend_job_id"])) for r in rows]
 
 
 def read_history(path: Path, job_key: str) -> list[dict[str, Any]]:

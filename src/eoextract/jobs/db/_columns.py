@@ -18,8 +18,6 @@ import pandas as pd
 
 from eoextract.errors import ConfigurationError
 
-__all__ = ["ColumnSpec", "UserSchema", "isna"]
-
 
 def isna(value: Any) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
@@ -31,8 +29,6 @@ def isna(value: Any) -> bool:
     return False
 
 
-_isna = isna
-
 
 def _crs_text(crs: Any) -> str:
     authority = crs.to_authority(min_confidence=100)
@@ -40,7 +36,7 @@ def _crs_text(crs: Any) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    if _isna(value):
+    if isna(value):
         return None
     if isinstance(value, np.generic):
         value = value.item()
@@ -120,7 +116,7 @@ class ColumnSpec:
             return cls(name, "timedelta", str(dtype))
         if isinstance(dtype, pd.StringDtype):
             return cls(name, "string", str(dtype))
-        values = [v for v in s if not _isna(v)]
+        values = [v for v in s if not isna(v)]
         if any(_is_geometry(v) for v in values):
             raise ConfigurationError(
                 f"column {name!r} holds geometries without a CRS; pass a GeoDataFrame with a CRS")
@@ -144,15 +140,15 @@ class ColumnSpec:
             return [None if w is None else str(w) for w in wkb]
         values = s.astype(object).tolist()
         if kind in ("datetime", "date"):
-            return [None if _isna(v) else v.isoformat() for v in values]
+            return [None if isna(v) else v.isoformat() for v in values]
         if kind == "timedelta":
-            return [None if _isna(v) else int(pd.Timedelta(v).value) for v in values]
+            return [None if isna(v) else int(pd.Timedelta(v).value) for v in values]
         if kind == "int":
-            return [None if _isna(v) else int(v) for v in values]
+            return [None if isna(v) else int(v) for v in values]
         if kind == "bool":
-            return [None if _isna(v) else bool(v) for v in values]
+            return [None if isna(v) else bool(v) for v in values]
         if kind == "string":
-            return [None if _isna(v) else str(v) for v in values]
+            return [None if isna(v) else str(v) for v in values]
         return [_json_safe(v) for v in values]
 
     def decode(self, values: Sequence[Any], index: pd.Index) -> pd.Series:
@@ -203,7 +199,7 @@ class ColumnSpec:
         return s
 
     def decode_value(self, value: Any) -> Any:
-        """One stored value restored (for :class:`~eoextract.jobs.db.base.JobRecord` rows)."""
+        """One stored value restored (for :class:`~eoextract.jobs.db.JobRecord` rows)."""
         if value is None:
             return None
         kind = self.kind

@@ -3,38 +3,29 @@
 Used by every job database. A job dataframe carries the user's columns and, optionally,
 managed columns (openeo's files carry ``id``, ``status``, ``backend_name``, ``start_time``,
 ...). :func:`prepare_job_frame` checks it and splits it; the user columns' dtypes are
-recorded by :class:`~eoextract.jobs.db.columns.UserSchema`.
+recorded by :class:`~eoextract.jobs.db._columns.UserSchema`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from eoextract._util.utc import to_utc
 from eoextract.errors import ConfigurationError
-from eoextract.jobs.db.base import MANAGED_COLUMNS
-from eoextract.jobs.db.columns import ColumnSpec, UserSchema, isna as _isna
+from eoextract.jobs.db._columns import UserSchema, isna
+from eoextract.jobs.db._records import MANAGED_COLUMNS
 from eoextract.jobs.status import OPENEO_STATUS, JobStatus
 
+_log = logging.getLogger(__name__)
 
-__all__ = [
-    "MANAGED_KINDS",
-    "ColumnSpec",
-    "UserSchema",
-    "PreparedJobs",
-    "prepare_job_frame",
-    "parse_status",
-    "resolve_status",
-    "coerce_managed",
-    "managed_series",
-    "build_frame",
-]
 
 #: Kind of every managed column but ``job_key`` (``str``, ``int``, ``float``, ``datetime``, ``status``).
 MANAGED_KINDS: dict[str, str] = {
@@ -80,7 +71,7 @@ def parse_status(value: Any) -> JobStatus:
     Raises:
         ValueError: when the value is no known status.
     """
-    if _isna(value):
+    if isna(value):
         return JobStatus.NOT_STARTED
     if isinstance(value, JobStatus):
         return value
@@ -93,6 +84,17 @@ def parse_status(value: Any) -> JobStatus:
         raise ValueError(f"{value!r} is not a job status") from None
 
 
+def status_values(statuses: Iterable[Any]) -> list[str]:
+    """The stored values of ``statuses`` (ours or openeo's); what is no status is left out."""
+    values = []
+    for status in statuses:
+        try:
+            values.append(parse_status(status).value)
+        except ValueError:
+            _log.debug("Ignoring unknown status %r", status)
+    return values
+
+
 def resolve_status(status: Any, exact: Any) -> JobStatus:
     """The status of a file row: ``eoextract_status`` when ``status`` still agrees with it.
 
@@ -100,7 +102,7 @@ def resolve_status(status: Any, exact: Any) -> JobStatus:
     ``eoextract_status``; when openeo's manager moved a job on, ``status`` wins.
     """
     seen = parse_status(status)
-    if _isna(exact):
+    if isna(exact):
         return seen
     try:
         ours = parse_status(exact)
@@ -110,14 +112,17 @@ def resolve_status(status: Any, exact: Any) -> JobStatus:
 
 
 def _to_utc(value: Any) -> dt.datetime | None:
-    if _isna(value) or (isinstance(value, str) and not value.strip()):
+    """:func:`~eoextract._util.utc.to_utc` of text, a datetime, a date or a datetime64, which
+    refuses what is no time (``to_utc`` returns ``None`` for it); blank text and text
+    such as ``NaT`` are missing."""
+    if isna(value) or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, str | dt.datetime | dt.date | np.datetime64):
-        ts = pd.Timestamp(value)
-    else:
+    if not isinstance(value, str | dt.datetime | dt.date | np.datetime64):
         raise ValueError(f"{value!r} is not a date/time")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime(warn=False)
+    stamp = to_utc(value)
+    if stamp is None:
+        pd.Timestamp(value)  # raises ValueError for what is no time; NaT stays missing
+    return stamp
 
 
 def coerce_managed(name: str, value: Any) -> Any:
@@ -129,7 +134,7 @@ def coerce_managed(name: str, value: Any) -> Any:
     kind = MANAGED_KINDS[name]
     if kind == "status":
         return parse_status(value)
-    if _isna(value):
+    if isna(value):
         return 0 if name == "attempt" else None
     if isinstance(value, np.generic):
         value = value.item()
@@ -243,7 +248,7 @@ def _coerce_column(name: str, s: pd.Series, exact: pd.Series | None, keys: Seque
         cache: dict[tuple[Any, Any], JobStatus] = {}
         out = []
         for i, pair in enumerate(zip(values, others, strict=True)):
-            pair = tuple(None if _isna(v) else v for v in pair)
+            pair = tuple(None if isna(v) else v for v in pair)
             try:
                 if pair not in cache:
                     cache[pair] = resolve_status(*pair)

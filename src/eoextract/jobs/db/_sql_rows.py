@@ -1,4 +1,4 @@
-"""Row-level statements of the SQL job database: inserting jobs and applying transitions.
+"""Row-level statements of the SQL job database: adding and merging jobs, applying transitions.
 
 Statements are built once per set of fields (building a statement costs more than running
 it on SQLite). Every function runs in the caller's transaction and commits nothing.
@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
-from eoextract.errors import InvalidTransition, JobError
-from eoextract.jobs.db.base import StatusChange
-from eoextract.jobs.db.frame import MANAGED_KINDS
-from eoextract.jobs.db.models import Backend, Job, JobStatusChange, Meta
-from eoextract.jobs.status import TERMINAL, JobStatus, is_allowed
+from eoextract._util.utc import utc_now
+from eoextract.errors import JobError
+from eoextract.jobs.db import _rules as rules
+from eoextract.jobs.db._columns import UserSchema
+from eoextract.jobs.db._frame import MANAGED_KINDS, PreparedJobs
+from eoextract.jobs.db._models import Backend, Job, JobStatusChange, Meta
+from eoextract.jobs.db._records import StatusChange, Transition
+from eoextract.jobs.status import JobStatus
 
-__all__ = ["JOBS", "CHANGES", "META", "BACKENDS", "OUR_TABLES", "RECORD_COLUMNS", "RECORD_FIELDS", "chunks",
-           "utcnow", "update_by_key", "prefixed", "insert_jobs", "apply_transition"]
 
 JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
 CHANGES: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
@@ -31,9 +32,9 @@ BACKENDS: sa.Table = Backend.__table__  # type: ignore[assignment]
 OUR_TABLES = {JOBS.name, CHANGES.name, META.name, BACKENDS.name}
 _CHUNK = 500  # keys per IN (...) clause
 
-#: Managed fields of a :class:`~eoextract.jobs.db.base.JobRecord` (``JobRecord.fields``).
+#: Managed fields of a :class:`~eoextract.jobs.db.JobRecord` (``JobRecord.fields``).
 RECORD_FIELDS = tuple(name for name in MANAGED_KINDS if name != "status")
-#: Columns of a :class:`~eoextract.jobs.db.base.JobRecord`: ``pk``, ``job_key``, ``status``,
+#: Columns of a :class:`~eoextract.jobs.db.JobRecord`: ``pk``, ``job_key``, ``status``,
 #: the :data:`RECORD_FIELDS`, ``data``.
 RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
                   *(JOBS.c[name] for name in RECORD_FIELDS), JOBS.c.data]
@@ -42,10 +43,6 @@ _SELECT_CURRENT = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(
     JOBS.c.job_key == sa.bindparam("key"))
 _SELECT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
 _INSERT_CHANGE = insert(CHANGES)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -101,40 +98,79 @@ def insert_jobs(session: Connection, keys: Sequence[str], managed: Sequence[dict
     return len(rows)
 
 
+def existing_keys(session: Connection, keys: Sequence[str]) -> set[str]:
+    """The ``keys`` the jobs table holds."""
+    found: set[str] = set()
+    for chunk in chunks(list(keys)):
+        found.update(session.scalars(select(JOBS.c.job_key).where(JOBS.c.job_key.in_(chunk))))
+    return found
+
+
+def add_jobs(session: Connection, prepared: PreparedJobs, schema: UserSchema, skip: set[str],
+             now: datetime) -> int:
+    """Insert the rows of ``prepared`` whose key is not in ``skip``, with history rows."""
+    records = schema.encode_records(prepared.user)
+    wanted = [i for i, key in enumerate(prepared.keys) if key not in skip]
+    return insert_jobs(session, [prepared.keys[i] for i in wanted],
+                       [prepared.managed_row(i) for i in wanted], [records[i] for i in wanted], now)
+
+
+def merge_jobs(session: Connection, prepared: PreparedJobs, schema: UserSchema, now: datetime
+               ) -> set[str]:
+    """Write the rows of ``prepared`` whose key the table holds; returns those keys.
+
+    Managed values are written as given; a changed ``status`` gets a history row (message
+    ``"persist"``) but is not checked against the status model. ``schema`` must already
+    know ``prepared``'s user columns.
+    """
+    existing: dict[str, sa.Row] = {}
+    for chunk in chunks(prepared.keys):
+        stmt = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id, JOBS.c.data)
+        for row in session.execute(stmt.where(JOBS.c.job_key.in_(chunk))):
+            existing[row.job_key] = row
+    records = schema.encode_records(prepared.user)
+    updates, changes = [], []
+    for i, key in enumerate(prepared.keys):
+        old = existing.get(key)
+        if old is None:
+            continue
+        values = {k: (v.value if isinstance(v, JobStatus) else v)
+                  for k, v in prepared.managed_row(i).items()}
+        values.update(_pk=old.pk, data={**(old.data or {}), **records[i]}, updated_at=now)
+        updates.append(values)
+        new_status = values.get("status", old.status)
+        if new_status != old.status:
+            changes.append(dict(job_pk=old.pk, old=old.status, new=new_status, at=now,
+                                message="persist", backend_job_id=values.get("id", old.id)))
+    if updates:
+        params = {k: sa.bindparam(f"v_{k}") for k in updates[0] if k != "_pk"}
+        session.execute(
+            update(JOBS).where(JOBS.c.pk == sa.bindparam("_pk")).values(params),
+            [{("_pk" if k == "_pk" else f"v_{k}"): v for k, v in u.items()} for u in updates])
+    if changes:
+        session.execute(insert(CHANGES), changes)
+    return set(existing)
+
+
 def apply_transition(
     session: Connection,
     dialect: str,
-    job_key: str,
-    new: JobStatus,
-    values: dict[str, Any],
+    change: Transition,
     *,
-    message: str | None,
     manager_id: str | None,
     user_retry: bool,
-    expect: JobStatus | None,
 ) -> StatusChange:
     """Check and apply one transition in the caller's transaction (the row is locked on
-    PostgreSQL); ``values`` are coerced managed fields and are completed here."""
+    PostgreSQL); ``change.fields`` are coerced managed fields."""
     stmt = _SELECT_FOR_UPDATE if dialect == "postgresql" else _SELECT_CURRENT
-    row = session.execute(stmt, {"key": job_key}).one_or_none()
+    row = session.execute(stmt, {"key": change.job_key}).one_or_none()
     if row is None:
-        raise JobError(f"unknown job {job_key!r}", job_key=job_key)
+        raise JobError(f"unknown job {change.job_key!r}", job_key=change.job_key)
     old = JobStatus(row.status)
-    if expect is not None and old is not expect:
-        raise InvalidTransition(f"job {job_key!r} is {old.value!r}, expected {expect.value!r} "
-                                f"(changed elsewhere)", job_key=job_key)
-    if not is_allowed(old, new, user_retry=user_retry):
-        raise InvalidTransition(f"job {job_key!r}: {old.value!r} -> {new.value!r} is not allowed",
-                                job_key=job_key)
-    if new is JobStatus.NOT_STARTED or new in TERMINAL:
-        values.setdefault("claimed_by", None)
-        values.setdefault("lease_until", None)
-    now = utcnow()
-    values.update(status=new.value, updated_at=now)
+    values, result = rules.plan_transition(change, old, row.id, manager_id=manager_id,
+                                           user_retry=user_retry, now=utc_now())
     session.execute(_update_by_pk(values), {"_pk": row.pk, **prefixed(values)})
-    backend_job_id = values.get("id", row.id)
     session.execute(_INSERT_CHANGE, dict(
-        job_pk=row.pk, old=old.value, new=new.value, at=now, manager_id=manager_id,
-        message=message, backend_job_id=backend_job_id))
-    return StatusChange(job_key=job_key, old=old, new=new, at=now, manager_id=manager_id,
-                        message=message, backend_job_id=backend_job_id)
+        job_pk=row.pk, old=old.value, new=result.new.value, at=result.at, manager_id=manager_id,
+        message=change.message, backend_job_id=result.backend_job_id))
+    return result

@@ -6,156 +6,41 @@ A superset of openeo's ``JobDatabaseInterface`` (``exists``, ``persist``, ``coun
 status (with its history row, in one transaction), update fields, read a job's history,
 count active jobs per backend, remember registered backends.
 
-Columns of a job (besides the user's own columns):
-
-========================  ==========================================================
-``job_key``               stable unique key (dataframe index or a ``key_column``)
-``id``                    the backend's job id (openeo's column name)
-``backend_name``          backend that runs (or ran) the job
-``status``                manager status (:class:`~eoextract.jobs.status.JobStatus`)
-``backend_status``        raw status the backend reported, kept apart
-``attempt``               number of the current attempt (0 before the first)
-``next_attempt_at``       not to be claimed before this time (retry backoff)
-``create_tag``            unique tag put in the job description before creation
-``error_class``           short class of the last error (e.g. ``RetryableBackendError``)
-``error_message``         its message
-``created_at`` …          ``start_time``, ``running_start_time``, ``end_time``, ``updated_at``
-``cpu`` …                 usage: ``memory``, ``duration``, ``costs``
-``output_dir``            where the job's results went
-``input_published_at``    timeliness (seed 002), from an optional user column
-``output_published_at``   set when the job's items were published
-``claimed_by``            lease: manager id holding the job, until ``lease_until``
-========================  ==========================================================
+The columns of a job are listed in :mod:`~eoextract.jobs.db._records`.
 """
 
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractContextManager
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self, get_args
 
 import pandas as pd
 
-from eoextract.errors import InvalidTransition
-from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
-
-__all__ = [
-    "ADOPTABLE",
-    "JobDatabase",
-    "JobRecord",
-    "StatusChange",
-    "Transition",
-    "MANAGED_COLUMNS",
-    "UPDATABLE_FIELDS",
-]
-
-#: Columns eoextract manages; a user dataframe may carry them only with compatible values
-#: (e.g. openeo's own files carry ``id``, ``status``, ``backend_name``, ``start_time``, ...).
-MANAGED_COLUMNS: tuple[str, ...] = (
-    "job_key",
-    "id",
-    "backend_name",
-    "status",
-    "backend_status",
-    "attempt",
-    "next_attempt_at",
-    "create_tag",
-    "error_class",
-    "error_message",
-    "created_at",
-    "start_time",
-    "running_start_time",
-    "end_time",
-    "updated_at",
-    "cpu",
-    "memory",
-    "duration",
-    "costs",
-    "output_dir",
-    "input_published_at",
-    "output_published_at",
-    "claimed_by",
-    "lease_until",
-)
-
-#: Fields that :meth:`JobDatabase.transition` and :meth:`JobDatabase.update` may set.
-UPDATABLE_FIELDS: frozenset[str] = frozenset(MANAGED_COLUMNS) - {"job_key", "status"}
-
-#: Statuses in which one manager looks after a job under its lease (the job is on the
-#: backend or its results are being fetched): another manager adopts such a job once the
-#: lease has expired (:meth:`JobDatabase.adopt_expired`).
-ADOPTABLE: frozenset[JobStatus] = ACTIVE | {JobStatus.DOWNLOADING, JobStatus.POSTPROCESSING}
+from eoextract._util.utc import as_utc
+from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
+from eoextract.jobs.db import _rules as rules
+from eoextract.jobs.db._frame import PreparedJobs, coerce_managed, prepare_job_frame, status_values
+from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
+from eoextract.jobs.status import TERMINAL, JobStatus
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """One job as read from the database (plain data, safe to hand to threads).
-
-    Attributes:
-        pk: internal integer primary key.
-        job_key: the stable unique key of the job.
-        status: manager status.
-        fields: every managed column but ``job_key``/``status`` (``id``, ``attempt``, ...).
-        row: the user's columns (geometry as a shapely geometry where there is one).
-    """
-
-    pk: int
-    job_key: str
-    status: JobStatus
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    row: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def backend_job_id(self) -> str | None:
-        """The backend's job id (``id`` column), if the job was created."""
-        return self.fields.get("id")
-
-    @property
-    def backend_name(self) -> str | None:
-        return self.fields.get("backend_name")
-
-    @property
-    def attempt(self) -> int:
-        return int(self.fields.get("attempt") or 0)
-
-    def as_series(self) -> pd.Series:
-        """The row as openeo's callbacks see it: user columns plus managed columns."""
-        data = {**self.row, **self.fields, "status": str(self.status)}
-        return pd.Series(data, name=self.job_key)
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One requested status change, for :meth:`JobDatabase.transition_many`."""
-
-    job_key: str
-    new: JobStatus
-    message: str | None = None
-    expect: JobStatus | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StatusChange:
-    """One row of the ``job_status_changes`` history."""
-
-    job_key: str
-    old: JobStatus | None
-    new: JobStatus
-    at: datetime
-    manager_id: str | None = None
-    message: str | None = None
-    backend_job_id: str | None = None
+#: What :meth:`JobDatabase.initialize_from_df` does with a database that exists.
+OnExists = Literal["error", "skip", "append"]
 
 
 class JobDatabase(abc.ABC):
     """Storage of jobs and their status history.
 
-    Implementations: :class:`~eoextract.jobs.db.sql.SqlJobDatabase` (SQLite, PostgreSQL) and
-    :class:`~eoextract.jobs.db.files.FileJobDatabase` (openeo-compatible CSV / Parquet).
+    Implementations: :class:`~eoextract.jobs.db.SqlJobDatabase` (SQLite, PostgreSQL) and
+    :class:`~eoextract.jobs.db.FileJobDatabase` (openeo-compatible CSV / Parquet).
     """
+
+    #: Held while :meth:`initialize_from_df` checks and fills the database (a lock, or a
+    #: ``contextlib.nullcontext()`` where the database serialises writers itself).
+    _lock: AbstractContextManager[Any]
 
     # -- openeo's JobDatabaseInterface -------------------------------------------------
     @abc.abstractmethod
@@ -192,22 +77,67 @@ class JobDatabase(abc.ABC):
     def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
         """Jobs with the given ``job_key`` values, as a dataframe."""
 
-    @abc.abstractmethod
     def initialize_from_df(
         self,
         df: pd.DataFrame,
         *,
-        on_exists: Literal["error", "skip", "append"] = "error",
+        on_exists: OnExists = "error",
         key_column: str | None = None,
-    ) -> JobDatabase:
+    ) -> Self:
         """Fill a new database from a job dataframe and return ``self``.
 
-        ``on_exists``: ``"error"`` raises when the database exists, ``"skip"`` leaves it
-        as it is, ``"append"`` adds the rows whose key is not in it yet.
+        Every row is checked before anything is written; an empty dataframe makes an empty
+        database (its columns are remembered).
+
+        Args:
+            df: the jobs, one per row.
+            on_exists: ``"error"`` raises when the database exists, ``"skip"`` leaves it
+                as it is, ``"append"`` adds the rows whose key is not in it yet.
+            key_column: column holding stable job keys (default: the dataframe index); an
+                existing database keeps the key column it was created with.
+
+        Raises:
+            ConfigurationError: bad job dataframe (duplicate keys, reserved column names
+                holding other things, geometry without CRS), bad ``on_exists``, or a
+                ``key_column`` other than the existing database's.
+            JobDatabaseError: the database exists and ``on_exists="error"``.
+        """
+        if on_exists not in get_args(OnExists):
+            raise ConfigurationError(f"on_exists must be 'error', 'skip' or 'append', got {on_exists!r}")
+        while True:
+            with self._lock:
+                exists = self.exists()
+                if exists:
+                    if on_exists == "skip":
+                        return self
+                    if on_exists == "error":
+                        raise JobDatabaseError(f"job database {self!r} already exists (use on_exists="
+                                               f"'skip' to resume it or 'append' to add rows)")
+                    if key_column is not None and key_column != self.key_column:
+                        raise ConfigurationError(f"{self!r} is keyed on {self.key_column!r}, "
+                                                 f"not {key_column!r}")
+                prepared = prepare_job_frame(df, self.key_column if exists else key_column)
+                if self._initialize(prepared, exists=exists, key_column=key_column):
+                    return self
+            # another process created the database meanwhile: start again, as an existing one
+
+    @abc.abstractmethod
+    def _initialize(self, prepared: PreparedJobs, *, exists: bool, key_column: str | None) -> bool:
+        """Create the database from ``prepared`` with ``key_column`` (or add the new rows to
+        the existing one); called by :meth:`initialize_from_df` under :attr:`_lock` once
+        the arguments are checked.
+
+        Returns:
+            ``False`` when the database turned out to have been created meanwhile (by
+            another process) and nothing was written, else ``True``.
         """
 
-    # -- what the manager needs ----------------------------------------------------------
+    @property
     @abc.abstractmethod
+    def key_column(self) -> str | None:
+        """The column whose values are the job keys (``None``: the dataframe index)."""
+
+    # -- what the manager needs ----------------------------------------------------------
     def jobs(
         self,
         statuses: Iterable[JobStatus | str] | None = None,
@@ -215,13 +145,20 @@ class JobDatabase(abc.ABC):
         backend_name: str | None = None,
         keys: Sequence[str] | None = None,
     ) -> list[JobRecord]:
-        """Jobs as records, filtered by status, backend and/or keys."""
+        """Jobs as records in table order, filtered by status, backend and/or keys
+        (statuses that are no job status are left out)."""
+        return self._jobs(None if statuses is None else status_values(statuses), backend_name,
+                          None if keys is None else [str(k) for k in keys])
+
+    @abc.abstractmethod
+    def _jobs(self, statuses: list[str] | None, backend_name: str | None,
+              keys: list[str] | None) -> list[JobRecord]:
+        """Jobs as records in table order, filtered by status values, backend and/or keys."""
 
     @abc.abstractmethod
     def get(self, job_key: str) -> JobRecord:
         """One job by key; raises :class:`~eoextract.errors.JobError` when unknown."""
 
-    @abc.abstractmethod
     def claim(
         self,
         limit: int,
@@ -250,8 +187,13 @@ class JobDatabase(abc.ABC):
         included). Claimed jobs then carry ``backend_name``, and counting and claiming
         happen atomically, so several managers never exceed the cap together.
         """
+        return self._claim(rules.Claim.of(limit, manager_id, as_utc(now), lease_seconds,
+                                          backend_name, max_active))
 
     @abc.abstractmethod
+    def _claim(self, claim: rules.Claim) -> list[JobRecord]:
+        """Carry out a claim with the rules of :mod:`~eoextract.jobs.db._rules`."""
+
     def transition(
         self,
         job_key: str,
@@ -272,6 +214,12 @@ class JobDatabase(abc.ABC):
         ``not_started`` or a final status drops the lease (``claimed_by``/``lease_until``)
         unless those fields are given.
         """
+        change = Transition(job_key, JobStatus(new), message,
+                            None if expect is None else JobStatus(expect), self._coerce(fields))
+        (result,) = self._apply_transitions([change], manager_id=manager_id, user_retry=user_retry)
+        if isinstance(result, InvalidTransition):
+            raise result
+        return result
 
     def transition_many(
         self, changes: Sequence[Transition], *, manager_id: str | None = None
@@ -281,19 +229,48 @@ class JobDatabase(abc.ABC):
 
         SQL databases apply them in one transaction, which is much cheaper than one each.
         """
-        results: list[StatusChange | InvalidTransition] = []
-        for change in changes:
-            try:
-                results.append(self.transition(change.job_key, change.new, message=change.message,
-                                               manager_id=manager_id, expect=change.expect,
-                                               **dict(change.fields)))
-            except InvalidTransition as exc:
-                results.append(exc)
-        return results
+        if not changes:
+            return []
+        checked = [Transition(c.job_key, JobStatus(c.new), c.message,
+                              None if c.expect is None else JobStatus(c.expect),
+                              self._coerce(dict(c.fields))) for c in changes]
+        return self._apply_transitions(checked, manager_id=manager_id, user_retry=False)
 
     @abc.abstractmethod
+    def _apply_transitions(
+        self, changes: Sequence[Transition], *, manager_id: str | None, user_retry: bool
+    ) -> list[StatusChange | InvalidTransition]:
+        """Apply checked requests (statuses parsed, fields coerced) with
+        :func:`~eoextract.jobs.db._rules.plan_transition`, in one transaction where the
+        database has them; a refused one is returned as its :class:`InvalidTransition`.
+
+        Raises:
+            JobError: an unknown key.
+        """
+
     def update(self, job_key: str, **fields: Any) -> None:
-        """Set managed fields (never ``status``) of one job."""
+        """Set managed fields (never ``status``) of one job; ``updated_at`` is set too.
+
+        Raises:
+            JobError: an unknown key.
+            ValueError: ``status``, or a field not in :data:`UPDATABLE_FIELDS`.
+        """
+        if "status" in fields:
+            raise ValueError("status changes go through transition()")
+        self._update(job_key, self._coerce(fields))
+
+    @abc.abstractmethod
+    def _update(self, job_key: str, values: dict[str, Any]) -> None:
+        """Write coerced managed values and ``updated_at`` to one job's row."""
+
+    @staticmethod
+    def _coerce(fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``fields`` as stored (see :func:`~eoextract.jobs.db._frame.coerce_managed`)."""
+        unknown = set(fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
+                             f"{sorted(UPDATABLE_FIELDS)!r}")
+        return {name: coerce_managed(name, value) for name, value in fields.items()}
 
     @abc.abstractmethod
     def history(self, job_key: str) -> list[StatusChange]:
@@ -303,9 +280,18 @@ class JobDatabase(abc.ABC):
     def active_counts(self) -> dict[str, int]:
         """Number of jobs per backend in an active status (holding a slot)."""
 
-    @abc.abstractmethod
     def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
-        """Extend the leases held by ``manager_id``; returns how many were renewed."""
+        """Extend the leases ``manager_id`` holds on jobs not in a final status to
+        ``now + lease_seconds``; returns how many were renewed.
+
+        A job another manager has adopted meanwhile is no longer ``manager_id``'s and is not
+        renewed (compare the count with the jobs the manager believes it holds).
+        """
+        return self._renew(manager_id, rules.renewed_lease(as_utc(now), lease_seconds))
+
+    @abc.abstractmethod
+    def _renew(self, manager_id: str, values: Mapping[str, Any]) -> int:
+        """Write ``values`` to the rows :func:`~eoextract.jobs.db._rules.renewable` selects."""
 
     def lease_holders(self) -> set[str]:
         """Managers holding a lease on some job that is not in a final status."""
@@ -315,7 +301,6 @@ class JobDatabase(abc.ABC):
     def release(self, manager_id: str) -> None:
         """Drop every lease held by ``manager_id`` (clean shutdown)."""
 
-    @abc.abstractmethod
     def adopt_expired(
         self,
         manager_id: str,
@@ -327,7 +312,7 @@ class JobDatabase(abc.ABC):
     ) -> list[JobRecord]:
         """Take over jobs whose manager stopped renewing its lease, atomically.
 
-        Returns up to ``limit`` jobs in an :data:`ADOPTABLE` status (``creating`` …
+        Returns up to ``limit`` jobs in an :data:`~eoextract.jobs.db.ADOPTABLE` status (``creating`` …
         ``postprocessing``) whose lease has expired (``lease_until <= now``) or that carry
         no lease at all (a database written by a single manager, or leases dropped by
         :meth:`release`), held by another manager or by none; they now carry
@@ -336,14 +321,12 @@ class JobDatabase(abc.ABC):
         with its backend. With ``backend_names``, only jobs on those backends are taken.
         Concurrent callers never adopt the same job. Order: primary key.
         """
+        return self._adopt(rules.Adoption.of(manager_id, as_utc(now), lease_seconds, limit,
+                                             backend_names))
 
     @abc.abstractmethod
-    def bind_collection(self, collection_id: str) -> None:
-        """Tie the database to one collection: the first call stores ``collection_id``.
-
-        Raises:
-            ConfigurationError: the database is tied to another collection.
-        """
+    def _adopt(self, adoption: rules.Adoption) -> list[JobRecord]:
+        """Carry out an adoption with the rules of :mod:`~eoextract.jobs.db._rules`."""
 
     @abc.abstractmethod
     def register_backend(self, name: str, url: str | None) -> None:
@@ -360,7 +343,7 @@ class JobDatabase(abc.ABC):
         """Release connections and write pending changes."""
         self.flush()
 
-    def __enter__(self) -> JobDatabase:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,19 +16,11 @@ from typing import Any
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from eoextract.jobs.db.types import JSONType, UTCDateTime
+from eoextract.jobs.db._sql_types import JSONType, UTCDateTime
+from eoextract.jobs.status import JobStatus
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "CREATED_BY",
-    "Base",
-    "Job",
-    "JobStatusChange",
-    "Meta",
-    "Backend",
-]
 
-#: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db.migrations`).
+#: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db._migrations`).
 #: 1: first layout; 2: indexes for status counts, active slots and claims at scale.
 SCHEMA_VERSION = 2
 #: Value of ``meta.created_by``; marks a database as ours.
@@ -53,7 +45,7 @@ class Job(Base):
     #: The backend's job id (column ``id``, openeo's name).
     backend_job_id: Mapped[str | None] = mapped_column("id", String(255))
     backend_name: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(32), default="not_started")
+    status: Mapped[str] = mapped_column(String(32), default=JobStatus.NOT_STARTED.value)
     #: Raw status reported by the backend.
     backend_status: Mapped[str | None] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer, default=0)

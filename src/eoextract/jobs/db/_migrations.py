@@ -2,7 +2,7 @@
 
 :data:`MIGRATIONS` is an ordered list: ``MIGRATIONS[i]`` upgrades a database from schema
 version ``i + 1`` to ``i + 2``, so the newest version is ``len(MIGRATIONS) + 1``
-(:data:`~eoextract.jobs.db.models.SCHEMA_VERSION`). :func:`upgrade` runs the missing steps
+(:data:`~eoextract.jobs.db._models.SCHEMA_VERSION`). :func:`upgrade` runs the missing steps
 in the caller's transaction (SQLite and PostgreSQL both roll DDL back), so a failed
 migration leaves the database as it was.
 
@@ -18,11 +18,10 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.engine import Connection
 
 from eoextract.errors import JobDatabaseError, SchemaVersionError
-from eoextract.jobs.db.models import SCHEMA_VERSION
+from eoextract.jobs.db._models import SCHEMA_VERSION
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["MIGRATIONS", "Migration", "upgrade"]
 
 #: A migration step: changes the tables in the given connection's open transaction.
 Migration = Callable[[Connection], None]

@@ -4,11 +4,11 @@ Every status change is one transaction holding the job's row update and its hist
 every update touches only the rows it changes. On SQLite the database runs in WAL mode
 with ``synchronous=NORMAL`` and a busy timeout, and writing transactions start with
 ``BEGIN IMMEDIATE`` so several processes on one machine claim jobs safely. On PostgreSQL
-claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` (:mod:`~eoextract.jobs.db.sql_claims`),
+claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` (:mod:`~eoextract.jobs.db._sql_claims`),
 so several managers on several machines share one database.
 
 Opening a database checks its schema version: a newer one is refused, an older one is
-migrated (:mod:`~eoextract.jobs.db.migrations`). Database errors surface as
+migrated (:mod:`~eoextract.jobs.db._migrations`). Database errors surface as
 :class:`~eoextract.errors.JobDatabaseError` with the driver's message only.
 """
 
@@ -17,67 +17,62 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from eoextract.errors import (
-    ConfigurationError,
-    InvalidTransition,
-    JobDatabaseError,
-    JobError,
-)
-from eoextract.jobs.db import sql_claims as claims
-from eoextract.jobs.db.base import UPDATABLE_FIELDS, JobDatabase, JobRecord, StatusChange, Transition
-from eoextract.jobs.db.columns import UserSchema
-from eoextract.jobs.db.engine import (
+from eoextract._util.utc import utc_now
+from eoextract.errors import InvalidTransition, JobDatabaseError, JobError
+from eoextract.jobs.db import _rules as rules
+from eoextract.jobs.db import _sql_claims as claims
+from eoextract.jobs.db._columns import UserSchema
+from eoextract.jobs.db._connection import (
     BEGIN_OPTION,
     create_engine,
     describe_error,
     install_sqlite_hooks,
-    is_sql_location,
     is_unreachable,
     sqlite_file,
     strip_credentials,
     to_sqlalchemy_url,
 )
-from eoextract.jobs.db.frame import (
+from eoextract.jobs.db._frame import (
     MANAGED_KINDS,
+    PreparedJobs,
     build_frame,
-    coerce_managed,
     parse_status,
     prepare_job_frame,
+    status_values,
 )
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION, Base
-from eoextract.jobs.db.sql_rows import (
+from eoextract.jobs.db._interface import JobDatabase
+from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION, Base
+from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
+from eoextract.jobs.db._sql_rows import (
     BACKENDS,
     CHANGES,
     JOBS,
     META,
     RECORD_COLUMNS,
     RECORD_FIELDS,
+    add_jobs,
     apply_transition,
     chunks,
-    insert_jobs,
+    existing_keys,
+    merge_jobs,
     prefixed,
     update_by_key,
-    utcnow,
 )
-from eoextract.jobs.db.sql_schema import migrate, read_meta, schema_version, write_meta
+from eoextract.jobs.db._sql_schema import migrate, read_meta, schema_version, write_meta
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["SqlJobDatabase", "to_sqlalchemy_url", "is_sql_location"]
 
 _ANALYZE_AFTER = 10_000  # rows inserted at once after which PostgreSQL's statistics are renewed
 
@@ -196,35 +191,9 @@ class SqlJobDatabase(JobDatabase):
             raise JobDatabaseError(f"{self!r} has no jobs table yet; use initialize_from_df() "
                                    f"or create_job_db()")
 
-    def initialize_from_df(
-        self,
-        df: pd.DataFrame,
-        *,
-        on_exists: Literal["error", "skip", "append"] = "error",
-        key_column: str | None = None,
-    ) -> SqlJobDatabase:
-        """Create the tables and insert the jobs of ``df`` (see :meth:`JobDatabase.initialize_from_df`).
-
-        Every row is checked before anything is written. An empty dataframe creates an
-        empty database (its columns are remembered).
-
-        Raises:
-            ConfigurationError: bad job dataframe (duplicate keys, reserved column names
-                holding other things, geometry without CRS) or bad ``on_exists``.
-            JobDatabaseError: the database exists and ``on_exists="error"``.
-        """
-        if on_exists not in ("error", "skip", "append"):
-            raise ConfigurationError(f"on_exists must be 'error', 'skip' or 'append', got {on_exists!r}")
-        exists = self.exists()
-        if exists and on_exists == "skip":
-            return self
-        if exists and on_exists == "error":
-            raise JobDatabaseError(f"job database {self!r} already exists (use on_exists='skip' "
-                                   f"to resume it or 'append' to add rows)")
-        if exists and key_column != self.key_column and key_column is not None:
-            raise ConfigurationError(f"{self!r} is keyed on {self.key_column!r}, not {key_column!r}")
-        prepared = prepare_job_frame(df, key_column if not exists else self.key_column)
-        now = utcnow()
+    def _initialize(self, prepared: PreparedJobs, *, exists: bool, key_column: str | None) -> bool:
+        """Create the tables and insert the jobs (see :meth:`JobDatabase.initialize_from_df`)."""
+        now = utc_now()
         with self._session(write=True) as session, session.begin():
             # Another process may have created the tables while this one waited for the lock.
             created_meanwhile = not exists and sa.inspect(session).has_table(META.name)
@@ -240,33 +209,20 @@ class SqlJobDatabase(JobDatabase):
                              if self._schema.geometry else None))
                     known: set[str] = set()
                 else:
-                    known = self._existing_keys(session, prepared.keys)
+                    known = existing_keys(session, prepared.keys)
                     if self.schema.extend(prepared.user):
                         self._write_meta(session, user_columns=self.schema.to_dict())
-                added = self._insert(session, prepared, known, now)
+                added = add_jobs(session, prepared, self.schema, known, now)
                 if self._dialect == "postgresql" and added >= _ANALYZE_AFTER:
                     # fresh statistics, so the first claims already get index plans
                     session.exec_driver_sql("ANALYZE jobs")
-        if created_meanwhile:  # start again, now as an existing database
+        if created_meanwhile:  # to be started again, now as an existing database
             self._exists = None
             self._check()
-            return self.initialize_from_df(df, on_exists=on_exists, key_column=key_column)
+            return False
         self._exists = True
         _log.info("Job database %r: %d jobs added", self, added)
-        return self
-
-    def _existing_keys(self, session: Connection, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for chunk in chunks(list(keys)):
-            found.update(session.scalars(select(JOBS.c.job_key).where(JOBS.c.job_key.in_(chunk))))
-        return found
-
-    def _insert(self, session: Connection, prepared: Any, skip: set[str], now: datetime) -> int:
-        """Insert the rows of ``prepared`` whose key is not in ``skip``, with history rows."""
-        records = self.schema.encode_records(prepared.user)
-        wanted = [i for i, key in enumerate(prepared.keys) if key not in skip]
-        return insert_jobs(session, [prepared.keys[i] for i in wanted],
-                           [prepared.managed_row(i) for i in wanted], [records[i] for i in wanted], now)
+        return True
 
     def read(self) -> pd.DataFrame:
         return self._frame(None)
@@ -297,37 +253,12 @@ class SqlJobDatabase(JobDatabase):
         """
         self._require()
         prepared = prepare_job_frame(df, self.key_column if self.key_column in df.columns else None)
-        now = utcnow()
+        now = utc_now()
         with self._session(write=True) as session, session.begin():
             if self.schema.extend(prepared.user):
                 self._write_meta(session, user_columns=self.schema.to_dict())
-            existing: dict[str, sa.Row] = {}
-            for chunk in chunks(prepared.keys):
-                stmt = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id, JOBS.c.data)
-                for row in session.execute(stmt.where(JOBS.c.job_key.in_(chunk))):
-                    existing[row.job_key] = row
-            records = self.schema.encode_records(prepared.user)
-            updates, changes = [], []
-            for i, key in enumerate(prepared.keys):
-                old = existing.get(key)
-                if old is None:
-                    continue
-                values = {k: (v.value if isinstance(v, JobStatus) else v)
-                          for k, v in prepared.managed_row(i).items()}
-                values.update(_pk=old.pk, data={**(old.data or {}), **records[i]}, updated_at=now)
-                updates.append(values)
-                new_status = values.get("status", old.status)
-                if new_status != old.status:
-                    changes.append(dict(job_pk=old.pk, old=old.status, new=new_status, at=now,
-                                        message="persist", backend_job_id=values.get("id", old.id)))
-            if updates:
-                params = {k: sa.bindparam(f"v_{k}") for k in updates[0] if k != "_pk"}
-                session.execute(
-                    update(JOBS).where(JOBS.c.pk == sa.bindparam("_pk")).values(params),
-                    [{("_pk" if k == "_pk" else f"v_{k}"): v for k, v in u.items()} for u in updates])
-            if changes:
-                session.execute(insert(CHANGES), changes)
-            self._insert(session, prepared, set(existing), now)
+            known = merge_jobs(session, prepared, self.schema, now)
+            add_jobs(session, prepared, self.schema, known, now)
 
     def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
         wanted = {parse_status(s).value for s in statuses}
@@ -339,7 +270,7 @@ class SqlJobDatabase(JobDatabase):
             return {status: n for status, n in session.execute(stmt)}
 
     def any_with_status(self, statuses: Iterable[JobStatus | str]) -> bool:
-        values = self._status_values(statuses)
+        values = status_values(statuses)
         if not values:
             return False
         self._require()
@@ -349,18 +280,8 @@ class SqlJobDatabase(JobDatabase):
         with self._session() as session, session.begin():
             return session.execute(stmt).first() is not None
 
-    @staticmethod
-    def _status_values(statuses: Iterable[JobStatus | str]) -> list[str]:
-        values = []
-        for s in statuses:
-            try:
-                values.append(parse_status(s).value)
-            except ValueError:
-                _log.debug("Ignoring unknown status %r", s)
-        return values
-
     def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
-        return self._frame(JOBS.c.status.in_(self._status_values(statuses)), limit=max)
+        return self._frame(JOBS.c.status.in_(status_values(statuses)), limit=max)
 
     def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
         keys = [str(i) for i in indices]
@@ -377,24 +298,19 @@ class SqlJobDatabase(JobDatabase):
                          fields=dict(zip(RECORD_FIELDS, fields, strict=True)),
                          row=self.schema.decode_row(data or {}))
 
-    def jobs(
-        self,
-        statuses: Iterable[JobStatus | str] | None = None,
-        *,
-        backend_name: str | None = None,
-        keys: Sequence[str] | None = None,
-    ) -> list[JobRecord]:
+    def _jobs(self, statuses: list[str] | None, backend_name: str | None,
+              keys: list[str] | None) -> list[JobRecord]:
         self._require()
         stmt = select(*RECORD_COLUMNS).order_by(JOBS.c.pk)
         if statuses is not None:
-            stmt = stmt.where(JOBS.c.status.in_(self._status_values(statuses)))
+            stmt = stmt.where(JOBS.c.status.in_(statuses))
         if backend_name is not None:
             stmt = stmt.where(JOBS.c.backend_name == backend_name)
         with self._session() as session, session.begin():
             if keys is None:
                 rows = session.execute(stmt).all()
             else:
-                rows = [r for chunk in chunks([str(k) for k in keys])
+                rows = [r for chunk in chunks(keys)
                         for r in session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))]
         return [self._record(r) for r in rows]
 
@@ -404,111 +320,46 @@ class SqlJobDatabase(JobDatabase):
             raise JobError(f"unknown job {job_key!r} in {self!r}", job_key=job_key)
         return found[0]
 
-    def claim(
-        self,
-        limit: int,
-        *,
-        manager_id: str,
-        now: datetime,
-        lease_seconds: float = 300.0,
-        backend_name: str | None = None,
-        max_active: int | None = None,
-    ) -> list[JobRecord]:
-        """Claim up to ``limit`` due ``not_started`` jobs (see :meth:`JobDatabase.claim`).
+    def _claim(self, claim: rules.Claim) -> list[JobRecord]:
+        """Claim jobs (see :meth:`JobDatabase.claim`).
 
-        With ``backend_name``, a row whose ``backend_name`` names another registered backend
-        is pinned to it and skipped; when no backend is registered, any other non-empty
-        ``backend_name`` pins the row. On PostgreSQL rows being claimed by another manager
-        are skipped (``FOR UPDATE SKIP LOCKED``); on SQLite claims are serialised.
+        On PostgreSQL rows being claimed by another manager are skipped (``FOR UPDATE SKIP
+        LOCKED``); on SQLite claims are serialised.
         """
         self._require()
-        if limit <= 0:
+        if claim.limit <= 0:
             return []
         with self._session(write=True) as session, session.begin():
-            rows = claims.claim_rows(session, self._dialect, limit, manager_id=manager_id, now=now,
-                                     lease_seconds=lease_seconds, backend_name=backend_name,
-                                     max_active=max_active)
+            rows = claims.claim_rows(session, self._dialect, claim)
         return [self._record(r) for r in rows]
 
-    def adopt_expired(
-        self,
-        manager_id: str,
-        *,
-        now: datetime,
-        lease_seconds: float,
-        limit: int | None = None,
-        backend_names: Iterable[str] | None = None,
-    ) -> list[JobRecord]:
-        """Take over jobs whose lease expired (see :meth:`JobDatabase.adopt_expired`)."""
+    def _adopt(self, adoption: rules.Adoption) -> list[JobRecord]:
         self._require()
         with self._session(write=True) as session, session.begin():
-            rows, holders = claims.adopt_rows(session, self._dialect, manager_id, now=now,
-                                              lease_seconds=lease_seconds, limit=limit,
-                                              backend_names=backend_names)
+            rows, holders = claims.adopt_rows(session, self._dialect, adoption)
         if rows:
-            _log.info("Manager %s adopted %d jobs with expired leases (held by %s)", manager_id,
-                      len(rows), ", ".join(sorted(str(h) for h in holders)))
+            _log.info("Manager %s adopted %d jobs with expired leases (held by %s)",
+                      adoption.manager_id, len(rows), ", ".join(sorted(str(h) for h in holders)))
         return [self._record(r) for r in rows]
 
-    @staticmethod
-    def _coerce_fields(fields: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(fields) - UPDATABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
-                             f"{sorted(UPDATABLE_FIELDS)!r}")
-        return {name: coerce_managed(name, value) for name, value in fields.items()}
-
-    def transition(
-        self,
-        job_key: str,
-        new: JobStatus | str,
-        *,
-        message: str | None = None,
-        manager_id: str | None = None,
-        user_retry: bool = False,
-        expect: JobStatus | str | None = None,
-        **fields: Any,
-    ) -> StatusChange:
-        """Move one job to ``new`` (see :meth:`JobDatabase.transition`).
-
-        Moving to ``not_started`` or a final status also drops the job's lease, unless
-        ``claimed_by``/``lease_until`` are given.
-        """
-        new = JobStatus(new)
-        values = self._coerce_fields(fields)
-        self._require()
-        with self._session(write=True) as session, session.begin():
-            return apply_transition(session, self._dialect, job_key, new, values, message=message,
-                                          manager_id=manager_id, user_retry=user_retry,
-                                          expect=None if expect is None else JobStatus(expect))
-
-    def transition_many(
-        self, changes: Sequence[Transition], *, manager_id: str | None = None
+    def _apply_transitions(
+        self, changes: Sequence[Transition], *, manager_id: str | None, user_retry: bool
     ) -> list[StatusChange | InvalidTransition]:
-        """Apply several transitions in one database transaction (see the base class)."""
-        if not changes:
-            return []
-        prepared = [(c, self._coerce_fields(dict(c.fields))) for c in changes]
+        """Apply transitions in one database transaction (see :meth:`JobDatabase.transition`)."""
         self._require()
         results: list[StatusChange | InvalidTransition] = []
         with self._session(write=True) as session, session.begin():
-            for change, values in prepared:
+            for change in changes:
                 try:
-                    results.append(apply_transition(
-                        session, self._dialect, change.job_key, JobStatus(change.new), values,
-                        message=change.message,
-                        manager_id=manager_id, user_retry=False,
-                        expect=None if change.expect is None else JobStatus(change.expect)))
+                    results.append(apply_transition(session, self._dialect, change,
+                                                    manager_id=manager_id, user_retry=user_retry))
                 except InvalidTransition as exc:  # checked before anything of it was written
                     results.append(exc)
         return results
 
-    def update(self, job_key: str, **fields: Any) -> None:
-        if "status" in fields:
-            raise ValueError("status changes go through transition()")
-        values = self._coerce_fields(fields)
+    def _update(self, job_key: str, values: dict[str, Any]) -> None:
         self._require()
-        values["updated_at"] = utcnow()
+        values["updated_at"] = utc_now()
         with self._session(write=True) as session, session.begin():
             result = session.execute(update_by_key(values), {"_key": job_key, **prefixed(values)})
             if result.rowcount == 0:
@@ -532,15 +383,10 @@ class SqlJobDatabase(JobDatabase):
         with self._session() as session, session.begin():
             return {name: n for name, n in session.execute(stmt) if name is not None}
 
-    def renew_leases(self, manager_id: str, *, now: datetime, lease_seconds: float) -> int:
-        """Extend ``manager_id``'s leases on unfinished jobs; returns how many were renewed.
-
-        A job another manager has adopted meanwhile is no longer ``manager_id``'s and is not
-        renewed (compare the count with the jobs the manager believes it holds).
-        """
+    def _renew(self, manager_id: str, values: Mapping[str, Any]) -> int:
         self._require()
         with self._session(write=True) as session, session.begin():
-            return claims.renew(session, manager_id, now=now, lease_seconds=lease_seconds)
+            return claims.renew(session, manager_id, values)
 
     def lease_holders(self) -> set[str]:
         """Managers holding a lease on some open job (one indexed query)."""
@@ -558,27 +404,6 @@ class SqlJobDatabase(JobDatabase):
         with self._session(write=True) as session, session.begin():
             claims.release(session, manager_id)
 
-    def bind_collection(self, collection_id: str) -> None:
-        """Tie the database to ``collection_id`` (see :meth:`JobDatabase.bind_collection`).
-
-        The first caller's value is stored atomically (insert-if-absent), so two managers
-        starting at once with different collections cannot both succeed.
-        """
-        if not isinstance(collection_id, str) or not collection_id:
-            raise ConfigurationError(f"collection_id must be a non-empty string, got {collection_id!r}")
-        self._require()
-        dialect_insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
-        stmt = dialect_insert(META).values(key="collection_id", value=collection_id)
-        stmt = stmt.on_conflict_do_nothing(index_elements=[META.c.key])
-        with self._session(write=True) as session, session.begin():
-            session.execute(stmt)
-            stored = session.scalar(select(META.c.value).where(META.c.key == "collection_id"))
-        if stored != collection_id:
-            raise ConfigurationError(
-                f"{self!r} holds the jobs of collection {stored!r}, not {collection_id!r}; "
-                f"use another job database for another collection")
-        self._meta["collection_id"] = stored
-
     def register_backend(self, name: str, url: str | None) -> None:
         self._require()
         url = strip_credentials(url)
@@ -587,7 +412,7 @@ class SqlJobDatabase(JobDatabase):
             if known:
                 session.execute(update(BACKENDS).where(BACKENDS.c.name == name).values(url=url))
             else:
-                session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=utcnow()))
+                session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=utc_now()))
 
     def backends(self) -> dict[str, str | None]:
         if not self.exists():

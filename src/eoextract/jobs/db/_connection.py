@@ -23,9 +23,6 @@ from eoextract.errors import JobDatabaseError
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["is_sql_location", "to_sqlalchemy_url", "strip_credentials", "sqlite_file",
-           "create_engine", "install_sqlite_hooks", "describe_error", "is_unreachable",
-           "BEGIN_OPTION", "PG_CONNECT_TIMEOUT"]
 
 _SQLITE_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
 #: Execution option naming the ``BEGIN`` mode of a SQLite transaction (e.g. ``IMMEDIATE``).
@@ -69,7 +66,6 @@ def strip_credentials(url: str | None) -> str | None:
             host = f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return url
-
 
 
 def sqlite_file(url: URL) -> Path | None:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime
@@ -15,16 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "JSONType", "as_utc"]
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """An aware UTC datetime; naive values are taken to be UTC already."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+from eoextract._util.utc import as_utc
 
 
 class UTCDateTime(TypeDecorator[datetime]):

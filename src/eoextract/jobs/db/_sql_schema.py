@@ -1,8 +1,8 @@
 """Opening the SQL job database: recognising our tables, checking and migrating the schema.
 
-``meta`` holds the schema version (:data:`~eoextract.jobs.db.models.SCHEMA_VERSION`). A
+``meta`` holds the schema version (:data:`~eoextract.jobs.db._models.SCHEMA_VERSION`). A
 database with a newer version is refused; an older one is migrated on open, once, in one
-transaction (:mod:`~eoextract.jobs.db.migrations`).
+transaction (:mod:`~eoextract.jobs.db._migrations`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
+from eoextract._util.utc import utc_now
 from eoextract.errors import JobDatabaseError, SchemaVersionError
-from eoextract.jobs.db import migrations
-from eoextract.jobs.db.models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.db.sql_rows import META, OUR_TABLES, utcnow
+from eoextract.jobs.db import _migrations as migrations
+from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
+from eoextract.jobs.db._sql_rows import META, OUR_TABLES
 
 _log = logging.getLogger(__name__)
-
-__all__ = ["read_meta", "schema_version", "migrate", "write_meta"]
 
 
 def read_meta(conn: Connection, dialect: str, name: str) -> dict[str, Any] | None:
@@ -73,7 +72,7 @@ def migrate(conn: Connection, dialect: str, name: str) -> dict[str, Any]:
     version = schema_version({"schema_version": conn.scalar(version_row)}, name)
     if version < SCHEMA_VERSION:
         reached = migrations.upgrade(conn, version)
-        write_meta(conn, schema_version=reached, migrated_at=utcnow().isoformat())
+        write_meta(conn, schema_version=reached, migrated_at=utc_now().isoformat())
         _log.warning("Job database %s migrated from schema version %d to %d", name, version, reached)
     return {k: v for k, v in conn.execute(select(META.c.key, META.c.value))}
 

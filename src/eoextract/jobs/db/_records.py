@@ -1,0 +1,128 @@
+"""Plain records of jobs and their history, and the columns eoextract manages.
+
+Columns of a job (besides the user's own columns):
+
+========================  ==========================================================
+``job_key``               stable unique key (dataframe index or a ``key_column``)
+``id``                    the backend's job id (openeo's column name)
+``backend_name``          backend that runs (or ran) the job
+``status``                manager status (:class:`~eoextract.jobs.status.JobStatus`)
+``backend_status``        raw status the backend reported, kept apart
+``attempt``               number of the current attempt (0 before the first)
+``next_attempt_at``       not to be claimed before this time (retry backoff)
+``create_tag``            unique tag put in the job description before creation
+``error_class``           short class of the last error (e.g. ``RetryableBackendError``)
+``error_message``         its message
+``created_at`` …          ``start_time``, ``running_start_time``, ``end_time``, ``updated_at``
+``cpu`` …                 usage: ``memory``, ``duration``, ``costs``
+``output_dir``            where the job's results went
+``input_published_at``    timeliness (seed 002), from an optional user column
+``output_published_at``   set when the job's items were published
+``claimed_by``            lease: manager id holding the job, until ``lease_until``
+========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from eoextract.jobs.status import JobStatus
+
+
+#: Columns eoextract manages; a user dataframe may carry them only with compatible values
+#: (e.g. openeo's own files carry ``id``, ``status``, ``backend_name``, ``start_time``, ...).
+MANAGED_COLUMNS: tuple[str, ...] = (
+    "job_key",
+    "id",
+    "backend_name",
+    "status",
+    "backend_status",
+    "attempt",
+    "next_attempt_at",
+    "create_tag",
+    "error_class",
+    "error_message",
+    "created_at",
+    "start_time",
+    "running_start_time",
+    "end_time",
+    "updated_at",
+    "cpu",
+    "memory",
+    "duration",
+    "costs",
+    "output_dir",
+    "input_published_at",
+    "output_published_at",
+    "claimed_by",
+    "lease_until",
+)
+
+#: Fields that :meth:`JobDatabase.transition` and :meth:`JobDatabase.update` may set.
+UPDATABLE_FIELDS: frozenset[str] = frozenset(MANAGED_COLUMNS) - {"job_key", "status"}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as read from the database (plain data, safe to hand to threads).
+
+    Attributes:
+        pk: internal integer primary key.
+        job_key: the stable unique key of the job.
+        status: manager status.
+        fields: every managed column but ``job_key``/``status`` (``id``, ``attempt``, ...).
+        row: the user's columns (geometry as a shapely geometry where there is one).
+    """
+
+    pk: int
+    job_key: str
+    status: JobStatus
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    row: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend_job_id(self) -> str | None:
+        """The backend's job id (``id`` column), if the job was created."""
+        return self.fields.get("id")
+
+    @property
+    def backend_name(self) -> str | None:
+        return self.fields.get("backend_name")
+
+    @property
+    def attempt(self) -> int:
+        return int(self.fields.get("attempt") or 0)
+
+    def as_series(self) -> pd.Series:
+        """The row as openeo's callbacks see it: user columns plus managed columns."""
+        data = {**self.row, **self.fields, "status": str(self.status)}
+        return pd.Series(data, name=self.job_key)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One requested status change, for :meth:`JobDatabase.transition_many`."""
+
+    job_key: str
+    new: JobStatus
+    message: str | None = None
+    expect: JobStatus | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One row of the ``job_status_changes`` history."""
+
+    job_key: str
+    old: JobStatus | None
+    new: JobStatus
+    at: datetime
+    manager_id: str | None = None
+    message: str | None = None
+    backend_job_id: str | None = None
