@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from eoextract.errors import ChecksumMismatch, DownloadError, UnsafeAssetPath
-from eoextract.jobs.download import (
+from eoextract.jobs._download import (
     STATE_DIR,
     BackendHeaders,
     RemoteAsset,
@@ -791,7 +791,7 @@ def test_end_to_end_item_document(server, session, tmp_path):
 
 
 def test_fresh_file_times_are_not_trusted(tmp_path):
-    from eoextract.jobs.download import _Manifest
+    from eoextract.jobs._download._job_assets import _Manifest
 
     manifest = _Manifest(tmp_path, "job")
     path = tmp_path / "f.nc"
@@ -814,7 +814,7 @@ def test_a_failed_flush_leaves_no_placed_file_and_is_reported(server, session, t
     there, the asset fails, nothing is placed or recorded, and the others still land."""
     import errno
 
-    import eoextract.jobs.download as download_module
+    import eoextract.jobs._download._job_assets as download_module
 
     assets = [_asset(server, f"openEO_{i}.nc", _payload(3_000_000, i)) for i in range(3)]
     real = download_module.fdatasync_file
@@ -842,7 +842,7 @@ def test_a_failed_flush_leaves_no_placed_file_and_is_reported(server, session, t
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range exists only on Linux")
 def test_early_writeback_hands_pages_to_the_disk_and_gives_up_where_unsupported(tmp_path):
-    from eoextract.jobs import transfer
+    from eoextract.jobs._download import _transfer as transfer
 
     with open(tmp_path / "f.bin", "wb") as fh:
         writeback = transfer._EarlyWriteback(fh, step=1 << 20)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from eoextract.jobs.db import get_job_db
-from eoextract.jobs.manager import JobManager, MultiBackendJobManager
+from eoextract.jobs._manager import JobManager, MultiBackendJobManager
 from eoextract.jobs.status import JobStatus
 
 
@@ -293,7 +293,7 @@ def test_process_based_job_creator_with_job_options(local_backend, tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from eoextract.jobs.creator import ProcessBasedJobCreator
+    from eoextract.jobs._creator import ProcessBasedJobCreator
 
     con = local_backend.connect()
     udp_id = f"ndvi_mean_{uuid.uuid4().hex[:6]}"

@@ -12,14 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from eoextract.extract.assets import AUXILIARY, AssetDefinition
+from eoextract.extract._assets import AUXILIARY, AssetDefinition
 
 __all__ = ["AUXILIARY", "AssetDefinition", "ExtractionManager", "GFMAPJobManager", "ItemStore",
            "JobItems", "build_catalogue"]
 
 _LAZY = {
-    "ExtractionManager": "eoextract.extract.manager",
-    "GFMAPJobManager": "eoextract.extract.manager",
+    "ExtractionManager": "eoextract.extract._extraction",
+    "GFMAPJobManager": "eoextract.extract._extraction",
     "build_catalogue": "eoextract.extract._catalogue",
     "ItemStore": "eoextract.extract._store",
     "JobItems": "eoextract.extract._store",
@@ -37,4 +37,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.extract._catalogue import build_catalogue
     from eoextract.extract._store import ItemStore, JobItems
-    from eoextract.extract.manager import ExtractionManager, GFMAPJobManager
+    from eoextract.extract._extraction import ExtractionManager, GFMAPJobManager

@@ -9,9 +9,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "JobManager": "eoextract.jobs.manager",
-    "MultiBackendJobManager": "eoextract.jobs.manager",
-    "ProcessBasedJobCreator": "eoextract.jobs.creator",
+    "JobManager": "eoextract.jobs._manager",
+    "MultiBackendJobManager": "eoextract.jobs._manager",
+    "ProcessBasedJobCreator": "eoextract.jobs._creator",
     "JobStatus": "eoextract.jobs.status",
     "create_job_db": "eoextract.jobs.db",
     "get_job_db": "eoextract.jobs.db",
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.jobs.creator import ProcessBasedJobCreator
+    from eoextract.jobs._creator import ProcessBasedJobCreator
     from eoextract.jobs.db import create_job_db, get_job_db
-    from eoextract.jobs.manager import JobManager, MultiBackendJobManager
+    from eoextract.jobs._manager import JobManager, MultiBackendJobManager
     from eoextract.jobs.status import JobStatus

@@ -32,12 +32,12 @@ import pandas as pd
 from openeo.rest.job import BatchJob
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
-from eoextract.jobs.backends import BackendSpec
+from eoextract.jobs._backends import BackendSpec
 from eoextract.jobs.db.base import JobDatabase
-from eoextract.jobs.retry import Backoff, classify
-from eoextract.jobs.runstate import _is_dead_local_manager, _Run, _utcnow
+from eoextract.jobs._classify import Backoff, classify
+from eoextract.jobs._runstate import _is_dead_local_manager, _Run, _utcnow
 from eoextract.jobs.status import TERMINAL, JobStatus
-from eoextract.jobs.steps import JobSteps
+from eoextract.jobs._steps import JobSteps
 
 __all__ = ["JobManager", "MultiBackendJobManager", "StartJob"]
 
@@ -71,7 +71,7 @@ class JobManager(JobSteps):
         cancel_running_job_after: cancel jobs running longer than this many seconds.
         max_attempts: attempts per job for retryable failures (backend errors, lost jobs).
         retry_backoff: seconds before the first retry (doubled each time, capped at 15 min),
-            a :class:`~eoextract.jobs.retry.Backoff`, or ``callable(n) -> seconds``.
+            a :class:`~eoextract.jobs._classify.Backoff`, or ``callable(n) -> seconds``.
         lease_seconds: how long a claimed job stays reserved for this manager.
         max_workers: threads for blocking work (creating jobs, downloads, callbacks).
         manager_id: identifier recorded in the history (default: host, pid and a nonce).
@@ -152,7 +152,7 @@ class JobManager(JobSteps):
             job_db: a path (``.db``/``.sqlite``, ``.csv``, ``.parquet``), a database URL, or
                 a :class:`~eoextract.jobs.db.base.JobDatabase`.
             progress: show live progress (slots per backend, counts, rate, ETA) when
-                standard output is a terminal (:class:`~eoextract.jobs.progress.RunProgress`).
+                standard output is a terminal (:class:`~eoextract.jobs._progress.RunProgress`).
 
         Returns:
             openeo-style counters (``"start_job call"``, ``"job finished"``, ...) plus
@@ -171,7 +171,7 @@ class JobManager(JobSteps):
         db = self._open_db(df, job_db)
         run = self._prepare(db, start_job)
         if progress:
-            from eoextract.jobs.progress import RunProgress
+            from eoextract.jobs._progress import RunProgress
 
             run.progress = RunProgress({n: b.parallel_jobs for n, b in self.backends.items()})
         try:
@@ -225,7 +225,7 @@ class JobManager(JobSteps):
         """
         if not self._download_results:
             return
-        from eoextract.jobs.download import download_job_assets, fetch_job_assets
+        from eoextract.jobs._download import download_job_assets, fetch_job_assets
 
         job_dir = self.ensure_job_dir_exists(job.job_id)
         assets, session, headers = fetch_job_assets(job.connection, job.job_id)

@@ -1,15 +1,15 @@
 """The extraction manager: openEO jobs in, files in a tidy tree and one STAC catalogue out.
 
 :class:`ExtractionManager` (also exported as ``GFMAPJobManager``) is a
-:class:`~eoextract.jobs.manager.JobManager` with openeo-gfmap's constructor and three
+:class:`~eoextract.jobs._manager.JobManager` with openeo-gfmap's constructor and three
 extra steps for every finished job, run in a worker thread while the job is
 ``downloading`` and then ``postprocessing``:
 
 1. the job's result assets are streamed to temporary files inside ``output_dir``,
    verified, and moved to the path the user's ``output_path_generator`` chooses
-   (:mod:`eoextract.extract.placement`, :mod:`eoextract.jobs.download`);
+   (:mod:`eoextract.extract._placement`, :mod:`eoextract.jobs._download`);
 2. one STAC item is built per data asset (one per sampled feature with
-   ``sample_by_feature``) from the file itself (:mod:`eoextract.extract.items`);
+   ``sample_by_feature``) from the file itself (:mod:`eoextract.extract._stac_item`);
 3. the user's ``post_job_action(job_items, row, parameters)`` runs in a pool of
    ``n_threads`` (or a given executor); it may edit, add or drop items and add local
    assets. ``file:size``/``file:checksum`` are then computed from the files as they
@@ -39,10 +39,10 @@ import pystac
 from eoextract.errors import ChecksumMismatch, ConfigurationError, StacError
 from eoextract.extract._catalogue import build_catalogue
 from eoextract.extract._store import ItemStore
-from eoextract.extract.items import build_item, make_item_id, read_file_metadata, refresh_file_metadata
-from eoextract.extract.placement import OutputPathGenerator, check_signature
+from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata, refresh_file_metadata
+from eoextract.extract._placement import OutputPathGenerator, check_signature
 from eoextract.jobs.db.base import JobDatabase, JobRecord
-from eoextract.jobs.download import (
+from eoextract.jobs._download import (
     STATE_DIR,
     TEMP_PREFIX,
     DownloadedAsset,
@@ -52,7 +52,7 @@ from eoextract.jobs.download import (
     remove_stale_temp_files,
     session_for,
 )
-from eoextract.jobs.manager import JobManager
+from eoextract.jobs._manager import JobManager
 from eoextract.jobs.status import JobStatus
 
 __all__ = [
@@ -176,7 +176,7 @@ class ExtractionManager(JobManager):
         download_workers: Parallel downloads per job.
         max_attempts: Attempts per job for retryable failures.
         retry_backoff: Seconds before the first retry (see
-            :class:`~eoextract.jobs.manager.JobManager`).
+            :class:`~eoextract.jobs._manager.JobManager`).
         data_asset_key: Key of the result file's asset in each item (``None``: the
             backend's asset name, e.g. ``openEO_3.nc``).
         serialize_post_job_actions: Run post-job actions of this process one at a
@@ -187,7 +187,7 @@ class ExtractionManager(JobManager):
             ``ProcessPoolExecutor`` as ``executor``) never take the lock.
         required_columns: Columns the job dataframe must have (checked before
             anything is submitted).
-        **job_manager_kwargs: Further :class:`~eoextract.jobs.manager.JobManager`
+        **job_manager_kwargs: Further :class:`~eoextract.jobs._manager.JobManager`
             options (``cancel_running_job_after``, ``lease_seconds``, ...).
 
     Raises:

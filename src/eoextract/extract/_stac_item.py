@@ -2,7 +2,7 @@
 
 :func:`build_item` turns a file's metadata (:func:`read_file_metadata`, read from the
 file itself) and what the backend announced (a
-:class:`~eoextract.jobs.results.RemoteAsset`) into a :class:`pystac.Item` with the
+:class:`~eoextract.jobs._download._document.RemoteAsset`) into a :class:`pystac.Item` with the
 projection, eo, raster and file extensions. What the file says wins; the backend's
 metadata fills the gaps. The function does no I/O.
 
@@ -30,14 +30,14 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 
 from eoextract._util.checksum import DEFAULT_ALGORITHM, file_checksum, parse_checksum
 from eoextract.errors import StacError
-from eoextract.extract.filemeta import (
+from eoextract.extract._filemeta import (
     GEOTIFF_MEDIA_TYPE,
     NETCDF_MEDIA_TYPE,
     FileMetadata,
     read_file_metadata,
     to_utc,
 )
-from eoextract.jobs.results import RemoteAsset
+from eoextract.jobs._download._document import RemoteAsset
 
 __all__ = [
     "FileMetadata",
@@ -330,7 +330,7 @@ def refresh_file_metadata(
         item: The item, changed in place.
         root: Folder that relative hrefs refer to when the item has no self href.
         known: Files already hashed, e.g. the
-            :class:`~eoextract.jobs.download.DownloadedAsset` records of the job
+            :class:`~eoextract.jobs._download.DownloadedAsset` records of the job
             (anything with ``path``, ``size``, ``mtime_ns`` and ``checksum``): a file
             whose size and modification time are unchanged is not hashed again.
 

@@ -3,7 +3,7 @@
 :func:`download_asset` streams an asset into a temporary file, hashing it as it
 arrives, resuming with HTTP ``Range`` after broken connections and checking size and
 checksum against what the backend announced; :func:`place_file` then renames it into
-the output folder, refusing paths that would leave it. :mod:`eoextract.jobs.download`
+the output folder, refusing paths that would leave it. :mod:`eoextract.jobs._download`
 builds the per-job, parallel and restartable download on these two.
 """
 
@@ -31,7 +31,7 @@ import urllib3
 
 from eoextract._util.checksum import algorithm_of, multihash, new_hasher
 from eoextract.errors import ChecksumMismatch, DownloadError
-from eoextract.jobs.results import RemoteAsset, ensure_inside, redact_url
+from eoextract.jobs._download._document import RemoteAsset, ensure_inside, redact_url
 
 __all__ = [
     "Headers",

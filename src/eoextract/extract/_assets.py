@@ -6,7 +6,7 @@ assets for items (:meth:`AssetDefinition.create_asset`) and describes them in a
 collection's ``item_assets`` (:meth:`AssetDefinition.to_item_asset`), e.g. in a
 post-job action::
 
-    from eoextract.extract.assets import AUXILIARY
+    from eoextract.extract._assets import AUXILIARY
 
     item.add_asset("auxiliary", AUXILIARY.create_asset(href=str(label_path)))
 

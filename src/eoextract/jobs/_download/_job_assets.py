@@ -2,13 +2,13 @@
 
 The pieces, from the results document to files in place (all importable from here):
 
-* :func:`parse_job_results` (:mod:`eoextract.jobs.results`) reads the job's results
+* :func:`parse_job_results` (:mod:`eoextract.jobs._download._document`) reads the job's results
   document (a STAC Item or a STAC Collection with ``item`` links) into
   :class:`RemoteAsset` records;
-* :func:`download_asset` (:mod:`eoextract.jobs.transfer`) streams one asset to a
+* :func:`download_asset` (:mod:`eoextract.jobs._download._transfer`) streams one asset to a
   temporary file, hashing while it writes, resuming with HTTP ``Range`` after a
   broken connection and checking size and checksum when the backend announced them;
-* :func:`place_file` (:mod:`eoextract.jobs.transfer`) moves a verified file to its
+* :func:`place_file` (:mod:`eoextract.jobs._download._transfer`) moves a verified file to its
   final path, refusing any path that would leave the output folder;
 * :func:`download_job_assets` does all of the above for the assets of one job in
   parallel, and records what it placed so that a rerun skips verified files;
@@ -16,7 +16,7 @@ The pieces, from the results document to files in place (all importable from her
   ``openeo.Connection``.
 
 Nothing here knows about STAC items beyond the results document: building items
-from the downloaded files is :mod:`eoextract.extract.items`' job.
+from the downloaded files is :mod:`eoextract.extract._stac_item`' job.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ import requests
 
 from eoextract._util.checksum import algorithm_of, file_checksum, multihash
 from eoextract.errors import DownloadError, UnsafeAssetPath
-from eoextract.jobs.results import (
+from eoextract.jobs._download._document import (
     RemoteAsset,
     ensure_inside,
     parse_job_results,
     safe_relative_path,
 )
-from eoextract.jobs.transfer import (
+from eoextract.jobs._download._transfer import (
     TEMP_PREFIX,
     Headers,
     download_asset,
@@ -98,7 +98,7 @@ class DownloadedAsset:
     reused: bool = False
     #: Modification time (ns) of the file when it was verified, when old enough to
     #: be trusted; with ``size`` it tells whether later code has changed the file
-    #: (see :func:`eoextract.extract.items.refresh_file_metadata`).
+    #: (see :func:`eoextract.extract._stac_item.refresh_file_metadata`).
     mtime_ns: int | None = None
 
 

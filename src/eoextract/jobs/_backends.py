@@ -26,7 +26,7 @@ import openeo
 import requests
 from requests.adapters import HTTPAdapter
 
-from eoextract.jobs.retry import install_retry_after_hook
+from eoextract.jobs._classify import install_retry_after_hook
 
 __all__ = [
     "BackendSpec",

@@ -32,7 +32,7 @@ from typing import Any
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobError
 from eoextract.jobs.db.base import JobDatabase, JobRecord
-from eoextract.jobs.retry import classify
+from eoextract.jobs._classify import classify
 from eoextract.jobs.status import ON_BACKEND, TERMINAL, USER_RETRYABLE, JobStatus
 
 __all__ = [
@@ -149,7 +149,7 @@ def connect_backend(
 def classify_to_error(exc: BaseException, backend_name: str, *, job_known: bool = False) -> Exception:
     """``exc`` as an eoextract :class:`~eoextract.errors.BackendError` (one-line message)."""
     from eoextract.errors import EoextractError
-    from eoextract.jobs.retry import to_backend_error
+    from eoextract.jobs._classify import to_backend_error
 
     if isinstance(exc, EoextractError):
         return exc

@@ -1,6 +1,6 @@
 """The steps of a job's life in the job manager: launch, create, poll, finish, fail.
 
-:class:`JobSteps` is a mixin of :class:`~eoextract.jobs.manager.JobManager`; it holds the
+:class:`JobSteps` is a mixin of :class:`~eoextract.jobs._manager.JobManager`; it holds the
 work the run loop schedules, so the manager module keeps the public API and the loop.
 """
 
@@ -16,23 +16,23 @@ import pandas as pd
 from openeo.rest.job import BatchJob
 
 from eoextract.errors import InvalidTransition
-from eoextract.jobs.backends import BackendSpec, find_tagged_jobs, make_tag, tag_requests
+from eoextract.jobs._backends import BackendSpec, find_tagged_jobs, make_tag, tag_requests
 from eoextract.jobs.db.base import JobRecord, Transition
-from eoextract.jobs.retry import ErrorInfo, classify
-from eoextract.jobs.runstate import _aware, _Batch, _call_with_accepted, _Run, _utcnow
+from eoextract.jobs._classify import ErrorInfo, classify
+from eoextract.jobs._runstate import _aware, _Batch, _call_with_accepted, _Run, _utcnow
 from eoextract.jobs.status import ON_BACKEND, JobStatus
 
 if TYPE_CHECKING:
-    from eoextract.jobs.retry import Backoff
+    from eoextract.jobs._classify import Backoff
 
 __all__ = ["JobSteps"]
 
-_log = logging.getLogger("eoextract.jobs.manager")
+_log = logging.getLogger("eoextract.jobs._manager")
 S = JobStatus
 
 
 class JobSteps:
-    """Per-job work of the run loop (mixed into :class:`~eoextract.jobs.manager.JobManager`)."""
+    """Per-job work of the run loop (mixed into :class:`~eoextract.jobs._manager.JobManager`)."""
 
     backends: dict[str, BackendSpec]
     backoff: Backoff
