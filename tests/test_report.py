@@ -18,7 +18,8 @@ from shapely.geometry import box
 
 from eoextract.jobs.db import get_job_db
 from eoextract.jobs._manager import JobManager
-from eoextract.jobs._progress import RunProgress, format_eta
+from eoextract._util.utc import format_duration as format_eta
+from eoextract.jobs._progress import RunProgress
 from eoextract.jobs.status import JobStatus
 from eoextract.report import plots
 from eoextract.report.html import render_report, write_report

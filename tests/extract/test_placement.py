@@ -16,7 +16,7 @@ from eoextract.extract._placement import (
     detect_style,
     geometry_indices,
 )
-from eoextract.jobs._download._document import RemoteAsset
+from eoextract.jobs._download import RemoteAsset
 
 ROW = pd.Series({"out_prefix": "S2_10m", "out_extension": ".nc", "sample_ids": ["a", "b", "c"]}, name=4)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from eoextract.errors import ConfigurationError, UnsafeAssetPath
-from eoextract.jobs._download._document import RemoteAsset, ensure_inside
+from eoextract._util.hrefs import ensure_inside
+from eoextract.jobs._download import RemoteAsset
 
 __all__ = [
     "GeneratorStyle",

@@ -1,8 +1,7 @@
 """Operate on recorded jobs after (or during) a run: retry, cancel, read backend logs.
 
-These are the library functions behind ``eoextract retry``, ``cancel`` and ``logs``. A job's
-backend is reached through the root URL the manager stored in the job database
-(:meth:`~eoextract.jobs.db.base.JobDatabase.backends`, never with credentials); credentials
+A job's backend is reached through the root URL the manager stored in the job database
+(:meth:`~eoextract.jobs.db.JobDatabase.backends`, never with credentials); credentials
 come from the environment or from openeo's own configuration, tried in this order:
 
 1. ``EOEXTRACT_<NAME>_USER`` and ``EOEXTRACT_<NAME>_PASSWORD``: HTTP basic for the backend
