@@ -11,8 +11,18 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "JobManager": "eoextract.jobs._manager",
     "MultiBackendJobManager": "eoextract.jobs._manager",
+    "StartJob": "eoextract.jobs._hooks",
+    "FinishedJob": "eoextract.jobs._hooks",
+    "FinishedJobResult": "eoextract.jobs._hooks",
     "ProcessBasedJobCreator": "eoextract.jobs._creator",
     "JobStatus": "eoextract.jobs.status",
+    "RetryPolicy": "eoextract._util.retry",
+    "Backoff": "eoextract.jobs._classify",
+    "ErrorClass": "eoextract._util.retry",
+    "ActionResult": "eoextract.jobs._control",
+    "retry_jobs": "eoextract.jobs._control",
+    "cancel_jobs": "eoextract.jobs._control",
+    "job_logs": "eoextract.jobs._control",
     "create_job_db": "eoextract.jobs.db",
     "get_job_db": "eoextract.jobs.db",
 }
@@ -24,11 +34,21 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'eoextract.jobs' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from eoextract._util.retry import ErrorClass, RetryPolicy
+    from eoextract.jobs._classify import Backoff
+    from eoextract.jobs._control import ActionResult, cancel_jobs, job_logs, retry_jobs
     from eoextract.jobs._creator import ProcessBasedJobCreator
-    from eoextract.jobs.db import create_job_db, get_job_db
+    from eoextract.jobs._hooks import FinishedJob, FinishedJobResult, StartJob
     from eoextract.jobs._manager import JobManager, MultiBackendJobManager
+    from eoextract.jobs.db import create_job_db, get_job_db
     from eoextract.jobs.status import JobStatus

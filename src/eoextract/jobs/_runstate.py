@@ -1,92 +1,62 @@
-"""State of one run of the job manager, and small helpers of the run loop."""
+"""State of one run of the job manager: what the run loop keeps between its cycles.
+
+Only the loop's thread reads or changes it. Tasks running in the worker pool get plain
+data and hand back :class:`~eoextract.jobs._outcomes.TaskResult` records through
+:attr:`_Run.results`; the loop applies them.
+"""
 
 from __future__ import annotations
 
 import collections
-import inspect
-import os
-import socket
+import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from eoextract.jobs._scheduling import BackendHealth
+from eoextract.jobs.db import JobDatabase
 
-from eoextract.jobs.db.base import JobDatabase, Transition
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _call_with_accepted(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call ``fn`` with the keyword arguments it declares (all of them if it takes ``**kw``)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(**kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(**kwargs)
-    return fn(**{k: v for k, v in kwargs.items() if k in params})
-
-
-@dataclass
-class _Batch:
-    """Transitions to apply together, each with an optional follow-up task ``(fn, *args)``."""
-
-    items: list[tuple[Transition, tuple | None]] = field(default_factory=list)
-
-    def add(self, change: Transition, then: tuple | None = None) -> None:
-        self.items.append((change, then))
+if TYPE_CHECKING:  # pragma: no cover
+    from eoextract.jobs._outcomes import TaskResult
 
 
 @dataclass
 class _Run:
-    """State of one ``run_jobs`` execution (lives in the run loop's thread)."""
+    """State of one ``run_jobs`` execution."""
 
     db: JobDatabase
     start_job: Callable[..., Any]
+    health: BackendHealth
     stats: collections.defaultdict = field(default_factory=lambda: collections.defaultdict(int))
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    #: Set by a task that handed back a result, or to stop: the loop wakes up.
     wake: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Results of tasks (and progress reports of running tasks), in the order they came.
+    results: queue.SimpleQueue[TaskResult] = field(default_factory=queue.SimpleQueue)
+    #: Results handed back but not applied yet (the job database failed): applied first.
+    unapplied: list[TaskResult] = field(default_factory=list)
+    #: Jobs with a task in the worker pool: not polled, not launched, not resumed meanwhile.
     inflight: set[str] = field(default_factory=set)
+    #: Jobs created on their backend whose start is still to be asked for.
     needs_start: set[str] = field(default_factory=set)
+    #: Jobs left in ``creating`` by an interrupted run, per backend name: to look up by tag.
     unreconciled: dict[str, set[str]] = field(default_factory=dict)
+    #: Failed attempts at handling each finished job's results.
     finish_failures: collections.Counter = field(default_factory=collections.Counter)
-    #: jobs whose results are to be (re)processed: key -> monotonic time when due
+    #: Jobs whose results are to be (re)processed: key -> monotonic time when due.
     finish_due: dict[str, float] = field(default_factory=dict)
-    backend_failures: collections.Counter = field(default_factory=collections.Counter)
-    backend_paused_until: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     executor: ThreadPoolExecutor | None = None
     progress: Any = None  # a RunProgress when run_jobs(progress=True)
 
-
-def _is_dead_local_manager(manager_id: str) -> bool:
-    """Whether ``manager_id`` (``host:pid:nonce``) names a process of this host that has ended."""
-    parts = str(manager_id).split(":")
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _aware(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    def drain(self) -> list[TaskResult]:
+        """The results handed back since the last call, oldest first."""
+        results, self.unapplied = self.unapplied, []
+        while True:
+            try:
+                results.append(self.results.get_nowait())
+            except queue.Empty:
+                return results
