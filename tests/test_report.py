@@ -17,7 +17,7 @@ from rich.console import Console
 from shapely.geometry import box
 
 from eoextract.jobs.db import get_job_db
-from eoextract.jobs._manager import JobManager
+from eoextract.jobs import JobManager
 from eoextract._util.utc import format_duration as format_eta
 from eoextract.jobs._progress import RunProgress
 from eoextract.jobs.status import JobStatus

@@ -39,14 +39,14 @@ _EXPORTS: dict[str, str] = {
     "StatusChange": "eoextract.jobs.db.base",
     "create_job_db": "eoextract.jobs.db",
     "get_job_db": "eoextract.jobs.db",
-    "JobManager": "eoextract.jobs._manager",
-    "MultiBackendJobManager": "eoextract.jobs._manager",
-    "ProcessBasedJobCreator": "eoextract.jobs._creator",
+    "JobManager": "eoextract.jobs",
+    "MultiBackendJobManager": "eoextract.jobs",
+    "ProcessBasedJobCreator": "eoextract.jobs",
     # extraction
-    "ExtractionManager": "eoextract.extract._extraction",
-    "GFMAPJobManager": "eoextract.extract._extraction",
-    "AssetDefinition": "eoextract.extract._assets",
-    "AUXILIARY": "eoextract.extract._assets",
+    "ExtractionManager": "eoextract.extract",
+    "GFMAPJobManager": "eoextract.extract",
+    "AssetDefinition": "eoextract.extract",
+    "AUXILIARY": "eoextract.extract",
     # STAC
     "build_collection": "eoextract.stac",
     "extend_collection": "eoextract.stac",
@@ -77,11 +77,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.backend.local import LocalBackend
-    from eoextract.extract._assets import AUXILIARY, AssetDefinition
-    from eoextract.extract._extraction import ExtractionManager, GFMAPJobManager
-    from eoextract.jobs._creator import ProcessBasedJobCreator
+    from eoextract.extract import AUXILIARY, AssetDefinition, ExtractionManager, GFMAPJobManager
+    from eoextract.jobs import JobManager, MultiBackendJobManager, ProcessBasedJobCreator
     from eoextract.jobs.db import create_job_db, get_job_db
-    from eoextract.jobs._manager import JobManager, MultiBackendJobManager
     from eoextract.split import split_job_hex, split_job_s2grid
     from eoextract.stac import build_collection, extend_collection, validate, validate_catalog
     from eoextract.errors import *  # noqa: F403

@@ -6,7 +6,7 @@ assets for items (:meth:`AssetDefinition.create_asset`) and describes them in a
 collection's ``item_assets`` (:meth:`AssetDefinition.to_item_asset`), e.g. in a
 post-job action::
 
-    from eoextract.extract._assets import AUXILIARY
+    from eoextract.extract import AUXILIARY
 
     item.add_asset("auxiliary", AUXILIARY.create_asset(href=str(label_path)))
 
@@ -22,15 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
-
-__all__ = [
-    "AssetDefinition",
-    "AUXILIARY",
-    "SENTINEL2_L2A",
-    "SENTINEL2_L2A_BANDS",
-    "ITEM_ASSETS",
-    "sentinel2_l2a_definition",
-]
 
 _EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 

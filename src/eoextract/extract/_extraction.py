@@ -54,13 +54,6 @@ from eoextract.jobs._download import (
 )
 from eoextract.jobs.db import JobDatabase
 
-__all__ = [
-    "ExtractionManager",
-    "FILE_LOCK",
-    "GFMAPJobManager",
-    "PostJobAction",
-]
-
 _log = logging.getLogger(__name__)
 
 #: Parameters ``post_job_action`` is called with, positionally.

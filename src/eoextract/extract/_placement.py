@@ -26,16 +26,6 @@ from eoextract.errors import ConfigurationError, UnsafeAssetPath
 from eoextract._util.hrefs import ensure_inside
 from eoextract.jobs._download import RemoteAsset
 
-__all__ = [
-    "GeneratorStyle",
-    "OutputPathGenerator",
-    "SEED_PARAMETERS",
-    "GFMAP_PARAMETERS",
-    "check_signature",
-    "detect_style",
-    "geometry_indices",
-]
-
 logger = logging.getLogger(__name__)
 
 #: Parameters of the reference notebook's ``output_path_generator``.

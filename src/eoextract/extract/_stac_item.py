@@ -32,23 +32,8 @@ from eoextract._util.checksum import DEFAULT_ALGORITHM, file_checksum, parse_che
 from eoextract._util.hrefs import local_path
 from eoextract._util.utc import to_utc
 from eoextract.errors import StacError
-from eoextract.extract._filemeta import (
-    GEOTIFF_MEDIA_TYPE,
-    NETCDF_MEDIA_TYPE,
-    FileMetadata,
-    read_file_metadata,
-)
+from eoextract.extract._filemeta import FileMetadata, read_file_metadata
 from eoextract.jobs._download import RemoteAsset
-
-__all__ = [
-    "FileMetadata",
-    "read_file_metadata",
-    "build_item",
-    "make_item_id",
-    "refresh_file_metadata",
-    "NETCDF_MEDIA_TYPE",
-    "GEOTIFF_MEDIA_TYPE",
-]
 
 logger = logging.getLogger(__name__)
 

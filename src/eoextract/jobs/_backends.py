@@ -28,16 +28,6 @@ from requests.adapters import HTTPAdapter
 
 from eoextract.jobs._classify import install_retry_after_hook
 
-__all__ = [
-    "BackendSpec",
-    "TagContext",
-    "tag_requests",
-    "make_tag",
-    "add_tag",
-    "find_tag",
-    "find_tagged_jobs",
-]
-
 _log = logging.getLogger(__name__)
 _local = threading.local()
 _TAG_RE = re.compile(r"\[eoextract:([A-Za-z0-9_.:-]+)\]")

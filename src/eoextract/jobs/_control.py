@@ -34,16 +34,6 @@ from eoextract.jobs.db.base import JobDatabase, JobRecord
 from eoextract.jobs._classify import classify
 from eoextract.jobs.status import ON_BACKEND, TERMINAL, USER_RETRYABLE, JobStatus
 
-__all__ = [
-    "ActionResult",
-    "credential_variables",
-    "connect_backend",
-    "retry_jobs",
-    "cancel_jobs",
-    "job_logs",
-    "cli_manager_id",
-]
-
 _log = logging.getLogger(__name__)
 S = JobStatus
 

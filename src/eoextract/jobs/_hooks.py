@@ -36,6 +36,10 @@ class FinishedJob:
         backend_job_id: The backend's id of the job.
         status: ``downloading``, or ``postprocessing`` when an earlier run got that far.
         row: The job as openeo's callbacks see it (user columns and managed columns).
+        connect: Returns the backend's connection (see :attr:`connection`).
+        report: Receives the status changes the job asks for while it runs (see
+            :meth:`postprocessing`); the manager passes them to its run loop, a test may
+            pass ``list.append``.
     """
 
     job_key: str
