@@ -418,7 +418,8 @@ class JobManager:
         """Claim due jobs while backends have free slots; create each in the pool."""
         for batch in claim_launches(run.db, self.backends, run.health, manager_id=self.manager_id,
                                     lease_seconds=self.lease_seconds):
-            outcomes = run.db.transition_many([launch.change for launch in batch], manager_id=self.manager_id)
+            changes = [launch.change for launch in batch]
+            outcomes = run.db.transition_many(changes, manager_id=self.manager_id) if changes else []
             launched = 0
             for launch, outcome in zip(batch, outcomes):
                 if isinstance(outcome, InvalidTransition):

@@ -7,7 +7,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -79,14 +79,14 @@ class Launch:
 
 
 def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *,
-                   manager_id: str, lease_seconds: float) -> list[list[Launch]]:
+                   manager_id: str, lease_seconds: float) -> Iterator[list[Launch]]:
     """Claim due jobs for every backend that is not paused, up to its free slots.
 
-    Returns:
-        Per backend, the launches to apply together (one batch of transitions each).
+    Yields:
+        Per backend with free slots, the launches to apply together (one batch of
+        transitions); the next backend's jobs are claimed once the caller applied them.
     """
     active = db.active_counts()
-    batches = []
     for name, spec in backends.items():
         if health.paused(name):
             continue
@@ -105,9 +105,7 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
                                 fields=dict(backend_name=name, attempt=attempt, create_tag=tag, id=None,
                                             backend_status=None, next_attempt_at=None, start_time=utc_now()))
             batch.append(Launch(rec, spec, change))
-        if batch:
-            batches.append(batch)
-    return batches
+        yield batch
 
 
 def after_failure(current: JobRecord, info: ErrorInfo, *, stage: str, backend_job_id: str | None,

@@ -22,7 +22,7 @@ from eoextract.jobs._backends import BackendSpec, tag_requests
 from eoextract.jobs._classify import ErrorInfo, classify
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
 from eoextract.jobs._outcomes import Failure, ResultsFailure, TaskResult, Update
-from eoextract.jobs.db import JobRecord
+from eoextract.jobs.db import UPDATABLE_FIELDS, JobRecord
 from eoextract.jobs.db.base import Transition
 from eoextract.jobs.status import JobStatus
 
@@ -121,6 +121,10 @@ def finish_job(manager: JobManager, job: FinishedJob) -> TaskResult:
         if not isinstance(outcome, FinishedJobResult):
             raise TypeError(f"process_finished_job returned {type(outcome).__name__}, "
                             "expected FinishedJobResult or None")
+        unknown = set(outcome.fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"process_finished_job returned fields that are no managed columns: "
+                             f"{sorted(unknown)}")
     except Exception as exc:  # noqa: BLE001 - this job only
         failure = ResultsFailure(key, classify(exc), False, job.backend_job_id)
         return TaskResult(key, (failure,), task_done=True)
