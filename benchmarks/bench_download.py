@@ -11,7 +11,7 @@ S MB. The same files are then fetched in several ways, in alternating rounds:
   download verified against a backend's SHA-256 has to do;
 * **baseline+blake3** — the baseline with an inline BLAKE3 hash, the least a download
   that records a checksum has to do (it bounds eoextract's ratio without fsync);
-* **eoextract** — :func:`eoextract.jobs.download.download_job_assets` on assets
+* **eoextract** — :func:`eoextract.jobs._download.download_job_assets` on assets
   announced with their size only, as CDSE's results are: BLAKE3 while streaming,
   size verified, fsync, atomic placement, download record written (and once more
   with ``fsync=False``, as the plain baseline does not flush);
@@ -51,7 +51,7 @@ from pathlib import Path
 import requests
 
 from eoextract._util.checksum import multihash, new_hasher
-from eoextract.jobs.download import RemoteAsset, download_job_assets
+from eoextract.jobs._download import RemoteAsset, download_job_assets
 
 
 def _serve(folder: str, port_queue: mp.Queue) -> None:

@@ -66,7 +66,7 @@ def job_frame(n: int, prefix: str, seconds: float = 0.0) -> pd.DataFrame:
 
 def run_eoextract(url: str, n: int, slots: int, poll_sleep: float, workdir: Path, seconds: float = 0.0) -> dict:
     from eoextract.jobs.db import create_job_db, get_job_db
-    from eoextract.jobs.manager import JobManager
+    from eoextract.jobs import JobManager
 
     manager = JobManager(poll_sleep=poll_sleep, download_results=False)
     manager.add_backend("local", connect(url), parallel_jobs=slots)

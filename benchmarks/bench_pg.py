@@ -332,7 +332,7 @@ def connect(url: str):
 
 def manager_worker(args: argparse.Namespace) -> int:
     """One manager process (``--worker``): run the shared database's jobs to the end."""
-    from eoextract.jobs.manager import JobManager
+    from eoextract.jobs import JobManager
 
     logging.basicConfig(level=logging.WARNING, format=f"[{args.manager_id}] %(levelname)s %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # "connection pool is full" per request

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from eoextract.cli import app
 from eoextract.jobs.db import create_job_db, get_job_db
-from eoextract.jobs.manager import JobManager
+from eoextract.jobs import JobManager
 from eoextract.jobs.status import JobStatus
 
 runner = CliRunner()

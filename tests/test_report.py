@@ -17,8 +17,9 @@ from rich.console import Console
 from shapely.geometry import box
 
 from eoextract.jobs.db import get_job_db
-from eoextract.jobs.manager import JobManager
-from eoextract.jobs.progress import RunProgress, format_eta
+from eoextract.jobs import JobManager
+from eoextract._util.utc import format_duration as format_eta
+from eoextract.jobs._progress import RunProgress
 from eoextract.jobs.status import JobStatus
 from eoextract.report import _plots as plots
 from eoextract.report import footprints, format_duration, render_report, summarize, write_report

@@ -39,14 +39,14 @@ _EXPORTS: dict[str, str] = {
     "StatusChange": "eoextract.jobs.db",
     "create_job_db": "eoextract.jobs.db",
     "get_job_db": "eoextract.jobs.db",
-    "JobManager": "eoextract.jobs.manager",
-    "MultiBackendJobManager": "eoextract.jobs.manager",
-    "ProcessBasedJobCreator": "eoextract.jobs.creator",
+    "JobManager": "eoextract.jobs",
+    "MultiBackendJobManager": "eoextract.jobs",
+    "ProcessBasedJobCreator": "eoextract.jobs",
     # extraction
-    "ExtractionManager": "eoextract.extract.manager",
-    "GFMAPJobManager": "eoextract.extract.manager",
-    "AssetDefinition": "eoextract.extract.assets",
-    "AUXILIARY": "eoextract.extract.assets",
+    "ExtractionManager": "eoextract.extract",
+    "GFMAPJobManager": "eoextract.extract",
+    "AssetDefinition": "eoextract.extract",
+    "AUXILIARY": "eoextract.extract",
     # STAC
     "build_collection": "eoextract.stac",
     "extend_collection": "eoextract.stac",
@@ -77,11 +77,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.backend import LocalBackend
-    from eoextract.extract.assets import AUXILIARY, AssetDefinition
-    from eoextract.extract.manager import ExtractionManager, GFMAPJobManager
-    from eoextract.jobs.creator import ProcessBasedJobCreator
+    from eoextract.extract import AUXILIARY, AssetDefinition, ExtractionManager, GFMAPJobManager
+    from eoextract.jobs import JobManager, MultiBackendJobManager, ProcessBasedJobCreator
     from eoextract.jobs.db import create_job_db, get_job_db
-    from eoextract.jobs.manager import JobManager, MultiBackendJobManager
     from eoextract.split import split_job_hex, split_job_s2grid
     from eoextract.stac import build_collection, extend_collection, validate, validate_catalog
     from eoextract.errors import *  # noqa: F403

@@ -19,7 +19,7 @@ One root, branches by cause, so callers choose how broadly to catch::
           └── StacValidationError    (.errors: list of messages)
 
 Errors of ``openeo``, ``requests`` and HTTP are mapped onto this tree in
-:mod:`eoextract.jobs.retry` only.
+:mod:`eoextract.jobs._classify` only.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import blake3
 
 from eoextract.extract import ItemStore
-from eoextract.jobs.download import STATE_DIR, TEMP_PREFIX
+from eoextract.jobs._download import STATE_DIR, TEMP_PREFIX
 
 #: Name prefixes of the temporary files eoextract writes (downloads, records, item files).
 TEMP_PREFIXES = (TEMP_PREFIX, ".tmp-")

@@ -127,9 +127,9 @@ def test_disk_full_is_retryable_names_the_folder_and_leaves_no_temp_file(tmp_pat
 
     import requests
 
-    from eoextract.jobs import transfer
-    from eoextract.jobs.download import RemoteAsset
-    from eoextract.jobs.retry import classify
+    from eoextract.jobs._download import _transfer as transfer
+    from eoextract.jobs._download import RemoteAsset
+    from eoextract.jobs._classify import classify
 
     body = os.urandom(300_000)
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from eoextract._util.checksum import parse_checksum
 from eoextract.errors import ConfigurationError, DownloadError, JobDatabaseError, UnsafeAssetPath
 from eoextract.jobs.db import create_job_db, get_job_db
-from eoextract.jobs.download import parse_job_results, place_file, safe_relative_path
+from eoextract.jobs._download import parse_job_results, place_file, safe_relative_path
 from eoextract.jobs.status import JobStatus
 from eoextract.split import split_job_hex, split_job_s2grid
 

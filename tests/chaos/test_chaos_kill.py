@@ -105,8 +105,8 @@ def test_a_new_run_removes_stale_temporary_files(local_backend, tmp_path):
     from chaos_callbacks import create_datacube, generate_output_path, job_dataframe
 
     from eoextract.extract import ExtractionManager
-    from eoextract.extract.manager import STALE_TEMP_SECONDS
-    from eoextract.jobs.download import STATE_DIR, TEMP_PREFIX
+    from eoextract.extract._extraction import STALE_TEMP_SECONDS
+    from eoextract.jobs._download import STATE_DIR, TEMP_PREFIX
 
     out = tmp_path / "out"
     stale, fresh = [], []

@@ -7,7 +7,7 @@ import datetime as dt
 import pystac
 import pytest
 
-from eoextract.extract.assets import (
+from eoextract.extract._assets import (
     AUXILIARY,
     ITEM_ASSETS,
     SENTINEL2_L2A,

@@ -10,9 +10,9 @@ import pytest
 import xarray as xr
 from pyproj import CRS
 
-from eoextract.extract.items import build_item, make_item_id, read_file_metadata
-from eoextract.extract.placement import OutputPathGenerator
-from eoextract.jobs.download import download_job_assets, parse_job_results, session_for
+from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata
+from eoextract.extract._placement import OutputPathGenerator
+from eoextract.jobs._download import download_job_assets, parse_job_results, session_for
 from eoextract.stac.validate import validate_dict
 
 

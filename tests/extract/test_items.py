@@ -17,14 +17,14 @@ from pyproj import CRS, Transformer
 from rasterio.transform import Affine
 
 from eoextract.errors import StacError
-from eoextract.extract.assets import AUXILIARY
-from eoextract.extract.items import (
+from eoextract.extract._assets import AUXILIARY
+from eoextract.extract._stac_item import (
     build_item,
     make_item_id,
     read_file_metadata,
     refresh_file_metadata,
 )
-from eoextract.jobs.results import RemoteAsset
+from eoextract.jobs._download import RemoteAsset
 from eoextract.stac.validate import validate_dict
 
 X0, Y0, RES, N = 600000.0, 5690640.0, 10.0, 64
@@ -287,8 +287,8 @@ def test_download_place_and_describe_end_to_end(tmp_path):
 
     import requests
 
-    from eoextract.extract.placement import OutputPathGenerator
-    from eoextract.jobs.download import download_job_assets, parse_job_results
+    from eoextract.extract._placement import OutputPathGenerator
+    from eoextract.jobs._download import download_job_assets, parse_job_results
 
     served = tmp_path / "served"
     served.mkdir()

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from eoextract.errors import ConfigurationError, UnsafeAssetPath
-from eoextract.extract.placement import (
+from eoextract.extract._placement import (
     GeneratorStyle,
     OutputPathGenerator,
     check_signature,
     detect_style,
     geometry_indices,
 )
-from eoextract.jobs.results import RemoteAsset
+from eoextract.jobs._download import RemoteAsset
 
 ROW = pd.Series({"out_prefix": "S2_10m", "out_extension": ".nc", "sample_ids": ["a", "b", "c"]}, name=4)
 

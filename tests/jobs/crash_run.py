@@ -16,7 +16,7 @@ import time
 import openeo
 import pandas as pd
 
-from eoextract.jobs.manager import JobManager
+from eoextract.jobs import JobManager
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-from eoextract.jobs.backends import add_tag, find_tag, make_tag
+from eoextract.jobs._backends import add_tag, find_tag, make_tag
 
 
 def test_tag_round_trip_keeps_user_description():

@@ -17,14 +17,14 @@ import blake3
 import pytest
 import requests
 
+from eoextract._util.hrefs import ensure_inside
 from eoextract.errors import ChecksumMismatch, DownloadError, UnsafeAssetPath
-from eoextract.jobs.download import (
+from eoextract.jobs._download import (
     STATE_DIR,
     BackendHeaders,
     RemoteAsset,
     download_asset,
     download_job_assets,
-    ensure_inside,
     parse_job_results,
     place_file,
     safe_relative_path,
@@ -791,7 +791,7 @@ def test_end_to_end_item_document(server, session, tmp_path):
 
 
 def test_fresh_file_times_are_not_trusted(tmp_path):
-    from eoextract.jobs.download import _Manifest
+    from eoextract.jobs._download._records import _Manifest
 
     manifest = _Manifest(tmp_path, "job")
     path = tmp_path / "f.nc"
@@ -814,7 +814,7 @@ def test_a_failed_flush_leaves_no_placed_file_and_is_reported(server, session, t
     there, the asset fails, nothing is placed or recorded, and the others still land."""
     import errno
 
-    import eoextract.jobs.download as download_module
+    import eoextract.jobs._download._job_assets as download_module
 
     assets = [_asset(server, f"openEO_{i}.nc", _payload(3_000_000, i)) for i in range(3)]
     real = download_module.fdatasync_file
@@ -842,10 +842,10 @@ def test_a_failed_flush_leaves_no_placed_file_and_is_reported(server, session, t
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range exists only on Linux")
 def test_early_writeback_hands_pages_to_the_disk_and_gives_up_where_unsupported(tmp_path):
-    from eoextract.jobs import transfer
+    from eoextract.jobs._download._disk import EarlyWriteback
 
     with open(tmp_path / "f.bin", "wb") as fh:
-        writeback = transfer._EarlyWriteback(fh, step=1 << 20)
+        writeback = EarlyWriteback(fh, step=1 << 20)
         fh.write(b"x" * 300_000)
         writeback.advance(300_000)
         assert writeback.started == 0  # less than a step: nothing yet
@@ -855,7 +855,7 @@ def test_early_writeback_hands_pages_to_the_disk_and_gives_up_where_unsupported(
     read_end, write_end = os.pipe()
     try:
         with os.fdopen(write_end, "wb", closefd=False) as pipe:
-            writeback = transfer._EarlyWriteback(pipe, step=1)
+            writeback = EarlyWriteback(pipe, step=1)
             pipe.write(b"z" * 10)
             writeback.advance(10)  # ESPIPE: switched off, no error
             assert not writeback.enabled and writeback.started == 0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from eoextract.jobs.db import get_job_db
-from eoextract.jobs.manager import JobManager, MultiBackendJobManager
+from eoextract.jobs import JobManager, MultiBackendJobManager
 from eoextract.jobs.status import JobStatus
 
 
@@ -293,7 +293,7 @@ def test_process_based_job_creator_with_job_options(local_backend, tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from eoextract.jobs.creator import ProcessBasedJobCreator
+    from eoextract.jobs import ProcessBasedJobCreator
 
     con = local_backend.connect()
     udp_id = f"ndvi_mean_{uuid.uuid4().hex[:6]}"
@@ -320,3 +320,53 @@ def test_process_based_job_creator_with_job_options(local_backend, tmp_path):
     description = con.job(job_id).describe()
     assert description["job_options"] == {"eoextract_mode": "instant"}
     assert description["process"]["process_graph"]  # the UDP call was sent
+
+
+def test_finished_job_hook_records_fields_and_postprocessing(start_jobs, local_backend, job_df, tmp_path):
+    from eoextract.jobs import FinishedJob, FinishedJobResult
+
+    seen = []
+
+    class Summaries(JobManager):
+        def process_finished_job(self, job: FinishedJob) -> FinishedJobResult:
+            assert job.status is JobStatus.DOWNLOADING and job.batch_job.job_id == job.backend_job_id
+            seen.append(job.row["value"])
+            job.postprocessing("summary being written")
+            return FinishedJobResult(fields={"output_dir": str(tmp_path / job.job_key)}, message="summarised")
+
+    m = Summaries(poll_sleep=0.1, download_results=False, retry_backoff=0.05)
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(2), start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 2} and sorted(seen) == [0, 1]
+    db = get_job_db(tmp_path / "jobs.db")
+    key = db.read().index[0]
+    assert db.get(key).fields["output_dir"] == str(tmp_path / key)
+    changes = db.history(key)
+    assert [str(c.new) for c in changes][-3:] == ["downloading", "postprocessing", "finished"]
+    assert changes[-2].message == "summary being written" and changes[-1].message == "summarised"
+
+
+def test_finished_job_hook_can_run_the_job_again_or_fail_it(start_jobs, local_backend, job_df, tmp_path):
+    from eoextract.errors import ChecksumMismatch
+    from eoextract.jobs import FinishedJob, FinishedJobResult
+
+    calls: dict[int, int] = {}
+
+    class Picky(JobManager):
+        def process_finished_job(self, job: FinishedJob) -> FinishedJobResult | None:
+            value = int(job.row["value"])
+            calls[value] = calls.get(value, 0) + 1
+            if value == 0 and calls[value] == 1:
+                return FinishedJobResult(run_again=ChecksumMismatch("corrupt on the backend"))
+            if value == 1:
+                raise ValueError("cannot read the result")
+            return None
+
+    m = Picky(poll_sleep=0.1, download_results=False, retry_backoff=0.05)
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(2), start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 1, "error": 1}
+    df = get_job_db(tmp_path / "jobs.db").read().set_index("value")
+    assert df.loc[0, "attempt"] == 2 and calls[0] == 2  # ran again on the backend, then finished
+    assert df.loc[1, "status"] == "error" and df.loc[1, "error_class"] == "UserCodeError.ValueError"
+    assert calls[1] == 1  # a user error is not retried

@@ -3,7 +3,7 @@ from openeo.rest import OpenEoApiError
 
 from eoextract.errors import ChecksumMismatch, UnsafeAssetPath
 from eoextract._util.retry import parse_retry_after as _parse_retry_after
-from eoextract.jobs.retry import Backoff, classify, to_backend_error
+from eoextract.jobs._classify import Backoff, classify, to_backend_error
 from eoextract.errors import FatalBackendError, JobLost, RetryableBackendError
 
 

@@ -1,10 +1,14 @@
-"""What an href is (a URL or a local path) and which local file it names."""
+"""What an href is (a URL or a local path), which local file it names, and whether a path
+stays inside a folder."""
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from eoextract.errors import UnsafeAssetPath
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
@@ -42,3 +46,35 @@ def resolve_local(href: str, base: str | os.PathLike[str]) -> str | None:
     if path is None:
         return None
     return os.path.normpath(os.path.join(base, path))
+
+
+def ensure_inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """Resolve ``path`` (relative paths are taken relative to ``root``) and check it
+    stays inside ``root``.
+
+    Symbolic links are followed, so a link to a folder outside ``root`` is refused.
+
+    Args:
+        path: The candidate path.
+        root: The folder that must contain it.
+
+    Returns:
+        The resolved absolute path.
+
+    Raises:
+        UnsafeAssetPath: If the path contains ``..`` or NUL, or resolves outside ``root``
+            (or is ``root`` itself).
+    """
+    raw = os.fspath(path)
+    if "\x00" in raw:
+        raise UnsafeAssetPath(f"Path {raw!r} contains NUL")
+    candidate = Path(raw)
+    if ".." in candidate.parts:
+        raise UnsafeAssetPath(f"Path {raw!r} contains '..'")
+    root_resolved = Path(root).resolve()
+    if not candidate.is_absolute():
+        candidate = root_resolved / candidate
+    resolved = candidate.resolve()
+    if resolved == root_resolved or not resolved.is_relative_to(root_resolved):
+        raise UnsafeAssetPath(f"Path {raw!r} resolves to {resolved}, outside of {root_resolved}")
+    return resolved

@@ -1,4 +1,5 @@
-"""Aware UTC datetimes from whatever names a time (ISO strings, datetimes, numpy, pandas, cftime)."""
+"""Aware UTC datetimes from whatever names a time (ISO strings, datetimes, numpy, pandas, cftime),
+and durations as people read them."""
 
 from __future__ import annotations
 
@@ -73,3 +74,20 @@ def format_utc(value: dt.datetime | None, *, timespec: str = "auto") -> str | No
     if value is None:
         return None
     return value.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``2d 03h``, ``3h 05m``, ``4m 10s``, ``12s``; ``-`` for None, NaN or infinity."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "-"
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"

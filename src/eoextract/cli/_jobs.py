@@ -114,7 +114,7 @@ def status(
 
 def _watch(db: Any, interval: float) -> None:
     """Follow the run until no job is open (live display on a terminal, else one line each)."""
-    from eoextract.jobs.progress import RunProgress, _per_backend
+    from eoextract.jobs._progress import RunProgress, _per_backend
     from eoextract.report._summary import summarize
 
     out = console()
@@ -260,7 +260,7 @@ def retry(
 ) -> None:
     """Put failed jobs back to not_started (recorded in their history); the next run of
     the manager picks them up with a fresh attempt count."""
-    from eoextract.jobs.control import retry_jobs
+    from eoextract.jobs import retry_jobs
     from eoextract.jobs.status import USER_RETRYABLE
 
     database = open_db(db)
@@ -278,7 +278,7 @@ def retry(
 
 
 def _not_selected(rec: Any, verb: str) -> Any:
-    from eoextract.jobs.control import ActionResult
+    from eoextract.jobs import ActionResult
 
     return ActionResult(rec.job_key, False, rec.status, rec.status,
                         f"not {verb}: it is {rec.status.value}")
@@ -296,7 +296,7 @@ def cancel(
 ) -> None:
     """Cancel unfinished jobs on their backend (through the URL stored in the database,
     credentials from the environment) and mark them canceled."""
-    from eoextract.jobs.control import cancel_jobs
+    from eoextract.jobs import cancel_jobs
 
     database = open_db(db)
     key_list = _split_keys(keys)
@@ -331,7 +331,7 @@ def logs(
     as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False,
 ) -> None:
     """The backend's logs of one job (its current backend job, or the latest one)."""
-    from eoextract.jobs.control import job_logs
+    from eoextract.jobs import job_logs
 
     database = open_db(db)
     _check_keys(database, [job_key])

@@ -2,39 +2,35 @@
 
 ``ExtractionManager`` (alias ``GFMAPJobManager``) runs the jobs; ``ItemStore`` reads and
 writes the items stored per finished job; ``build_catalogue`` writes the catalogue of an
-extraction from them, from any process.
+extraction from them, from any process; ``AssetDefinition`` (``AUXILIARY``,
+``SENTINEL2_L2A``, ``sentinel2_l2a_definition``) describes assets a post-job action adds.
 The manager's names are imported on first use, so importing the asset definitions
 stays cheap.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from eoextract.extract.assets import AUXILIARY, AssetDefinition
+from eoextract._util.lazy import lazy_exports
+from eoextract.extract._assets import AUXILIARY, SENTINEL2_L2A, AssetDefinition, sentinel2_l2a_definition
 
-__all__ = ["AUXILIARY", "AssetDefinition", "ExtractionManager", "GFMAPJobManager", "ItemStore",
-           "JobItems", "build_catalogue"]
-
-_LAZY = {
-    "ExtractionManager": "eoextract.extract.manager",
-    "GFMAPJobManager": "eoextract.extract.manager",
+_EXPORTS = {
+    "ExtractionManager": "eoextract.extract._extraction",
+    "GFMAPJobManager": "eoextract.extract._extraction",
+    "PostJobAction": "eoextract.extract._extraction",
+    "FILE_LOCK": "eoextract.extract._extraction",
     "build_catalogue": "eoextract.extract._catalogue",
     "ItemStore": "eoextract.extract._store",
     "JobItems": "eoextract.extract._store",
 }
 
+__all__ = sorted(["AUXILIARY", "SENTINEL2_L2A", "AssetDefinition", "sentinel2_l2a_definition", *_EXPORTS])
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'eoextract.extract' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.extract._catalogue import build_catalogue
+    from eoextract.extract._extraction import FILE_LOCK, ExtractionManager, GFMAPJobManager, PostJobAction
     from eoextract.extract._store import ItemStore, JobItems
-    from eoextract.extract.manager import ExtractionManager, GFMAPJobManager

@@ -25,9 +25,9 @@ import orjson
 import pystac
 
 from eoextract._util.files import atomic_write_json
-from eoextract._util.hrefs import local_path
+from eoextract._util.hrefs import ensure_inside, local_path
 from eoextract.errors import StacError, UnsafeAssetPath
-from eoextract.jobs.download import STATE_DIR, ensure_inside
+from eoextract.jobs._download import STATE_DIR
 
 _log = logging.getLogger(__name__)
 

@@ -5,14 +5,25 @@ Names are imported lazily, so ``import eoextract.jobs.status`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from eoextract._util.lazy import lazy_exports
 
 _EXPORTS = {
-    "JobManager": "eoextract.jobs.manager",
-    "MultiBackendJobManager": "eoextract.jobs.manager",
-    "ProcessBasedJobCreator": "eoextract.jobs.creator",
+    "JobManager": "eoextract.jobs._manager",
+    "MultiBackendJobManager": "eoextract.jobs._manager",
+    "StartJob": "eoextract.jobs._hooks",
+    "FinishedJob": "eoextract.jobs._hooks",
+    "FinishedJobResult": "eoextract.jobs._hooks",
+    "ProcessBasedJobCreator": "eoextract.jobs._creator",
     "JobStatus": "eoextract.jobs.status",
+    "RetryPolicy": "eoextract._util.retry",
+    "Backoff": "eoextract.jobs._classify",
+    "ErrorClass": "eoextract._util.retry",
+    "ActionResult": "eoextract.jobs._control",
+    "retry_jobs": "eoextract.jobs._control",
+    "cancel_jobs": "eoextract.jobs._control",
+    "job_logs": "eoextract.jobs._control",
     "create_job_db": "eoextract.jobs.db",
     "get_job_db": "eoextract.jobs.db",
 }
@@ -20,15 +31,15 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'eoextract.jobs' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.jobs.creator import ProcessBasedJobCreator
+    from eoextract._util.retry import ErrorClass, RetryPolicy
+    from eoextract.jobs._classify import Backoff
+    from eoextract.jobs._control import ActionResult, cancel_jobs, job_logs, retry_jobs
+    from eoextract.jobs._creator import ProcessBasedJobCreator
+    from eoextract.jobs._hooks import FinishedJob, FinishedJobResult, StartJob
+    from eoextract.jobs._manager import JobManager, MultiBackendJobManager
     from eoextract.jobs.db import create_job_db, get_job_db
-    from eoextract.jobs.manager import JobManager, MultiBackendJobManager
     from eoextract.jobs.status import JobStatus

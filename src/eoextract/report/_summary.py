@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from eoextract._util.utc import format_duration
 from eoextract.jobs.db import JobDatabase
 from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
 
@@ -327,20 +328,3 @@ def _final_since(history: pd.DataFrame, since: datetime) -> int:
     last = history.groupby("job_key", sort=False).tail(1)
     terminal = {s.value for s in TERMINAL}
     return int((last["new"].isin(terminal) & (last["at"] >= pd.Timestamp(since))).sum())
-
-
-def format_duration(seconds: float | None) -> str:
-    """``3h 05m``, ``4m 10s``, ``12s``; ``-`` for ``None``."""
-    if seconds is None or seconds != seconds:  # None or NaN
-        return "-"
-    seconds = int(round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"

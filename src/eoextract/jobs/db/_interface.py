@@ -2,7 +2,7 @@
 
 A superset of openeo's ``JobDatabaseInterface`` (``exists``, ``persist``, ``count_by_status``,
 ``get_by_status``, ``get_by_indices``, ``initialize_from_df``, ``read``) plus what the
-:class:`~eoextract.jobs.manager.JobManager` needs: claim jobs to work on, change one job's
+:class:`~eoextract.jobs.JobManager` needs: claim jobs to work on, change one job's
 status (with its history row, in one transaction), update fields, read a job's history,
 count active jobs per backend, remember registered backends.
 

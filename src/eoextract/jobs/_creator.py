@@ -26,8 +26,6 @@ from openeo.rest.job import BatchJob
 
 from eoextract.errors import ConfigurationError
 
-__all__ = ["ProcessBasedJobCreator"]
-
 _log = logging.getLogger(__name__)
 
 

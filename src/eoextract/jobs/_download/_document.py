@@ -2,9 +2,9 @@
 
 :func:`parse_job_results` understands both styles backends answer
 ``GET /jobs/{id}/results`` with: a STAC Item with checksums on its assets, or a STAC
-Collection with ``item`` links (as CDSE does). Asset names are untrusted;
-:func:`safe_relative_path` and :func:`ensure_inside` are the checks every path built
-from them goes through.
+Collection with ``item`` links (as CDSE does). Asset names are untrusted:
+:func:`safe_relative_path` checks them, and every path built from them goes through
+:func:`~eoextract._util.hrefs.ensure_inside`.
 """
 
 from __future__ import annotations
@@ -12,25 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from eoextract._util.checksum import normalized_checksum
+from eoextract._util.redact import redact_url
+from eoextract._util.utc import parse_utc
 from eoextract.errors import DownloadError, UnsafeAssetPath
-
-__all__ = [
-    "RemoteAsset",
-    "parse_job_results",
-    "safe_relative_path",
-    "ensure_inside",
-    "redact_url",
-    "geometry_index_of",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +32,38 @@ _SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,10}")
 # --------------------------------------------------------------------------- records
 
 
+@dataclass(frozen=True, kw_only=True)
+class AssetDescription:
+    """Where, when and what a raster asset is: what a results document announces for an
+    asset (:class:`RemoteAsset`) and what a file says about itself alike."""
+
+    #: EPSG code of the asset's native CRS (``proj:code`` / ``proj:epsg``).
+    epsg: int | None = None
+    #: Raster shape ``(rows, cols)`` (``proj:shape``).
+    shape: tuple[int, ...] | None = None
+    #: Bounding box in the native CRS (``proj:bbox``), ``(minx, miny, maxx, maxy)``.
+    bbox_native: tuple[float, ...] | None = None
+    #: Bounding box in EPSG:4326, ``(west, south, east, north)``.
+    bbox_4326: tuple[float, ...] | None = None
+    #: Footprint in EPSG:4326 (a GeoJSON geometry).
+    geometry_4326: dict[str, Any] | None = None
+    #: Nominal time (of a single-time asset).
+    datetime: dt.datetime | None = None
+    #: Start of the time range covered (first time step of a time series).
+    start_datetime: dt.datetime | None = None
+    #: End of the time range covered (last time step).
+    end_datetime: dt.datetime | None = None
+    #: Bands, one dict each (``name``, ``data_type``, ``nodata``, ``unit``, eo fields, ...).
+    bands: tuple[dict[str, Any], ...] = ()
+
+
 @dataclass(frozen=True)
-class RemoteAsset:
-    """One result asset of an openEO batch job, as announced by the backend."""
+class RemoteAsset(AssetDescription):
+    """One result asset of an openEO batch job, as announced by the backend.
+
+    Its place, time and bands (:class:`AssetDescription`) are keyword-only; ``bands``
+    merge ``eo:bands`` and ``raster:bands`` (or ``bands``).
+    """
 
     #: Asset key in the results document (e.g. ``openEO_3.nc``); untrusted.
     name: str
@@ -59,24 +80,6 @@ class RemoteAsset:
     #: Hex multihash of the content when announced (``file:checksum`` of a known hash
     #: function, e.g. ``"1220"`` + SHA-256; see :mod:`eoextract._util.checksum`).
     checksum: str | None = None
-    #: EPSG code of the asset's native CRS (``proj:code`` / ``proj:epsg``).
-    epsg: int | None = None
-    #: Raster shape ``(rows, cols)`` (``proj:shape``).
-    shape: tuple[int, ...] | None = None
-    #: Bounding box in the native CRS (``proj:bbox``).
-    bbox_native: tuple[float, ...] | None = None
-    #: Bounding box in EPSG:4326.
-    bbox_4326: tuple[float, ...] | None = None
-    #: GeoJSON geometry in EPSG:4326.
-    geometry_4326: dict[str, Any] | None = None
-    #: Nominal time of the asset.
-    datetime: dt.datetime | None = None
-    #: Start of the time range covered.
-    start_datetime: dt.datetime | None = None
-    #: End of the time range covered.
-    end_datetime: dt.datetime | None = None
-    #: Bands, one dict each, merging ``eo:bands`` and ``raster:bands`` (or ``bands``).
-    bands: tuple[dict[str, Any], ...] = ()
     #: ``n`` for assets named ``openEO_<n>`` (sampled feature index), else the
     #: asset's ``feature_index`` field, else None; derived from the name when not given.
     geometry_index: int | None = None
@@ -152,54 +155,7 @@ def safe_relative_path(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def ensure_inside(path: Path | str, root: Path | str) -> Path:
-    """Resolve ``path`` (relative paths are taken relative to ``root``) and check it
-    stays inside ``root``.
-
-    Symbolic links are followed, so a link to a folder outside ``root`` is refused.
-
-    Args:
-        path: The candidate path.
-        root: The folder that must contain it.
-
-    Returns:
-        The resolved absolute path.
-
-    Raises:
-        UnsafeAssetPath: If the path contains ``..`` or NUL, or resolves outside ``root``.
-    """
-    raw = os.fspath(path)
-    if "\x00" in raw:
-        raise UnsafeAssetPath(f"Path {raw!r} contains NUL")
-    candidate = Path(raw)
-    if ".." in candidate.parts:
-        raise UnsafeAssetPath(f"Path {raw!r} contains '..'")
-    root_resolved = Path(root).resolve()
-    if not candidate.is_absolute():
-        candidate = root_resolved / candidate
-    resolved = candidate.resolve()
-    if resolved == root_resolved or not resolved.is_relative_to(root_resolved):
-        raise UnsafeAssetPath(f"Path {raw!r} resolves to {resolved}, outside of {root_resolved}")
-    return resolved
-
-
 # --------------------------------------------------------------------------- results document
-
-
-def _parse_time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("z", "Z")
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        logger.debug("Ignoring unparsable datetime %r", value)
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed
 
 
 def _epsg_of(fields: Mapping[str, Any]) -> int | None:
@@ -310,9 +266,9 @@ def _asset_from_fields(
         bbox_native=_numbers(pick("proj:bbox")),
         bbox_4326=_numbers(pick("bbox")),
         geometry_4326=geometry if isinstance(geometry, dict) else None,
-        datetime=_parse_time(pick("datetime")),
-        start_datetime=_parse_time(pick("start_datetime")),
-        end_datetime=_parse_time(pick("end_datetime")),
+        datetime=parse_utc(pick("datetime")),
+        start_datetime=parse_utc(pick("start_datetime")),
+        end_datetime=parse_utc(pick("end_datetime")),
         bands=_bands_of(fields) or _bands_of(fallback),
         geometry_index=geometry_index_of(name) if geometry_index_of(name) is not None else (
             feature_index if isinstance(feature_index, int) and not isinstance(feature_index, bool)
@@ -380,7 +336,8 @@ def parse_job_results(
       its geometry, bbox and time when the asset itself lacks them.
 
     Asset names are *not* checked here; :attr:`RemoteAsset.relative_path`,
-    :func:`download_job_assets` and :func:`place_file` refuse hostile ones.
+    :func:`~eoextract.jobs._download.download_job_assets` and
+    :func:`~eoextract.jobs._download.place_file` refuse hostile ones.
 
     Args:
         results_doc: The JSON answer of ``GET /jobs/{id}/results``.
@@ -483,8 +440,3 @@ def _fetch_items(
                     break
     return found
 
-
-def redact_url(url: str) -> str:
-    """A URL without its query string (signed URLs carry credentials there)."""
-    parts = urlsplit(url)
-    return parts._replace(query="", fragment="").geturl() + ("?..." if parts.query else "")

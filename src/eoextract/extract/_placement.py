@@ -7,7 +7,7 @@ Two callback signatures are accepted, told apart by their parameter names:
 * ``(output_dir, idx, row, asset_id) -> Path`` — openeo-gfmap 0.4.7's.
 
 :class:`OutputPathGenerator` calls either one, checks the result is a path inside the
-output folder and hands :func:`eoextract.jobs.download.download_job_assets` the
+output folder and hands :func:`eoextract.jobs._download.download_job_assets` the
 ``choose_path(asset, tmp_path)`` callable it expects. :func:`check_signature` checks
 user callbacks up front, before any job is submitted.
 """
@@ -23,17 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from eoextract.errors import ConfigurationError, UnsafeAssetPath
-from eoextract.jobs.results import RemoteAsset, ensure_inside
-
-__all__ = [
-    "GeneratorStyle",
-    "OutputPathGenerator",
-    "SEED_PARAMETERS",
-    "GFMAP_PARAMETERS",
-    "check_signature",
-    "detect_style",
-    "geometry_indices",
-]
+from eoextract._util.hrefs import ensure_inside
+from eoextract.jobs._download import RemoteAsset
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +203,7 @@ class OutputPathGenerator:
             assets: All assets of the job (they determine the geometry indices).
 
         Returns:
-            A callable for :func:`eoextract.jobs.download.download_job_assets`.
+            A callable for :func:`eoextract.jobs._download.download_job_assets`.
         """
         indices: Mapping[str, int | None] = geometry_indices(assets)
 

@@ -2,7 +2,7 @@
 
 :func:`build_item` turns a file's metadata (:func:`read_file_metadata`, read from the
 file itself) and what the backend announced (a
-:class:`~eoextract.jobs.results.RemoteAsset`) into a :class:`pystac.Item` with the
+:class:`~eoextract.jobs._download.RemoteAsset`) into a :class:`pystac.Item` with the
 projection, eo, raster and file extensions. What the file says wins; the backend's
 metadata fills the gaps. The function does no I/O.
 
@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pystac
 from pystac.extensions.eo import Band, EOExtension
@@ -29,25 +29,11 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension, Statistics
 
 from eoextract._util.checksum import DEFAULT_ALGORITHM, file_checksum, parse_checksum
+from eoextract._util.hrefs import local_path
+from eoextract._util.utc import to_utc
 from eoextract.errors import StacError
-from eoextract.extract.filemeta import (
-    GEOTIFF_MEDIA_TYPE,
-    NETCDF_MEDIA_TYPE,
-    FileMetadata,
-    read_file_metadata,
-    to_utc,
-)
-from eoextract.jobs.results import RemoteAsset
-
-__all__ = [
-    "FileMetadata",
-    "read_file_metadata",
-    "build_item",
-    "make_item_id",
-    "refresh_file_metadata",
-    "NETCDF_MEDIA_TYPE",
-    "GEOTIFF_MEDIA_TYPE",
-]
+from eoextract.extract._filemeta import FileMetadata, read_file_metadata
+from eoextract.jobs._download import RemoteAsset
 
 logger = logging.getLogger(__name__)
 
@@ -303,12 +289,10 @@ def _bbox_of_geometry(geometry: Mapping[str, Any]) -> list[float] | None:
 
 
 def _local_file(href: str, base: Path) -> Path | None:
-    parts = urlsplit(href)
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    if parts.scheme and len(parts.scheme) > 1:  # a URL, not a Windows drive letter
+    local = local_path(href)
+    if local is None:
         return None
-    path = Path(href)
+    path = Path(local)
     return path if path.is_absolute() else base / path
 
 
@@ -330,7 +314,7 @@ def refresh_file_metadata(
         item: The item, changed in place.
         root: Folder that relative hrefs refer to when the item has no self href.
         known: Files already hashed, e.g. the
-            :class:`~eoextract.jobs.download.DownloadedAsset` records of the job
+            :class:`~eoextract.jobs._download.DownloadedAsset` records of the job
             (anything with ``path``, ``size``, ``mtime_ns`` and ``checksum``): a file
             whose size and modification time are unchanged is not hashed again.
 

@@ -1,15 +1,16 @@
 """The extraction manager: openEO jobs in, files in a tidy tree and one STAC catalogue out.
 
 :class:`ExtractionManager` (also exported as ``GFMAPJobManager``) is a
-:class:`~eoextract.jobs.manager.JobManager` with openeo-gfmap's constructor and three
-extra steps for every finished job, run in a worker thread while the job is
-``downloading`` and then ``postprocessing``:
+:class:`~eoextract.jobs.JobManager` with openeo-gfmap's constructor and three
+extra steps for every finished job, in its finished-job hook
+(:meth:`~eoextract.jobs.JobManager.process_finished_job`, run in a worker thread while the
+job is ``downloading`` and then ``postprocessing``):
 
 1. the job's result assets are streamed to temporary files inside ``output_dir``,
    verified, and moved to the path the user's ``output_path_generator`` chooses
-   (:mod:`eoextract.extract.placement`, :mod:`eoextract.jobs.download`);
+   (:mod:`eoextract.extract._placement`, :mod:`eoextract.jobs._download`);
 2. one STAC item is built per data asset (one per sampled feature with
-   ``sample_by_feature``) from the file itself (:mod:`eoextract.extract.items`);
+   ``sample_by_feature``) from the file itself (:mod:`eoextract.extract._stac_item`);
 3. the user's ``post_job_action(job_items, row, parameters)`` runs in a pool of
    ``n_threads`` (or a given executor); it may edit, add or drop items and add local
    assets. ``file:size``/``file:checksum`` are then computed from the files as they
@@ -39,31 +40,21 @@ import pystac
 from eoextract.errors import ChecksumMismatch, ConfigurationError, StacError
 from eoextract.extract._catalogue import build_catalogue
 from eoextract.extract._store import ItemStore
-from eoextract.extract.items import build_item, make_item_id, read_file_metadata, refresh_file_metadata
-from eoextract.extract.placement import OutputPathGenerator, check_signature
-from eoextract.jobs.db import JobDatabase, JobRecord
-from eoextract.jobs.download import (
+from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata, refresh_file_metadata
+from eoextract.extract._placement import OutputPathGenerator, check_signature
+from eoextract.jobs import FinishedJob, FinishedJobResult, JobManager
+from eoextract.jobs._download import (
     STATE_DIR,
     TEMP_PREFIX,
     DownloadedAsset,
     RemoteAsset,
     download_job_assets,
-    parse_job_results,
+    fetch_job_assets,
     remove_stale_temp_files,
-    session_for,
 )
-from eoextract.jobs.manager import JobManager
-from eoextract.jobs.status import JobStatus
-
-__all__ = [
-    "ExtractionManager",
-    "FILE_LOCK",
-    "GFMAPJobManager",
-    "PostJobAction",
-]
+from eoextract.jobs.db import JobDatabase
 
 _log = logging.getLogger(__name__)
-S = JobStatus
 
 #: Parameters ``post_job_action`` is called with, positionally.
 POST_JOB_PARAMETERS = ("job_items", "row", "parameters")
@@ -176,7 +167,7 @@ class ExtractionManager(JobManager):
         download_workers: Parallel downloads per job.
         max_attempts: Attempts per job for retryable failures.
         retry_backoff: Seconds before the first retry (see
-            :class:`~eoextract.jobs.manager.JobManager`).
+            :class:`~eoextract.jobs.JobManager`).
         data_asset_key: Key of the result file's asset in each item (``None``: the
             backend's asset name, e.g. ``openEO_3.nc``).
         serialize_post_job_actions: Run post-job actions of this process one at a
@@ -187,7 +178,7 @@ class ExtractionManager(JobManager):
             ``ProcessPoolExecutor`` as ``executor``) never take the lock.
         required_columns: Columns the job dataframe must have (checked before
             anything is submitted).
-        **job_manager_kwargs: Further :class:`~eoextract.jobs.manager.JobManager`
+        **job_manager_kwargs: Further :class:`~eoextract.jobs.JobManager`
             options (``cancel_running_job_after``, ``lease_seconds``, ...).
 
     Raises:
@@ -281,6 +272,7 @@ class ExtractionManager(JobManager):
         if start_job is None:
             raise ConfigurationError("run_jobs needs a create_datacube_fn: run_jobs(df, create_datacube_fn, job_db)")
         self._check_ready(start_job)
+        _check_start_job(start_job)
         self._check_dataframe(df, job_db)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         ItemStore(self.output_dir).write_settings(collection_id=self.collection_id,
@@ -302,9 +294,10 @@ class ExtractionManager(JobManager):
         super().stop_job_thread(*args, **kwargs)
         self._close_pool()
 
-    def _check_ready(self, start_job: Callable[..., Any]) -> None:
-        super()._check_ready(start_job)
+    def start_job_thread(self, start_job: Callable[..., Any], job_db: str | Path | JobDatabase) -> None:
+        """Run the jobs in a background thread (see :meth:`JobManager.start_job_thread`)."""
         _check_start_job(start_job)
+        super().start_job_thread(start_job, job_db)
 
     def _check_dataframe(self, df: pd.DataFrame | None, job_db: Any) -> None:
         if df is not None:
@@ -327,32 +320,34 @@ class ExtractionManager(JobManager):
         raise ConfigurationError(f"the job dataframe {what} and there is no job database with jobs to resume")
 
     # ------------------------------------------------------------------ finished jobs
-    def _rerun_job_after(self, exc: Exception) -> bool:
-        """A result that keeps failing verification is corrupt on the backend: run the job again."""
-        return isinstance(exc, ChecksumMismatch)
+    def process_finished_job(self, job: FinishedJob) -> FinishedJobResult:
+        """Download, describe and post-process one finished job's results, then store its items.
 
-    def _process_finished_job(self, run: Any, rec: JobRecord, spec: Any) -> None:
-        """Download, describe and post-process one finished job's results, then store its items."""
-        row = rec.as_series()
-        connection = spec.connection()
-        assets = self._fetch_assets(connection, rec)
+        The files are placed (job status ``downloading``), one item is built per data file,
+        then the job is ``postprocessing`` while ``post_job_action`` runs and the items are
+        stored. Results that keep failing verification are corrupt on the backend: the job
+        runs again. A custom :meth:`on_job_done` is called last.
+        """
+        row = job.row
+        connection = job.connection
+        assets, session, headers = fetch_job_assets(connection, job.backend_job_id)
         data_assets = [a for a in assets if _is_data_asset(a)]
         if not data_assets:
-            raise StacError(f"job {rec.job_key}: the results have no data assets "
+            raise StacError(f"job {job.job_key}: the results have no data assets "
                             f"({', '.join(a.name for a in assets)})")
-        session, headers = session_for(connection)
-        done = download_job_assets(
-            session, data_assets, self.output_dir, self._chooser(row, data_assets),
-            max_workers=self.download_workers, headers=headers, job_key=rec.job_key,
-        )
+        try:
+            done = download_job_assets(
+                session, data_assets, self.output_dir, self._chooser(row, data_assets),
+                max_workers=self.download_workers, headers=headers, job_key=job.job_key,
+            )
+        except ChecksumMismatch as exc:
+            return FinishedJobResult(run_again=exc)
         done.sort(key=_order_key)
         with FILE_LOCK:
-            items = [self._item_for(rec, d) for d in done]
-        if rec.status is S.DOWNLOADING:
-            self._transition(run, rec.job_key, S.POSTPROCESSING, expect=S.DOWNLOADING,
-                             message=f"{len(done)} file(s) in place")
+            items = [self._item_for(job.job_key, d) for d in done]
+        job.postprocessing(f"{len(done)} file(s) in place")
         if self.post_job_action is not None:
-            items = self._run_post_job_action(items, row, rec.job_key)
+            items = self._run_post_job_action(items, row, job.job_key)
         store = ItemStore(self.output_dir)
         stored = []
         seen: set[str] = set()
@@ -361,28 +356,14 @@ class ExtractionManager(JobManager):
                 refresh_file_metadata(item, self.output_dir, known=done)
             _eo_v1_common_names(item)
             if item.id in seen:
-                raise StacError(f"job {rec.job_key}: two items have the id {item.id!r}")
+                raise StacError(f"job {job.job_key}: two items have the id {item.id!r}")
             seen.add(item.id)
-            stored.append(store.stored_item(item, rec.job_key))
-        path = store.write_job(rec.job_key, rec.backend_job_id, stored)
-        _log.info("job %s: %d item(s) stored in %s", rec.job_key, len(stored), path.name)
-        with run.lock:
-            run.db.update(rec.job_key, output_dir=str(self.output_dir))
+            stored.append(store.stored_item(item, job.job_key))
+        path = store.write_job(job.job_key, job.backend_job_id, stored)
+        _log.info("job %s: %d item(s) stored in %s", job.job_key, len(stored), path.name)
         if type(self).on_job_done is not JobManager.on_job_done:
-            self.on_job_done(self._job_handle(spec, rec), row)
-
-    def _fetch_assets(self, connection: Any, rec: JobRecord) -> list[RemoteAsset]:
-        """The job's results document (following ``item`` links) as assets."""
-        path = f"/jobs/{rec.backend_job_id}/results"
-        document = connection.get(path, expected_status=200).json()
-        session, headers = session_for(connection)
-
-        def fetch(url: str) -> Any:
-            response = session.get(url, headers=headers(url), timeout=60)
-            response.raise_for_status()
-            return response.json()
-
-        return parse_job_results(document, base_url=connection.build_url(path), fetch=fetch)
+            self.on_job_done(job.batch_job, row)
+        return FinishedJobResult(fields={"output_dir": str(self.output_dir)})
 
     def _chooser(self, row: pd.Series, assets: Sequence[RemoteAsset]) -> Callable[[RemoteAsset, Path], Path]:
         """The job's ``choose_path``; user generators are never called concurrently."""
@@ -394,11 +375,11 @@ class ExtractionManager(JobManager):
 
         return serialised
 
-    def _item_for(self, rec: JobRecord, done: DownloadedAsset) -> pystac.Item:
+    def _item_for(self, job_key: str, done: DownloadedAsset) -> pystac.Item:
         meta = read_file_metadata(done.path, checksum=done.checksum)
         return build_item(
             done.asset, meta,
-            item_id=make_item_id(rec.job_key, done.asset.name, done.path),
+            item_id=make_item_id(job_key, done.asset.name, done.path),
             collection_id=self.collection_id,
             asset_key=self.data_asset_key,
         )

@@ -6,7 +6,7 @@ assets for items (:meth:`AssetDefinition.create_asset`) and describes them in a
 collection's ``item_assets`` (:meth:`AssetDefinition.to_item_asset`), e.g. in a
 post-job action::
 
-    from eoextract.extract.assets import AUXILIARY
+    from eoextract.extract import AUXILIARY
 
     item.add_asset("auxiliary", AUXILIARY.create_asset(href=str(label_path)))
 
@@ -22,15 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
-
-__all__ = [
-    "AssetDefinition",
-    "AUXILIARY",
-    "SENTINEL2_L2A",
-    "SENTINEL2_L2A_BANDS",
-    "ITEM_ASSETS",
-    "sentinel2_l2a_definition",
-]
 
 _EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 
@@ -112,22 +103,32 @@ class _DefinedAsset(pystac.Asset):
                 obj.stac_extensions.append(uri)
 
 
+def _band_table(text: str) -> tuple[tuple[str, str | None, float | None, float | None, int], ...]:
+    """Rows of a whitespace-separated band table; ``-`` stands for an unknown value."""
+    rows = []
+    for line in text.strip().splitlines():
+        name, common, center, fwhm, gsd = line.split()
+        rows.append((name, None if common == "-" else common, None if center == "-" else float(center),
+                     None if fwhm == "-" else float(fwhm), int(gsd)))
+    return tuple(rows)
+
+
 #: Sentinel-2 L2A bands: name, common name, centre wavelength and width (µm), gsd (m).
-SENTINEL2_L2A_BANDS: tuple[tuple[str, str | None, float | None, float | None, int], ...] = (
-    ("B01", "coastal", 0.443, 0.027, 60),
-    ("B02", "blue", 0.490, 0.098, 10),
-    ("B03", "green", 0.560, 0.045, 10),
-    ("B04", "red", 0.665, 0.038, 10),
-    ("B05", "rededge", 0.704, 0.019, 20),
-    ("B06", "rededge", 0.740, 0.018, 20),
-    ("B07", "rededge", 0.783, 0.028, 20),
-    ("B08", "nir", 0.842, 0.145, 10),
-    ("B8A", "nir08", 0.865, 0.033, 20),
-    ("B09", "nir09", 0.945, 0.026, 60),
-    ("B11", "swir16", 1.610, 0.143, 20),
-    ("B12", "swir22", 2.190, 0.242, 20),
-    ("SCL", None, None, None, 20),
-)
+SENTINEL2_L2A_BANDS = _band_table("""
+    B01  coastal  0.443  0.027  60
+    B02  blue     0.490  0.098  10
+    B03  green    0.560  0.045  10
+    B04  red      0.665  0.038  10
+    B05  rededge  0.704  0.019  20
+    B06  rededge  0.740  0.018  20
+    B07  rededge  0.783  0.028  20
+    B08  nir      0.842  0.145  10
+    B8A  nir08    0.865  0.033  20
+    B09  nir09    0.945  0.026  60
+    B11  swir16   1.610  0.143  20
+    B12  swir22   2.190  0.242  20
+    SCL  -        -      -      20
+""")
 
 
 def sentinel2_l2a_definition(

@@ -1,7 +1,6 @@
 """Operate on recorded jobs after (or during) a run: retry, cancel, read backend logs.
 
-These are the library functions behind ``eoextract retry``, ``cancel`` and ``logs``. A job's
-backend is reached through the root URL the manager stored in the job database
+A job's backend is reached through the root URL the manager stored in the job database
 (:meth:`~eoextract.jobs.db.JobDatabase.backends`, never with credentials); credentials
 come from the environment or from openeo's own configuration, tried in this order:
 
@@ -32,18 +31,8 @@ from typing import Any
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobError
 from eoextract.jobs.db import JobDatabase, JobRecord
-from eoextract.jobs.retry import classify
+from eoextract.jobs._classify import classify
 from eoextract.jobs.status import ON_BACKEND, TERMINAL, USER_RETRYABLE, JobStatus
-
-__all__ = [
-    "ActionResult",
-    "credential_variables",
-    "connect_backend",
-    "retry_jobs",
-    "cancel_jobs",
-    "job_logs",
-    "cli_manager_id",
-]
 
 _log = logging.getLogger(__name__)
 S = JobStatus
@@ -149,7 +138,7 @@ def connect_backend(
 def classify_to_error(exc: BaseException, backend_name: str, *, job_known: bool = False) -> Exception:
     """``exc`` as an eoextract :class:`~eoextract.errors.BackendError` (one-line message)."""
     from eoextract.errors import EoextractError
-    from eoextract.jobs.retry import to_backend_error
+    from eoextract.jobs._classify import to_backend_error
 
     if isinstance(exc, EoextractError):
         return exc

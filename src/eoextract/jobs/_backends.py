@@ -26,17 +26,7 @@ import openeo
 import requests
 from requests.adapters import HTTPAdapter
 
-from eoextract.jobs.retry import install_retry_after_hook
-
-__all__ = [
-    "BackendSpec",
-    "TagContext",
-    "tag_requests",
-    "make_tag",
-    "add_tag",
-    "find_tag",
-    "find_tagged_jobs",
-]
+from eoextract.jobs._classify import install_retry_after_hook
 
 _log = logging.getLogger(__name__)
 _local = threading.local()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from eoextract._util.utc import format_duration
 from eoextract.jobs.status import ACTIVE, FAILED, TERMINAL, JobStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,26 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from eoextract.jobs.db import JobDatabase
 
-__all__ = ["RunProgress", "format_eta"]
-
 _log = logging.getLogger(__name__)
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 _FAILED = frozenset(s.value for s in FAILED)
 _ACTIVE = frozenset(s.value for s in ACTIVE)
-
-
-def format_eta(seconds: float | None) -> str:
-    """``1h 02m``, ``3m 28s``, ``12s``; ``-`` when unknown."""
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 class RunProgress:
@@ -160,7 +145,7 @@ class RunProgress:
         eta = open_ / rate if rate else None
         rate_text = f"{rate * 60:.1f} jobs/min" if rate else "- jobs/min"
         return (f"{final}/{total} final  done {final - failed}  failed {failed}  open {open_}  "
-                f"{rate_text}  ETA {format_eta(eta if open_ else 0)}")
+                f"{rate_text}  ETA {format_duration(eta if open_ else 0)}")
 
     def renderable(self) -> RenderableType:
         """What the live display shows."""

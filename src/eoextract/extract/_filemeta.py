@@ -4,7 +4,7 @@
 write them: dims ``t, y, x``, one variable per band, a ``crs`` grid-mapping variable
 with ``crs_wkt``/``spatial_ref``) with xarray or a GeoTIFF with rasterio, and returns
 a :class:`FileMetadata`: CRS, grid, footprint in EPSG:4326 (pyproj), time range,
-bands, size and SHA-256. Other files get size, checksum and a media type.
+bands, size and checksum. Other files get size, checksum and a media type.
 """
 
 from __future__ import annotations
@@ -20,20 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pystac import MediaType
 from pystac.extensions.raster import DataType
 
 from eoextract._util.checksum import file_checksum
+from eoextract._util.utc import to_utc
 from eoextract.errors import StacError
-
-__all__ = [
-    "FileMetadata",
-    "read_file_metadata",
-    "to_utc",
-    "NETCDF_MEDIA_TYPE",
-    "GEOTIFF_MEDIA_TYPE",
-]
+from eoextract.jobs._download import AssetDescription
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +45,14 @@ _DATA_TYPES = {d.value for d in DataType}
 
 
 @dataclass(frozen=True)
-class FileMetadata:
-    """What a local file says about itself."""
+class FileMetadata(AssetDescription):
+    """What a local file says about itself.
+
+    Its place, time and bands (:class:`~eoextract.jobs._download.AssetDescription`:
+    ``epsg``, ``shape``, ``bbox_native``, ``bbox_4326``, ``geometry_4326``, ``datetime``,
+    ``start_datetime``, ``end_datetime``, ``bands``) are keyword-only; a time series has
+    ``start_datetime``/``end_datetime``, a single-time file ``datetime``.
+    """
 
     #: The file.
     path: Path
@@ -63,29 +62,10 @@ class FileMetadata:
     checksum: str
     #: Media type guessed from the content (``None`` if unknown).
     media_type: str | None = None
-    #: EPSG code of the CRS, when it has one.
-    epsg: int | None = None
     #: WKT2 of the CRS when it has no EPSG code.
     crs_wkt: str | None = None
-    #: Raster shape ``(rows, cols)``.
-    shape: tuple[int, int] | None = None
     #: Affine transform ``(a, b, c, d, e, f)`` from pixel to CRS coordinates.
     transform: tuple[float, ...] | None = None
-    #: ``(minx, miny, maxx, maxy)`` in the file's CRS.
-    bbox_native: tuple[float, float, float, float] | None = None
-    #: ``(west, south, east, north)`` in EPSG:4326.
-    bbox_4326: tuple[float, float, float, float] | None = None
-    #: Footprint polygon in EPSG:4326 (GeoJSON).
-    geometry_4326: dict[str, Any] | None = None
-    #: Time of a single-time file.
-    datetime: dt.datetime | None = None
-    #: First time step of a time series.
-    start_datetime: dt.datetime | None = None
-    #: Last time step of a time series.
-    end_datetime: dt.datetime | None = None
-    #: One dict per band: ``name``, ``data_type``, ``nodata``, ``scale``, ``offset``,
-    #: ``unit``, ``description`` where known.
-    bands: tuple[dict[str, Any], ...] = ()
     #: Number of time steps (``None`` without a time axis).
     time_steps: int | None = None
 
@@ -106,24 +86,6 @@ def _sniff(path: Path) -> str:
     if suffix in (".tif", ".tiff"):
         return "tiff"
     return "other"
-
-
-def to_utc(value: Any) -> dt.datetime | None:
-    """An aware UTC datetime from a datetime64, Timestamp, cftime date or ISO string;
-    None for NaT or what cannot be read as a time."""
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, np.datetime64):
-        return None  # an undecoded time axis, not a time
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        try:
-            stamp = pd.Timestamp(value.isoformat())
-        except (AttributeError, TypeError, ValueError):
-            return None
-    if stamp is pd.NaT or pd.isna(stamp):
-        return None
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
 
 
 def _data_type(dtype: Any) -> str | None:

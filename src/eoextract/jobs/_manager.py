@@ -6,10 +6,13 @@ with a real job database, a status history, retries with backoff, crash-safe cre
 (tagged descriptions, adoption after a restart) and cheap polling (one job listing per
 backend per cycle).
 
-The run loop (one thread) claims due jobs while a backend has free slots, polls the
-backends, and hands blocking work (creating and starting jobs, downloads, user callbacks)
-to a thread pool. Every status change goes through :meth:`JobDatabase.transition`, under
-one lock, with its history row.
+The run loop (one thread) claims due jobs while a backend has free slots
+(:mod:`~eoextract.jobs._scheduling`), polls the backends (:mod:`~eoextract.jobs._polling`),
+takes over interrupted work (:mod:`~eoextract.jobs._recovery`), and hands blocking work
+(creating and starting jobs, results, user callbacks: :mod:`~eoextract.jobs._tasks`) to a
+thread pool. Tasks hand back :class:`~eoextract.jobs._outcomes.TaskResult` records; only
+the loop writes to the job database, every status change through
+:meth:`JobDatabase.transition` with its history row.
 """
 
 from __future__ import annotations
@@ -21,47 +24,42 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import openeo
 import pandas as pd
 from openeo.rest.job import BatchJob
 
+from eoextract._util.utc import utc_now
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
-from eoextract.jobs.backends import BackendSpec
-from eoextract.jobs.db import JobDatabase
-from eoextract.jobs.retry import Backoff, classify
-from eoextract.jobs.runstate import _is_dead_local_manager, _Run, _utcnow
+from eoextract.jobs._backends import BackendSpec
+from eoextract.jobs._classify import Backoff, classify
+from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
+from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
+from eoextract.jobs._polling import poll
+from eoextract.jobs._recovery import adopt, reconcile, release_dead_managers
+from eoextract.jobs._runstate import _Run
+from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results
+from eoextract.jobs._tasks import call_hook, cancel_job, create_job, finish_job, handle_job_error, start_created
+from eoextract.jobs.db import JobDatabase, JobRecord
+from eoextract.jobs.db import Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
-from eoextract.jobs.steps import JobSteps
 
-__all__ = ["JobManager", "MultiBackendJobManager", "StartJob"]
-
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("eoextract.jobs.manager")
 S = JobStatus
 _UNSET = object()
 _OPEN = frozenset(set(JobStatus) - TERMINAL)
-
-
-class StartJob(Protocol):
-    """``start_job(row, connection, connection_provider=..., provider=...) -> BatchJob | None``.
-
-    Parameters the function does not declare are not passed. Returning ``None`` marks the
-    row ``skipped``; a job that was only created is started by the manager.
-    """
-
-    def __call__(self, *, row: pd.Series, connection: openeo.Connection, **kwargs: Any) -> BatchJob | None: ...
 
 
 def _start_job_default(row: pd.Series, connection: openeo.Connection, **kwargs: Any) -> BatchJob | None:
     raise NotImplementedError("No 'start_job' callable given to run_jobs()")
 
 
-class JobManager(JobSteps):
+class JobManager:
     """Run the jobs of a job database on registered openEO backends.
 
     Args:
@@ -71,7 +69,7 @@ class JobManager(JobSteps):
         cancel_running_job_after: cancel jobs running longer than this many seconds.
         max_attempts: attempts per job for retryable failures (backend errors, lost jobs).
         retry_backoff: seconds before the first retry (doubled each time, capped at 15 min),
-            a :class:`~eoextract.jobs.retry.Backoff`, or ``callable(n) -> seconds``.
+            a :class:`~eoextract.jobs.RetryPolicy`, or ``callable(n) -> seconds``.
         lease_seconds: how long a claimed job stays reserved for this manager.
         max_workers: threads for blocking work (creating jobs, downloads, callbacks).
         manager_id: identifier recorded in the history (default: host, pid and a nonce).
@@ -148,11 +146,11 @@ class JobManager(JobSteps):
 
         Args:
             df: job dataframe; its new rows are added to ``job_db`` (existing keys are kept).
-            start_job: creates (and may start) the job of one row; see :class:`StartJob`.
+            start_job: creates (and may start) the job of one row; see :class:`~eoextract.jobs.StartJob`.
             job_db: a path (``.db``/``.sqlite``, ``.csv``, ``.parquet``), a database URL, or
                 a :class:`~eoextract.jobs.db.JobDatabase`.
             progress: show live progress (slots per backend, counts, rate, ETA) when
-                standard output is a terminal (:class:`~eoextract.jobs.progress.RunProgress`).
+                standard output is a terminal.
 
         Returns:
             openeo-style counters (``"start_job call"``, ``"job finished"``, ...) plus
@@ -171,7 +169,7 @@ class JobManager(JobSteps):
         db = self._open_db(df, job_db)
         run = self._prepare(db, start_job)
         if progress:
-            from eoextract.jobs.progress import RunProgress
+            from eoextract.jobs._progress import RunProgress
 
             run.progress = RunProgress({n: b.parallel_jobs for n, b in self.backends.items()})
         try:
@@ -217,7 +215,7 @@ class JobManager(JobSteps):
 
     # ------------------------------------------------------------------ hooks (openeo's)
     def on_job_done(self, job: BatchJob, row: pd.Series) -> None:
-        """Called (in a worker thread) for a finished job.
+        """Called (in a worker thread) for a finished job, by :meth:`process_finished_job`.
 
         By default downloads its results to ``root_dir/job_<id>/`` (streamed, verified
         against the backend's size and checksum, placed atomically; a rerun skips files
@@ -225,7 +223,7 @@ class JobManager(JobSteps):
         """
         if not self._download_results:
             return
-        from eoextract.jobs.download import download_job_assets, fetch_job_assets
+        from eoextract.jobs._download import download_job_assets, fetch_job_assets
 
         job_dir = self.ensure_job_dir_exists(job.job_id)
         assets, session, headers = fetch_job_assets(job.connection, job.job_id)
@@ -234,6 +232,39 @@ class JobManager(JobSteps):
                             job_key=str(row.name), headers=headers)
         metadata = job.describe()
         self.get_job_metadata_path(job.job_id).write_text(json.dumps(metadata, indent=2))
+
+    def process_finished_job(self, job: FinishedJob) -> FinishedJobResult | None:
+        """Handle the results of a job that finished on its backend, before it is ``finished``.
+
+        Called in a worker thread while the job is ``downloading`` (or ``postprocessing``,
+        when an interrupted run got that far). What it returns is recorded by the run loop:
+        the job becomes ``finished`` with the result's :attr:`~FinishedJobResult.fields`
+        (e.g. ``output_dir``) and history message, or runs again on its backend when the
+        result says so (:attr:`~FinishedJobResult.run_again`).
+
+        By default it calls :meth:`on_job_done` (openeo's hook, which downloads the
+        results) with ``job.batch_job`` and ``job.row``.
+
+        Override it to decide what happens to finished jobs (e.g. place the files where
+        they belong, describe them, run a post-processing step); call
+        ``job.postprocessing()`` once the files are in place, so the job shows
+        ``postprocessing`` meanwhile. Return fields instead of writing to the job database:
+        the loop records them with the status change, in the same transaction.
+
+        Args:
+            job: The finished job: its key, backend, backend job id, row and connection.
+
+        Returns:
+            What to record; ``None`` is the same as ``FinishedJobResult()``.
+
+        Raises:
+            Exception: Any error marks this step of this job only. A retryable one
+                (connection errors, 5xx, a checksum mismatch, a full disk) is tried again
+                after a backoff, up to ``max_attempts`` times; after that, or for any other
+                error (e.g. one raised by user code), the job ends in ``error``.
+        """
+        self.on_job_done(job.batch_job, job.row)
+        return FinishedJobResult()
 
     def on_job_error(self, job: BatchJob, row: pd.Series) -> None:
         """Called for a job that ended in ``error``; writes its error logs by default."""
@@ -283,7 +314,7 @@ class JobManager(JobSteps):
             raise ConfigurationError("start_job must be callable")
 
     def _prepare(self, db: JobDatabase, start_job: Callable[..., Any]) -> _Run:
-        run = _Run(db=db, start_job=start_job)
+        run = _Run(db=db, start_job=start_job, health=BackendHealth(self.backoff))
         slots = sum(b.parallel_jobs for b in self.backends.values())
         workers = self._max_workers or min(32, max(4, slots + 2))
         run.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-task")
@@ -302,26 +333,12 @@ class JobManager(JobSteps):
                 db.update(rec.job_key, backend_name=None)
         # Jobs left in flight by an earlier run: a manager of this host that died (its
         # process is gone) gives up its leases at once; others' leases must expire first.
-        for manager_id in db.lease_holders():
-            if _is_dead_local_manager(manager_id):
-                _log.info("taking over the jobs of manager %s (its process has ended)", manager_id)
-                db.release(manager_id)
+        release_dead_managers(db)
         self._adopt(run)
         return run
 
     def _adopt(self, run: _Run) -> None:
-        """Take over in-flight jobs whose manager stopped renewing its lease."""
-        with run.lock:
-            adopted = run.db.adopt_expired(self.manager_id, now=_utcnow(), lease_seconds=self.lease_seconds,
-                                           backend_names=list(self.backends))
-            for rec in adopted:
-                run.stats["job adopted from another manager"] += 1
-                if rec.status is S.CREATING:
-                    run.unreconciled.setdefault(rec.backend_name or "", set()).add(rec.job_key)
-                elif rec.status is S.CREATED:
-                    run.needs_start.add(rec.job_key)
-                elif rec.status in (S.DOWNLOADING, S.POSTPROCESSING):
-                    run.finish_due[rec.job_key] = 0.0
+        adopt(run, manager_id=self.manager_id, lease_seconds=self.lease_seconds, backend_names=self.backends)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, run: _Run) -> None:
@@ -331,24 +348,27 @@ class JobManager(JobSteps):
         while not run.stop.is_set():
             run.wake.clear()
             try:
+                self._apply(run, run.drain())  # what tasks handed back since the last cycle
                 if run.unreconciled:
-                    with run.lock:
-                        self._reconcile(run)
+                    self._apply(run, reconcile(run, self.backends))
                 if time.monotonic() >= next_poll:
-                    self._poll(run)  # takes the lock only around database access
+                    run.stats["track_statuses"] += 1
+                    self._apply(run, poll(run.db, self.backends, run.health, manager_id=self.manager_id,
+                                          inflight=run.inflight, needs_start=run.needs_start,
+                                          cancel_after=self._cancel_running_job_after,
+                                          results_work=self._has_results_work()))
                     self._adopt(run)  # jobs of managers that stopped renewing their leases
                     next_poll = time.monotonic() + self.poll_sleep
-                with run.lock:
-                    self._resume_finishing(run)
-                    self._launch(run)
-                    if run.progress is not None:
-                        run.progress.tick(run.db)
-                    if time.monotonic() >= next_lease_renewal:
-                        run.db.renew_leases(self.manager_id, now=_utcnow(), lease_seconds=self.lease_seconds)
-                        next_lease_renewal = time.monotonic() + self.lease_seconds / 3
-                    run.stats["run_jobs loop"] += 1
-                    if self._is_done(run):
-                        break
+                self._resume_finishing(run)
+                self._launch(run)
+                if run.progress is not None:
+                    run.progress.tick(run.db)
+                if time.monotonic() >= next_lease_renewal:
+                    run.db.renew_leases(self.manager_id, now=utc_now(), lease_seconds=self.lease_seconds)
+                    next_lease_renewal = time.monotonic() + self.lease_seconds / 3
+                run.stats["run_jobs loop"] += 1
+                if self._is_done(run):
+                    break
                 db_failures = 0
             except JobDatabaseError as exc:
                 db_failures += 1
@@ -363,7 +383,7 @@ class JobManager(JobSteps):
             run.stats["sleep"] += 1
 
     def _is_done(self, run: _Run) -> bool:
-        if run.inflight or run.finish_due:
+        if run.inflight or run.finish_due or run.unapplied:
             return False
         return not run.db.any_with_status(_OPEN)
 
@@ -372,9 +392,10 @@ class JobManager(JobSteps):
         if run.executor is not None:
             run.executor.shutdown(wait=wait, cancel_futures=not wait)
         try:
-            with run.lock:
-                run.db.release(self.manager_id)
-                run.db.flush()
+            if wait:  # record what the tasks that were still running found out
+                self._apply(run, run.drain())
+            run.db.release(self.manager_id)
+            run.db.flush()
         except Exception:  # noqa: BLE001
             _log.exception("could not release leases / flush the job database")
 
@@ -386,41 +407,88 @@ class JobManager(JobSteps):
         summary["duration_s"] = round(time.monotonic() - run.started_at, 3)
         return summary
 
-    def _submit(self, run: _Run, key: str, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn`` in the pool; the job stays in flight (not polled, not relaunched) meanwhile."""
-        with run.lock:
-            run.inflight.add(key)
-
-        def task() -> None:
-            try:
-                fn(*args)
-            except Exception:  # noqa: BLE001 - the job is marked by fn; never kill the pool
-                _log.exception("unexpected error in a task of job %s", key)
-            finally:
-                with run.lock:
-                    run.inflight.discard(key)
-                run.wake.set()
-
-        assert run.executor is not None
-        run.executor.submit(task)
-
-    # ------------------------------------------------------------------ transitions
-    def _transition(self, run: _Run, key: str, new: JobStatus, *, message: str | None = None,
-                    expect: JobStatus | None = None, **fields: Any) -> bool:
-        with run.lock:
-            try:
-                run.db.transition(key, new, message=message, manager_id=self.manager_id,
-                                  expect=expect, **fields)
-                return True
-            except InvalidTransition as exc:
-                _log.warning("job %s: %s", key, exc)
-                return False
-
     def _has_results_work(self) -> bool:
-        """Whether finished jobs go through ``downloading`` (results or a custom ``on_job_done``)."""
+        """Whether finished jobs go through ``downloading`` (results or a custom hook)."""
         cls = type(self)
         return (self._download_results or cls.on_job_done is not JobManager.on_job_done
-                or cls._process_finished_job is not JobManager._process_finished_job)
+                or cls.process_finished_job is not JobManager.process_finished_job)
+
+    # ------------------------------------------------------------------ starting work
+    def _launch(self, run: _Run) -> None:
+        """Claim due jobs while backends have free slots; create each in the pool."""
+        for batch in claim_launches(run.db, self.backends, run.health, manager_id=self.manager_id,
+                                    lease_seconds=self.lease_seconds):
+            changes = [launch.change for launch in batch]
+            outcomes = run.db.transition_many(changes, manager_id=self.manager_id) if changes else []
+            launched = 0
+            for launch, outcome in zip(batch, outcomes):
+                if isinstance(outcome, InvalidTransition):
+                    _log.warning("job %s: %s", launch.change.job_key, outcome)
+                    continue
+                launched += 1
+                self._submit(run, launch.change.job_key, create_job, self, run.start_job, launch.record,
+                             launch.backend, launch.tag)
+            run.stats["job launch"] += launched
+            run.stats["job create attempts"] += launched
+
+    def _resume_finishing(self, run: _Run) -> None:
+        """(Re)submit due jobs left in ``downloading``/``postprocessing`` (retries, restarts)."""
+        for key in due_for_results(run.finish_due, run.inflight):
+            rec = run.db.get(key)
+            spec = self.backends.get(rec.backend_name or "")
+            if rec.status in (S.DOWNLOADING, S.POSTPROCESSING) and spec is not None:
+                self._finish(run, rec, spec)
+
+    def _finish(self, run: _Run, rec: JobRecord, spec: BackendSpec) -> None:
+        key = rec.job_key
+
+        def report(change: Transition) -> None:
+            run.results.put(TaskResult(key, (change,)))
+            run.wake.set()
+
+        job = FinishedJob(job_key=key, backend_name=spec.name, backend_job_id=rec.backend_job_id,
+                          status=rec.status, row=rec.as_series(), connect=spec.connection, report=report)
+        self._submit(run, key, finish_job, self, job)
+
+    def _follow(self, run: _Run, result: TaskResult) -> None:
+        """Hand the work that follows a result (:attr:`TaskResult.then`) to the pool."""
+        rec = result.record
+        spec = self.backends[rec.backend_name]
+        if result.then is FollowUp.FINISH:
+            self._finish(run, run.db.get(rec.job_key), spec)
+        elif result.then is FollowUp.START:
+            self._submit(run, rec.job_key, start_created, rec, spec)
+        elif result.then is FollowUp.JOB_ERROR:
+            self._submit(run, rec.job_key, handle_job_error, self, rec, spec)
+        elif result.then is FollowUp.CANCEL:
+            self._submit(run, rec.job_key, cancel_job, rec, spec)
+        elif result.then is FollowUp.CANCELED:
+            self._submit(run, rec.job_key, call_hook, rec, spec, self.on_job_cancel)
+
+    def _submit(self, run: _Run, key: str, task: Callable[..., TaskResult], *args: Any) -> None:
+        """Run ``task`` in the pool; the job stays in flight (not polled, not relaunched)
+        until the loop applied its result."""
+        if run.stop.is_set():
+            return  # stopping: the next run takes the job up where it is
+        run.inflight.add(key)
+
+        def work() -> None:
+            try:
+                result = task(*args)
+            except Exception:  # noqa: BLE001 - never kill the pool; the job stays as it is
+                _log.exception("unexpected error in a task of job %s", key)
+                result = TaskResult(key, task_done=True)
+            run.results.put(result)
+            run.wake.set()
+
+        assert run.executor is not None
+        run.executor.submit(work)
+
+    # ------------------------------------------------------------------ applying results
+    def _apply(self, run: _Run, results: Iterable[TaskResult]) -> None:
+        ResultApplier(run, manager_id=self.manager_id, max_attempts=self.max_attempts, backoff=self.backoff,
+                      follow=lambda result: self._follow(run, result)).apply(results)
+
 
 #: openeo's name, for scripts that port with an import change.
 MultiBackendJobManager = JobManager

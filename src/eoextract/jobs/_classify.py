@@ -29,17 +29,6 @@ from eoextract.errors import (
     UnsafeAssetPath,
 )
 
-__all__ = [
-    "ErrorInfo",
-    "classify",
-    "to_backend_error",
-    "Backoff",
-    "ErrorClass",
-    "RetryPolicy",
-    "install_retry_after_hook",
-    "last_retry_after",
-]
-
 _log = logging.getLogger(__name__)
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _local = threading.local()

@@ -1,0 +1,32 @@
+"""Names of a package imported on first use: the ``__getattr__``/``__dir__`` pair of a
+package ``__init__`` that re-exports names of its modules lazily."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
+
+
+def lazy_exports(package: str, exports: Mapping[str, str], namespace: MutableMapping[str, Any]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for a package whose names live in other modules.
+
+    Args:
+        package: The package's name, for error messages.
+        exports: Public name -> module it is imported from.
+        namespace: The package's ``globals()``; a name is kept there once imported.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

@@ -1,0 +1,146 @@
+"""Following jobs on their backends: one job listing per backend per poll, and what each
+raw backend status means for the job.
+
+:func:`poll` asks every backend that is not paused for the status of the jobs this manager
+holds there (``GET /jobs``; ``GET /jobs/{id}`` only for jobs the listing lacks);
+:func:`follow_status` turns one job's raw status into the change of its status and the
+work that follows (download its results, call a hook, start it, cancel it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container, Mapping
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from eoextract._util.utc import parse_utc, utc_now
+from eoextract.jobs._backends import BackendSpec
+from eoextract.jobs._classify import classify
+from eoextract.jobs._outcomes import Failure, FollowUp, TaskResult, Update
+from eoextract.jobs._scheduling import BackendHealth
+from eoextract.jobs.db import JobDatabase, JobRecord
+from eoextract.jobs.db import Transition
+from eoextract.jobs.status import ON_BACKEND, JobStatus
+
+_log = logging.getLogger("eoextract.jobs.manager")
+S = JobStatus
+
+
+def poll(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *, manager_id: str,
+         inflight: Container[str], needs_start: Container[str], cancel_after: timedelta | None,
+         results_work: bool) -> list[TaskResult]:
+    """Poll every backend that is not paused for the jobs this manager holds on it.
+
+    Jobs with a task in flight are left alone. ``cancel_after`` is how long a job may run
+    before it is canceled; ``results_work`` says whether finished jobs go through
+    ``downloading`` (else straight to ``finished``).
+    """
+    results: list[TaskResult] = []
+    for name, spec in backends.items():
+        if health.paused(name):
+            continue
+        records = [r for r in db.jobs(ON_BACKEND, backend_name=name)
+                   if r.job_key not in inflight and r.backend_job_id
+                   and r.fields.get("claimed_by") == manager_id]
+        if not records:
+            continue
+        try:
+            listed = spec.poll_statuses(r.backend_job_id for r in records)
+        except Exception as exc:  # noqa: BLE001
+            info = classify(exc)
+            _log.warning("polling backend %r failed: %s", name, info.message)
+            results.append(TaskResult(backend=name, backend_error=info))
+            continue
+        results.append(TaskResult(counts=("job listing",), backend=name, backend_ok=True))
+        for rec in records:
+            item = listed.get(rec.backend_job_id)
+            counts: tuple[str, ...] = ()
+            if item is None:
+                try:
+                    item = spec.connection().job(rec.backend_job_id).describe()
+                    counts = ("job describe",)
+                except Exception as exc:  # noqa: BLE001
+                    info = classify(exc, job_known=True)
+                    if info.lost:
+                        failure = Failure(rec.job_key, info, "run", rec.backend_job_id)
+                        results.append(TaskResult(rec.job_key, (failure,), counts=("job lost",)))
+                    else:
+                        results.append(TaskResult(backend=name, backend_error=info))
+                    continue
+            result = follow_status(rec, item, needs_start=rec.job_key in needs_start,
+                                   cancel_after=cancel_after, results_work=results_work)
+            results.append(replace(result, counts=counts + result.counts) if counts else result)
+    return results
+
+
+def usage_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``cpu``/``memory``/``duration``/``costs`` columns from a job's metadata."""
+    fields: dict[str, Any] = {}
+    usage = item.get("usage") or {}
+    for key in ("cpu", "memory", "duration"):
+        value = usage.get(key)
+        if isinstance(value, dict):
+            fields[key] = f"{value.get('value', '')} {value.get('unit', '')}".strip()
+    if item.get("costs") is not None:
+        fields["costs"] = item["costs"]
+    return fields
+
+
+def follow_status(rec: JobRecord, item: Mapping[str, Any], *, needs_start: bool,
+                  cancel_after: timedelta | None, results_work: bool) -> TaskResult:
+    """What one job's raw backend status (``item["status"]``) means for the job.
+
+    Args:
+        rec: The job as recorded.
+        item: The job's metadata from the backend (listing item or description).
+        needs_start: The job was created but its start is still to be asked for.
+        cancel_after: How long a job may run before it is canceled (None: no limit).
+        results_work: Finished jobs go through ``downloading`` (else straight to ``finished``).
+    """
+    raw = str(item.get("status"))
+    key = rec.job_key
+    changed_raw = raw != rec.fields.get("backend_status")
+    raw_update = (Update(key, {"backend_status": raw}),) if changed_raw else ()
+    waiting = None if raw == "created" else False  # any other status: the start happened
+    if raw == "created":
+        if needs_start:
+            return TaskResult(key, then=FollowUp.START, record=rec)
+        return TaskResult(key, raw_update)
+    if raw == "queued":
+        if rec.status is S.CREATED:
+            raw_update = (Transition(key, S.QUEUED, expect=rec.status, fields={"backend_status": raw}),)
+        return TaskResult(key, raw_update, needs_start=waiting)
+    if raw == "running":
+        if rec.status in (S.CREATED, S.QUEUED):
+            change = Transition(key, S.RUNNING, expect=rec.status,
+                                fields={"backend_status": raw, "running_start_time": utc_now()})
+            return TaskResult(key, (change,), counts=("job started running",), needs_start=waiting)
+        if changed_raw or cancel_after is None:
+            return TaskResult(key, raw_update, needs_start=waiting)
+        started = parse_utc(rec.fields.get("running_start_time"))
+        if started is not None and utc_now() - started > cancel_after:
+            return TaskResult(key, counts=("job cancel requested",), needs_start=waiting,
+                              then=FollowUp.CANCEL, record=rec)
+        return TaskResult(key, needs_start=waiting)
+    if raw == "finished":
+        fields = {"backend_status": raw, "end_time": utc_now(), **usage_fields(item)}
+        if not results_work:
+            change = Transition(key, S.FINISHED, expect=rec.status, fields=fields,
+                                message="done (results not downloaded)")
+            return TaskResult(key, (change,), counts=("job finished",), needs_start=waiting)
+        change = Transition(key, S.DOWNLOADING, expect=rec.status, fields=fields)
+        return TaskResult(key, (change,), counts=("job finished",), needs_start=waiting,
+                          then=FollowUp.FINISH, record=rec)
+    if raw == "error":
+        update = Update(key, {"backend_status": raw, **usage_fields(item)})
+        return TaskResult(key, (update,), counts=("job failed",), needs_start=waiting,
+                          then=FollowUp.JOB_ERROR, record=rec)
+    if raw == "canceled":
+        change = Transition(key, S.CANCELED, expect=rec.status, message="canceled on the backend",
+                            fields={"backend_status": raw, "end_time": utc_now()})
+        return TaskResult(key, (change,), counts=("job canceled",), needs_start=waiting,
+                          then=FollowUp.CANCELED, record=rec)
+    _log.warning("job %s: unknown backend status %r", key, raw)
+    return TaskResult(key, needs_start=waiting)

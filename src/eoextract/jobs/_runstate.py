@@ -1,0 +1,62 @@
+"""State of one run of the job manager: what the run loop keeps between its cycles.
+
+Only the loop's thread reads or changes it. Tasks running in the worker pool get plain
+data and hand back :class:`~eoextract.jobs._outcomes.TaskResult` records through
+:attr:`_Run.results`; the loop applies them.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eoextract.jobs._scheduling import BackendHealth
+from eoextract.jobs.db import JobDatabase
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eoextract.jobs._outcomes import TaskResult
+
+
+@dataclass
+class _Run:
+    """State of one ``run_jobs`` execution."""
+
+    db: JobDatabase
+    start_job: Callable[..., Any]
+    health: BackendHealth
+    stats: collections.defaultdict = field(default_factory=lambda: collections.defaultdict(int))
+    #: Set by a task that handed back a result, or to stop: the loop wakes up.
+    wake: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: Results of tasks (and progress reports of running tasks), in the order they came.
+    results: queue.SimpleQueue[TaskResult] = field(default_factory=queue.SimpleQueue)
+    #: Results handed back but not applied yet (the job database failed): applied first.
+    unapplied: list[TaskResult] = field(default_factory=list)
+    #: Jobs with a task in the worker pool: not polled, not launched, not resumed meanwhile.
+    inflight: set[str] = field(default_factory=set)
+    #: Jobs created on their backend whose start is still to be asked for.
+    needs_start: set[str] = field(default_factory=set)
+    #: Jobs left in ``creating`` by an interrupted run, per backend name: to look up by tag.
+    unreconciled: dict[str, set[str]] = field(default_factory=dict)
+    #: Failed attempts at handling each finished job's results.
+    finish_failures: collections.Counter = field(default_factory=collections.Counter)
+    #: Jobs whose results are to be (re)processed: key -> monotonic time when due.
+    finish_due: dict[str, float] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
+    executor: ThreadPoolExecutor | None = None
+    progress: Any = None  # a RunProgress when run_jobs(progress=True)
+
+    def drain(self) -> list[TaskResult]:
+        """The results handed back since the last call, oldest first."""
+        results, self.unapplied = self.unapplied, []
+        while True:
+            try:
+                results.append(self.results.get_nowait())
+            except queue.Empty:
+                return results

@@ -1,0 +1,149 @@
+"""Which jobs run when: claims per backend and free slot, retries after failures, backends
+paused after repeated failures, finished jobs whose results are due for (re)processing."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Container, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from eoextract._util.retry import RetryPolicy
+from eoextract._util.utc import utc_now
+from eoextract.jobs._backends import BackendSpec, make_tag
+from eoextract.jobs._classify import ErrorInfo
+from eoextract.jobs.db import JobDatabase, JobRecord
+from eoextract.jobs.db import Transition
+from eoextract.jobs.status import JobStatus
+
+_log = logging.getLogger("eoextract.jobs.manager")
+S = JobStatus
+
+#: A backend is paused after this many retryable failures in a row.
+PAUSE_AFTER_FAILURES = 3
+
+
+class BackendHealth:
+    """Consecutive retryable failures per backend, and the pauses they cause, so that a
+    failing backend is not hammered.
+
+    Args:
+        backoff: The pause after the n-th failure beyond :data:`PAUSE_AFTER_FAILURES` - 1
+            is ``backoff.delay(n)`` (a server's ``Retry-After`` honoured).
+    """
+
+    def __init__(self, backoff: RetryPolicy) -> None:
+        self.backoff = backoff
+        self.failures: collections.Counter[str] = collections.Counter()
+        self.paused_until: dict[str, float] = {}
+
+    def failed(self, name: str, info: ErrorInfo) -> bool:
+        """Count a failure of backend ``name``; True when it pauses the backend."""
+        if not info.retryable or info.lost:
+            return False
+        self.failures[name] += 1
+        n = self.failures[name]
+        if n >= PAUSE_AFTER_FAILURES:
+            delay = self.backoff.delay(n - PAUSE_AFTER_FAILURES + 1, info.retry_after)
+            self.paused_until[name] = time.monotonic() + delay
+            _log.warning("backend %r failed %d times in a row; pausing it for %.0f s", name, n, delay)
+            return True
+        if info.retry_after:
+            self.paused_until[name] = time.monotonic() + info.retry_after
+        return False
+
+    def ok(self, name: str) -> None:
+        """Backend ``name`` answered: its failures start over."""
+        self.failures.pop(name, None)
+
+    def paused(self, name: str) -> bool:
+        """Whether backend ``name`` is to be left alone for now."""
+        return self.paused_until.get(name, 0.0) > time.monotonic()
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A claimed job to create on a backend: its record as claimed and its ``creating`` change."""
+
+    record: JobRecord
+    backend: BackendSpec
+    change: Transition
+
+    @property
+    def tag(self) -> str:
+        """The creation tag carried in the backend job's description."""
+        return self.change.fields["create_tag"]
+
+
+def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *,
+                   manager_id: str, lease_seconds: float) -> Iterator[list[Launch]]:
+    """Claim due jobs for every backend that is not paused, up to its free slots.
+
+    Yields:
+        Per backend with free slots, the launches to apply together (one batch of
+        transitions); the next backend's jobs are claimed once the caller applied them.
+    """
+    active = db.active_counts()
+    for name, spec in backends.items():
+        if health.paused(name):
+            continue
+        free = spec.parallel_jobs - active.get(name, 0)
+        if free <= 0:
+            continue
+        # max_active: the slot cap holds atomically across all managers of the database
+        records = db.claim(free, manager_id=manager_id, now=utc_now(), lease_seconds=lease_seconds,
+                           backend_name=name, max_active=spec.parallel_jobs)
+        batch = []
+        for rec in records:
+            attempt = rec.attempt + 1
+            tag = make_tag(rec.job_key, attempt, uuid.uuid4().hex[:10])
+            change = Transition(rec.job_key, S.CREATING, expect=S.NOT_STARTED,
+                                message=f"attempt {attempt} on {name}",
+                                fields=dict(backend_name=name, attempt=attempt, create_tag=tag, id=None,
+                                            backend_status=None, next_attempt_at=None, start_time=utc_now()))
+            batch.append(Launch(rec, spec, change))
+        yield batch
+
+
+def after_failure(current: JobRecord, info: ErrorInfo, *, stage: str, backend_job_id: str | None,
+                  max_attempts: int, backoff: RetryPolicy) -> tuple[Transition, str]:
+    """The change a failure leads to: back to ``not_started`` after a backoff (retryable,
+    attempts left) or the final status; and the run statistic it counts.
+
+    Args:
+        current: The job as it is now (its attempt number).
+        info: The failure.
+        stage: ``"start"`` (a final failure is ``start_failed``), ``"run"`` or ``"results"``.
+        backend_job_id: The backend job that failed, kept in the history message.
+        max_attempts: Attempts per job.
+        backoff: Delay before the next attempt.
+    """
+    msg = f"{stage}: {info.message}"
+    if backend_job_id:
+        msg += f" (backend job {backend_job_id})"
+    attempt = current.attempt
+    if info.retryable and attempt < max_attempts:
+        delay = backoff.delay(max(1, attempt), info.retry_after)
+        return Transition(current.job_key, S.NOT_STARTED, message=msg + f"; retry in {delay:.0f} s", fields=dict(
+            error_class=info.error_class, error_message=info.message, id=None,
+            next_attempt_at=utc_now() + timedelta(seconds=delay), claimed_by=None, lease_until=None,
+        )), f"{stage} retry"
+    final = S.START_FAILED if stage == "start" else S.ERROR
+    return Transition(current.job_key, final, message=msg, fields=dict(
+        error_class=info.error_class, error_message=info.message, end_time=utc_now(),
+        claimed_by=None, lease_until=None,
+    )), f"{stage} error"
+
+
+def due_for_results(finish_due: dict[str, float], inflight: Container[str]) -> list[str]:
+    """Jobs whose results are due for (re)processing now; they are taken off ``finish_due``."""
+    if not finish_due:
+        return []
+    now = time.monotonic()
+    due = [key for key, when in finish_due.items() if key not in inflight and when <= now]
+    for key in due:
+        del finish_due[key]
+    return due

@@ -1,0 +1,174 @@
+"""The tasks of a job's life that block on a backend or on user code, run in the worker pool:
+create (and start) a job, start a created one, handle a finished job's results, handle a
+failed or canceled one, cancel one.
+
+Each task gets plain data (the job's record, its backend) and returns a
+:class:`~eoextract.jobs._outcomes.TaskResult` for the run loop to apply; none writes to
+the job database or touches the run's state.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from openeo.rest.job import BatchJob
+
+from eoextract._util.retry import ErrorClass
+from eoextract.jobs._backends import BackendSpec, tag_requests
+from eoextract.jobs._classify import ErrorInfo, classify
+from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
+from eoextract.jobs._outcomes import Failure, ResultsFailure, TaskResult, Update
+from eoextract.jobs.db import UPDATABLE_FIELDS, JobRecord
+from eoextract.jobs.db import Transition
+from eoextract.jobs.status import JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eoextract.jobs._manager import JobManager
+
+_log = logging.getLogger("eoextract.jobs.manager")
+S = JobStatus
+
+
+def _call_with_accepted(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call ``fn`` with the keyword arguments it declares (all of them if it takes ``**kw``)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(**kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return fn(**kwargs)
+    return fn(**{k: v for k, v in kwargs.items() if k in params})
+
+
+def _failed(key: str, info: ErrorInfo, *, stage: str, backend: str | None = None,
+            backend_job_id: str | None = None, counts: tuple[str, ...] = ()) -> TaskResult:
+    """A failed step; ``backend`` names a backend whose failure it counts."""
+    return TaskResult(key, (Failure(key, info, stage, backend_job_id),), counts=counts, backend=backend,
+                      backend_error=info if backend else None, task_done=True)
+
+
+def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecord, spec: BackendSpec,
+               tag: str) -> TaskResult:
+    """Call the user's ``start_job`` with creation tagging, then start the job it made."""
+    key = rec.job_key
+    row = rec.as_series()
+    row["backend_name"] = spec.name
+    counts = ("start_job call",)
+    with tag_requests(tag) as ctx:
+        try:
+            connection = spec.connection()
+            job = _call_with_accepted(start_job, row=row, connection=connection,
+                                      connection_provider=manager._get_connection, provider=spec.name)
+        except Exception as exc:  # noqa: BLE001 - user code or backend; marks this job only
+            info = classify(exc)
+            _log.warning("job %s: start_job failed: %s", key, info.message)
+            return _failed(key, info, stage="start", backend=spec.name, counts=counts,
+                           backend_job_id=ctx.created[-1] if ctx.created else None)
+        if job is None:
+            change = Transition(key, S.SKIPPED, message="start_job returned None",
+                                fields=dict(claimed_by=None, lease_until=None))
+            return TaskResult(key, (change,), counts=(*counts, "start_job skipped"), task_done=True)
+        if not isinstance(job, BatchJob):
+            info = ErrorInfo(ErrorClass.user_code(TypeError),
+                             f"start_job returned {type(job).__name__}, expected BatchJob or None", False)
+            return _failed(key, info, stage="start", counts=counts)
+        job_id = job.job_id
+        if job_id not in ctx.started:
+            try:
+                job.start()
+                counts += ("job start",)
+            except Exception as exc:  # noqa: BLE001
+                info = classify(exc, job_known=True)
+                _log.warning("job %s: starting backend job %s failed: %s", key, job_id, info.message)
+                if info.retryable and not info.lost:
+                    # Keep the created job and start it later instead of creating another.
+                    change = Transition(key, S.CREATED, message=f"created; start failed: {info.message}",
+                                        fields=dict(id=job_id, backend_status="created"))
+                    return TaskResult(key, (change,), counts=counts, backend=spec.name, backend_error=info,
+                                      needs_start=True, task_done=True)
+                return _failed(key, info, stage="start", backend=spec.name, backend_job_id=job_id,
+                               counts=counts)
+    change = Transition(key, S.QUEUED, message=f"backend job {job_id}", expect=S.CREATING,
+                        fields=dict(id=job_id))
+    return TaskResult(key, (change,), counts=counts, backend=spec.name, backend_ok=True, task_done=True)
+
+
+def start_created(rec: JobRecord, spec: BackendSpec) -> TaskResult:
+    """Start a job that was created but not started (an earlier start failed)."""
+    key = rec.job_key
+    try:
+        spec.connection().job(rec.backend_job_id).start()
+    except Exception as exc:  # noqa: BLE001
+        info = classify(exc, job_known=True)
+        if not info.retryable or info.lost:
+            return _failed(key, info, stage="start", backend=spec.name, backend_job_id=rec.backend_job_id)
+        # still waiting for its start: tried again at the next poll
+        return TaskResult(key, backend=spec.name, backend_error=info, task_done=True)
+    change = Transition(key, S.QUEUED, message="started", expect=S.CREATED)
+    return TaskResult(key, (change,), needs_start=False, task_done=True)
+
+
+def finish_job(manager: JobManager, job: FinishedJob) -> TaskResult:
+    """Handle a finished job's results (:meth:`JobManager.process_finished_job`), then
+    ``finished``; a failure is for the loop to weigh (retry later, run again, error)."""
+    key = job.job_key
+    try:
+        outcome = manager.process_finished_job(job) or FinishedJobResult()
+        if not isinstance(outcome, FinishedJobResult):
+            raise TypeError(f"process_finished_job returned {type(outcome).__name__}, "
+                            "expected FinishedJobResult or None")
+        unknown = set(outcome.fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"process_finished_job returned fields that are no managed columns: "
+                             f"{sorted(unknown)}")
+    except Exception as exc:  # noqa: BLE001 - this job only
+        failure = ResultsFailure(key, classify(exc), False, job.backend_job_id)
+        return TaskResult(key, (failure,), task_done=True)
+    if outcome.run_again is not None:
+        failure = ResultsFailure(key, classify(outcome.run_again), True, job.backend_job_id)
+        return TaskResult(key, (failure,), task_done=True)
+    change = Transition(key, S.FINISHED, message=outcome.message,
+                        fields={**outcome.fields, "claimed_by": None, "lease_until": None})
+    return TaskResult(key, (change,), task_done=True, results_done=True)
+
+
+def handle_job_error(manager: JobManager, rec: JobRecord, spec: BackendSpec) -> TaskResult:
+    """A job ended in ``error`` on its backend: ``on_job_error``, then retry or ``error``."""
+    message = "job failed on the backend"
+    try:
+        logs = spec.connection().job(rec.backend_job_id).logs(level="error")
+        if len(logs) > 0:
+            first = logs[0]
+            message = str(first.get("message", first) if isinstance(first, dict) else first)
+    except Exception:  # noqa: BLE001 - logs are best effort
+        pass
+    hook = call_hook(rec, spec, manager.on_job_error)
+    info = ErrorInfo(ErrorClass.JOB_FAILED, " ".join(message.split())[:500], True)
+    return TaskResult(rec.job_key, (*hook.effects, Failure(rec.job_key, info, "run", rec.backend_job_id)),
+                      task_done=True)
+
+
+def call_hook(rec: JobRecord, spec: BackendSpec, hook: Callable[[BatchJob, pd.Series], None]) -> TaskResult:
+    """Call one of openeo's hooks (``on_job_error``, ``on_job_cancel``); an exception it
+    raises is recorded on the job and never stops the run."""
+    try:
+        hook(spec.connection().job(rec.backend_job_id), rec.as_series())
+    except Exception as exc:  # noqa: BLE001 - a failing callback never stops the run
+        info = classify(exc)
+        _log.warning("job %s: %s raised: %s", rec.job_key, getattr(hook, "__name__", "hook"), info.message)
+        fields = dict(error_class=info.error_class, error_message=info.message)
+        return TaskResult(rec.job_key, (Update(rec.job_key, fields),), task_done=True)
+    return TaskResult(rec.job_key, task_done=True)
+
+
+def cancel_job(rec: JobRecord, spec: BackendSpec) -> TaskResult:
+    """Ask the backend to cancel a job (its status follows at a later poll)."""
+    try:
+        spec.connection().job(rec.backend_job_id).stop()
+    except Exception as exc:  # noqa: BLE001
+        _log.warning("job %s: cancel failed: %s", rec.job_key, classify(exc).message)
+    return TaskResult(rec.job_key, task_done=True)
