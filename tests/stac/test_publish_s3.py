@@ -217,6 +217,7 @@ def test_local_file_differing_from_its_item_is_not_published(tmp_path, bucket, e
     assert not result.ok
     assert any("checksum" in e and "job-001_000" in e for e in result.errors)
     assert "job-001_000" not in result.published_items
+    assert result.failed_items == ["job-001_000"]
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
     # its valid sibling asset may be there, but neither the bad file nor the item
     assert not [k for k in keys if "job-001_000" in k and not k.endswith("label.json")]
