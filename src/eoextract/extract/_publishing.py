@@ -20,7 +20,7 @@ from eoextract.extract._store import ItemStore
 from eoextract.stac.publish import PublishResult, find_root, publish
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.jobs.db.base import JobDatabase
+    from eoextract.jobs.db import JobDatabase
 
 _log = logging.getLogger(__name__)
 
