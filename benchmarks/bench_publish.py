@@ -239,7 +239,7 @@ def bench_pgstac(n: int, api_n: int) -> None:
     from pypgstac.load import Loader, Methods
 
     from eoextract.stac.publish import load_into_pgstac
-    from eoextract.stac.publish_api import api_documents
+    from eoextract.stac.publish._walk import api_documents
 
     print(f"pgstac: {n} items, Debian PostgreSQL + PostGIS on 127.0.0.1")
     tmp = Path(tempfile.mkdtemp(prefix="bench-pgstac-"))

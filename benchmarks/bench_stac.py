@@ -177,7 +177,7 @@ def peak_rss_mib() -> float:
 
 
 def child_build(n: int, root: Path) -> dict:
-    import eoextract.stac.validate  # noqa: F401 - same imports as a real run
+    import eoextract.stac._validate_schemas  # noqa: F401 - same imports as a real run
     from eoextract.stac import build_collection
 
     base_rss = peak_rss_mib()

@@ -13,7 +13,7 @@ from pyproj import CRS
 from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata
 from eoextract.extract._placement import OutputPathGenerator
 from eoextract.jobs._download import download_job_assets, parse_job_results, session_for
-from eoextract.stac.validate import validate_dict
+from eoextract.stac import validate_dict
 
 
 def _square(lon: float, lat: float, half: float = 0.0009) -> dict:

@@ -25,7 +25,7 @@ from eoextract.extract._stac_item import (
     refresh_file_metadata,
 )
 from eoextract.jobs._download import RemoteAsset
-from eoextract.stac.validate import validate_dict
+from eoextract.stac import validate_dict
 
 X0, Y0, RES, N = 600000.0, 5690640.0, 10.0, 64
 UTM = CRS.from_epsg(32631)

@@ -791,7 +791,7 @@ def test_end_to_end_item_document(server, session, tmp_path):
 
 
 def test_fresh_file_times_are_not_trusted(tmp_path):
-    from eoextract.jobs._download._records import _Manifest
+    from eoextract.jobs._download._download_records import _Manifest
 
     manifest = _Manifest(tmp_path, "job")
     path = tmp_path / "f.nc"

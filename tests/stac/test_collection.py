@@ -20,10 +20,10 @@ from eoextract.stac import (
     build_collection,
     extend_collection,
     iter_catalog_items,
+    layout_key,
     validate,
     validate_catalog,
 )
-from eoextract.stac.layout import layout_key
 
 
 def _tree(root: Path) -> dict[str, bytes]:

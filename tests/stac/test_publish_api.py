@@ -25,8 +25,13 @@ from publish_fixtures import (  # noqa: E402
     write_job_items,
 )
 
-from eoextract.stac.publish import PublishError, walk_catalog  # noqa: E402
-from eoextract.stac.publish_api import load_into_pgstac, publish_to_stac_api  # noqa: E402
+from eoextract.extract import publish_catalogue  # noqa: E402
+from eoextract.stac.publish import (  # noqa: E402
+    PublishError,
+    load_into_pgstac,
+    publish_to_stac_api,
+    walk_catalog,
+)
 
 pytestmark = pytest.mark.pg
 
@@ -80,8 +85,8 @@ def test_bulk_upsert_into_stac_api(tmp_path, api):
     root = make_output(out, n_jobs=3, items_per_job=4, collection_id=cid)
     db_path = tmp_path / "jobs.db"
     _job_db(db_path, ["job-000", "job-001", "job-002"]).close()
-    result = publish_to_stac_api(root, api, batch_size=5, job_db=str(db_path),
-                                 asset_base_url="https://data.example.org/out")
+    result = publish_catalogue(root, api, batch_size=5, job_db=str(db_path),
+                               asset_base_url="https://data.example.org/out")
     assert result.ok, result.errors
     assert result.n_items == 12 and result.n_written == 13
     assert sorted(result.jobs_marked) == ["job-000", "job-001", "job-002"]
@@ -104,7 +109,7 @@ def test_bulk_upsert_into_stac_api(tmp_path, api):
     from eoextract.extract import build_catalogue
 
     build_catalogue(out, collection_id=cid, description="Test extraction v2", validate=False)
-    again = publish_to_stac_api(root, api, batch_size=500, job_db=str(db_path))
+    again = publish_catalogue(root, api, batch_size=500, job_db=str(db_path))
     assert again.ok and again.jobs_marked == []  # first publication time is kept
     published = _items(api, cid)
     assert len(published) == 12
@@ -175,7 +180,7 @@ def test_load_into_pgstac(tmp_path, api, pgstac_dsn, caplog):
     root = make_output(out, n_jobs=4, items_per_job=5, collection_id=cid)
     db_path = tmp_path / "jobs.db"
     _job_db(db_path, [f"job-{j:03d}" for j in range(4)]).close()
-    result = load_into_pgstac(out, pgstac_dsn, job_db=str(db_path))
+    result = publish_catalogue(out, pgstac_dsn, job_db=str(db_path))
     assert result.n_items == 20 and len(result.jobs_marked) == 4
     published, local = _items(api, cid), _local_items(root)
     assert published.keys() == local.keys()

@@ -11,8 +11,11 @@ pytest.importorskip("stac_geoparquet")
 
 from publish_fixtures import make_output  # noqa: E402
 
-from eoextract.stac.geoparquet import export_geoparquet, read_geoparquet_items  # noqa: E402
-from eoextract.stac.publish import walk_catalog  # noqa: E402
+from eoextract.stac.publish import (  # noqa: E402
+    export_geoparquet,
+    read_geoparquet_items,
+    walk_catalog,
+)
 
 
 def _known_differences(item: dict) -> dict:

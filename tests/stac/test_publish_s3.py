@@ -31,18 +31,17 @@ from publish_fixtures import (  # noqa: E402
 )
 
 from eoextract.errors import ConfigurationError  # noqa: E402
+from eoextract.extract import ItemStore, publish_catalogue  # noqa: E402
 from eoextract.stac import validate_catalog  # noqa: E402
-from eoextract.stac.publish import PublishError, job_keys_by_item  # noqa: E402
-from eoextract.stac.publish_manifest import manifest_path  # noqa: E402
-from eoextract.stac.publish_s3 import (  # noqa: E402
+from eoextract.stac.publish import (  # noqa: E402
     ObstoreWriter,
-    S3Credentials,
-    S3Target,
+    PublishError,
     publish_to_s3,
     publish_to_store,
-    s3_store,
 )
-from eoextract.stac.publish_upload import digest_bytes  # noqa: E402
+from eoextract.stac.publish._s3 import S3Credentials, S3Target, s3_store  # noqa: E402
+from eoextract.stac.publish._upload_manifest import manifest_path  # noqa: E402
+from eoextract.stac.publish._uploader import digest_bytes  # noqa: E402
 
 KEYS = {"access_key_id": "testing", "secret_access_key": "testing"}
 
@@ -68,6 +67,11 @@ def client(endpoint):
 def _publish(root, bucket, endpoint, prefix="run1", **kw):
     return publish_to_s3(root, f"s3://{bucket}/{prefix}", endpoint_url=endpoint,
                          **{**KEYS, **kw})
+
+
+def _publish_and_mark(root, bucket, endpoint, job_db, prefix="run1"):
+    return publish_catalogue(root, f"s3://{bucket}/{prefix}", job_db=job_db,
+                             endpoint_url=endpoint, **KEYS)
 
 
 def test_uploads_catalogue_and_assets_relative_published(tmp_path, bucket, endpoint, client):
@@ -168,7 +172,7 @@ def test_resumes_after_kill(tmp_path, bucket, endpoint, client):
     root = make_output(out, n_jobs=10, items_per_job=20)
     script = textwrap.dedent(f"""
         import asyncio, sys
-        from eoextract.stac.publish_s3 import ObstoreWriter, publish_to_s3
+        from eoextract.stac.publish import ObstoreWriter, publish_to_s3
         slow_put = ObstoreWriter.put
         async def put(self, *a, **k):
             await asyncio.sleep(0.02)
@@ -213,6 +217,7 @@ def test_local_file_differing_from_its_item_is_not_published(tmp_path, bucket, e
     assert not result.ok
     assert any("checksum" in e and "job-001_000" in e for e in result.errors)
     assert "job-001_000" not in result.published_items
+    assert result.failed_items == ["job-001_000"]
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
     # its valid sibling asset may be there, but neither the bad file nor the item
     assert not [k for k in keys if "job-001_000" in k and not k.endswith("label.json")]
@@ -257,10 +262,10 @@ def _job_db(path: Path, keys: list[str]):
 def test_output_published_at_set_once_per_published_job(tmp_path, bucket, endpoint):
     out = tmp_path / "out"
     root = make_output(out, n_jobs=3, items_per_job=2)
-    assert set(job_keys_by_item(out).values()) == {"job-000", "job-001", "job-002"}
+    assert set(ItemStore(out).job_keys_by_item().values()) == {"job-000", "job-001", "job-002"}
     db_path = tmp_path / "jobs.db"
     _job_db(db_path, ["job-000", "job-001", "job-002", "job-never-ran"]).close()
-    result = _publish(root, bucket, endpoint, job_db=str(db_path))
+    result = _publish_and_mark(root, bucket, endpoint, str(db_path))
     assert sorted(result.jobs_marked) == ["job-000", "job-001", "job-002"]
     from eoextract.jobs.db import get_job_db
 
@@ -269,7 +274,7 @@ def test_output_published_at_set_once_per_published_job(tmp_path, bucket, endpoi
     published = pd.to_datetime(frame["output_published_at"], utc=True)
     assert published[["job-000", "job-001", "job-002"]].notna().all()
     assert pd.isna(published["job-never-ran"])
-    again = _publish(root, bucket, endpoint, job_db=str(db_path))
+    again = _publish_and_mark(root, bucket, endpoint, str(db_path))
     assert again.jobs_marked == []
     with get_job_db(db_path) as db:
         assert (pd.to_datetime(db.read()["output_published_at"], utc=True)
@@ -301,17 +306,17 @@ def test_secrets_never_written(tmp_path, bucket, endpoint, client, caplog, monke
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("AWS_SESSION_TOKEN", token)
-    env_result = publish_to_s3(root, f"s3://{bucket}/env", endpoint_url=endpoint,
-                               job_db=str(db_path))
+    env_result = publish_catalogue(root, f"s3://{bucket}/env", endpoint_url=endpoint,
+                                   job_db=str(db_path))
     # ... and as arguments, with credentials in the endpoint URL as well
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     host = endpoint.removeprefix("http://")
-    arg_result = publish_to_s3(root, f"s3://{bucket}/args",
-                               endpoint_url=f"http://u:{quote(secret, safe='')}@{host}",
-                               access_key_id=key_id, secret_access_key=secret,
-                               session_token=token, job_db=str(db_path))
+    arg_result = publish_catalogue(root, f"s3://{bucket}/args",
+                                   endpoint_url=f"http://u:{quote(secret, safe='')}@{host}",
+                                   access_key_id=key_id, secret_access_key=secret,
+                                   session_token=token, job_db=str(db_path))
     assert env_result.ok and arg_result.ok
     from typer.testing import CliRunner
 

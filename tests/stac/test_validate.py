@@ -14,8 +14,8 @@ from stac_samples import make_item
 from eoextract.errors import StacValidationError
 from eoextract.stac import build_collection, validate, validate_catalog, validate_dict
 
-# ``eoextract.stac.validate`` is the function; the module of the same name:
-vmod = importlib.import_module("eoextract.stac.validate")
+# the module holding the schema bundle and the compiled validators:
+vmod = importlib.import_module("eoextract.stac._validate_schemas")
 UNKNOWN_EXT = "https://stac-extensions.github.io/unknown-thing/v9.9.9/schema.json"
 
 

@@ -6,7 +6,7 @@
 - :mod:`~eoextract._util.redact`: masking credentials in text and URLs;
 - :mod:`~eoextract._util.retry`: the retry policy (error classes, retryable HTTP statuses,
   ``Retry-After``, backoff) used by the manager, downloads and publishing alike.
-- :mod:`~eoextract._util.exports`: lazy re-exports for package ``__init__`` modules.
+- :mod:`~eoextract._util.lazy`: lazy re-exports for package ``__init__`` modules.
 
 Nothing here is public API.
 """

@@ -27,6 +27,6 @@ def lazy_exports(package: str, exports: Mapping[str, str], namespace: MutableMap
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(exports))
+        return sorted(set(namespace.get("__all__", ())) | set(exports))
 
     return __getattr__, __dir__

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eoextract._util.exports import lazy_exports
+from eoextract._util.lazy import lazy_exports
 
 _EXPORTS = {
     "LocalBackend": "eoextract.backend._local",
@@ -20,7 +20,7 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.backend._app import create_app

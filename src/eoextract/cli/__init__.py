@@ -7,10 +7,10 @@ build|validate``, ``eoextract backend serve``. Run ``eoextract --help`` for the 
 
 from __future__ import annotations
 
-from eoextract.cli import backend as _backend  # noqa: F401  (registers commands)
+from eoextract.cli import _backend  # noqa: F401  (registers commands)
 from eoextract.cli import _jobs  # noqa: F401
 from eoextract.cli import _report  # noqa: F401
-from eoextract.cli import stac as _stac  # noqa: F401
+from eoextract.cli import _stac  # noqa: F401
 from eoextract.cli._common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, app
 
 __all__ = ["app", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE"]

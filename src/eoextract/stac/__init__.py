@@ -1,22 +1,21 @@
 """STAC catalogues: streaming collection builder and offline validation.
 
-Works on pystac objects or plain item dicts and knows nothing of jobs.
+Works on pystac objects or plain item dicts and knows nothing of jobs. Publishing a
+catalogue (object storage, STAC APIs, pgstac, stac-geoparquet) is in
+:mod:`eoextract.stac.publish`.
 """
 
 from __future__ import annotations
 
-from eoextract.stac.collection import CollectionBuilder, build_collection
-from eoextract.stac.extend import extend_collection, iter_catalog_items
-from eoextract.stac.layout import layout_key
-from eoextract.stac.validate import (
-    ValidationReport,
-    validate,
-    validate_catalog,
-    validate_dict,
-)
+from eoextract.stac._collection import CollectionBuilder, build_collection
+from eoextract.stac._extend import extend_collection, iter_catalog_items
+from eoextract.stac._layout import Layout, layout_key
+from eoextract.stac._validate import ValidationReport, validate, validate_catalog
+from eoextract.stac._validate_schemas import validate_dict
 
 __all__ = [
     "CollectionBuilder",
+    "Layout",
     "ValidationReport",
     "build_collection",
     "extend_collection",

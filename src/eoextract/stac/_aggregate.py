@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from eoextract._util.utc import format_utc, parse_utc
 
 logger = logging.getLogger(__name__)
 
@@ -32,29 +34,6 @@ ITEM_ASSET_FIELDS: tuple[str, ...] = ("title", "description", "type", "roles")
 MAX_DISTINCT = 1000
 
 _WORLD = [-180.0, -90.0, 180.0, 90.0]
-
-
-def parse_datetime(value: Any) -> datetime | None:
-    """Parse an RFC 3339 string into an aware UTC datetime; None when absent or invalid."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def format_datetime(value: datetime | None) -> str | None:
-    """Format a datetime as STAC wants it (UTC, ``Z`` suffix)."""
-    if value is None:
-        return None
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _coords(geometry: Any) -> Iterable[tuple[float, float]]:
@@ -117,9 +96,9 @@ class ExtentAccumulator:
         times = [
             t
             for t in (
-                parse_datetime(props.get("datetime")),
-                parse_datetime(props.get("start_datetime")),
-                parse_datetime(props.get("end_datetime")),
+                parse_utc(props.get("datetime")),
+                parse_utc(props.get("start_datetime")),
+                parse_utc(props.get("end_datetime")),
             )
             if t is not None
         ]
@@ -132,7 +111,7 @@ class ExtentAccumulator:
         """The collection ``extent`` (whole world / open interval when nothing was seen)."""
         return {
             "spatial": {"bbox": [list(self.bbox) if self.bbox is not None else list(_WORLD)]},
-            "temporal": {"interval": [[format_datetime(self.start), format_datetime(self.end)]]},
+            "temporal": {"interval": [[format_utc(self.start), format_utc(self.end)]]},
         }
 
 
@@ -224,8 +203,8 @@ class SummaryAccumulator:
         out: dict[str, Any] = {}
         if extent.start is not None:
             out["datetime"] = {
-                "minimum": format_datetime(extent.start),
-                "maximum": format_datetime(extent.end),
+                "minimum": format_utc(extent.start),
+                "maximum": format_utc(extent.end),
             }
         for field in self.set_fields:
             values = self._sets.get(field)

@@ -28,7 +28,7 @@ from eoextract.jobs._download._document import RemoteAsset as RemoteAsset
 from eoextract.jobs._download._document import parse_job_results as parse_job_results
 from eoextract.jobs._download._document import safe_relative_path as safe_relative_path
 from eoextract.jobs._download._job_assets import download_job_assets as download_job_assets
-from eoextract.jobs._download._records import DownloadedAsset as DownloadedAsset
+from eoextract.jobs._download._download_records import DownloadedAsset as DownloadedAsset
 from eoextract.jobs._download._session import BackendHeaders as BackendHeaders
 from eoextract.jobs._download._session import fetch_job_assets as fetch_job_assets
 from eoextract.jobs._download._session import session_for as session_for

@@ -19,7 +19,7 @@ from eoextract._util.hrefs import ensure_inside
 from eoextract.errors import DownloadError, UnsafeAssetPath
 from eoextract.jobs._download._disk import STATE_DIR, fdatasync_file, place_file
 from eoextract.jobs._download._document import RemoteAsset, safe_relative_path
-from eoextract.jobs._download._records import DownloadedAsset, _Manifest
+from eoextract.jobs._download._download_records import DownloadedAsset, _Manifest
 from eoextract.jobs._download._transfer import Headers, download_to_temp
 
 logger = logging.getLogger(__name__)

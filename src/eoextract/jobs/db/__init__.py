@@ -112,3 +112,7 @@ def create_job_db(
     """
     db = get_job_db(path_or_url)
     return db.initialize_from_df(df, on_exists=on_exists, key_column=key_column)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

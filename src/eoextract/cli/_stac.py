@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -127,38 +128,32 @@ def publish(
     """Publish a catalogue: upload it with its assets to S3 (incremental, verified), or
     load it into a STAC API or pgstac. Credentials come from the environment
     (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...). Exit 1 when objects failed."""
-    from eoextract.stac.publish import find_root
+    from eoextract.extract import publish_catalogue
 
-    targets = [t for t in (to, stac_api, pgstac) if t]
-    if len(targets) != 1:
+    given = [(kind, url) for kind, url in (("s3", to), ("stac-api", stac_api), ("pgstac", pgstac))
+             if url]
+    if len(given) != 1:
         raise UsageError("give exactly one of --to, --stac-api, --pgstac")
-    try:
-        root = find_root(output_dir)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from exc
-    if job_db is not None:
-        job_db = open_db(job_db)
-    if to:
-        from eoextract.stac.publish_s3 import publish_to_s3
-
-        result = publish_to_s3(root, to, endpoint_url=endpoint_url, workers=workers,
-                               absolute_asset_urls=absolute_asset_urls, public_url=public_url,
-                               job_db=job_db)
-    elif stac_api:
-        import os
-
-        from eoextract.stac.publish_api import publish_to_stac_api
-
+    kind, url = given[0]
+    root = _catalogue_root(output_dir)
+    db = open_db(job_db) if job_db is not None else None
+    if kind == "s3":
+        options: dict[str, Any] = dict(endpoint_url=endpoint_url, workers=workers,
+                                       absolute_asset_urls=absolute_asset_urls,
+                                       public_url=public_url)
+    elif kind == "stac-api":
         token = os.environ.get(token_env) if token_env else None
         if token_env and not token:
             raise UsageError(f"environment variable {token_env} is not set")
-        result = publish_to_stac_api(root, stac_api, upsert=upsert, auth=token,
-                                     asset_base_url=asset_base_url, job_db=job_db)
+        options = dict(upsert=upsert, auth=token, asset_base_url=asset_base_url)
     else:
-        from eoextract.stac.publish_api import load_into_pgstac
-
-        result = load_into_pgstac(root, pgstac or "", method="upsert" if upsert else "insert_ignore",
-                                  asset_base_url=asset_base_url, job_db=job_db)
+        options = dict(method="upsert" if upsert else "insert_ignore",
+                       asset_base_url=asset_base_url)
+    try:
+        result = publish_catalogue(root, url, kind=kind, job_db=db, **options)
+    finally:
+        if db is not None:
+            db.close()
     console().print(f"published {redact(result.summary())}")
     if result.root_url:
         console().print(f"root: {redact(result.root_url)}")
@@ -166,6 +161,16 @@ def publish(
         for line in result.errors[:20]:
             typer.echo(redact(line), err=True)
         fail(f"{len(result.errors)} object(s) could not be published; run again to retry them")
+
+
+def _catalogue_root(path: Path) -> Path:
+    """The root document of the catalogue at ``path`` (see ``find_root``)."""
+    from eoextract.stac.publish import find_root
+
+    try:
+        return find_root(path)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 @stac_app.command("export-geoparquet")
@@ -176,12 +181,8 @@ def export_geoparquet(
     asset_base_url: Annotated[str | None, typer.Option(help="URL of the published output folder for asset hrefs (default: local paths).")] = None,
 ) -> None:
     """Write every item of a catalogue into one stac-geoparquet file."""
-    from eoextract.stac.geoparquet import export_geoparquet as export
-    from eoextract.stac.publish import find_root
+    from eoextract.stac.publish import publish
 
-    try:
-        root = find_root(output_dir)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from exc
-    result = export(root, output, asset_base_url=asset_base_url)
+    result = publish(_catalogue_root(output_dir), output, kind="geoparquet",
+                     asset_base_url=asset_base_url)
     console().print(f"wrote {output} ({result.n_items} items, {result.n_bytes / 2**20:.1f} MiB)")

@@ -9,8 +9,6 @@ from typing import Any
 
 from eoextract.errors import ConfigurationError
 
-__all__ = ["Layout", "layout_key", "safe_name"]
-
 #: A layout: a name (see :func:`layout_key`) or a function ``item dict -> group key``.
 Layout = str | Callable[[Mapping[str, Any]], str] | None
 

@@ -42,35 +42,21 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from eoextract.errors import ConfigurationError
-from eoextract.stac.publish import PublishResult, find_root, mark_jobs_published, output_dir_of
-from eoextract.stac.publish_manifest import UploadManifest, manifest_path
-from eoextract.stac.publish_upload import (
+from eoextract.stac.publish._publish_result import PublishResult
+from eoextract.stac.publish._upload_manifest import UploadManifest, manifest_path
+from eoextract.stac.publish._uploader import (
     DEFAULT_PART_SIZE,
     ObjectStoreWriter,
     RemoteObject,
     Uploader,
     run_coroutine,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from eoextract.jobs.db import JobDatabase
-
-__all__ = [
-    "DEFAULT_PART_SIZE",
-    "ObjectStoreWriter",
-    "ObstoreWriter",
-    "RemoteObject",
-    "S3Credentials",
-    "S3Target",
-    "publish_to_s3",
-    "publish_to_store",
-]
+from eoextract.stac.publish._walk import find_root
 
 logger = logging.getLogger(__name__)
 
@@ -253,13 +239,30 @@ def publish_to_store(
     workers: int = 64,
     part_size: int = DEFAULT_PART_SIZE,
     list_remote: bool = True,
-    job_db: str | os.PathLike[str] | JobDatabase | None = None,
 ) -> PublishResult:
     """Upload a catalogue and its assets through any :class:`ObjectStoreWriter`.
 
-    :func:`publish_to_s3` builds the S3 writer and calls this; see it for the arguments.
-    ``writer`` may also be an obstore store, which is wrapped in :class:`ObstoreWriter`.
-    ``target_name`` names the target in results, logs and the manifest's hash.
+    :func:`publish_to_s3` builds the S3 writer and calls this.
+
+    Args:
+        catalog_dir: The catalogue: its root document, its folder, or an output folder
+            holding it in ``stac/``.
+        writer: Where to write; an obstore store is wrapped in :class:`ObstoreWriter`.
+        prefix: Key prefix of every object.
+        target_name: Names the target in results, logs and the manifest's hash.
+        public_url: HTTP(S) URL under which the prefix is read, for the root's ``self``
+            link and absolute asset URLs.
+        absolute_asset_urls: Point the uploaded items at their assets by absolute URL.
+        base_dir: Folder whose layout is kept under the prefix (default: the parent of
+            the catalogue's folder); every asset must lie inside it.
+        workers: Uploads at once.
+        part_size: Files larger than this are uploaded in parts of this size (≥ 5 MiB).
+        list_remote: List the prefix first, so objects missing or changed in the store
+            are uploaded again even when the manifest has them.
+
+    Returns:
+        What was uploaded; ``errors`` lists objects that failed (then the catalogues are
+        not uploaded, and a rerun finishes the job).
     """
     if type(writer).__module__.split(".")[0] == "obstore":  # a bare obstore store
         writer = ObstoreWriter(writer)
@@ -279,12 +282,7 @@ def publish_to_store(
         run_coroutine(publisher.run)
     finally:
         manifest.close()
-    published_at = datetime.now(UTC)
     result.elapsed_s = time.monotonic() - started
-    if job_db is not None and result.published_items:
-        result.jobs_marked = mark_jobs_published(
-            job_db, result.published_items, output_dir_of(root),
-            failed_items=publisher.failed_items, at=published_at)
     logger.info("published %s", result.summary())
     return result
 
@@ -298,13 +296,8 @@ def publish_to_s3(
     secret_access_key: str | None = None,
     session_token: str | None = None,
     region: str | None = None,
-    absolute_asset_urls: bool = False,
     public_url: str | None = None,
-    base_dir: str | os.PathLike[str] | None = None,
-    workers: int = 64,
-    part_size: int = DEFAULT_PART_SIZE,
-    list_remote: bool = True,
-    job_db: str | os.PathLike[str] | JobDatabase | None = None,
+    **options: Any,
 ) -> PublishResult:
     """Upload a catalogue and the assets it references to ``s3://bucket/prefix``.
 
@@ -318,18 +311,11 @@ def publish_to_s3(
         secret_access_key: Secret key; default ``AWS_SECRET_ACCESS_KEY``.
         session_token: Session token; default ``AWS_SESSION_TOKEN``.
         region: Region; default ``AWS_REGION``/``AWS_DEFAULT_REGION``, else ``us-east-1``.
-        absolute_asset_urls: Point the uploaded items at their assets by absolute URL.
         public_url: HTTP(S) URL under which the prefix is read, for the root's ``self``
             link and absolute asset URLs (default: the endpoint's path-style URL, or
             AWS's virtual-hosted URL).
-        base_dir: Folder whose layout is kept under the prefix (default: the parent of
-            the catalogue's folder); every asset must lie inside it.
-        workers: Uploads at once.
-        part_size: Files larger than this are uploaded in parts of this size (≥ 5 MiB).
-        list_remote: List the prefix first, so objects missing or changed in the bucket
-            are uploaded again even when the manifest has them.
-        job_db: Job database whose jobs get ``output_published_at`` once their items
-            are published.
+        **options: Passed to :func:`publish_to_store`: ``absolute_asset_urls``,
+            ``base_dir``, ``workers`` (64), ``part_size`` (8 MiB), ``list_remote``.
 
     Returns:
         What was uploaded; ``errors`` lists objects that failed (then the catalogues are
@@ -348,5 +334,4 @@ def publish_to_s3(
     return publish_to_store(
         catalog_dir, ObstoreWriter(store), prefix=s3.prefix, target_name=name,
         public_url=public_url or default_public_url(s3, endpoint_url, credentials.region),
-        absolute_asset_urls=absolute_asset_urls, base_dir=base_dir, workers=workers,
-        part_size=part_size, list_remote=list_remote, job_db=job_db)
+        **options)

@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from eoextract._util.files import atomic_path
 from eoextract.errors import ConfigurationError
-from eoextract.stac.publish import PublishError, PublishResult
-
-__all__ = ["export_geoparquet", "read_geoparquet_items"]
+from eoextract.stac.publish._publish_result import PublishError, PublishResult
+from eoextract.stac.publish._walk import api_documents
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,6 @@ def export_geoparquet(
     Raises:
         PublishError: If the catalogue has no items.
     """
-    from eoextract.stac.publish_api import api_documents
-
     sga = _require()
     started = time.monotonic()
     target = Path(output)
@@ -95,9 +93,8 @@ def export_geoparquet(
         chunks.mkdir()
         reader = sga.parse_stac_items_to_arrow(counted(), chunk_size=chunk_size,
                                                schema="ChunksToDisk", tmpdir=chunks)
-        staging = Path(tmp) / target.name
-        sga.to_parquet(reader, staging, collections={collection["id"]: collection})
-        os.replace(staging, target)
+        with atomic_path(target, suffix=".parquet") as staging:
+            sga.to_parquet(reader, staging, collections={collection["id"]: collection})
     result.n_written = 1
     result.n_bytes = target.stat().st_size
     result.elapsed_s = time.monotonic() - started

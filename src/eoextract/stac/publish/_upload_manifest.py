@@ -6,7 +6,7 @@ Every verified upload is appended to a journal beside it (``<hash>.journal``, on
 JSON line each, written every :data:`FLUSH_EVERY` entries), so a crash loses at most
 the last few records (a rerun finds those objects in the store by their ETag); the
 journal is folded into the manifest, written atomically (temporary file, fsync,
-rename), every :data:`CHECKPOINT_EVERY` entries and when the run ends. Loading
+rename, folder fsync), every :data:`CHECKPOINT_EVERY` entries and when the run ends. Loading
 reads the manifest and replays the journal, ignoring a torn last line.
 
 The manifest names its target without credentials and holds nothing secret.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ from typing import Any
 import orjson
 
 from eoextract._util.checksum import multihash
-
-__all__ = ["CHECKPOINT_EVERY", "ManifestEntry", "UploadManifest", "manifest_path"]
+from eoextract._util.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -121,16 +119,7 @@ class UploadManifest:
             "target": self.target,
             "objects": {k: v.to_list() for k, v in self.entries.items()},
         }
-        fd, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(document))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(staging, self.path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, orjson.dumps(document))
         if self._journal is not None:
             self._journal.close()
             self._journal = None

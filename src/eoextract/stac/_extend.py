@@ -10,18 +10,10 @@ from typing import Any
 
 import orjson
 
+from eoextract._util.hrefs import is_url
 from eoextract.errors import StacError
-from eoextract.stac.collection import (
-    DEFAULT_MAX_LINKS,
-    MANAGED_FIELDS,
-    STRUCTURAL_RELS,
-    CollectionBuilder,
-    extension_prefix,
-    is_url,
-)
-from eoextract.stac.layout import Layout
-
-__all__ = ["extend_collection", "iter_catalog_items"]
+from eoextract.stac._collection import MANAGED_FIELDS, CollectionBuilder, extension_prefix
+from eoextract.stac._normalize import STRUCTURAL_RELS
 
 logger = logging.getLogger(__name__)
 
@@ -84,24 +76,22 @@ def extend_collection(
     items: Iterable[Mapping[str, Any] | Any],
     *,
     output_dir: str | os.PathLike[str] | None = None,
-    layout: Layout = "month",
-    max_links_per_catalog: int = DEFAULT_MAX_LINKS,
-    **overrides: Any,
+    **options: Any,
 ) -> Path:
     """Add items to an existing collection by rebuilding it with old and new items.
 
     New items come first; an existing item with the id of a new one is replaced. The
     existing collection's metadata (id, description, title, license, providers,
-    keywords, other fields) is kept unless given in ``overrides``.
+    keywords, other fields) is kept unless given in ``options``.
 
     Args:
         existing_collection_json: Path of the existing ``collection.json`` (or its folder).
         items: New items (pystac or dicts), consumed once.
         output_dir: Where to write; default: the existing catalogue's folder (replaced
             atomically once the new catalogue is complete).
-        layout: Grouping of items into sub-catalogues.
-        max_links_per_catalog: Most links in any one JSON file.
-        **overrides: Keyword arguments of :class:`CollectionBuilder` to change.
+        **options: Keyword arguments of :class:`CollectionBuilder` (``layout``,
+            ``max_links_per_catalog``, ``summary_fields``, ...), also to change the
+            metadata taken from the existing collection.
 
     Returns:
         Path of the written ``collection.json``.
@@ -126,11 +116,9 @@ def extend_collection(
             if extension_prefix(u) not in {"projection", "proj", "eo", "raster", "file"}
         ],
     }
-    kwargs.update(overrides)
+    kwargs.update(options)
     target = Path(output_dir) if output_dir is not None else path.parent
-    with CollectionBuilder(
-        target, layout=layout, max_links_per_catalog=max_links_per_catalog, **kwargs
-    ) as builder:
+    with CollectionBuilder(target, **kwargs) as builder:
         builder.add_items(items)
         n_new = builder.n_items
         for old in iter_catalog_items(path):

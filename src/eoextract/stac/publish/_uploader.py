@@ -1,9 +1,9 @@
-"""The upload engine behind :func:`~eoextract.stac.publish_s3.publish_to_s3`.
+"""The upload engine behind :func:`~eoextract.stac.publish.publish_to_s3`.
 
 :class:`ObjectStoreWriter` is the small, StacIO-like interface the engine writes
 through (put, head, list); :class:`Uploader` walks a catalogue and uploads it through
 one, in the order, with the checks and the manifest described in
-:mod:`eoextract.stac.publish_s3`.
+:mod:`eoextract.stac.publish._s3`.
 """
 
 from __future__ import annotations
@@ -24,25 +24,16 @@ from urllib.parse import quote
 
 import orjson
 
-from eoextract._util.checksum import DEFAULT_ALGORITHM, algorithm_of, multihash, new_hasher, normalized_checksum
-from eoextract.stac.publish import (
-    CatalogEntry,
-    PublishError,
-    PublishResult,
-    item_asset_paths,
-    walk_catalog,
+from eoextract._util.checksum import (
+    DEFAULT_ALGORITHM,
+    algorithm_of,
+    multihash,
+    new_hasher,
+    normalized_checksum,
 )
-from eoextract.stac.publish_manifest import ManifestEntry, UploadManifest
-
-__all__ = [
-    "DEFAULT_PART_SIZE",
-    "ObjectStoreWriter",
-    "RemoteObject",
-    "Uploader",
-    "digest_bytes",
-    "digest_file",
-    "run_coroutine",
-]
+from eoextract.stac.publish._publish_result import PublishError, PublishResult
+from eoextract.stac.publish._upload_manifest import ManifestEntry, UploadManifest
+from eoextract.stac.publish._walk import CatalogEntry, item_asset_paths, walk_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +193,6 @@ class Uploader:
         self.result = result
         self.remote: dict[str, RemoteObject] | None = None
         self.assets: dict[str, asyncio.Future[bool] | bool] = {}
-        self.failed_items: list[str] = []
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -299,7 +289,7 @@ class Uploader:
     def _fail(self, entry: CatalogEntry, message: str, *, record: bool = True) -> None:
         item_id = entry.data.get("id")
         if isinstance(item_id, str):
-            self.failed_items.append(item_id)
+            self.result.failed_items.append(item_id)
         if record:
             self.result.errors.append(f"item {item_id}: {message}")
 

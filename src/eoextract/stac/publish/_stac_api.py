@@ -1,117 +1,39 @@
-"""Load a catalogue into a STAC API (Transactions extension) or straight into pgstac.
+"""Load a catalogue into a STAC API with the Transactions extension.
 
-Both take the collection and its items from the catalogue on disk, drop their local
-structural links (the API or pgstac makes its own) and set each item's ``collection``.
-Relative asset hrefs mean nothing in a database, so they become absolute: under
+The collection and its items come from the catalogue on disk as a database holds them
+(:func:`~eoextract.stac.publish._walk.api_documents`): no local structural links (the
+API makes its own), each item's ``collection`` set, asset hrefs absolute: under
 ``asset_base_url`` when given (e.g. the public URL of the prefix the catalogue was
-uploaded to with :func:`~eoextract.stac.publish_s3.publish_to_s3`), else absolute local
+uploaded to with :func:`~eoextract.stac.publish.publish_to_s3`), else absolute local
 paths.
 
 :func:`publish_to_stac_api` creates or updates the collection, then sends the items in
 batches to ``POST /collections/{id}/bulk_items`` (``method: upsert``); where the API has
 no bulk endpoint it posts items one by one and answers ``409 Conflict`` with a ``PUT``
-(or leaves the item alone without ``upsert``). Connection errors, ``429`` and ``5xx``
-answers are retried with exponential backoff (honouring ``Retry-After``).
-
-:func:`load_into_pgstac` uses pypgstac's ``Loader`` (the collection first, then the
-items in chunks, ``Methods.upsert`` by default), the fastest path for large catalogues.
+(or leaves the item alone without ``upsert``). Connection errors and the HTTP statuses
+the retry policy deems retryable (``429``, ``5xx``, ...) are retried with exponential
+backoff and jitter (honouring ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import time
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from eoextract._util.redact import redact
+from eoextract._util.retry import RetryPolicy, is_retryable_status, retry_after_of
 from eoextract.errors import ConfigurationError
-from eoextract.stac.publish import (
-    PublishError,
-    PublishResult,
-    find_root,
-    item_asset_paths,
-    mark_jobs_published,
-    output_dir_of,
-    strip_structural_links,
-    walk_catalog,
-)
+from eoextract.stac.publish._publish_result import PublishError, PublishResult
+from eoextract.stac.publish._walk import api_documents
 
 if TYPE_CHECKING:  # pragma: no cover
     import requests
 
-    from eoextract.jobs.db import JobDatabase
-
-__all__ = ["StacApiClient", "api_documents", "load_into_pgstac", "publish_to_stac_api"]
-
 logger = logging.getLogger(__name__)
-
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-# --------------------------------------------------------------------------- documents
-
-
-def api_documents(
-    catalog_dir: str | os.PathLike[str],
-    *,
-    asset_base_url: str | None = None,
-    base_dir: str | os.PathLike[str] | None = None,
-) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-    """The collection and (lazily) the items of a catalogue, as a database holds them.
-
-    Args:
-        catalog_dir: The catalogue (root document or folder).
-        asset_base_url: URL that local asset paths relative to ``base_dir`` are appended
-            to; without it, asset hrefs become absolute local paths.
-        base_dir: Folder the asset paths are taken relative to (default: the parent of
-            the catalogue's folder, as in :func:`~eoextract.stac.publish_s3.publish_to_s3`).
-
-    Returns:
-        The collection dict and an iterator over item dicts.
-
-    Raises:
-        PublishError: If the root is not a collection.
-    """
-    root = find_root(catalog_dir)
-    import orjson
-
-    collection = orjson.loads(root.read_bytes())
-    if collection.get("type") != "Collection":
-        raise PublishError(f"{root} is not a STAC collection (a STAC API and pgstac hold "
-                           "items in collections)")
-    collection = strip_structural_links(collection)
-    collection_id = collection["id"]
-    base = Path(os.path.abspath(base_dir)) if base_dir is not None else root.parent.parent
-    base_url = asset_base_url.rstrip("/") if asset_base_url else None
-    base_prefix = str(base).rstrip(os.sep) + os.sep
-
-    def items() -> Iterator[dict[str, Any]]:
-        for entry in walk_catalog(root):
-            if entry.kind != "item":
-                continue
-            item = strip_structural_links(entry.data)
-            item["collection"] = collection_id
-            paths = item_asset_paths(entry.path, entry.data)
-            if paths:
-                assets = dict(item.get("assets") or {})
-                for name, path in paths.items():
-                    if base_url is not None:
-                        if not path.startswith(base_prefix):
-                            raise PublishError(f"asset {path} lies outside {base}")
-                        rel = path[len(base_prefix):].replace(os.sep, "/")
-                        href = f"{base_url}/{quote(rel)}"
-                    else:
-                        href = path
-                    assets[name] = {**assets[name], "href": href}
-                item["assets"] = assets
-            yield item
-
-    return collection, items()
 
 
 # --------------------------------------------------------------------------- STAC API
@@ -125,8 +47,10 @@ class StacApiClient:
         auth: ``requests`` auth object, a ``(user, password)`` tuple, or a bearer token.
         session: A ``requests.Session`` to use (default: a new one).
         timeout: Seconds per request.
-        max_retries: Retries of a request after a connection error, 429 or 5xx.
-        backoff_s: First backoff; doubled per retry (with jitter), at most 60 s.
+        max_retries: Retries of a request after a connection error or a retryable
+            status (429, 5xx, ...).
+        backoff_s: First backoff; doubled per retry, at most 60 s, with up to half taken
+            off at random; a longer ``Retry-After`` (up to 60 s) is honoured.
     """
 
     def __init__(self, api_url: str, *, auth: Any = None, session: requests.Session | None = None,
@@ -143,7 +67,8 @@ class StacApiClient:
             self._auth = auth
         self.timeout = timeout
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
+        self.retry_policy = RetryPolicy(base=backoff_s, factor=2.0, maximum=60.0,
+                                        retry_after_cap=60.0, jitter=0.5)
         self.bulk_supported: bool | None = None
 
     def __repr__(self) -> str:
@@ -151,7 +76,8 @@ class StacApiClient:
 
     def request(self, method: str, path: str, json: Any = None,
                 ok: tuple[int, ...] = (200, 201, 204)) -> requests.Response:
-        """Send a request; retry connection errors, 429 and 5xx; return any final answer.
+        """Send a request; retry connection errors and retryable statuses; return any final
+        answer.
 
         Raises:
             PublishError: When the retries are used up.
@@ -160,21 +86,20 @@ class StacApiClient:
 
         url = f"{self.url}{path}"
         for attempt in range(self.max_retries + 1):
-            wait = min(60.0, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+            retry_after = None
             try:
                 response = self.session.request(method, url, json=json, auth=self._auth,
                                                 headers=self._headers, timeout=self.timeout)
             except requests.RequestException as exc:
                 problem = f"{type(exc).__name__}"
             else:
-                if response.status_code not in _RETRY_STATUS or response.status_code in ok:
+                if response.status_code in ok or not is_retryable_status(response.status_code):
                     return response
                 problem = f"HTTP {response.status_code}"
-                retry_after = response.headers.get("Retry-After")
-                if retry_after and retry_after.isdigit():
-                    wait = min(60.0, float(retry_after))
+                retry_after = retry_after_of(response.headers)
             if attempt == self.max_retries:
                 break
+            wait = self.retry_policy.delay(attempt + 1, retry_after)
             logger.info("%s %s: %s, retrying in %.1f s", method, redact(url), problem, wait)
             time.sleep(wait)
         raise PublishError(f"{method} {redact(url)}: {problem} after {self.max_retries} retries")
@@ -268,7 +193,6 @@ def publish_to_stac_api(
     auth: Any = None,
     asset_base_url: str | None = None,
     base_dir: str | os.PathLike[str] | None = None,
-    job_db: str | os.PathLike[str] | JobDatabase | None = None,
     session: requests.Session | None = None,
     max_retries: int = 5,
 ) -> PublishResult:
@@ -282,9 +206,8 @@ def publish_to_stac_api(
         auth: ``requests`` auth, ``(user, password)``, or a bearer token string.
         asset_base_url: Public URL of the base folder for asset hrefs (see module doc).
         base_dir: Folder asset paths are relative to under ``asset_base_url``.
-        job_db: Job database whose jobs get ``output_published_at``.
         session: ``requests.Session`` to use (retries and auth are added per request).
-        max_retries: Retries per request after connection errors, 429 or 5xx.
+        max_retries: Retries per request after connection errors or retryable statuses.
 
     Returns:
         What was loaded; ``errors`` lists items the API refused.
@@ -304,7 +227,6 @@ def publish_to_stac_api(
         result.n_written += 1
     else:
         result.n_unchanged += 1
-    failed_ids: list[str] = []
     batch: list[dict[str, Any]] = []
 
     def flush() -> None:
@@ -314,7 +236,7 @@ def publish_to_stac_api(
             result.n_written += len(written)
             result.published_items.extend(written)
             for item_id, message in failed.items():
-                failed_ids.append(item_id)
+                result.failed_items.append(item_id)
                 result.errors.append(f"item {item_id}: {message}")
             return
         for item in batch:
@@ -325,7 +247,7 @@ def publish_to_stac_api(
                     result.n_unchanged += 1
                 result.published_items.append(item["id"])
             except PublishError as exc:
-                failed_ids.append(item["id"])
+                result.failed_items.append(item["id"])
                 result.errors.append(str(exc))
 
     for item in items:
@@ -338,89 +260,5 @@ def publish_to_stac_api(
         flush()
     result.elapsed_s = time.monotonic() - started
     result.root_url = f"{client.url}/collections/{quote(cid, safe='')}"
-    if job_db is not None and result.published_items:
-        result.jobs_marked = mark_jobs_published(
-            job_db, result.published_items, output_dir_of(catalog_dir), failed_items=failed_ids)
-    logger.info("published %s", result.summary())
-    return result
-
-
-# --------------------------------------------------------------------------- pgstac
-
-
-def _psycopg_dsn(dsn: str) -> str:
-    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres+psycopg://"):
-        if dsn.startswith(prefix):
-            return "postgresql://" + dsn[len(prefix):]
-    return dsn
-
-
-def load_into_pgstac(
-    catalog_dir: str | os.PathLike[str],
-    dsn: str,
-    *,
-    method: str = "upsert",
-    asset_base_url: str | None = None,
-    base_dir: str | os.PathLike[str] | None = None,
-    chunk_size: int = 10000,
-    job_db: str | os.PathLike[str] | JobDatabase | None = None,
-) -> PublishResult:
-    """Load a catalogue into a pgstac database with pypgstac (collection first).
-
-    Args:
-        catalog_dir: The catalogue (root document, its folder or the output folder).
-        dsn: ``postgresql://user:password@host:port/db`` (``postgresql+psycopg://`` too)
-            of a database migrated with ``pypgstac migrate``.
-        method: pypgstac load method: ``upsert`` (default), ``insert``, ``ignore``,
-            ``insert_ignore`` or ``delsert``.
-        asset_base_url: Public URL of the base folder for asset hrefs (see module doc).
-        base_dir: Folder asset paths are relative to under ``asset_base_url``.
-        chunk_size: Items per load chunk.
-        job_db: Job database whose jobs get ``output_published_at``.
-
-    Returns:
-        What was loaded.
-
-    Raises:
-        ConfigurationError: For an unknown method or missing pypgstac.
-        PublishError: If loading fails (nothing of the failing chunk is kept).
-    """
-    try:
-        from pypgstac.db import PgstacDB
-        from pypgstac.load import Loader, Methods
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ConfigurationError("load_into_pgstac needs pypgstac: pip install "
-                                 "'eoextract[publish]'") from exc
-    try:
-        mode = Methods(method)
-    except ValueError:
-        raise ConfigurationError(f"unknown pypgstac method {method!r}: use one of "
-                                 f"{', '.join(m.value for m in Methods)}") from None
-    started = time.monotonic()
-    result = PublishResult(target=redact(dsn))
-    collection, items = api_documents(catalog_dir, asset_base_url=asset_base_url,
-                                      base_dir=base_dir)
-
-    def counted() -> Iterator[dict[str, Any]]:
-        for item in items:
-            result.n_items += 1
-            result.published_items.append(item["id"])
-            yield item
-
-    try:
-        with PgstacDB(dsn=_psycopg_dsn(dsn)) as db:
-            loader = Loader(db=db)
-            loader.load_collections(iter([collection]), insert_mode=mode)
-            loader.load_items(counted(), insert_mode=mode, chunksize=chunk_size)
-    except PublishError:
-        raise
-    except Exception as exc:
-        raise PublishError(f"loading into pgstac at {redact(dsn)} failed: "
-                           f"{redact(f'{type(exc).__name__}: {exc}')}", result=result) from exc
-    result.n_written = result.n_items + 1
-    result.elapsed_s = time.monotonic() - started
-    if job_db is not None and result.published_items:
-        result.jobs_marked = mark_jobs_published(job_db, result.published_items,
-                                                 output_dir_of(catalog_dir))
     logger.info("published %s", result.summary())
     return result

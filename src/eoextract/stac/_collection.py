@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -46,9 +46,9 @@ from eoextract.stac._aggregate import (
     ItemAssetsAccumulator,
     SummaryAccumulator,
 )
-from eoextract.stac.layout import Layout, layout_key, safe_name
-
-__all__ = ["CollectionBuilder", "build_collection"]
+from eoextract.stac._layout import Layout, layout_key, safe_name
+from eoextract.stac._normalize import ItemRelinker, item_dict
+from eoextract.stac._normalize import relative_href as _rel
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ STAC_VERSION = "1.1.0"
 DEFAULT_MAX_LINKS = 2000
 _JSON = "application/json"
 _GEOJSON = "application/geo+json"
-STRUCTURAL_RELS = frozenset({"self", "root", "parent", "collection", "child", "item"})
 _INDEX_DIR = "_index"
 _DUMP_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 #: Collection keys the builder computes or takes from its arguments.
@@ -79,10 +78,6 @@ MANAGED_FIELDS = frozenset(
 )
 #: Extension folder name on stac-extensions.github.io -> field prefix.
 _EXT_PREFIX = {"projection": "proj"}
-
-
-def _rel(target: str, start: str) -> str:
-    return os.path.relpath(target, start).replace(os.sep, "/")
 
 
 # --------------------------------------------------------------------------- builder
@@ -154,7 +149,7 @@ class CollectionBuilder:
         self.max_links = max_links_per_catalog
         self._capacity = max_links_per_catalog - 2  # root + parent links
         self._key = layout_key(layout)
-        self._base = str(self.output_dir.parent)
+        self._relinker = ItemRelinker(str(self.output_dir.parent), collection_id)
         self._extensions_in: set[str] = set(stac_extensions)
         self._item_extensions: set[str] = set()
         self._extent = ExtentAccumulator()
@@ -168,7 +163,6 @@ class CollectionBuilder:
         self._open: dict[str, _SubCatalog] = {}  # group -> sub-catalogue being filled
         self._subcatalogs: list[_SubCatalog] = []
         self._dirnames: set[str] = {_INDEX_DIR}
-        self._warned_outside = False
         self._done = False
         self.output_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(
@@ -218,7 +212,7 @@ class CollectionBuilder:
         """
         if self._done:
             raise StacError("the collection has already been written")
-        d = _item_dict(item)
+        d = item_dict(item)
         item_id = d.get("id")
         if not isinstance(item_id, str) or not item_id:
             raise StacError(f"item without a valid id: {item_id!r}")
@@ -234,7 +228,7 @@ class CollectionBuilder:
         filename = f"{name}.json"
         final_dir = os.path.join(self.output_dir, sub.dirname)
 
-        d = self._relink_item(d, final_dir)
+        d = self._relinker.relink(d, final_dir)
         (self._tmp / sub.dirname / filename).write_bytes(orjson.dumps(d, option=_DUMP_OPTS))
         sub.item_hrefs.append(f"./{filename}")
 
@@ -294,63 +288,6 @@ class CollectionBuilder:
         self._subcatalogs.append(sub)
         (self._tmp / dirname).mkdir()
         return sub
-
-    def _relink_item(self, d: dict[str, Any], final_dir: str) -> dict[str, Any]:
-        self_href = None
-        kept: list[Any] = []
-        for link in d.get("links") or []:
-            if not isinstance(link, Mapping):
-                continue
-            rel = link.get("rel")
-            if rel == "self":
-                self_href = _local_path(link.get("href"))
-            if rel in STRUCTURAL_RELS:
-                continue
-            href = link.get("href")
-            if isinstance(href, str):
-                new = self._relative_href(href, final_dir, None)
-                if new != href:
-                    link = {**link, "href": new}
-            kept.append(link)
-        kept[:0] = [
-            {"rel": "root", "href": "../collection.json", "type": _JSON},
-            {"rel": "parent", "href": "./catalog.json", "type": _JSON},
-            {"rel": "collection", "href": "../collection.json", "type": _JSON},
-        ]
-        d["links"] = kept
-        assets = d.get("assets")
-        if isinstance(assets, Mapping):
-            new_assets = {}
-            for key, asset in assets.items():
-                if isinstance(asset, Mapping) and isinstance(asset.get("href"), str):
-                    href = self._relative_href(asset["href"], final_dir, self_href)
-                    if href != asset["href"]:
-                        asset = {**asset, "href": href}
-                new_assets[key] = asset
-            d["assets"] = new_assets
-        d["collection"] = self.collection_id
-        return d
-
-    def _relative_href(self, href: str, final_dir: str, self_href: str | None) -> str:
-        path = _local_path(href)
-        if path is None:
-            if self_href is None or is_url(href):
-                return href
-            path = os.path.normpath(os.path.join(os.path.dirname(self_href), href))
-        if not os.path.isabs(path):
-            return href
-        path = os.path.normpath(path)
-        if path == self._base or path.startswith(self._base.rstrip(os.sep) + os.sep):
-            return _rel(path, final_dir)
-        if not self._warned_outside:
-            self._warned_outside = True
-            logger.warning(
-                "asset %s lies outside %s; its absolute href is kept, so the catalogue "
-                "cannot be moved without it",
-                path,
-                self._base,
-            )
-        return path
 
     # ----------------------------------------------------------------- catalogues
 
@@ -495,72 +432,23 @@ def _check_replaceable(folder: Path) -> None:
                 )
 
 
-def is_url(href: str) -> bool:
-    scheme = urlsplit(href).scheme
-    return len(scheme) > 1
-
-
-def _local_path(href: Any) -> str | None:
-    """The local absolute path an href names, or None (URL or relative href)."""
-    if not isinstance(href, str):
-        return None
-    if href.startswith("file://"):
-        return unquote(urlsplit(href).path)
-    if os.path.isabs(href) and not is_url(href):
-        return href
-    return None
-
-
-def _item_dict(item: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """A shallow, editable dict of an item; pystac assets get absolute hrefs when known."""
-    if isinstance(item, Mapping):
-        if item.get("type") not in ("Feature", None):
-            raise StacError(f"not a STAC item: type {item.get('type')!r}")
-        return dict(item)
-    if hasattr(item, "to_dict") and hasattr(item, "assets"):
-        d = item.to_dict(include_self_link=True, transform_hrefs=False)
-        assets = d.get("assets") or {}
-        for key, asset in item.assets.items():
-            href = asset.get_absolute_href()
-            if href is not None and key in assets:
-                assets[key] = {**assets[key], "href": href}
-        return d
-    raise StacError(f"not a STAC item: {type(item).__name__}")
-
-
 # --------------------------------------------------------------------------- functions
 
 
 def build_collection(
     items: Iterable[Mapping[str, Any] | Any],
     output_dir: str | os.PathLike[str],
-    *,
-    collection_id: str,
-    description: str,
-    title: str | None = None,
-    license: str = "proprietary",
-    providers: Sequence[Any] | None = None,
-    keywords: Sequence[str] | None = None,
-    extra_fields: Mapping[str, Any] | None = None,
-    layout: Layout = "month",
-    max_links_per_catalog: int = DEFAULT_MAX_LINKS,
-    stac_extensions: Iterable[str] = (),
+    **options: Any,
 ) -> Path:
     """Write a STAC collection of ``items`` into ``output_dir`` in one streaming pass.
 
     Args:
         items: :class:`pystac.Item` objects or item dicts, consumed once.
         output_dir: Folder of the catalogue; a previous catalogue there is replaced whole.
-        collection_id: Id of the collection.
-        description: Its description.
-        title: Its title.
-        license: SPDX license id (or ``"proprietary"``/``"various"``).
-        providers: Provider dicts or :class:`pystac.Provider` objects.
-        keywords: Keywords.
-        extra_fields: Further top-level fields of ``collection.json``.
-        layout: Grouping of items into sub-catalogues (see :func:`layout_key`).
-        max_links_per_catalog: Most links in any one JSON file.
-        stac_extensions: Extension URLs for fields in ``extra_fields``.
+        **options: Keyword arguments of :class:`CollectionBuilder`: ``collection_id`` and
+            ``description`` (required), ``title``, ``license``, ``providers``,
+            ``keywords``, ``extra_fields``, ``layout``, ``max_links_per_catalog``,
+            ``stac_extensions``, ``summary_fields``.
 
     Returns:
         Path of the written ``collection.json``.
@@ -569,18 +457,6 @@ def build_collection(
         StacError: For duplicate item ids or non-items; nothing is replaced then.
         ConfigurationError: For invalid arguments.
     """
-    with CollectionBuilder(
-        output_dir,
-        collection_id=collection_id,
-        description=description,
-        title=title,
-        license=license,
-        providers=providers,
-        keywords=keywords,
-        extra_fields=extra_fields,
-        layout=layout,
-        max_links_per_catalog=max_links_per_catalog,
-        stac_extensions=stac_extensions,
-    ) as builder:
+    with CollectionBuilder(output_dir, **options) as builder:
         builder.add_items(items)
     return builder.output_dir / "collection.json"
