@@ -307,6 +307,20 @@ def test_stac_build_keeps_the_recorded_collection_like_build_catalogue(tmp_path)
     assert item["assets"]["data"]["href"].endswith("extraction/job_0/sample_0.nc")
 
 
+def test_stac_build_without_recorded_settings_names_the_collection(tmp_path):
+    """Nothing recorded: the id given (or the folder's name) and a non-empty description."""
+    out = tmp_path / "extraction"
+    write_item_file(out, "0", 0)
+    given = invoke("stac", "build", out, "--collection-id", "demo")
+    assert given.exit_code == 0, given.output
+    collection = json.loads((out / "stac" / "collection.json").read_text())
+    assert (collection["id"], collection["description"]) == ("demo", "Extraction demo")
+    named = invoke("stac", "build", out)
+    assert named.exit_code == 0, named.output
+    collection = json.loads((out / "stac" / "collection.json").read_text())
+    assert (collection["id"], collection["description"]) == ("extraction", "Extraction extraction")
+
+
 # ----------------------------------------------------------------------------- report / entry points
 def test_report_writes_html_and_pngs(run_db, tmp_path):
     out = tmp_path / "extraction"

@@ -41,10 +41,8 @@ def build(
     store = ItemStore(output_dir)
     if not store:
         fail(f"no stored items under {store.items_dir} (no finished job yet?)")
-    recorded = store.settings()
-    if not (collection_id or recorded.get("collection_id")):
+    if not (collection_id or store.settings().get("collection_id")):
         collection_id = output_dir.resolve().name
-        description = description or f"Extraction {collection_id}"
     root = build_catalogue(output_dir, collection_id, description, output_path=catalogue_dir,
                            validate=False, title=title, license=license)
     console().print(f"wrote {root}")

@@ -37,7 +37,8 @@ def build_catalogue(
         output_dir: The extraction's output folder.
         collection_id: Id of the collection (default: the one the manager recorded in
             ``output_dir/.eoextract/extraction.json``).
-        description: Its description (default: the recorded one).
+        description: Its description (default: the recorded one, else
+            ``"Extraction <collection id>"``; STAC needs a non-empty one).
         output_path: Folder of the catalogue (default ``output_dir/stac``): a direct
             subfolder of ``output_dir`` or of a folder containing it, so that asset
             hrefs can be relative; an earlier catalogue there is replaced whole.
@@ -65,8 +66,8 @@ def build_catalogue(
     collection_id = collection_id or recorded.get("collection_id")
     if not collection_id:
         raise ConfigurationError(f"no collection id given, and none recorded in {root}")
-    if description is None:
-        description = str(recorded.get("description") or "")
+    if not description:
+        description = str(recorded.get("description") or f"Extraction {collection_id}")
     target = Path(output_path) if output_path is not None else root / "stac"
     if not root.resolve().is_relative_to(target.absolute().parent.resolve()):
         raise ConfigurationError(
