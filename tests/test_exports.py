@@ -13,7 +13,7 @@ import eoextract
 PUBLIC = {
     "eoextract": {
         "AUXILIARY", "AssetDefinition", "BackendError", "ChecksumMismatch", "ConfigurationError",
-        "DownloadError", "EoextractError", "ExtractionManager", "FatalBackendError",
+        "DownloadError", "EmptyCatalogue", "EoextractError", "ExtractionManager", "FatalBackendError",
         "GFMAPJobManager", "InvalidTransition", "JobDatabase", "JobDatabaseError", "JobError",
         "JobLost", "JobManager", "JobRecord", "JobStatus", "LocalBackend",
         "MultiBackendJobManager", "ProcessBasedJobCreator", "RetryableBackendError",
@@ -22,7 +22,7 @@ PUBLIC = {
         "extend_collection", "get_job_db", "split_job_hex", "split_job_s2grid", "validate",
         "validate_catalog"},
     "eoextract.errors": {
-        "BackendError", "ChecksumMismatch", "ConfigurationError", "DownloadError",
+        "BackendError", "ChecksumMismatch", "ConfigurationError", "DownloadError", "EmptyCatalogue",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
         "StacValidationError", "UnsafeAssetPath"},
@@ -43,7 +43,8 @@ PUBLIC = {
         "get_job_db"},
     "eoextract.jobs.status": {
         "ACTIVE", "ALLOWED", "BackendStatus", "FAILED", "JobStatus", "ON_BACKEND",
-        "OPENEO_STATUS", "TERMINAL", "USER_RETRYABLE", "check_transition", "is_allowed"},
+        "OPENEO_STATUS", "STAGE_RETRY", "TERMINAL", "USER_RETRYABLE", "check_transition",
+        "is_allowed"},
     "eoextract.report": {
         "ErrorClassSummary", "RunSummary", "footprints", "format_duration", "history_frame",
         "iter_output_items", "jobs_frame", "render_report", "summarize", "write_report"},

@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "UnsafeAssetPath": "eoextract.errors",
     "StacError": "eoextract.errors",
     "StacValidationError": "eoextract.errors",
+    "EmptyCatalogue": "eoextract.errors",
     # jobs
     "JobStatus": "eoextract.jobs.status",
     "JobDatabase": "eoextract.jobs.db",

@@ -16,7 +16,8 @@ One root, branches by cause, so callers choose how broadly to catch::
      │    ├── ChecksumMismatch       size or checksum differs from the backend's
      │    └── UnsafeAssetPath        a path that would leave the output folder
      └── StacError
-          └── StacValidationError    (.errors: list of messages)
+          ├── StacValidationError    (.errors: list of messages)
+          └── EmptyCatalogue         no finished job has items to catalogue
 
 Errors of ``openeo``, ``requests`` and HTTP are mapped onto this tree in
 :mod:`eoextract.jobs._classify` only.
@@ -40,6 +41,7 @@ __all__ = [
     "UnsafeAssetPath",
     "StacError",
     "StacValidationError",
+    "EmptyCatalogue",
 ]
 
 
@@ -133,3 +135,7 @@ class StacValidationError(StacError):
     def __init__(self, message: str, errors: list[str] | None = None) -> None:
         super().__init__(message)
         self.errors = list(errors or [])
+
+
+class EmptyCatalogue(StacError):
+    """There is nothing to catalogue: no finished job stored any item."""

@@ -369,13 +369,6 @@ def test_bad_callbacks_and_inputs_are_refused_before_anything_is_submitted(local
         manager.create_stac(catalog_type=pystac.CatalogType.ABSOLUTE_PUBLISHED)
 
 
-def test_no_items_yet_gives_an_empty_valid_catalogue(tmp_path):
-    path = build_catalogue(tmp_path / "out", "EMPTY", "nothing extracted yet")
-    assert validate_catalog(path).n_items == 0
-    with pytest.raises(ConfigurationError, match="collection id"):
-        build_catalogue(tmp_path / "elsewhere")
-
-
 def test_catalogue_from_another_process_needs_only_the_folder(finished, tmp_path):
     root, _, manager, _ = finished
     assert ItemStore(root / "out").settings() == {"collection_id": "TEST-S2",

@@ -214,15 +214,19 @@ def history(
     db: DbArg,
     job_key: Annotated[str, typer.Argument(help="The job's key.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    tracebacks: Annotated[bool, typer.Option("--traceback", "-t", help="Print the traceback of every failure of user code (default: the latest one).")] = False,
 ) -> None:
-    """The status changes of one job, oldest first (with backend job ids of every attempt)."""
+    """The status changes of one job, oldest first (with backend job ids of every attempt),
+    and the traceback of the latest failure of user code (start_job, post_job_action, ...)."""
     database = open_db(db)
     _check_keys(database, [job_key])
     changes = database.history(job_key)
     if as_json:
         typer.echo(json.dumps([
             {"old": c.old.value if c.old else None, "new": c.new.value, "at": c.at.isoformat(),
-             "manager_id": c.manager_id, "message": c.message, "backend_job_id": c.backend_job_id}
+             "manager_id": c.manager_id, "message": redact(c.summary or "") or None,
+             "traceback": redact(c.traceback) if c.traceback else None,
+             "backend_job_id": c.backend_job_id}
             for c in changes], indent=2))
         return
     from rich.table import Table
@@ -233,10 +237,14 @@ def history(
     for c in changes:
         change = f"{c.old.value} → {c.new.value}" if c.old else f"→ {c.new.value}"
         table.add_row(_when(c.at), change, c.backend_job_id or "-", c.manager_id or "-",
-                      redact(c.message or ""))
+                      redact(c.summary or "") + (" (traceback below)" if c.traceback else ""))
     out = console()
     out.print(f"job {job_key}: {database.get(job_key).status.value}")
     out.print(table)
+    failures = [c for c in changes if c.traceback]
+    for c in failures if tracebacks else failures[-1:]:
+        out.print(f"\n{_when(c.at)} {c.new.value}: {redact(c.summary or '')}", markup=False)
+        out.print(redact(c.traceback or ""), markup=False, highlight=False)
 
 
 # ----------------------------------------------------------------------------- retry / cancel
@@ -250,24 +258,38 @@ def _report_results(results: list[Any], verb: str) -> int:
     return EXIT_PROBLEMS if failed else 0
 
 
+class RetryStage(str, enum.Enum):
+    """What ``eoextract retry`` redoes."""
+
+    JOB = "job"
+    DOWNLOAD = "download"
+    POSTPROCESS = "postprocess"
+
+
 @app.command("retry")
 @command
 def retry(
     db: DbArg,
     status: Annotated[list[JobStatus] | None, typer.Option("--status", "-s", help="Retry jobs in this final status (repeatable; default: error, or any final failure with --keys).")] = None,
     keys: Annotated[list[str] | None, typer.Option("--keys", "-k", help="Only these job keys (comma-separated or repeated).")] = None,
+    stage: Annotated[RetryStage, typer.Option("--stage", help="What to redo: the whole job (a new backend job), or only the download or the post-processing of a job in error, reusing its backend job's results and the files already verified.")] = RetryStage.JOB,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be retried.")] = False,
 ) -> None:
-    """Put failed jobs back to not_started (recorded in their history); the next run of
-    the manager picks them up with a fresh attempt count."""
+    """Put failed jobs back to work (recorded in their history); the next run of the
+    manager picks them up. By default they start over (not_started, a fresh attempt
+    count); --stage download|postprocess redoes only that stage of jobs in error."""
     from eoextract.jobs import retry_jobs
     from eoextract.jobs.status import USER_RETRYABLE
 
     database = open_db(db)
     key_list = _split_keys(keys)
     _check_keys(database, key_list)
-    statuses = list(status) if status else ([JobStatus.ERROR] if not key_list else list(USER_RETRYABLE))
-    results = retry_jobs(database, statuses=statuses, keys=key_list or None, dry_run=dry_run)
+    if stage is not RetryStage.JOB:  # named jobs are each told why their stage cannot be redone
+        statuses = list(status) if status else (None if key_list else [JobStatus.ERROR])
+    else:
+        statuses = list(status) if status else ([JobStatus.ERROR] if not key_list else list(USER_RETRYABLE))
+    results = retry_jobs(database, statuses=statuses, keys=key_list or None, stage=stage.value,
+                         dry_run=dry_run)
     if key_list:  # named jobs that are not final failures are reported
         selected = {r.job_key for r in results}
         for rec in database.jobs(keys=key_list):

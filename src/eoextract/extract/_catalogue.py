@@ -7,12 +7,13 @@ process; ``ExtractionManager.create_stac`` and ``eoextract stac build`` both cal
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from eoextract.errors import ConfigurationError
+from eoextract.errors import ConfigurationError, EmptyCatalogue
 from eoextract.extract._store import ItemStore
 
 _log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def build_catalogue(
             ``output_path`` the files cannot be reached from with relative hrefs.
         StacValidationError: If ``validate`` and the catalogue is invalid.
         StacError: For unreadable stored items or duplicate item ids.
+        EmptyCatalogue: When there is no item to catalogue (no finished job stored one,
+            and no ``existing`` collection to extend); nothing is written.
     """
     from eoextract.stac import build_collection, extend_collection, validate_catalog
 
@@ -75,6 +78,14 @@ def build_catalogue(
             "containing it), so that its asset hrefs can be relative"
         )
     items = store.iter_items()
+    first = next(items, None)
+    if first is None and (existing is None or not Path(existing).exists()):
+        raise EmptyCatalogue(
+            f"nothing to catalogue in {root}: no finished job stored any item (jobs that failed "
+            "store none; see `eoextract status` and `eoextract jobs --status error` of the job "
+            "database); no catalogue was written")
+    if first is not None:
+        items = itertools.chain([first], items)
     if existing is not None and Path(existing).exists():
         # the existing collection keeps its id and metadata unless options say otherwise
         options = {k: v for k, v in collection_options.items() if v is not None}

@@ -53,6 +53,7 @@ from eoextract.jobs._download import (
     remove_stale_temp_files,
 )
 from eoextract.jobs.db import JobDatabase
+from eoextract.jobs.status import JobStatus
 
 _log = logging.getLogger(__name__)
 
@@ -343,6 +344,10 @@ class ExtractionManager(JobManager):
         except ChecksumMismatch as exc:
             return FinishedJobResult(run_again=exc)
         done.sort(key=_order_key)
+        fetched = sum(not d.reused for d in done)
+        if job.status == JobStatus.POSTPROCESSING and fetched:
+            _log.warning("job %s: %d of %d file(s) were no longer in place and verified; fetched them "
+                         "again from backend job %s", job.job_key, fetched, len(done), job.backend_job_id)
         with FILE_LOCK:
             items = [self._item_for(job.job_key, d) for d in done]
         job.postprocessing(f"{len(done)} file(s) in place")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import traceback
 from dataclasses import dataclass
 
 import requests
@@ -44,6 +45,8 @@ class ErrorInfo:
         retryable: whether trying again later may succeed.
         retry_after: seconds the server asked us to wait (429/503 ``Retry-After``).
         lost: the backend no longer knows the job (404 on a job it had created).
+        traceback: the (redacted) traceback of an exception raised by user code, kept in
+            the job's history so that the failure can be debugged after the run.
     """
 
     error_class: str
@@ -51,6 +54,12 @@ class ErrorInfo:
     retryable: bool
     retry_after: float | None = None
     lost: bool = False
+    traceback: str | None = None
+
+    def history_message(self, prefix: str) -> str:
+        """``prefix: message``, followed by the traceback (if any) on the next lines."""
+        text = f"{prefix}: {self.message}" if prefix else self.message
+        return f"{text}\n{self.traceback}" if self.traceback else text
 
 
 def _record_retry_after(response: requests.Response, *args, **kwargs) -> None:
@@ -123,7 +132,14 @@ def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
         return ErrorInfo(ErrorClass.DISK_FULL, _one_line(f"disk full: {exc}"), True)
     # Anything else was raised by user code (or a bug): fatal for this job only.
     return ErrorInfo(ErrorClass.user_code(type(exc)), _one_line(f"{type(exc).__name__}: {exc}"),
-                     False)
+                     False, traceback=format_traceback(exc))
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` as text, secrets redacted (kept in a job's history)."""
+    from eoextract._util.redact import redact
+
+    return redact("".join(traceback.format_exception(exc)).rstrip())
 
 
 def to_backend_error(exc: BaseException, *, backend_name: str | None = None,

@@ -32,7 +32,7 @@ from typing import Any
 from eoextract.errors import ConfigurationError, InvalidTransition, JobError
 from eoextract.jobs.db import JobDatabase, JobRecord
 from eoextract.jobs._classify import classify
-from eoextract.jobs.status import ON_BACKEND, TERMINAL, USER_RETRYABLE, JobStatus
+from eoextract.jobs.status import ON_BACKEND, STAGE_RETRY, TERMINAL, USER_RETRYABLE, JobStatus
 
 _log = logging.getLogger(__name__)
 S = JobStatus
@@ -186,18 +186,28 @@ def retry_jobs(
     *,
     statuses: Iterable[JobStatus | str] | None = (S.ERROR,),
     keys: Sequence[str] | None = None,
+    stage: str = "job",
     manager_id: str | None = None,
     dry_run: bool = False,
 ) -> list[ActionResult]:
-    """Move failed jobs back to ``not_started`` (an explicit user retry, recorded in history).
+    """Put failed jobs back to work (an explicit user retry, recorded in history).
 
-    The attempt counter starts over, so a retried job gets ``max_attempts`` new attempts;
-    the old error stays in the history.
+    ``stage="job"`` (the default) moves them back to ``not_started``: the next run creates
+    a new backend job. The attempt counter starts over, so a retried job gets
+    ``max_attempts`` new attempts; the old error stays in the history.
+
+    ``stage="download"`` or ``"postprocess"`` redoes only the handling of the results of a
+    job in ``error`` whose backend job finished: the job goes back to ``downloading``
+    (its results are fetched again from the backend job, still on the backend; files
+    already in place and verified are reused) or to ``postprocessing`` (the verified files
+    are post-processed again; one that is gone is fetched again). No new backend job is
+    created. The next run of the manager picks the job up.
 
     Args:
         db: The job database.
         statuses: Only jobs in these statuses (``None``: any; with ``keys`` only).
         keys: Only these jobs.
+        stage: ``job``, ``download`` or ``postprocess`` (see above).
         manager_id: Recorded in the history (default :func:`cli_manager_id`).
         dry_run: Report what would be done, change nothing.
 
@@ -205,39 +215,67 @@ def retry_jobs(
         One result per selected (or unknown) job.
 
     Raises:
-        ConfigurationError: Neither statuses nor keys given, or a status that cannot be
-            retried.
+        ConfigurationError: Neither statuses nor keys given, a status that cannot be
+            retried, or an unknown stage.
     """
     statuses = list(statuses or [])
     if not statuses and not keys:
         raise ConfigurationError("give statuses or keys of the jobs to retry")
-    bad = [s for s in statuses if JobStatus(s) not in USER_RETRYABLE]
+    if stage != "job" and stage not in STAGE_RETRY:
+        raise ConfigurationError(f"unknown stage {stage!r}; use job, {', '.join(STAGE_RETRY)}")
+    retryable = USER_RETRYABLE if stage == "job" else frozenset({S.ERROR})
+    bad = [s for s in statuses if JobStatus(s) not in retryable]
     if bad:
-        allowed = ", ".join(sorted(s.value for s in USER_RETRYABLE))
-        raise ConfigurationError(f"cannot retry jobs in status {', '.join(map(str, bad))}; "
-                                 f"only {allowed}")
+        allowed = ", ".join(sorted(s.value for s in retryable))
+        raise ConfigurationError(f"cannot retry {'' if stage == 'job' else stage + ' of '}jobs in status "
+                                 f"{', '.join(map(str, bad))}; only {allowed}")
     records, unknown = _select(db, statuses, keys)
     results = [ActionResult(k, False, None, None, "unknown job") for k in unknown]
     manager_id = manager_id or cli_manager_id()
     for rec in records:
-        if rec.status not in USER_RETRYABLE:
+        if rec.status not in retryable:
             results.append(ActionResult(rec.job_key, False, rec.status, rec.status,
-                                        f"is {rec.status.value}, not a final failure"))
+                                        f"is {rec.status.value}, not a final failure"
+                                        if stage == "job" else
+                                        f"is {rec.status.value}; only a job in error can redo its {stage}"))
             continue
+        if stage == "job":
+            new, note = S.NOT_STARTED, f"retried by user (was {rec.status.value})"
+            fields: dict[str, Any] = dict(attempt=0, next_attempt_at=None, end_time=None,
+                                          backend_status=None, id=None)
+        else:
+            problem = _stage_problem(db, rec, stage)
+            if problem:
+                results.append(ActionResult(rec.job_key, False, rec.status, rec.status, problem))
+                continue
+            new = STAGE_RETRY[stage]
+            note = f"{stage} retried by user (backend job {rec.backend_job_id} reused)"
+            fields = dict(end_time=None, claimed_by=None, lease_until=None)
         if dry_run:
-            results.append(ActionResult(rec.job_key, True, rec.status, S.NOT_STARTED, "would retry"))
+            results.append(ActionResult(rec.job_key, True, rec.status, new, f"would retry ({stage})"))
             continue
         try:
-            db.transition(rec.job_key, S.NOT_STARTED, message=f"retried by user (was {rec.status.value})",
-                          manager_id=manager_id, user_retry=True, expect=rec.status,
-                          attempt=0, next_attempt_at=None, error_class=None, error_message=None,
-                          end_time=None, backend_status=None, id=None)
+            db.transition(rec.job_key, new, message=note, manager_id=manager_id, user_retry=True,
+                          expect=rec.status, error_class=None, error_message=None, **fields)
         except InvalidTransition as exc:
             results.append(ActionResult(rec.job_key, False, rec.status, None, str(exc)))
             continue
-        results.append(ActionResult(rec.job_key, True, rec.status, S.NOT_STARTED, "retried"))
+        results.append(ActionResult(rec.job_key, True, rec.status, new, f"retried ({stage})"))
     db.flush()
     return results
+
+
+def _stage_problem(db: JobDatabase, rec: JobRecord, stage: str) -> str | None:
+    """Why one stage of ``rec`` cannot be redone (``None``: it can)."""
+    if not rec.backend_job_id:
+        return "it has no backend job whose results could be reused; retry the whole job"
+    reached = {c.new for c in db.history(rec.job_key) if c.backend_job_id == rec.backend_job_id}
+    if S.DOWNLOADING not in reached:
+        return (f"its backend job {rec.backend_job_id} never finished, so there are no results "
+                f"to {'download' if stage == 'download' else 'post-process'}; retry the whole job")
+    if stage == "postprocess" and S.POSTPROCESSING not in reached:
+        return "its files were never all in place; retry its download stage (--stage download)"
+    return None
 
 
 # ----------------------------------------------------------------------------- cancel

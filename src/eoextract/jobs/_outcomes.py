@@ -236,6 +236,6 @@ class ResultApplier:
             run.finish_failures[key] = n
             run.finish_due[key] = time.monotonic() + self.backoff.delay(n, info.retry_after)
         else:
-            self._transition(Transition(key, S.ERROR, message=f"results: {info.message}", fields=dict(
+            self._transition(Transition(key, S.ERROR, message=info.history_message("results"), fields=dict(
                 error_class=info.error_class, error_message=info.message, claimed_by=None, lease_until=None)))
             run.finish_failures[key] = n

@@ -132,6 +132,8 @@ def after_failure(current: JobRecord, info: ErrorInfo, *, stage: str, backend_jo
             next_attempt_at=utc_now() + timedelta(seconds=delay), claimed_by=None, lease_until=None,
         )), f"{stage} retry"
     final = S.START_FAILED if stage == "start" else S.ERROR
+    if info.traceback:
+        msg += "\n" + info.traceback
     return Transition(current.job_key, final, message=msg, fields=dict(
         error_class=info.error_class, error_message=info.message, end_time=utc_now(),
         claimed_by=None, lease_until=None,

@@ -64,7 +64,7 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
             job = _call_with_accepted(start_job, row=row, connection=connection,
                                       connection_provider=manager._get_connection, provider=spec.name)
         except Exception as exc:  # noqa: BLE001 - user code or backend; marks this job only
-            info = classify(exc)
+            info = _logged(classify(exc), rec.job_key, "start_job")
             _log.warning("job %s: start_job failed: %s", key, info.message)
             return _failed(key, info, stage="start", backend=spec.name, counts=counts,
                            backend_job_id=ctx.created[-1] if ctx.created else None)
@@ -112,6 +112,13 @@ def start_created(rec: JobRecord, spec: BackendSpec) -> TaskResult:
     return TaskResult(key, (change,), needs_start=False, task_done=True)
 
 
+def _logged(info: ErrorInfo, job_key: str, what: str) -> ErrorInfo:
+    """``info``, its traceback logged at DEBUG when user code raised it."""
+    if info.traceback:
+        _log.debug("job %s: %s raised:\n%s", job_key, what, info.traceback)
+    return info
+
+
 def finish_job(manager: JobManager, job: FinishedJob) -> TaskResult:
     """Handle a finished job's results (:meth:`JobManager.process_finished_job`), then
     ``finished``; a failure is for the loop to weigh (retry later, run again, error)."""
@@ -126,7 +133,8 @@ def finish_job(manager: JobManager, job: FinishedJob) -> TaskResult:
             raise ValueError(f"process_finished_job returned fields that are no managed columns: "
                              f"{sorted(unknown)}")
     except Exception as exc:  # noqa: BLE001 - this job only
-        failure = ResultsFailure(key, classify(exc), False, job.backend_job_id)
+        info = _logged(classify(exc), key, "handling its results")
+        failure = ResultsFailure(key, info, False, job.backend_job_id)
         return TaskResult(key, (failure,), task_done=True)
     if outcome.run_again is not None:
         failure = ResultsFailure(key, classify(outcome.run_again), True, job.backend_job_id)
@@ -158,7 +166,7 @@ def call_hook(rec: JobRecord, spec: BackendSpec, hook: Callable[[BatchJob, pd.Se
     try:
         hook(spec.connection().job(rec.backend_job_id), rec.as_series())
     except Exception as exc:  # noqa: BLE001 - a failing callback never stops the run
-        info = classify(exc)
+        info = _logged(classify(exc), rec.job_key, getattr(hook, "__name__", "hook"))
         _log.warning("job %s: %s raised: %s", rec.job_key, getattr(hook, "__name__", "hook"), info.message)
         fields = dict(error_class=info.error_class, error_message=info.message)
         return TaskResult(rec.job_key, (Update(rec.job_key, fields),), task_done=True)

@@ -20,6 +20,7 @@ __all__ = [
     "ON_BACKEND",
     "ALLOWED",
     "USER_RETRYABLE",
+    "STAGE_RETRY",
     "is_allowed",
     "check_transition",
     "OPENEO_STATUS",
@@ -66,6 +67,10 @@ ACTIVE: frozenset[JobStatus] = frozenset({S.CREATING, S.CREATED, S.QUEUED, S.RUN
 ON_BACKEND: frozenset[JobStatus] = frozenset({S.CREATED, S.QUEUED, S.RUNNING})
 #: Final statuses a user's explicit retry may move back to ``not_started``.
 USER_RETRYABLE: frozenset[JobStatus] = frozenset({S.ERROR, S.START_FAILED, S.CANCELED, S.SKIPPED})
+#: Where a user's retry of one stage of a job in ``error`` puts it: its results are
+#: downloaded again (``downloading``) or only post-processed again (``postprocessing``)
+#: from the files already in place, without a new backend job.
+STAGE_RETRY: dict[str, JobStatus] = {"download": S.DOWNLOADING, "postprocess": S.POSTPROCESSING}
 
 _RETRY = S.NOT_STARTED  # a retryable failure goes back to the queue
 
@@ -89,9 +94,12 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 
 
 def is_allowed(old: JobStatus | str, new: JobStatus | str, *, user_retry: bool = False) -> bool:
-    """Whether ``old → new`` is allowed; ``user_retry`` admits an explicit retry of a final status."""
+    """Whether ``old → new`` is allowed; ``user_retry`` admits an explicit retry of a final
+    status (from the start, or of one stage of a job in ``error``: :data:`STAGE_RETRY`)."""
     old, new = JobStatus(old), JobStatus(new)
     if user_retry and old in USER_RETRYABLE and new is S.NOT_STARTED:
+        return True
+    if user_retry and old is S.ERROR and new in STAGE_RETRY.values():
         return True
     return new in ALLOWED[old]
 

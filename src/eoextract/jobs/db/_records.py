@@ -126,3 +126,14 @@ class StatusChange:
     manager_id: str | None = None
     message: str | None = None
     backend_job_id: str | None = None
+
+    @property
+    def summary(self) -> str | None:
+        """The first line of :attr:`message` (what happened)."""
+        return None if self.message is None else self.message.partition("\n")[0]
+
+    @property
+    def traceback(self) -> str | None:
+        """The traceback kept with a failure of user code (the rest of :attr:`message`)."""
+        rest = (self.message or "").partition("\n")[2]
+        return rest or None
