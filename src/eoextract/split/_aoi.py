@@ -162,5 +162,7 @@ def reproject(geom: BaseGeometry, src: pyproj.CRS, dst: pyproj.CRS) -> BaseGeome
     out = gpd.GeoSeries([geom], crs=src).to_crs(dst).iloc[0]
     if not out.is_valid:
         out = shapely.make_valid(out)
+    if not any(isinstance(g, (Polygon, MultiPolygon)) for g in getattr(out, "geoms", [out])):
+        return Polygon()  # a sliver thinner than the projection's precision
     out = _polygonal(out)
     return wrap_antimeridian(out) if dst.is_geographic else out

@@ -81,22 +81,40 @@ def _square_edges(lo: float, hi: float, step: float) -> np.ndarray:
     return np.array(sorted(edges))
 
 
-def _merge_small(cells: dict[tuple[int, int], BaseGeometry], full: float, min_fraction: float
+def _merge_small(cells: dict[tuple[int, int], BaseGeometry], full: float, min_fraction: float,
+                 square: dict[tuple[int, int], tuple[float, float]]
                  ) -> dict[tuple[int, int], tuple[int, int]]:
-    """Cell -> the cell it belongs to after merging small cells into their best neighbour."""
+    """Cell -> the cell whose tile it joins: a small cell joins the big enough neighbour it
+    shares the longest edge with (one of its own 100 km square first); a small cell with only small neighbours then joins the
+    biggest tile one of them joined."""
     area = {k: g.area for k, g in cells.items()}
-    small = {k for k, a in area.items() if a < min_fraction * full}
+    limit = min_fraction * full
+    small = sorted((k for k, a in area.items() if a < limit), key=lambda c: (area[c], c))
     target = {k: k for k in cells}
-    for k in sorted(small, key=lambda c: (area[c], c)):
-        best, best_len = None, 0.0
-        for d in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            n = (k[0] + d[0], k[1] + d[1])
-            if n in cells and n not in small:
-                shared = cells[k].intersection(cells[n]).length
-                if shared > best_len:
-                    best, best_len = n, shared
-        if best is not None:
-            target[k] = best
+
+    def neighbours(k: tuple[int, int]) -> list[tuple[int, int]]:
+        return [n for n in ((k[0] - 1, k[1]), (k[0] + 1, k[1]), (k[0], k[1] - 1), (k[0], k[1] + 1))
+                if n in cells and cells[k].intersection(cells[n]).length > 0]
+
+    for k in small:
+        big = [n for n in neighbours(k) if area[n] >= limit]
+        if big:
+            target[k] = max(big, key=lambda n: (square[n] == square[k],
+                                                cells[k].intersection(cells[n]).length, n))
+    for _ in range(4):
+        group_area: dict[tuple[int, int], float] = defaultdict(float)
+        for k, t in target.items():
+            group_area[t] += area[k]
+        changed = False
+        for k in small:
+            if target[k] != k or group_area[k] >= limit or any(target[o] == k for o in cells if o != k):
+                continue
+            groups = {target[n] for n in neighbours(k) if target[n] != k}
+            if groups:
+                target[k] = max(groups, key=lambda t: (group_area[t], t))
+                changed = True
+        if not changed:
+            break
     return target
 
 
@@ -221,7 +239,7 @@ class Sentinel2Grid:
         for epsg in sorted(regions):
             region_ll = shapely.union_all(regions[epsg])
             aoi_zone = ll.intersection(region_ll)
-            if aoi_zone.is_empty or aoi_zone.area == 0:
+            if aoi_zone.is_empty or aoi_zone.area <= 1e-12 * ll.area:
                 continue
             rows.extend(self._zone_tiles(epsg, region_ll, aoi_zone, aoi_crs))
         if not rows:
@@ -252,8 +270,10 @@ class Sentinel2Grid:
     def _zone_tiles(self, epsg: int, region_ll: BaseGeometry, aoi_ll: BaseGeometry,
                     aoi_crs: pyproj.CRS) -> list[dict[str, Any]]:
         utm = pyproj.CRS.from_epsg(epsg)
-        region = reproject(region_ll, _LL, utm)
+        region = reproject(shapely.segmentize(region_ll, 0.01), _LL, utm)
         aoi = reproject(aoi_ll, _LL, utm)
+        if aoi.is_empty:
+            return []
         n = self.tile_size
         minx, miny, maxx, maxy = aoi.bounds
         xs = _square_edges(minx - 2 * n, maxx + 2 * n, n)
@@ -264,13 +284,14 @@ class Sentinel2Grid:
         clipped = shapely.intersection(boxes, region)
         index = [(i, j) for i in range(len(xs) - 1) for j in range(len(ys) - 1)]
         cells = {k: g for k, g in zip(index, clipped) if not g.is_empty and g.area > 0}
-        target = _merge_small(cells, n * n, self.min_fraction)
+        square = {k: (math.floor(xs[k[0]] / _SQUARE), math.floor(ys[k[1]] / _SQUARE)) for k in cells}
+        target = _merge_small(cells, n * n, self.min_fraction, square)
         members: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         for k, t in target.items():
             members[t].append(k)
         transformer = pyproj.Transformer.from_crs(utm, _LL, always_xy=True)
         per_square = math.ceil(_SQUARE / n)
-        width = len(str(per_square - 1))
+        width = max(2, len(str(per_square - 1)))
         rows = []
         for t, ks in members.items():
             tile = shapely.union_all([cells[k] for k in ks])
