@@ -38,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 
 from eoextract._util.files import atomic_path
 from eoextract.errors import ConfigurationError
-from eoextract.split._aoi import parse_aoi, reproject, require_crs
+from eoextract.split._aoi import parse_aoi, reproject, reproject_many, require_crs
 from eoextract.split._splitters import s2_tile
 
 logger = logging.getLogger(__name__)
@@ -103,11 +103,14 @@ def _merge_small(cells: dict[tuple[int, int], BaseGeometry], full: float, min_fr
                                                 cells[k].intersection(cells[n]).length, n))
     for _ in range(4):
         group_area: dict[tuple[int, int], float] = defaultdict(float)
+        receivers = set()
         for k, t in target.items():
             group_area[t] += area[k]
+            if t != k:
+                receivers.add(t)
         changed = False
         for k in small:
-            if target[k] != k or group_area[k] >= limit or any(target[o] == k for o in cells if o != k):
+            if target[k] != k or group_area[k] >= limit or k in receivers:
                 continue
             groups = {target[n] for n in neighbours(k) if target[n] != k}
             if groups:
@@ -281,7 +284,10 @@ class Sentinel2Grid:
         x0, y0 = np.meshgrid(xs[:-1], ys[:-1], indexing="ij")
         x1, y1 = np.meshgrid(xs[1:], ys[1:], indexing="ij")
         boxes = shapely.box(x0.ravel(), y0.ravel(), x1.ravel(), y1.ravel())
-        clipped = shapely.intersection(boxes, region)
+        shapely.prepare(region)
+        inside = shapely.contains_properly(region, boxes)
+        clipped = boxes.copy()
+        clipped[~inside] = shapely.intersection(boxes[~inside], region)
         index = [(i, j) for i in range(len(xs) - 1) for j in range(len(ys) - 1)]
         cells = {k: g for k, g in zip(index, clipped) if not g.is_empty and g.area > 0}
         square = {k: (math.floor(xs[k[0]] / _SQUARE), math.floor(ys[k[1]] / _SQUARE)) for k in cells}
@@ -292,23 +298,29 @@ class Sentinel2Grid:
         transformer = pyproj.Transformer.from_crs(utm, _LL, always_xy=True)
         per_square = math.ceil(_SQUARE / n)
         width = max(2, len(str(per_square - 1)))
+        keys = list(members)
+        tiles = np.array([cells[t] if len(members[t]) == 1 else shapely.union_all([cells[k] for k in members[t]])
+                          for t in keys], dtype=object)
+        shapely.prepare(aoi)
+        hit = shapely.intersects(aoi, tiles) & ~shapely.touches(aoi, tiles)
+        edge = hit & ~shapely.contains_properly(aoi, tiles)
+        hit[edge] = shapely.area(shapely.intersection(tiles[edge], aoi)) > 0
+        chosen = [t for t, h in zip(keys, hit) if h]
+        geoms = reproject_many(tiles[hit], utm, aoi_crs)
+        r = self.resolution
+        anchors = shapely.point_on_surface(np.array([cells[t] for t in chosen], dtype=object))
+        lons, lats = transformer.transform(shapely.get_x(anchors), shapely.get_y(anchors))
         rows = []
-        for t, ks in members.items():
-            tile = shapely.union_all([cells[k] for k in ks])
-            if not (tile.intersects(aoi) and tile.intersection(aoi).area > 0):
-                continue
-            cx, cy = cells[t].representative_point().coords[0]
-            lon, lat = transformer.transform(cx, cy)
+        for t, tile, geom, lon, lat in zip(chosen, tiles[hit], geoms, lons, lats):
             mgrs_tile, _ = s2_tile(lat, lon)
             col = int(round((xs[t[0]] - math.floor(xs[t[0]] / _SQUARE) * _SQUARE) / n))
             row = int(round((ys[t[1]] - math.floor(ys[t[1]] / _SQUARE) * _SQUARE) / n))
             w, s, e, nn = tile.bounds
-            r = self.resolution
             rows.append({
                 "tile_id": f"{mgrs_tile}_{col:0{width}d}{row:0{width}d}",
                 "mgrs_tile": mgrs_tile, "epsg": epsg,
                 "west": math.floor(round(w / r, 6)) * r, "south": math.floor(round(s / r, 6)) * r,
                 "east": math.ceil(round(e / r, 6)) * r, "north": math.ceil(round(nn / r, 6)) * r,
-                "geometry": reproject(tile, utm, aoi_crs),
+                "geometry": geom,
             })
         return rows
