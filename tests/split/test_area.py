@@ -178,3 +178,39 @@ def test_bad_arguments(kwargs, message):
 def test_bad_areas(aoi, message):
     with pytest.raises(ConfigurationError, match=message):
         split_area(aoi, projection=4326, tile_size=1)
+
+
+def test_grid_objects_with_get_tiles_are_used_as_openeo_uses_them():
+    seen = []
+
+    class Halves:
+        """A user's grid: the AOI's bounding box cut in two."""
+
+        def get_tiles(self, geometry):
+            seen.append(geometry)
+            w, s, e, n = geometry["west"], geometry["south"], geometry["east"], geometry["north"]
+            return gpd.GeoDataFrame(geometry=[box(w, s, (w + e) / 2, n), box((w + e) / 2, s, e, n)], crs=4326)
+
+    aoi = {"west": 0, "south": 0, "east": 2, "north": 1, "crs": 4326}
+    tiles = split_area(aoi, tile_grid=Halves())
+    assert seen == [aoi] and len(tiles) == 2
+    with pytest.raises(ConfigurationError, match="foreign tile grid"):
+        split_area(box(0, 0, 1, 1), tile_grid=Halves(), crs=4326)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(150.0, 179.9), st.floats(0.2, 25.0), st.floats(-60.0, 60.0), st.floats(0.2, 10.0),
+       st.sampled_from([("EPSG:4326", 1.5), ("EPSG:3832", 100_000.0)]))
+def test_antimeridian_boxes_cover_never_overlap(west, width, south, height, grid):
+    projection, size = grid
+    east = west + width - 360.0 if west + width > 180.0 else west + width
+    aoi = {"west": west, "south": south, "east": east, "north": south + height, "crs": 4326}
+    tiles = split_area(aoi, projection=projection, tile_size=size)
+    assert tiles.crs == gpd.GeoSeries([], crs=projection).crs
+    parts = [box(west, south, min(west + width, 180.0), south + height)]
+    if west + width > 180.0:
+        parts.append(box(-180.0, south, west + width - 360.0, south + height))
+    target = gpd.GeoSeries([shapely.union_all(parts)], crs=4326)
+    target = target.segmentize(0.05).to_crs(projection).iloc[0]
+    _check_partition(tiles, target, rel=1e-4)
+    assert tiles.total_bounds[0] >= -180.0 - 1e-9 or projection != "EPSG:4326"
