@@ -84,9 +84,12 @@ def _square_edges(lo: float, hi: float, step: float) -> np.ndarray:
 def _merge_small(cells: dict[tuple[int, int], BaseGeometry], full: float, min_fraction: float,
                  square: dict[tuple[int, int], tuple[float, float]]
                  ) -> dict[tuple[int, int], tuple[int, int]]:
-    """Cell -> the cell whose tile it joins: a small cell joins the big enough neighbour it
-    shares the longest edge with (one of its own 100 km square first); a small cell with only small neighbours then joins the
-    biggest tile one of them joined."""
+    """Cell -> the cell whose tile it joins.
+
+    A small cell joins the big enough neighbour it shares the longest edge with (one in its
+    own 100 km square first); a small cell with only small neighbours then joins the
+    biggest tile one of them joined.
+    """
     area = {k: g.area for k, g in cells.items()}
     limit = min_fraction * full
     small = sorted((k for k, a in area.items() if a < limit), key=lambda c: (area[c], c))
