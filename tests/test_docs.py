@@ -44,8 +44,10 @@ RUNNABLE = [p for p in PAGES if any(r for _, _, r in python_blocks(p))]
 def test_docs_pages_exist_and_have_runnable_code():
     names = {p.name for p in PAGES}
     assert {"index.md", "quickstart.md", "concepts.md", "migration.md", "callbacks.md",
-            "postgresql.md", "backend.md", "cli.md", "monitoring.md"} <= names
-    assert {"quickstart.md", "concepts.md", "callbacks.md", "backend.md"} <= {p.name for p in RUNNABLE}
+            "postgresql.md", "backend.md", "cli.md", "monitoring.md", "job-creators.md",
+            "notebook-004.md"} <= names
+    assert {"quickstart.md", "concepts.md", "callbacks.md", "backend.md", "job-creators.md",
+            "notebook-004.md", "extraction.md"} <= {p.name for p in RUNNABLE}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

@@ -17,9 +17,9 @@ PUBLIC = {
         "GFMAPJobManager", "InvalidTransition", "JobDatabase", "JobDatabaseError", "JobError",
         "JobLost", "JobManager", "JobRecord", "JobStatus", "LocalBackend",
         "MultiBackendJobManager", "ProcessBasedJobCreator", "RetryableBackendError",
-        "SchemaVersionError", "StacError", "StacValidationError", "StatusChange",
+        "SchemaVersionError", "Sentinel2Grid", "StacError", "StacValidationError", "StatusChange",
         "UnsafeAssetPath", "__version__", "build_collection", "create_job_db",
-        "extend_collection", "get_job_db", "split_job_hex", "split_job_s2grid", "validate",
+        "extend_collection", "get_job_db", "split_area", "split_job_hex", "split_job_s2grid", "validate",
         "validate_catalog"},
     "eoextract.errors": {
         "BackendError", "ChecksumMismatch", "ConfigurationError", "DownloadError", "EmptyCatalogue",
@@ -48,7 +48,9 @@ PUBLIC = {
     "eoextract.report": {
         "ErrorClassSummary", "RunSummary", "footprints", "format_duration", "history_frame",
         "iter_output_items", "jobs_frame", "render_report", "summarize", "write_report"},
-    "eoextract.split": {"centroids_lonlat", "s2_tile", "split_job_hex", "split_job_s2grid"},
+    "eoextract.split": {
+        "Sentinel2Grid", "TileGrid", "centroids_lonlat", "s2_tile", "split_area", "split_job_hex",
+        "split_job_s2grid"},
     "eoextract.stac": {
         "CollectionBuilder", "Layout", "ValidationReport", "build_collection",
         "extend_collection", "iter_catalog_items", "layout_key", "validate", "validate_catalog",

@@ -56,6 +56,8 @@ _EXPORTS: dict[str, str] = {
     # splitters
     "split_job_hex": "eoextract.split",
     "split_job_s2grid": "eoextract.split",
+    "split_area": "eoextract.split",
+    "Sentinel2Grid": "eoextract.split",
     # embedded backend
     "LocalBackend": "eoextract.backend",
 }
@@ -81,7 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from eoextract.extract import AUXILIARY, AssetDefinition, ExtractionManager, GFMAPJobManager
     from eoextract.jobs import JobManager, MultiBackendJobManager, ProcessBasedJobCreator
     from eoextract.jobs.db import create_job_db, get_job_db
-    from eoextract.split import split_job_hex, split_job_s2grid
+    from eoextract.split import Sentinel2Grid, split_area, split_job_hex, split_job_s2grid
     from eoextract.stac import build_collection, extend_collection, validate, validate_catalog
     from eoextract.errors import *  # noqa: F403
     from eoextract.jobs.db import JobDatabase, JobRecord, StatusChange

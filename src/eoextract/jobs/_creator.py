@@ -122,8 +122,9 @@ class ProcessBasedJobCreator:
         arguments: dict[str, Any] = {}
         for parameter in parameters:
             column = column_map.get(parameter.name, parameter.name)
-            if column in row.index and not (np.isscalar(row[column]) and pd.isna(row[column])):
-                value = row[column]
+            cell = row[column] if column in row.index else None
+            if cell is not None and not (np.isscalar(cell) and pd.isna(cell)):  # empty: default
+                value = cell
             elif parameter.name in self.parameter_defaults:
                 value = self.parameter_defaults[parameter.name]
             elif parameter.has_default():
