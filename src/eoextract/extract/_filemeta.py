@@ -14,7 +14,7 @@ import logging
 import math
 import mimetypes
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,40 @@ class FileMetadata(AssetDescription):
     transform: tuple[float, ...] | None = None
     #: Number of time steps (``None`` without a time axis).
     time_steps: int | None = None
+
+
+class FileIndex:
+    """Files already hashed, by resolved path: size, modification time and checksum.
+
+    Built once per job from its download records (anything with ``path``, ``size``,
+    ``mtime_ns`` and ``checksum``, such as
+    :class:`~eoextract.jobs._download.DownloadedAsset`), it answers for one file in
+    constant time, so refreshing the file metadata of a job's items costs one lookup per
+    file instead of a pass over all of the job's files per item.
+    """
+
+    def __init__(self, known: Iterable[Any] = ()) -> None:
+        self._entries: dict[Path, tuple[int, int, str]] = {
+            Path(k.path).resolve(): (int(k.size), int(k.mtime_ns), str(k.checksum))
+            for k in known
+            if getattr(k, "mtime_ns", None) is not None
+        }
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def checksum(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        """The recorded checksum of ``path`` (resolved) if its size and modification time
+        are still those recorded, else None (the file must be hashed again)."""
+        entry = self._entries.get(path)
+        if entry is not None and entry[:2] == (size, mtime_ns):
+            return entry[2]
+        return None
+
+    @classmethod
+    def of(cls, known: FileIndex | Iterable[Any]) -> FileIndex:
+        """``known`` itself when it is an index, else an index built from it."""
+        return known if isinstance(known, FileIndex) else cls(known)
 
 
 # --------------------------------------------------------------------------- reading

@@ -32,7 +32,7 @@ from eoextract._util.checksum import DEFAULT_ALGORITHM, file_checksum, parse_che
 from eoextract._util.hrefs import local_path
 from eoextract._util.utc import to_utc
 from eoextract.errors import StacError
-from eoextract.extract._filemeta import FileMetadata, read_file_metadata
+from eoextract.extract._filemeta import FileIndex, FileMetadata, read_file_metadata
 from eoextract.jobs._download import RemoteAsset
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ def refresh_file_metadata(
     item: pystac.Item,
     root: Path | str,
     *,
-    known: Iterable[Any] = (),
+    known: FileIndex | Iterable[Any] = (),
 ) -> pystac.Item:
     """Bring ``file:size``/``file:checksum`` and missing metadata of local assets up to date.
 
@@ -316,7 +316,9 @@ def refresh_file_metadata(
         known: Files already hashed, e.g. the
             :class:`~eoextract.jobs._download.DownloadedAsset` records of the job
             (anything with ``path``, ``size``, ``mtime_ns`` and ``checksum``): a file
-            whose size and modification time are unchanged is not hashed again.
+            whose size and modification time are unchanged is not hashed again. For
+            the items of one job, pass a :class:`FileIndex` built once: an iterable is
+            indexed anew on every call.
 
     Returns:
         The same item.
@@ -324,11 +326,7 @@ def refresh_file_metadata(
     Raises:
         StacError: If a local asset's file does not exist.
     """
-    hashes = {
-        Path(k.path).resolve(): (k.size, k.mtime_ns, k.checksum)
-        for k in known
-        if getattr(k, "mtime_ns", None) is not None
-    }
+    hashes = FileIndex.of(known)
     self_href = item.get_self_href()
     base = Path(self_href).parent if self_href and not urlsplit(self_href).scheme else Path(root)
     for key, stac_asset in item.assets.items():
@@ -340,10 +338,7 @@ def refresh_file_metadata(
         has_proj = "proj:code" in stac_asset.extra_fields or "proj:wkt2" in stac_asset.extra_fields
         has_bands = "raster:bands" in stac_asset.extra_fields
         stat = path.stat()
-        checksum = None
-        previous = hashes.get(path.resolve())
-        if previous is not None and previous[:2] == (stat.st_size, stat.st_mtime_ns):
-            checksum, size = previous[2], stat.st_size
+        checksum, size = hashes.checksum(path.resolve(), stat.st_size, stat.st_mtime_ns), stat.st_size
         if checksum is None:  # rehash with the hash function the item used so far
             parsed = parse_checksum(stac_asset.extra_fields.get("file:checksum"))
             checksum, size = file_checksum(path, parsed[0] if parsed else DEFAULT_ALGORITHM)
