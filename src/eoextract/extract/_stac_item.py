@@ -32,7 +32,7 @@ from eoextract._util.checksum import DEFAULT_ALGORITHM, file_checksum, parse_che
 from eoextract._util.hrefs import local_path
 from eoextract._util.utc import to_utc
 from eoextract.errors import StacError
-from eoextract.extract._filemeta import FileIndex, FileMetadata, read_file_metadata
+from eoextract.extract._filemeta import FileIndex, FileMetadata, item_crs, read_file_metadata
 from eoextract.jobs._download import RemoteAsset
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ def build_item(
 
     Geometry and bbox (EPSG:4326), projection (``proj:code`` — or ``proj:wkt2`` for a
     CRS without EPSG code — ``proj:shape``, ``proj:transform``, ``proj:bbox``) and time
-    come from the file when it has them, else from the backend's asset metadata.
+    come from the file when it has them, else from the backend's asset metadata; the
+    backend's EPSG code is used where it describes the file's CRS (:func:`item_crs`).
     Bands are the file's variables completed with the backend's band metadata
     (``eo:bands`` and ``raster:bands``). ``file:size``/``file:checksum`` describe the
     file. Projection fields are written on the item and on its asset.
@@ -237,7 +238,9 @@ def build_item(
     )
 
     if file_meta.epsg is not None or file_meta.crs_wkt is not None:
-        proj = {"epsg": file_meta.epsg, "wkt2": file_meta.crs_wkt, "shape": file_meta.shape,
+        epsg, wkt2 = item_crs(file_meta.epsg, file_meta.crs_wkt, remote.epsg if remote is not None else None,
+                              what=f"{file_meta.path.name} (item {item_id!r})")
+        proj = {"epsg": epsg, "wkt2": wkt2, "shape": file_meta.shape,
                 "transform": file_meta.transform, "bbox": file_meta.bbox_native}
     elif remote is not None:
         proj = {"epsg": remote.epsg, "shape": remote.shape, "bbox": remote.bbox_native,
