@@ -12,7 +12,7 @@ import eoextract
 #: The public modules and the names each exports. A change here is a change of the public API.
 PUBLIC = {
     "eoextract": {
-        "AUXILIARY", "AssetDefinition", "BackendError", "ChecksumMismatch", "ConfigurationError",
+        "AUXILIARY", "AssetDefinition", "AssetRefused", "BackendError", "ChecksumMismatch", "ConfigurationError",
         "DownloadError", "EoextractError", "ExtractionManager", "FatalBackendError",
         "GFMAPJobManager", "InvalidTransition", "JobDatabase", "JobDatabaseError", "JobError",
         "JobLost", "JobManager", "JobRecord", "JobStatus", "LocalBackend",
@@ -22,7 +22,7 @@ PUBLIC = {
         "extend_collection", "get_job_db", "split_job_hex", "split_job_s2grid", "validate",
         "validate_catalog"},
     "eoextract.errors": {
-        "BackendError", "ChecksumMismatch", "ConfigurationError", "DownloadError",
+        "AssetRefused", "BackendError", "ChecksumMismatch", "ConfigurationError", "DownloadError",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
         "StacValidationError", "UnsafeAssetPath"},

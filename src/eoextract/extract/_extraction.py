@@ -340,6 +340,7 @@ class ExtractionManager(JobManager):
             done = download_job_assets(
                 session, data_assets, self.output_dir, self._chooser(row, data_assets),
                 max_workers=self.download_workers, headers=headers, job_key=job.job_key,
+                max_asset_bytes=self.max_asset_bytes,
             )
         except ChecksumMismatch as exc:
             return FinishedJobResult(run_again=exc)
