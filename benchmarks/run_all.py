@@ -411,9 +411,10 @@ def section_filemeta(run: Run) -> None:
     a, b = res[str(small)], res[str(large)]
     run.add(Row("filemeta", f"file metadata of one job's items (items from the files, file:size/checksum "
                             f"refreshed against the download records): {large:,} files / {small:,} files",
-                f"{fmt(b['seconds'], unit='s')} / {fmt(a['seconds'], unit='s')}", "—",
+                f"{fmt(b['seconds'], unit='s')} / {fmt(a['seconds'], unit='s')} CPU", "—",
                 f"{res['ratio']:.2f}", f"≤ {goal:.0f}", res["ratio"] <= goal,
-                note=f"{fmt(a['ms_per_file'])} and {fmt(b['ms_per_file'])} ms per file; linear in the "
+                note=f"{fmt(a['ms_per_file'])} and {fmt(b['ms_per_file'])} ms of CPU per file (wall-time "
+                     f"ratio {res['wall_ratio']:.2f}, load average {res['load_average']:.1f}); linear in the "
                      f"job's files gives {large / small:.0f}"))
 
 

@@ -272,7 +272,6 @@ class _Stream:
         if self.total is not None and self.offset < self.total:
             raise _Transient(f"connection closed after {self.offset} of {self.total} bytes")
 
-
     def _limit_text(self, limit: int) -> str:
         if self.asset.size is not None and limit == self.asset.size:
             return f"the {limit} bytes the results document announced"
