@@ -56,8 +56,8 @@ def _free_bytes(folder: Path) -> int:
 
 
 def _disk_full(folder: Path, needed: int, free: int, name: str) -> OSError:
-    return OSError(errno.ENOSPC, f"No space for asset {name!r}: {needed} more bytes needed, {free} free",
-                   str(folder))
+    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} for asset {name!r}: {needed} more bytes "
+                                 f"needed, {free} free", str(folder))
 
 
 def resume_policy(backoff: float | RetryPolicy) -> RetryPolicy:
