@@ -69,7 +69,7 @@ class FileMetadata(AssetDescription):
     checksum: str
     #: Media type guessed from the content (``None`` if unknown).
     media_type: str | None = None
-    #: WKT2 of the CRS when it has no EPSG code.
+    #: WKT2 of the CRS when it has no EPSG code (of the source CRS, for a bound CRS).
     crs_wkt: str | None = None
     #: Affine transform ``(a, b, c, d, e, f)`` from pixel to CRS coordinates.
     transform: tuple[float, ...] | None = None
