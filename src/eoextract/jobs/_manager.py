@@ -74,8 +74,8 @@ class JobManager:
         lease_seconds: how long a claimed job stays reserved for this manager.
         max_workers: threads for blocking work (creating jobs, downloads, callbacks).
         manager_id: identifier recorded in the history (default: host, pid and a nonce).
-        max_asset_bytes: the largest result file a download accepts when no size (or a larger
-            one) is announced (default 16 GiB; ``None``: only the free disk space bounds it).
+        max_asset_bytes: the largest result file a download accepts, whatever the backend
+            announces (default 16 GiB; ``None``: the announced size and the free disk space only).
     """
 
     def __init__(
