@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 
 import numpy as np
+import pystac
 import pandas as pd
 import pytest
 import rasterio
@@ -15,7 +16,7 @@ from pyproj import CRS, Transformer
 from rasterio.transform import Affine
 
 from eoextract.extract._filemeta import item_crs
-from eoextract.extract._stac_item import build_item, read_file_metadata
+from eoextract.extract._stac_item import build_item, read_file_metadata, refresh_file_metadata
 from eoextract.jobs._download import RemoteAsset
 from eoextract.stac import validate_dict
 
@@ -116,3 +117,15 @@ def test_when_file_and_backend_disagree_the_file_wins_and_it_is_logged(tmp_path,
     assert "EPSG:32631" in caplog.text and "EPSG:32632" in caplog.text
     assert item_crs(None, meta.crs_wkt, 3035) == (3035, None)
     assert item_crs(32631, None, None) == (32631, None)
+
+
+def test_an_added_file_in_the_same_bound_crs_takes_its_items_code(tmp_path, caplog):
+    meta = read_file_metadata(write_cdse_netcdf(tmp_path / "openEO_0.nc"))
+    item = build_item(announced("openEO_0.nc", 3035), meta, item_id="a", collection_id="c")
+    label = write_cdse_netcdf(tmp_path / "LABEL_0.nc")  # e.g. written by a post-job action
+    item.add_asset("auxiliary", pystac.Asset(href=str(label), roles=["data"]))
+    with caplog.at_level(logging.WARNING, logger="eoextract.extract._filemeta"):
+        refresh_file_metadata(item, tmp_path)
+    aux = item.assets["auxiliary"].extra_fields
+    assert aux["proj:code"] == "EPSG:3035" and "proj:wkt2" not in aux
+    assert caplog.text == ""

@@ -200,7 +200,7 @@ def _same_projection(wkt: str, epsg: int) -> bool:
 
 
 def item_crs(file_epsg: int | None, file_wkt: str | None, announced_epsg: int | None, *,
-             what: str = "file") -> tuple[int | None, str | None]:
+             what: str = "file", announced_by: str = "the backend announced") -> tuple[int | None, str | None]:
     """The CRS to describe a file with: ``(EPSG code, None)`` or ``(None, WKT2)``.
 
     The file's CRS wins; the EPSG code the backend announced (``proj:epsg``/``proj:code``)
@@ -213,19 +213,20 @@ def item_crs(file_epsg: int | None, file_wkt: str | None, announced_epsg: int | 
         file_wkt: WKT2 of the file's CRS when it has no EPSG code (:attr:`FileMetadata.crs_wkt`).
         announced_epsg: What the backend announced, if anything.
         what: The file, for the log.
+        announced_by: Who gave ``announced_epsg``, for the log.
     """
     if announced_epsg is None or (file_epsg is None and file_wkt is None):
         return (file_epsg, None) if file_epsg is not None else (None, file_wkt)
     if file_epsg is not None:
         if file_epsg != announced_epsg:
-            logger.warning("%s is in EPSG:%d, the backend announced EPSG:%d; describing it as the file says",
-                           what, file_epsg, announced_epsg)
+            logger.warning("%s is in EPSG:%d, %s EPSG:%d; describing it as the file says",
+                           what, file_epsg, announced_by, announced_epsg)
         return file_epsg, None
     assert file_wkt is not None
     if _same_projection(file_wkt, int(announced_epsg)):
         return int(announced_epsg), None
-    logger.warning("%s has a CRS without EPSG code that is not the EPSG:%d the backend announced; "
-                   "describing it with the file's WKT2", what, announced_epsg)
+    logger.warning("%s has a CRS without EPSG code that is not the EPSG:%d %s; "
+                   "describing it with the file's WKT2", what, announced_epsg, announced_by)
     return None, file_wkt
 
 

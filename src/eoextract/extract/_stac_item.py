@@ -291,6 +291,14 @@ def _bbox_of_geometry(geometry: Mapping[str, Any]) -> list[float] | None:
 # --------------------------------------------------------------------------- refreshing
 
 
+def _epsg_of(item: pystac.Item) -> int | None:
+    """The EPSG code of an item's ``proj:code`` (``"EPSG:3035"``), if it has one."""
+    code = item.properties.get("proj:code")
+    if isinstance(code, str) and code.upper().startswith("EPSG:") and code[5:].isdigit():
+        return int(code[5:])
+    return None
+
+
 def _local_file(href: str, base: Path) -> Path | None:
     local = local_path(href)
     if local is None:
@@ -347,9 +355,12 @@ def refresh_file_metadata(
             checksum, size = file_checksum(path, parsed[0] if parsed else DEFAULT_ALGORITHM)
         if not (has_proj and has_bands and stac_asset.media_type):
             meta = read_file_metadata(path, checksum=checksum)
-            if not has_proj:
+            if not has_proj:  # a file without EPSG code takes its item's where that is its CRS
+                epsg, wkt2 = item_crs(meta.epsg, meta.crs_wkt, _epsg_of(item) if meta.epsg is None else None,
+                                      what=f"{path.name} (asset {key!r} of item {item.id!r})",
+                                      announced_by="its item has")
                 _apply_projection(stac_asset, {
-                    "epsg": meta.epsg, "wkt2": meta.crs_wkt, "shape": meta.shape,
+                    "epsg": epsg, "wkt2": wkt2, "shape": meta.shape,
                     "transform": meta.transform, "bbox": meta.bbox_native,
                 })
             if not has_bands:
