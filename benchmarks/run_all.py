@@ -18,6 +18,7 @@ Sections (each reuses a benchmark script of this folder):
 ``jobdb``       cost of one status change against the size of the job table (``bench_jobdb``)
 ``catalogue``   catalogue build time and peak memory, validation (``bench_stac``)
 ``download``    verified downloads against a plain loopback copy (``bench_download``)
+``filemeta``    file metadata of one job's items, small job against a 10x larger one (``bench_filemeta``)
 ``extraction``  an extraction with downloads and a catalogue against ``GFMAPJobManager``
 ``postgres``    several managers on one PostgreSQL: throughput and failover (``bench_pg``)
 ``publish``     publishing to S3 (moto) against s3fs, loading pgstac against pypgstac
@@ -58,7 +59,8 @@ RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "results.md"
 DOCS_PAGE = HERE.parent / "docs" / "benchmarks.md"
 DOCS_START, DOCS_END = "<!-- results: start -->", "<!-- results: end -->"
-SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "extraction", "postgres", "publish")
+SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "filemeta", "extraction", "postgres",
+            "publish")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Sizes:
     download_mb: int
     download_workers: tuple[int, ...]
     download_rounds: int
+    filemeta_sizes: tuple[int, int]
     extraction_jobs: int
     pg_jobs: int
     pg_lease_seconds: float
@@ -89,12 +92,12 @@ class Sizes:
 FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
              jobdb_transitions=2000, jobdb_repeat=5, stac_compare=10_000, stac_large=100_000,
              stac_validate_compare=10_000, download_files=20, download_mb=20, download_workers=(1, 4),
-             download_rounds=7, extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0,
+             download_rounds=7, filemeta_sizes=(400, 4000), extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0,
              publish_items=10_000, publish_pg_items=100_000, publish_baselines="both")
 QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(1000, 20_000),
               jobdb_transitions=500, jobdb_repeat=3, stac_compare=5000, stac_large=None,
               stac_validate_compare=1000, download_files=10, download_mb=20, download_workers=(4,),
-              download_rounds=3, extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0,
+              download_rounds=3, filemeta_sizes=(100, 1000), extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0,
               publish_items=500, publish_pg_items=2000, publish_baselines="sequential")
 
 SLOTS = 20
@@ -397,6 +400,24 @@ def section_download(run: Run) -> None:
         )
 
 
+def section_filemeta(run: Run) -> None:
+    small, large = run.sizes.filemeta_sizes
+    log(f"filemeta: file metadata of one job's items, {small} and {large} files")
+    res = ours("bench_filemeta", "measure", sizes=[small, large])
+    run.raw["filemeta"] = res
+    from bench_filemeta import GOAL_FACTOR
+
+    goal = GOAL_FACTOR * large / small
+    a, b = res[str(small)], res[str(large)]
+    run.add(Row("filemeta", f"file metadata of one job's items (items from the files, file:size/checksum "
+                            f"refreshed against the download records): {large:,} files / {small:,} files",
+                f"{fmt(b['seconds'], unit='s')} / {fmt(a['seconds'], unit='s')} CPU", "—",
+                f"{res['ratio']:.2f}", f"≤ {goal:.0f}", res["ratio"] <= goal,
+                note=f"{fmt(a['ms_per_file'])} and {fmt(b['ms_per_file'])} ms of CPU per file (wall-time "
+                     f"ratio {res['wall_ratio']:.2f}, load average {res['load_average']:.1f}); linear in the "
+                     f"job's files gives {large / small:.0f}"))
+
+
 def eoextract_extract(url: str, n: int, workdir: str, slots: int = 10, poll_sleep: float = 0.2,
                       job_seconds: float = 0.3) -> dict:
     """The extraction of :func:`peers.gfmap_extract` with eoextract's ``ExtractionManager``:
@@ -601,7 +622,8 @@ def section_publish(run: Run) -> None:
 
 RUNNERS: dict[str, Callable[[Run], None]] = {
     "manager": section_manager, "slots": section_slots, "jobdb": section_jobdb,
-    "catalogue": section_catalogue, "download": section_download, "extraction": section_extraction,
+    "catalogue": section_catalogue, "download": section_download, "filemeta": section_filemeta,
+    "extraction": section_extraction,
     "postgres": section_postgres, "publish": section_publish,
 }
 

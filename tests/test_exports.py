@@ -12,8 +12,9 @@ import eoextract
 #: The public modules and the names each exports. A change here is a change of the public API.
 PUBLIC = {
     "eoextract": {
-        "AUXILIARY", "AssetDefinition", "BackendError", "ChecksumMismatch", "ConfigurationError",
-        "DownloadError", "EmptyCatalogue", "EoextractError", "ExtractionManager", "FatalBackendError",
+        "AUXILIARY", "AssetDefinition", "AssetRefused", "BackendError", "ChecksumMismatch",
+        "ConfigurationError", "DownloadError", "EmptyCatalogue", "EoextractError",
+        "ExtractionManager", "FatalBackendError",
         "GFMAPJobManager", "InvalidTransition", "JobDatabase", "JobDatabaseError", "JobError",
         "JobLost", "JobManager", "JobRecord", "JobStatus", "LocalBackend",
         "MultiBackendJobManager", "ProcessBasedJobCreator", "RetryableBackendError",
@@ -22,7 +23,8 @@ PUBLIC = {
         "extend_collection", "get_job_db", "split_area", "split_job_hex", "split_job_s2grid", "validate",
         "validate_catalog"},
     "eoextract.errors": {
-        "BackendError", "ChecksumMismatch", "ConfigurationError", "DownloadError", "EmptyCatalogue",
+        "AssetRefused", "BackendError", "ChecksumMismatch", "ConfigurationError",
+        "DownloadError", "EmptyCatalogue",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
         "StacValidationError", "UnsafeAssetPath"},

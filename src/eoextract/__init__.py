@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "FatalBackendError": "eoextract.errors",
     "DownloadError": "eoextract.errors",
     "ChecksumMismatch": "eoextract.errors",
+    "AssetRefused": "eoextract.errors",
     "UnsafeAssetPath": "eoextract.errors",
     "StacError": "eoextract.errors",
     "StacValidationError": "eoextract.errors",

@@ -14,6 +14,7 @@ One root, branches by cause, so callers choose how broadly to catch::
      │    └── FatalBackendError      4xx on create, invalid process graph, ...
      ├── DownloadError               (.job_key, .asset)
      │    ├── ChecksumMismatch       size or checksum differs from the backend's
+     │    ├── AssetRefused           more bytes than announced or allowed, or an encoded body
      │    └── UnsafeAssetPath        a path that would leave the output folder
      └── StacError
           ├── StacValidationError    (.errors: list of messages)
@@ -38,6 +39,7 @@ __all__ = [
     "FatalBackendError",
     "DownloadError",
     "ChecksumMismatch",
+    "AssetRefused",
     "UnsafeAssetPath",
     "StacError",
     "StacValidationError",
@@ -119,6 +121,12 @@ class DownloadError(EoextractError):
 
 class ChecksumMismatch(DownloadError):
     """The downloaded bytes do not match the size or checksum the backend announced."""
+
+
+class AssetRefused(DownloadError):
+    """The server sent more bytes than announced (or than ``max_asset_bytes``), or a body
+    in a content encoding that was not asked for; the download stopped at once. Not
+    retried: the same server would send the same again."""
 
 
 class UnsafeAssetPath(DownloadError):

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from eoextract._util.hrefs import ensure_inside
-from eoextract.errors import ChecksumMismatch, DownloadError, UnsafeAssetPath
+from eoextract.errors import AssetRefused, ChecksumMismatch, DownloadError, UnsafeAssetPath
 from eoextract.jobs._download import (
     STATE_DIR,
     BackendHeaders,
@@ -191,13 +191,14 @@ def test_download_asset_verifies_and_returns_temp_file(server, session, tmp_path
     assert path.read_bytes() == data
 
 
-def test_body_sent_with_a_content_encoding_is_decoded(server, session, tmp_path):
+def test_body_sent_with_a_content_encoding_is_refused_not_decoded(server, session, tmp_path):
     data = _payload(1_500_000)
     asset = _asset(server, "openEO_gz.nc", data)
     server.faults["/results/openEO_gz.nc"] = ["gzip"]
-    path = download_asset(session, asset, tmp_path, chunk_size=65536)
-    assert path.read_bytes() == data  # stored as announced, not as sent on the wire
-    assert [p for p, _, _ in server.requests] == ["/results/openEO_gz.nc"]  # right the first time
+    with pytest.raises(AssetRefused, match="Content-Encoding 'gzip'"):
+        download_asset(session, asset, tmp_path, chunk_size=65536)
+    assert [p for p, _, _ in server.requests] == ["/results/openEO_gz.nc"]  # neither resumed nor retried
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_download_resumes_with_range_after_broken_connection(server, session, tmp_path):
@@ -263,9 +264,18 @@ def test_checksum_mismatch_bounded_then_error_and_nothing_left(server, session, 
 
 def test_size_mismatch_detected(server, session, tmp_path):
     data = _payload(1000)
-    asset = RemoteAsset(name="a.nc", href=server.add("/results/a.nc", data), size=999)
-    with pytest.raises(ChecksumMismatch, match="size 1000 instead of 999"):
+    asset = RemoteAsset(name="a.nc", href=server.add("/results/a.nc", data), size=1001)
+    with pytest.raises(ChecksumMismatch, match="size 1000 instead of 1001"):
         download_asset(session, asset, tmp_path, max_attempts=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_longer_body_than_announced_is_refused_at_once(server, session, tmp_path):
+    data = _payload(1000)
+    asset = RemoteAsset(name="a.nc", href=server.add("/results/a.nc", data), size=999)
+    with pytest.raises(AssetRefused, match="1000 bytes, more than the 999 bytes the results document announced"):
+        download_asset(session, asset, tmp_path, max_attempts=3, **FAST)
+    assert len(server.requests) == 1
     assert list(tmp_path.iterdir()) == []
 
 

@@ -40,6 +40,7 @@ import pystac
 from eoextract.errors import ChecksumMismatch, ConfigurationError, StacError
 from eoextract.extract._catalogue import build_catalogue
 from eoextract.extract._store import ItemStore
+from eoextract.extract._filemeta import FileIndex
 from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata, refresh_file_metadata
 from eoextract.extract._placement import OutputPathGenerator, check_signature
 from eoextract.jobs import FinishedJob, FinishedJobResult, JobManager
@@ -340,6 +341,7 @@ class ExtractionManager(JobManager):
             done = download_job_assets(
                 session, data_assets, self.output_dir, self._chooser(row, data_assets),
                 max_workers=self.download_workers, headers=headers, job_key=job.job_key,
+                max_asset_bytes=self.max_asset_bytes,
             )
         except ChecksumMismatch as exc:
             return FinishedJobResult(run_again=exc)
@@ -356,9 +358,10 @@ class ExtractionManager(JobManager):
         store = ItemStore(self.output_dir)
         stored = []
         seen: set[str] = set()
+        known = FileIndex(done)  # once per job: each item then looks its files up
         for item in items:
             with FILE_LOCK:
-                refresh_file_metadata(item, self.output_dir, known=done)
+                refresh_file_metadata(item, self.output_dir, known=known)
             _eo_v1_common_names(item)
             if item.id in seen:
                 raise StacError(f"job {job.job_key}: two items have the id {item.id!r}")

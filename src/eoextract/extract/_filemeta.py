@@ -5,16 +5,23 @@ write them: dims ``t, y, x``, one variable per band, a ``crs`` grid-mapping vari
 with ``crs_wkt``/``spatial_ref``) with xarray or a GeoTIFF with rasterio, and returns
 a :class:`FileMetadata`: CRS, grid, footprint in EPSG:4326 (pyproj), time range,
 bands, size and checksum. Other files get size, checksum and a media type.
+
+A bound CRS (``BOUNDCRS[...]``, a CRS with a ``towgs84`` transformation attached, as CDSE's
+NetCDFs in EPSG:3035 carry) is reduced to its source CRS; :func:`item_crs` then decides
+between the file's CRS and the EPSG code the backend announced: the backend's code where
+both describe the same projection, else the file's CRS (logged).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import mimetypes
 import re
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +69,46 @@ class FileMetadata(AssetDescription):
     checksum: str
     #: Media type guessed from the content (``None`` if unknown).
     media_type: str | None = None
-    #: WKT2 of the CRS when it has no EPSG code.
+    #: WKT2 of the CRS when it has no EPSG code (of the source CRS, for a bound CRS).
     crs_wkt: str | None = None
     #: Affine transform ``(a, b, c, d, e, f)`` from pixel to CRS coordinates.
     transform: tuple[float, ...] | None = None
     #: Number of time steps (``None`` without a time axis).
     time_steps: int | None = None
+
+
+class FileIndex:
+    """Files already hashed, by resolved path: size, modification time and checksum.
+
+    Built once per job from its download records (anything with ``path``, ``size``,
+    ``mtime_ns`` and ``checksum``, such as
+    :class:`~eoextract.jobs._download.DownloadedAsset`), it answers for one file in
+    constant time, so refreshing the file metadata of a job's items costs one lookup per
+    file instead of a pass over all of the job's files per item.
+    """
+
+    def __init__(self, known: Iterable[Any] = ()) -> None:
+        self._entries: dict[Path, tuple[int, int, str]] = {
+            Path(k.path).resolve(): (int(k.size), int(k.mtime_ns), str(k.checksum))
+            for k in known
+            if getattr(k, "mtime_ns", None) is not None
+        }
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def checksum(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        """The recorded checksum of ``path`` (resolved) if its size and modification time
+        are still those recorded, else None (the file must be hashed again)."""
+        entry = self._entries.get(path)
+        if entry is not None and entry[:2] == (size, mtime_ns):
+            return entry[2]
+        return None
+
+    @classmethod
+    def of(cls, known: FileIndex | Iterable[Any]) -> FileIndex:
+        """``known`` itself when it is an index, else an index built from it."""
+        return known if isinstance(known, FileIndex) else cls(known)
 
 
 # --------------------------------------------------------------------------- reading
@@ -126,6 +167,67 @@ def _crs_from_attrs(attrs: Mapping[str, Any]) -> Any:
         except Exception:  # noqa: BLE001
             return None
     return None
+
+
+def _without_bound(crs: Any) -> Any:
+    """The source CRS of a bound CRS (the ``towgs84`` transformation is not part of the
+    data's coordinates), else ``crs`` itself."""
+    if crs is not None and crs.is_bound and crs.source_crs is not None:
+        return crs.source_crs
+    return crs
+
+
+@functools.lru_cache(maxsize=64)
+def _same_projection(wkt: str, epsg: int) -> bool:
+    """Whether a CRS (WKT) and an EPSG code give the same coordinates: equal CRSs, or the
+    same projection, parameters, ellipsoid and units (an unnamed datum on the EPSG
+    code's ellipsoid, as a PROJ string with ``towgs84=0,...`` gives, counts as the same)."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        file_crs, announced = _without_bound(CRS.from_wkt(wkt)), CRS.from_epsg(epsg)
+    except CRSError:
+        return False
+    if file_crs.equals(announced, ignore_axis_order=True):
+        return True
+    with warnings.catch_warnings():  # "you will likely lose important projection information"
+        warnings.simplefilter("ignore")
+        try:
+            return set(file_crs.to_proj4().split()) == set(announced.to_proj4().split())
+        except CRSError:
+            return False
+
+
+def item_crs(file_epsg: int | None, file_wkt: str | None, announced_epsg: int | None, *,
+             what: str = "file", announced_by: str = "the backend announced") -> tuple[int | None, str | None]:
+    """The CRS to describe a file with: ``(EPSG code, None)`` or ``(None, WKT2)``.
+
+    The file's CRS wins; the EPSG code the backend announced (``proj:epsg``/``proj:code``)
+    is used where the file's CRS has no EPSG code but describes the same projection (a
+    bound CRS reduced to its source, or a CRS without authority). When the two disagree
+    the file's CRS is kept and a warning logged.
+
+    Args:
+        file_epsg: EPSG code of the file's CRS (:attr:`FileMetadata.epsg`).
+        file_wkt: WKT2 of the file's CRS when it has no EPSG code (:attr:`FileMetadata.crs_wkt`).
+        announced_epsg: What the backend announced, if anything.
+        what: The file, for the log.
+        announced_by: Who gave ``announced_epsg``, for the log.
+    """
+    if announced_epsg is None or (file_epsg is None and file_wkt is None):
+        return (file_epsg, None) if file_epsg is not None else (None, file_wkt)
+    if file_epsg is not None:
+        if file_epsg != announced_epsg:
+            logger.warning("%s is in EPSG:%d, %s EPSG:%d; describing it as the file says",
+                           what, file_epsg, announced_by, announced_epsg)
+        return file_epsg, None
+    assert file_wkt is not None
+    if _same_projection(file_wkt, int(announced_epsg)):
+        return int(announced_epsg), None
+    logger.warning("%s has a CRS without EPSG code that is not the EPSG:%d %s; "
+                   "describing it with the file's WKT2", what, announced_epsg, announced_by)
+    return None, file_wkt
 
 
 def _footprint(crs: Any, bbox: tuple[float, float, float, float]) -> tuple[dict[str, Any], tuple]:
@@ -319,7 +421,7 @@ def read_file_metadata(path: Path | str, *, checksum: str | None = None) -> File
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file
         raise StacError(f"Cannot read metadata of {path}: {type(exc).__name__}: {exc}") from exc
 
-    crs = info.get("crs")
+    crs = _without_bound(info.get("crs"))
     shape = info.get("shape")
     transform = info.get("transform")
     epsg = crs.to_epsg() if crs is not None else None

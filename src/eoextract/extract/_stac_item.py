@@ -32,7 +32,7 @@ from eoextract._util.checksum import DEFAULT_ALGORITHM, file_checksum, parse_che
 from eoextract._util.hrefs import local_path
 from eoextract._util.utc import to_utc
 from eoextract.errors import StacError
-from eoextract.extract._filemeta import FileMetadata, read_file_metadata
+from eoextract.extract._filemeta import FileIndex, FileMetadata, item_crs, read_file_metadata
 from eoextract.jobs._download import RemoteAsset
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ def build_item(
 
     Geometry and bbox (EPSG:4326), projection (``proj:code`` — or ``proj:wkt2`` for a
     CRS without EPSG code — ``proj:shape``, ``proj:transform``, ``proj:bbox``) and time
-    come from the file when it has them, else from the backend's asset metadata.
+    come from the file when it has them, else from the backend's asset metadata; the
+    backend's EPSG code is used where it describes the file's CRS (:func:`item_crs`).
     Bands are the file's variables completed with the backend's band metadata
     (``eo:bands`` and ``raster:bands``). ``file:size``/``file:checksum`` describe the
     file. Projection fields are written on the item and on its asset.
@@ -237,7 +238,9 @@ def build_item(
     )
 
     if file_meta.epsg is not None or file_meta.crs_wkt is not None:
-        proj = {"epsg": file_meta.epsg, "wkt2": file_meta.crs_wkt, "shape": file_meta.shape,
+        epsg, wkt2 = item_crs(file_meta.epsg, file_meta.crs_wkt, remote.epsg if remote is not None else None,
+                              what=f"{file_meta.path.name} (item {item_id!r})")
+        proj = {"epsg": epsg, "wkt2": wkt2, "shape": file_meta.shape,
                 "transform": file_meta.transform, "bbox": file_meta.bbox_native}
     elif remote is not None:
         proj = {"epsg": remote.epsg, "shape": remote.shape, "bbox": remote.bbox_native,
@@ -288,6 +291,14 @@ def _bbox_of_geometry(geometry: Mapping[str, Any]) -> list[float] | None:
 # --------------------------------------------------------------------------- refreshing
 
 
+def _epsg_of(item: pystac.Item) -> int | None:
+    """The EPSG code of an item's ``proj:code`` (``"EPSG:3035"``), if it has one."""
+    code = item.properties.get("proj:code")
+    if isinstance(code, str) and code.upper().startswith("EPSG:") and code[5:].isdigit():
+        return int(code[5:])
+    return None
+
+
 def _local_file(href: str, base: Path) -> Path | None:
     local = local_path(href)
     if local is None:
@@ -300,7 +311,7 @@ def refresh_file_metadata(
     item: pystac.Item,
     root: Path | str,
     *,
-    known: Iterable[Any] = (),
+    known: FileIndex | Iterable[Any] = (),
 ) -> pystac.Item:
     """Bring ``file:size``/``file:checksum`` and missing metadata of local assets up to date.
 
@@ -316,7 +327,9 @@ def refresh_file_metadata(
         known: Files already hashed, e.g. the
             :class:`~eoextract.jobs._download.DownloadedAsset` records of the job
             (anything with ``path``, ``size``, ``mtime_ns`` and ``checksum``): a file
-            whose size and modification time are unchanged is not hashed again.
+            whose size and modification time are unchanged is not hashed again. For
+            the items of one job, pass a :class:`FileIndex` built once: an iterable is
+            indexed anew on every call.
 
     Returns:
         The same item.
@@ -324,11 +337,7 @@ def refresh_file_metadata(
     Raises:
         StacError: If a local asset's file does not exist.
     """
-    hashes = {
-        Path(k.path).resolve(): (k.size, k.mtime_ns, k.checksum)
-        for k in known
-        if getattr(k, "mtime_ns", None) is not None
-    }
+    hashes = FileIndex.of(known)
     self_href = item.get_self_href()
     base = Path(self_href).parent if self_href and not urlsplit(self_href).scheme else Path(root)
     for key, stac_asset in item.assets.items():
@@ -340,18 +349,18 @@ def refresh_file_metadata(
         has_proj = "proj:code" in stac_asset.extra_fields or "proj:wkt2" in stac_asset.extra_fields
         has_bands = "raster:bands" in stac_asset.extra_fields
         stat = path.stat()
-        checksum = None
-        previous = hashes.get(path.resolve())
-        if previous is not None and previous[:2] == (stat.st_size, stat.st_mtime_ns):
-            checksum, size = previous[2], stat.st_size
+        checksum, size = hashes.checksum(path.resolve(), stat.st_size, stat.st_mtime_ns), stat.st_size
         if checksum is None:  # rehash with the hash function the item used so far
             parsed = parse_checksum(stac_asset.extra_fields.get("file:checksum"))
             checksum, size = file_checksum(path, parsed[0] if parsed else DEFAULT_ALGORITHM)
         if not (has_proj and has_bands and stac_asset.media_type):
             meta = read_file_metadata(path, checksum=checksum)
-            if not has_proj:
+            if not has_proj:  # a file without EPSG code takes its item's where that is its CRS
+                epsg, wkt2 = item_crs(meta.epsg, meta.crs_wkt, _epsg_of(item) if meta.epsg is None else None,
+                                      what=f"{path.name} (asset {key!r} of item {item.id!r})",
+                                      announced_by="its item has")
                 _apply_projection(stac_asset, {
-                    "epsg": meta.epsg, "wkt2": meta.crs_wkt, "shape": meta.shape,
+                    "epsg": epsg, "wkt2": wkt2, "shape": meta.shape,
                     "transform": meta.transform, "bbox": meta.bbox_native,
                 })
             if not has_bands:

@@ -20,6 +20,7 @@ from openeo.rest import OpenEoApiError, OpenEoApiPlainError, OpenEoClientExcepti
 
 from eoextract._util.retry import ErrorClass, RetryPolicy, is_retryable_status, retry_after_of
 from eoextract.errors import (
+    AssetRefused,
     BackendError,
     ChecksumMismatch,
     DownloadError,
@@ -102,6 +103,8 @@ def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
         return ErrorInfo(type(exc).__name__, _one_line(exc), False)
     if isinstance(exc, UnsafeAssetPath):
         return ErrorInfo(ErrorClass.UNSAFE_PATH, _one_line(exc), False)
+    if isinstance(exc, AssetRefused):  # the same server would send the same again
+        return ErrorInfo(type(exc).__name__, _one_line(exc), False)
     if isinstance(exc, (ChecksumMismatch, DownloadError)):
         return ErrorInfo(type(exc).__name__, _one_line(exc), True)
     if isinstance(exc, OpenEoApiError):

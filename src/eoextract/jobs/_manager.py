@@ -38,6 +38,7 @@ from eoextract._util.utc import utc_now
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs._backends import BackendSpec
 from eoextract.jobs._classify import Backoff, classify
+from eoextract.jobs._download._transfer import DEFAULT_MAX_ASSET_BYTES
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
 from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
 from eoextract.jobs._polling import poll
@@ -73,6 +74,8 @@ class JobManager:
         lease_seconds: how long a claimed job stays reserved for this manager.
         max_workers: threads for blocking work (creating jobs, downloads, callbacks).
         manager_id: identifier recorded in the history (default: host, pid and a nonce).
+        max_asset_bytes: the largest result file a download accepts, whatever the backend
+            announces (default 16 GiB; ``None``: the announced size and the free disk space only).
     """
 
     def __init__(
@@ -87,12 +90,14 @@ class JobManager:
         lease_seconds: float = 300.0,
         max_workers: int | None = None,
         manager_id: str | None = None,
+        max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         self.poll_sleep = float(poll_sleep)
         self._root_dir = Path(root_dir or ".")
         self._download_results = download_results
+        self.max_asset_bytes = max_asset_bytes
         self._cancel_running_job_after = (
             timedelta(seconds=cancel_running_job_after) if cancel_running_job_after is not None else None
         )
@@ -229,7 +234,7 @@ class JobManager:
         assets, session, headers = fetch_job_assets(job.connection, job.job_id)
         download_job_assets(session, assets, self._root_dir,
                             lambda asset, tmp: job_dir / asset.relative_path,
-                            job_key=str(row.name), headers=headers)
+                            job_key=str(row.name), headers=headers, max_asset_bytes=self.max_asset_bytes)
         metadata = job.describe()
         self.get_job_metadata_path(job.job_id).write_text(json.dumps(metadata, indent=2))
 

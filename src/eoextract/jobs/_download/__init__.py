@@ -6,7 +6,8 @@ The pieces, from the results document to files in place:
   Item or a STAC Collection with ``item`` links) into :class:`RemoteAsset` records;
 * :func:`download_asset` (``_transfer``) streams one asset to a temporary file, hashing
   while it writes, resuming with HTTP ``Range`` after a broken connection and checking
-  size and checksum when the backend announced them;
+  size and checksum when the backend announced them, and stopping at the first byte beyond
+  the announced size, ``max_asset_bytes`` or the free disk space;
 * :func:`place_file` (``_disk``) moves a verified file to its final path, refusing any
   path that would leave the output folder;
 * :func:`download_job_assets` (``_job_assets``) does all of the above for the assets of
@@ -32,5 +33,6 @@ from eoextract.jobs._download._download_records import DownloadedAsset as Downlo
 from eoextract.jobs._download._session import BackendHeaders as BackendHeaders
 from eoextract.jobs._download._session import fetch_job_assets as fetch_job_assets
 from eoextract.jobs._download._session import session_for as session_for
+from eoextract.jobs._download._transfer import DEFAULT_MAX_ASSET_BYTES as DEFAULT_MAX_ASSET_BYTES
 from eoextract.jobs._download._transfer import download_asset as download_asset
 from eoextract.jobs._download._transfer import download_to_temp as download_to_temp

@@ -71,7 +71,8 @@ def download_job_assets(
         tmp_dir: Folder for temporary files (default ``<root>/.eoextract/tmp``); keep it
             on the filesystem of ``root``.
         **download_options: Passed on to :func:`~eoextract.jobs._download.download_to_temp` (``chunk_size``,
-            ``timeout``, ``max_resumes``, ``max_attempts``, ``backoff``, ``fsync``).
+            ``timeout``, ``max_resumes``, ``max_attempts``, ``backoff``, ``fsync``,
+            ``max_asset_bytes``).
 
     Returns:
         One :class:`DownloadedAsset` per asset, in input order.
@@ -80,7 +81,7 @@ def download_job_assets(
         UnsafeAssetPath: An asset name or a chosen path would leave ``root``.
         DownloadError: No assets, duplicate asset names, two assets sent to the same
             path, or a failed download (:class:`ChecksumMismatch` after failed
-            verification).
+            verification, :class:`AssetRefused` for a body beyond its bounds).
         Exception: Whatever ``choose_path`` raised, with a note naming the asset.
     """
     assets = list(assets)

@@ -6,6 +6,13 @@ arrives, resuming with HTTP ``Range`` after broken connections (with the
 and checksum against what the backend announced; :func:`~eoextract.jobs._download._disk.place_file`
 then renames it into the output folder. :func:`~eoextract.jobs._download.download_job_assets`
 builds the per-job, parallel and restartable download on these two.
+
+Every download is bounded: it stops with :class:`~eoextract.errors.AssetRefused` as soon
+as one byte more than the announced size arrives (the results document's ``file:size``, else
+the ``Content-Length``), or more than ``max_asset_bytes``; an answer with a
+``Content-Encoding`` (we ask for ``identity``) is refused before its body is read; and a file
+that would not fit into the free space of its disk stops with a disk-full ``OSError``. No
+partial file is left behind.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -29,13 +37,27 @@ import urllib3
 from eoextract._util.checksum import algorithm_of, multihash, new_hasher
 from eoextract._util.redact import redact_url
 from eoextract._util.retry import RETRYABLE_STATUS, RetryPolicy, retry_after_of
-from eoextract.errors import ChecksumMismatch, DownloadError
+from eoextract.errors import AssetRefused, ChecksumMismatch, DownloadError
 from eoextract.jobs._download._disk import TEMP_PREFIX, EarlyWriteback, _fdatasync
 from eoextract.jobs._download._document import RemoteAsset
 
 logger = logging.getLogger(__name__)
 
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+#: Default of ``max_asset_bytes``: the largest file a download accepts (16 GiB), whatever
+#: the backend announces; ``None`` leaves only the announced size and the free disk space.
+DEFAULT_MAX_ASSET_BYTES = 16 << 30
+
+
+def _free_bytes(folder: Path) -> int:
+    """Bytes free for this process on the file system of ``folder``."""
+    return shutil.disk_usage(folder).free
+
+
+def _disk_full(folder: Path, needed: int, free: int, name: str) -> OSError:
+    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} for asset {name!r}: {needed} more bytes "
+                                 f"needed, {free} free", str(folder))
 
 
 def resume_policy(backoff: float | RetryPolicy) -> RetryPolicy:
@@ -123,22 +145,29 @@ class _Hasher:
         return multihash(self.algorithm, self._hash.hexdigest())
 
 
-def _chunks(resp: requests.Response, chunk_size: int) -> Iterator[bytes]:
-    """The body in chunks of ``chunk_size`` bytes (the last one shorter).
+def _chunks(resp: requests.Response, chunk_size: int, budget: int | None) -> Iterator[bytes]:
+    """The body in chunks of ``chunk_size`` bytes (the last one shorter), reading at most
+    ``budget + 1`` bytes in all: one byte beyond the budget shows that the body is longer.
 
-    A body without a content encoding is read undecoded, which spares urllib3's
-    decoding buffer a copy of every byte. Full-size reads cost less than half the CPU
-    per byte of ``read1``'s "whatever has arrived" (measured on loopback: 0.2 against
+    The body is read undecoded (a content encoding is refused before), which spares
+    urllib3's decoding buffer a copy of every byte. Full-size reads cost less than half the
+    CPU per byte of ``read1``'s "whatever has arrived" (measured on loopback: 0.2 against
     0.3-0.5 ms per MB). A connection the server closes early loses nothing: the bytes
     before the close come back as a short chunk, so a resumed download asks for the
     first missing byte; a connection reset loses at most the chunk being read.
     """
     raw = resp.raw
     if not isinstance(raw, urllib3.response.HTTPResponse):  # another transport adapter
+        # bounded per chunk only: the caller stops after the chunk that crosses the budget
         yield from resp.iter_content(chunk_size=chunk_size)
         return
-    decode = resp.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
-    while chunk := raw.read(chunk_size, decode_content=decode):
+    left = None if budget is None else budget + 1
+    while left is None or left > 0:
+        chunk = raw.read(chunk_size if left is None else min(chunk_size, left), decode_content=False)
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
         yield chunk
 
 
@@ -151,8 +180,10 @@ class _Stream:
 
     def __init__(self, session: requests.Session, asset: RemoteAsset, fh: Any, *,
                  headers: Headers | None, chunk_size: int, timeout: float | tuple[float, float],
-                 max_resumes: int, retry: RetryPolicy, early_writeback: bool = False) -> None:
+                 max_resumes: int, retry: RetryPolicy, early_writeback: bool = False,
+                 max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES, disk: Path | None = None) -> None:
         self.session, self.asset, self.fh = session, asset, fh
+        self.max_asset_bytes, self.disk = max_asset_bytes, disk
         self.headers, self.chunk_size, self.timeout = headers, chunk_size, timeout
         self.max_resumes, self.retry = max_resumes, retry
         self.hasher = _Hasher(algorithm_of(asset.checksum))
@@ -221,13 +252,62 @@ class _Stream:
             if not offset:
                 length = resp.headers.get("Content-Length")
                 self.total = int(length) if length and length.isdigit() else None
-            for chunk in _chunks(resp, self.chunk_size):
+            limit, disk_limit = self._limits(resp)
+            budget = min(v for v in (limit, disk_limit) if v is not None) - offset \
+                if limit is not None or disk_limit is not None else None
+            for chunk in _chunks(resp, self.chunk_size, budget):
+                end = self.offset + len(chunk)
+                if limit is not None and end > limit:
+                    raise AssetRefused(
+                        f"Asset {asset.name!r} from {redact_url(asset.href)} is longer than "
+                        f"{self._limit_text(limit)}; stopped at byte {limit + 1}",
+                        asset=asset.name,
+                    )
+                if disk_limit is not None and end > disk_limit:
+                    raise _disk_full(self.disk, end - self.offset, disk_limit - self.offset, asset.name)
                 fh.write(chunk)
                 self.hasher.update(chunk)
-                self.offset += len(chunk)
+                self.offset = end
                 self.writeback.advance(self.offset)
         if self.total is not None and self.offset < self.total:
             raise _Transient(f"connection closed after {self.offset} of {self.total} bytes")
+
+    def _limit_text(self, limit: int) -> str:
+        if self.asset.size is not None and limit == self.asset.size:
+            return f"the {limit} bytes the results document announced"
+        if self.max_asset_bytes is not None and limit == self.max_asset_bytes:
+            return f"max_asset_bytes ({limit} bytes)"
+        return f"the {limit} bytes the server announced"
+
+    def _limits(self, resp: requests.Response) -> tuple[int | None, int | None]:
+        """The most bytes accepted for the asset, and the most that fit on the disk, both
+        counted from the file's start; refuses an encoded body, or an announced length
+        beyond either bound, before its first byte is read."""
+        asset = self.asset
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise AssetRefused(
+                f"Asset {asset.name!r} from {redact_url(asset.href)} was sent with Content-Encoding "
+                f"{encoding!r} although 'identity' was asked for; refused, not decoded",
+                asset=asset.name,
+            )
+        bounds = [v for v in (asset.size, self.max_asset_bytes) if v is not None]
+        limit = min(bounds) if bounds else None
+        if self.total is not None and limit is not None and self.total > limit:
+            raise AssetRefused(
+                f"Asset {asset.name!r} from {redact_url(asset.href)} is announced with {self.total} "
+                f"bytes, more than {self._limit_text(limit)}; refused before reading it",
+                asset=asset.name,
+            )
+        if limit is None and self.total is not None:
+            limit = self.total
+        if self.disk is None:
+            return limit, None
+        free = _free_bytes(self.disk)
+        expected = asset.size if asset.size is not None else self.total
+        if expected is not None and expected - self.offset > free:
+            raise _disk_full(self.disk, expected - self.offset, free, asset.name)
+        return limit, self.offset + free
 
 
 def verification_problem(asset: RemoteAsset, size: int, checksum: str) -> str | None:
@@ -261,6 +341,7 @@ def download_to_temp(
     backoff: float | RetryPolicy = 0.5,
     fsync: bool = True,
     early_writeback: bool | None = None,
+    max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES,
 ) -> tuple[Path, int, str]:
     """Download one asset to a new temporary file in ``tmp_dir`` and verify it.
 
@@ -271,6 +352,12 @@ def download_to_temp(
     its own hash function; otherwise the content is hashed with BLAKE3); a mismatch
     downloads the file again, at most ``max_attempts`` times in all. The file is
     fsynced before it is returned; on any error it is removed.
+
+    The download is bounded: it stops at the first byte beyond the announced size
+    (``file:size``, else ``Content-Length``) or beyond ``max_asset_bytes``, refuses an
+    answer with a ``Content-Encoding`` (``identity`` is asked for), and stops where the
+    file would no longer fit into the free space of ``tmp_dir``'s disk. None of these is
+    resumed or downloaded again.
 
     Args:
         session: HTTP session (see :func:`~eoextract.jobs._download.session_for`).
@@ -291,6 +378,9 @@ def download_to_temp(
         early_writeback: Start writing the file to disk while it is received
             (default: ``fsync``), for a caller that flushes it later
             (:func:`~eoextract.jobs._download._disk.fdatasync_file`).
+        max_asset_bytes: The largest file accepted, whatever was announced (default
+            :data:`DEFAULT_MAX_ASSET_BYTES`, 16 GiB); ``None`` for no bound but the
+            announced size and the free disk space.
 
     Returns:
         ``(temporary path, size in bytes, multihash of the content)``; the caller moves
@@ -298,8 +388,10 @@ def download_to_temp(
 
     Raises:
         ChecksumMismatch: The content did not match size/checksum ``max_attempts`` times.
+        AssetRefused: More bytes than announced or allowed, or an encoded body.
         DownloadError: HTTP 4xx, transient failures beyond ``max_resumes``, or an
             unsupported URL scheme.
+        OSError: ``ENOSPC`` when the file does not fit on the disk (``filename``: ``tmp_dir``).
     """
     scheme = urlsplit(asset.href).scheme
     if scheme not in ("http", "https"):
@@ -317,6 +409,7 @@ def download_to_temp(
                     session, asset, fh, headers=headers, chunk_size=chunk_size, timeout=timeout,
                     max_resumes=max_resumes, retry=retry,
                     early_writeback=fsync if early_writeback is None else early_writeback,
+                    max_asset_bytes=max_asset_bytes, disk=tmp_dir,
                 ).run()
                 fh.flush()
                 if fsync:
