@@ -25,6 +25,54 @@ def _wait(job, statuses=("finished", "error", "canceled"), timeout=120.0):
     return status
 
 
+def _instant_job_round_trip(backend: LocalBackend, download_dir) -> bytes:
+    """Create, start and finish an instant job, then download its result; its bytes."""
+    conn = backend.connect()
+    job = conn.create_job(instant_graph(), title="relative", job_options=INSTANT, validate=False)
+    job.start()
+    assert _wait(job) == "finished", job.logs()
+    (asset,) = job.get_results().get_assets()
+    path = asset.download(download_dir / "result.nc")
+    data = path.read_bytes()
+    assert len(data) == asset.metadata["file:size"] > 0
+    return data
+
+
+def test_relative_data_dir_runs_jobs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    backend = LocalBackend(data_dir="rel", workers=1)
+    assert backend.data_dir == tmp_path.resolve() / "rel"
+    with backend:
+        monkeypatch.chdir(tmp_path / "rel")  # a later change of directory must not matter
+        data = _instant_job_round_trip(backend, tmp_path)
+    assert data.startswith(b"\x89HDF")
+    assert list((tmp_path / "rel" / "jobs").iterdir())
+
+
+def test_serve_options_with_relative_data_dir_run_jobs(tmp_path, monkeypatch):
+    """The README's ``backend serve --data-dir ./backend-data``, through the CLI's option handling."""
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+
+    def serve_briefly(self: LocalBackend) -> None:  # instead of serving until interrupted
+        served.append(self)
+        with self:
+            _instant_job_round_trip(self, tmp_path)
+
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", serve_briefly)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["backend", "serve", "--port", "0", "--data-dir", "./backend-data", "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    (backend,) = served
+    assert backend.data_dir == tmp_path.resolve() / "backend-data"
+    assert list((tmp_path / "backend-data" / "jobs").iterdir())
+
+
 def test_start_stop_and_temporary_data_dir():
     backend = LocalBackend()
     with backend:

@@ -69,7 +69,8 @@ class LocalBackend:
 
     Args:
         data_dir: Keep jobs, results and stored processes here (survives restarts); a
-            temporary folder, deleted on stop, when None.
+            temporary folder, deleted on stop, when None. A relative path is resolved
+            against the working directory at construction.
         workers: Jobs executed at the same time.
         faults: Enable the request-fault admin route (see :meth:`inject_fault`).
         result_style: ``"current"`` or ``"cdse"``.
@@ -90,7 +91,9 @@ class LocalBackend:
         port: int = 0,
         host: str = "127.0.0.1",
     ):
-        self.data_dir = Path(data_dir) if data_dir is not None else None
+        # resolved once: a relative folder would otherwise be joined to itself by the
+        # stores, and a later change of the working directory would move it
+        self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
         self.workers = workers
         self.faults = faults
         self.result_style = result_style

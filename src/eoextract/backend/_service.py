@@ -72,7 +72,7 @@ class BackendSettings:
 
     Attributes:
         data_dir: Jobs, results and stored processes (a temporary folder when None,
-            deleted on close).
+            deleted on close); made absolute at construction.
         workers: Jobs executed at the same time (worker processes).
         faults: Enable the request-fault admin route ``/_admin/faults``.
         result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend._result_documents`).
@@ -92,6 +92,8 @@ class BackendSettings:
             raise ValueError(f"result_style must be one of {RESULT_STYLES}, not {self.result_style!r}")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir).expanduser().resolve()
 
 
 class _EngineHolder:
