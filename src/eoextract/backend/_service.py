@@ -45,6 +45,8 @@ API_VERSION = "1.2.0"
 BACKEND_VERSION = "0.1.0"
 STAC_VERSION = "1.1.0"
 _CHUNK = 1 << 20
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Default largest accepted request body."""
 
 _ENDPOINTS: list[tuple[str, list[str]]] = [
     ("/", ["GET"]),
@@ -78,6 +80,9 @@ class BackendSettings:
         result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend._result_documents`).
         users: User name → password for ``/credentials/basic``.
         worker_nice: Niceness increment of worker processes.
+        max_body_bytes: Largest accepted request body; larger ones are answered 413
+            ``PayloadTooLarge`` as soon as their ``Content-Length`` or their streamed bytes
+            exceed it.
     """
 
     data_dir: Path | None = None
@@ -86,6 +91,7 @@ class BackendSettings:
     result_style: str = "current"
     users: dict[str, str] = field(default_factory=lambda: {"eoextract": "eoextract"})
     worker_nice: int = 5
+    max_body_bytes: int = MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
         if self.result_style not in RESULT_STYLES:
