@@ -155,9 +155,13 @@ def test_serve_command_prints_url_and_serves(tmp_path):
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+        label, _, token = proc.stdout.readline().strip().partition(": ")
+        assert label == "fault token" and len(token) >= 24
         caps = requests.get(url, timeout=10).json()
         assert caps["api_version"] == "1.2.0"
-        assert requests.get(f"{url}_admin/faults", timeout=10).status_code == 200
+        assert requests.get(f"{url}_admin/faults", timeout=10).status_code == 401
+        admin = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{url}_admin/faults", headers=admin, timeout=10).status_code == 200
         assert requests.get(f"{url}credentials/basic", auth=("bob", "pw-1"), timeout=10).ok
         wrong = requests.get(f"{url}credentials/basic", auth=("eoextract", "eoextract"), timeout=10)
         assert wrong.status_code in (401, 403)
@@ -169,3 +173,16 @@ def test_serve_command_prints_url_and_serves(tmp_path):
             proc.kill()
             raise
     assert (tmp_path / "d" / "jobs").is_dir()
+
+
+def test_serve_takes_the_fault_token_from_the_environment(monkeypatch):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", "--faults"],
+                                env={"EOEXTRACT_BACKEND_FAULT_TOKEN": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert served[0].fault_token == "from-env" and "from-env" not in result.output

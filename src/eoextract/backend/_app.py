@@ -431,22 +431,25 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         backend.udps.delete(user, process_id)
         return Response(status_code=204)
 
-    # -- admin: request faults (only with faults enabled) -------------------------------
+    # -- admin: request faults (only with faults enabled, with the fault token) ----------
     if settings.faults:
         injector: RequestFaultInjector = backend.request_faults
 
         @app.post("/_admin/faults")
         async def add_fault(request: Request) -> Response:
+            backend.authorize_admin(request)
             rule = RequestFault.from_dict(await _body(request))
             injector.add(rule)
             return _json(rule.to_dict(), 201)
 
         @app.get("/_admin/faults")
-        async def list_faults() -> Response:
+        async def list_faults(request: Request) -> Response:
+            backend.authorize_admin(request)
             return _json({"faults": injector.list()})
 
         @app.delete("/_admin/faults")
-        async def clear_faults() -> Response:
+        async def clear_faults(request: Request) -> Response:
+            backend.authorize_admin(request)
             injector.clear()
             return Response(status_code=204)
 

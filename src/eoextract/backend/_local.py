@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -72,12 +73,18 @@ class LocalBackend:
             temporary folder, deleted on stop, when None. A relative path is resolved
             against the working directory at construction.
         workers: Jobs executed at the same time.
-        faults: Enable the request-fault admin route (see :meth:`inject_fault`).
+        faults: Enable the request-fault admin route (see :meth:`inject_fault`), which
+            needs :attr:`fault_token`.
         result_style: ``"current"`` or ``"cdse"``.
         user: User name accepted by ``/credentials/basic``.
         password: Its password.
         port: Port to listen on (0: a free one).
         host: Address to listen on.
+        fault_token: Token of the fault admin route (generated when None and ``faults``).
+
+    Attributes:
+        fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
+            :meth:`inject_fault`, :meth:`list_faults` and :meth:`clear_faults` send it.
     """
 
     def __init__(
@@ -90,12 +97,15 @@ class LocalBackend:
         password: str = "eoextract",
         port: int = 0,
         host: str = "127.0.0.1",
+        fault_token: str | None = None,
     ):
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
         self.workers = workers
         self.faults = faults
+        self._fault_token_generated = faults and not fault_token
+        self.fault_token = (fault_token or secrets.token_urlsafe(24)) if faults else None
         self.result_style = result_style
         self.user = user
         self._password = password
@@ -151,6 +161,7 @@ class LocalBackend:
             faults=self.faults,
             result_style=self.result_style,
             users={self.user: self._password},
+            fault_token=self.fault_token,
         )
         self.app = create_app(settings)
         self._sock = _bind(self.host, self.port)
@@ -161,6 +172,8 @@ class LocalBackend:
         """Serve in this thread until interrupted, printing the URL first; then stop."""
         self._open()
         print(self._url, flush=True)
+        if self._fault_token_generated:
+            print(f"fault token: {self.fault_token}", flush=True)
         try:
             self._server.run(sockets=[self._sock])
         finally:
@@ -229,8 +242,7 @@ class LocalBackend:
         Raises:
             RuntimeError: When the backend runs without faults enabled.
         """
-        if not self.faults:
-            raise RuntimeError("start LocalBackend(faults=True) to inject request faults")
+        headers = self._admin_headers()
         body = {
             "path_regex": path_regex,
             "status": status,
@@ -239,14 +251,30 @@ class LocalBackend:
             "retry_after": retry_after,
             "delay_s": delay_s,
         }
-        resp = requests.post(f"{self.url}_admin/faults", json=body, timeout=10)
+        resp = requests.post(f"{self.url}_admin/faults", json=body, headers=headers, timeout=10)
         resp.raise_for_status()
         return resp.json()
+
+    def list_faults(self) -> list[dict[str, Any]]:
+        """The request faults still waiting for a matching request.
+
+        Raises:
+            RuntimeError: When the backend runs without faults enabled.
+        """
+        resp = requests.get(f"{self.url}_admin/faults", headers=self._admin_headers(), timeout=10)
+        resp.raise_for_status()
+        return resp.json()["faults"]
 
     def clear_faults(self) -> None:
         """Remove all request faults."""
         if self.faults:
-            requests.delete(f"{self.url}_admin/faults", timeout=10).raise_for_status()
+            requests.delete(f"{self.url}_admin/faults", headers=self._admin_headers(),
+                            timeout=10).raise_for_status()
+
+    def _admin_headers(self) -> dict[str, str]:
+        if not self.faults:
+            raise RuntimeError("start LocalBackend(faults=True) to inject request faults")
+        return {"Authorization": f"Bearer {self.fault_token}"}
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
@@ -256,7 +284,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
         host: Address to listen on.
         port: Port (0: a free one).
         **options: The other :class:`LocalBackend` arguments: ``data_dir`` (a temporary
-            folder when None), ``workers``, ``faults``, ``result_style``, ``user``,
-            ``password``.
+            folder when None), ``workers``, ``faults``, ``fault_token`` (printed after the
+            URL when generated), ``result_style``, ``user``, ``password``.
     """
     LocalBackend(host=host, port=port, **options)._serve_in_foreground()

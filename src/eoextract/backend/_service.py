@@ -77,6 +77,8 @@ class BackendSettings:
             deleted on close); made absolute at construction.
         workers: Jobs executed at the same time (worker processes).
         faults: Enable the request-fault admin route ``/_admin/faults``.
+        fault_token: Bearer token the admin route requires (generated when faults are
+            enabled and none is given).
         result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend._result_documents`).
         users: User name → password for ``/credentials/basic``.
         worker_nice: Niceness increment of worker processes.
@@ -92,6 +94,7 @@ class BackendSettings:
     users: dict[str, str] = field(default_factory=lambda: {"eoextract": "eoextract"})
     worker_nice: int = 5
     max_body_bytes: int = MAX_BODY_BYTES
+    fault_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.result_style not in RESULT_STYLES:
@@ -100,6 +103,8 @@ class BackendSettings:
             raise ValueError("workers must be at least 1")
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.faults and not self.fault_token:
+            self.fault_token = secrets.token_urlsafe(24)
 
 
 class _EngineHolder:
@@ -187,6 +192,20 @@ class BackendService:
             raise CredentialsInvalid("Wrong user name or password.")
         token = next(t for t, u in self._tokens.items() if u == user)
         return user, token
+
+    def authorize_admin(self, request: Request) -> None:
+        """Check the fault token of an ``/_admin`` request (``Authorization: Bearer <token>``).
+
+        Raises:
+            AuthenticationRequired: 401 when no bearer token is given.
+            TokenInvalid: 403 when it is not the fault token.
+        """
+        scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationRequired("The admin routes need the fault token as a bearer token.")
+        expected = self.settings.fault_token or ""
+        if not expected or not hmac.compare_digest(value.strip().encode(), expected.encode()):
+            raise TokenInvalid("The fault token is not valid.")
 
     def authenticate(self, request: Request) -> str:
         """The user of a request with an openEO bearer token (``Bearer basic//<token>``)."""

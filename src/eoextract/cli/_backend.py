@@ -20,6 +20,12 @@ def backend_serve(
     ] = None,
     workers: Annotated[int, typer.Option(help="Jobs executed at the same time.")] = 2,
     faults: Annotated[bool, typer.Option(help="Enable the fault-injection admin route.")] = False,
+    fault_token: Annotated[
+        str | None, typer.Option(help="Bearer token of the fault admin route (or "
+                                 "EOEXTRACT_BACKEND_FAULT_TOKEN); generated and printed when "
+                                 "not given.", envvar="EOEXTRACT_BACKEND_FAULT_TOKEN",
+                                 show_default=False)
+    ] = None,
     result_style: Annotated[
         str, typer.Option(help="Result metadata style: 'current' or 'cdse'.")
     ] = "current",
@@ -29,7 +35,8 @@ def backend_serve(
                           envvar="EOEXTRACT_BACKEND_PASSWORD", show_default=False)
     ] = "eoextract",
 ) -> None:
-    """Run the embedded openEO backend until interrupted; prints its URL."""
+    """Run the embedded openEO backend until interrupted; prints its URL (and, with --faults,
+    the generated fault token on the next line)."""
     from eoextract.backend import serve
 
     serve(
@@ -38,6 +45,7 @@ def backend_serve(
         data_dir=data_dir,
         workers=workers,
         faults=faults,
+        fault_token=fault_token,
         result_style=result_style,
         user=user,
         password=password,
