@@ -186,3 +186,55 @@ def test_serve_takes_the_fault_token_from_the_environment(monkeypatch):
                                 env={"EOEXTRACT_BACKEND_FAULT_TOKEN": "from-env"})
     assert result.exit_code == 0, result.output
     assert served[0].fault_token == "from-env" and "from-env" not in result.output
+
+
+# -- the address to listen on --------------------------------------------------------------
+def test_loopback_hosts_are_accepted_and_others_need_an_opt_in(caplog):
+    from eoextract.errors import ConfigurationError
+
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert LocalBackend(host=host).host == host  # constructed only: nothing is bound
+    for host in ("0.0.0.0", "::", "192.168.1.20"):
+        with pytest.raises(ConfigurationError, match="not a loopback address.*allow-remote"):
+            LocalBackend(host=host)
+    for host in ("not an address", "example.org", "999.1.1.1", ""):
+        with pytest.raises(ConfigurationError, match="invalid host"):
+            LocalBackend(host=host, allow_remote=True)
+    with caplog.at_level("WARNING", logger="eoextract.backend"):
+        LocalBackend(host="0.0.0.0", allow_remote=True, faults=True)
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "reachable from other machines" in warning.getMessage()
+    assert "fault" in warning.getMessage()
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("0.0.0.0", "not a loopback address"),
+    ("10.0.0.1", "--allow-remote"),
+    ("not-an-address", "invalid host 'not-an-address'"),
+])
+def test_serve_refuses_a_host_with_a_usage_error(monkeypatch, host, expected):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", "--host", host])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and expected in result.output
+    assert "Traceback" not in result.output and served == []
+
+
+def test_serve_with_allow_remote_warns(monkeypatch, caplog):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    with caplog.at_level("WARNING", logger="eoextract.backend"):
+        result = CliRunner().invoke(
+            app, ["backend", "serve", "--port", "0", "--host", "0.0.0.0", "--allow-remote"])
+    assert result.exit_code == 0, result.output
+    assert served[0].host == "0.0.0.0"
+    assert any("reachable from other machines" in r.getMessage() for r in caplog.records)

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import socket
@@ -22,12 +23,50 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from eoextract.errors import ConfigurationError
+
 if TYPE_CHECKING:  # pragma: no cover
     import openeo
     from fastapi import FastAPI
 
 
 logger = logging.getLogger(__name__)
+
+
+def check_host(host: str, allow_remote: bool = False, *, faults: bool = False) -> bool:
+    """Check the address to listen on; True when it is reachable from other machines.
+
+    Loopback addresses (``127.0.0.1``, ``::1``, ``localhost``) are always accepted. Any other
+    address exposes a backend with basic-auth users (by default ``eoextract``/``eoextract``)
+    and, with faults enabled, fault injection to the network, so it needs ``allow_remote``
+    and is logged as a warning.
+
+    Raises:
+        ConfigurationError: When ``host`` is not an IP address (or ``localhost``), or is not
+            a loopback address and ``allow_remote`` is False.
+    """
+    if host == "localhost":
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigurationError(
+            f"invalid host {host!r}: give an IP address to listen on, e.g. 127.0.0.1 or ::1"
+        ) from None
+    if address.is_loopback:
+        return False
+    if not allow_remote:
+        raise ConfigurationError(
+            f"host {host} is not a loopback address: the backend would be reachable from other "
+            "machines, with its basic-auth users and, with faults, fault injection; pass "
+            "allow_remote=True (--allow-remote) to do so on a trusted network"
+        )
+    logger.warning(
+        "the embedded openEO backend listens on %s and is reachable from other machines: "
+        "anyone who can reach it may log in with its basic-auth users%s; use it on a trusted "
+        "network only", host, ", and request faults can be set with the fault token" if faults else "",
+    )
+    return True
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -79,7 +118,9 @@ class LocalBackend:
         user: User name accepted by ``/credentials/basic``.
         password: Its password.
         port: Port to listen on (0: a free one).
-        host: Address to listen on.
+        host: Address to listen on: a loopback IP address or ``localhost``, or any IP
+            address with ``allow_remote`` (see :func:`check_host`).
+        allow_remote: Accept a host reachable from other machines (logged as a warning).
         fault_token: Token of the fault admin route (generated when None and ``faults``).
 
     Attributes:
@@ -98,7 +139,9 @@ class LocalBackend:
         port: int = 0,
         host: str = "127.0.0.1",
         fault_token: str | None = None,
+        allow_remote: bool = False,
     ):
+        check_host(host, allow_remote, faults=faults)
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
@@ -281,7 +324,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
     """Serve the embedded backend in the foreground until interrupted; prints its URL.
 
     Args:
-        host: Address to listen on.
+        host: Address to listen on (a loopback address unless ``allow_remote=True`` is
+            passed, see :func:`check_host`).
         port: Port (0: a free one).
         **options: The other :class:`LocalBackend` arguments: ``data_dir`` (a temporary
             folder when None), ``workers``, ``faults``, ``fault_token`` (printed after the

@@ -13,7 +13,13 @@ from eoextract.cli._common import backend_app, command
 @backend_app.command("serve")
 @command
 def backend_serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="IP address to listen on; a non-loopback one needs --allow-remote.")
+    ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a --host reachable from other machines (it exposes the "
+                           "basic-auth users and, with --faults, fault injection).")
+    ] = False,
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8080,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep jobs and results here (survives restarts).")
@@ -41,6 +47,7 @@ def backend_serve(
 
     serve(
         host=host,
+        allow_remote=allow_remote,
         port=port,
         data_dir=data_dir,
         workers=workers,
