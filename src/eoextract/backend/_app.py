@@ -88,19 +88,22 @@ async def _read_body(request: Request, limit: int) -> bytearray:
     return raw
 
 
-def _json_depth(value: Any) -> int:
-    """Nesting depth of parsed JSON (a scalar: 0), without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        if depth > MAX_JSON_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
+def _json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of parsed JSON (a scalar: 0), level by level without recursion.
+
+    Stops counting once ``limit`` is passed (then returns ``limit + 1``).
+    """
+    depth = 0
+    level = [value] if isinstance(value, dict | list) else []
+    while level and depth <= limit:
+        depth += 1
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+    return depth
 
 
 async def _body(request: Request) -> Any:
