@@ -40,6 +40,9 @@ def _instant_job_round_trip(backend: LocalBackend, download_dir) -> bytes:
 
 def test_relative_data_dir_runs_jobs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    from eoextract.backend import BackendSettings
+
+    assert BackendSettings(data_dir="rel").data_dir == tmp_path.resolve() / "rel"
     backend = LocalBackend(data_dir="rel", workers=1)
     assert backend.data_dir == tmp_path.resolve() / "rel"
     with backend:

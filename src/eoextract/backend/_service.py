@@ -91,7 +91,7 @@ class BackendSettings:
     workers: int = 2
     faults: bool = False
     result_style: str = "current"
-    users: dict[str, str] = field(default_factory=lambda: {"eoextract": "eoextract"})
+    users: dict[str, str] = field(default_factory=lambda: {"eoextract": "eoextract"}, repr=False)
     worker_nice: int = 5
     max_body_bytes: int = MAX_BODY_BYTES
     fault_token: str | None = field(default=None, repr=False)
