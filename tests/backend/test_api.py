@@ -226,3 +226,121 @@ def test_unknown_job(connection):
         connection.job("j-doesnotexist").status()
     assert info.value.code == "JobNotFound"
     assert info.value.http_status_code == 404
+
+
+# -- request bodies: size and nesting ---------------------------------------------------
+def _raw_post(url: str, headers: dict, head_extra: list[str], body_chunks, timeout: float = 20.0):
+    """POST over a plain socket, sending ``body_chunks`` until the server answers or they run out.
+
+    Returns ``(status, json_body, bytes_sent, answered_early)``.
+    """
+    import json
+    import select
+    import socket
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    try:
+        head = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}",
+                "Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items()),
+                *head_extra]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sent, early = 0, False
+        for chunk in body_chunks:
+            if select.select([sock], [], [], 0)[0]:
+                early = True
+                break
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server closed the connection after answering
+                early = True
+                break
+            sent += len(chunk)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += sock.recv(65536)
+        head_bytes, _, rest = reply.partition(b"\r\n\r\n")
+        status = int(head_bytes.split()[1])
+        length = next(int(line.split(b":")[1]) for line in head_bytes.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        return status, json.loads(rest[:length]), sent, early
+    finally:
+        sock.close()
+
+
+def test_body_over_the_limit_is_refused_from_content_length(local_backend, auth_headers):
+    limit = local_backend.app.state.backend.settings.max_body_bytes
+    # announce more than the limit and send nothing: the answer must not wait for the body
+    status, body, _, _ = _raw_post(f"{local_backend.url}jobs", auth_headers,
+                                   [f"Content-Length: {limit + 1}"], [], timeout=10)
+    assert status == 413
+    assert body["code"] == "PayloadTooLarge" and "MiB" in body["message"] and body["id"]
+
+
+def test_chunked_body_over_the_limit_is_refused_while_streaming(local_backend, auth_headers):
+    limit = local_backend.app.state.backend.settings.max_body_bytes
+    piece = 1 << 20
+    data = b"[" + b" " * (piece - 1)
+    frame = f"{len(data):x}\r\n".encode() + data + b"\r\n"
+    n_chunks = limit // piece + 32  # never terminated: the server must answer before the end
+    status, body, sent, early = _raw_post(f"{local_backend.url}jobs", auth_headers,
+                                          ["Transfer-Encoding: chunked"],
+                                          (frame for _ in range(n_chunks)), timeout=20)
+    assert status == 413 and body["code"] == "PayloadTooLarge"
+    assert early and limit < sent < limit + 24 * piece
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 2000])
+def test_deeply_nested_body_is_refused_and_creates_nothing(local_backend, auth_headers, depth):
+    url = f"{local_backend.url}jobs"
+    before = {j["id"] for j in requests.get(url, headers=auth_headers, timeout=10).json()["jobs"]}
+    body = ('{"title": "deep", "process": {"process_graph": {"c": {"process_id": "constant", '
+            '"arguments": {"x": ' + _nested(depth) + '}, "result": true}}}}')
+    resp = requests.post(url, data=body, timeout=10,
+                         headers={**auth_headers, "Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == "BadRequest" and resp.json()["id"]
+    after = {j["id"] for j in requests.get(url, headers=auth_headers, timeout=10).json()["jobs"]}
+    assert after == before
+
+
+def test_moderately_nested_body_is_accepted(local_backend, auth_headers):
+    body = ('{"process": {"process_graph": {"c": {"process_id": "constant", '
+            '"arguments": {"x": ' + _nested(100) + '}, "result": true}}}}')
+    resp = requests.post(f"{local_backend.url}jobs", data=body, timeout=10,
+                         headers={**auth_headers, "Content-Type": "application/json"})
+    assert resp.status_code == 201
+    job_url = resp.headers["Location"]
+    patch = requests.patch(job_url, data='{"job_options": {"x": ' + _nested(300) + "}}", timeout=10,
+                           headers={**auth_headers, "Content-Type": "application/json"})
+    assert patch.status_code == 400
+    described = requests.get(job_url, headers=auth_headers, timeout=10).json()
+    assert described.get("job_options") in (None, {})
+
+
+def test_store_keeps_nothing_of_a_job_it_cannot_write(tmp_path):
+    import orjson
+
+    from eoextract.backend._api_errors import BadRequest
+    from eoextract.backend._job_store import JobStore, parse_job_body
+
+    store = JobStore(tmp_path)
+    deep = orjson.loads(_nested(300))
+    fields_ = parse_job_body({"process": {"process_graph": {
+        "c": {"process_id": "constant", "arguments": {"x": deep}, "result": True}}}})
+    with pytest.raises(BadRequest, match="cannot be stored"):
+        store.create("eoextract", fields_)
+    assert store.listing("eoextract") == ([], None)
+    assert not any(store.jobs_dir.glob("*/job.json"))
+    record = store.create("eoextract", {**fields_, "process": {"process_graph": instant_graph()}})
+    with pytest.raises(BadRequest):
+        store.update(record, job_options={"x": deep})
+    assert record.job_options == {} and store.get(record.id).job_options == {}
+    assert orjson.loads((store.job_dir(record.id) / "job.json").read_bytes())["job_options"] == {}

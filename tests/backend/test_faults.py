@@ -155,12 +155,44 @@ def test_request_fault_hang(local_backend, auth_headers):
 
 def test_admin_route_lists_and_clears(local_backend):
     local_backend.inject_fault("^/never$", times=3)
-    listed = requests.get(f"{local_backend.url}_admin/faults", timeout=10).json()["faults"]
+    listed = local_backend.list_faults()
     assert any(f["path_regex"] == "^/never$" and f["times"] == 3 for f in listed)
     local_backend.clear_faults()
-    assert requests.get(f"{local_backend.url}_admin/faults", timeout=10).json()["faults"] == []
-    bad = requests.post(f"{local_backend.url}_admin/faults", json={"status": 500}, timeout=10)
+    assert local_backend.list_faults() == []
+    admin = {"Authorization": f"Bearer {local_backend.fault_token}"}
+    bad = requests.post(f"{local_backend.url}_admin/faults", json={"status": 500}, headers=admin,
+                        timeout=10)
     assert bad.status_code == 400 and bad.json()["code"] == "BadRequest"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_admin_route_needs_the_fault_token(local_backend, connection, method):
+    url = f"{local_backend.url}_admin/faults"
+    rule = {"path_regex": "^/collections$", "status": 503}
+    missing = requests.request(method, url, json=rule, timeout=10)
+    assert missing.status_code == 401 and missing.json()["code"] == "AuthenticationRequired"
+    wrong = requests.request(method, url, json=rule, timeout=10,
+                             headers={"Authorization": f"Bearer {local_backend.fault_token}x"})
+    assert wrong.status_code == 403 and wrong.json()["code"] == "TokenInvalid"
+    # an openEO user's bearer token is not the fault token either
+    user = requests.request(method, url, json=rule, timeout=10,
+                            headers={"Authorization": f"Bearer basic//{connection.auth.bearer}"})
+    assert user.status_code == 403
+    assert local_backend.list_faults() == []  # nothing was added
+    assert requests.get(f"{local_backend.url}collections", timeout=10).status_code == 200
+
+
+def test_fault_token_is_per_instance_and_can_be_given():
+    with LocalBackend(faults=True) as first, LocalBackend(faults=True, fault_token="chosen") as second:
+        assert first.fault_token and len(first.fault_token) >= 24
+        assert second.fault_token == "chosen"
+        assert LocalBackend(faults=True).fault_token != first.fault_token
+        settings = repr(first.app.state.backend.settings)
+        assert first.fault_token not in settings and "'eoextract'" not in settings
+        wrong = requests.get(f"{second.url}_admin/faults", timeout=10,
+                             headers={"Authorization": f"Bearer {first.fault_token}"})
+        assert wrong.status_code == 403
+        assert second.inject_fault("^/me$")["times"] == 1 and len(second.list_faults()) == 1
 
 
 def test_admin_route_absent_without_faults():
@@ -169,3 +201,6 @@ def test_admin_route_absent_without_faults():
         assert resp.status_code == 404
         with pytest.raises(RuntimeError):
             backend.inject_fault("x")
+        with pytest.raises(RuntimeError):
+            backend.list_faults()
+        assert backend.fault_token is None

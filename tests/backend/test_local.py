@@ -25,6 +25,57 @@ def _wait(job, statuses=("finished", "error", "canceled"), timeout=120.0):
     return status
 
 
+def _instant_job_round_trip(backend: LocalBackend, download_dir) -> bytes:
+    """Create, start and finish an instant job, then download its result; its bytes."""
+    conn = backend.connect()
+    job = conn.create_job(instant_graph(), title="relative", job_options=INSTANT, validate=False)
+    job.start()
+    assert _wait(job) == "finished", job.logs()
+    (asset,) = job.get_results().get_assets()
+    path = asset.download(download_dir / "result.nc")
+    data = path.read_bytes()
+    assert len(data) == asset.metadata["file:size"] > 0
+    return data
+
+
+def test_relative_data_dir_runs_jobs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from eoextract.backend import BackendSettings
+
+    assert BackendSettings(data_dir="rel").data_dir == tmp_path.resolve() / "rel"
+    backend = LocalBackend(data_dir="rel", workers=1)
+    assert backend.data_dir == tmp_path.resolve() / "rel"
+    with backend:
+        monkeypatch.chdir(tmp_path / "rel")  # a later change of directory must not matter
+        data = _instant_job_round_trip(backend, tmp_path)
+    assert data.startswith(b"\x89HDF")
+    assert list((tmp_path / "rel" / "jobs").iterdir())
+
+
+def test_serve_options_with_relative_data_dir_run_jobs(tmp_path, monkeypatch):
+    """The README's ``backend serve --data-dir ./backend-data``, through the CLI's option handling."""
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+
+    def serve_briefly(self: LocalBackend) -> None:  # instead of serving until interrupted
+        served.append(self)
+        with self:
+            _instant_job_round_trip(self, tmp_path)
+
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", serve_briefly)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["backend", "serve", "--port", "0", "--data-dir", "./backend-data", "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    (backend,) = served
+    assert backend.data_dir == tmp_path.resolve() / "backend-data"
+    assert list((tmp_path / "backend-data" / "jobs").iterdir())
+
+
 def test_start_stop_and_temporary_data_dir():
     backend = LocalBackend()
     with backend:
@@ -107,9 +158,13 @@ def test_serve_command_prints_url_and_serves(tmp_path):
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+        label, _, token = proc.stdout.readline().strip().partition(": ")
+        assert label == "fault token" and len(token) >= 24
         caps = requests.get(url, timeout=10).json()
         assert caps["api_version"] == "1.2.0"
-        assert requests.get(f"{url}_admin/faults", timeout=10).status_code == 200
+        assert requests.get(f"{url}_admin/faults", timeout=10).status_code == 401
+        admin = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{url}_admin/faults", headers=admin, timeout=10).status_code == 200
         assert requests.get(f"{url}credentials/basic", auth=("bob", "pw-1"), timeout=10).ok
         wrong = requests.get(f"{url}credentials/basic", auth=("eoextract", "eoextract"), timeout=10)
         assert wrong.status_code in (401, 403)
@@ -121,3 +176,68 @@ def test_serve_command_prints_url_and_serves(tmp_path):
             proc.kill()
             raise
     assert (tmp_path / "d" / "jobs").is_dir()
+
+
+def test_serve_takes_the_fault_token_from_the_environment(monkeypatch):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", "--faults"],
+                                env={"EOEXTRACT_BACKEND_FAULT_TOKEN": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert served[0].fault_token == "from-env" and "from-env" not in result.output
+
+
+# -- the address to listen on --------------------------------------------------------------
+def test_loopback_hosts_are_accepted_and_others_need_an_opt_in(caplog):
+    from eoextract.errors import ConfigurationError
+
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert LocalBackend(host=host).host == host  # constructed only: nothing is bound
+    for host in ("0.0.0.0", "::", "192.168.1.20"):
+        with pytest.raises(ConfigurationError, match="not a loopback address.*allow-remote"):
+            LocalBackend(host=host)
+    for host in ("not an address", "example.org", "999.1.1.1", ""):
+        with pytest.raises(ConfigurationError, match="invalid host"):
+            LocalBackend(host=host, allow_remote=True)
+    with caplog.at_level("WARNING", logger="eoextract.backend"):
+        LocalBackend(host="0.0.0.0", allow_remote=True, faults=True)
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "reachable from other machines" in warning.getMessage()
+    assert "fault" in warning.getMessage()
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("0.0.0.0", "not a loopback address"),
+    ("10.0.0.1", "--allow-remote"),
+    ("not-an-address", "invalid host 'not-an-address'"),
+])
+def test_serve_refuses_a_host_with_a_usage_error(monkeypatch, host, expected):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", "--host", host])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and expected in result.output
+    assert "Traceback" not in result.output and served == []
+
+
+def test_serve_with_allow_remote_warns(monkeypatch, caplog):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    with caplog.at_level("WARNING", logger="eoextract.backend"):
+        result = CliRunner().invoke(
+            app, ["backend", "serve", "--port", "0", "--host", "0.0.0.0", "--allow-remote"])
+    assert result.exit_code == 0, result.output
+    assert served[0].host == "0.0.0.0"
+    assert any("reachable from other machines" in r.getMessage() for r in caplog.records)

@@ -20,7 +20,6 @@ import uuid
 
 import openeo
 import pytest
-import requests
 from chaos_callbacks import (
     create_datacube,
     generate_output_path,
@@ -74,9 +73,8 @@ def faulty_backend(tmp_path_factory):
 def inject_while(backend: LocalBackend, stop: threading.Event, rng: random.Random, log: list[dict]) -> None:
     """Add a random request fault every 0.1-0.4 s until ``stop`` is set, unless two are still
     waiting for a matching request (faults must not pile up while the manager backs off)."""
-    admin = f"{backend.url}_admin/faults"
     while not stop.wait(rng.uniform(0.1, 0.4)):
-        if len(requests.get(admin, timeout=10).json()["faults"]) >= 2:
+        if len(backend.list_faults()) >= 2:
             continue
         rule = dict(rng.choice(REQUEST_FAULTS))
         backend.inject_fault(**rule)

@@ -37,8 +37,8 @@ from eoextract.backend._worker_pool import TaskCanceled
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Largest accepted request body."""
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of arrays and objects accepted in a request body."""
 
 
 class OrjsonResponse(JSONResponse):
@@ -59,20 +59,70 @@ def error_response(exc: OpenEOApiError) -> OrjsonResponse:
     return _json(body, exc.status, headers)
 
 
+def _too_large(limit: int) -> OpenEOApiError:
+    return OpenEOApiError(
+        f"Request body larger than {limit} bytes ({limit / 2**20:g} MiB).",
+        code="PayloadTooLarge",
+        status=413,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytearray:
+    """The request body, refused (413) from its ``Content-Length`` or while it streams in.
+
+    A body is never held more than once: chunks are appended to one buffer as they arrive.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest(f"Invalid Content-Length {declared!r}.") from None
+        if size > limit:
+            raise _too_large(limit)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise _too_large(limit)
+    return raw
+
+
+def _json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of parsed JSON (a scalar: 0), level by level without recursion.
+
+    Stops counting once ``limit`` is passed (then returns ``limit + 1``).
+    """
+    depth = 0
+    level = [value] if isinstance(value, dict | list) else []
+    while level and depth <= limit:
+        depth += 1
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+    return depth
+
+
 async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise OpenEOApiError(
-            f"Request body larger than {MAX_BODY_BYTES // 2**20} MiB.",
-            code="PayloadTooLarge",
-            status=413,
-        )
-    if not raw.strip():
+    """The request's JSON body, checked for size and nesting before any route acts on it.
+
+    Raises:
+        OpenEOApiError: 413 ``PayloadTooLarge``; 400 ``BadRequest`` when empty, not JSON or
+            nested deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    raw = await _read_body(request, request.app.state.backend.settings.max_body_bytes)
+    if not raw or raw.isspace():
         raise BadRequest("The request body is empty; a JSON object is expected.")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    if _json_depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(f"The request body is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return data
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -384,22 +434,25 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         backend.udps.delete(user, process_id)
         return Response(status_code=204)
 
-    # -- admin: request faults (only with faults enabled) -------------------------------
+    # -- admin: request faults (only with faults enabled, with the fault token) ----------
     if settings.faults:
         injector: RequestFaultInjector = backend.request_faults
 
         @app.post("/_admin/faults")
         async def add_fault(request: Request) -> Response:
+            backend.authorize_admin(request)
             rule = RequestFault.from_dict(await _body(request))
             injector.add(rule)
             return _json(rule.to_dict(), 201)
 
         @app.get("/_admin/faults")
-        async def list_faults() -> Response:
+        async def list_faults(request: Request) -> Response:
+            backend.authorize_admin(request)
             return _json({"faults": injector.list()})
 
         @app.delete("/_admin/faults")
-        async def clear_faults() -> Response:
+        async def clear_faults(request: Request) -> Response:
+            backend.authorize_admin(request)
             injector.clear()
             return Response(status_code=204)
 

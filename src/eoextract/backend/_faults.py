@@ -15,7 +15,7 @@ Two kinds of faults make client failure handling reproducible:
   of the server process.
 
 * **Request faults**, set through the admin route ``POST /_admin/faults`` (only when the
-  server runs with faults enabled): the next ``times`` requests whose path matches
+  server runs with faults enabled, and only with its fault token as a bearer token): the next ``times`` requests whose path matches
   ``path_regex`` (and ``method``, when given) are answered with ``status`` (with
   ``Retry-After`` when ``retry_after`` is given) and/or delayed by ``delay_s`` seconds.
 """

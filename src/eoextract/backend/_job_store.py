@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,18 @@ def check_process(process: Any) -> dict[str, Any]:
             f"A process graph needs exactly one result node, this one has {results}."
         )
     return process
+
+
+def encode_record(record: JobRecord) -> bytes:
+    """A job record as stored JSON.
+
+    Raises:
+        BadRequest: When the record cannot be stored as JSON (e.g. nested too deeply).
+    """
+    try:
+        return orjson.dumps(record.to_dict())
+    except (orjson.JSONEncodeError, RecursionError) as exc:
+        raise BadRequest(f"The job cannot be stored: {exc}.") from None
 
 
 def parse_job_body(body: Any, *, partial: bool = False) -> dict[str, Any]:
@@ -253,10 +265,13 @@ class JobStore:
         """Folder of a job's result files."""
         return self.jobs_dir / job_id / "results"
 
-    def save(self, record: JobRecord) -> None:
-        """Write a record to disk atomically (not fsynced: the store serves tests and trials)."""
+    def save(self, record: JobRecord, data: bytes | None = None) -> None:
+        """Write a record (or its :func:`encode_record` bytes) to disk atomically.
+
+        Not fsynced: the store serves tests and trials.
+        """
         path = self.job_dir(record.id) / "job.json"
-        atomic_write(path, orjson.dumps(record.to_dict()), fsync=False)
+        atomic_write(path, encode_record(record) if data is None else data, fsync=False)
 
     # -- records -----------------------------------------------------------------------
     def create(self, user: str, fields_: dict[str, Any]) -> JobRecord:
@@ -268,9 +283,10 @@ class JobStore:
                 user=user,
                 **{k: v for k, v in fields_.items() if k in _EDITABLE},
             )
+            data = encode_record(record)  # fails before anything is stored
+            self.save(record, data)
             self._jobs[record.id] = record
             self._logs[record.id] = []
-            self.save(record)
         return record
 
     def get(self, job_id: str, user: str | None = None) -> JobRecord:
@@ -292,11 +308,12 @@ class JobStore:
     def update(self, record: JobRecord, **changes: Any) -> JobRecord:
         """Change fields of a job, stamp ``updated`` and persist it."""
         with self.lock:
-            for key, value in changes.items():
-                setattr(record, key, value)
-            record.updated = timestamp()
+            changed = replace(record, **{**changes, "updated": timestamp()})
+            data = encode_record(changed)  # fails before the record is touched
+            for key in {*changes, "updated"}:
+                setattr(record, key, getattr(changed, key))
             if record.id in self._jobs:
-                self.save(record)
+                self.save(record, data)
         return record
 
     def remove(self, job_id: str) -> None:

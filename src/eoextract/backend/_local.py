@@ -11,7 +11,9 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -21,12 +23,50 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from eoextract.errors import ConfigurationError
+
 if TYPE_CHECKING:  # pragma: no cover
     import openeo
     from fastapi import FastAPI
 
 
 logger = logging.getLogger(__name__)
+
+
+def check_host(host: str, allow_remote: bool = False, *, faults: bool = False) -> bool:
+    """Check the address to listen on; True when it is reachable from other machines.
+
+    Loopback addresses (``127.0.0.1``, ``::1``, ``localhost``) are always accepted. Any other
+    address exposes a backend with basic-auth users (by default ``eoextract``/``eoextract``)
+    and, with faults enabled, fault injection to the network, so it needs ``allow_remote``
+    and is logged as a warning.
+
+    Raises:
+        ConfigurationError: When ``host`` is not an IP address (or ``localhost``), or is not
+            a loopback address and ``allow_remote`` is False.
+    """
+    if host == "localhost":
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigurationError(
+            f"invalid host {host!r}: give an IP address to listen on, e.g. 127.0.0.1 or ::1"
+        ) from None
+    if address.is_loopback:
+        return False
+    if not allow_remote:
+        raise ConfigurationError(
+            f"host {host} is not a loopback address: the backend would be reachable from other "
+            "machines, with its basic-auth users and, with faults, fault injection; pass "
+            "allow_remote=True (--allow-remote) to do so on a trusted network"
+        )
+    logger.warning(
+        "the embedded openEO backend listens on %s and is reachable from other machines: "
+        "anyone who can reach it may log in with its basic-auth users%s; use it on a trusted "
+        "network only", host, ", and request faults can be set with the fault token" if faults else "",
+    )
+    return True
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -69,14 +109,23 @@ class LocalBackend:
 
     Args:
         data_dir: Keep jobs, results and stored processes here (survives restarts); a
-            temporary folder, deleted on stop, when None.
+            temporary folder, deleted on stop, when None. A relative path is resolved
+            against the working directory at construction.
         workers: Jobs executed at the same time.
-        faults: Enable the request-fault admin route (see :meth:`inject_fault`).
+        faults: Enable the request-fault admin route (see :meth:`inject_fault`), which
+            needs :attr:`fault_token`.
         result_style: ``"current"`` or ``"cdse"``.
         user: User name accepted by ``/credentials/basic``.
         password: Its password.
         port: Port to listen on (0: a free one).
-        host: Address to listen on.
+        host: Address to listen on: a loopback IP address or ``localhost``, or any IP
+            address with ``allow_remote`` (see :func:`check_host`).
+        allow_remote: Accept a host reachable from other machines (logged as a warning).
+        fault_token: Token of the fault admin route (generated when None and ``faults``).
+
+    Attributes:
+        fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
+            :meth:`inject_fault`, :meth:`list_faults` and :meth:`clear_faults` send it.
     """
 
     def __init__(
@@ -89,10 +138,17 @@ class LocalBackend:
         password: str = "eoextract",
         port: int = 0,
         host: str = "127.0.0.1",
+        fault_token: str | None = None,
+        allow_remote: bool = False,
     ):
-        self.data_dir = Path(data_dir) if data_dir is not None else None
+        check_host(host, allow_remote, faults=faults)
+        # resolved once: a relative folder would otherwise be joined to itself by the
+        # stores, and a later change of the working directory would move it
+        self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
         self.workers = workers
         self.faults = faults
+        self._fault_token_generated = faults and not fault_token
+        self.fault_token = (fault_token or secrets.token_urlsafe(24)) if faults else None
         self.result_style = result_style
         self.user = user
         self._password = password
@@ -148,6 +204,7 @@ class LocalBackend:
             faults=self.faults,
             result_style=self.result_style,
             users={self.user: self._password},
+            fault_token=self.fault_token,
         )
         self.app = create_app(settings)
         self._sock = _bind(self.host, self.port)
@@ -158,6 +215,8 @@ class LocalBackend:
         """Serve in this thread until interrupted, printing the URL first; then stop."""
         self._open()
         print(self._url, flush=True)
+        if self._fault_token_generated:
+            print(f"fault token: {self.fault_token}", flush=True)
         try:
             self._server.run(sockets=[self._sock])
         finally:
@@ -226,8 +285,7 @@ class LocalBackend:
         Raises:
             RuntimeError: When the backend runs without faults enabled.
         """
-        if not self.faults:
-            raise RuntimeError("start LocalBackend(faults=True) to inject request faults")
+        headers = self._admin_headers()
         body = {
             "path_regex": path_regex,
             "status": status,
@@ -236,24 +294,41 @@ class LocalBackend:
             "retry_after": retry_after,
             "delay_s": delay_s,
         }
-        resp = requests.post(f"{self.url}_admin/faults", json=body, timeout=10)
+        resp = requests.post(f"{self.url}_admin/faults", json=body, headers=headers, timeout=10)
         resp.raise_for_status()
         return resp.json()
+
+    def list_faults(self) -> list[dict[str, Any]]:
+        """The request faults still waiting for a matching request.
+
+        Raises:
+            RuntimeError: When the backend runs without faults enabled.
+        """
+        resp = requests.get(f"{self.url}_admin/faults", headers=self._admin_headers(), timeout=10)
+        resp.raise_for_status()
+        return resp.json()["faults"]
 
     def clear_faults(self) -> None:
         """Remove all request faults."""
         if self.faults:
-            requests.delete(f"{self.url}_admin/faults", timeout=10).raise_for_status()
+            requests.delete(f"{self.url}_admin/faults", headers=self._admin_headers(),
+                            timeout=10).raise_for_status()
+
+    def _admin_headers(self) -> dict[str, str]:
+        if not self.faults:
+            raise RuntimeError("start LocalBackend(faults=True) to inject request faults")
+        return {"Authorization": f"Bearer {self.fault_token}"}
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
     """Serve the embedded backend in the foreground until interrupted; prints its URL.
 
     Args:
-        host: Address to listen on.
+        host: Address to listen on (a loopback address unless ``allow_remote=True`` is
+            passed, see :func:`check_host`).
         port: Port (0: a free one).
         **options: The other :class:`LocalBackend` arguments: ``data_dir`` (a temporary
-            folder when None), ``workers``, ``faults``, ``result_style``, ``user``,
-            ``password``.
+            folder when None), ``workers``, ``faults``, ``fault_token`` (printed after the
+            URL when generated), ``result_style``, ``user``, ``password``.
     """
     LocalBackend(host=host, port=port, **options)._serve_in_foreground()

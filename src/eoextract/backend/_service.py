@@ -45,6 +45,8 @@ API_VERSION = "1.2.0"
 BACKEND_VERSION = "0.1.0"
 STAC_VERSION = "1.1.0"
 _CHUNK = 1 << 20
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Default largest accepted request body."""
 
 _ENDPOINTS: list[tuple[str, list[str]]] = [
     ("/", ["GET"]),
@@ -72,26 +74,37 @@ class BackendSettings:
 
     Attributes:
         data_dir: Jobs, results and stored processes (a temporary folder when None,
-            deleted on close).
+            deleted on close); made absolute at construction.
         workers: Jobs executed at the same time (worker processes).
         faults: Enable the request-fault admin route ``/_admin/faults``.
+        fault_token: Bearer token the admin route requires (generated when faults are
+            enabled and none is given).
         result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend._result_documents`).
         users: User name → password for ``/credentials/basic``.
         worker_nice: Niceness increment of worker processes.
+        max_body_bytes: Largest accepted request body; larger ones are answered 413
+            ``PayloadTooLarge`` as soon as their ``Content-Length`` or their streamed bytes
+            exceed it.
     """
 
     data_dir: Path | None = None
     workers: int = 2
     faults: bool = False
     result_style: str = "current"
-    users: dict[str, str] = field(default_factory=lambda: {"eoextract": "eoextract"})
+    users: dict[str, str] = field(default_factory=lambda: {"eoextract": "eoextract"}, repr=False)
     worker_nice: int = 5
+    max_body_bytes: int = MAX_BODY_BYTES
+    fault_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.result_style not in RESULT_STYLES:
             raise ValueError(f"result_style must be one of {RESULT_STYLES}, not {self.result_style!r}")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.faults and not self.fault_token:
+            self.fault_token = secrets.token_urlsafe(24)
 
 
 class _EngineHolder:
@@ -179,6 +192,20 @@ class BackendService:
             raise CredentialsInvalid("Wrong user name or password.")
         token = next(t for t, u in self._tokens.items() if u == user)
         return user, token
+
+    def authorize_admin(self, request: Request) -> None:
+        """Check the fault token of an ``/_admin`` request (``Authorization: Bearer <token>``).
+
+        Raises:
+            AuthenticationRequired: 401 when no bearer token is given.
+            TokenInvalid: 403 when it is not the fault token.
+        """
+        scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationRequired("The admin routes need the fault token as a bearer token.")
+        expected = self.settings.fault_token or ""
+        if not expected or not hmac.compare_digest(value.strip().encode(), expected.encode()):
+            raise TokenInvalid("The fault token is not valid.")
 
     def authenticate(self, request: Request) -> str:
         """The user of a request with an openEO bearer token (``Bearer basic//<token>``)."""

@@ -5,8 +5,9 @@ A process graph node may call a process that is not predefined:
 * ``{"process_id": "my_udp"}`` (no namespace, or namespace ``"user"``): a process the
   user stored with ``PUT /process_graphs/my_udp``;
 * ``{"process_id": "my_udp", "namespace": "http://127.0.0.1:PORT/processes/eoextract/my_udp"}``:
-  a remote process definition, fetched over HTTP. Only loopback URLs are allowed (the
-  embedded backend never reaches out to the internet).
+  a remote process definition, fetched over HTTP. Only loopback URLs are allowed, redirects
+  included (the embedded backend never reaches out to the internet; see
+  :mod:`eoextract.backend._loopback`).
 
 Stored processes are also readable without authentication at
 ``GET /processes/{user}/{process_id}``, which makes them usable as remote definitions.
@@ -19,19 +20,16 @@ import re
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import orjson
 import requests
 
 from eoextract._util.files import atomic_write
 from eoextract.backend._api_errors import BadRequest, OpenEOApiError, ProcessGraphNotFound
+from eoextract.backend._loopback import UrlNotAllowed, get_loopback
 
 
 logger = logging.getLogger(__name__)
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-"""Hosts from which remote process definitions may be fetched."""
 
 _ID_RE = re.compile(r"^\w+$")
 
@@ -201,15 +199,21 @@ def fetch_remote_process(url: str, process_id: str | None, *, timeout_s: float =
         OpenEOApiError: ``ProcessNamespaceInvalid`` when the URL is not loopback, cannot be
             read, or does not define ``process_id``.
     """
-    host = (urlparse(url).hostname or "").lower()
-    if host not in LOOPBACK_HOSTS:
+    try:
+        resp = get_loopback(url, timeout_s=timeout_s)
+    except UrlNotAllowed as exc:
         raise OpenEOApiError(
-            f"Remote process definitions are only fetched from 127.0.0.1/localhost, not {host!r}.",
+            f"Remote process definitions are only fetched from loopback hosts: {exc}.",
             code="ProcessNamespaceInvalid",
             status=400,
-        )
+        ) from None
+    except requests.RequestException as exc:
+        raise OpenEOApiError(
+            f"Cannot read the process definition at {url}: {exc}",
+            code="ProcessNamespaceInvalid",
+            status=400,
+        ) from exc
     try:
-        resp = requests.get(url, timeout=timeout_s)
         resp.raise_for_status()
         data = resp.json()
     except (requests.RequestException, ValueError) as exc:

@@ -11,8 +11,6 @@ import io
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
-
 import geopandas as gpd
 import numpy as np
 import xarray as xr
@@ -20,22 +18,28 @@ import xarray as xr
 from eoextract.backend._api_errors import FormatUnsupported, ProcessParameterInvalid
 from eoextract.backend._execution_context import current_context
 from eoextract.backend._geometry import cube_epsg, geometry_mask_of, to_geodataframe
-from eoextract.backend._user_processes import LOOPBACK_HOSTS
+from eoextract.backend._loopback import UrlNotAllowed, check_loopback_url, get_loopback
 
 
 def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> Any:  # noqa: A002
-    """Read a GeoJSON, JSON or GeoParquet file from a loopback URL (``127.0.0.1``/``localhost``)."""
+    """Read a GeoJSON, JSON or GeoParquet file from a loopback URL (``127.0.0.1``/``localhost``).
+
+    Redirects are followed only while they stay on loopback hosts.
+    """
     import requests
 
-    parts = urlparse(str(url))
-    if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK_HOSTS:
-        raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend, not {url!r}.")
+    try:
+        check_loopback_url(url)
+    except UrlNotAllowed as exc:
+        raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend: {exc}.") from None
     fmt = str(format).lower()
     ctx = current_context()
     key = (url, fmt)
     if key not in ctx.url_cache:
         try:
-            resp = requests.get(url, timeout=30, proxies={"http": None, "https": None})
+            resp = get_loopback(url, timeout_s=30)
+        except UrlNotAllowed as exc:
+            raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend: {exc}.") from None
         except requests.RequestException as exc:
             raise ProcessParameterInvalid(f"load_url could not read {url}: {exc}") from None
         if resp.status_code >= 400:

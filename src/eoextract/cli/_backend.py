@@ -13,13 +13,25 @@ from eoextract.cli._common import backend_app, command
 @backend_app.command("serve")
 @command
 def backend_serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="IP address to listen on; a non-loopback one needs --allow-remote.")
+    ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a --host reachable from other machines (it exposes the "
+                           "basic-auth users and, with --faults, fault injection).")
+    ] = False,
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8080,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep jobs and results here (survives restarts).")
     ] = None,
     workers: Annotated[int, typer.Option(help="Jobs executed at the same time.")] = 2,
     faults: Annotated[bool, typer.Option(help="Enable the fault-injection admin route.")] = False,
+    fault_token: Annotated[
+        str | None, typer.Option(help="Bearer token of the fault admin route (or "
+                                 "EOEXTRACT_BACKEND_FAULT_TOKEN); generated and printed when "
+                                 "not given.", envvar="EOEXTRACT_BACKEND_FAULT_TOKEN",
+                                 show_default=False)
+    ] = None,
     result_style: Annotated[
         str, typer.Option(help="Result metadata style: 'current' or 'cdse'.")
     ] = "current",
@@ -29,15 +41,18 @@ def backend_serve(
                           envvar="EOEXTRACT_BACKEND_PASSWORD", show_default=False)
     ] = "eoextract",
 ) -> None:
-    """Run the embedded openEO backend until interrupted; prints its URL."""
+    """Run the embedded openEO backend until interrupted; prints its URL (and, with --faults,
+    the generated fault token on the next line)."""
     from eoextract.backend import serve
 
     serve(
         host=host,
+        allow_remote=allow_remote,
         port=port,
         data_dir=data_dir,
         workers=workers,
         faults=faults,
+        fault_token=fault_token,
         result_style=result_style,
         user=user,
         password=password,
