@@ -1,0 +1,160 @@
+"""The one redaction: pure properties of :func:`redact` (many examples), the log filter,
+and an extraction whose asset host refuses signed URLs, checked in every place its text
+reaches (job database file, logs, report, CLI output, catalogue, manifests)."""
+
+from __future__ import annotations
+
+import string
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from eoextract._util.redact import MASK, redact, redact_data
+
+# secrets: long enough not to occur by chance, from the alphabets real credentials use
+_B64 = string.ascii_letters + string.digits + "+/="
+_URLSAFE = string.ascii_letters + string.digits + "-_"
+secrets = st.text(_B64 + "-_.~", min_size=12, max_size=60).filter(lambda s: s.strip("=+/-_.~"))
+hex_secrets = st.text("0123456789abcdef", min_size=32, max_size=64)
+words = st.lists(st.sampled_from(["job", "j-12", "failed", "HTTP", "500", "at", "backend", "(retry)",
+                                  "in", "30", "s", "asset", "openEO.nc", "->", "error:", "host"]),
+                 max_size=8).map(" ".join)
+
+
+def _s3(secret: str, host: str) -> str:
+    cred = quote(f"AKIA{secret[:4].upper()}/20240101/eu-west-1/s3/aws4_request", safe="")
+    return (f"https://{host}/bucket/openEO_0.nc?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={cred}"
+            f"&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+            f"&X-Amz-Security-Token={quote(secret, safe='')}&X-Amz-Signature={quote(secret, safe='')}")
+
+
+def _gcs(secret: str, host: str) -> str:
+    return (f"https://{host}/b/o.nc?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam"
+            f"&X-Goog-Signature={quote(secret, safe='')}")
+
+
+def _gcs_v2(secret: str, host: str) -> str:
+    return (f"http://{host}/b/o.nc?GoogleAccessId=sa@p.iam.gserviceaccount.com&Expires=1700000000"
+            f"&Signature={quote(secret, safe='')}")
+
+
+def _azure(secret: str, host: str) -> str:
+    return (f"https://{host}/c/o.nc?sv=2022-11-02&ss=b&srt=o&sp=r&se=2030-01-01T00:00:00Z"
+            f"&st=2024-01-01T00:00:00Z&spr=https&sig={quote(secret, safe='')}")
+
+
+def _openeo(secret: str, host: str) -> str:
+    token = quote(secret, safe="")
+    return f"http://{host}/openeo/1.2/jobs/j-2401abc/results/assets/{token}/openEO_0.nc?expires=1700000000"
+
+
+def _userinfo(secret: str, host: str) -> str:
+    return f"https://alice:{quote(secret, safe='')}@{host}/stac/collections"
+
+
+URL_KINDS = {"s3": _s3, "gcs": _gcs, "gcs_v2": _gcs_v2, "azure": _azure, "openeo": _openeo,
+             "userinfo": _userinfo}
+
+
+def _requests_error(url: str) -> str:
+    """What requests says when the host of ``url`` refuses: the URL twice, once as a path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    path = parts.path + ("?" + parts.query if parts.query else "")
+    return (f"Download of asset 'openEO_0.nc' from {url} failed after 3 tries: "
+            f"HTTPConnectionPool(host='{parts.hostname}', port={parts.port or 80}): Max retries exceeded "
+            f"with url: {path} (Caused by NewConnectionError('<urllib3.connection.HTTPConnection object "
+            f"at 0x7f>: Failed to establish a new connection: [Errno 111] Connection refused'))")
+
+
+def _gone(secret: str, text: str) -> bool:
+    return secret not in text and quote(secret, safe="") not in text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(URL_KINDS)), secret=secrets, before=words, after=words,
+       host=st.sampled_from(["127.0.0.1:8123", "bucket.s3.eu-west-1.amazonaws.com", "h.example"]))
+def test_signed_urls_lose_their_secrets_wherever_they_appear(kind, secret, before, after, host):
+    url = URL_KINDS[kind](secret, host)
+    for text in (f"{before} {url} {after}", _requests_error(url), repr({"href": url}),
+                 f"{before}\n  File x.py, line 3\n    get({url!r})\n{after}",
+                 url.replace("/", "\\/")):  # as JSON writers may escape it
+        out = redact(text, environ={})
+        assert _gone(secret, out), (text, out)
+        assert redact(out, environ={}) == out
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=secrets, key=st.sampled_from(["password", "access_token", "client_secret", "refresh_token",
+                                            "aws_secret_access_key", "X-Amz-Security-Token", "apiKey",
+                                            "secretAccessKey", "SessionToken", "token"]),
+       style=st.sampled_from(["{k}={v}", "{k}: {v}", "'{k}': '{v}'", '"{k}": "{v}"', "{k} = {v}"]),
+       before=words, after=words)
+def test_credential_pairs_and_headers_lose_their_values(secret, key, style, before, after):
+    pair = style.format(k=key, v=secret)
+    for text in (f"{before} {pair}, {after}", f"{before} Authorization: Bearer {secret} {after}",
+                 f"{{'Authorization': 'Basic {secret}'}}", f"{before} Bearer {secret}"):
+        if "Bearer" in text or "Basic" in text:
+            text = text.replace(secret, "A1" + secret)  # a token, not a word
+            secret_here = "A1" + secret
+        else:
+            secret_here = secret if "=" in pair or "'" in pair or '"' in pair else "A1" + secret
+            text = text.replace(secret, secret_here)
+        out = redact(text, environ={})
+        assert secret_here not in out, (text, out)
+        assert redact(out, environ={}) == out
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200))
+@example("https://u:p@ss@h/x?a=1#b=2")
+@example("Authorization: Bearer ***")
+@example("x?=&&;=?#")
+def test_redaction_is_idempotent_on_any_text(text):
+    once = redact(text, environ={})
+    assert redact(once, environ={}) == once
+    assert redact(once, environ={}, queries="credentials") == redact(once, environ={}, queries="credentials")
+
+
+@settings(max_examples=300, deadline=None)
+@given(words)
+def test_ordinary_messages_are_left_alone(text):
+    assert redact(text, environ={}) == text
+
+
+@pytest.mark.parametrize("text", [
+    "job 12 failed: HTTP 500 from http://127.0.0.1:8080/jobs/j-1/results (attempt 2 of 3)",
+    "wrong password: try again",
+    "basic authentication failed",
+    "design=1 signal=2 job_key=k1 sigma: 0.5",
+    "sha1 0123456789abcdef0123456789abcdef01234567 of /work/out/2021_EUR_DEMO/32631/S2_10m_s1.nc",
+    "https://h/wms?service=WMS&request=GetMap&layers=a",
+])
+def test_prose_paths_and_checksums_stay_readable(text):
+    expected = text.replace("service=WMS&request=GetMap&layers=a", "service=***&request=***&layers=***")
+    assert redact(text, environ={}) == expected
+    assert redact(text, environ={}, queries="credentials") == text
+
+
+def test_known_token_formats_and_environment_values():
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ"
+    aws_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    text = f"token {jwt} key AKIAIOSFODNN7EXAMPLE secret {aws_key} gh ghp_{'a1' * 18} and S3CR3T-value"
+    out = redact(text, environ={"MY_SERVICE_PASSWORD": "S3CR3T-value", "HOME": "/root"})
+    for secret in (jwt, "AKIAIOSFODNN7EXAMPLE", aws_key, "ghp_", "S3CR3T-value"):
+        assert secret not in out
+    assert out.startswith("token *** key *** secret *** gh *** and ***")
+
+
+def test_data_keeps_ordinary_query_parameters_but_not_credentials():
+    item = {"assets": {"data": {"href": "https://h/wms?service=WMS&sig=abc&X-Amz-Signature=def"}},
+            "properties": {"access_token": "t0k3n", "note": "see https://u:pw@h/x", "n": 3},
+            "links": [{"href": "https://h/a?token=zzz&page=2"}]}
+    out = redact_data(item, environ={})
+    assert out["assets"]["data"]["href"] == f"https://h/wms?service=WMS&sig={MASK}&X-Amz-Signature={MASK}"
+    assert out["properties"] == {"access_token": MASK, "note": f"see https://u:{MASK}@h/x", "n": 3}
+    assert out["links"][0]["href"] == f"https://h/a?token={MASK}&page=2"
+    assert item["properties"]["access_token"] == "t0k3n"  # a copy
