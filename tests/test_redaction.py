@@ -4,6 +4,7 @@ reaches (job database file, logs, report, CLI output, catalogue, manifests)."""
 
 from __future__ import annotations
 
+import logging
 import string
 from urllib.parse import quote
 
@@ -158,3 +159,42 @@ def test_data_keeps_ordinary_query_parameters_but_not_credentials():
     assert out["properties"] == {"access_token": MASK, "note": f"see https://u:{MASK}@h/x", "n": 3}
     assert out["links"][0]["href"] == f"https://h/a?token={MASK}&page=2"
     assert item["properties"]["access_token"] == "t0k3n"  # a copy
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def _log_text(records) -> str:
+    formatter = logging.Formatter("%(name)s %(message)s")
+    return "\n".join(formatter.format(r) for r in records)
+
+
+@pytest.mark.parametrize("name", ["eoextract", "eoextract.jobs.manager",
+                                  "eoextract.brand_new_child_made_after_import"])
+def test_log_records_of_eoextract_and_its_children_are_redacted(name, caplog):
+    import eoextract  # noqa: F401  (installs the redaction)
+
+    url = _s3("Zk9Q2mXs7LpW4rTy", "127.0.0.1:9")
+    caplog.set_level(logging.DEBUG)
+    logger = logging.getLogger(name)
+    try:
+        raise ConnectionError(_requests_error(url))
+    except ConnectionError:
+        logger.debug("download of %s failed", url, exc_info=True)
+    logger.warning("Authorization: Bearer %s", "eyJhbGciOi.eyJzdWIi.c2ln")
+    text = _log_text(caplog.records)
+    assert "Zk9Q2mXs7LpW4rTy" not in text and "eyJzdWIi" not in text
+    assert "X-Amz-Signature=***" in text and "Traceback" in text and "Connection refused" in text
+    assert all(r.args is None and r.exc_info is None for r in caplog.records)
+
+
+def test_records_made_outside_the_factory_pass_the_filter_and_others_are_untouched(caplog):
+    import eoextract  # noqa: F401
+
+    caplog.set_level(logging.DEBUG)
+    record = logging.LogRecord("eoextract", logging.INFO, __file__, 1, "pw in %s",
+                               ("https://u:hunter22@h/x",), None)
+    logging.getLogger("eoextract").handle(record)
+    logging.getLogger("somebody.else").info("https://u:hunter22@h/x")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["pw in https://u:***@h/x", "https://u:hunter22@h/x"]
