@@ -198,3 +198,33 @@ def test_records_made_outside_the_factory_pass_the_filter_and_others_are_untouch
     logging.getLogger("somebody.else").info("https://u:hunter22@h/x")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["pw in https://u:***@h/x", "https://u:hunter22@h/x"]
+
+
+# --------------------------------------------------------------------------- job database
+
+
+@pytest.mark.parametrize("suffix", ["db", "csv"])
+def test_job_database_stores_messages_and_errors_redacted(tmp_path, suffix):
+    import pandas as pd
+    import requests
+
+    from eoextract.jobs._classify import classify
+    from eoextract.jobs.db import create_job_db, get_job_db
+    from eoextract.jobs.db._records import Transition
+
+    url = _azure("Q9vXk2LmZ8pR4tWy", "127.0.0.1:9")
+    error = requests.ConnectionError(_requests_error(url))
+    info = classify(error)
+    assert "Q9vXk2LmZ8pR4tWy" not in info.message and "sig=***" in info.message
+    path = tmp_path / f"jobs.{suffix}"
+    with create_job_db(path, pd.DataFrame({"title": ["a", "b"]})) as db:
+        db.transition("0", "creating", message=f"try {url}")
+        db.transition("0", "error", message=f"failed: {error}", error_class="ConnectionError",
+                      error_message=f"{error}")
+        db.transition_many([Transition("1", "creating", message=f"Bearer Zk9Q2mXs7LpW4rTy {url}")])
+        db.update("1", error_message=f"see {url}")
+    raw = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert raw and b"Q9vXk2LmZ8pR4tWy" not in raw and b"Zk9Q2mXs7LpW4rTy" not in raw
+    db = get_job_db(path)
+    assert "sig=***" in db.get("0").fields["error_message"]
+    assert [c.message.count("sig=***") for c in db.history("0")][-2:] == [1, 2]
