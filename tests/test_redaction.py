@@ -228,3 +228,73 @@ def test_job_database_stores_messages_and_errors_redacted(tmp_path, suffix):
     db = get_job_db(path)
     assert "sig=***" in db.get("0").fields["error_message"]
     assert [c.message.count("sig=***") for c in db.history("0")][-2:] == [1, 2]
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+class StubStacApi:
+    """A STAC API on 127.0.0.1 that accepts every write and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received: list[bytes] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append(self.headers.get("Authorization", "").encode()
+                                + self.rfile.read(length))
+                body = b'{"errors": []}'
+                self.send_response(201 if self.path == "/collections" else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_PUT = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.received = received
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_publish_results_and_errors_keep_no_credentials(tmp_path):
+    from eoextract.stac import build_collection
+    from eoextract.stac.publish import PublishError, PublishResult, publish_to_stac_api
+
+    secret = "Pw7Qz3Kx9LmN2vBt"
+    signed = _azure(secret, "store.example")
+    item = {"type": "Feature", "stac_version": "1.1.0", "id": "a", "bbox": [5, 51, 5.1, 51.1],
+            "geometry": {"type": "Point", "coordinates": [5.0, 51.0]},
+            "properties": {"datetime": "2021-06-01T00:00:00Z", "source": signed,
+                           "client_secret": secret},
+            "assets": {"remote": {"href": signed, "roles": ["data"]}}, "links": []}
+    root = build_collection([item], tmp_path / "stac", collection_id="c", description="d")
+    written = b"".join(p.read_bytes() for p in (tmp_path / "stac").rglob("*.json"))
+    assert secret.encode() not in written and b"/c/o.nc?sv=***&ss=***" in written
+    api = StubStacApi()
+    try:
+        result = publish_to_stac_api(root, f"http://alice:{secret}@127.0.0.1:{api.port}", max_retries=0)
+    finally:
+        api.close()
+    assert result.n_written == 2 and api.received
+    assert result.root_url == f"http://alice:***@127.0.0.1:{api.port}/collections/c"
+    assert secret not in repr(result) + result.summary()
+    assert not any(secret.encode() in body for body in api.received[1:])  # [0]: the auth header
+    late = PublishResult(target=f"s3://b/p?X-Amz-Security-Token={secret}")
+    late.errors.append(f"PUT {signed}: HTTP 500")
+    late.errors += [f"Authorization: Bearer {secret}"]
+    with pytest.raises(PublishError) as raised:
+        late.raise_for_errors()
+    assert secret not in str(raised.value) + repr(late)

@@ -26,11 +26,14 @@ scans). For data that must stay usable (catalogue hrefs, manifests, publish resu
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+import orjson
 
 #: What a masked credential is replaced with.
 MASK = "***"
@@ -74,7 +77,7 @@ _TOKENS = re.compile(
     r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b"  # GitHub token
     r"|\bAIza[0-9A-Za-z_-]{35}\b"  # Google API key
 )
-_TOKEN_PREFIXES = ("eyJ", "AKIA", "ASIA", "gh", "AIza")
+_TOKEN_PREFIXES = re.compile(r"eyJ|AKIA|ASIA|gh[pousr]_|AIza")
 _LONG_RUN = re.compile(r"[A-Za-z0-9/+]{40,}=*")  # maybe an AWS secret key (see _aws_secret)
 #: Query parameters that carry credentials (``queries="credentials"``), lower case.
 _CREDENTIAL_PARAMS = re.compile(
@@ -143,7 +146,7 @@ def _scheme_token(m: re.Match[str]) -> str:
     return f"{m['pre']}{MASK}" if _looks_secret(m["val"]) else m[0]
 
 
-_KEYWORD_HINTS = ("passw", "secret", "token", "sig", "credential", "key", "accessid")
+_KEYWORD_HINTS = re.compile(r"passw|secret|token|sig|credential|key|accessid")
 _ENV_SUFFIXES = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "_KEY", "CREDENTIAL", "CREDENTIALS")
 
 
@@ -169,7 +172,7 @@ def _process_env_secrets() -> list[str]:
     return secrets
 
 
-def _once(text: str, everything: bool, secrets: list[str]) -> str:
+def _once(text: str, everything: bool, secrets: Sequence[str]) -> str:
     # each scan runs only when a cheap look says it can match (most texts hold nothing)
     low = text.lower()
     if "/" in text:
@@ -183,11 +186,11 @@ def _once(text: str, everything: bool, secrets: list[str]) -> str:
         text = _AUTH_HEADER.sub(lambda m: m["pre"] + MASK if m["val"] != MASK else m[0], text)
     if "bearer" in low or "basic" in low:
         text = _SCHEME_TOKEN.sub(_scheme_token, text)
-    if ("=" in text or ":" in text) and any(k in low for k in _KEYWORD_HINTS):
+    if ("=" in text or ":" in text) and _KEYWORD_HINTS.search(low):
         text = _KEY_VALUE.sub(_key_value, text)
-    if any(p in text for p in _TOKEN_PREFIXES):
+    if _TOKEN_PREFIXES.search(text):
         text = _TOKENS.sub(MASK, text)
-    if _LONG_RUN.search(text):
+    if len(text) >= 40 and _LONG_RUN.search(text):
         text = _LONG_RUN.sub(_aws_secret, text)
     for value in secrets:
         if value in text:
@@ -209,7 +212,12 @@ def redact(text: object, environ: Mapping[str, str] | None = None, *,
     """
     text = text if isinstance(text, str) else str(text)
     secrets = _process_env_secrets() if environ is None else _env_secrets(environ)
-    everything = queries == "all"
+    if len(text) <= _CACHED_UP_TO:
+        return _settled_cached(text, queries == "all", tuple(secrets))
+    return _settled(text, queries == "all", secrets)
+
+
+def _settled(text: str, everything: bool, secrets: Sequence[str]) -> str:
     for _ in range(4):  # a mask may reveal another match (e.g. a shortened value): settle
         out = _once(text, everything, secrets)
         if out == text:
@@ -218,21 +226,69 @@ def redact(text: object, environ: Mapping[str, str] | None = None, *,
     return text
 
 
+# short texts repeat (band names, media types, roles, extension URLs in every item)
+_CACHED_UP_TO = 300
+_settled_cached = functools.lru_cache(maxsize=8192)(_settled)
+
+
 def redact_data(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """A copy of a JSON-like value (dicts, lists, strings) with credentials masked.
 
     Strings are redacted with ``queries="credentials"`` (hrefs keep their ordinary query
     parameters); a string under a key that names a credential (``"password"``,
-    ``"access_token"``, ...) is masked whole. Other values are returned as they are.
+    ``"access_token"``, ...) is masked whole. Other values are returned as they are; a
+    dict with nothing to mask is returned itself (not copied).
     """
-    if isinstance(value, str):
-        return redact(value, environ, queries="credentials")
-    if isinstance(value, Mapping):
-        return {k: MASK if isinstance(v, str) and v and isinstance(k, str) and _KEY_NAME.match(k)
-                else redact_data(v, environ) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(redact_data(v, environ) for v in value)
-    return value
+    secrets = tuple(_process_env_secrets() if environ is None else _env_secrets(environ))
+    if type(value) is dict and not _may_hold_credentials(value, secrets):
+        return value  # the common case, decided on the serialised document at C speed
+
+    def text(s: str) -> str:
+        if len(s) <= _CACHED_UP_TO:
+            return _settled_cached(s, False, secrets)
+        return _settled(s, False, secrets)
+
+    def walk(v: Any) -> Any:
+        kind = type(v)
+        if kind in _SCALARS:
+            return v
+        if kind is str:
+            return text(v)
+        if kind is list:
+            return [w if type(w) in _SCALARS else walk(w) for w in v]
+        if isinstance(v, str):
+            return text(v)
+        if isinstance(v, Mapping):
+            return {k: MASK if (isinstance(w, str) and w and isinstance(k, str) and _names_credential(k))
+                    else walk(w) for k, w in v.items()}
+        if isinstance(v, list | tuple):
+            return type(v)(walk(w) for w in v)
+        return v
+
+    return walk(value)
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+_DATA_HINTS = (b"@", b"?", b"#", b"/results/", b"passw", b"secret", b"token", b"sig", b"credential",
+               b"key", b"accessid", b"authori", b"bearer", b"basic")
+_DATA_TOKENS = re.compile(rb"eyJ|AKIA|ASIA|gh[pousr]_|AIza")
+
+
+def _may_hold_credentials(document: dict[str, Any], secrets: Sequence[str]) -> bool:
+    """Whether a document has anything :func:`redact_data` could mask (bare 40-character
+    AWS secret keys aside: in data, they are found under their key names)."""
+    try:
+        blob = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return True
+    low = blob.lower()
+    return (any(h in low for h in _DATA_HINTS) or _DATA_TOKENS.search(blob) is not None
+            or any(v.encode() in blob for v in secrets))
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_credential(key: str) -> bool:
+    return _KEY_NAME.match(key) is not None
 
 
 def redact_url(url: str) -> str:
