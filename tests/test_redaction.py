@@ -9,7 +9,7 @@ import string
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from eoextract._util.redact import MASK, redact, redact_data
@@ -298,3 +298,201 @@ def test_publish_results_and_errors_keep_no_credentials(tmp_path):
     with pytest.raises(PublishError) as raised:
         late.raise_for_errors()
     assert secret not in str(raised.value) + repr(late)
+
+
+# --------------------------------------------------------------------------- a real run
+
+
+class AbortingHost:
+    """An asset host on 127.0.0.1 that accepts connections and resets them at once."""
+
+    def __init__(self) -> None:
+        import socket
+        import struct
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _refusing_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: connections are refused
+
+
+def _signed_assets_for_first_job(url_for):
+    """A requests response hook (fault injection): the results document of the first job
+    whose results are read lists its assets at signed URLs of a failing host."""
+    import json as _json
+    import re
+    from urllib.parse import urlsplit
+
+    doomed: set[str] = set()
+
+    def hook(response, *args, **kwargs):
+        match = re.search(r"/jobs/([^/]+)/results$", urlsplit(response.url).path)
+        if not match or response.request.method != "GET" or response.status_code != 200:
+            return response
+        if not doomed:
+            doomed.add(match[1])
+        if match[1] in doomed:
+            doc = response.json()
+            for i, asset in enumerate((doc.get("assets") or {}).values()):
+                asset["href"] = url_for(i)
+            doc["links"] = [lk for lk in doc.get("links") or [] if lk.get("rel") != "item"]
+            response._content = _json.dumps(doc).encode()
+        return response
+
+    return hook
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "stac"))
+    from publish_fixtures import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@settings(max_examples=4, deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(URL_KINDS)),
+       secret=st.text(_URLSAFE, min_size=16, max_size=40).filter(lambda s: len(set(s)) >= 6),
+       fault=st.sampled_from(["refuse", "abort"]))
+def test_secrets_of_a_failing_asset_host_reach_no_store_log_report_or_output(
+        local_backend, s3_endpoint, monkeypatch, kind, secret, fault):
+    import io
+    import json as _json
+    import shutil
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    import boto3
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from eoextract._util.retry import RetryPolicy
+    from eoextract.cli import app
+    from eoextract.extract import ExtractionManager
+    from eoextract.jobs._download import _transfer
+    from eoextract.stac.publish import publish_to_s3, publish_to_stac_api
+
+    # the host never answers: no waits between resumptions
+    monkeypatch.setattr(_transfer, "resume_policy", lambda backoff: RetryPolicy(base=0.0))
+    host = AbortingHost() if fault == "abort" else None
+    port = host.port if host else _refusing_port()
+
+    def url_for(i: int) -> str:
+        return URL_KINDS[kind](secret, f"127.0.0.1:{port}").replace("openEO_0.nc", f"openEO_{i}.nc")
+
+    hook = _signed_assets_for_first_job(url_for)
+
+    def connect():
+        from urllib.parse import urlsplit
+
+        import requests
+
+        connection = local_backend.connect()
+        connection.session.hooks["response"].append(hook)
+        parts = urlsplit(url_for(0))  # the failing host without the client's retries and waits
+        connection.session.mount(f"{parts.scheme}://{parts.netloc}/", requests.adapters.HTTPAdapter())
+        return connection
+
+    def start_job(row, connection, **kwargs):
+        cube = connection.load_collection(
+            "SENTINEL2_L2A", spatial_extent={"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
+            temporal_extent=["2021-06-01", "2021-06-10"], bands=["B04"])
+        return cube.create_job(title=row["title"], job_options={"eoextract_mode": "instant"},
+                               out_format="NetCDF")
+
+    def post_job_action(items, row, parameters):  # user code that records where data came from
+        for item in items:
+            item.properties["source"] = url_for(9)
+            item.properties["api_token"] = secret
+            item.add_asset("remote", type(next(iter(item.assets.values())))(href=url_for(8)))
+        return items
+
+    root = Path(tempfile.mkdtemp(prefix="redaction-"))
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("eoextract")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    api = StubStacApi()
+    try:
+        manager = ExtractionManager(
+            root / "out", lambda folder, tmp, index, row: folder / f"{row.name}_{index}.nc",
+            "REDACTION", f"test {uuid.uuid4().hex[:6]}", poll_sleep=0.05, retry_backoff=0.01,
+            max_attempts=1, post_job_action=post_job_action)
+        manager.add_backend("local", connect, parallel_jobs=2)
+        df = pd.DataFrame({"title": [f"r{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]})
+        stats = manager.run_jobs(df, start_job, root / "jobs.db")
+        assert sorted(stats["status_counts"].items()) == [("error", 1), ("finished", 1)], stats
+        manager.create_stac()
+        publish_to_stac_api(root / "out", f"http://alice:{secret}@127.0.0.1:{api.port}", max_retries=0)
+        bucket = f"b-{uuid.uuid4().hex[:10]}"
+        boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=bucket)
+        s3 = publish_to_s3(root / "out", f"s3://{bucket}/run", endpoint_url=s3_endpoint,
+                           access_key_id="testing", secret_access_key="testing",
+                           public_url=f"https://reader:{secret}@cdn.example/{bucket}/run",
+                           absolute_asset_urls=True)
+        assert s3.ok, s3.errors
+        runner = CliRunner()
+        outputs = [runner.invoke(app, args) for args in (
+            ["jobs", str(root / "jobs.db"), "-f", "json"], ["jobs", str(root / "jobs.db"), "-f", "csv"],
+            ["jobs", str(root / "jobs.db")], ["status", str(root / "jobs.db"), "--json"],
+            *(["history", str(root / "jobs.db"), key, *flag] for key in ("0", "1") for flag in ([], ["--json"])),
+            ["report", str(root / "jobs.db"), "-o", str(root / "report.html")])]
+        assert [o.exit_code for o in outputs] == [0] * len(outputs), [o.output for o in outputs]
+        error_row = [r for r in _json.loads(outputs[0].output) if r["status"] == "error"][0]
+        assert "failed after" in error_row["error_message"]
+    finally:
+        api.close()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        if host:
+            host.close()
+    stored = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert root / "report.html" in stored and any(p.name.endswith(".journal") or "publish" in p.parts
+                                                   for p in stored)
+    texts = {str(p): b.decode("utf-8", "replace") for p, b in stored.items()}
+    texts["log"] = log.getvalue()
+    texts["cli"] = "\n".join(o.output for o in outputs)
+    texts["stac api"] = b"".join(api.received[1:]).decode()
+    texts["s3 result"] = repr(s3)
+    objects = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                           aws_secret_access_key="testing", region_name="us-east-1")
+    for obj in objects.list_objects_v2(Bucket=bucket)["Contents"]:
+        texts[obj["Key"]] = objects.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode(
+            "utf-8", "replace")
+    assert "Connection" in texts["log"] and "remote" in texts[f"run/stac/collection.json"] + "".join(texts.values())
+    leaks = sorted(name for name, text in texts.items() if not _gone(secret, text))
+    assert not leaks, {name: texts[name][max(0, texts[name].find(secret) - 200):][:400] for name in leaks}
+    shutil.rmtree(root, ignore_errors=True)

@@ -77,7 +77,7 @@ def status(
         _watch(database, interval)
     summary = summarize(database, top_errors=top)
     if as_json:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        typer.echo(redact(json.dumps(summary.to_dict(), indent=2)))
         return
     from rich.table import Table
 
@@ -204,7 +204,7 @@ def _plain_frame(df: Any) -> Any:
         elif pd.api.types.is_datetime64_any_dtype(series):
             out[column] = series.map(lambda v: v.isoformat() if pd.notna(v) else None)
     out.index.name = "job_key"
-    return out
+    return out.map(lambda v: redact(v) if isinstance(v, str) else v)  # what a database holds
 
 
 # ----------------------------------------------------------------------------- history
@@ -222,7 +222,8 @@ def history(
     if as_json:
         typer.echo(json.dumps([
             {"old": c.old.value if c.old else None, "new": c.new.value, "at": c.at.isoformat(),
-             "manager_id": c.manager_id, "message": c.message, "backend_job_id": c.backend_job_id}
+             "manager_id": c.manager_id, "message": c.message and redact(c.message),
+             "backend_job_id": c.backend_job_id}
             for c in changes], indent=2))
         return
     from rich.table import Table
