@@ -28,8 +28,10 @@ from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange
 from eoextract.jobs.status import TERMINAL, JobStatus
 
 
-#: Managed columns holding free text: redacted as they are written, as history messages are.
-_FREE_TEXT = frozenset({"error_message"})
+def _free_text(name: str) -> bool:
+    """Whether a field holds free text (messages, tracebacks): redacted as it is written, as
+    history messages are."""
+    return name.endswith("message") or "traceback" in name
 
 
 def _redacted(text: Any) -> Any:
@@ -281,7 +283,7 @@ class JobDatabase(abc.ABC):
             raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
                              f"{sorted(UPDATABLE_FIELDS)!r}")
         values = {name: coerce_managed(name, value) for name, value in fields.items()}
-        for name in _FREE_TEXT.intersection(values):
+        for name in [n for n in values if _free_text(n)]:
             values[name] = _redacted(values[name])
         return values
 
