@@ -496,3 +496,16 @@ def test_secrets_of_a_failing_asset_host_reach_no_store_log_report_or_output(
     leaks = sorted(name for name, text in texts.items() if not _gone(secret, text))
     assert not leaks, {name: texts[name][max(0, texts[name].find(secret) - 200):][:400] for name in leaks}
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_cli_debug_tracebacks_are_redacted(tmp_path):
+    import subprocess
+    import sys
+
+    secret = "Hx7Kq2Lm9Zp4Wv8R"
+    done = subprocess.run(
+        [sys.executable, "-m", "eoextract.cli", "--debug", "status",
+         f"postgresql://user:{secret}@127.0.0.1:1/nowhere?sslpassword={secret}"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" in done.stderr
+    assert secret not in done.stderr + done.stdout
