@@ -509,3 +509,8 @@ def test_cli_debug_tracebacks_are_redacted(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" in done.stderr
     assert secret not in done.stderr + done.stdout
+
+
+def test_environment_keys_mask_long_values_only():
+    env = {"SORT_KEY": "name", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMIK7MDENGbPx", "DB_PASSWORD": "pw12"}
+    assert redact("name wJalrXUtnFEMIK7MDENGbPx pw12", environ=env) == "name *** ***"

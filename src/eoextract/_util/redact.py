@@ -16,7 +16,8 @@ cell, a URL) and masks, wherever they appear in it:
 - JSON web tokens, AWS access key ids and 40-character secret keys, GitHub and Google API
   tokens;
 - the values of environment variables whose names end in ``PASSWORD``, ``PASSWD``,
-  ``SECRET``, ``TOKEN``, ``_KEY`` or ``CREDENTIALS`` (values of at least 4 characters).
+  ``SECRET``, ``TOKEN`` (values of at least 4 characters), ``_KEY`` or ``CREDENTIALS``
+  (at least 12 characters).
 
 It is idempotent (``redact(redact(t)) == redact(t)``) and cheap (a few regular expression
 scans). For data that must stay usable (catalogue hrefs, manifests, publish results),
@@ -147,12 +148,20 @@ def _scheme_token(m: re.Match[str]) -> str:
 
 
 _KEYWORD_HINTS = re.compile(r"passw|secret|token|sig|credential|key|accessid")
-_ENV_SUFFIXES = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "_KEY", "CREDENTIAL", "CREDENTIALS")
+_ENV_SUFFIXES = ("PASSWORD", "PASSWD", "SECRET", "TOKEN")
+_ENV_KEY_SUFFIXES = ("_KEY", "CREDENTIAL", "CREDENTIALS")  # also names of ordinary settings
 
 
 def _env_secrets(environ: Mapping[str, str]) -> list[str]:
-    names = [n for n in environ if n.upper().endswith(_ENV_SUFFIXES)]
-    return [v for n in names if len(v := environ.get(n) or "") >= 4 and v != MASK]
+    """Values of credential variables: at least 4 characters, or 12 for ``*_KEY`` and
+    ``*CREDENTIALS`` (``SORT_KEY=name`` must not mask every "name")."""
+    found = []
+    for name in environ:
+        upper = name.upper()
+        shortest = 4 if upper.endswith(_ENV_SUFFIXES) else 12 if upper.endswith(_ENV_KEY_SUFFIXES) else 0
+        if shortest and len(value := environ.get(name) or "") >= shortest and value != MASK:
+            found.append(value)
+    return found
 
 
 _env_cache: tuple[dict[Any, Any], list[str]] | None = None
