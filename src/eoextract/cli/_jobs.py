@@ -204,7 +204,9 @@ def _plain_frame(df: Any) -> Any:
         elif pd.api.types.is_datetime64_any_dtype(series):
             out[column] = series.map(lambda v: v.isoformat() if pd.notna(v) else None)
     out.index.name = "job_key"
-    return out.map(lambda v: redact(v) if isinstance(v, str) else v)  # what a database holds
+    for column in out.columns[out.dtypes == object]:  # text, as a database holds it: redacted
+        out[column] = out[column].map(lambda v: redact(v) if isinstance(v, str) else v)
+    return out
 
 
 # ----------------------------------------------------------------------------- history
