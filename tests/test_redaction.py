@@ -438,6 +438,7 @@ def test_secrets_of_a_failing_asset_host_reach_no_store_log_report_or_output(
     def post_job_action(items, row, parameters):  # user code that records where data came from
         for item in items:
             item.properties["source"] = url_for(9)
+            item.properties["mirrors"] = [make(secret, "mirror.example") for make in URL_KINDS.values()]
             item.properties["api_token"] = secret
             item.add_asset("remote", type(next(iter(item.assets.values())))(href=url_for(8)))
         return items
