@@ -70,6 +70,13 @@ def test_redaction_of_urls_and_credentials():
     assert redact("token abcdef used", environ={"MY_TOKEN": "abcdef"}) == "token *** used"
     assert redact_url("https://h/f.nc?X-Amz-Signature=s3cr3t") == "https://h/f.nc?..."
     assert redact_url("https://h/f.nc") == "https://h/f.nc"
+    assert redact_url("https://bob:pw@h/f.nc?sig=x") == "https://bob:***@h/f.nc?..."
+    # free text, not only URLs: the path requests repeats in its errors, headers, pairs
+    assert redact("with url: /f.nc?X-Amz-Signature=s3cr3t (Caused by ...)", environ={}) == \
+        "with url: /f.nc?X-Amz-Signature=*** (Caused by ...)"
+    assert redact("{'Authorization': 'Bearer abc.def'}", environ={}) == "{'Authorization': 'Bearer ***'}"
+    assert redact("access_token=abc&x=1 password: 'pw'", environ={}) == "access_token=***&x=1 password: '***'"
+    assert redact(redact("https://u:p@h/x?a=1")) == redact("https://u:p@h/x?a=1")
 
 
 def test_retry_policy():

@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 
+# every record of the "eoextract" logger and its children is redacted (docs/monitoring.md)
+from eoextract._util.logs import install_log_redaction as _install_log_redaction  # noqa: E402
+
+_install_log_redaction()
+
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # errors

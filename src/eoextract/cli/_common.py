@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -51,9 +52,17 @@ def main(
 ) -> None:
     """Large Earth-observation extractions with openEO."""
     STATE.debug = debug
+    if debug:  # the traceback of an error is shown: redacted as everything printed
+        sys.excepthook = _redacted_excepthook
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("eoextract").setLevel(level)
+
+
+def _redacted_excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    import traceback
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, exc, tb))))
 
 
 class UsageError(EoextractError):

@@ -77,7 +77,7 @@ def status(
         _watch(database, interval)
     summary = summarize(database, top_errors=top)
     if as_json:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        typer.echo(redact(json.dumps(summary.to_dict(), indent=2)))
         return
     from rich.table import Table
 
@@ -204,6 +204,8 @@ def _plain_frame(df: Any) -> Any:
         elif pd.api.types.is_datetime64_any_dtype(series):
             out[column] = series.map(lambda v: v.isoformat() if pd.notna(v) else None)
     out.index.name = "job_key"
+    for column in out.columns[out.dtypes == object]:  # text, as a database holds it: redacted
+        out[column] = out[column].map(lambda v: redact(v) if isinstance(v, str) else v)
     return out
 
 

@@ -26,6 +26,7 @@ import pystac
 
 from eoextract._util.files import atomic_write_json
 from eoextract._util.hrefs import ensure_inside, local_path
+from eoextract._util.redact import redact_data
 from eoextract.errors import StacError, UnsafeAssetPath
 from eoextract.jobs._download import STATE_DIR
 
@@ -123,7 +124,8 @@ class ItemStore:
         """Write (or replace) one job's items atomically; returns the file written."""
         target = self.job_file(job_key)
         atomic_write_json(target, {"version": _ITEMS_VERSION, "job_key": job_key,
-                                   "backend_job_id": backend_job_id, "items": list(items)})
+                                   "backend_job_id": backend_job_id,
+                                   "items": [redact_data(d) for d in items]})
         return target
 
     # ------------------------------------------------------------------ reading

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import requests
 from openeo.rest import OpenEoApiError, OpenEoApiPlainError, OpenEoClientException
 
+from eoextract._util.redact import redact
 from eoextract._util.retry import ErrorClass, RetryPolicy, is_retryable_status, retry_after_of
 from eoextract.errors import (
     AssetRefused,
@@ -42,7 +43,8 @@ class ErrorInfo:
 
     Attributes:
         error_class: short class stored in the ``error_class`` column.
-        message: one-line message stored in ``error_message`` (no secrets).
+        message: one-line message stored in ``error_message``, redacted
+            (:func:`~eoextract._util.redact.redact`: no signed URL query, token or password).
         retryable: whether trying again later may succeed.
         retry_after: seconds the server asked us to wait (429/503 ``Retry-After``).
         lost: the backend no longer knows the job (404 on a job it had created).
@@ -84,7 +86,8 @@ def last_retry_after(*, clear: bool = True) -> float | None:
 
 
 def _one_line(text: object, limit: int = 500) -> str:
-    line = " ".join(str(text).split())
+    """``text`` on one line, redacted (before it is cut, so no credential is cut in half)."""
+    line = redact(" ".join(str(text).split()))
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

@@ -62,7 +62,10 @@ class ReportFigure:
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+    """Text for the page: redacted (no credential, whatever a database holds), escaped."""
+    from eoextract._util.redact import redact
+
+    return html.escape("" if value is None else redact(value))
 
 
 def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary: RunSummary,

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from eoextract._util.redact import redact_data
 from eoextract.errors import ConfigurationError, StacError
 from eoextract.stac._aggregate import (
     ExtentAccumulator,
@@ -212,7 +213,7 @@ class CollectionBuilder:
         """
         if self._done:
             raise StacError("the collection has already been written")
-        d = item_dict(item)
+        d = redact_data(item_dict(item))  # no signed URL or token in a catalogue
         item_id = d.get("id")
         if not isinstance(item_id, str) or not item_id:
             raise StacError(f"item without a valid id: {item_id!r}")
@@ -249,7 +250,7 @@ class CollectionBuilder:
             return self.output_dir / "collection.json"
         try:
             children = self._write_subcatalogs()
-            collection = self._collection_dict(children)
+            collection = redact_data(self._collection_dict(children))
             (self._tmp / "collection.json").write_bytes(orjson.dumps(collection, option=_DUMP_OPTS))
             self._swap_in()
         except BaseException:

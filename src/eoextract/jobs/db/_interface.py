@@ -19,12 +19,23 @@ from typing import Any, Literal, Self, get_args
 
 import pandas as pd
 
+from eoextract._util.redact import redact
 from eoextract._util.utc import as_utc
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._frame import PreparedJobs, coerce_managed, prepare_job_frame, status_values
 from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
+
+
+def _free_text(name: str) -> bool:
+    """Whether a field holds free text (messages, tracebacks): redacted as it is written, as
+    history messages are."""
+    return name.endswith("message") or "traceback" in name
+
+
+def _redacted(text: Any) -> Any:
+    return redact(text) if isinstance(text, str) else text
 
 
 #: What :meth:`JobDatabase.initialize_from_df` does with a database that exists.
@@ -210,11 +221,12 @@ class JobDatabase(abc.ABC):
         Raises :class:`~eoextract.errors.InvalidTransition` when the status model forbids it,
         or when ``expect`` is given and the current status differs (another manager moved it);
         :class:`~eoextract.errors.JobError` for an unknown key; ``ValueError`` for a field
-        not in :data:`UPDATABLE_FIELDS`. ``updated_at`` is set by the database. Moving to
+        not in :data:`UPDATABLE_FIELDS`. ``updated_at`` is set by the database; ``message``
+        and ``error_message`` are stored redacted (:func:`~eoextract._util.redact.redact`). Moving to
         ``not_started`` or a final status drops the lease (``claimed_by``/``lease_until``)
         unless those fields are given.
         """
-        change = Transition(job_key, JobStatus(new), message,
+        change = Transition(job_key, JobStatus(new), _redacted(message),
                             None if expect is None else JobStatus(expect), self._coerce(fields))
         (result,) = self._apply_transitions([change], manager_id=manager_id, user_retry=user_retry)
         if isinstance(result, InvalidTransition):
@@ -231,7 +243,7 @@ class JobDatabase(abc.ABC):
         """
         if not changes:
             return []
-        checked = [Transition(c.job_key, JobStatus(c.new), c.message,
+        checked = [Transition(c.job_key, JobStatus(c.new), _redacted(c.message),
                               None if c.expect is None else JobStatus(c.expect),
                               self._coerce(dict(c.fields))) for c in changes]
         return self._apply_transitions(checked, manager_id=manager_id, user_retry=False)
@@ -270,7 +282,10 @@ class JobDatabase(abc.ABC):
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
                              f"{sorted(UPDATABLE_FIELDS)!r}")
-        return {name: coerce_managed(name, value) for name, value in fields.items()}
+        values = {name: coerce_managed(name, value) for name, value in fields.items()}
+        for name in [n for n in values if _free_text(n)]:
+            values[name] = _redacted(values[name])
+        return values
 
     @abc.abstractmethod
     def history(self, job_key: str) -> list[StatusChange]:

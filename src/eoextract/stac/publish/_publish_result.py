@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, SupportsIndex
 
+from eoextract._util.redact import redact
 from eoextract.errors import StacError
 
 
 class PublishError(StacError):
-    """Publishing failed or was incomplete (``.result`` holds what was done)."""
+    """Publishing failed or was incomplete (``.result`` holds what was done); the message
+    is redacted."""
 
     def __init__(self, message: str, *, result: PublishResult | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.result = result
+
+
+class _Messages(list[str]):
+    """A list of messages that redacts what is put into it."""
+
+    def __init__(self, messages: Iterable[str] = ()) -> None:
+        super().__init__(redact(m) for m in messages)
+
+    def append(self, message: str) -> None:
+        super().append(redact(message))
+
+    def extend(self, messages: Iterable[str]) -> None:
+        super().extend(redact(m) for m in messages)
+
+    def insert(self, index: SupportsIndex, message: str) -> None:
+        super().insert(index, redact(message))
+
+    def __iadd__(self, messages: Iterable[str]) -> _Messages:  # type: ignore[override]
+        self.extend(messages)
+        return self
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, [redact(v) for v in value] if isinstance(index, slice)
+                            else redact(value))
 
 
 @dataclass
@@ -22,6 +50,9 @@ class PublishResult:
     ``published_items`` and ``failed_items`` say which items got there and which did not,
     so that a caller can record what was published where (an extraction marks the jobs
     that produced them, see ``eoextract.extract.publish_catalogue``).
+
+    ``target``, ``root_url`` and ``errors`` are redacted whenever they are set (no password,
+    token or signed query in them, whatever the publisher put there).
 
     Attributes:
         target: Where to (without credentials), e.g. ``s3://bucket/prefix``.
@@ -46,6 +77,13 @@ class PublishResult:
     failed_items: list[str] = field(default_factory=list, repr=False)
     errors: list[str] = field(default_factory=list)
     root_url: str | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("target", "root_url") and isinstance(value, str):
+            value = redact(value, queries="credentials")
+        elif name == "errors" and not isinstance(value, _Messages):
+            value = _Messages(value)
+        super().__setattr__(name, value)
 
     @property
     def ok(self) -> bool:

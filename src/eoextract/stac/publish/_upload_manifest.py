@@ -25,6 +25,7 @@ import orjson
 
 from eoextract._util.checksum import multihash
 from eoextract._util.files import atomic_write
+from eoextract._util.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class UploadManifest:
     def __init__(self, path: str | os.PathLike[str], *, target: str) -> None:
         self.path = Path(path)
         self.journal_path = self.path.with_suffix(".journal")
-        self.target = target
+        self.target = redact(target, queries="credentials")
         self.entries: dict[str, ManifestEntry] = {}
         self._journal: Any = None
         self._since_checkpoint = 0

@@ -31,6 +31,7 @@ from eoextract._util.checksum import (
     new_hasher,
     normalized_checksum,
 )
+from eoextract._util.redact import redact_data
 from eoextract.stac.publish._publish_result import PublishError, PublishResult
 from eoextract.stac.publish._upload_manifest import ManifestEntry, UploadManifest
 from eoextract.stac.publish._walk import CatalogEntry, item_asset_paths, walk_catalog
@@ -323,6 +324,9 @@ class Uploader:
                              "type": _JSON})
             data = {**data, "links": links}
             changed = True
+        redacted = redact_data(data)
+        if redacted is not data and redacted != data:
+            data, changed = redacted, True
         body = orjson.dumps(data, option=_JSON_DUMP) if changed or not entry.raw else entry.raw
         ctype = _GEOJSON if entry.kind == "item" else _JSON
         return _Upload(self.key(rel), rel, ctype, body=body, size=len(body))

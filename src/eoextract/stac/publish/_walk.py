@@ -17,6 +17,7 @@ from urllib.parse import quote
 import orjson
 
 from eoextract._util.hrefs import is_url, resolve_local
+from eoextract._util.redact import redact_data
 from eoextract.errors import StacError
 from eoextract.stac.publish._publish_result import PublishError
 
@@ -174,7 +175,7 @@ def api_documents(
     if collection.get("type") != "Collection":
         raise PublishError(f"{root} is not a STAC collection (a STAC API and pgstac hold "
                            "items in collections)")
-    collection = strip_structural_links(collection)
+    collection = redact_data(strip_structural_links(collection))
     collection_id = collection["id"]
     base = Path(os.path.abspath(base_dir)) if base_dir is not None else root.parent.parent
     base_url = asset_base_url.rstrip("/") if asset_base_url else None
@@ -199,6 +200,6 @@ def api_documents(
                         href = path
                     assets[name] = {**assets[name], "href": href}
                 item["assets"] = assets
-            yield item
+            yield redact_data(item)
 
     return collection, items()
