@@ -22,6 +22,7 @@ from eoextract._util.utc import format_duration as format_eta
 from eoextract.jobs._progress import RunProgress
 from eoextract.jobs.status import JobStatus
 from eoextract.report import _plots as plots
+from eoextract.report._map import map_figure, map_layers
 from eoextract.report import footprints, format_duration, render_report, summarize, write_report
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -95,7 +96,7 @@ def test_plots_from_synthetic_history(monkeypatch):
     assert plots.timeline_figure(history, jobs, now=now) is not None
     empty = history.iloc[0:0]
     assert plots.timeline_figure(empty, jobs, now=now) is None
-    assert plots.failures_figure([]) is None and plots.footprints_figure(None) is None
+    assert plots.failures_figure([]) is None
 
 
 def test_footprints_from_items_and_bboxes():
@@ -105,7 +106,9 @@ def test_footprints_from_items_and_bboxes():
              {"type": "Feature", "id": "c", "geometry": None, "properties": {}}]
     gdf = footprints(items)
     assert list(gdf["id"]) == ["a", "b"] and gdf.crs.to_epsg() == 4326
-    assert plots.footprints_figure(gdf) is not None
+    layers = map_layers(pd.DataFrame({"status": pd.Series([], dtype=str)}), gdf)
+    assert len(layers.items) == 2 and set(layers.items["status"]) == {"finished"}
+    assert plots.figure_png(map_figure(layers)).startswith(b"\x89PNG")
 
 
 # ----------------------------------------------------------------------------- a real run
@@ -188,12 +191,12 @@ def test_report_renders_in_headless_chromium(run_db, tmp_path):
     proc = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2000",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,5000",
          html_path.resolve().as_uri()],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
     pixels = _pixels(shot)
-    assert pixels.shape == (2000, 1200)
+    assert pixels.shape == (5000, 1200)
     assert pixels.std() > 20  # text, tables and plots, not a blank page
     assert (pixels < 200).mean() > 0.02
     # the plots rendered: a band of the page in the timeline region holds coloured bars
