@@ -201,3 +201,30 @@ def test_status_map_of_a_geodataframe_job_table_with_s2_tile_context(tmp_path):
     png = plots.figure_png(map_figure(layers))
     for status, n_jobs in (("canceled", 1), ("error", 1), ("start_failed", 2)):
         assert _colour_pixels(png, plots.STATUS_COLORS[status]) > 100 * n_jobs, status
+
+
+@pytest.mark.slow
+def test_sessions_of_a_real_manager_killed_and_restarted(local_backend, tmp_path):
+    """A manager process dies hard right after a backend created a job; a second process
+    resumes: the report shows the first session interrupted, the second resuming its jobs."""
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    script = Path(__file__).parent / "jobs" / "crash_run.py"
+    db_path, marker = tmp_path / "jobs.db", tmp_path / "crashed"
+    args = [sys.executable, str(script), local_backend.url, str(db_path), f"rep{uuid.uuid4().hex[:6]}", "4"]
+    first = subprocess.run([*args, "2", str(marker)], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 9, first.stderr
+    second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "{'finished': 4}" in second.stdout, second.stderr
+    db = get_job_db(db_path)
+    sessions = manager_sessions(history_frame(db), jobs_frame(db))
+    assert len(sessions) == 2
+    killed, resumed = sessions.iloc[0], sessions.iloc[1]
+    assert killed["ended"] == "interrupted" and killed["left_in_flight"] >= 1
+    assert resumed["resumed_from"] == killed["manager_id"] and resumed["ended"] == "completed"
+    page, figures = render_report(db_path)
+    assert "<th>manager sessions</th><td>2, 1 killed or stopped with jobs in flight</td>" in page
+    assert {f.name: f for f in figures}["timeline"].png is not None
