@@ -108,6 +108,10 @@ def test_footprints_from_items_and_bboxes():
     assert list(gdf["id"]) == ["a", "b"] and gdf.crs.to_epsg() == 4326
     layers = map_layers(pd.DataFrame({"status": pd.Series([], dtype=str)}), gdf)
     assert len(layers.items) == 2 and set(layers.items["status"]) == {"finished"}
+    # items take their job's status when the item store names their jobs
+    table = pd.DataFrame({"status": ["postprocessing"], "geometry": [None]}, index=["j1"])
+    layers = map_layers(table, gdf, item_jobs={"a": "j1"})
+    assert dict(zip(layers.items["id"], layers.items["status"])) == {"a": "postprocessing", "b": "finished"}
     assert plots.figure_png(map_figure(layers)).startswith(b"\x89PNG")
 
 
@@ -148,6 +152,9 @@ def test_report_sections_and_pngs(run_db, tmp_path):
     assert set(names) == {"timeline", "status_over_time", "distributions", "failures", "footprints"}
     assert all(f.png for f in figures)  # job geometries give the map even without items
     assert "UserCodeError.ValueError" in page
+    # one manager ran it to the end; the header names the database, not a Python object
+    assert "<th>manager sessions</th><td>1</td>" in page and "JobDatabase(" not in page
+    assert f"<td>{run_db} (SQLite)</td>" in page and ">completed</td>" in page.split("id='sessions'")[1]
     path = write_report(run_db, tmp_path / "out" / "report.html", write_pngs=False)
     assert path.exists() and not (tmp_path / "out" / "report_files").exists()
 

@@ -300,7 +300,7 @@ def map_figure(layers: MapLayers, *, min_px: float = MIN_MARKER_PX) -> Figure:
     styles = [  # layer, face alpha, edge width, marker, marker size, zorder, legend label
         (layers.jobs, 0.18, 1.2, "o", 70, 2, "job footprint"),
         (layers.samples, 0.65, 0.6, "o", 16, 3, "sample"),
-        (layers.items, 0.0, 0.5, "s", 12, 4, "extracted item"),
+        (layers.items, 0.0, 0.5, "s", 24, 4, "extracted item"),
     ]
     for layer, alpha, width, marker, size, z, label in styles:
         if not len(layer):
