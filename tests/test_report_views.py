@@ -20,7 +20,7 @@ from eoextract.jobs.status import JobStatus as S
 from eoextract.report import _plots as plots
 from eoextract.report import history_frame, jobs_frame, render_report
 from eoextract.report._attempts import job_errors
-from eoextract.report._map import map_figure, map_layers
+from eoextract.report._map import map_figure, map_layers, small_footprints
 from eoextract.report._sessions import manager_sessions
 
 A, B, C = "hostA:101:aaaa1111", "hostA:202:bbbb2222", "hostB:303:cccc3333"
@@ -228,3 +228,15 @@ def test_sessions_of_a_real_manager_killed_and_restarted(local_backend, tmp_path
     page, figures = render_report(db_path)
     assert "<th>manager sessions</th><td>2, 1 killed or stopped with jobs in flight</td>" in page
     assert {f.name: f for f in figures}["timeline"].png is not None
+
+
+def test_markers_only_for_footprints_too_small_at_the_extent():
+    """A 1° job is drawn as its polygon; a 20 m job beside it also gets a marker."""
+    table = gpd.GeoDataFrame({"status": ["running", "finished"]}, index=["big", "tiny"],
+                             geometry=[box(5, 50, 6, 51), box(7, 50, 7.0003, 50.0002)], crs=4326)
+    layers = map_layers(table)
+    fig = map_figure(layers)
+    small = small_footprints(fig.axes[0], layers.jobs.geometry)
+    assert dict(zip(layers.jobs["job_key"], small)) == {"big": False, "tiny": True}
+    west, south, east, north = layers.extent
+    assert 4.5 < west < 5 and 7.0003 < east < 7.5 and 49.8 < south < 50 and 51 < north < 51.2

@@ -46,6 +46,9 @@ def job_errors(jobs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     fails = _failures(history)
     creates = history[history["new"] == S.CREATING.value]
     last_create = creates.groupby("job_key")["at"].max()
+    fails_of = {k: g for k, g in fails.groupby("job_key", sort=False)}
+    creates_of = {k: g["at"] for k, g in creates.groupby("job_key", sort=False)}
+    no_fails, no_creates = fails.iloc[0:0], creates["at"].iloc[0:0]
     rows = []
     keys = set(fails["job_key"]) | set(jobs.index[jobs["error_class"].notna()
                                                      & (jobs["error_class"].astype(str) != "")])
@@ -54,8 +57,8 @@ def job_errors(jobs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             continue
         job = jobs.loc[key]
         status = str(job["status"])
-        mine = fails[fails["job_key"] == key]
-        job_creates = creates.loc[creates["job_key"] == key, "at"]
+        mine = fails_of.get(key, no_fails)
+        job_creates = creates_of.get(key, no_creates)
         stored = None
         if isinstance(job["error_class"], str) and job["error_class"]:
             stored = redact(f"{job['error_class']}: {' '.join(str(job['error_message'] or '').split())}")

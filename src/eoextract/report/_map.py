@@ -37,9 +37,11 @@ MIN_MARKER_PX = 8.0
 MARGIN = 0.08
 #: Smallest extent shown, in degrees (about 2 km), so one tiny job is not blown up.
 MIN_SPAN_DEG = 0.02
-#: Most context outlines drawn (H3 cells or S2 tiles).
+#: Most context outlines drawn (H3 cells or S2 tiles); above it, none are drawn.
 MAX_CONTEXT = 400
 _OTHER = "#999999"
+#: Draw order of statuses (later on top): failures stay visible among many finished jobs.
+_DRAW_ORDER = {"finished": 0, "skipped": 1, "not_started": 2, "error": 9, "start_failed": 9, "canceled": 8}
 
 
 @dataclass(frozen=True)
@@ -145,17 +147,22 @@ def map_layers(table: pd.DataFrame, items: Any = None, *,
     crs = getattr(table, "crs", None) if hasattr(table, "geometry") else None
     status = table["status"].astype(str) if "status" in table.columns else pd.Series("?", index=table.index)
     jobs, samples, cells, tiles = [], [], [], []
+    cell_col = table["h3index"] if "h3index" in table.columns else None
+    tile_col = table["tile"] if "tile" in table.columns else None
     if "geometry" in table.columns:
-        for key, value in table["geometry"].items():
+        values = table["geometry"]
+        if crs is not None:  # a GeoDataFrame: reprojected at once
+            values = table.geometry.to_crs(4326) if table.geometry.crs is not None else table.geometry
+            crs = None
+        for key, value in values.items():
             job, parts, props = _job_shapes(value, crs)
             if job is None:
                 continue
             st = status.get(key, "?")
             jobs.append({"job_key": str(key), "status": st, "geometry": job})
             samples.extend({"job_key": str(key), "status": st, "geometry": g} for g in parts)
-            row = table.loc[key]
-            cell = row.get("h3index") if "h3index" in table.columns else props.get("h3index")
-            tile = row.get("tile") if "tile" in table.columns else props.get("tile")
+            cell = cell_col.get(key) if cell_col is not None else props.get("h3index")
+            tile = tile_col.get(key) if tile_col is not None else props.get("tile")
             if isinstance(cell, str) and cell:
                 cells.append(cell)
             elif isinstance(tile, str) and tile:
@@ -197,11 +204,15 @@ def _centre_tiles(geoms: pd.Series) -> list[str]:
 
 
 def _context(cells: list[str], tiles: list[str]) -> gpd.GeoDataFrame:
-    """Outlines of the H3 cells and S2 tiles (MGRS 100 km squares) named, at most MAX_CONTEXT."""
+    """Outlines of the H3 cells and S2 tiles (MGRS 100 km squares) named; none when there are
+    more than :data:`MAX_CONTEXT`."""
     from shapely.geometry import Polygon
 
     rows: list[dict[str, Any]] = []
-    for cell in list(dict.fromkeys(cells))[:MAX_CONTEXT]:
+    cells, tiles = list(dict.fromkeys(cells)), list(dict.fromkeys(tiles))
+    if len(cells) + len(tiles) > MAX_CONTEXT:  # a grid of outlines would hide the footprints
+        return _gdf(rows, ["kind", "name"])
+    for cell in cells:
         try:
             import h3
 
@@ -209,7 +220,7 @@ def _context(cells: list[str], tiles: list[str]) -> gpd.GeoDataFrame:
         except Exception:  # noqa: BLE001 - not an H3 cell id
             continue
         rows.append({"kind": "H3 cell", "name": cell, "geometry": Polygon(ring)})
-    for tile in list(dict.fromkeys(tiles))[:MAX_CONTEXT - len(rows)]:
+    for tile in tiles:
         ring = _mgrs_square(tile)
         if ring:
             rows.append({"kind": "S2 tile", "name": tile, "geometry": Polygon(ring)})
@@ -305,16 +316,19 @@ def map_figure(layers: MapLayers, *, min_px: float = MIN_MARKER_PX) -> Figure:
     for layer, alpha, width, marker, size, z, label in styles:
         if not len(layer):
             continue
+        hollow = layer is layers.items  # items: outlines only, over their job and samples
+        layer = layer.iloc[np.argsort([_DRAW_ORDER.get(s, 0) for s in layer["status"]], kind="stable")]
         colors = [STATUS_COLORS.get(s, _OTHER) for s in layer["status"]]
-        edge = "#222222" if layer is layers.items else colors
+        edge = "#222222" if hollow else colors
         layer.plot(ax=ax, facecolor=[_rgba(c, alpha) for c in colors], edgecolor=edge, linewidth=width,
                    zorder=z, aspect=None)
         small = small_footprints(ax, layer.geometry, min_px)
         if small.any():
             pts = layer.geometry[small].representative_point()
-            face = "none" if layer is layers.items else np.array(colors)[small]
-            ax.scatter(pts.x, pts.y, s=size, marker=marker, c=face, edgecolors="#222222",
-                       linewidths=0.6, zorder=z + 2)
+            face = "none" if hollow else np.array(colors)[small]
+            crowd = min(1.0, 300.0 / int(small.sum()))  # many markers: smaller, not overlapping
+            ax.scatter(pts.x, pts.y, s=max(8.0, size * crowd), marker=marker, c=face, edgecolors="#222222",
+                       linewidths=0.6 if crowd > 0.3 else 0.0, zorder=z + 2)
         handles.append(Line2D([], [], marker=marker, linestyle="none", markerfacecolor="#ffffff",
                               markeredgecolor="#222222", label=f"{label} ({len(layer)})"))
     handles += [Patch(facecolor=STATUS_COLORS.get(s, _OTHER), label=s) for s in layers.statuses]
