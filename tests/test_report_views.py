@@ -98,7 +98,8 @@ def test_timeline_draws_the_sessions_band_with_kill_and_resume_markers(recorded)
     band = fig.axes[0]
     assert band.get_title(loc="left").startswith("manager sessions")
     labels = {t.get_text() for t in fig.legends[0].get_texts()}
-    assert {"session started", "session resumed jobs", "session killed or stopped", "session ended"} <= labels
+    assert {"session started", "session resumed jobs", "session killed or stopped", "session ended",
+            "back to the queue (retry)", "failed"} <= labels
     # the kill is marked on the backend's rows too: a red dotted vertical line
     assert any(line.get_linestyle() == ":" for line in fig.axes[1].get_lines())
 

@@ -83,7 +83,8 @@ def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary
         plots.timeline_figure(history, jobs, now=now, sessions=sessions),
         "No job reached a backend yet.",
         "Times in UTC. Bars: creating (grey), queued (yellow), running (blue), downloading and "
-        "post-processing (green); crosses: final failures. Top band: manager sessions from their "
+        "post-processing (green); orange triangles: a failed attempt went back to the queue; crosses: final "
+        "failures. Top band: manager sessions from their "
         "first to their last recorded change; a red X and a red dotted line mark a session killed or "
         "stopped with jobs in flight, a green triangle and dashed line a session that resumed them.")
     add("status_over_time", "Status counts over time",

@@ -178,6 +178,11 @@ def timeline_figure(history: pd.DataFrame, jobs: pd.DataFrame, *, now: datetime,
                 start, end = _to_num(p["start"]), _to_num(p["end"])
                 ax.barh([row[k] for k in p["job_key"]], np.maximum(end - start, 1e-9), left=start,
                         height=0.8, color=color, label=phase, linewidth=0)
+            retries = history[(history["new"] == S.NOT_STARTED.value) & history["old"].notna()
+                              & history["job_key"].isin(row)]
+            if len(retries):
+                ax.scatter(_to_num(retries["at"]), [row[k] for k in retries["job_key"]], marker="<",
+                           color="#ff7f0e", s=22, label="back to the queue (retry)", zorder=3)
             failed = [k for k in keys if k in jobs.index and final_at.get(k, False)]
             if failed:
                 ends = jobs.loc[failed, "end_time"].fillna(jobs.loc[failed, "updated_at"])
