@@ -197,11 +197,12 @@ def test_report_renders_in_headless_chromium(run_db, tmp_path):
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr",
          f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,5000",
          html_path.resolve().as_uri()],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr and ":CONSOLE" not in proc.stderr, proc.stderr[-2000:]  # no JS errors
     pixels = _pixels(shot)
     assert pixels.shape == (5000, 1200)
     assert pixels.std() > 20  # text, tables and plots, not a blank page
