@@ -23,6 +23,7 @@ from eoextract.jobs._progress import RunProgress
 from eoextract.jobs.status import JobStatus
 from eoextract.report import _plots as plots
 from eoextract.report._map import map_figure, map_layers
+from eoextract.report._sessions import manager_sessions
 from eoextract.report import footprints, format_duration, render_report, summarize, write_report
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -93,7 +94,10 @@ def test_plots_from_synthetic_history(monkeypatch):
     assert durations.loc["1", "backend_s"] == pytest.approx(14 * 60)
     # many jobs per backend: phase counts over time instead of one bar per job
     monkeypatch.setattr(plots, "MAX_GANTT_JOBS", 2)
-    assert plots.timeline_figure(history, jobs, now=now) is not None
+    sessions = manager_sessions(history, jobs, now=now)
+    assert list(sessions["manager_id"]) == ["m"] and list(sessions["ended"]) == ["stopped"]  # 6 jobs queued
+    fig = plots.timeline_figure(history, jobs, now=now, sessions=sessions)
+    assert fig.axes[1].get_ylabel() == "jobs in phase" and plots.figure_png(fig).startswith(b"\x89PNG")
     empty = history.iloc[0:0]
     assert plots.timeline_figure(empty, jobs, now=now) is None
     assert plots.failures_figure([]) is None
