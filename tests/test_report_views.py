@@ -126,6 +126,7 @@ def test_time_axes_are_utc_clock_times_with_dates_and_durations_in_minutes(recor
     fig = plots.distributions_figure(history, jobs)
     duration_ax = fig.axes[0]
     assert duration_ax.get_xlabel() == "duration (min)"
+    assert re.search(r"median [\d.]+ min\)$", duration_ax.get_title(loc="left"))
     for f in (timeline, over_time, fig):
         for ax in f.axes:
             assert "(s)" not in ax.get_xlabel()

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from eoextract._util.utc import format_duration
 from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -348,7 +347,8 @@ def distributions_figure(history: pd.DataFrame, jobs: pd.DataFrame) -> Figure | 
         ax_d.set_xlabel(f"duration ({unit})")
         ax_d.set_ylabel("finished jobs")
         ax_d.legend(fontsize=8, frameon=False)
-        ax_d.set_title(f"Durations, first creation to finished (median {format_duration(float(np.median(total)))})",
+        ax_d.yaxis.get_major_locator().set_params(integer=True)
+        ax_d.set_title(f"Durations, first creation to finished (median {_amount(np.median(total) / scale)} {unit})",
                        loc="left", fontsize=11)
     else:
         _empty(ax_d, "no finished job yet")
@@ -360,6 +360,11 @@ def distributions_figure(history: pd.DataFrame, jobs: pd.DataFrame) -> Figure | 
     else:
         _empty(ax_c, "no costs reported by the backends")
     return fig
+
+
+def _amount(value: float) -> str:
+    """A duration in axis units without exponents: ``0.65``, ``12``."""
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
 def _empty(ax: Any, text: str) -> None:
