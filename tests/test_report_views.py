@@ -242,3 +242,23 @@ def test_markers_only_for_footprints_too_small_at_the_extent():
     assert dict(zip(layers.jobs["job_key"], small)) == {"big": False, "tiny": True}
     west, south, east, north = layers.extent
     assert 4.5 < west < 5 and 7.0003 < east < 7.5 and 49.8 < south < 50 and 51 < north < 51.2
+
+
+def test_status_map_of_projected_points_and_feature_collections_with_a_crs(tmp_path):
+    """Point jobs in EPSG:3035 land where they are; a FeatureCollection naming its CRS is
+    reprojected; a point has no extent of its own but is drawn as a marker."""
+    from shapely.geometry import Point
+
+    pts = gpd.GeoSeries([Point(4.5, 50.8), Point(21.0, 52.2)], crs=4326).to_crs(3035)
+    db = create_job_db(tmp_path / "p.db", gpd.GeoDataFrame({"v": [0, 1]}, geometry=pts, crs=3035))
+    layers = map_layers(db.read())
+    xy = sorted((round(g.x, 3), round(g.y, 3)) for g in layers.jobs.geometry)
+    assert xy == [(4.5, 50.8), (21.0, 52.2)]
+    utm = gpd.GeoSeries([box(4.5, 50.8, 4.5003, 50.8002)], crs=4326).to_crs(32631)
+    fc = json.loads(utm.to_json())
+    fc["crs"] = {"type": "name", "properties": {"name": "EPSG:32631"}}
+    layers = map_layers(pd.DataFrame({"status": ["running"], "geometry": [json.dumps(fc)]}, index=["j"]))
+    (sample,) = layers.samples.geometry
+    assert sample.bounds == pytest.approx((4.5, 50.8, 4.5003, 50.8002), abs=1e-6)
+    png = plots.figure_png(map_figure(layers))
+    assert _colour_pixels(png, plots.STATUS_COLORS["running"]) > 100
