@@ -45,49 +45,48 @@ def job_errors(jobs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """
     fails = _failures(history)
     creates = history[history["new"] == S.CREATING.value]
-    last_create = creates.groupby("job_key")["at"].max()
-    fails_of = {k: g for k, g in fails.groupby("job_key", sort=False)}
-    creates_of = {k: g["at"] for k, g in creates.groupby("job_key", sort=False)}
-    no_fails, no_creates = fails.iloc[0:0], creates["at"].iloc[0:0]
+    fails_of: dict[str, list[tuple[pd.Timestamp, object]]] = {}
+    for key, at, message in zip(fails["job_key"], fails["at"], fails["message"]):
+        fails_of.setdefault(key, []).append((at, message))
+    creates_of: dict[str, list[pd.Timestamp]] = {}
+    for key, at in zip(creates["job_key"], creates["at"]):
+        creates_of.setdefault(key, []).append(at)
+    has_error = jobs["error_class"].notna() & (jobs["error_class"].astype(str) != "")
+    keys = (set(fails_of) | set(jobs.index[has_error])) & set(jobs.index)
+    table = jobs.loc[sorted(keys), ["status", "attempt", "error_class", "error_message"]]
     rows = []
-    keys = set(fails["job_key"]) | set(jobs.index[jobs["error_class"].notna()
-                                                     & (jobs["error_class"].astype(str) != "")])
-    for key in keys:
-        if key not in jobs.index:
-            continue
-        job = jobs.loc[key]
-        status = str(job["status"])
-        mine = fails_of.get(key, no_fails)
-        job_creates = creates_of.get(key, no_creates)
+    for key, status, attempts, error_class, error_message in zip(
+            table.index, table["status"].astype(str), table["attempt"], table["error_class"],
+            table["error_message"]):
+        mine = fails_of.get(key, [])
+        job_creates = creates_of.get(key, [])
         stored = None
-        if isinstance(job["error_class"], str) and job["error_class"]:
-            stored = redact(f"{job['error_class']}: {' '.join(str(job['error_message'] or '').split())}")
-        latest_fail_at = mine["at"].max() if len(mine) else None
-        started_again = (latest_fail_at is not None and key in last_create.index
-                         and last_create[key] > latest_fail_at)
+        if isinstance(error_class, str) and error_class:
+            stored = redact(f"{error_class}: {' '.join(str(error_message or '').split())}")
+        latest_fail_at = max(at for at, _ in mine) if mine else None
+        started_again = latest_fail_at is not None and any(at > latest_fail_at for at in job_creates)
         from_transition = status in _FAILED or (status == S.NOT_STARTED.value and stored is not None)
         if from_transition:
             current = stored
-        elif status in _RESULTS and stored is not None and not _in_messages(job["error_message"], mine):
+        elif status in _RESULTS and stored is not None and not _in_messages(error_message, mine):
             current = stored  # the results step failed and is retried, no transition yet
         else:
             current = None
         earlier = []
-        for at, message in zip(mine["at"], mine["message"]):
+        for at, message in mine:
             if from_transition and at == latest_fail_at and not started_again:
                 continue  # this failure is the latest attempt's, shown as ``error``
-            attempt = int((job_creates <= at).sum()) or 1
+            attempt = sum(1 for c in job_creates if c <= at) or 1
             earlier.append(f"attempt {attempt}: {redact(' '.join(str(message or '').split()))}")
         if current is None and not earlier and stored is not None:
             earlier.append(f"earlier attempt: {stored}")
         rank = 0 if status in _FAILED else 1 if current is not None else 2
-        rows.append((rank, key, status, int(job["attempt"]), current, earlier))
+        rows.append((rank, key, status, int(attempts), current, earlier))
     rows.sort(key=lambda r: (r[0], str(r[1])))
-    frame = pd.DataFrame([r[2:] for r in rows], columns=list(ERROR_COLUMNS),
-                         index=pd.Index([r[1] for r in rows], name="job_key", dtype=object))
-    return frame
+    return pd.DataFrame([r[2:] for r in rows], columns=list(ERROR_COLUMNS),
+                        index=pd.Index([r[1] for r in rows], name="job_key", dtype=object))
 
 
-def _in_messages(message: object, failures: pd.DataFrame) -> bool:
+def _in_messages(message: object, failures: list[tuple[pd.Timestamp, object]]) -> bool:
     text = " ".join(str(message or "").split())
-    return bool(text) and any(text in str(m) for m in failures["message"])
+    return bool(text) and any(text in str(m) for _, m in failures)

@@ -55,7 +55,7 @@ def manager_sessions(history: pd.DataFrame, jobs: pd.DataFrame | None = None, *,
         (manager ids of earlier sessions whose jobs it carried on, comma-separated).
     """
     h = history[history["manager_id"].notna()]
-    h = h[~h["manager_id"].map(is_manual)]
+    h = h[~_manual(h["manager_id"])]
     if h.empty:
         return pd.DataFrame(columns=list(SESSION_COLUMNS))
     h = h.assign(manager_id=h["manager_id"].astype(str))
@@ -65,10 +65,10 @@ def manager_sessions(history: pd.DataFrame, jobs: pd.DataFrame | None = None, *,
     # the next change of each job (by any manager, hand-made ones included)
     allh = history.sort_values(["job_key", "at"], kind="stable")
     nxt_manager = allh.groupby("job_key", sort=False)["manager_id"].shift(-1)
-    mine = allh["manager_id"].notna() & ~allh["manager_id"].map(is_manual)
+    mine = allh["manager_id"].notna() & ~_manual(allh["manager_id"])
     in_flight = allh["new"].isin(_IN_FLIGHT)
     handed_over = mine & in_flight & nxt_manager.notna() & (nxt_manager != allh["manager_id"]) \
-        & ~nxt_manager.map(is_manual)
+        & ~_manual(nxt_manager)
     left_open = mine & in_flight & nxt_manager.isna()
     resumed = allh[handed_over]
     left_resumed = resumed.groupby("manager_id")["job_key"].nunique()
@@ -105,7 +105,11 @@ def _lease_state(jobs: pd.DataFrame | None, manager_id: str, now: pd.Timestamp) 
     return "running" if bool((until > now).any()) else "no clean stop"
 
 
+def _manual(ids: pd.Series) -> pd.Series:
+    """:func:`is_manual` over a column (missing ids are not manual)."""
+    return ids.astype("string").str.startswith(_MANUAL_PREFIX).fillna(False).astype(bool)
+
+
 def manual_changes(history: pd.DataFrame) -> pd.DataFrame:
     """Status changes made by hand (retries, cancels from the CLI or the control API)."""
-    h = history[history["manager_id"].notna()]
-    return h[h["manager_id"].map(is_manual)]
+    return history[_manual(history["manager_id"])]
