@@ -262,3 +262,9 @@ def test_status_map_of_projected_points_and_feature_collections_with_a_crs(tmp_p
     assert sample.bounds == pytest.approx((4.5, 50.8, 4.5003, 50.8002), abs=1e-6)
     png = plots.figure_png(map_figure(layers))
     assert _colour_pixels(png, plots.STATUS_COLORS["running"]) > 100
+    # WKT text and a GeoJSON Feature are footprints too; other text is none
+    table = pd.DataFrame({"status": ["queued"] * 3, "geometry": [
+        "POINT (5 51)", json.dumps({"type": "Feature", "properties": {}, "geometry": box(6, 51, 6.1, 51.1).__geo_interface__}),
+        "not a geometry"]}, index=["w", "f", "x"])
+    layers = map_layers(table)
+    assert list(layers.jobs["job_key"]) == ["w", "f"]

@@ -78,11 +78,16 @@ def _gdf(rows: list[dict[str, Any]], columns: list[str]) -> gpd.GeoDataFrame:
 
 
 def _parse(value: Any) -> Any:
-    """A GeoJSON text or dict as a dict; anything else unchanged."""
-    if isinstance(value, str) and value.lstrip().startswith("{"):
+    """A GeoJSON text as a dict, a WKT text as a geometry; anything else unchanged."""
+    if isinstance(value, str):
+        text = value.lstrip()
         try:
-            return json.loads(value)
-        except ValueError:
+            if text.startswith("{"):
+                return json.loads(text)
+            import shapely
+
+            return shapely.from_wkt(text) if text else None
+        except Exception:  # noqa: BLE001 - text that is no geometry: no footprint
             return None
     return value
 
