@@ -192,7 +192,9 @@ def describe_database(db: JobDatabase) -> tuple[str, str]:
 def _utc(value: Any) -> str:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "-"
-    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _header(db: JobDatabase, s: RunSummary, sessions: pd.DataFrame) -> str:
