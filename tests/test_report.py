@@ -22,6 +22,8 @@ from eoextract._util.utc import format_duration as format_eta
 from eoextract.jobs._progress import RunProgress
 from eoextract.jobs.status import JobStatus
 from eoextract.report import _plots as plots
+from eoextract.report._map import map_figure, map_layers
+from eoextract.report._sessions import manager_sessions
 from eoextract.report import footprints, format_duration, render_report, summarize, write_report
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -92,10 +94,13 @@ def test_plots_from_synthetic_history(monkeypatch):
     assert durations.loc["1", "backend_s"] == pytest.approx(14 * 60)
     # many jobs per backend: phase counts over time instead of one bar per job
     monkeypatch.setattr(plots, "MAX_GANTT_JOBS", 2)
-    assert plots.timeline_figure(history, jobs, now=now) is not None
+    sessions = manager_sessions(history, jobs, now=now)
+    assert list(sessions["manager_id"]) == ["m"] and list(sessions["ended"]) == ["stopped"]  # 6 jobs queued
+    fig = plots.timeline_figure(history, jobs, now=now, sessions=sessions)
+    assert fig.axes[1].get_ylabel() == "jobs in phase" and plots.figure_png(fig).startswith(b"\x89PNG")
     empty = history.iloc[0:0]
     assert plots.timeline_figure(empty, jobs, now=now) is None
-    assert plots.failures_figure([]) is None and plots.footprints_figure(None) is None
+    assert plots.failures_figure([]) is None
 
 
 def test_footprints_from_items_and_bboxes():
@@ -105,7 +110,13 @@ def test_footprints_from_items_and_bboxes():
              {"type": "Feature", "id": "c", "geometry": None, "properties": {}}]
     gdf = footprints(items)
     assert list(gdf["id"]) == ["a", "b"] and gdf.crs.to_epsg() == 4326
-    assert plots.footprints_figure(gdf) is not None
+    layers = map_layers(pd.DataFrame({"status": pd.Series([], dtype=str)}), gdf)
+    assert len(layers.items) == 2 and set(layers.items["status"]) == {"finished"}
+    # items take their job's status when the item store names their jobs
+    table = pd.DataFrame({"status": ["postprocessing"], "geometry": [None]}, index=["j1"])
+    layers = map_layers(table, gdf, item_jobs={"a": "j1"})
+    assert dict(zip(layers.items["id"], layers.items["status"])) == {"a": "postprocessing", "b": "finished"}
+    assert plots.figure_png(map_figure(layers)).startswith(b"\x89PNG")
 
 
 # ----------------------------------------------------------------------------- a real run
@@ -145,6 +156,9 @@ def test_report_sections_and_pngs(run_db, tmp_path):
     assert set(names) == {"timeline", "status_over_time", "distributions", "failures", "footprints"}
     assert all(f.png for f in figures)  # job geometries give the map even without items
     assert "UserCodeError.ValueError" in page
+    # one manager ran it to the end; the header names the database, not a Python object
+    assert "<th>manager sessions</th><td>1</td>" in page and "JobDatabase(" not in page
+    assert f"<td>{run_db} (SQLite)</td>" in page and ">completed</td>" in page.split("id='sessions'")[1]
     path = write_report(run_db, tmp_path / "out" / "report.html", write_pngs=False)
     assert path.exists() and not (tmp_path / "out" / "report_files").exists()
 
@@ -187,13 +201,14 @@ def test_report_renders_in_headless_chromium(run_db, tmp_path):
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2000",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,5000",
          html_path.resolve().as_uri()],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr and ":CONSOLE" not in proc.stderr, proc.stderr[-2000:]  # no JS errors
     pixels = _pixels(shot)
-    assert pixels.shape == (2000, 1200)
+    assert pixels.shape == (5000, 1200)
     assert pixels.std() > 20  # text, tables and plots, not a blank page
     assert (pixels < 200).mean() > 0.02
     # the plots rendered: a band of the page in the timeline region holds coloured bars

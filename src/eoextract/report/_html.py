@@ -24,6 +24,9 @@ import pandas as pd
 
 from eoextract.jobs.db import JobDatabase
 from eoextract.report import _plots as plots
+from eoextract.report._attempts import job_errors
+from eoextract.report._map import map_figure, map_layers
+from eoextract.report._sessions import ENDED, manager_sessions
 from eoextract.report._summary import RunSummary, format_duration, history_frame, jobs_frame, summarize
 
 
@@ -40,7 +43,8 @@ table{border-collapse:collapse;margin:8px 0;font-size:.9em}
 th,td{border-bottom:1px solid #e5e5e5;padding:4px 10px;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee}.note{color:#666;font-size:.9em}
-.bad{color:#c62828}.ok{color:#1b5e20}
+.bad{color:#c62828}.ok{color:#1b5e20}.hist{color:#777;font-style:italic}
+table.header th{color:#555;font-weight:normal;border:0}table.header td{border:0}
 """
 
 
@@ -69,7 +73,7 @@ def _e(value: Any) -> str:
 
 
 def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary: RunSummary,
-             output_dir: Path | None) -> list[ReportFigure]:
+             sessions: pd.DataFrame, output_dir: Path | None) -> list[ReportFigure]:
     now = summary.now if summary.open or summary.last_change_at is None else summary.last_change_at
     all_errors = summarize(db, now=now, jobs=jobs, history=history, top_errors=0).error_classes
     made: list[ReportFigure] = []
@@ -78,47 +82,54 @@ def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary
         png = plots.figure_png(fig) if fig is not None else None
         made.append(ReportFigure(name, title, png, note if png else empty_note))
 
-    add("timeline", "Job timeline per backend", plots.timeline_figure(history, jobs, now=now),
+    add("timeline", "Job timeline per backend and manager sessions",
+        plots.timeline_figure(history, jobs, now=now, sessions=sessions),
         "No job reached a backend yet.",
-        "Bars: creating (grey), queued (yellow), running (blue), downloading and post-processing "
-        "(green); crosses: final failures.")
-    add("status_over_time", "Status counts over time", plots.status_over_time_figure(history, now=now),
-        "No status history.")
+        "Times in UTC. Bars: creating (grey), queued (yellow), running (blue), downloading and "
+        "post-processing (green); orange triangles: a failed attempt went back to the queue; crosses: final "
+        "failures. Top band: manager sessions from their "
+        "first to their last recorded change; a red X and a red dotted line mark a session killed or "
+        "stopped with jobs in flight, a green triangle and dashed line a session that resumed them.")
+    add("status_over_time", "Status counts over time",
+        plots.status_over_time_figure(history, now=now, sessions=sessions), "No status history.",
+        "Times in UTC; red dotted lines: sessions killed or stopped, green dashed: resumed.")
     add("distributions", "Durations and costs", plots.distributions_figure(history, jobs),
         "No finished job and no costs yet.")
     add("failures", "Failures by class", plots.failures_figure(all_errors), "No failures.")
-    items_gdf, job_geoms, note = _geometries(db, output_dir)
-    add("footprints", "Item footprints", plots.footprints_figure(items_gdf, job_geoms), note or
-        "No item footprints (give the output folder) and no job geometries.", note)
+    layers, note = _map_layers(db, output_dir)
+    fig = map_figure(layers) if layers is not None else None
+    add("footprints", "Status map", fig, note or
+        "No item footprints (give the output folder) and no job geometries.",
+        "Job footprints, samples and extracted items coloured by their job's status; footprints too "
+        "small to see at this extent are drawn as markers; dashed: H3 cells or Sentinel-2 tiles of "
+        "the jobs. " + note)
     return made
 
 
-def _geometries(db: JobDatabase, output_dir: Path | None) -> tuple[Any, Any, str]:
-    """Item footprints from the output folder and the jobs' own geometries, if any."""
+def _map_layers(db: JobDatabase, output_dir: Path | None) -> tuple[Any, str]:
+    """The status map's layers from the job table and the output folder's items, if any."""
     from eoextract.report._items import footprints, iter_output_items
 
     items = None
+    item_jobs: dict[str, str] = {}
     note = ""
     if output_dir is not None:
         try:
             items = footprints(iter_output_items(output_dir))
             note = f"{len(items)} item footprint(s) from {output_dir}."
-        except Exception as exc:  # noqa: BLE001 - the report still renders without the map
+            from eoextract.extract import ItemStore
+
+            store = ItemStore(output_dir)
+            if store:
+                item_jobs = store.job_keys_by_item()
+        except Exception as exc:  # noqa: BLE001 - the report still renders without the items
             logger.warning("cannot read items under %s: %s", output_dir, exc)
             note = f"Items under {output_dir} could not be read: {exc}"
-    job_geoms = None
     try:
-        df = db.read()
-        geometry = getattr(df, "geometry", None) if hasattr(df, "crs") else None
-        if geometry is not None and geometry.notna().any():
-            import geopandas as gpd
-
-            job_geoms = gpd.GeoDataFrame({"status": df["status"].astype(str)}, geometry=geometry,
-                                         crs=df.crs)
-            job_geoms = job_geoms[job_geoms.geometry.notna()]
-    except Exception as exc:  # noqa: BLE001
-        logger.debug("no job geometries: %s", exc)
-    return items, job_geoms, note
+        return map_layers(db.read(), items, item_jobs=item_jobs), note
+    except Exception as exc:  # noqa: BLE001 - the report still renders without the map
+        logger.warning("cannot draw the status map: %s", exc)
+        return None, f"The status map could not be drawn: {exc}"
 
 
 def render_report(
@@ -143,14 +154,15 @@ def render_report(
     jobs = jobs_frame(db)
     history = history_frame(db)
     summary = summarize(db, now=now, jobs=jobs, history=history, top_errors=10)
-    figures = _figures(db, jobs, history, summary, Path(output_dir) if output_dir else None)
+    sessions = manager_sessions(history, jobs, now=now)
+    figures = _figures(db, jobs, history, summary, sessions, Path(output_dir) if output_dir else None)
     title = title or "eoextract run report"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1>",
-             f"<p class='meta'>Job database {_e(_describe(db))} &middot; generated "
-             f"{_e(now.strftime('%Y-%m-%d %H:%M:%S UTC'))}</p>",
-             _cards(summary), _counts_table(summary), _errors_table(summary)]
+             _header(db, summary, sessions),
+             _cards(summary), _counts_table(summary), _errors_table(summary),
+             _job_errors_table(job_errors(jobs, history)), _sessions_table(sessions)]
     for fig in figures:
         parts.append(f"<h2 id='{fig.name}'>{_e(fig.title)}</h2>")
         if fig.png is not None:
@@ -162,10 +174,77 @@ def render_report(
     return "\n".join(parts), figures
 
 
-def _describe(db: JobDatabase) -> str:
-    from eoextract._util.redact import redact
+def describe_database(db: JobDatabase) -> tuple[str, str]:
+    """Kind and location of a job database, credentials removed: ``("SQLite", "/x/jobs.db")``."""
+    from eoextract._util.redact import redact, redact_url
 
-    return redact(repr(db))
+    path = getattr(db, "path", None)
+    if path is not None:
+        kind = "CSV" if getattr(db, "is_csv", False) else "Parquet"
+        return kind, redact(str(path))
+    engine = getattr(db, "engine", None)
+    if engine is not None:
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            return "SQLite", url.database or "(in memory)"
+        return url.get_backend_name().replace("postgresql", "PostgreSQL"), redact_url(
+            url.render_as_string(hide_password=True))
+    return type(db).__name__, ""
+
+
+def _utc(value: Any) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "-"
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _header(db: JobDatabase, s: RunSummary, sessions: pd.DataFrame) -> str:
+    """Names and values of the run: database, backends, times, sessions."""
+    kind, where = describe_database(db)
+    interrupted = int(sessions["ended"].isin(["interrupted", "no clean stop"]).sum()) if len(sessions) else 0
+    rows = [("job database", f"{where} ({kind})" if where else kind),
+            ("backends", ", ".join(f"{n} ({u})" if u else n for n, u in s.backends.items()) or "-"),
+            ("first launch", _utc(s.started_at)), ("last status change", _utc(s.last_change_at)),
+            ("generated", _utc(s.now)),
+            ("manager sessions", f"{len(sessions)}" + (f", {interrupted} killed or stopped with jobs in flight"
+                                                       if interrupted else ""))]
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table class='meta header'>{body}</table>"
+
+
+def _job_errors_table(errors: pd.DataFrame, limit: int = 50) -> str:
+    if errors.empty:
+        return ""
+    rows = []
+    for key, e in errors.head(limit).iterrows():
+        latest = (f"<span class='bad'>{_e(e['error'][:300])}</span>" if e["error"]
+                  else "<span class='ok'>none</span>")
+        earlier = "<br>".join(f"<span class='hist'>earlier, {_e(m[:300])}</span>" for m in e["earlier"])
+        rows.append(f"<tr><td>{_e(key)}</td><td>{_e(e['status'])}</td><td class='n'>{e['attempt']}</td>"
+                    f"<td>{latest}</td><td>{earlier}</td></tr>")
+    more = f"<p class='note'>{len(errors) - limit} more not shown.</p>" if len(errors) > limit else ""
+    return ("<h2 id='job_errors'>Job errors</h2><table><tr><th>job</th><th>status</th><th>attempts</th>"
+            "<th>latest attempt's error</th><th>earlier attempts (history)</th></tr>"
+            f"{''.join(rows)}</table>{more}")
+
+
+def _sessions_table(sessions: pd.DataFrame) -> str:
+    if sessions.empty:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(s['manager_id'])}</td><td>{_e(_utc(s['start']))}</td><td>{_e(_utc(s['end']))}</td>"
+        f"<td class='n'>{_e(format_duration((s['end'] - s['start']).total_seconds()))}</td>"
+        f"<td class='n'>{s['changes']}</td><td class='n'>{s['jobs']}</td><td class='n'>{s['left_in_flight']}</td>"
+        f"<td title='{_e(ENDED[s['ended']])}'>{_e(s['ended'])}</td><td>{_e(s['resumed_from'] or '-')}</td></tr>"
+        for _, s in sessions.iterrows())
+    return ("<h2 id='sessions'>Manager sessions</h2><table><tr><th>manager</th><th>first change</th>"
+            "<th>last change</th><th>span</th><th>changes</th><th>jobs</th><th>left in flight</th>"
+            f"<th>ended</th><th>resumed jobs of</th></tr>{rows}</table>"
+            "<p class='note'>A session is one manager process (host:pid:nonce), from its first to its "
+            "last recorded status change (UTC). "
+            + " ".join(f"<b>{_e(k)}</b>: {_e(v)}." for k, v in ENDED.items()) + "</p>")
 
 
 def _cards(s: RunSummary) -> str:

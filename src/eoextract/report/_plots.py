@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,19 +83,69 @@ def _to_num(values: Any) -> np.ndarray:
     return mdates.date2num(index.tz_convert(None).to_pydatetime())
 
 
-def _time_axis(ax: Any) -> None:
+def _utc_formatter() -> Any:
+    """Tick labels in UTC: ``HH:MM`` (with seconds, or milliseconds, when ticks need them),
+    with the date under the first visible tick and under every tick where the date changes."""
+    from matplotlib import dates as mdates
+    from matplotlib.ticker import Formatter
+
+    class UTCFormatter(Formatter):
+        def format_ticks(self, values: Any) -> list[str]:
+            stamps = [mdates.num2date(v, tz=UTC) for v in values]
+            if any(t.microsecond // 1000 for t in stamps):
+                clock = lambda t: t.strftime("%H:%M:%S.%f")[:-3]  # noqa: E731
+            elif any(t.second for t in stamps):
+                clock = lambda t: t.strftime("%H:%M:%S")  # noqa: E731
+            else:
+                clock = lambda t: t.strftime("%H:%M")  # noqa: E731
+            lo, hi = sorted(self.axis.get_view_interval()) if self.axis is not None else (-np.inf, np.inf)
+            labels, last_day = [], None
+            for v, t in zip(values, stamps):
+                day = t.strftime("%Y-%m-%d")
+                visible = lo <= v <= hi
+                labels.append(clock(t) + (f"\n{day}" if visible and day != last_day else ""))
+                if visible:
+                    last_day = day
+            return labels
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return mdates.num2date(x, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    return UTCFormatter()
+
+
+#: Label of every clock-time axis.
+TIME_LABEL = "time (UTC)"
+
+
+def _time_axis(ax: Any, *, label: bool = True) -> None:
+    """The one convention for clock-time axes: UTC clock times with dates, labelled."""
     from matplotlib import dates as mdates
 
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
+    ax.xaxis.set_major_formatter(_utc_formatter())
+    if label:
+        ax.set_xlabel(TIME_LABEL)
 
 
-def timeline_figure(history: pd.DataFrame, jobs: pd.DataFrame, *, now: datetime) -> Figure | None:
-    """Per backend: each job's creating/queued/running/downloading phases over time.
+def duration_unit(max_seconds: float) -> tuple[float, str]:
+    """Scale and unit of a duration axis: minutes, or hours from 3 h on (never seconds)."""
+    return (3600.0, "h") if max_seconds >= 3 * 3600 else (60.0, "min")
+
+
+def timeline_figure(history: pd.DataFrame, jobs: pd.DataFrame, *, now: datetime,
+                    sessions: pd.DataFrame | None = None) -> Figure | None:
+    """Per backend: each job's creating/queued/running/downloading phases over time, under a
+    band of the manager sessions (starts, ends, interruptions, resumptions).
 
     With more than :data:`MAX_GANTT_JOBS` jobs on a backend, the number of jobs in each
     phase over time is drawn instead of one bar per job.
+
+    Args:
+        history: :func:`~eoextract.report.history_frame`.
+        jobs: :func:`~eoextract.report.jobs_frame`.
+        now: The end of open bars.
+        sessions: :func:`~eoextract.report._sessions.manager_sessions` (none drawn if ``None``).
     """
     segs = _segments(history, now)
     segs = segs[segs["status"].isin(_PHASE_OF)]
@@ -105,8 +155,15 @@ def timeline_figure(history: pd.DataFrame, jobs: pd.DataFrame, *, now: datetime)
     backends = sorted(segs["backend_name"].unique())
     heights = [min(max(segs.loc[segs["backend_name"] == b, "job_key"].nunique(), 3), MAX_GANTT_JOBS) for b in backends]
     heights = [max(1.6, 0.9 + h * 0.06) if h < MAX_GANTT_JOBS else 3.0 for h in heights]
-    fig = _figure(11, sum(heights) + 0.8)
-    axes = fig.subplots(len(backends), 1, squeeze=False, sharex=True, height_ratios=heights)[:, 0]
+    with_sessions = sessions is not None and len(sessions) > 0
+    lanes = _session_lanes(sessions) if with_sessions else []
+    if with_sessions:
+        heights = [0.7 + 0.25 * (max(lanes) + 1)] + heights
+    fig = _figure(11, sum(heights) + 1.0)
+    all_axes = fig.subplots(len(heights), 1, squeeze=False, sharex=True, height_ratios=heights)[:, 0]
+    axes = all_axes[1:] if with_sessions else all_axes
+    if with_sessions:
+        _draw_sessions(all_axes[0], sessions, lanes, now)
     final_at = jobs["status"].isin(_FAILED)
     for ax, backend in zip(axes, backends):
         part = segs[segs["backend_name"] == backend]
@@ -118,8 +175,13 @@ def timeline_figure(history: pd.DataFrame, jobs: pd.DataFrame, *, now: datetime)
                 if p.empty:
                     continue
                 start, end = _to_num(p["start"]), _to_num(p["end"])
-                ax.barh([row[k] for k in p["job_key"]], np.maximum(end - start, 1e-6), left=start,
+                ax.barh([row[k] for k in p["job_key"]], np.maximum(end - start, 1e-9), left=start,
                         height=0.8, color=color, label=phase, linewidth=0)
+            retries = history[(history["new"] == S.NOT_STARTED.value) & history["old"].notna()
+                              & history["job_key"].isin(row)]
+            if len(retries):
+                ax.scatter(_to_num(retries["at"]), [row[k] for k in retries["job_key"]], marker="<",
+                           color="#ff7f0e", s=22, label="back to the queue (retry)", zorder=3)
             failed = [k for k in keys if k in jobs.index and final_at.get(k, False)]
             if failed:
                 ends = jobs.loc[failed, "end_time"].fillna(jobs.loc[failed, "updated_at"])
@@ -136,12 +198,75 @@ def timeline_figure(history: pd.DataFrame, jobs: pd.DataFrame, *, now: datetime)
             ax.set_ylabel("jobs in phase")
         ax.set_title(f"backend {backend}", loc="left", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-        _time_axis(ax)
-    handles, labels = axes[0].get_legend_handles_labels()
+        if with_sessions:
+            _mark_sessions(ax, sessions)
+    for ax in all_axes:
+        _time_axis(ax, label=ax is all_axes[-1])
+    handles: dict[str, Any] = {}
+    for ax in all_axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
     if handles:
-        fig.legend(handles, labels, loc="outside upper right", ncols=len(labels), fontsize=8, frameon=False)
+        fig.legend(list(handles.values()), list(handles), loc="outside upper right",
+                   ncols=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle("Job timeline per backend", x=0.01, ha="left", fontsize=12)
     return fig
+
+
+#: How the end of a session is drawn: marker, colour, legend label.
+_SESSION_END = {
+    "completed": ("s", "#333333", "session ended"),
+    "stopped": ("s", "#333333", "session ended"),
+    "interrupted": ("X", "#d62728", "session killed or stopped"),
+    "no clean stop": ("X", "#d62728", "session killed or stopped"),
+    "running": (">", "#3b75af", "session running"),
+}
+
+
+def _session_lanes(sessions: pd.DataFrame) -> list[int]:
+    """A lane per session so that overlapping sessions (several managers) do not overlap."""
+    lane_end: list[pd.Timestamp] = []
+    lanes = []
+    for start, end in zip(sessions["start"], sessions["end"]):
+        for i, last in enumerate(lane_end):
+            if start > last:
+                lane_end[i] = end
+                lanes.append(i)
+                break
+        else:
+            lane_end.append(end)
+            lanes.append(len(lane_end) - 1)
+    return lanes
+
+
+def _draw_sessions(ax: Any, sessions: pd.DataFrame, lanes: list[int], now: datetime) -> None:
+    """Bars from first to last change of each manager session; start, end, resume markers."""
+    for (_, s), lane in zip(sessions.iterrows(), lanes):
+        end = pd.Timestamp(now) if s["ended"] == "running" else s["end"]
+        x0, x1 = _to_num([s["start"], end])
+        ax.barh(lane, max(x1 - x0, 1e-9), left=x0, height=0.5, color="#d9cfe8", edgecolor="#6a51a3",
+                linewidth=0.8)
+        resumed = bool(s["resumed_from"])
+        ax.scatter([x0], [lane], marker=">", s=60, color="#2ca02c" if resumed else "#6a51a3", zorder=3,
+                   label="session resumed jobs" if resumed else "session started")
+        marker, color, label = _SESSION_END[s["ended"]]
+        ax.scatter([x1], [lane], marker=marker, s=60, color=color, zorder=3, label=label)
+        ax.annotate(str(s["manager_id"]).split(":")[-1], (x0, lane), xytext=(6, 6), textcoords="offset points",
+                    fontsize=7, color="#444444")
+    ax.set_ylim(max(lanes) + 0.6, -0.6)
+    ax.set_yticks([])
+    ax.set_ylabel("managers", fontsize=8)
+    ax.set_title("manager sessions (first to last recorded change)", loc="left", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _mark_sessions(ax: Any, sessions: pd.DataFrame) -> None:
+    """Vertical lines where a session was interrupted (red) and where one resumed (green)."""
+    for _, s in sessions.iterrows():
+        if s["ended"] in ("interrupted", "no clean stop"):
+            ax.axvline(_to_num([s["end"]])[0], color="#d62728", linestyle=":", linewidth=1.2)
+        if s["resumed_from"]:
+            ax.axvline(_to_num([s["start"]])[0], color="#2ca02c", linestyle="--", linewidth=1.0)
 
 
 def _phase_counts(ax: Any, part: pd.DataFrame) -> None:
@@ -155,8 +280,10 @@ def _phase_counts(ax: Any, part: pd.DataFrame) -> None:
                  labels=phases, colors=[PHASE_COLORS[p] for p in phases], step="post")
 
 
-def status_over_time_figure(history: pd.DataFrame, *, now: datetime) -> Figure | None:
-    """Number of jobs in each status over time, from the status history."""
+def status_over_time_figure(history: pd.DataFrame, *, now: datetime,
+                            sessions: pd.DataFrame | None = None) -> Figure | None:
+    """Number of jobs in each status over time, from the status history, with the manager
+    sessions' interruptions (red) and resumptions (green) as vertical lines."""
     if history.empty:
         return None
     plus = pd.DataFrame({"t": history["at"], "status": history["new"], "d": 1})
@@ -179,6 +306,8 @@ def status_over_time_figure(history: pd.DataFrame, *, now: datetime) -> Figure |
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    if sessions is not None and len(sessions):
+        _mark_sessions(ax, sessions)
     _time_axis(ax)
     ax.set_title("Jobs per status over time", loc="left", fontsize=12)
     return fig
@@ -209,7 +338,7 @@ def distributions_figure(history: pd.DataFrame, jobs: pd.DataFrame) -> Figure | 
     ax_d, ax_c = fig.subplots(1, 2)
     if not durations.empty:
         total = durations["total_s"].to_numpy()
-        scale, unit = (60.0, "min") if np.nanmax(total) >= 120 else (1.0, "s")
+        scale, unit = duration_unit(float(np.nanmax(total)))
         bins = min(30, max(5, len(total) // 2))
         ax_d.hist(total / scale, bins=bins, color="#3b75af", alpha=0.85, label="total")
         backend = durations["backend_s"].dropna().to_numpy()
@@ -218,7 +347,9 @@ def distributions_figure(history: pd.DataFrame, jobs: pd.DataFrame) -> Figure | 
         ax_d.set_xlabel(f"duration ({unit})")
         ax_d.set_ylabel("finished jobs")
         ax_d.legend(fontsize=8, frameon=False)
-        ax_d.set_title(f"Durations (median {np.median(total) / scale:.1f} {unit})", loc="left", fontsize=11)
+        ax_d.yaxis.get_major_locator().set_params(integer=True)
+        ax_d.set_title(f"Durations, first creation to finished (median {_amount(np.median(total) / scale)} {unit})",
+                       loc="left", fontsize=11)
     else:
         _empty(ax_d, "no finished job yet")
     if not costs.empty:
@@ -229,6 +360,11 @@ def distributions_figure(history: pd.DataFrame, jobs: pd.DataFrame) -> Figure | 
     else:
         _empty(ax_c, "no costs reported by the backends")
     return fig
+
+
+def _amount(value: float) -> str:
+    """A duration in axis units without exponents: ``0.65``, ``12``."""
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
 def _empty(ax: Any, text: str) -> None:
@@ -254,40 +390,4 @@ def failures_figure(error_classes: Sequence[ErrorClassSummary]) -> Figure | None
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     ax.set_title("Failures by class", loc="left", fontsize=12)
-    return fig
-
-
-def footprints_figure(items: Any, job_geometries: Any = None) -> Figure | None:
-    """Map of extracted item footprints, over the jobs' own geometries when known.
-
-    Args:
-        items: GeoDataFrame of item footprints (:func:`~eoextract.report._items.footprints`).
-        job_geometries: GeoDataFrame of the jobs (``status`` and ``geometry`` columns).
-    """
-    has_items = items is not None and len(items)
-    has_jobs = job_geometries is not None and len(job_geometries)
-    if not has_items and not has_jobs:
-        return None
-    fig = _figure(8, 6.5)
-    ax = fig.subplots()
-    handles = []
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    if has_jobs:
-        jobs = job_geometries.to_crs(4326) if job_geometries.crs is not None else job_geometries
-        for status, part in jobs.groupby("status"):
-            color = STATUS_COLORS.get(str(status), "#999999")
-            part.plot(ax=ax, facecolor="none", edgecolor=color, linewidth=0.8, linestyle="--")
-            handles.append(Line2D([], [], color=color, linestyle="--", label=f"job: {status}"))
-    if has_items:
-        items.plot(ax=ax, facecolor="#3b75af", edgecolor="#1f3f66", alpha=0.45, linewidth=0.6)
-        handles.append(Patch(facecolor="#3b75af", edgecolor="#1f3f66", alpha=0.45,
-                             label=f"items ({len(items)})"))
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(alpha=0.3)
-    ax.legend(handles=handles, fontsize=8, loc="best")
-    ax.set_title("Extracted item footprints", loc="left", fontsize=12)
     return fig

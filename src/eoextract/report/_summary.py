@@ -35,7 +35,7 @@ HISTORY_COLUMNS = ("job_key", "backend_name", "old", "new", "at", "manager_id", 
 JOB_COLUMNS = ("status", "backend_name", "id", "backend_status", "attempt", "error_class",
                "error_message", "created_at", "start_time", "running_start_time", "end_time",
                "updated_at", "cpu", "memory", "duration", "costs", "output_dir",
-               "input_published_at", "output_published_at")
+               "input_published_at", "output_published_at", "claimed_by", "lease_until")
 
 
 def status_order(statuses: Any) -> list[str]:
@@ -159,7 +159,7 @@ def jobs_frame(db: JobDatabase) -> pd.DataFrame:
     for column in JOB_COLUMNS:
         out[column] = df[column].to_numpy() if column in df.columns else None
     for column in ("created_at", "start_time", "running_start_time", "end_time", "updated_at",
-                   "input_published_at", "output_published_at"):
+                   "input_published_at", "output_published_at", "lease_until"):
         out[column] = _aware(out[column])
     out["status"] = out["status"].astype(str)
     out["attempt"] = pd.to_numeric(out["attempt"], errors="coerce").fillna(0).astype(int)
