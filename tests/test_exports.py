@@ -25,7 +25,7 @@ PUBLIC = {
         "BackendError", "ChecksumMismatch", "ConfigurationError", "DownloadError",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
-        "StacValidationError", "UnsafeAssetPath"},
+        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict"},
     "eoextract.backend": {"BackendSettings", "LocalBackend", "create_app", "serve"},
     "eoextract.cli": {"EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "app"},
     "eoextract.extract": {
