@@ -3,6 +3,7 @@ or one of the manager's own."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -104,6 +105,10 @@ def test_a_second_job_aiming_at_a_taken_path_fails_and_leaves_the_file(local_bac
     assert stats["status_counts"] == {"finished": 1}
     placed = out / "shared" / "result.nc"
     before = (placed.stat().st_ino, placed.stat().st_mtime_ns, placed.read_bytes())
+    # a record being written when a manager was killed is removed once stale
+    stale = next((out / ".eoextract" / "paths").glob("??")) / ".tmp-killed"
+    stale.write_bytes(b"{")
+    os.utime(stale, (1, 1))
     # a new manager (a restart), the second job aiming at the same file
     stats = instant_manager(out, local_backend, _same_path).run_jobs(both, create_instant_job, db_path)
     assert stats["status_counts"] == {"finished": 1, "error": 1}
@@ -118,6 +123,7 @@ def test_a_second_job_aiming_at_a_taken_path_fails_and_leaves_the_file(local_bac
     assert len(items) == 1 and items[0]["properties"]["eoextract:job_key"] == "0"
     assert items[0]["assets"]["data"]["file:size"] == len(before[2])
     assert not list((out / ".eoextract" / "tmp").glob("*"))  # the refused download is gone
+    assert not stale.exists()
 
 
 def test_a_generator_aiming_at_the_job_database_fails_its_job_only(local_backend, tmp_path):

@@ -47,7 +47,7 @@ from eoextract.extract._catalogue import build_catalogue
 from eoextract.extract._store import ItemStore
 from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata, refresh_file_metadata
 from eoextract.extract._callbacks import check_start_job, post_job_action_arity
-from eoextract.extract._output_registry import OutputRegistry, database_files
+from eoextract.extract._output_registry import PATHS_DIR, OutputRegistry, database_files
 from eoextract.extract._placement import OutputPathGenerator
 from eoextract.jobs import FinishedJob, FinishedJobResult, JobManager
 from eoextract.jobs._download import (
@@ -267,7 +267,8 @@ class ExtractionManager(JobManager):
         ItemStore(self.output_dir).write_settings(collection_id=self.collection_id,
                                   description=self.collection_description)
         # left by interrupted runs (downloads, download records, item files); live ones are recent
-        leftovers = (("tmp", TEMP_PREFIX), ("downloads", TEMP_PREFIX), ("items", ".tmp-"), (".", ".tmp-"))
+        leftovers = (("tmp", TEMP_PREFIX), ("downloads", TEMP_PREFIX), ("items", ".tmp-"), (".", ".tmp-"),
+                     *((f"paths/{p.name}", ".tmp-") for p in (self.output_dir / PATHS_DIR).glob("??")))
         for folder, prefix in leftovers:
             removed = remove_stale_temp_files(self.output_dir / STATE_DIR / folder, STALE_TEMP_SECONDS,
                                               prefix=prefix)
