@@ -27,7 +27,7 @@ PUBLIC = {
         "DownloadError", "EmptyCatalogue",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
-        "StacValidationError", "UnsafeAssetPath"},
+        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict"},
     "eoextract.backend": {"BackendSettings", "LocalBackend", "create_app", "serve"},
     "eoextract.cli": {"EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "app"},
     "eoextract.extract": {

@@ -15,7 +15,9 @@ One root, branches by cause, so callers choose how broadly to catch::
      ├── DownloadError               (.job_key, .asset)
      │    ├── ChecksumMismatch       size or checksum differs from the backend's
      │    ├── AssetRefused           more bytes than announced or allowed, or an encoded body
-     │    └── UnsafeAssetPath        a path that would leave the output folder
+     │    └── UnsafeAssetPath        a path that would leave the output folder or
+     │         │                     overwrite a file of the manager's own
+     │         └── OutputPathConflict  a path another job already placed a file at
      └── StacError
           ├── StacValidationError    (.errors: list of messages)
           └── EmptyCatalogue         no finished job has items to catalogue
@@ -41,6 +43,7 @@ __all__ = [
     "ChecksumMismatch",
     "AssetRefused",
     "UnsafeAssetPath",
+    "OutputPathConflict",
     "StacError",
     "StacValidationError",
     "EmptyCatalogue",
@@ -130,7 +133,23 @@ class AssetRefused(DownloadError):
 
 
 class UnsafeAssetPath(DownloadError):
-    """An asset name or output path that would escape the output folder."""
+    """An asset name or output path that would escape the output folder, or would
+    overwrite a file the manager keeps there (its job database, state or catalogue)."""
+
+
+class OutputPathConflict(UnsafeAssetPath):
+    """An output path that another job has already placed (or is placing) a file at.
+
+    Attributes:
+        path: The contested path.
+        owner: Key of the job that registered the path first.
+    """
+
+    def __init__(self, message: str, *, path: str, owner: str | None,
+                 job_key: str | None = None, asset: str | None = None) -> None:
+        super().__init__(message, job_key=job_key, asset=asset)
+        self.path = path
+        self.owner = owner
 
 
 class StacError(EoextractError):

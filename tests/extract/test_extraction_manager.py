@@ -257,7 +257,12 @@ def test_failing_post_job_actions_mark_only_their_job(local_backend, tmp_path):
             return [*job_items, "not an item"]
         return post_job_action(job_items, row, parameters)
 
-    manager = make_manager(tmp_path / "out", post_job_action=action, max_attempts=2)
+    def per_job(root_folder, tmp_path, geometry_index, row):
+        # both halves extract the same samples: each job's files need paths of their own
+        path = generate_output_path(root_folder, tmp_path, geometry_index, row)
+        return path.parent / row.title / path.name
+
+    manager = make_manager(tmp_path / "out", post_job_action=action, max_attempts=2, generator=per_job)
     manager.add_backend("local", local_backend.connect, parallel_jobs=4)
     stats = manager.run_jobs(df, create_datacube, tmp_path / "jobs.db")
     assert stats["status_counts"] == {"error": 3, "finished": 1}
@@ -338,7 +343,13 @@ def test_verified_files_are_not_downloaded_again(local_backend, tmp_path):
     stats = manager.run_jobs(df, create_datacube, tmp_path / "second.db")
     assert stats["status_counts"] == {"finished": len(df)} and stats["start_job call"] == len(df)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.nc")} == data_files
-    assert list(ItemStore(tmp_path / "out").iter_items()) == items_before
+    # the same items, now naming the jobs of the second run
+    items_after = list(ItemStore(tmp_path / "out").iter_items())
+    second = get_job_db(tmp_path / "second.db").read()
+    assert {i["properties"].pop("eoextract:job_id") for i in items_after} == set(second["id"])
+    for item in items_before:
+        item["properties"].pop("eoextract:job_id")
+    assert items_after == items_before
 
 
 def test_bad_callbacks_and_inputs_are_refused_before_anything_is_submitted(local_backend, tmp_path):

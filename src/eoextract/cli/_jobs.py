@@ -1,4 +1,4 @@
-"""Commands on a job database: ``status``, ``jobs``, ``history``, ``retry``, ``cancel``, ``logs``."""
+"""Commands on a job database: ``status``, ``jobs``, ``history``, ``retry``, ``cancel``, ``logs``, ``set``."""
 
 from __future__ import annotations
 
@@ -372,3 +372,33 @@ def logs(
         typer.echo(redact(f"{when} {lvl:7} {entry.get('message', '')}".strip()))
 
 
+
+
+# ----------------------------------------------------------------------------- set
+@app.command("set")
+@command
+def set_fields(
+    db: DbArg,
+    key: Annotated[str, typer.Argument(help="The job's key.")],
+    assignments: Annotated[list[str], typer.Argument(metavar="FIELD=VALUE...", help="Fields to set: your own columns (new ones are added) or output_dir, output_published_at, ... Values are read as JSON where they parse (7, true, null), else as text; quote to force text ('\"007\"').")],
+) -> None:
+    """Set fields of one job (e.g. where its product was published and when)."""
+    fields: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"expected FIELD=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        fields[name.strip()] = value if not isinstance(value, (list, dict)) else text
+    database = open_db(db)
+    _check_keys(database, [key])
+    try:
+        database.update(key, **fields)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        database.close()
+    console().print(f"job {key}: set {', '.join(fields)}")

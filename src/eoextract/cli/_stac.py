@@ -54,7 +54,7 @@ def build(
 @command
 def validate(
     path: Annotated[Path, typer.Argument(help="A catalogue (folder, collection.json, catalog.json) or one item/collection JSON file.")],
-    check_assets: Annotated[bool, typer.Option(help="Also check that local asset files exist.")] = False,
+    check_assets: Annotated[bool, typer.Option(help="Also check that local asset files exist and match their file:size and file:checksum (mismatches reported per asset).")] = False,
     workers: Annotated[int | None, typer.Option(help="Processes for item validation.")] = None,
     max_errors: Annotated[int, typer.Option(help="Problems printed at most.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -64,11 +64,12 @@ def validate(
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
     _validate_and_report(path, check_assets=check_assets, max_errors=max_errors,
-                         workers=workers, as_json=as_json)
+                         workers=workers, as_json=as_json, check_checksums=check_assets)
 
 
 def _validate_and_report(path: Path, *, check_assets: bool, max_errors: int,
-                         workers: int | None = None, as_json: bool = False) -> None:
+                         workers: int | None = None, as_json: bool = False,
+                         check_checksums: bool = False) -> None:
     from eoextract.stac import validate_catalog, validate_dict
 
     single = path.is_file() and path.name not in ("collection.json", "catalog.json")
@@ -84,7 +85,8 @@ def _validate_and_report(path: Path, *, check_assets: bool, max_errors: int,
         counts = {"files": 1}
     else:
         try:
-            report = validate_catalog(path, workers=workers, check_assets=check_assets)
+            report = validate_catalog(path, workers=workers, check_assets=check_assets,
+                                      check_checksums=check_checksums)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from exc
         messages = report.messages()

@@ -8,14 +8,19 @@ job is ``downloading`` and then ``postprocessing``):
 
 1. the job's result assets are streamed to temporary files inside ``output_dir``,
    verified, and moved to the path the user's ``output_path_generator`` chooses
-   (:mod:`eoextract.extract._placement`, :mod:`eoextract.jobs._download`);
+   (:mod:`eoextract.extract._placement`, :mod:`eoextract.jobs._download`), once that
+   path is registered for the job (:mod:`eoextract.extract._output_registry`: no two jobs
+   share a file, and the manager's own files are never replaced);
 2. one STAC item is built per data asset (one per sampled feature with
    ``sample_by_feature``) from the file itself (:mod:`eoextract.extract._stac_item`);
-3. the user's ``post_job_action(job_items, row, parameters)`` runs in a pool of
+3. the user's ``post_job_action(job_items, row, parameters)`` (or ``(job_items, row)``)
+   runs in a pool of
    ``n_threads`` (or a given executor); it may edit, add or drop items and add local
    assets. ``file:size``/``file:checksum`` are then computed from the files as they
    are, and the job's items are written at once to
-   ``output_dir/.eoextract/items/<job>.json`` (hrefs relative to ``output_dir``).
+   ``output_dir/.eoextract/items/<job>.json`` (hrefs relative to ``output_dir``), each
+   item naming its job (``eoextract:job_key``, ``eoextract:job_id``). The job's
+   ``output_dir`` column records its own folder (the deepest one holding its files).
 
 A failure in any step marks that job only (retried when retryable). Results whose
 checksum stays wrong after repeated downloads make the job run again on the backend.
@@ -42,7 +47,9 @@ from eoextract.extract._catalogue import build_catalogue
 from eoextract.extract._store import ItemStore
 from eoextract.extract._filemeta import FileIndex
 from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata, refresh_file_metadata
-from eoextract.extract._placement import OutputPathGenerator, check_signature
+from eoextract.extract._callbacks import check_start_job, post_job_action_arity
+from eoextract.extract._output_registry import PATHS_DIR, OutputRegistry, database_files
+from eoextract.extract._placement import OutputPathGenerator
 from eoextract.jobs import FinishedJob, FinishedJobResult, JobManager
 from eoextract.jobs._download import (
     STATE_DIR,
@@ -58,10 +65,6 @@ from eoextract.jobs.status import JobStatus
 
 _log = logging.getLogger(__name__)
 
-#: Parameters ``post_job_action`` is called with, positionally.
-POST_JOB_PARAMETERS = ("job_items", "row", "parameters")
-#: Keyword arguments the manager passes to ``create_datacube_fn`` (those it declares).
-START_JOB_KEYWORDS = ("row", "connection", "connection_provider", "provider")
 #: Held around every file access of the manager and, by default, each post-job action run
 #: in this process: netCDF-C and HDF5 (under xarray's default NetCDF engine and GDAL) are
 #: not thread-safe; two threads writing different NetCDF files can corrupt or hang both.
@@ -70,38 +73,18 @@ FILE_LOCK = threading.RLock()
 #: Temporary download files untouched for this long (seconds) are removed when a run starts.
 STALE_TEMP_SECONDS = 3600.0
 
-#: ``post_job_action(job_items, row, parameters) -> list[pystac.Item]``.
-PostJobAction = Callable[[list[pystac.Item], pd.Series, dict], list[pystac.Item]]
+#: ``post_job_action(job_items, row, parameters) -> list[pystac.Item]`` (or, as ESA
+#: WorldCereal's, ``post_job_action(job_items, row)``).
+PostJobAction = (Callable[[list[pystac.Item], pd.Series, dict], list[pystac.Item]]
+                 | Callable[[list[pystac.Item], pd.Series], list[pystac.Item]])
+
+#: Item properties naming the job an item came from: its key in the job database and its
+#: id on the backend.
+JOB_KEY_PROPERTY = "eoextract:job_key"
+JOB_ID_PROPERTY = "eoextract:job_id"
 
 
 # --------------------------------------------------------------------------- the manager
-
-
-def _check_start_job(fn: Any) -> None:
-    """Check ``create_datacube_fn`` can be called as the manager calls it."""
-    import inspect
-
-    name = "create_datacube_fn"
-    if not callable(fn):
-        raise ConfigurationError(f"{name} must be a function like {name}(row, connection, provider=None, "
-                                 f"connection_provider=None), got {type(fn).__name__}")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        passed = list(START_JOB_KEYWORDS)
-    else:
-        passed = [k for k in START_JOB_KEYWORDS if k in params]
-    missing = [k for k in ("row", "connection") if k not in passed]
-    if missing:
-        label = getattr(fn, "__qualname__", repr(fn))
-        raise ConfigurationError(
-            f"{name} {label}{inspect.signature(fn)} must take parameters named 'row' and 'connection' "
-            f"(it is called as {name}(row=..., connection=..., provider=..., connection_provider=...), "
-            f"with those of them it declares); missing: {', '.join(missing)}"
-        )
-    check_signature(fn, (), name=name, keywords=passed)
 
 
 def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -153,12 +136,17 @@ class ExtractionManager(JobManager):
             stored items, the catalogue); nothing is written outside it.
         output_path_generator: ``(root_folder, tmp_path, geometry_index, row) -> Path``
             giving each result file's final place inside ``output_dir``; it may open
-            ``tmp_path`` (openeo-gfmap 0.4.7's ``(output_dir, idx, row, asset_id)``
-            works too).
+            ``tmp_path`` (openeo-gfmap 0.4.7's and ESA WorldCereal's
+            ``(root_dir, idx, row, asset_id)`` works too). Each path is registered for
+            its job before the file is moved there: a job aiming at a path another job
+            took fails with :class:`~eoextract.errors.OutputPathConflict`, and the
+            manager's own files (``.eoextract/``, ``stac/``, the job database) are refused.
         collection_id: Id of the STAC collection.
         collection_description: Its description.
-        post_job_action: ``(job_items, row, parameters) -> list[pystac.Item]``, called
-            once per finished job after its files are in place.
+        post_job_action: ``(job_items, row, parameters) -> list[pystac.Item]`` (or
+            ``(job_items, row)``, as ESA WorldCereal's), called once per finished job after
+            its files are in place. The items carry the properties ``eoextract:job_key``
+            and ``eoextract:job_id`` (the job's key and its backend job id).
         poll_sleep: Seconds between two polls of the backends.
         n_threads: Threads running post-job actions (when no ``executor`` is given).
         post_job_params: The ``parameters`` passed to ``post_job_action``.
@@ -218,8 +206,7 @@ class ExtractionManager(JobManager):
             raise ConfigurationError("n_threads must be at least 1")
         if download_workers < 1:
             raise ConfigurationError("download_workers must be at least 1")
-        if post_job_action is not None:
-            check_signature(post_job_action, POST_JOB_PARAMETERS, name="post_job_action")
+        self._post_job_arity = 3 if post_job_action is None else post_job_action_arity(post_job_action)
         if executor is not None and not callable(getattr(executor, "submit", None)):
             raise ConfigurationError("executor must have a submit() method (concurrent.futures.Executor)")
         self.output_dir = Path(output_dir).absolute()
@@ -237,6 +224,7 @@ class ExtractionManager(JobManager):
         self._executor = executor
         self._own_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._job_db_files: list[Path] = []
 
     # ------------------------------------------------------------------ running
     def get_job_dir(self, job_id: str) -> Path:
@@ -274,13 +262,15 @@ class ExtractionManager(JobManager):
         if start_job is None:
             raise ConfigurationError("run_jobs needs a create_datacube_fn: run_jobs(df, create_datacube_fn, job_db)")
         self._check_ready(start_job)
-        _check_start_job(start_job)
+        check_start_job(start_job)
         self._check_dataframe(df, job_db)
+        self._job_db_files = database_files(job_db)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         ItemStore(self.output_dir).write_settings(collection_id=self.collection_id,
                                   description=self.collection_description)
         # left by interrupted runs (downloads, download records, item files); live ones are recent
-        leftovers = (("tmp", TEMP_PREFIX), ("downloads", TEMP_PREFIX), ("items", ".tmp-"), (".", ".tmp-"))
+        leftovers = (("tmp", TEMP_PREFIX), ("downloads", TEMP_PREFIX), ("items", ".tmp-"), (".", ".tmp-"),
+                     *((f"paths/{p.name}", ".tmp-") for p in (self.output_dir / PATHS_DIR).glob("??")))
         for folder, prefix in leftovers:
             removed = remove_stale_temp_files(self.output_dir / STATE_DIR / folder, STALE_TEMP_SECONDS,
                                               prefix=prefix)
@@ -298,7 +288,8 @@ class ExtractionManager(JobManager):
 
     def start_job_thread(self, start_job: Callable[..., Any], job_db: str | Path | JobDatabase) -> None:
         """Run the jobs in a background thread (see :meth:`JobManager.start_job_thread`)."""
-        _check_start_job(start_job)
+        check_start_job(start_job)
+        self._job_db_files = database_files(job_db)
         super().start_job_thread(start_job, job_db)
 
     def _check_dataframe(self, df: pd.DataFrame | None, job_db: Any) -> None:
@@ -339,7 +330,7 @@ class ExtractionManager(JobManager):
                             f"({', '.join(a.name for a in assets)})")
         try:
             done = download_job_assets(
-                session, data_assets, self.output_dir, self._chooser(row, data_assets),
+                session, data_assets, self.output_dir, self._chooser(row, data_assets, job.job_key),
                 max_workers=self.download_workers, headers=headers, job_key=job.job_key,
                 max_asset_bytes=self.max_asset_bytes,
             )
@@ -352,6 +343,8 @@ class ExtractionManager(JobManager):
                          "again from backend job %s", job.job_key, fetched, len(done), job.backend_job_id)
         with FILE_LOCK:
             items = [self._item_for(job.job_key, d) for d in done]
+        for item in items:
+            _mark_job(item, job)
         job.postprocessing(f"{len(done)} file(s) in place")
         if self.post_job_action is not None:
             items = self._run_post_job_action(items, row, job.job_key)
@@ -363,6 +356,7 @@ class ExtractionManager(JobManager):
             with FILE_LOCK:
                 refresh_file_metadata(item, self.output_dir, known=known)
             _eo_v1_common_names(item)
+            _mark_job(item, job)
             if item.id in seen:
                 raise StacError(f"job {job.job_key}: two items have the id {item.id!r}")
             seen.add(item.id)
@@ -371,15 +365,19 @@ class ExtractionManager(JobManager):
         _log.info("job %s: %d item(s) stored in %s", job.job_key, len(stored), path.name)
         if type(self).on_job_done is not JobManager.on_job_done:
             self.on_job_done(job.batch_job, row)
-        return FinishedJobResult(fields={"output_dir": str(self.output_dir)})
+        return FinishedJobResult(fields={"output_dir": str(_job_folder(done, self.output_dir))})
 
-    def _chooser(self, row: pd.Series, assets: Sequence[RemoteAsset]) -> Callable[[RemoteAsset, Path], Path]:
-        """The job's ``choose_path``; user generators are never called concurrently."""
+    def _chooser(self, row: pd.Series, assets: Sequence[RemoteAsset],
+                 job_key: str) -> Callable[[RemoteAsset, Path], Path]:
+        """The job's ``choose_path``: user generators are never called concurrently, and
+        each path is registered for the job before the file goes there."""
         choose = self.output_path_generator.chooser(row, assets)
+        registry = OutputRegistry(self.output_dir, reserved_files=self._job_db_files)
 
         def serialised(asset: RemoteAsset, tmp_path: Path) -> Path:
             with FILE_LOCK:
-                return choose(asset, tmp_path)
+                path = choose(asset, tmp_path)
+            return registry.register(path, job_key, asset=asset.name)
 
         return serialised
 
@@ -398,11 +396,12 @@ class ExtractionManager(JobManager):
         action: Callable[..., Any] = self.post_job_action
         if self.serialize_post_job_actions and isinstance(pool, ThreadPoolExecutor):
             action = _locked(action)
+        args = (items, row, dict(self.post_job_params))[:self._post_job_arity]
         if _is_dask_client(pool):
             # not "pure": a retried job must run its action again, not get a cached result
-            future = pool.submit(action, items, row, dict(self.post_job_params), pure=False)
+            future = pool.submit(action, *args, pure=False)
         else:
-            future = pool.submit(action, items, row, dict(self.post_job_params))
+            future = pool.submit(action, *args)
         result = future.result()
         if isinstance(result, pystac.Item):
             result = [result]
@@ -464,6 +463,21 @@ class ExtractionManager(JobManager):
             self.output_dir, self.collection_id, self.collection_description,
             output_path=output_path, existing=self.stac, validate=validate, **collection_options,
         )
+
+
+def _mark_job(item: pystac.Item, job: FinishedJob) -> None:
+    """Name the job an item came from in its properties."""
+    item.properties[JOB_KEY_PROPERTY] = job.job_key
+    item.properties[JOB_ID_PROPERTY] = job.backend_job_id
+
+
+def _job_folder(done: Sequence[DownloadedAsset], output_dir: Path) -> Path:
+    """The job's own folder: the deepest folder holding all its placed files."""
+    folders = {str(d.path.parent) for d in done}
+    try:
+        return Path(os.path.commonpath(sorted(folders))) if folders else output_dir
+    except ValueError:  # different drives
+        return output_dir
 
 
 def _is_dask_client(pool: Any) -> bool:

@@ -4,7 +4,8 @@ Two callback signatures are accepted, told apart by their parameter names:
 
 * ``(root_folder, tmp_path, geometry_index, row) -> Path`` — the reference notebook's
   (the callback may open ``tmp_path`` to read the file, e.g. its CRS);
-* ``(output_dir, idx, row, asset_id) -> Path`` — openeo-gfmap 0.4.7's.
+* ``(output_dir, idx, row, asset_id) -> Path`` — openeo-gfmap 0.4.7's and ESA
+  WorldCereal's (``root_dir``/``root_folder``, ``idx``/``job_index``).
 
 :class:`OutputPathGenerator` calls either one, checks the result is a path inside the
 output folder and hands :func:`eoextract.jobs._download.download_job_assets` the
@@ -89,9 +90,10 @@ def check_signature(
 def detect_style(fn: Callable[..., Any]) -> GeneratorStyle:
     """Tell which signature an ``output_path_generator`` follows, from its parameter names.
 
-    A parameter named like ``asset_id`` (or a second parameter ``idx``/``index``)
-    means openeo-gfmap 0.4.7's style; anything else is taken as the reference
-    notebook's ``(root_folder, tmp_path, geometry_index, row)``.
+    A parameter named like ``asset_id``, a third parameter ``row`` (or a second one
+    ``idx``/``index``/``job_index``) means openeo-gfmap 0.4.7's (and WorldCereal's)
+    style; a fourth parameter ``row``, or anything else, the reference notebook's
+    ``(root_folder, tmp_path, geometry_index, row)``.
 
     Args:
         fn: The generator.
@@ -109,7 +111,11 @@ def detect_style(fn: Callable[..., Any]) -> GeneratorStyle:
         return GeneratorStyle.SEED
     if any(p in ("asset_id", "asset_name", "asset_key", "asset") for p in params):
         return GeneratorStyle.GFMAP
-    if len(params) >= 2 and params[1] in ("idx", "index", "i"):
+    if len(params) >= 4 and params[3] == "row":
+        return GeneratorStyle.SEED
+    if len(params) >= 3 and params[2] == "row":
+        return GeneratorStyle.GFMAP
+    if len(params) >= 2 and params[1] in ("idx", "index", "i", "job_index", "job_idx"):
         return GeneratorStyle.GFMAP
     return GeneratorStyle.SEED
 
@@ -154,7 +160,12 @@ class OutputPathGenerator:
     ) -> None:
         self.style = GeneratorStyle(style) if style is not None else detect_style(generator)
         params = SEED_PARAMETERS if self.style is GeneratorStyle.SEED else GFMAP_PARAMETERS
-        check_signature(generator, params, name="output_path_generator")
+        try:
+            check_signature(generator, params, name="output_path_generator")
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{exc}; an output_path_generator takes (root_folder, tmp_path, geometry_index, "
+                f"row) or (root_dir, idx, row, asset_id) positionally") from None
         self.generator = generator
         self.root = Path(root)
 

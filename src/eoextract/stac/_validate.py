@@ -91,9 +91,9 @@ class ValidationReport:
 
 
 def _validate_item_file(
-    args: tuple[str, bool], known_files: dict[str, bool] | None = None
+    args: tuple[str, bool, bool], known_files: dict[str, bool] | None = None
 ) -> tuple[str, list[str]]:
-    path_str, check_assets = args
+    path_str, check_assets, check_checksums = args
     path = Path(path_str)
     d, problem = load_json(path)
     if problem:
@@ -102,12 +102,13 @@ def _validate_item_file(
     if isinstance(d, Mapping) and d.get("type") != "Feature":
         errors.append(f"linked as an item but its type is {d.get('type')!r}")
     if isinstance(d, Mapping):
-        problems, _ = check_links(d, path, check_assets=check_assets, known_files=known_files)
+        problems, _ = check_links(d, path, check_assets=check_assets, known_files=known_files,
+                                  check_checksums=check_checksums)
         errors.extend(problems)
     return path_str, errors
 
 
-def _validate_item_chunk(chunk: list[tuple[str, bool]]) -> list[tuple[str, list[str]]]:
+def _validate_item_chunk(chunk: list[tuple[str, bool, bool]]) -> list[tuple[str, list[str]]]:
     known: dict[str, bool] = {}
     return [_validate_item_file(a, known) for a in chunk]
 
@@ -122,6 +123,7 @@ def validate_catalog(
     *,
     workers: int | None = None,
     check_assets: bool = False,
+    check_checksums: bool = False,
 ) -> ValidationReport:
     """Validate a whole catalogue on disk: every catalog, collection and item in it.
 
@@ -135,7 +137,11 @@ def validate_catalog(
         path: Root file of the catalogue, or the folder containing it.
         workers: Processes used to validate items; ``None`` or ``1`` validates in this
             process (fast enough for ~100k items in a few minutes).
-        check_assets: Also check that local (relative) asset files exist.
+        check_assets: Also check that local (relative) asset files exist and have their
+            asset's ``file:size``.
+        check_checksums: With ``check_assets``, also hash each local asset file and
+            compare it with its ``file:checksum`` (reads every file: slow for big
+            catalogues).
 
     Returns:
         The report with counts and the problems per file.
@@ -167,7 +173,8 @@ def validate_catalog(
             report.n_catalogs += 1
         else:
             errors.append(f"linked as a child but its type is {kind!r}")
-        problems, targets = check_links(d, current, check_assets=check_assets, known_files=known)
+        problems, targets = check_links(d, current, check_assets=check_assets, known_files=known,
+                                        check_checksums=check_checksums)
         errors.extend(problems)
         report.add(current, errors)
         children: list[Path] = []
@@ -183,7 +190,7 @@ def validate_catalog(
         report.add(root, [f"{dupes} item file(s) linked more than once"])
         item_files = list(dict.fromkeys(item_files))
     report.n_items = len(item_files)
-    tasks = [(f, check_assets) for f in item_files]
+    tasks = [(f, check_assets, check_assets and check_checksums) for f in item_files]
     if workers and workers > 1 and len(tasks) > 200:
         size = max(50, min(2000, len(tasks) // (workers * 4) or 1))
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -238,7 +245,7 @@ def validate(obj: Any, *, workers: int | None = None) -> None:
         if path.is_file():
             d, problem = load_json(path)
             if problem is None and isinstance(d, Mapping) and d.get("type") == "Feature":
-                _, errors = _validate_item_file((str(path), False))
+                _, errors = _validate_item_file((str(path), False, False))
                 _raise(errors, f"STAC item {path}")
                 return
         validate_catalog(path, workers=workers).raise_for_errors()

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from eoextract._util.checksum import file_checksum, parse_checksum
 from eoextract._util.hrefs import is_absolute, is_local_absolute
 
 #: Link relations that point to another STAC object of the same catalogue.
@@ -31,11 +32,14 @@ def check_links(
     *,
     check_assets: bool,
     known_files: dict[str, bool] | None = None,
+    check_checksums: bool = False,
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """Check hrefs of one object; return problems and the (rel, target path) to follow.
 
-    ``known_files`` caches the existence of shared targets (root, parent, collection),
-    which thousands of items point to.
+    With ``check_assets``, local (relative) asset files must exist and have the asset's
+    ``file:size``; with ``check_checksums`` too, its ``file:checksum``. ``known_files``
+    caches the existence of shared targets (root, parent, collection), which thousands of
+    items point to.
     """
     problems: list[str] = []
     targets: list[tuple[str, str]] = []
@@ -74,10 +78,37 @@ def check_links(
                 continue
             if is_local_absolute(href):
                 problems.append(f"assets/{key}: href {href!r} is an absolute local path")
-            elif (
-                check_assets
-                and not is_absolute(href)
-                and not os.path.exists(os.path.join(folder, href))
-            ):
-                problems.append(f"assets/{key}: file {href!r} does not exist")
+            elif check_assets and not is_absolute(href):
+                problems.extend(_check_asset_file(f"assets/{key}", asset, href,
+                                                  os.path.join(folder, href), check_checksums))
     return problems, targets
+
+
+def _check_asset_file(where: str, asset: Mapping[str, Any], href: str, path: str,
+                      check_checksum: bool) -> list[str]:
+    """Problems of one local asset file: missing, or not of its ``file:size``/``file:checksum``."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return [f"{where}: file {href!r} does not exist"]
+    if os.path.isdir(path):
+        return []
+    problems = []
+    expected_size = asset.get("file:size")
+    if isinstance(expected_size, int) and not isinstance(expected_size, bool) and expected_size != size:
+        problems.append(f"{where}: file {href!r} has {size} bytes, file:size says {expected_size}")
+    expected = asset.get("file:checksum")
+    if check_checksum and expected is not None and not problems:
+        parsed = parse_checksum(expected)
+        if parsed is None:
+            problems.append(f"{where}: file:checksum {expected!r} is not a multihash this "
+                            f"validator knows")
+        else:
+            try:
+                actual, _ = file_checksum(path, parsed[0])
+            except OSError as exc:
+                return [f"{where}: cannot read file {href!r}: {exc}"]
+            if actual != str(expected).strip().lower():
+                problems.append(f"{where}: file {href!r} has checksum {actual}, file:checksum "
+                                f"says {expected}")
+    return problems

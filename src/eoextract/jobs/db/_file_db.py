@@ -114,6 +114,13 @@ class FileJobDatabase(JobDatabase):
         return f"{type(self).__name__}({str(self.path)!r})"
 
     @property
+    def schema(self) -> UserSchema:
+        """Dtypes of the user columns."""
+        if self.exists():
+            self._frame()
+        return self._schema
+
+    @property
     def key_column(self) -> str | None:
         """The column whose values are the job keys (``None``: the dataframe index)."""
         self._frame()

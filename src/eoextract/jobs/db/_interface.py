@@ -23,7 +23,13 @@ from eoextract._util.redact import redact
 from eoextract._util.utc import as_utc
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.db import _rules as rules
-from eoextract.jobs.db._frame import PreparedJobs, coerce_managed, prepare_job_frame, status_values
+from eoextract.jobs.db._frame import (
+    EXACT_STATUS_COLUMN,
+    PreparedJobs,
+    coerce_managed,
+    prepare_job_frame,
+    status_values,
+)
 from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
 
@@ -261,15 +267,40 @@ class JobDatabase(abc.ABC):
         """
 
     def update(self, job_key: str, **fields: Any) -> None:
-        """Set managed fields (never ``status``) of one job; ``updated_at`` is set too.
+        """Set fields of one job (never ``status``); ``updated_at`` is set too.
+
+        Fields in :data:`UPDATABLE_FIELDS` are managed columns (``output_dir``,
+        ``output_published_at``, ...); any other name is one of the user's columns (e.g.
+        ``output_path``, ``product_id``), existing or new: a value is stored with the type of
+        its column (a text date in a date column becomes a date), a new column takes the
+        type of its first value and is ``None`` for the other jobs.
 
         Raises:
             JobError: an unknown key.
-            ValueError: ``status``, or a field not in :data:`UPDATABLE_FIELDS`.
+            ValueError: ``status``, ``job_key`` or the key column (keys never change).
         """
         if "status" in fields:
             raise ValueError("status changes go through transition()")
-        self._update(job_key, self._coerce(fields))
+        user = {k: v for k, v in fields.items() if k not in UPDATABLE_FIELDS}
+        fixed = sorted({"job_key", EXACT_STATUS_COLUMN, self.key_column} & set(user))
+        if fixed:
+            raise ValueError(f"cannot set {fixed!r}: a job's key does not change")
+        if any(not isinstance(k, str) or not k for k in user):
+            raise ValueError(f"column names must be non-empty text, got {list(user)!r}")
+        managed = self._coerce({k: v for k, v in fields.items() if k in UPDATABLE_FIELDS})
+        if managed or not user:
+            self._update(job_key, managed)
+        if user:
+            self._update_user(job_key, user)
+
+    def _update_user(self, job_key: str, values: dict[str, Any]) -> None:
+        """Write user columns of one existing job (through :meth:`persist`, which writes
+        only the given row and columns)."""
+        current = self.get(job_key).row
+        schema = getattr(self, "schema", None)
+        converted = {name: _like(schema.spec(name) if schema is not None else None, current.get(name), value)
+                     for name, value in values.items()}
+        self.persist(pd.DataFrame({"job_key": [job_key], **{k: [v] for k, v in converted.items()}}))
 
     @abc.abstractmethod
     def _update(self, job_key: str, values: dict[str, Any]) -> None:
@@ -363,3 +394,38 @@ class JobDatabase(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _like(spec: Any, old: Any, value: Any) -> Any:
+    """A text ``value`` parsed as the type of its column (``spec``, a
+    :class:`~eoextract.jobs.db._columns.ColumnSpec` or None; else the type of the current
+    value ``old``): dates, times, numbers and booleans. Anything else as given.
+
+    Raises:
+        ValueError: text that does not parse as the column's type.
+    """
+    import datetime as dt
+
+    if not isinstance(value, str):
+        return value
+    kind = getattr(spec, "kind", None)
+    dtype = str(getattr(spec, "dtype", None) or "")
+    if kind == "datetime" or (kind is None and isinstance(old, pd.Timestamp | dt.datetime)):
+        parsed = pd.Timestamp(value)
+        aware = ", " in dtype or getattr(old, "tzinfo", None) is not None
+        if aware and parsed.tzinfo is None:
+            parsed = parsed.tz_localize("UTC")
+        elif not aware and parsed.tzinfo is not None:
+            parsed = parsed.tz_convert("UTC").tz_localize(None)
+        return parsed
+    if kind == "date" or (kind is None and isinstance(old, dt.date)):
+        return dt.date.fromisoformat(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "bool":
+        if value.strip().lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{value!r} is not a boolean")
+        return value.strip().lower() in ("true", "1")
+    return value
