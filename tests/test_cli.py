@@ -239,6 +239,69 @@ def test_logs_of_a_failed_job(run_db):
     assert none.exit_code == 1 and "has no backend job yet" in one_error_line(none)
 
 
+def test_logs_without_credentials_says_which_to_set(run_db):
+    result = invoke("logs", run_db, "4")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert line.startswith("error: backend 'local' needs credentials: [401]")
+    assert "set EOEXTRACT_LOCAL_USER and EOEXTRACT_LOCAL_PASSWORD, or EOEXTRACT_LOCAL_ACCESS_TOKEN" in line
+    wrong = invoke("logs", run_db, "4", env=creds(password="not-this-one"))
+    assert wrong.exit_code == 1
+    assert "backend 'local' refused the credentials: [403]" in one_error_line(wrong)
+    assert "not-this-one" not in wrong.output
+
+
+class ClosingServer:
+    """Accepts connections on 127.0.0.1 and closes them at once (a backend that is down
+    behind its port); counts the connections."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+
+def test_logs_of_a_stopped_backend_fail_at_once_in_one_line(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:  # a port nobody listens on
+        free_port = probe.getsockname()[1]
+    db = create_job_db(tmp_path / "jobs.db", pd.DataFrame({"title": ["x"]}, index=["a"]))
+    db.register_backend("local", f"http://127.0.0.1:{free_port}")
+    db.transition("a", JobStatus.CREATING, backend_name="local", attempt=1)
+    db.transition("a", JobStatus.QUEUED, id="j-1")
+    result = invoke("logs", tmp_path / "jobs.db", "a", env=creds())
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        f"error: cannot reach backend 'local' at http://127.0.0.1:{free_port}: connection refused "
+        f"(is it running, and is the URL recorded in the job database still right?)")
+    # no retries: one connection per request the client makes
+    server = ClosingServer()
+    try:
+        db.register_backend("local", f"http://127.0.0.1:{server.port}")
+        dropped = invoke("logs", tmp_path / "jobs.db", "a", env=creds())
+        cancel = invoke("cancel", tmp_path / "jobs.db", "--keys", "a", env=creds())
+    finally:
+        server.sock.close()
+    assert dropped.exit_code == 1 and "cannot reach backend 'local'" in one_error_line(dropped)
+    assert cancel.exit_code == 1
+    assert one_error_line(cancel).startswith("error: job a: cannot reach backend 'local': ")
+    assert "Retrying" not in dropped.output and server.accepted <= 4
+
+
 # ----------------------------------------------------------------------------- stac
 def write_item_file(output_dir: Path, key: str, i: int) -> None:
     """A finished job's stored items, as the extraction manager writes them (asset hrefs

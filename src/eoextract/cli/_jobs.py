@@ -245,8 +245,11 @@ def _report_results(results: list[Any], verb: str) -> int:
     failed = [r for r in results if not r.ok]
     shown = ", ".join(r.job_key for r in done[:20]) + (" ..." if len(done) > 20 else "")
     typer.echo(f"{verb} {len(done)} job(s)" + (f": {shown}" if done else ""))
-    for r in failed:
-        typer.echo(f"error: job {r.job_key}: {redact(r.message)}", err=True)
+    if failed:
+        from eoextract.cli._errors import explain_failure
+
+        for r in failed:
+            typer.echo(f"error: job {r.job_key}: {redact(explain_failure(r.message))}", err=True)
     return EXIT_PROBLEMS if failed else 0
 
 
