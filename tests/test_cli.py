@@ -388,13 +388,21 @@ def test_stac_build_without_recorded_settings_names_the_collection(tmp_path):
 def test_report_writes_html_and_pngs(run_db, tmp_path):
     out = tmp_path / "extraction"
     write_item_file(out, "0", 0)
-    result = invoke("report", run_db, "--output", tmp_path / "r" / "report.html", "--output-dir", out)
+    missing = invoke("report", run_db, "--output", tmp_path / "r" / "report.html", "--output-dir", out)
+    assert missing.exit_code == 2 and not (tmp_path / "r").exists()
+    assert one_error_line(missing) == (f"error: cannot write {tmp_path / 'r' / 'report.html'}: "
+                                       f"no folder {tmp_path / 'r'} (create it, or give --parents)")
+    result = invoke("report", run_db, "--output", tmp_path / "r" / "report.html", "--output-dir", out,
+                    "--parents")
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 5
     assert {p.name for p in (tmp_path / "r" / "report_files").iterdir()} == {
         "timeline.png", "status_over_time.png", "distributions.png", "failures.png", "footprints.png"}
     assert invoke("report", run_db, "--output-dir", tmp_path / "missing").exit_code == 2
+    at_root = invoke("report", run_db, "-o", "/eoextract-no-such-dir/r.html")
+    assert at_root.exit_code == 2 and not Path("/eoextract-no-such-dir").exists()
+    assert "no folder /eoextract-no-such-dir" in one_error_line(at_root)
 
 
 @pytest.mark.slow
