@@ -97,6 +97,60 @@ def test_status_table_and_json(run_db):
     assert data["backends"]["local"].startswith("http://127.0.0.1")
 
 
+@pytest.fixture(scope="module")
+def thirty_jobs(tmp_path_factory) -> Path:
+    """A 30-job database as a run leaves it: finished, failed, retried, requeued, queued."""
+    path = tmp_path_factory.mktemp("thirty") / "jobs.db"
+    df = gpd.GeoDataFrame({"title": [f"t{i}" for i in range(30)]},
+                          geometry=[box(5 + i * 0.01, 51, 5.01 + i * 0.01, 51.01) for i in range(30)],
+                          crs=4326)
+    db = create_job_db(path, df)
+    db.register_backend("local", "http://127.0.0.1:9")
+    for i in range(30):
+        key = str(i)
+        db.transition(key, JobStatus.CREATING, backend_name="local", attempt=1)
+        if i == 0:  # an interrupted run had not created it: requeued, then run again
+            db.transition(key, JobStatus.NOT_STARTED, attempt=0,
+                          message="not created on the backend before the interruption; requeued")
+            db.transition(key, JobStatus.CREATING, backend_name="local", attempt=1)
+        db.transition(key, JobStatus.QUEUED, id=f"j-{i}")
+        if i == 1:  # failed once, retried
+            db.transition(key, JobStatus.NOT_STARTED, error_class="JobFailed", error_message="boom",
+                          message="run: boom (backend job j-1); retry in 30 s")
+            db.transition(key, JobStatus.CREATING, backend_name="local", attempt=2)
+            db.transition(key, JobStatus.QUEUED, id="j-1b")
+        if i % 3 == 0:
+            db.transition(key, JobStatus.FINISHED)
+        elif i % 3 == 1:
+            db.transition(key, JobStatus.ERROR, error_class="JobFailed", error_message="boom")
+    return path
+
+
+def test_status_counts_requeued_creations_apart_from_retries(thirty_jobs):
+    data = json.loads(invoke("status", thirty_jobs, "--json").stdout)
+    assert data["total"] == 30 and data["counts"] == {"queued": 10, "finished": 10, "error": 10}
+    assert (data["retries"], data["requeued"]) == (1, 1)
+    table = invoke("status", thirty_jobs)
+    assert table.exit_code == 0 and "retries 1  requeued 1" in table.stdout
+
+
+def test_status_imports_only_what_it_uses(thirty_jobs):
+    """``eoextract status`` on an SQLite database reads it without pandas and friends."""
+    heavy = ("pandas", "numpy", "geopandas", "shapely", "pyproj", "pystac", "openeo", "xarray",
+             "rasterio", "matplotlib", "pyarrow", "requests")
+    code = ("import sys\n"
+            "from eoextract.cli import app\n"
+            "try:\n"
+            f"    app(['status', {str(thirty_jobs)!r}], prog_name='eoextract')\n"
+            "except SystemExit as exc:\n"
+            "    assert not exc.code, exc.code\n"
+            f"print('HEAVY', sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 jobs, 20 final (10 failed), 10 open" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
 def test_status_watch_ends_when_all_final(run_db):
     result = invoke("status", run_db, "--watch", "--interval", "0.01")
     assert result.exit_code == 0, result.output

@@ -67,7 +67,7 @@ def _one_line(text: str, limit: int = 400) -> str:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, BackendError):
-        from eoextract.cli._errors import backend_message
+        from eoextract.cli._backend_failures import backend_message
 
         return backend_message(exc)
     text = str(exc) or type(exc).__name__

@@ -98,7 +98,7 @@ def status(
     rate = f"{summary.throughput_per_hour:.1f} jobs/h" if summary.throughput_per_hour else "-"
     out.print(f"running time {format_duration(summary.elapsed_s)}  throughput {rate}  "
               f"ETA {format_duration(summary.eta_s) if summary.open else 'done'}  "
-              f"retries {summary.retries}")
+              f"retries {summary.retries}" + (f"  requeued {summary.requeued}" if summary.requeued else ""))
     if summary.published:
         lat = summary.publication_latency_s
         latency = (f"; publication latency median {format_duration(lat['median'])}, "
@@ -246,7 +246,7 @@ def _report_results(results: list[Any], verb: str) -> int:
     shown = ", ".join(r.job_key for r in done[:20]) + (" ..." if len(done) > 20 else "")
     typer.echo(f"{verb} {len(done)} job(s)" + (f": {shown}" if done else ""))
     if failed:
-        from eoextract.cli._errors import explain_failure
+        from eoextract.cli._backend_failures import explain_failure
 
         for r in failed:
             typer.echo(f"error: job {r.job_key}: {redact(explain_failure(r.message))}", err=True)

@@ -13,16 +13,21 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
+from eoextract._util.lazy import lazy_module
 from eoextract._util.utc import to_utc
 from eoextract.errors import ConfigurationError
 from eoextract.jobs.db._columns import UserSchema, isna
 from eoextract.jobs.db._records import MANAGED_COLUMNS
 from eoextract.jobs.status import OPENEO_STATUS, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+else:  # imported on first use: commands reading a few columns never need them
+    np = lazy_module("numpy", globals(), "np")
+    pd = lazy_module("pandas", globals(), "pd")
 
 _log = logging.getLogger(__name__)
 

@@ -15,9 +15,7 @@ import abc
 from contextlib import AbstractContextManager
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, Self, get_args
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
 from eoextract._util.utc import as_utc
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
@@ -25,6 +23,9 @@ from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._frame import PreparedJobs, coerce_managed, prepare_job_frame, status_values
 from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 
 #: What :meth:`JobDatabase.initialize_from_df` does with a database that exists.
