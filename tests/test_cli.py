@@ -151,6 +151,19 @@ def test_status_imports_only_what_it_uses(thirty_jobs):
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 
+@pytest.mark.parametrize("sep", [";", "\t", ","])
+def test_a_job_csv_saved_by_a_spreadsheet_is_read(tmp_path, sep):
+    """A byte order mark and ``;`` (or tab) separators, as spreadsheets save CSV files."""
+    path = tmp_path / "jobs.csv"
+    lines = ["id;backend_name;status;title", "j-1;local;finished;a", "j-2;local;error;b",
+             "j-3;local;queued_for_start;c"]
+    path.write_bytes("\ufeff".encode() + "\n".join(line.replace(";", sep) for line in lines).encode() + b"\n")
+    data = json.loads(invoke("status", path, "--json").stdout)
+    assert data["counts"] == {"queued": 1, "finished": 1, "error": 1}
+    listing = json.loads(invoke("jobs", path, "-f", "json").stdout)
+    assert [r["id"] for r in listing] == ["j-1", "j-2", "j-3"] and listing[0]["title"] == "a"
+
+
 def test_status_watch_ends_when_all_final(run_db):
     result = invoke("status", run_db, "--watch", "--interval", "0.01")
     assert result.exit_code == 0, result.output
