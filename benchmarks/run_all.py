@@ -23,6 +23,7 @@ Sections (each reuses a benchmark script of this folder):
 ``postgres``    several managers on one PostgreSQL: throughput and failover (``bench_pg``)
 ``publish``     publishing to S3 (moto) against s3fs, loading pgstac against pypgstac
                 (``bench_publish``, run as a script; its printed figures are read back)
+``cli``         wall time of ``eoextract status`` on a 30-job database (``bench_cli``)
 
 Writes ``benchmarks/results.json`` (raw figures, per mode) and ``benchmarks/results.md``
 (the table: measure, eoextract, peer, ratio, goal, pass/fail, for the last full and quick
@@ -60,7 +61,7 @@ RESULTS_MD = HERE / "results.md"
 DOCS_PAGE = HERE.parent / "docs" / "benchmarks.md"
 DOCS_START, DOCS_END = "<!-- results: start -->", "<!-- results: end -->"
 SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "filemeta", "extraction", "postgres",
-            "publish")
+            "publish", "cli")
 
 
 @dataclass(frozen=True)
@@ -620,11 +621,24 @@ def section_publish(run: Run) -> None:
         run.skip("publish", "loading pgstac", found["pg_skipped"])
 
 
+def section_cli(run: Run) -> None:
+    from bench_cli import GOAL_S
+
+    log("cli: eoextract status on a 30-job database")
+    r = ours("bench_cli", "measure", jobs=30, repeat=7)
+    run.raw["cli"] = r
+    status = r["status_wall_s"]
+    run.add(Row("cli", "`eoextract status`, 30-job SQLite database (wall, median of 7 fresh processes)",
+                fmt(status, unit="s"), f"`eoextract --help` {fmt(r['help_wall_s'], unit='s')}",
+                ratio(status, r["help_wall_s"]), f"≤ {GOAL_S:g} s", status <= GOAL_S,
+                note=f"CPU {fmt(r['status_cpu_s'], unit='s')}; load average {r['load']:.1f}"))
+
+
 RUNNERS: dict[str, Callable[[Run], None]] = {
     "manager": section_manager, "slots": section_slots, "jobdb": section_jobdb,
     "catalogue": section_catalogue, "download": section_download, "filemeta": section_filemeta,
     "extraction": section_extraction,
-    "postgres": section_postgres, "publish": section_publish,
+    "postgres": section_postgres, "publish": section_publish, "cli": section_cli,
 }
 
 

@@ -97,6 +97,73 @@ def test_status_table_and_json(run_db):
     assert data["backends"]["local"].startswith("http://127.0.0.1")
 
 
+@pytest.fixture(scope="module")
+def thirty_jobs(tmp_path_factory) -> Path:
+    """A 30-job database as a run leaves it: finished, failed, retried, requeued, queued."""
+    path = tmp_path_factory.mktemp("thirty") / "jobs.db"
+    df = gpd.GeoDataFrame({"title": [f"t{i}" for i in range(30)]},
+                          geometry=[box(5 + i * 0.01, 51, 5.01 + i * 0.01, 51.01) for i in range(30)],
+                          crs=4326)
+    db = create_job_db(path, df)
+    db.register_backend("local", "http://127.0.0.1:9")
+    for i in range(30):
+        key = str(i)
+        db.transition(key, JobStatus.CREATING, backend_name="local", attempt=1)
+        if i == 0:  # an interrupted run had not created it: requeued, then run again
+            db.transition(key, JobStatus.NOT_STARTED, attempt=0,
+                          message="not created on the backend before the interruption; requeued")
+            db.transition(key, JobStatus.CREATING, backend_name="local", attempt=1)
+        db.transition(key, JobStatus.QUEUED, id=f"j-{i}")
+        if i == 1:  # failed once, retried
+            db.transition(key, JobStatus.NOT_STARTED, error_class="JobFailed", error_message="boom",
+                          message="run: boom (backend job j-1); retry in 30 s")
+            db.transition(key, JobStatus.CREATING, backend_name="local", attempt=2)
+            db.transition(key, JobStatus.QUEUED, id="j-1b")
+        if i % 3 == 0:
+            db.transition(key, JobStatus.FINISHED)
+        elif i % 3 == 1:
+            db.transition(key, JobStatus.ERROR, error_class="JobFailed", error_message="boom")
+    return path
+
+
+def test_status_counts_requeued_creations_apart_from_retries(thirty_jobs):
+    data = json.loads(invoke("status", thirty_jobs, "--json").stdout)
+    assert data["total"] == 30 and data["counts"] == {"queued": 10, "finished": 10, "error": 10}
+    assert (data["retries"], data["requeued"]) == (1, 1)
+    table = invoke("status", thirty_jobs)
+    assert table.exit_code == 0 and "retries 1  requeued 1" in table.stdout
+
+
+def test_status_imports_only_what_it_uses(thirty_jobs):
+    """``eoextract status`` on an SQLite database reads it without pandas and friends."""
+    heavy = ("pandas", "numpy", "geopandas", "shapely", "pyproj", "pystac", "openeo", "xarray",
+             "rasterio", "matplotlib", "pyarrow", "requests")
+    code = ("import sys\n"
+            "from eoextract.cli import app\n"
+            "try:\n"
+            f"    app(['status', {str(thirty_jobs)!r}], prog_name='eoextract')\n"
+            "except SystemExit as exc:\n"
+            "    assert not exc.code, exc.code\n"
+            f"print('HEAVY', sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 jobs, 20 final (10 failed), 10 open" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+@pytest.mark.parametrize("sep", [";", "\t", ","])
+def test_a_job_csv_saved_by_a_spreadsheet_is_read(tmp_path, sep):
+    """A byte order mark and ``;`` (or tab) separators, as spreadsheets save CSV files."""
+    path = tmp_path / "jobs.csv"
+    lines = ["id;backend_name;status;title", "j-1;local;finished;a", "j-2;local;error;b",
+             "j-3;local;queued_for_start;c"]
+    path.write_bytes("\ufeff".encode() + "\n".join(line.replace(";", sep) for line in lines).encode() + b"\n")
+    data = json.loads(invoke("status", path, "--json").stdout)
+    assert data["counts"] == {"queued": 1, "finished": 1, "error": 1}
+    listing = json.loads(invoke("jobs", path, "-f", "json").stdout)
+    assert [r["id"] for r in listing] == ["j-1", "j-2", "j-3"] and listing[0]["title"] == "a"
+
+
 def test_status_watch_ends_when_all_final(run_db):
     result = invoke("status", run_db, "--watch", "--interval", "0.01")
     assert result.exit_code == 0, result.output
@@ -239,6 +306,69 @@ def test_logs_of_a_failed_job(run_db):
     assert none.exit_code == 1 and "has no backend job yet" in one_error_line(none)
 
 
+def test_logs_without_credentials_says_which_to_set(run_db):
+    result = invoke("logs", run_db, "4")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert line.startswith("error: backend 'local' needs credentials: [401]")
+    assert "set EOEXTRACT_LOCAL_USER and EOEXTRACT_LOCAL_PASSWORD, or EOEXTRACT_LOCAL_ACCESS_TOKEN" in line
+    wrong = invoke("logs", run_db, "4", env=creds(password="not-this-one"))
+    assert wrong.exit_code == 1
+    assert "backend 'local' refused the credentials: [403]" in one_error_line(wrong)
+    assert "not-this-one" not in wrong.output
+
+
+class ClosingServer:
+    """Accepts connections on 127.0.0.1 and closes them at once (a backend that is down
+    behind its port); counts the connections."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+
+def test_logs_of_a_stopped_backend_fail_at_once_in_one_line(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:  # a port nobody listens on
+        free_port = probe.getsockname()[1]
+    db = create_job_db(tmp_path / "jobs.db", pd.DataFrame({"title": ["x"]}, index=["a"]))
+    db.register_backend("local", f"http://127.0.0.1:{free_port}")
+    db.transition("a", JobStatus.CREATING, backend_name="local", attempt=1)
+    db.transition("a", JobStatus.QUEUED, id="j-1")
+    result = invoke("logs", tmp_path / "jobs.db", "a", env=creds())
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        f"error: cannot reach backend 'local' at http://127.0.0.1:{free_port}: connection refused "
+        f"(is it running, and is the URL recorded in the job database still right?)")
+    # no retries: one connection per request the client makes
+    server = ClosingServer()
+    try:
+        db.register_backend("local", f"http://127.0.0.1:{server.port}")
+        dropped = invoke("logs", tmp_path / "jobs.db", "a", env=creds())
+        cancel = invoke("cancel", tmp_path / "jobs.db", "--keys", "a", env=creds())
+    finally:
+        server.sock.close()
+    assert dropped.exit_code == 1 and "cannot reach backend 'local'" in one_error_line(dropped)
+    assert cancel.exit_code == 1
+    assert one_error_line(cancel).startswith("error: job a: cannot reach backend 'local': ")
+    assert "Retrying" not in dropped.output and server.accepted <= 4
+
+
 # ----------------------------------------------------------------------------- stac
 def write_item_file(output_dir: Path, key: str, i: int) -> None:
     """A finished job's stored items, as the extraction manager writes them (asset hrefs
@@ -325,13 +455,21 @@ def test_stac_build_without_recorded_settings_names_the_collection(tmp_path):
 def test_report_writes_html_and_pngs(run_db, tmp_path):
     out = tmp_path / "extraction"
     write_item_file(out, "0", 0)
-    result = invoke("report", run_db, "--output", tmp_path / "r" / "report.html", "--output-dir", out)
+    missing = invoke("report", run_db, "--output", tmp_path / "r" / "report.html", "--output-dir", out)
+    assert missing.exit_code == 2 and not (tmp_path / "r").exists()
+    assert one_error_line(missing) == (f"error: cannot write {tmp_path / 'r' / 'report.html'}: "
+                                       f"no folder {tmp_path / 'r'} (create it, or give --parents)")
+    result = invoke("report", run_db, "--output", tmp_path / "r" / "report.html", "--output-dir", out,
+                    "--parents")
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 5
     assert {p.name for p in (tmp_path / "r" / "report_files").iterdir()} == {
         "timeline.png", "status_over_time.png", "distributions.png", "failures.png", "footprints.png"}
     assert invoke("report", run_db, "--output-dir", tmp_path / "missing").exit_code == 2
+    at_root = invoke("report", run_db, "-o", "/eoextract-no-such-dir/r.html")
+    assert at_root.exit_code == 2 and not Path("/eoextract-no-such-dir").exists()
+    assert "no folder /eoextract-no-such-dir" in one_error_line(at_root)
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Atomic file writes: a temporary file in the target's folder, fsync, rename, directory fsync.
 
 A crash at any point leaves either the previous file or the new one, never a torn one.
+Files are created with the permissions ``open()`` gives (``0666`` less the umask), not
+the ``0600`` of :func:`tempfile.mkstemp`.
 """
 
 from __future__ import annotations
@@ -8,11 +10,42 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def temp_file(folder: str | os.PathLike[str], *, prefix: str = "tmp", suffix: str = ".tmp"
+              ) -> tuple[int, Path]:
+    """A new, uniquely named file in ``folder`` as ``(open descriptor, path)``.
+
+    As :func:`tempfile.mkstemp`, but with the mode a plain ``open()`` would give
+    (``0666 & ~umask``), so the file keeps it once renamed into place.
+    """
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except (AttributeError, OSError):  # pragma: no cover - no fchmod (Windows)
+        pass
+    return fd, Path(name)
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -38,9 +71,8 @@ def atomic_path(target: str | os.PathLike[str], *, prefix: str | None = None,
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=prefix or f".{target.name}.", suffix=suffix, dir=target.parent)
+    fd, tmp = temp_file(target.parent, prefix=prefix or f".{target.name}.", suffix=suffix)
     os.close(fd)
-    tmp = Path(name)
     try:
         yield tmp
         if fsync:

@@ -20,7 +20,7 @@ import click
 import typer
 
 from eoextract._util.redact import redact
-from eoextract.errors import ConfigurationError, EoextractError, JobDatabaseError
+from eoextract.errors import BackendError, ConfigurationError, EoextractError, JobDatabaseError
 
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -75,6 +75,10 @@ def _one_line(text: str, limit: int = 400) -> str:
 
 
 def _message(exc: BaseException) -> str:
+    if isinstance(exc, BackendError):
+        from eoextract.cli._backend_failures import backend_message
+
+        return backend_message(exc)
     text = str(exc) or type(exc).__name__
     if isinstance(exc, (EoextractError, FileNotFoundError)):
         return text

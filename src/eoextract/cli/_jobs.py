@@ -98,7 +98,7 @@ def status(
     rate = f"{summary.throughput_per_hour:.1f} jobs/h" if summary.throughput_per_hour else "-"
     out.print(f"running time {format_duration(summary.elapsed_s)}  throughput {rate}  "
               f"ETA {format_duration(summary.eta_s) if summary.open else 'done'}  "
-              f"retries {summary.retries}")
+              f"retries {summary.retries}" + (f"  requeued {summary.requeued}" if summary.requeued else ""))
     if summary.published:
         lat = summary.publication_latency_s
         latency = (f"; publication latency median {format_duration(lat['median'])}, "
@@ -255,8 +255,11 @@ def _report_results(results: list[Any], verb: str) -> int:
     failed = [r for r in results if not r.ok]
     shown = ", ".join(r.job_key for r in done[:20]) + (" ..." if len(done) > 20 else "")
     typer.echo(f"{verb} {len(done)} job(s)" + (f": {shown}" if done else ""))
-    for r in failed:
-        typer.echo(f"error: job {r.job_key}: {redact(r.message)}", err=True)
+    if failed:
+        from eoextract.cli._backend_failures import explain_failure
+
+        for r in failed:
+            typer.echo(f"error: job {r.job_key}: {redact(explain_failure(r.message))}", err=True)
     return EXIT_PROBLEMS if failed else 0
 
 

@@ -18,13 +18,25 @@ def report(
     output_dir: Annotated[Path | None, typer.Option(help="The extraction's output folder (map of item footprints).")] = None,
     title: Annotated[str | None, typer.Option(help="Page title.")] = None,
     pngs: Annotated[bool, typer.Option(help="Also write the plots as PNGs into <output stem>_files/.")] = True,
+    parents: Annotated[bool, typer.Option("--parents", "-p", help="Create the folder of --output (and its parents) when missing.")] = False,
 ) -> None:
     """Write a self-contained HTML report: timeline per backend, status counts over time,
-    durations and costs, failures by class, map of item footprints."""
-    from eoextract.report._html import write_report
-
+    durations and costs, failures by class, map of item footprints. The folder of
+    --output must exist, unless --parents is given."""
+    if output.exists() and output.is_dir():
+        raise UsageError(f"--output {output} is a folder; give the HTML file's path")
+    folder = output.parent
+    if not folder.is_dir():
+        if folder.exists():
+            raise UsageError(f"cannot write {output}: {folder} is not a folder")
+        if not parents:
+            raise UsageError(f"cannot write {output}: no folder {folder} (create it, or give --parents)")
     database = open_db(db)
     if output_dir is not None and not output_dir.is_dir():
         raise UsageError(f"no folder {output_dir}")
+    from eoextract.report._html import write_report
+
+    if parents:
+        folder.mkdir(parents=True, exist_ok=True)
     path = write_report(database, output, output_dir=output_dir, title=title, write_pngs=pngs)
     console().print(f"wrote {path}")

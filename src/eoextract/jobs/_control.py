@@ -37,6 +37,9 @@ from eoextract.jobs.status import ON_BACKEND, STAGE_RETRY, TERMINAL, USER_RETRYA
 _log = logging.getLogger(__name__)
 S = JobStatus
 
+#: ``requests`` timeout (connect, read) in seconds of the calls made here, without retries.
+CONNECT_TIMEOUT = (5.0, 60.0)
+
 
 def cli_manager_id(tool: str = "eoextract-cli") -> str:
     """The ``manager_id`` recorded in the history for changes made by hand."""
@@ -103,7 +106,8 @@ def connect_backend(
     env = os.environ if environ is None else environ
     names = credential_variables(backend_name)
     try:
-        connection = openeo.connect(url)
+        # one attempt, short connect timeout: these calls are made by a person waiting
+        connection = openeo.connect(url, retry=False, default_timeout=CONNECT_TIMEOUT)  # type: ignore[arg-type]
         user, password = env.get(names["user"]), env.get(names["password"])
         if user and password:
             _log.debug("backend %r: basic authentication from %s", backend_name, names["user"])

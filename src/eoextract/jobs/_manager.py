@@ -430,6 +430,7 @@ class JobManager:
                 if isinstance(outcome, InvalidTransition):
                     _log.warning("job %s: %s", launch.change.job_key, outcome)
                     continue
+                run.events.log(launch.change, outcome, launch.backend.name)
                 launched += 1
                 self._submit(run, launch.change.job_key, create_job, self, run.start_job, launch.record,
                              launch.backend, launch.tag)

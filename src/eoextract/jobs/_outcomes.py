@@ -153,6 +153,9 @@ class ResultApplier:
                 applied = not isinstance(outcome, InvalidTransition)
                 if not applied:
                     _log.warning("job %s: %s", change.job_key, outcome)
+                else:
+                    record = results[i].record
+                    run.events.log(change, outcome, record.backend_name if record is not None else None)
                 self._settle(results[i], applied)
                 settled[i] = True
             pending.clear()
@@ -202,23 +205,25 @@ class ResultApplier:
         if result.then is not None and applied:
             self.follow(result)
 
-    def _transition(self, change: Transition) -> bool:
+    def _transition(self, change: Transition, backend_name: str | None = None) -> bool:
         run = self.run
         try:
-            run.db.transition(change.job_key, change.new, message=change.message, manager_id=self.manager_id,
-                              expect=change.expect, **dict(change.fields))
-            return True
+            outcome = run.db.transition(change.job_key, change.new, message=change.message,
+                                        manager_id=self.manager_id, expect=change.expect, **dict(change.fields))
         except InvalidTransition as exc:
             _log.warning("job %s: %s", change.job_key, exc)
             return False
+        run.events.log(change, outcome, backend_name)
+        return True
 
     def _fail(self, failure: Failure) -> None:
         """Retry a failed job later (retryable and attempts left) or give it its final status."""
         run = self.run
-        change, count = after_failure(run.db.get(failure.job_key), failure.info, stage=failure.stage,
+        current = run.db.get(failure.job_key)
+        change, count = after_failure(current, failure.info, stage=failure.stage,
                                       backend_job_id=failure.backend_job_id, max_attempts=self.max_attempts,
                                       backoff=self.backoff)
-        self._transition(change)
+        self._transition(change, current.backend_name)
         run.stats[count] += 1
         run.needs_start.discard(failure.job_key)
 

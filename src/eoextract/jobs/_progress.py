@@ -8,13 +8,17 @@ use::
       local     ■■■□  3/4 slots   queued 1  running 2
       cdse      ■■□□  2/4 slots   running 2
 
-It is quiet unless asked for, and stays quiet when standard output is not a terminal
-(log files, CI, pipes). Updates are throttled, so feeding it on every loop iteration
-costs one time check most of the time.
+It is quiet unless asked for, and stays quiet when standard output is neither a terminal
+nor a Jupyter notebook (log files, CI, pipes). In a notebook (rich's console detects the
+kernel) the same display is rendered to HTML and updated in place in the cell's output,
+through IPython's display handles (no ``ipywidgets`` needed, no terminal escape codes).
+Updates are throttled, so feeding it on every loop iteration costs one time check most
+of the time.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -73,7 +77,11 @@ class RunProgress:
         except ImportError:  # pragma: no cover - rich is a core dependency
             return
         self.console = console or _Console()
-        self.active = bool(self.console.is_terminal)
+        #: Where the display goes: ``"terminal"``, ``"jupyter"`` (HTML in the cell's output) or None.
+        self.mode: str | None = ("terminal" if self.console.is_terminal
+                                 else "jupyter" if self.console.is_jupyter else None)
+        self._handle: Any = None  # the IPython display handle in a notebook
+        self.active = self.mode is not None
 
     # ------------------------------------------------------------------ feeding
     def tick(self, db: JobDatabase) -> None:
@@ -175,7 +183,35 @@ class RunProgress:
             rows.add_row(Text(f"  {name}"), meter, Text(slots_text), Text(detail, style="dim"))
         return Group(head, rows)
 
+    def html(self) -> str:
+        """The display as HTML (what a notebook shows): rich's rendering with inline styles."""
+        from rich.console import Console
+
+        recorder = Console(file=io.StringIO(), record=True, width=min(self.console.width or 120, 160),
+                           force_terminal=True, force_jupyter=False, color_system="truecolor")
+        recorder.print(self.renderable())
+        return recorder.export_html(
+            inline_styles=True,
+            code_format='<pre style="font-family:Menlo,\'DejaVu Sans Mono\',consolas,monospace;'
+                        'line-height:1.25;white-space:pre">{code}</pre>')
+
+    def _draw_jupyter(self) -> None:
+        try:
+            from IPython.display import HTML, display
+        except ImportError:  # a notebook without IPython: nothing to draw with
+            _log.debug("progress: no IPython to display with")
+            self.active = False
+            return
+        page = HTML(self.html())
+        if self._handle is None:
+            self._handle = display(page, display_id=True)
+        else:
+            self._handle.update(page)
+
     def _draw(self) -> None:
+        if self.mode == "jupyter":
+            self._draw_jupyter()
+            return
         if self._live is None:
             from rich.live import Live
 

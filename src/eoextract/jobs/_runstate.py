@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from eoextract.jobs._events import JobEvents
 from eoextract.jobs._scheduling import BackendHealth
 from eoextract.jobs.db import JobDatabase
 
@@ -51,6 +52,8 @@ class _Run:
     started_at: float = field(default_factory=time.monotonic)
     executor: ThreadPoolExecutor | None = None
     progress: Any = None  # a RunProgress when run_jobs(progress=True)
+    #: One log line per status change (:mod:`~eoextract.jobs._events`).
+    events: JobEvents = field(default_factory=JobEvents)
 
     def drain(self) -> list[TaskResult]:
         """The results handed back since the last call, oldest first."""

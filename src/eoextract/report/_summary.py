@@ -14,16 +14,22 @@ and user scripts share one implementation::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from eoextract._util.utc import format_duration
+from eoextract._util.lazy import lazy_module
+from eoextract._util.utc import as_utc, format_duration
 from eoextract.jobs.db import JobDatabase
 from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+else:  # summaries are computed without pandas (``eoextract status`` stays quick)
+    pd = lazy_module("pandas", globals(), "pd")
 
 
 logger = logging.getLogger(__name__)
@@ -82,7 +88,8 @@ class RunSummary:
         done: Jobs in a final status.
         failed: Jobs in a final failure status.
         open: Jobs not final yet.
-        retries: Automatic and user retries recorded in the history.
+        retries: Automatic and user retries recorded in the history (a job put back to
+            ``not_started`` after a failure).
         elapsed_s: Running time: from ``started_at`` to now while jobs are open, else to
             the last change.
         throughput_per_hour: Jobs reaching a final status per hour of running time.
@@ -111,6 +118,9 @@ class RunSummary:
     error_classes: list[ErrorClassSummary] = field(default_factory=list)
     published: int = 0
     publication_latency_s: dict[str, float] | None = None
+    #: Jobs put back to ``not_started`` because an interrupted run had not created them on
+    #: their backend yet (not failures, not counted in :attr:`retries`).
+    requeued: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data."""
@@ -130,6 +140,7 @@ class RunSummary:
             "failed": self.failed,
             "open": self.open,
             "retries": self.retries,
+            "requeued": self.requeued,
             "elapsed_s": self.elapsed_s,
             "throughput_per_hour": self.throughput_per_hour,
             "eta_s": self.eta_s,
@@ -195,6 +206,11 @@ def history_frame(db: JobDatabase, keys: Sequence[str] | None = None) -> pd.Data
 
 
 def _sql_history(engine: Any, keys: Sequence[str] | None) -> pd.DataFrame:
+    return pd.DataFrame(_sql_history_rows(engine, keys), columns=list(HISTORY_COLUMNS))
+
+
+def _sql_history_rows(engine: Any, keys: Sequence[str] | None) -> list[tuple[Any, ...]]:
+    """The history as tuples of :data:`HISTORY_COLUMNS`, in the order it was written."""
     import sqlalchemy as sa
 
     from eoextract.jobs.db._models import Job, JobStatusChange
@@ -214,23 +230,92 @@ def _sql_history(engine: Any, keys: Sequence[str] | None) -> pd.DataFrame:
             keys = list(keys)
             for i in range(0, len(keys), 500):
                 rows.extend(conn.execute(stmt.where(jobs.c.job_key.in_(keys[i:i + 500]))))
-    return pd.DataFrame([tuple(r) for r in rows], columns=list(HISTORY_COLUMNS))
+    return [tuple(r) for r in rows]
 
 
-def _error_classes(jobs: pd.DataFrame, limit: int) -> list[ErrorClassSummary]:
+#: Fields of the job rows a summary reads.
+_SUMMARY_FIELDS = ("job_key", "status", "backend_name", "attempt", "error_class", "error_message",
+                   "input_published_at", "output_published_at")
+
+
+def _time(value: Any) -> datetime | None:
+    """An aware UTC datetime of a datetime or Timestamp; None for missing values."""
+    if value is None or value != value:  # None, NaN, NaT
+        return None
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    return as_utc(value) if isinstance(value, datetime) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value != value or str(value) == "" else str(value)
+
+
+def _job_rows(db: JobDatabase, jobs: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The jobs as dicts of :data:`_SUMMARY_FIELDS`: from ``jobs`` when given, else from
+    ``db`` (SQL databases with one query of these columns only)."""
+    if jobs is not None:
+        frame = pd.DataFrame(jobs)
+        records = frame.to_dict("records")
+        return [{"job_key": str(key), **{f: record.get(f) for f in _SUMMARY_FIELDS[1:]}}
+                for key, record in zip(frame.index, records)]
+    engine = getattr(db, "engine", None)
+    if engine is not None:
+        import sqlalchemy as sa
+
+        from eoextract.jobs.db._models import Job
+
+        table: sa.Table = Job.__table__  # type: ignore[assignment]
+        with engine.connect() as conn:
+            result = conn.execute(sa.select(*(table.c[f] for f in _SUMMARY_FIELDS)).order_by(table.c.pk))
+            return [dict(zip(_SUMMARY_FIELDS, row)) for row in result]
+    return [{"job_key": rec.job_key, "status": rec.status.value,
+             **{f: rec.fields.get(f) for f in _SUMMARY_FIELDS[2:]}} for rec in db.jobs()]
+
+
+def _history_rows(db: JobDatabase, history: pd.DataFrame | None) -> list[tuple[str, str | None, str, datetime, str]]:
+    """The history as ``(job_key, old, new, at, message)``, sorted by time."""
+    if history is not None:
+        frame = pd.DataFrame(history)
+        raw: Iterable[tuple[Any, ...]] = zip(frame["job_key"], frame["old"], frame["new"], frame["at"],
+                                             frame["message"])
+    else:
+        engine = getattr(db, "engine", None)
+        if engine is not None:
+            raw = ((r[0], r[2], r[3], r[4], r[6]) for r in _sql_history_rows(engine, None))
+        else:
+            raw = ((rec.job_key, None if c.old is None else c.old.value, c.new.value, c.at, c.message)
+                   for rec in db.jobs() for c in db.history(rec.job_key))
+    rows = []
+    for key, old, new, at, message in raw:
+        when = _time(at)
+        if when is not None:
+            rows.append((str(key), _text(old), str(new), when, _text(message) or ""))
+    rows.sort(key=lambda r: r[3])
+    return rows
+
+
+def is_requeue(old: str | None, new: str, message: str | None) -> bool:
+    """Whether a history row puts back a job an interrupted run had not created on its
+    backend (``creating → not_started``, "...; requeued"): no failure, no retry."""
+    return (new == JobStatus.NOT_STARTED.value and old == JobStatus.CREATING.value
+            and (message or "").rstrip().endswith("requeued"))
+
+
+def _error_classes(jobs: Sequence[Mapping[str, Any]], limit: int) -> list[ErrorClassSummary]:
     failed_values = {s.value for s in FAILED}
-    with_error = jobs[jobs["error_class"].notna() & (jobs["error_class"].astype(str) != "")]
-    failed = with_error[with_error["status"].isin(failed_values)]
-    retrying = with_error[(with_error["status"] == JobStatus.NOT_STARTED.value)
-                          & (with_error["attempt"] > 0)]
     classes: dict[str, list[Any]] = {}
-    for frame, slot in ((failed, 0), (retrying, 1)):
-        for key, row in frame.iterrows():
-            entry = classes.setdefault(str(row["error_class"]), [0, 0, key, row["error_message"]])
+    with_error = [j for j in jobs if _text(j.get("error_class"))]
+    failed = [j for j in with_error if str(j["status"]) in failed_values]
+    retrying = [j for j in with_error
+                if str(j["status"]) == JobStatus.NOT_STARTED.value and int(j.get("attempt") or 0) > 0]
+    for rows, slot in ((failed, 0), (retrying, 1)):
+        for row in rows:
+            entry = classes.setdefault(str(row["error_class"]), [0, 0, row["job_key"], row.get("error_message")])
             entry[slot] += 1
     result = [
         ErrorClassSummary(error_class=name, failed=f, retrying=r, example_key=str(key),
-                          example_message=" ".join(str(msg or "").split()))
+                          example_message=" ".join(str(_text(msg) or "").split()))
         for name, (f, r, key, msg) in classes.items()
     ]
     result.sort(key=lambda e: (-e.total, e.error_class))
@@ -247,6 +332,9 @@ def summarize(
 ) -> RunSummary:
     """Summarise the run recorded in ``db``.
 
+    Computed on plain rows: pandas is only imported when ``jobs``/``history`` frames are
+    passed or the database is not an SQL one.
+
     Args:
         db: The job database.
         now: The time to measure against (default: now, UTC).
@@ -258,35 +346,38 @@ def summarize(
         The summary.
     """
     now = now or datetime.now(UTC)
-    jobs = jobs_frame(db) if jobs is None else jobs
-    history = history_frame(db) if history is None else history
-    counts_raw = jobs["status"].value_counts().to_dict()
+    job_rows = _job_rows(db, jobs)
+    changes = _history_rows(db, history)
+    for row in job_rows:
+        row["status"] = str(row["status"])
+    counts_raw = Counter(row["status"] for row in job_rows)
     counts = {s: int(counts_raw[s]) for s in status_order(counts_raw)}
-    by_backend: dict[str, dict[str, int]] = {}
-    backend_col = jobs["backend_name"].where(jobs["backend_name"].notna(), "-").astype(str)
-    for (backend, status), n in jobs.groupby([backend_col, jobs["status"]]).size().items():
-        by_backend.setdefault(str(backend), {})[str(status)] = int(n)
-    by_backend = {b: {s: v[s] for s in status_order(v)} for b, v in sorted(by_backend.items())}
+    per_backend: dict[str, Counter[str]] = {}
+    for row in job_rows:
+        per_backend.setdefault(_text(row.get("backend_name")) or "-", Counter())[row["status"]] += 1
+    by_backend = {b: {s: v[s] for s in status_order(v)} for b, v in sorted(per_backend.items())}
     terminal = {s.value for s in TERMINAL}
     done = int(sum(n for s, n in counts.items() if s in terminal))
     failed = int(sum(n for s, n in counts.items() if s in {x.value for x in FAILED}))
-    open_ = int(len(jobs) - done)
+    open_ = int(len(job_rows) - done)
 
     started_at = last_change = None
-    retries = 0
-    if len(history):
-        launches = history.loc[history["new"] == JobStatus.CREATING.value, "at"]
-        first = launches.min() if len(launches) else history["at"].min()
-        started_at = first.to_pydatetime() if pd.notna(first) else None
-        last = history["at"].max()
-        last_change = last.to_pydatetime() if pd.notna(last) else None
-        retries = int(((history["new"] == JobStatus.NOT_STARTED.value)
-                       & history["old"].notna()).sum())
+    retries = requeued = 0
+    if changes:
+        launches = [at for _, _, new, at, _ in changes if new == JobStatus.CREATING.value]
+        started_at = min(launches) if launches else changes[0][3]
+        last_change = changes[-1][3]
+        for _, old, new, _, message in changes:
+            if new == JobStatus.NOT_STARTED.value and old is not None:
+                if is_requeue(old, new, message):
+                    requeued += 1
+                else:
+                    retries += 1
     elapsed = throughput = eta = None
     if started_at is not None:
         end = now if open_ else (last_change or now)
         elapsed = max(0.0, (end - started_at).total_seconds())
-        finished_in_run = _final_since(history, started_at)
+        finished_in_run = _final_since(changes, started_at)
         if elapsed > 0 and finished_in_run:
             throughput = finished_in_run / elapsed * 3600.0
             if open_:
@@ -298,33 +389,37 @@ def summarize(
     except Exception:  # noqa: BLE001 - file databases may not record backends
         backends = {}
     return RunSummary(
-        total=int(len(jobs)), counts=counts, by_backend=by_backend, backends=backends,
+        total=int(len(job_rows)), counts=counts, by_backend=by_backend, backends=backends,
         started_at=started_at, last_change_at=last_change, now=now, done=done, failed=failed,
         open=open_, retries=retries, elapsed_s=elapsed, throughput_per_hour=throughput,
-        eta_s=eta, error_classes=_error_classes(jobs, top_errors),
-        **_publication(jobs),
+        eta_s=eta, error_classes=_error_classes(job_rows, top_errors), requeued=requeued,
+        **_publication(job_rows),
     )
 
 
-def _publication(jobs: pd.DataFrame) -> dict[str, Any]:
+def _publication(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Published jobs and the latency input published → output published (seed 002)."""
-    if "output_published_at" not in jobs.columns:
-        return {}
-    out = _aware(jobs["output_published_at"])
-    inp = _aware(jobs["input_published_at"] if "input_published_at" in jobs.columns
-                 else pd.Series(None, index=jobs.index, dtype=object))
-    latency = (out - inp).dt.total_seconds().dropna()
+    published = 0
+    latency: list[float] = []
+    for row in jobs:
+        out = _time(row.get("output_published_at"))
+        if out is None:
+            continue
+        published += 1
+        inp = _time(row.get("input_published_at"))
+        if inp is not None:
+            latency.append((out - inp).total_seconds())
     stats = None
-    if len(latency):
-        stats = {"median": float(latency.median()), "mean": float(latency.mean()),
-                 "max": float(latency.max()), "n": int(len(latency))}
-    return {"published": int(out.notna().sum()), "publication_latency_s": stats}
+    if latency:
+        stats = {"median": float(statistics.median(latency)), "mean": float(statistics.fmean(latency)),
+                 "max": float(max(latency)), "n": len(latency)}
+    return {"published": published, "publication_latency_s": stats}
 
 
-def _final_since(history: pd.DataFrame, since: datetime) -> int:
+def _final_since(changes: Sequence[tuple[str, str | None, str, datetime, str]], since: datetime) -> int:
     """Jobs whose latest change is into a final status at or after ``since``."""
-    if not len(history):
-        return 0
-    last = history.groupby("job_key", sort=False).tail(1)
+    last: dict[str, tuple[str, datetime]] = {}
+    for key, _, new, at, _ in changes:
+        last[key] = (new, at)
     terminal = {s.value for s in TERMINAL}
-    return int((last["new"].isin(terminal) & (last["at"] >= pd.Timestamp(since))).sum())
+    return sum(1 for new, at in last.values() if new in terminal and at >= since)

@@ -83,6 +83,21 @@ def test_duplicate_key_column_is_refused(path):
         create_job_db(path, pd.DataFrame({"k": ["a"]}), key_column="nope")
 
 
+@pytest.mark.parametrize("index", [
+    [0.0, float("nan"), 2.0],
+    ["a", None, "c"],
+    pd.to_datetime(["2024-01-01", None, "2024-01-03"]),
+])
+def test_missing_index_values_are_refused_naming_their_rows(path, index):
+    """``str(nan)`` / ``str(None)`` would make jobs keyed 'nan' / 'None'."""
+    df = pd.DataFrame({"x": [1, 2, 3]}, index=index)
+    with pytest.raises(ConfigurationError, match=r"1 missing job key\(s\) in the index .* row position\(s\) 1;"):
+        create_job_db(path, df)
+    assert not path.exists()
+    with pytest.raises(ConfigurationError, match=r"column 'k' .* position\(s\) 0, 2;"):
+        create_job_db(path, pd.DataFrame({"k": [None, "b", float("nan")]}), key_column="k")
+
+
 def test_openeo_style_columns_load(path):
     df = pd.DataFrame({
         "title": ["a", "b", "c"],

@@ -23,7 +23,6 @@ import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +34,7 @@ import requests
 import urllib3
 
 from eoextract._util.checksum import algorithm_of, multihash, new_hasher
+from eoextract._util.files import temp_file
 from eoextract._util.redact import redact_url
 from eoextract._util.retry import RETRYABLE_STATUS, RetryPolicy, retry_after_of
 from eoextract.errors import AssetRefused, ChecksumMismatch, DownloadError
@@ -401,8 +401,7 @@ def download_to_temp(
     retry = resume_policy(backoff)
     problem = ""
     for attempt in range(1, max_attempts + 1):
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=asset.suffix, dir=tmp_dir)
-        tmp_path = Path(name)
+        fd, tmp_path = temp_file(tmp_dir, prefix=TEMP_PREFIX, suffix=asset.suffix)
         try:
             with os.fdopen(fd, "wb") as fh:
                 size, checksum = _Stream(

@@ -15,14 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from eoextract.errors import ConfigurationError
 from eoextract.jobs.db._interface import JobDatabase, OnExists
 from eoextract.jobs.db._records import MANAGED_COLUMNS, UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.db._rules import ADOPTABLE
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from eoextract.jobs.db._file_db import FileJobDatabase
     from eoextract.jobs.db._sql_db import SqlJobDatabase
 

@@ -11,16 +11,27 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
+from eoextract._util.lazy import lazy_module
 from eoextract.errors import ConfigurationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+else:  # imported on first use: commands reading a few columns never need them
+    np = lazy_module("numpy", globals(), "np")
+    pd = lazy_module("pandas", globals(), "pd")
 
 
 def isna(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if type(value).__module__.partition(".")[0] not in ("pandas", "numpy"):
+        return False  # neither pandas nor numpy is needed to tell
+    if value is pd.NA or value is pd.NaT:
         return True
     if isinstance(value, float | np.floating):
         return math.isnan(value)

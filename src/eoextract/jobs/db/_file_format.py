@@ -102,9 +102,25 @@ def read_table(path: Path, schema: UserSchema | None) -> pd.DataFrame:
     return raw
 
 
+def csv_dialect(path: Path) -> dict[str, str]:
+    """``read_csv`` options for a job CSV file as a spreadsheet may save it: a UTF-8 byte
+    order mark is dropped, and ``;`` or tab is the separator when the header line uses it
+    instead of ``,``."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        header = fh.readline()
+    sep = ","
+    if "," not in header:
+        counts = {c: header.count(c) for c in (";", "\t")}
+        best = max(counts, key=counts.__getitem__)
+        if counts[best]:
+            sep = best
+            _log.info("%s: columns separated by %r", path, sep)
+    return {"sep": sep, "encoding": "utf-8-sig"}
+
+
 def _read_csv(path: Path, schema: UserSchema | None) -> pd.DataFrame:
     if schema is None:  # a file of openeo's: read it as openeo does
-        raw = pd.read_csv(path, dtype=_OPENEO_CSV_DTYPES)
+        raw = pd.read_csv(path, dtype=_OPENEO_CSV_DTYPES, **csv_dialect(path))
         if "geometry" in raw.columns and raw["geometry"].dtype == object:
             import geopandas
             import shapely
@@ -117,7 +133,7 @@ def _read_csv(path: Path, schema: UserSchema | None) -> pd.DataFrame:
                                              geometry=geopandas.GeoSeries(geoms, index=raw.index),
                                              crs="EPSG:4326")[list(raw.columns)]
         return raw
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], **csv_dialect(path))
     for spec in schema.columns:
         if spec.name not in raw.columns:
             continue

@@ -13,16 +13,21 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
+from eoextract._util.lazy import lazy_module
 from eoextract._util.utc import to_utc
 from eoextract.errors import ConfigurationError
 from eoextract.jobs.db._columns import UserSchema, isna
 from eoextract.jobs.db._records import MANAGED_COLUMNS
 from eoextract.jobs.status import OPENEO_STATUS, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+else:  # imported on first use: commands reading a few columns never need them
+    np = lazy_module("numpy", globals(), "np")
+    pd = lazy_module("pandas", globals(), "pd")
 
 _log = logging.getLogger(__name__)
 
@@ -205,16 +210,28 @@ class PreparedJobs:
         return {name: values[i] for name, values in self.managed.items()}
 
 
+def _missing_keys(values: Sequence[Any], where: str) -> ConfigurationError:
+    """The error for missing key values (``NaN``, ``None``, ``NaT``), naming their rows."""
+    rows = [i for i, v in enumerate(values) if isna(v)]
+    shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+    return ConfigurationError(
+        f"{len(rows)} missing job key(s) in {where} (NaN/None) at row position(s) {shown}; "
+        f"every job needs a key: fill them, or give a key_column")
+
+
 def _keys_of(df: pd.DataFrame, key_column: str | None) -> list[str]:
     if key_column is not None:
         if key_column not in df.columns:
             raise ConfigurationError(f"key_column {key_column!r} is not a column of the dataframe")
         values = df[key_column]
         if values.isna().any():
-            raise ConfigurationError(f"key_column {key_column!r} has missing values")
+            raise _missing_keys(values.astype(object).tolist(), f"column {key_column!r}")
         keys = [str(v.item() if isinstance(v, np.generic) else v) for v in values]
     else:
-        keys = [str(v) for v in df.index]
+        index = df.index.tolist()
+        if any(isna(v) for v in index):  # str() would make them the keys 'nan' / 'None'
+            raise _missing_keys(index, "the index")
+        keys = [str(v) for v in index]
     if "" in keys:  # a CSV file cannot tell an empty key from a missing one
         where = f"column {key_column!r}" if key_column else "the index"
         raise ConfigurationError(f"empty job key in {where}; every job needs a non-empty key")

@@ -15,9 +15,7 @@ import abc
 from contextlib import AbstractContextManager
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, Self, get_args
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
 from eoextract._util.redact import redact
 from eoextract._util.utc import as_utc
@@ -32,6 +30,9 @@ from eoextract.jobs.db._frame import (
 )
 from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 
 def _free_text(name: str) -> bool:

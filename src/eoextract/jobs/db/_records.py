@@ -27,11 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from eoextract.jobs.status import JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 
 #: Columns eoextract manages; a user dataframe may carry them only with compatible values
@@ -100,6 +101,8 @@ class JobRecord:
 
     def as_series(self) -> pd.Series:
         """The row as openeo's callbacks see it: user columns plus managed columns."""
+        import pandas as pd
+
         data = {**self.row, **self.fields, "status": str(self.status)}
         return pd.Series(data, name=self.job_key)
 

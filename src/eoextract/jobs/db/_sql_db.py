@@ -19,14 +19,14 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from eoextract._util.lazy import lazy_module
 from eoextract._util.utc import utc_now
 from eoextract.errors import InvalidTransition, JobDatabaseError, JobError
 from eoextract.jobs.db import _rules as rules
@@ -70,6 +70,11 @@ from eoextract.jobs.db._sql_rows import (
 )
 from eoextract.jobs.db._sql_schema import migrate, read_meta, schema_version, write_meta
 from eoextract.jobs.status import ACTIVE, TERMINAL, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+else:  # imported on first use: commands reading a few columns never need it
+    pd = lazy_module("pandas", globals(), "pd")
 
 _log = logging.getLogger(__name__)
 
