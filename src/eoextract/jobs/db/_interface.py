@@ -297,6 +297,8 @@ class JobDatabase(abc.ABC):
     def _update_user(self, job_key: str, values: dict[str, Any]) -> None:
         """Write user columns of one existing job (through :meth:`persist`, which writes
         only the given row and columns)."""
+        import pandas as pd
+
         current = self.get(job_key).row
         schema = getattr(self, "schema", None)
         converted = {name: _like(schema.spec(name) if schema is not None else None, current.get(name), value)
@@ -406,6 +408,8 @@ def _like(spec: Any, old: Any, value: Any) -> Any:
         ValueError: text that does not parse as the column's type.
     """
     import datetime as dt
+
+    import pandas as pd
 
     if not isinstance(value, str):
         return value
