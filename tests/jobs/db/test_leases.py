@@ -148,3 +148,19 @@ def test_claims_without_update_returning(tmp_path, monkeypatch):
     [adopted] = db.adopt_expired("m", now=NOW, lease_seconds=60)
     assert adopted.job_key == "5" and adopted.fields["claimed_by"] == "m"
     db.close()
+
+
+def test_a_job_that_finishes_drops_the_error_of_an_earlier_attempt(db):
+    _walk(db, "0", S.RUNNING, "m1", NOW + timedelta(minutes=5))
+    db.transition("0", S.NOT_STARTED, message="run: JobFailed: out of memory; retry in 1 s",
+                  error_class="JobFailed", error_message="out of memory", id=None)
+    _walk(db, "0", S.RUNNING, "m1", NOW + timedelta(minutes=5))
+    assert db.get("0").fields["error_message"] == "out of memory"  # while retrying, it shows
+    db.transition("0", S.FINISHED)
+    fields = db.get("0").fields
+    assert fields.get("error_class") is None and fields.get("error_message") is None
+    assert any(c.message and "out of memory" in c.message for c in db.history("0"))
+    # a finish that says why keeps it
+    _walk(db, "1", S.RUNNING, "m1", NOW + timedelta(minutes=5))
+    db.transition("1", S.FINISHED, error_class="QualityWarning", error_message="2 % nodata")
+    assert db.get("1").fields["error_message"] == "2 % nodata"

@@ -74,8 +74,9 @@ def plan_transition(
     receives and its history entry.
 
     ``change.fields`` (coerced managed fields) are completed: moving to ``not_started`` or a
-    final status drops the lease unless ``claimed_by`` / ``lease_until`` are given; ``status``
-    and ``updated_at`` are set. ``backend_job_id`` is the row's ``id`` before the change (a
+    final status drops the lease unless ``claimed_by`` / ``lease_until`` are given; a job
+    that finishes drops the error of an earlier attempt (kept in its history) unless
+    ``error_class`` / ``error_message`` are given; ``status`` and ``updated_at`` are set. ``backend_job_id`` is the row's ``id`` before the change (a
     new ``id`` wins).
 
     Raises:
@@ -91,6 +92,9 @@ def plan_transition(
     if new is JobStatus.NOT_STARTED or new in TERMINAL:
         for name in RELEASED:
             values.setdefault(name, None)
+    if new is JobStatus.FINISHED:  # earlier attempts' errors stay in the history only
+        values.setdefault("error_class", None)
+        values.setdefault("error_message", None)
     values["status"] = new.value
     values["updated_at"] = now
     return values, StatusChange(job_key=change.job_key, old=old, new=new, at=now,
