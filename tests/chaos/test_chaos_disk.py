@@ -22,6 +22,7 @@ from chaos_callbacks import create_datacube, generate_output_path, job_dataframe
 from chaos_checks import TEMP_PREFIXES, output_tree_problems
 
 from eoextract.extract import ExtractionManager
+from eoextract.errors import JobDatabaseError
 from eoextract.jobs.db import get_job_db
 from eoextract.stac import validate_catalog
 
@@ -74,7 +75,11 @@ def test_disk_full_during_download_then_space_returns(local_backend, small_disk,
         row = None
         while time.monotonic() < deadline:  # until the first failed download is recorded
             if db_path.exists():
-                row = get_job_db(db_path).read().loc["0"]
+                try:
+                    row = get_job_db(db_path).read().loc["0"]
+                except (JobDatabaseError, KeyError):  # the file exists, its table or row not yet
+                    time.sleep(0.05)
+                    continue
                 if isinstance(row["error_message"], str) or not runner.is_alive():
                     break
             time.sleep(0.05)
