@@ -51,6 +51,10 @@ class _Run:
     started_at: float = field(default_factory=time.monotonic)
     executor: ThreadPoolExecutor | None = None
     progress: Any = None  # a RunProgress when run_jobs(progress=True)
+    #: Called with the job dataframe after each poll (WorldCereal's ``status_callback``).
+    status_callback: Callable[[Any], Any] | None = None
+    #: Run by :meth:`JobManager.start_job_thread` (sleeps in slices so a stop is prompt).
+    threaded: bool = False
 
     def drain(self) -> list[TaskResult]:
         """The results handed back since the last call, oldest first."""

@@ -125,12 +125,8 @@ class FileJobDatabase(JobDatabase):
         with self._lock:
             if self._df is not None:
                 return self._df
-            if not self.path.exists():
-                raise JobDatabaseError(f"{self!r} does not exist yet; use initialize_from_df() "
-                                       f"or create_job_db()")
-            meta = read_meta(self.meta_path)
+            raw, meta = self._read_stored()
             schema = UserSchema.from_dict(meta["user_columns"]) if meta else None
-            raw = read_table(self.path, schema)
             key_column = meta.get("key_column") if meta else None
             try:
                 prepared = prepare_job_frame(raw, key_column)
@@ -154,6 +150,15 @@ class FileJobDatabase(JobDatabase):
             self._df = build_frame(prepared.user[schema.names], managed, schema)
             self._last_save = time.monotonic()
             return self._df
+
+    def _read_stored(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The stored table and its sidecar metadata (empty for a file of openeo's)."""
+        if not self.path.exists():
+            raise JobDatabaseError(f"{self!r} does not exist yet; use initialize_from_df() "
+                                   f"or create_job_db()")
+        meta = read_meta(self.meta_path)
+        schema = UserSchema.from_dict(meta["user_columns"]) if meta else None
+        return read_table(self.path, schema), meta
 
     # -- saving ----------------------------------------------------------------------------
     def _write_meta(self) -> None:
