@@ -171,3 +171,26 @@ def test_exits_when_all_jobs_are_final_with_time_sleep_patched(local_backend, st
     assert stats["status_counts"] == {"finished": 3}
     assert time.monotonic() - started < 30
     assert calls and max(calls) <= 60
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_our_files_have_openeos_columns_and_keep_our_state_aside(local_backend, start_jobs, job_df, tmp_path,
+                                                                 suffix):
+    from eoextract.jobs import create_job_db
+
+    path = tmp_path / f"jobs{suffix}"
+    db = create_job_db(path, job_df(2))
+    written = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    assert list(written.columns) == ["title", "value", "id", "backend_name", "status", "start_time",
+                                     "running_start_time", "costs"]  # as openeo 0.53 initialises
+    if suffix == ".csv":
+        assert path.read_text().splitlines()[1].endswith(",,,not_started,,,")  # empty cells
+    _manager(local_backend).run_jobs(start_job=start_jobs(), job_db=db)
+    theirs = (CsvJobDatabase if suffix == ".csv" else ParquetJobDatabase)(path).read()
+    assert list(theirs["status"]) == ["finished"] * 2
+    assert "attempt" not in theirs.columns and "eoextract_status" not in theirs.columns
+    state = pd.read_csv(tmp_path / f"jobs{suffix}.state.csv")
+    assert {"job_key", "attempt", "eoextract_status", "claimed_by"} <= set(state.columns)
+    again = get_job_db(path)
+    assert [r.status.value for r in again.jobs()] == ["finished"] * 2
+    assert [c.new.value for c in again.history(again.jobs()[0].job_key)][-1] == "finished"
