@@ -81,7 +81,7 @@ def _git_dir(repo: Path) -> Path:
 def _run(root: Path, env: dict[str, str], label: str) -> dict[str, str]:
     deselect = " or ".join(PRIVATE)
     cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-o", "addopts=",
-           "--timeout", "120", "-k", f"not ({deselect})", *FILES]
+           "--timeout", "30", "-k", f"not ({deselect})", *FILES]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     outcomes = {}
     for line in proc.stdout.splitlines():

@@ -91,7 +91,7 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
         if job_id not in ctx.started:
             try:
                 job.start()
-                counts += ("job start",)
+                counts += ("job start", "job_queued_for_start")
             except Exception as exc:  # noqa: BLE001
                 info = classify(exc, job_known=True)
                 _log.warning("job %s: starting backend job %s failed: %s", key, job_id, info.message)
