@@ -45,8 +45,11 @@ from eoextract.jobs._polling import poll
 from eoextract.jobs._recovery import adopt, reconcile, release_dead_managers
 from eoextract.jobs._runstate import _Run
 from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results
-from eoextract.jobs._tasks import call_hook, cancel_job, create_job, finish_job, handle_job_error, start_created
+from eoextract.jobs._tasks import (call_hook, cancel_job, create_job, download_results, finish_job,
+                                   handle_job_error, start_created)
 from eoextract.jobs.db import JobDatabase, JobRecord
+from eoextract.jobs.db import open_for_run
+from eoextract.jobs.db._openeo_db import openeo_arguments
 from eoextract.jobs.db import Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
 
@@ -95,7 +98,7 @@ class JobManager:
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         self.poll_sleep = float(poll_sleep)
-        self._root_dir = Path(root_dir or ".")
+        self._root_dir = Path(root_dir or ".").expanduser().absolute()  # resolved once
         self._download_results = download_results
         self.max_asset_bytes = max_asset_bytes
         self._cancel_running_job_after = (
@@ -142,7 +145,8 @@ class JobManager:
         self,
         df: pd.DataFrame | None = None,
         start_job: Callable[..., Any] = _start_job_default,
-        job_db: str | Path | JobDatabase | None = None,
+        job_db: str | Path | JobDatabase | Any | None = None,
+        status_callback: Callable[[pd.DataFrame], Any] | None = None,
         *,
         progress: bool = False,
         **kwargs: Any,
@@ -152,8 +156,12 @@ class JobManager:
         Args:
             df: job dataframe; its new rows are added to ``job_db`` (existing keys are kept).
             start_job: creates (and may start) the job of one row; see :class:`~eoextract.jobs.StartJob`.
-            job_db: a path (``.db``/``.sqlite``, ``.csv``, ``.parquet``), a database URL, or
-                a :class:`~eoextract.jobs.db.JobDatabase`.
+            job_db: a path (``.db``/``.sqlite``, ``.csv``, ``.parquet``), a database URL, a
+                :class:`~eoextract.jobs.db.JobDatabase`, or an openeo ``JobDatabaseInterface``
+                (``CsvJobDatabase``, ``ParquetJobDatabase``, ...), kept the way openeo does.
+                WorldCereal's ``run_jobs(start_job, job_db, status_callback)`` order works too.
+            status_callback: called with the job dataframe after each poll; an exception it
+                raises is logged and the run goes on.
             progress: show live progress (slots per backend, counts, rate, ETA) when
                 standard output is a terminal.
 
@@ -161,18 +169,12 @@ class JobManager:
             openeo-style counters (``"start_job call"``, ``"job finished"``, ...) plus
             ``"status_counts"``, ``"attempts"`` and ``"duration_s"``.
         """
-        if "output_file" in kwargs:
-            if job_db is not None:
-                raise ConfigurationError("give only one of 'output_file' and 'job_db'")
-            import warnings
-
-            warnings.warn("'output_file' is deprecated, use 'job_db'", DeprecationWarning, stacklevel=2)
-            job_db = kwargs.pop("output_file")
-        if kwargs:
-            raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
+        df, start_job, job_db, status_callback = openeo_arguments(df, start_job, job_db, status_callback,
+                                                                  kwargs, _start_job_default)
         self._check_ready(start_job)
         db = self._open_db(df, job_db)
         run = self._prepare(db, start_job)
+        run.status_callback = status_callback
         if progress:
             from eoextract.jobs._progress import RunProgress
 
@@ -192,6 +194,7 @@ class JobManager:
         self._check_ready(start_job)
         db = self._open_db(None, job_db)
         run = self._prepare(db, start_job)
+        run.threaded = True
 
         def target() -> None:
             try:
@@ -222,21 +225,15 @@ class JobManager:
     def on_job_done(self, job: BatchJob, row: pd.Series) -> None:
         """Called (in a worker thread) for a finished job, by :meth:`process_finished_job`.
 
-        By default downloads its results to ``root_dir/job_<id>/`` (streamed, verified
-        against the backend's size and checksum, placed atomically; a rerun skips files
-        already verified) and writes the job's metadata to ``job_<id>.json``.
+        By default downloads its results to ``root_dir/job_<id>/`` as openeo does (the assets
+        and the results document ``job-results.json``; streamed, verified against the
+        backend's size and checksum, placed atomically) and writes the job's metadata to
+        ``job_<id>.json``.
         """
-        if not self._download_results:
-            return
-        from eoextract.jobs._download import download_job_assets, fetch_job_assets
-
-        job_dir = self.ensure_job_dir_exists(job.job_id)
-        assets, session, headers = fetch_job_assets(job.connection, job.job_id)
-        download_job_assets(session, assets, self._root_dir,
-                            lambda asset, tmp: job_dir / asset.relative_path,
-                            job_key=str(row.name), headers=headers, max_asset_bytes=self.max_asset_bytes)
-        metadata = job.describe()
-        self.get_job_metadata_path(job.job_id).write_text(json.dumps(metadata, indent=2))
+        if self._download_results:
+            download_results(job, self.ensure_job_dir_exists(job.job_id), str(row.name),
+                             self.get_job_metadata_path(job.job_id),
+                             max_asset_bytes=self.max_asset_bytes)
 
     def process_finished_job(self, job: FinishedJob) -> FinishedJobResult | None:
         """Handle the results of a job that finished on its backend, before it is ``finished``.
@@ -297,20 +294,8 @@ class JobManager:
         return job_dir
 
     # ------------------------------------------------------------------ set-up
-    def _open_db(self, df: pd.DataFrame | None, job_db: str | Path | JobDatabase | None) -> JobDatabase:
-        from eoextract.jobs.db import create_job_db, get_job_db
-
-        if job_db is None:
-            raise ConfigurationError("run_jobs needs a job_db: a path such as 'jobs.db' or a JobDatabase")
-        if isinstance(job_db, JobDatabase):
-            if df is not None:
-                job_db.initialize_from_df(df, on_exists="append")
-            return job_db
-        if not isinstance(job_db, (str, Path)):
-            raise ConfigurationError(f"unsupported job_db {job_db!r}")
-        if df is not None:
-            return create_job_db(job_db, df, on_exists="append")
-        return get_job_db(job_db)
+    def _open_db(self, df: pd.DataFrame | None, job_db: Any) -> JobDatabase:
+        return open_for_run(df, job_db)
 
     def _check_ready(self, start_job: Callable[..., Any]) -> None:
         if not self.backends:
@@ -347,8 +332,9 @@ class JobManager:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, run: _Run) -> None:
+        clock = run.health.clock
         next_poll = 0.0
-        next_lease_renewal = time.monotonic() + self.lease_seconds / 3
+        next_lease_renewal = clock.now() + self.lease_seconds / 3
         db_failures = 0
         while not run.stop.is_set():
             run.wake.clear()
@@ -356,21 +342,16 @@ class JobManager:
                 self._apply(run, run.drain())  # what tasks handed back since the last cycle
                 if run.unreconciled:
                     self._apply(run, reconcile(run, self.backends))
-                if time.monotonic() >= next_poll:
-                    run.stats["track_statuses"] += 1
-                    self._apply(run, poll(run.db, self.backends, run.health, manager_id=self.manager_id,
-                                          inflight=run.inflight, needs_start=run.needs_start,
-                                          cancel_after=self._cancel_running_job_after,
-                                          results_work=self._has_results_work()))
-                    self._adopt(run)  # jobs of managers that stopped renewing their leases
-                    next_poll = time.monotonic() + self.poll_sleep
+                if clock.now() >= next_poll:
+                    self._poll(run)
+                    next_poll = clock.now() + self.poll_sleep
                 self._resume_finishing(run)
                 self._launch(run)
                 if run.progress is not None:
                     run.progress.tick(run.db)
-                if time.monotonic() >= next_lease_renewal:
+                if clock.now() >= next_lease_renewal:
                     run.db.renew_leases(self.manager_id, now=utc_now(), lease_seconds=self.lease_seconds)
-                    next_lease_renewal = time.monotonic() + self.lease_seconds / 3
+                    next_lease_renewal = clock.now() + self.lease_seconds / 3
                 run.stats["run_jobs loop"] += 1
                 if self._is_done(run):
                     break
@@ -379,13 +360,33 @@ class JobManager:
                 db_failures += 1
                 delay = self.backoff.delay(db_failures) if db_failures > 1 else 1.0
                 _log.error("job database error (retrying in %.0f s): %s", delay, exc)
-                run.stop.wait(min(delay, 60.0))
+                clock.sleep(min(delay, 60.0), slice_s=1.0, stop=run.stop.is_set)
                 continue
-            timeout = max(0.0, next_poll - time.monotonic())
-            if run.wake.wait(timeout):
-                # a task finished: give the others a moment, then handle them in one cycle
-                run.stop.wait(min(self._coalesce_s, timeout))
+            timeout = max(0.0, next_poll - clock.now())
+            if run.inflight or run.finish_due:
+                # tasks hand back results in real time: wait for them, not for time.sleep
+                if run.wake.wait(timeout):
+                    run.stop.wait(min(self._coalesce_s, timeout))  # let the others finish too
+            else:
+                clock.sleep(timeout, slice_s=1.0 if run.threaded else None, stop=run.stop.is_set)
             run.stats["sleep"] += 1
+
+    def _poll(self, run: _Run) -> None:
+        """Poll the backends, take over abandoned jobs, save, tell the status callback."""
+        run.stats["track_statuses"] += 1
+        self._apply(run, poll(run.db, self.backends, run.health, manager_id=self.manager_id,
+                              inflight=run.inflight, needs_start=run.needs_start,
+                              cancel_after=self._cancel_running_job_after,
+                              results_work=self._has_results_work()))
+        self._adopt(run)  # jobs of managers that stopped renewing their leases
+        run.db.flush()
+        run.stats["job_db persist"] += 1
+        _log.info("Job status histogram: %s. Run stats: %s", run.db.count_by_status(), dict(run.stats))
+        if run.status_callback is not None:
+            try:
+                run.status_callback(run.db.read())
+            except Exception:  # noqa: BLE001 - a failing callback never stops the run
+                _log.exception("status_callback raised; the run goes on")
 
     def _is_done(self, run: _Run) -> bool:
         if run.inflight or run.finish_due or run.unapplied:
@@ -439,7 +440,7 @@ class JobManager:
 
     def _resume_finishing(self, run: _Run) -> None:
         """(Re)submit due jobs left in ``downloading``/``postprocessing`` (retries, restarts)."""
-        for key in due_for_results(run.finish_due, run.inflight):
+        for key in due_for_results(run.finish_due, run.inflight, run.health.clock.now()):
             rec = run.db.get(key)
             spec = self.backends.get(rec.backend_name or "")
             if rec.status in (S.DOWNLOADING, S.POSTPROCESSING) and spec is not None:

@@ -9,7 +9,6 @@ few transactions as it can (:class:`ResultApplier`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -239,7 +238,7 @@ class ResultApplier:
         elif info.retryable and n < self.max_attempts:
             run.db.update(key, error_class=info.error_class, error_message=info.message)
             run.finish_failures[key] = n
-            run.finish_due[key] = time.monotonic() + self.backoff.delay(n, info.retry_after)
+            run.finish_due[key] = run.health.clock.now() + self.backoff.delay(n, info.retry_after)
         else:
             self._transition(Transition(key, S.ERROR, message=info.history_message("results"), fields=dict(
                 error_class=info.error_class, error_message=info.message, claimed_by=None, lease_until=None)))

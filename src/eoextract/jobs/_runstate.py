@@ -54,6 +54,10 @@ class _Run:
     progress: Any = None  # a RunProgress when run_jobs(progress=True)
     #: One log line per status change (:mod:`~eoextract.jobs._events`).
     events: JobEvents = field(default_factory=JobEvents)
+    #: Called with the job dataframe after each poll (WorldCereal's ``status_callback``).
+    status_callback: Callable[[Any], Any] | None = None
+    #: Run by :meth:`JobManager.start_job_thread` (sleeps in slices so a stop is prompt).
+    threaded: bool = False
 
     def drain(self) -> list[TaskResult]:
         """The results handed back since the last call, oldest first."""

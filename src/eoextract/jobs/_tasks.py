@@ -10,8 +10,10 @@ the job database or touches the run's state.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -77,10 +79,19 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
                              f"start_job returned {type(job).__name__}, expected BatchJob or None", False)
             return _failed(key, info, stage="start", counts=counts)
         job_id = job.job_id
+        if job_id not in ctx.started and job_id not in ctx.created:
+            # a job made elsewhere (openeo's scripts may return an existing BatchJob):
+            # start it only when its backend says it waits for that, as openeo does
+            try:
+                if job.status() != "created":
+                    ctx.started.add(job_id)
+            except Exception as exc:  # noqa: BLE001 - asked again at the next poll
+                _log.debug("job %s: status of backend job %s unknown: %s", key, job_id, classify(exc).message)
+                ctx.started.add(job_id)
         if job_id not in ctx.started:
             try:
                 job.start()
-                counts += ("job start",)
+                counts += ("job start", "job_queued_for_start")
             except Exception as exc:  # noqa: BLE001
                 info = classify(exc, job_known=True)
                 _log.warning("job %s: starting backend job %s failed: %s", key, job_id, info.message)
@@ -180,3 +191,25 @@ def cancel_job(rec: JobRecord, spec: BackendSpec) -> TaskResult:
     except Exception as exc:  # noqa: BLE001
         _log.warning("job %s: cancel failed: %s", rec.job_key, classify(exc).message)
     return TaskResult(rec.job_key, task_done=True)
+
+
+def download_results(job: BatchJob, job_dir: Path, job_key: str, metadata_path: Path, *,
+                     max_asset_bytes: int | None = None) -> None:
+    """openeo's output layout for a finished job: its assets and the results document
+    (``job-results.json``) in ``job_dir``, its metadata in ``metadata_path``.
+
+    Downloads are verified and atomic; the record that lets a rerun skip verified files
+    (``job_dir/.eoextract``) is removed once every file is in place.
+    """
+    import shutil
+
+    from eoextract._util.files import atomic_write
+    from eoextract.jobs._download import STATE_DIR, download_job_assets, fetch_job_assets
+
+    assets, session, headers = fetch_job_assets(job.connection, job.job_id)
+    download_job_assets(session, assets, job_dir, lambda asset, tmp: asset.relative_path,
+                        job_key=job_key, headers=headers, max_asset_bytes=max_asset_bytes)
+    document = job.connection.get(f"/jobs/{job.job_id}/results", expected_status=200).json()
+    atomic_write(job_dir / "job-results.json", json.dumps(document))
+    atomic_write(metadata_path, json.dumps(job.describe(), indent=2))
+    shutil.rmtree(job_dir / STATE_DIR, ignore_errors=True)

@@ -147,7 +147,7 @@ def test_crash_while_writing_leaves_the_old_file(tmp_path, suffix, monkeypatch):
         db.flush()
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [path.name, f"{path.name}.meta.json", f"{path.name}.history.csv"])
+        [path.name, f"{path.name}.meta.json", f"{path.name}.history.csv", f"{path.name}.state.csv"])
     monkeypatch.setattr(gpd.GeoDataFrame, method, original)
     monkeypatch.undo()
     db.flush()

@@ -7,6 +7,7 @@ the file extension or URL scheme:
 ``.db``, ``.sqlite``, ``.sqlite3``, ``sqlite:///...``    :class:`SqlJobDatabase` (SQLite)
 ``postgresql://...``, ``postgresql+psycopg://...``       :class:`SqlJobDatabase` (psycopg 3)
 ``.csv``, ``.parquet``, ``.geoparquet``                  :class:`FileJobDatabase`
+an openeo ``JobDatabaseInterface`` object                wrapped (``_openeo_db``)
 =======================================================  ====================================
 """
 
@@ -63,7 +64,8 @@ def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
     Args:
         path_or_url: a file path (``jobs.db``, ``jobs.csv``, ``jobs.parquet``) or a database
             URL (``sqlite:///jobs.db``, ``postgresql://...``); a :class:`JobDatabase` is
-            returned as is.
+            returned as is; an openeo ``JobDatabaseInterface`` (``CsvJobDatabase``, ...) is
+            wrapped so that the state stays in it, written the way openeo does.
 
     Raises:
         ConfigurationError: the type cannot be guessed.
@@ -72,6 +74,10 @@ def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
     """
     if isinstance(path_or_url, JobDatabase):
         return path_or_url
+    from eoextract.jobs.db._openeo_db import OpenEOJobDatabase, is_openeo_job_db
+
+    if is_openeo_job_db(path_or_url):
+        return OpenEOJobDatabase(path_or_url)
     from eoextract.jobs.db._connection import is_sql_location
     from eoextract.jobs.db._sql_db import SqlJobDatabase
 
@@ -112,6 +118,40 @@ def create_job_db(
     """
     db = get_job_db(path_or_url)
     return db.initialize_from_df(df, on_exists=on_exists, key_column=key_column)
+
+
+def open_for_run(df: pd.DataFrame | None, job_db: Any) -> JobDatabase:
+    """The :class:`~eoextract.jobs.db.JobDatabase` that ``run_jobs(df, ..., job_db)`` works on.
+
+    Accepts a path or URL (``df`` rows are added), one of our job databases, or an openeo
+    ``JobDatabaseInterface`` (wrapped; with ``df``, initialised as openeo does when it does
+    not exist yet).
+
+    Raises:
+        ConfigurationError: ``job_db`` is none of these.
+    """
+    from eoextract.jobs.db._openeo_db import OpenEOJobDatabase, is_openeo_job_db
+
+    if job_db is None:
+        raise ConfigurationError("run_jobs needs a job_db: a path such as 'jobs.db', a JobDatabase "
+                                 "or an openeo JobDatabaseInterface")
+    if is_openeo_job_db(job_db):
+        job_db = OpenEOJobDatabase(job_db)
+        if df is not None and not job_db.exists():
+            job_db.initialize_from_df(df)
+        return job_db
+    if isinstance(job_db, JobDatabase):
+        if df is not None:
+            job_db.initialize_from_df(df, on_exists="append")
+        return job_db
+    if not isinstance(job_db, (str, Path)):
+        raise ConfigurationError(
+            f"job_db must be a path or URL (.db/.sqlite, .csv, .parquet, sqlite://, postgresql://), "
+            f"an eoextract JobDatabase or an openeo JobDatabaseInterface (CsvJobDatabase, "
+            f"ParquetJobDatabase, ...), not {type(job_db).__name__}")
+    if df is not None:
+        return create_job_db(job_db, df, on_exists="append")
+    return get_job_db(job_db)
 
 
 def __dir__() -> list[str]:

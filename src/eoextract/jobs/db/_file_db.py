@@ -48,9 +48,11 @@ from eoextract.jobs.db._file_format import (
     export_table,
     history_changes,
     history_row,
+    join_state,
     read_history,
     read_meta,
     read_table,
+    split_export,
     write_meta,
     write_table,
 )
@@ -101,6 +103,7 @@ class FileJobDatabase(JobDatabase):
         self.flush_interval = flush_interval
         self.meta_path = self.path.with_name(self.path.name + ".meta.json")
         self.history_path = self.path.with_name(self.path.name + ".history.csv")
+        self.state_path = self.path.with_name(self.path.name + ".state.csv")
         self._lock = threading.RLock()
         self._df: pd.DataFrame | None = None
         self._schema = UserSchema()
@@ -132,12 +135,8 @@ class FileJobDatabase(JobDatabase):
         with self._lock:
             if self._df is not None:
                 return self._df
-            if not self.path.exists():
-                raise JobDatabaseError(f"{self!r} does not exist yet; use initialize_from_df() "
-                                       f"or create_job_db()")
-            meta = read_meta(self.meta_path)
+            raw, meta = self._read_stored()
             schema = UserSchema.from_dict(meta["user_columns"]) if meta else None
-            raw = read_table(self.path, schema)
             key_column = meta.get("key_column") if meta else None
             try:
                 prepared = prepare_job_frame(raw, key_column)
@@ -162,6 +161,16 @@ class FileJobDatabase(JobDatabase):
             self._last_save = time.monotonic()
             return self._df
 
+    def _read_stored(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The stored table and its sidecar metadata (empty for a file of openeo's)."""
+        if not self.path.exists():
+            raise JobDatabaseError(f"{self!r} does not exist yet; use initialize_from_df() "
+                                   f"or create_job_db()")
+        meta = read_meta(self.meta_path)
+        schema = UserSchema.from_dict(meta["user_columns"]) if meta else None
+        raw = read_table(self.path, schema)
+        return (join_state(raw, self.state_path) if meta else raw), meta
+
     # -- saving ----------------------------------------------------------------------------
     def _write_meta(self) -> None:
         meta = dict(self._meta, user_columns=self._schema.to_dict(),
@@ -179,7 +188,9 @@ class FileJobDatabase(JobDatabase):
         self._write_meta()
         append_history(self.history_path, self._pending)
         self._pending.clear()
-        write_table(self.path, out)
+        main, state = split_export(out, self._schema)
+        write_table(self.state_path, state)  # first: a crash between the two leaves it ahead
+        write_table(self.path, main)
         self._dirty = False
         self._last_save = time.monotonic()
         self._save_seconds = self._last_save - start

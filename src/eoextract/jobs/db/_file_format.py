@@ -30,8 +30,10 @@ from eoextract.jobs.status import OPENEO_STATUS, JobStatus
 _log = logging.getLogger(__name__)
 
 
-_OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "cpu",
-                   "memory", "duration", "costs"]
+#: The columns openeo 0.53 writes after the user's, in its order; usage columns (one per
+#: usage key) follow once a job reported them.
+_OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "costs"]
+_USAGE_COLUMNS = ["cpu", "memory", "duration"]
 HISTORY_FIELDS = ["job_key", "old", "new", "at", "manager_id", "message", "backend_job_id"]
 #: openeo's ``read_csv`` dtypes (its ``_column_requirements``).
 _OPENEO_CSV_DTYPES = {"id": "str", "backend_name": "str", "status": "str", "start_time": "str",
@@ -188,7 +190,8 @@ def export_table(df: pd.DataFrame, schema: UserSchema, *, csv_file: bool,
                                            rounding_precision=-1), dtype=object)
         out[spec.name] = col
     exact = df["status"].reset_index(drop=True)
-    order = _OPENEO_COLUMNS + [n for n in MANAGED_KINDS if n not in _OPENEO_COLUMNS]
+    order = _OPENEO_COLUMNS + _USAGE_COLUMNS + [n for n in MANAGED_KINDS
+                                                if n not in _OPENEO_COLUMNS + _USAGE_COLUMNS]
     for name in order:
         col = df[name].reset_index(drop=True)
         if name == "status":
@@ -205,6 +208,39 @@ def export_table(df: pd.DataFrame, schema: UserSchema, *, csv_file: bool,
 
         out = geopandas.GeoDataFrame(out, geometry=geometry, crs=df[geometry].crs)
     return out
+
+
+def split_export(out: pd.DataFrame, schema: UserSchema) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An exported table split into what openeo writes (the user's columns, openeo's columns,
+    usage columns that hold a value) and our extra state (``job_key``, the exact status,
+    attempts, leases, ...), which goes to the ``.state.csv`` sidecar, row for row."""
+    usage = [n for n in _USAGE_COLUMNS if out[n].notna().any()]
+    main_cols = [*schema.names, *_OPENEO_COLUMNS, *usage]
+    main = out[main_cols]
+    extras = pd.DataFrame({n: out[n] for n in out.columns if n not in main_cols}, index=out.index)
+    return main, extras
+
+
+def join_state(raw: pd.DataFrame, state_path: Path) -> pd.DataFrame:
+    """A file's table with its ``.state.csv`` sidecar's columns, row for row (rows the
+    sidecar lacks get none; a sidecar written just before a crash is cut to the file)."""
+    if not state_path.exists():
+        return raw
+    try:
+        state = pd.read_csv(state_path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as exc:
+        raise JobDatabaseError(f"cannot read {str(state_path)!r}: {exc}") from exc
+    state = state.iloc[:len(raw)].reindex(range(len(raw)))
+    state.index = raw.index
+    extra = [c for c in state.columns if c not in raw.columns]
+    if not extra:
+        return raw
+    joined = pd.concat([raw, state[extra]], axis=1)
+    if hasattr(raw, "geometry") and raw.__class__ is not pd.DataFrame:
+        import geopandas
+
+        joined = geopandas.GeoDataFrame(joined, geometry=raw.geometry.name, crs=raw.crs)
+    return joined
 
 
 def _special_characters(path: Path) -> set[str]:
