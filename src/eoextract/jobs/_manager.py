@@ -232,8 +232,7 @@ class JobManager:
         """
         if self._download_results:
             download_results(job, self.ensure_job_dir_exists(job.job_id), str(row.name),
-                             self.get_job_metadata_path(job.job_id),
-                             max_asset_bytes=self.max_asset_bytes)
+                             self.get_job_metadata_path(job.job_id), max_asset_bytes=self.max_asset_bytes)
 
     def process_finished_job(self, job: FinishedJob) -> FinishedJobResult | None:
         """Handle the results of a job that finished on its backend, before it is ``finished``.

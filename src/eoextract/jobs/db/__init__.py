@@ -74,10 +74,11 @@ def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
     """
     if isinstance(path_or_url, JobDatabase):
         return path_or_url
-    from eoextract.jobs.db._openeo_db import OpenEOJobDatabase, is_openeo_job_db
+    if not isinstance(path_or_url, (str, Path)):  # (openeo is imported only for objects)
+        from eoextract.jobs.db._openeo_db import OpenEOJobDatabase, is_openeo_job_db
 
-    if is_openeo_job_db(path_or_url):
-        return OpenEOJobDatabase(path_or_url)
+        if is_openeo_job_db(path_or_url):
+            return OpenEOJobDatabase(path_or_url)
     from eoextract.jobs.db._connection import is_sql_location
     from eoextract.jobs.db._sql_db import SqlJobDatabase
 
