@@ -47,3 +47,13 @@ def start_jobs():
 def _work_in_tmp(tmp_path, monkeypatch):
     """Managers default to root_dir='.': keep their job folders out of the source tree."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture()
+def session():
+    """An HTTP session that ignores proxies from the environment (tests talk to loopback)."""
+    import requests
+
+    with requests.Session() as s:
+        s.trust_env = False
+        yield s

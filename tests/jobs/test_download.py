@@ -152,13 +152,6 @@ def server():
     srv.close()
 
 
-@pytest.fixture()
-def session():
-    with requests.Session() as s:
-        s.trust_env = False
-        yield s
-
-
 def _payload(n: int, seed: int = 0) -> bytes:
     return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"x" * (n % 32)
 

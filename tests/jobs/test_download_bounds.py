@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import requests
 
 from eoextract.errors import AssetRefused
 from eoextract.jobs import JobManager
@@ -105,13 +104,6 @@ def hostile():
     srv = HostileServer()
     yield srv
     srv.close()
-
-
-@pytest.fixture()
-def session():
-    with requests.Session() as s:
-        s.trust_env = False
-        yield s
 
 
 FAST = {"backoff": 0.0, "timeout": (5.0, 10.0)}

@@ -59,9 +59,10 @@ class ErrorInfo:
     lost: bool = False
     traceback: str | None = None
 
-    def history_message(self, prefix: str) -> str:
-        """``prefix: message``, followed by the traceback (if any) on the next lines."""
-        text = f"{prefix}: {self.message}" if prefix else self.message
+    def history_message(self, prefix: str, detail: str = "") -> str:
+        """``prefix: message`` and ``detail``, followed by the traceback (if any) on the next
+        lines: a history entry (see :attr:`~eoextract.jobs.db.StatusChange.traceback`)."""
+        text = (f"{prefix}: {self.message}" if prefix else self.message) + detail
         return f"{text}\n{self.traceback}" if self.traceback else text
 
 
@@ -143,8 +144,6 @@ def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
 
 def format_traceback(exc: BaseException) -> str:
     """The traceback of ``exc`` as text, secrets redacted (kept in a job's history)."""
-    from eoextract._util.redact import redact
-
     return redact("".join(traceback.format_exception(exc)).rstrip())
 
 

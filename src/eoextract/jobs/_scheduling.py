@@ -159,20 +159,17 @@ def after_failure(current: JobRecord, info: ErrorInfo, *, stage: str, backend_jo
         max_attempts: Attempts per job.
         backoff: Delay before the next attempt.
     """
-    msg = f"{stage}: {info.message}"
-    if backend_job_id:
-        msg += f" (backend job {backend_job_id})"
+    where = f" (backend job {backend_job_id})" if backend_job_id else ""
     attempt = current.attempt
     if info.retryable and attempt < max_attempts:
         delay = backoff.delay(max(1, attempt), info.retry_after)
-        return Transition(current.job_key, S.NOT_STARTED, message=msg + f"; retry in {delay:.0f} s", fields=dict(
+        return Transition(current.job_key, S.NOT_STARTED, message=info.history_message(
+            stage, f"{where}; retry in {delay:.0f} s"), fields=dict(
             error_class=info.error_class, error_message=info.message, id=None,
             next_attempt_at=utc_now() + timedelta(seconds=delay), claimed_by=None, lease_until=None,
         )), f"{stage} retry"
     final = S.START_FAILED if stage == "start" else S.ERROR
-    if info.traceback:
-        msg += "\n" + info.traceback
-    return Transition(current.job_key, final, message=msg, fields=dict(
+    return Transition(current.job_key, final, message=info.history_message(stage, where), fields=dict(
         error_class=info.error_class, error_message=info.message, end_time=utc_now(),
         claimed_by=None, lease_until=None,
     )), f"{stage} error"
