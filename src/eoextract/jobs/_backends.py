@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ from eoextract.jobs._classify import install_retry_after_hook
 
 _log = logging.getLogger(__name__)
 _local = threading.local()
+#: Seconds between two proactive refreshes of a backend's access token.
+TOKEN_REFRESH_S = 60.0
 _TAG_RE = re.compile(r"\[eoextract:([A-Za-z0-9_.:-]+)\]")
 _START_RE = re.compile(r"/jobs/([^/?#]+)/results/?$")
 _WRAPPED = "_eoextract_request_wrapped"
@@ -136,6 +139,7 @@ class BackendSpec:
     parallel_jobs: int = 2
     _connection: openeo.Connection | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _token_refreshed_at: float = field(default=float("-inf"), repr=False)
 
     def connection(self) -> openeo.Connection:
         """The backend's connection, created on first use and wrapped for tagging."""
@@ -143,6 +147,26 @@ class BackendSpec:
             if self._connection is None:
                 self._connection = _wrap_connection(self.get_connection())
             return self._connection
+
+    def refresh_token(self, max_age_s: float = TOKEN_REFRESH_S) -> None:
+        """Get a fresh OIDC access token before a job start or a download, at most once per
+        ``max_age_s`` seconds (as openeo's manager does, so that a long run's requests do not
+        meet an expired token); connections without a renewable token are left as they are."""
+        con = self.connection()
+        refresh = getattr(con, "try_access_token_refresh", None)
+        if refresh is None or getattr(con, "_oidc_auth_renewer", None) is None:
+            return
+        with self._lock:
+            if time.time() - self._token_refreshed_at < max_age_s:
+                return
+            self._token_refreshed_at = time.time()
+        try:
+            refreshed = refresh(reason="ahead of a job start or download")
+        except Exception as exc:  # noqa: BLE001 - the request that follows will tell
+            _log.warning("backend %r: refreshing the access token failed: %s", self.name, exc)
+            return
+        if not refreshed:
+            _log.warning("backend %r: could not refresh the access token ahead of time", self.name)
 
     def reset_connection(self) -> None:
         """Forget the connection so the next call creates a fresh one."""

@@ -13,7 +13,7 @@ import errno
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import requests
 from openeo.rest import OpenEoApiError, OpenEoApiPlainError, OpenEoClientException
@@ -50,6 +50,8 @@ class ErrorInfo:
         lost: the backend no longer knows the job (404 on a job it had created).
         traceback: the (redacted) traceback of an exception raised by user code, kept in
             the job's history so that the failure can be debugged after the run.
+        exception: the exception classified (not stored; re-raised when a backend stays
+            unreachable for longer than the run allows).
     """
 
     error_class: str
@@ -58,6 +60,7 @@ class ErrorInfo:
     retry_after: float | None = None
     lost: bool = False
     traceback: str | None = None
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
     def history_message(self, prefix: str, detail: str = "") -> str:
         """``prefix: message`` and ``detail``, followed by the traceback (if any) on the next
@@ -100,6 +103,10 @@ def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
         job_known: the request was about a job the backend had created (so a 404 means
             the job was lost rather than a wrong URL).
     """
+    return replace(_classify(exc, job_known=job_known), exception=exc)
+
+
+def _classify(exc: BaseException, *, job_known: bool) -> ErrorInfo:
     if isinstance(exc, RetryableBackendError):
         return ErrorInfo(type(exc).__name__, _one_line(exc), True, exc.retry_after,
                          lost=isinstance(exc, JobLost))

@@ -17,12 +17,10 @@ the loop writes to the job database, every status change through
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,16 +33,17 @@ import pandas as pd
 from openeo.rest.job import BatchJob
 
 from eoextract._util.utc import utc_now
-from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
+from eoextract.errors import ConfigurationError, RetryableBackendError, InvalidTransition, JobDatabaseError
 from eoextract.jobs._backends import BackendSpec
 from eoextract.jobs._classify import Backoff, classify
 from eoextract.jobs._download._transfer import DEFAULT_MAX_ASSET_BYTES
+from eoextract.jobs._job_dirs import JobDirs
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
 from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
 from eoextract.jobs._polling import poll
 from eoextract.jobs._recovery import adopt, reconcile, release_dead_managers
 from eoextract.jobs._runstate import _Run
-from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results
+from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results, outage_ending_run
 from eoextract.jobs._tasks import (call_hook, cancel_job, create_job, download_results, finish_job,
                                    handle_job_error, start_created)
 from eoextract.jobs.db import JobDatabase, JobRecord
@@ -63,7 +62,7 @@ def _start_job_default(row: pd.Series, connection: openeo.Connection, **kwargs: 
     raise NotImplementedError("No 'start_job' callable given to run_jobs()")
 
 
-class JobManager:
+class JobManager(JobDirs):
     """Run the jobs of a job database on registered openEO backends.
 
     Args:
@@ -79,6 +78,10 @@ class JobManager:
         manager_id: identifier recorded in the history (default: host, pid and a nonce).
         max_asset_bytes: the largest result file a download accepts, whatever the backend
             announces (default 16 GiB; ``None``: the announced size and the free disk space only).
+        max_backend_outage: seconds the run waits for backends that fail every request,
+            while no backend that answers has work; then the run raises the last error
+            (as openeo's manager does at once), leaving every job as it is for the next run
+            (default 6 h; ``None``: no limit).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class JobManager:
         max_workers: int | None = None,
         manager_id: str | None = None,
         max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES,
+        max_backend_outage: float | None = 6 * 3600.0,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -101,6 +105,7 @@ class JobManager:
         self._root_dir = Path(root_dir or ".").expanduser().absolute()  # resolved once
         self._download_results = download_results
         self.max_asset_bytes = max_asset_bytes
+        self.max_backend_outage = max_backend_outage
         self._cancel_running_job_after = (
             timedelta(seconds=cancel_running_job_after) if cancel_running_job_after is not None else None
         )
@@ -185,7 +190,7 @@ class JobManager:
             self._shutdown(run, wait=True)
             if run.progress is not None:
                 run.progress.close(run.db)
-        return self._summary(run)
+        return run.summary()
 
     def start_job_thread(self, start_job: Callable[..., Any], job_db: str | Path | JobDatabase) -> None:
         """Run the jobs in a background thread; returns at once (see :meth:`stop_job_thread`)."""
@@ -267,31 +272,6 @@ class JobManager:
         self.on_job_done(job.batch_job, job.row)
         return FinishedJobResult()
 
-    def on_job_error(self, job: BatchJob, row: pd.Series) -> None:
-        """Called for a job that ended in ``error``; writes its error logs by default."""
-        logs = job.logs(level="error")
-        if len(logs) > 0:
-            self.ensure_job_dir_exists(job.job_id)
-            self.get_error_log_path(job.job_id).write_text(json.dumps(list(logs), indent=2, default=str))
-
-    def on_job_cancel(self, job: BatchJob, row: pd.Series) -> None:
-        """Called for a job that was canceled; does nothing by default."""
-
-    def get_job_dir(self, job_id: str) -> Path:
-        """Folder for a job's results, metadata and error logs."""
-        return self._root_dir / f"job_{job_id}"
-
-    def get_error_log_path(self, job_id: str) -> Path:
-        return self.get_job_dir(job_id) / f"job_{job_id}_errors.json"
-
-    def get_job_metadata_path(self, job_id: str) -> Path:
-        return self.get_job_dir(job_id) / f"job_{job_id}.json"
-
-    def ensure_job_dir_exists(self, job_id: str) -> Path:
-        job_dir = self.get_job_dir(job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        return job_dir
-
     # ------------------------------------------------------------------ set-up
     def _open_db(self, df: pd.DataFrame | None, job_db: Any) -> JobDatabase:
         return open_for_run(df, job_db)
@@ -344,6 +324,7 @@ class JobManager:
                 if clock.now() >= next_poll:
                     self._poll(run)
                     next_poll = clock.now() + self.poll_sleep
+                    self._check_outage(run)
                 self._resume_finishing(run)
                 self._launch(run)
                 if run.progress is not None:
@@ -353,6 +334,8 @@ class JobManager:
                     next_lease_renewal = clock.now() + self.lease_seconds / 3
                 run.stats["run_jobs loop"] += 1
                 if self._is_done(run):
+                    run.db.flush()
+                    self._report_state(run)  # the final counts, after the last downloads
                     break
                 db_failures = 0
             except JobDatabaseError as exc:
@@ -380,12 +363,29 @@ class JobManager:
         self._adopt(run)  # jobs of managers that stopped renewing their leases
         run.db.flush()
         run.stats["job_db persist"] += 1
+        self._report_state(run)
+
+    def _report_state(self, run: _Run) -> None:
+        """Log the status histogram and run stats; hand the table to the status callback."""
         _log.info("Job status histogram: %s. Run stats: %s", run.db.count_by_status(), dict(run.stats))
         if run.status_callback is not None:
             try:
                 run.status_callback(run.db.read())
             except Exception:  # noqa: BLE001 - a failing callback never stops the run
                 _log.exception("status_callback raised; the run goes on")
+
+    def _check_outage(self, run: _Run) -> None:
+        """Raise a backend's last error once backends failed for too long (see
+        ``max_backend_outage``); the jobs stay as they are, for the next run."""
+        if (outage := outage_ending_run(run.db, self.backends, run.health, self.max_backend_outage)) is None:
+            return
+        name, info = outage
+        note = (f"backend {name!r} failed every request for {run.health.down_for(name):.0f} s and no "
+                "other backend has work: the run stops; run it again to go on")
+        _log.error("%s (last error: %s)", note, info.message)
+        exc = info.exception or RetryableBackendError(info.message, backend_name=name)
+        exc.add_note(note)
+        raise exc
 
     def _is_done(self, run: _Run) -> bool:
         if run.inflight or run.finish_due or run.unapplied:
@@ -403,14 +403,6 @@ class JobManager:
             run.db.flush()
         except Exception:  # noqa: BLE001
             _log.exception("could not release leases / flush the job database")
-
-    def _summary(self, run: _Run) -> dict:
-        counts = run.db.count_by_status()
-        summary: dict[str, Any] = dict(run.stats)
-        summary["status_counts"] = {str(k): int(v) for k, v in counts.items()}
-        summary["attempts"] = int(run.stats.get("job create attempts", 0))
-        summary["duration_s"] = round(time.monotonic() - run.started_at, 3)
-        return summary
 
     def _has_results_work(self) -> bool:
         """Whether finished jobs go through ``downloading`` (results or a custom hook)."""

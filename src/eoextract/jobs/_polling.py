@@ -20,6 +20,7 @@ from eoextract.jobs._backends import BackendSpec
 from eoextract.jobs._classify import classify
 from eoextract.jobs._outcomes import Failure, FollowUp, TaskResult, Update
 from eoextract.jobs._scheduling import BackendHealth
+from eoextract.jobs.db._usage import usage_fields
 from eoextract.jobs.db import JobDatabase, JobRecord
 from eoextract.jobs.db import Transition
 from eoextract.jobs.status import ON_BACKEND, JobStatus
@@ -72,19 +73,6 @@ def poll(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHe
                                    cancel_after=cancel_after, results_work=results_work)
             results.append(replace(result, counts=counts + result.counts) if counts else result)
     return results
-
-
-def usage_fields(item: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``cpu``/``memory``/``duration``/``costs`` columns from a job's metadata."""
-    fields: dict[str, Any] = {}
-    usage = item.get("usage") or {}
-    for key in ("cpu", "memory", "duration"):
-        value = usage.get(key)
-        if isinstance(value, dict):
-            fields[key] = f"{value.get('value', '')} {value.get('unit', '')}".strip()
-    if item.get("costs") is not None:
-        fields["costs"] = item["costs"]
-    return fields
 
 
 def follow_status(rec: JobRecord, item: Mapping[str, Any], *, needs_start: bool,

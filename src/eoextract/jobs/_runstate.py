@@ -67,3 +67,11 @@ class _Run:
                 results.append(self.results.get_nowait())
             except queue.Empty:
                 return results
+
+    def summary(self) -> dict[str, Any]:
+        """The run statistics ``run_jobs`` returns: counters, status counts, attempts, duration."""
+        summary: dict[str, Any] = dict(self.stats)
+        summary["status_counts"] = {str(k): int(v) for k, v in self.db.count_by_status().items()}
+        summary["attempts"] = int(self.stats.get("job create attempts", 0))
+        summary["duration_s"] = round(time.monotonic() - self.started_at, 3)
+        return summary

@@ -77,11 +77,15 @@ class BackendHealth:
         self.clock = clock or RunClock()
         self.failures: collections.Counter[str] = collections.Counter()
         self.paused_until: dict[str, float] = {}
+        self.down_since: dict[str, float] = {}
+        self.last_failure: dict[str, ErrorInfo] = {}
 
     def failed(self, name: str, info: ErrorInfo) -> bool:
         """Count a failure of backend ``name``; True when it pauses the backend."""
         if not info.retryable or info.lost:
             return False
+        self.down_since.setdefault(name, self.clock.now())
+        self.last_failure[name] = info
         self.failures[name] += 1
         n = self.failures[name]
         if n >= PAUSE_AFTER_FAILURES:
@@ -96,10 +100,38 @@ class BackendHealth:
     def ok(self, name: str) -> None:
         """Backend ``name`` answered: its failures start over."""
         self.failures.pop(name, None)
+        self.down_since.pop(name, None)
+        self.last_failure.pop(name, None)
+
+    def down_for(self, name: str) -> float:
+        """Seconds since backend ``name`` last answered, when it fails since (else 0)."""
+        since = self.down_since.get(name)
+        return 0.0 if since is None else self.clock.now() - since
 
     def paused(self, name: str) -> bool:
         """Whether backend ``name`` is to be left alone for now."""
         return self.paused_until.get(name, 0.0) > self.clock.now()
+
+
+def outage_ending_run(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth,
+                      limit_s: float | None) -> tuple[str, ErrorInfo] | None:
+    """The backend whose outage ends the run, with its last failure, or None.
+
+    The run gives up once backends have failed without a single success for longer than
+    ``limit_s`` and no backend that still answers has work to do: jobs of its own, or
+    ``not_started`` jobs it could take.
+    """
+    if limit_s is None:
+        return None
+    down = [n for n in backends if health.down_for(n) > limit_s]
+    if not down:
+        return None
+    up = [n for n in backends if n not in down]
+    active = db.active_counts()
+    if any(active.get(n, 0) for n in up) or (up and db.any_with_status((S.NOT_STARTED,))):
+        return None
+    name = max(down, key=health.down_for)
+    return name, health.last_failure[name]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pandas as pd
 from openeo.rest.job import BatchJob
 
 from eoextract._util.retry import ErrorClass
+from eoextract._util.utc import utc_now
 from eoextract.jobs._backends import BackendSpec, tag_requests
 from eoextract.jobs._classify import ErrorInfo, classify
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
@@ -79,17 +80,20 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
                              f"start_job returned {type(job).__name__}, expected BatchJob or None", False)
             return _failed(key, info, stage="start", counts=counts)
         job_id = job.job_id
+        seen = None
         if job_id not in ctx.started and job_id not in ctx.created:
             # a job made elsewhere (openeo's scripts may return an existing BatchJob):
             # start it only when its backend says it waits for that, as openeo does
             try:
-                if job.status() != "created":
+                seen = job.status()
+                if seen != "created":
                     ctx.started.add(job_id)
             except Exception as exc:  # noqa: BLE001 - asked again at the next poll
                 _log.debug("job %s: status of backend job %s unknown: %s", key, job_id, classify(exc).message)
                 ctx.started.add(job_id)
         if job_id not in ctx.started:
             try:
+                spec.refresh_token()
                 job.start()
                 counts += ("job start", "job_queued_for_start")
             except Exception as exc:  # noqa: BLE001
@@ -105,6 +109,10 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
                                counts=counts)
     change = Transition(key, S.QUEUED, message=f"backend job {job_id}", expect=S.CREATING,
                         fields=dict(id=job_id))
+    if seen == "running":  # an existing job, already running
+        change = Transition(key, S.RUNNING, message=f"backend job {job_id}", expect=S.CREATING,
+                            fields=dict(id=job_id, backend_status=seen, running_start_time=utc_now()))
+        counts += ("job started running",)
     return TaskResult(key, (change,), counts=counts, backend=spec.name, backend_ok=True, task_done=True)
 
 
@@ -112,6 +120,7 @@ def start_created(rec: JobRecord, spec: BackendSpec) -> TaskResult:
     """Start a job that was created but not started (an earlier start failed)."""
     key = rec.job_key
     try:
+        spec.refresh_token()
         spec.connection().job(rec.backend_job_id).start()
     except Exception as exc:  # noqa: BLE001
         info = classify(exc, job_known=True)
@@ -135,6 +144,9 @@ def finish_job(manager: JobManager, job: FinishedJob) -> TaskResult:
     ``finished``; a failure is for the loop to weigh (retry later, run again, error)."""
     key = job.job_key
     try:
+        spec = manager.backends.get(job.backend_name)
+        if spec is not None:
+            spec.refresh_token()
         outcome = manager.process_finished_job(job) or FinishedJobResult()
         if not isinstance(outcome, FinishedJobResult):
             raise TypeError(f"process_finished_job returned {type(outcome).__name__}, "

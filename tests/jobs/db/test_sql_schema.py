@@ -35,6 +35,7 @@ def _make_v1(engine: sa.Engine) -> None:
         conn.exec_driver_sql("DROP INDEX IF EXISTS ix_jobs_status_backend")
         conn.exec_driver_sql("CREATE INDEX ix_jobs_status ON jobs (status)")
         conn.exec_driver_sql("CREATE INDEX ix_jobs_backend_status ON jobs (backend_name, status)")
+        conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN usage")
         conn.execute(sa.update(META).where(META.c.key == "schema_version").values(value=1))
 
 
@@ -56,6 +57,7 @@ def test_older_schema_is_migrated_on_open(sql_location):
     names = _indexes(again.engine)
     assert "ix_jobs_status_backend" in names
     assert not names & {"ix_jobs_status", "ix_jobs_backend_status"}
+    assert "usage" in {c["name"] for c in sa.inspect(again.engine).get_columns("jobs")}
     # data and history untouched
     assert again.active_counts() == {"b": 1}
     assert [h.new for h in again.history("0")] == [JobStatus.NOT_STARTED, JobStatus.CREATING]

@@ -169,6 +169,8 @@ class FileJobDatabase(JobDatabase):
         meta = read_meta(self.meta_path)
         schema = UserSchema.from_dict(meta["user_columns"]) if meta else None
         raw = read_table(self.path, schema)
+        if meta:  # the usage key columns are written from the ``usage`` column
+            raw = raw.drop(columns=[c for c in meta.get("usage_columns", []) if c in raw.columns])
         return (join_state(raw, self.state_path) if meta else raw), meta
 
     # -- saving ----------------------------------------------------------------------------
@@ -185,6 +187,7 @@ class FileJobDatabase(JobDatabase):
         start = time.monotonic()
         out = export_table(self._frame(), self._schema, csv_file=self.is_csv,
                            key_column=self._meta.get("key_column"))
+        self._meta["usage_columns"] = out.attrs["usage_columns"]
         self._write_meta()
         append_history(self.history_path, self._pending)
         self._pending.clear()

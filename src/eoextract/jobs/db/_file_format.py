@@ -25,6 +25,7 @@ from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.db._records import StatusChange
+from eoextract.jobs.db._usage import USAGE_COLUMNS, usage_key_columns
 from eoextract.jobs.status import OPENEO_STATUS, JobStatus
 
 _log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ _log = logging.getLogger(__name__)
 #: The columns openeo 0.53 writes after the user's, in its order; usage columns (one per
 #: usage key) follow once a job reported them.
 _OPENEO_COLUMNS = ["id", "backend_name", "status", "start_time", "running_start_time", "costs"]
-_USAGE_COLUMNS = ["cpu", "memory", "duration"]
+_USAGE_COLUMNS = list(USAGE_COLUMNS)
 HISTORY_FIELDS = ["job_key", "old", "new", "at", "manager_id", "message", "backend_job_id"]
 #: openeo's ``read_csv`` dtypes (its ``_column_requirements``).
 _OPENEO_CSV_DTYPES = {"id": "str", "backend_name": "str", "status": "str", "start_time": "str",
@@ -202,11 +203,15 @@ def export_table(df: pd.DataFrame, schema: UserSchema, *, csv_file: bool,
     out[EXACT_STATUS_COLUMN] = exact
     if key_column is None:
         out["job_key"] = list(df.index)
+    extra_usage = usage_key_columns(out["usage"], {*schema.names, *out.columns})
+    for name, values in extra_usage.items():
+        out[name] = pd.Series(values, dtype=object)
     geometry = schema.geometry
     if geometry is not None and not csv_file:
         import geopandas
 
         out = geopandas.GeoDataFrame(out, geometry=geometry, crs=df[geometry].crs)
+    out.attrs["usage_columns"] = list(extra_usage)
     return out
 
 
@@ -214,7 +219,7 @@ def split_export(out: pd.DataFrame, schema: UserSchema) -> tuple[pd.DataFrame, p
     """An exported table split into what openeo writes (the user's columns, openeo's columns,
     usage columns that hold a value) and our extra state (``job_key``, the exact status,
     attempts, leases, ...), which goes to the ``.state.csv`` sidecar, row for row."""
-    usage = [n for n in _USAGE_COLUMNS if out[n].notna().any()]
+    usage = [n for n in _USAGE_COLUMNS if out[n].notna().any()] + out.attrs.get("usage_columns", [])
     main_cols = [*schema.names, *_OPENEO_COLUMNS, *usage]
     main = out[main_cols]
     extras = pd.DataFrame({n: out[n] for n in out.columns if n not in main_cols}, index=out.index)

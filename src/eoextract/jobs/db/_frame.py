@@ -52,6 +52,7 @@ MANAGED_KINDS: dict[str, str] = {
     "memory": "str",
     "duration": "str",
     "costs": "float",
+    "usage": "str",
     "output_dir": "str",
     "input_published_at": "datetime",
     "output_published_at": "datetime",

@@ -40,8 +40,13 @@ def _v1_to_v2(conn: Connection) -> None:
                          "ON jobs (status, backend_name, lease_until)")
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """The ``usage`` column: every usage key a backend reported, as JSON."""
+    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN usage TEXT")
+
+
 #: ``MIGRATIONS[i]`` upgrades schema version ``i + 1`` to ``i + 2``.
-MIGRATIONS: list[Migration] = [_v1_to_v2]
+MIGRATIONS: list[Migration] = [_v1_to_v2, _v2_to_v3]
 
 if len(MIGRATIONS) + 1 != SCHEMA_VERSION:  # pragma: no cover - caught by any test run
     raise RuntimeError("SCHEMA_VERSION and the list of migrations disagree")

@@ -22,7 +22,7 @@ from eoextract.jobs.status import JobStatus
 
 #: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db._migrations`).
 #: 1: first layout; 2: indexes for status counts, active slots and claims at scale.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Value of ``meta.created_by``; marks a database as ours.
 CREATED_BY = "eoextract"
 
@@ -63,6 +63,8 @@ class Job(Base):
     memory: Mapped[str | None] = mapped_column(String(255))
     duration: Mapped[str | None] = mapped_column(String(255))
     costs: Mapped[float | None] = mapped_column(Float)
+    #: Every usage key the backend reported, as JSON (``{"cpu": {"value": 12, "unit": ...}}``).
+    usage: Mapped[str | None] = mapped_column(Text)
     output_dir: Mapped[str | None] = mapped_column(Text)
     input_published_at: Mapped[datetime | None]
     output_published_at: Mapped[datetime | None]

@@ -31,13 +31,14 @@ from eoextract.jobs.db._frame import PreparedJobs
 from eoextract.jobs.db._interface import OnExists
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.db._records import StatusChange
+from eoextract.jobs.db._usage import USAGE_COLUMNS, usage_key_columns
 
 _log = logging.getLogger(__name__)
 
 #: Every status openeo's manager writes or reads (to load all rows through ``get_by_status``).
 _OPENEO_STATUSES = ["not_started", "created", "queued", "queued_for_start", "running", "finished",
                     "error", "skipped", "start_failed", "canceled", "queued_for_start_failed"]
-_USAGE = ["cpu", "memory", "duration"]
+_USAGE = list(USAGE_COLUMNS)
 
 
 def is_openeo_job_db(obj: Any) -> bool:
@@ -126,6 +127,8 @@ class OpenEOJobDatabase(FileJobDatabase):
         for name in _USAGE:
             if df[name].notna().any() or (self._raw is not None and name in self._raw.columns):
                 view[name] = df[name].astype(object)
+        for name, values in usage_key_columns(df["usage"], set(view.columns)).items():
+            view[name] = pd.Series(values, index=df.index, dtype=object)
         return view.where(view.notna(), None)
 
     def _save(self) -> None:

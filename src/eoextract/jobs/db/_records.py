@@ -57,6 +57,7 @@ MANAGED_COLUMNS: tuple[str, ...] = (
     "memory",
     "duration",
     "costs",
+    "usage",
     "output_dir",
     "input_published_at",
     "output_published_at",
