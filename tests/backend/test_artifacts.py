@@ -168,3 +168,40 @@ def test_expired_oidc_token_is_refused_by_sts(tmp_path):
     assert proc.poll() is not None  # stopped with the backend
     with pytest.raises(requests.ConnectionError):
         _session().get(endpoint, timeout=2)
+
+
+def test_serve_command_with_artifacts(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import openeo
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", EOEXTRACT_BACKEND_OIDC_CLIENT_SECRET="cs-Q7")
+    cmd = [sys.executable, "-c", "from eoextract.cli import app; app()", "backend", "serve",
+           "--port", "0", "--workers", "1", "--artifacts", "--oidc-token-lifetime", "60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        label, _, endpoint = proc.stdout.readline().strip().partition(": ")
+        assert label == "artifacts S3/STS" and endpoint.startswith("http://127.0.0.1:")
+        caps = _session().get(url, timeout=10).json()
+        assert caps["artifacts"]["providers"][0]["config"]["s3_endpoint"] == endpoint
+        con = openeo.connect(url).authenticate_oidc_client_credentials(
+            client_id="eoextract-service", client_secret="cs-Q7")
+        assert con.describe_account()["user_id"] == "eoextract"
+        resp = _session().post(f"{url}oidc/eoextract/token", timeout=10, data={
+            "grant_type": "client_credentials", "client_id": "eoextract-service",
+            "client_secret": "cs-Q7"})
+        assert resp.json()["expires_in"] == 60
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+            raise
+    assert "cs-Q7" not in proc.stderr.read()
+    with pytest.raises(requests.ConnectionError):  # the S3/STS child stopped with it
+        _session().get(endpoint, timeout=2)
