@@ -109,7 +109,7 @@ def test_authenticate_oidc_picks_device_then_refresh_token(backend, capsys):
 def test_expired_access_token_is_renewed(tmp_path):
     with LocalBackend(workers=1, oidc_token_lifetime=1) as b:
         cc = b.connect_oidc()
-        device = b.connect_oidc("device")
+        device = b.connect_oidc("refresh_token")
         old_cc, old_device = cc.auth.bearer, device.auth.bearer
         time.sleep(2.1)
         resp = _get(f"{b.url}me", old_cc)
@@ -121,7 +121,7 @@ def test_expired_access_token_is_renewed(tmp_path):
         stats = _stats(b)
         assert stats["rejected:expired"] >= 3
         assert stats["token:client_credentials"] == 2
-        assert stats["token:refresh_token"] == 1
+        assert stats["token:refresh_token"] == 2  # connect, renew
 
 
 def test_manual_device_approval(tmp_path):
@@ -155,10 +155,12 @@ def test_manual_device_approval(tmp_path):
         thread.join(30)
         assert "error" not in result
         assert result["con"].describe_account()["user_id"] == "eoextract"
+        # the convenience approves its own device code with the backend's user
+        assert b.connect_oidc("refresh_token").describe_account()["user_id"] == "eoextract"
 
 
 def test_bad_tokens_are_refused(backend, tmp_path):
-    con = backend.connect_oidc("device")
+    con = backend.connect_oidc("refresh_token")
     access = con.auth.bearer.split("/", 2)[2]
     refresh = con._oidc_auth_renewer._refresh_token
     for bearer in (
@@ -208,3 +210,30 @@ def test_tokens_stay_out_of_logs(backend, caplog):
     token = con.auth.bearer.split("/", 2)[2]
     assert "client_credentials token issued" in caplog.text
     assert token not in caplog.text and backend.oidc_client_secret not in caplog.text
+
+
+def test_remote_hosts_default_to_manual_device_approval(caplog):
+    from eoextract.errors import ConfigurationError
+
+    assert LocalBackend()._oidc.device_approval == "auto"
+    remote = LocalBackend(host="0.0.0.0", allow_remote=True)  # constructed only: nothing is bound
+    assert remote._oidc.device_approval == "manual"
+    with caplog.at_level(logging.WARNING):
+        LocalBackend(host="0.0.0.0", allow_remote=True, oidc_device_approval="auto")
+    assert "approved without credentials" in caplog.text
+    with pytest.raises(ConfigurationError, match="loopback"):
+        LocalBackend(host="0.0.0.0", allow_remote=True, artifacts=True)
+    with pytest.raises(ValueError, match="device_approval"):
+        LocalBackend(oidc_device_approval="sometimes")
+
+
+def test_tokens_survive_a_restart_on_the_same_data_dir(tmp_path):
+    import stat
+
+    with LocalBackend(workers=1, data_dir=tmp_path / "d") as first:
+        bearer = first.connect_oidc().auth.bearer
+        port = int(first.url.rsplit(":", 1)[1].strip("/"))
+    key = tmp_path / "d" / "oidc-signing-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    with LocalBackend(workers=1, data_dir=tmp_path / "d", port=port) as second:
+        assert _get(f"{second.url}me", bearer).json()["user_id"] == "eoextract"

@@ -282,9 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     from moto.s3.models import s3_backends
     from werkzeug.serving import make_server
 
+    from eoextract._util.redact import redact
+
     class QuietHandler(MotoRequestHandler):
-        def log_request(self, *args: Any, **kwargs: Any) -> None:  # request lines hold signed URLs
+        """No request lines (they hold presigned URLs); other messages redacted."""
+
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
             pass
+
+        def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002
+            sys.stderr.write(f"{type}: {redact(message % args if args else message)}\n")
 
     s3_backends[DEFAULT_ACCOUNT_ID]["aws"].create_bucket(args.bucket, args.region)
     app = ArtifactsApp(DomainDispatcherApplication(create_backend_app), args.issuer, args.prefix)

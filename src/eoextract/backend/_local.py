@@ -124,10 +124,12 @@ class LocalBackend:
         fault_token: Token of the fault admin route (generated when None and ``faults``).
         oidc_token_lifetime: Lifetime of OIDC access tokens, seconds.
         oidc_device_approval: ``"auto"`` (device codes approved at once, for ``user``) or
-            ``"manual"`` (approved on the verification page or with :meth:`approve_device`).
+            ``"manual"`` (approved on the verification page or with :meth:`approve_device`);
+            None: ``"auto"`` on a loopback host, ``"manual"`` on one reachable from others.
         oidc_client_secret: Secret of the OIDC service client (generated when None).
         artifacts: Start a local S3 + STS (moto, needs the ``artifacts`` extra) and advertise
-            it as the ``artifacts`` capability for ``openeo.extra.artifacts``.
+            it as the ``artifacts`` capability for ``openeo.extra.artifacts`` (loopback
+            hosts only).
 
     Attributes:
         fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
@@ -150,13 +152,18 @@ class LocalBackend:
         fault_token: str | None = None,
         allow_remote: bool = False,
         oidc_token_lifetime: int = 300,
-        oidc_device_approval: str = "auto",
+        oidc_device_approval: str | None = None,
         oidc_client_secret: str | None = None,
         artifacts: bool = False,
     ):
-        from eoextract.backend._oidc import SERVICE_CLIENT_ID, OidcSettings
+        from eoextract.backend._oidc import SERVICE_CLIENT_ID, OidcSettings  # light: no joserfc
 
-        check_host(host, allow_remote, faults=faults)
+        remote = check_host(host, allow_remote, faults=faults)
+        if remote and artifacts:
+            raise ConfigurationError("artifacts (a local S3 + STS) need a loopback host")
+        if remote and oidc_device_approval == "auto":
+            logger.warning("OIDC device codes are approved without credentials on %s: anyone "
+                           "who can reach it gets tokens", host)
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
@@ -176,7 +183,8 @@ class LocalBackend:
         self.app: FastAPI | None = None
         self._oidc_secret_generated = not oidc_client_secret
         self._oidc = OidcSettings(token_lifetime_s=oidc_token_lifetime,
-                                  device_approval=oidc_device_approval,
+                                  device_approval=oidc_device_approval
+                                  or ("manual" if remote else "auto"),
                                   client_secret=oidc_client_secret)
         self.oidc_provider_id = self._oidc.provider_id
         self.oidc_client_id = SERVICE_CLIENT_ID
@@ -309,34 +317,49 @@ class LocalBackend:
         return openeo.connect(self.url, **kwargs).authenticate_basic(self.user, self._password)
 
     def connect_oidc(self, grant: str = "client_credentials", **kwargs: Any) -> openeo.Connection:
-        """An ``openeo.Connection`` authenticated through the embedded OIDC provider.
+        """An ``openeo.Connection`` authenticated through the embedded OIDC provider, which
+        renews its access token when it expires.
 
         Args:
             grant: ``"client_credentials"`` (the service client and its secret) or
-                ``"device"`` (the default public client; needs ``oidc_device_approval="auto"``
-                or an approval while it polls), both renewing expired access tokens.
+                ``"refresh_token"`` (a refresh token of the default client, obtained here with
+                a device code approved for :attr:`user`; nothing is stored on disk).
             **kwargs: Passed to ``openeo.connect``.
         """
         import openeo
+
+        from eoextract.backend._oidc import DEFAULT_CLIENT_ID, DEVICE_GRANT
 
         connection = openeo.connect(self.url, **kwargs)
         if grant == "client_credentials":
             return connection.authenticate_oidc_client_credentials(
                 client_id=self.oidc_client_id, client_secret=self.oidc_client_secret,
                 provider_id=self.oidc_provider_id)
-        if grant == "device":
-            return connection.authenticate_oidc_device(
-                provider_id=self.oidc_provider_id, store_refresh_token=True, max_poll_time=30,
-                display=lambda _message: None)
-        raise ValueError(f"grant must be 'client_credentials' or 'device', not {grant!r}")
+        if grant != "refresh_token":
+            raise ValueError(f"grant must be 'client_credentials' or 'refresh_token', not {grant!r}")
+        issuer = f"{self.url}oidc/{self.oidc_provider_id}"
+        with _session() as session:
+            device = session.post(f"{issuer}/device_authorization", timeout=10, data={
+                "client_id": DEFAULT_CLIENT_ID, "scope": "openid offline_access"})
+            device.raise_for_status()
+            codes = device.json()
+            if self._oidc.device_approval == "manual":
+                self.approve_device(codes["user_code"])
+            tokens = session.post(f"{issuer}/token", timeout=10, data={
+                "grant_type": DEVICE_GRANT, "client_id": DEFAULT_CLIENT_ID,
+                "device_code": codes["device_code"]})
+            tokens.raise_for_status()
+        return connection.authenticate_oidc_refresh_token(
+            client_id=DEFAULT_CLIENT_ID, refresh_token=tokens.json()["refresh_token"],
+            provider_id=self.oidc_provider_id)
 
     def approve_device(self, user_code: str) -> None:
         """Approve a waiting OIDC device code for :attr:`user`, as on the verification page."""
-        resp = requests.post(
-            f"{self.url}oidc/{self.oidc_provider_id}/device",
-            data={"user_code": user_code, "username": self.user, "password": self._password},
-            timeout=10,
-        )
+        with _session() as session:
+            resp = session.post(
+                f"{self.url}oidc/{self.oidc_provider_id}/device", timeout=10,
+                data={"user_code": user_code, "username": self.user, "password": self._password},
+            )
         resp.raise_for_status()
 
     # -- request faults ----------------------------------------------------------------
@@ -399,6 +422,13 @@ class LocalBackend:
         if not self.faults:
             raise RuntimeError("start LocalBackend(faults=True) to inject request faults")
         return {"Authorization": f"Bearer {self.fault_token}"}
+
+
+def _session() -> requests.Session:
+    """A session for loopback requests: no proxies or ``.netrc`` from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:

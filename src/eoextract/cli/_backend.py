@@ -44,9 +44,11 @@ def backend_serve(
         int, typer.Option(help="Lifetime of OIDC access tokens, seconds.")
     ] = 300,
     oidc_device_approval: Annotated[
-        str, typer.Option(help="'auto' (device codes approved at once) or 'manual' (approved on "
-                          "the issuer's /device page with the user and password).")
-    ] = "auto",
+        str | None, typer.Option(help="'auto' (device codes approved at once) or 'manual' "
+                                 "(approved on the issuer's /device page with the user and "
+                                 "password); default: auto on loopback hosts, else manual.",
+                                 show_default=False)
+    ] = None,
     oidc_client_secret: Annotated[
         str | None, typer.Option(help="Secret of the OIDC service client (or "
                                  "EOEXTRACT_BACKEND_OIDC_CLIENT_SECRET); generated and printed "
