@@ -11,7 +11,6 @@ import time
 import openeo
 import pytest
 import requests
-from openeo.rest import OpenEoApiError
 from openeo.rest.auth.oidc import OidcException
 
 from eoextract.backend import LocalBackend

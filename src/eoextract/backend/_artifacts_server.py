@@ -94,7 +94,8 @@ class IssuerKeys:
                         self._keys = self._fetch()
                     except Exception as exc:
                         raise IdentityTokenError(
-                            "IDPCommunicationError", f"cannot read the issuer's keys: {type(exc).__name__}"
+                            "IDPCommunicationError",
+                            f"cannot read the issuer's keys: {type(exc).__name__}",
                         ) from None
                 keys = self._keys
             try:
@@ -102,10 +103,13 @@ class IssuerKeys:
                 break
             except (JoseError, ValueError, TypeError) as exc:
                 if attempt:  # the issuer's key may have changed: read the JWKS once more
-                    raise IdentityTokenError("InvalidIdentityToken",
-                                             f"the web identity token is not valid ({type(exc).__name__})") from None
+                    raise IdentityTokenError(
+                        "InvalidIdentityToken",
+                        f"the web identity token is not valid ({type(exc).__name__})",
+                    ) from None
         if claims.get("iss") != self.issuer or claims.get("typ") != "Bearer":
-            raise IdentityTokenError("InvalidIdentityToken", "the token is not an access token of the issuer")
+            raise IdentityTokenError("InvalidIdentityToken",
+                                     "the token is not an access token of the issuer")
         if not isinstance(claims.get("exp"), int | float) or claims["exp"] <= time.time():
             raise IdentityTokenError("ExpiredTokenException", "the web identity token has expired")
         return claims
@@ -202,8 +206,10 @@ class ArtifactsApp:
             f"<AssumedRoleUser><Arn>{escape(role)}/{escape(session)}</Arn>"
             f"<AssumedRoleId>AROA{_random(string.ascii_uppercase, 12)}:{escape(session)}</AssumedRoleId>"
             "</AssumedRoleUser>"
-            f"<Credentials><AccessKeyId>{access_key}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>"
-            f"<SessionToken>{secrets.token_urlsafe(48)}</SessionToken><Expiration>{_iso(expiry)}</Expiration>"
+            f"<Credentials><AccessKeyId>{access_key}</AccessKeyId>"
+            f"<SecretAccessKey>{secret}</SecretAccessKey>"
+            f"<SessionToken>{secrets.token_urlsafe(48)}</SessionToken>"
+            f"<Expiration>{_iso(expiry)}</Expiration>"
             f"</Credentials><Provider>{escape(self.keys.issuer)}</Provider>"
             "</AssumeRoleWithWebIdentityResult>"
             f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
@@ -233,7 +239,8 @@ class ArtifactsApp:
                 signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
                 expires = signed + timedelta(seconds=int(query["X-Amz-Expires"][0]))
             except (KeyError, ValueError):
-                return "403 Forbidden", "AuthorizationQueryParametersError", "Invalid X-Amz-Date or X-Amz-Expires.", {}
+                return ("403 Forbidden", "AuthorizationQueryParametersError",
+                        "Invalid X-Amz-Date or X-Amz-Expires.", {})
             now = _now()
             if now > expires:
                 return ("403 Forbidden", "AccessDenied", "Request has expired",
@@ -245,7 +252,8 @@ class ArtifactsApp:
                   extra: dict[str, str]) -> list[bytes]:
         fields = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in extra.items())
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-                f"<Message>{escape(message)}</Message>{fields}<RequestId>{uuid.uuid4().hex}</RequestId></Error>")
+                f"<Message>{escape(message)}</Message>{fields}"
+                f"<RequestId>{uuid.uuid4().hex}</RequestId></Error>")
         return self._respond(start_response, status, body)
 
     @staticmethod

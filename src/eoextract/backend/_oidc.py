@@ -193,13 +193,15 @@ class OidcProvider:
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [_ALG],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post", "client_secret_basic", "none"],
             "code_challenge_methods_supported": ["S256", "plain"],
             "scopes_supported": ["openid", "offline_access"],
         }
 
     # -- token endpoint --------------------------------------------------------------------
-    def token(self, base_url: str, form: dict[str, str], authorization: str | None = None) -> dict[str, Any]:
+    def token(self, base_url: str, form: dict[str, str],
+              authorization: str | None = None) -> dict[str, Any]:
         """Answer a token request (form fields of the POST).
 
         Raises:
@@ -210,7 +212,8 @@ class OidcProvider:
         grant = form.get("grant_type", "")
         if grant == "client_credentials":
             if client_id != SERVICE_CLIENT_ID:
-                raise OidcError("unauthorized_client", f"client {client_id!r} may not use client credentials")
+                raise OidcError("unauthorized_client",
+                                f"client {client_id!r} may not use client credentials")
             self._check_secret(secret)
             return self._issue(base_url, client_id, self.default_user, form.get("scope", "openid"),
                                grant, refresh=False)
