@@ -23,6 +23,8 @@ TEMPORAL = ["2021-06-01", "2021-06-12"]
 
 @pytest.fixture(autouse=True)
 def _openeo_config_home(tmp_path, monkeypatch):
+    # the client uses the first folder that exists: it must exist to win over the home folder
+    (tmp_path / "openeo-config").mkdir()
     monkeypatch.setenv("OPENEO_CONFIG_HOME", str(tmp_path / "openeo-config"))
 
 

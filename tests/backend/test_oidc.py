@@ -21,6 +21,8 @@ pytest.importorskip("joserfc")
 @pytest.fixture(autouse=True)
 def _openeo_config_home(tmp_path, monkeypatch):
     """Keep the openeo client's auth config and refresh-token store out of the home folder."""
+    # the client uses the first folder that exists: it must exist to win over the home folder
+    (tmp_path / "openeo-config").mkdir()
     monkeypatch.setenv("OPENEO_CONFIG_HOME", str(tmp_path / "openeo-config"))
     for name in ("OPENEO_AUTH_METHOD", "OPENEO_AUTH_CLIENT_ID", "OPENEO_AUTH_CLIENT_SECRET",
                  "OPENEO_AUTH_PROVIDER_ID"):
@@ -81,7 +83,7 @@ def test_client_credentials_from_environment(backend, monkeypatch):
     assert con.describe_account()["user_id"] == "eoextract"
 
 
-def test_device_flow_then_refresh_token(backend):
+def test_device_flow_then_refresh_token(backend, tmp_path):
     """Device code (default client, PKCE, auto-approved) stores a refresh token; the
     refresh-token grant then works with it, from the store and given explicitly."""
     messages = []
@@ -89,6 +91,7 @@ def test_device_flow_then_refresh_token(backend):
         store_refresh_token=True, max_poll_time=20, display=messages.append)
     assert con.describe_account()["user_id"] == "eoextract"
     assert any("/oidc/eoextract/device?user_code=" in m for m in messages)
+    assert (tmp_path / "openeo-config" / "refresh-tokens.json").exists()  # stored here only
     con2 = openeo.connect(backend.url).authenticate_oidc_refresh_token()
     assert con2.describe_account()["user_id"] == "eoextract"
     assert con2.auth.bearer != con.auth.bearer

@@ -15,6 +15,8 @@ def test_access_token_expires_mid_run(grant, start_jobs, job_df, tmp_path, monke
     """Tokens live 1 s, each job runs ~1 s longer: the manager's requests meet expired tokens,
     the openeo client renews them (client credentials, or the refresh token) and every job
     ends finished, results downloaded."""
+    # the client uses the first folder that exists: it must exist to win over the home folder
+    (tmp_path / "openeo-config").mkdir()
     monkeypatch.setenv("OPENEO_CONFIG_HOME", str(tmp_path / "openeo-config"))
     with LocalBackend(workers=2, oidc_token_lifetime=1) as backend:
         connection = backend.connect_oidc(grant)

@@ -100,7 +100,7 @@ class BackendSettings:
     worker_nice: int = 5
     max_body_bytes: int = MAX_BODY_BYTES
     fault_token: str | None = field(default=None, repr=False)
-    oidc: OidcSettings = field(default_factory=OidcSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings, repr=False)
     artifacts: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
