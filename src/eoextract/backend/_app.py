@@ -29,6 +29,7 @@ from eoextract.backend._api_errors import BadRequest, JobNotFound, NotFound, Ope
 from eoextract.backend._faults import FaultMiddleware, RequestFault, RequestFaultInjector
 from eoextract.backend._job_lifecycle import is_instant
 from eoextract.backend._job_store import FINISHED, parse_job_body
+from eoextract.backend._oidc_routes import install_oidc_routes
 from eoextract.backend._result_documents import item_document, results_document
 from eoextract.backend._service import API_VERSION, BackendService, BackendSettings, file_response
 from eoextract.backend._user_processes import check_process_id
@@ -221,6 +222,8 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         user, token = backend.login(request.headers.get("authorization"))
         logger.info("user %s logged in", user)
         return _json({"access_token": token, "user_id": user})
+
+    install_oidc_routes(app, backend)
 
     @app.get("/me")
     async def me(request: Request) -> Response:

@@ -122,10 +122,21 @@ class LocalBackend:
             address with ``allow_remote`` (see :func:`check_host`).
         allow_remote: Accept a host reachable from other machines (logged as a warning).
         fault_token: Token of the fault admin route (generated when None and ``faults``).
+        oidc_token_lifetime: Lifetime of OIDC access tokens, seconds.
+        oidc_device_approval: ``"auto"`` (device codes approved at once, for ``user``) or
+            ``"manual"`` (approved on the verification page or with :meth:`approve_device`);
+            None: ``"auto"`` on a loopback host, ``"manual"`` on one reachable from others.
+        oidc_client_secret: Secret of the OIDC service client (generated when None).
+        artifacts: Start a local S3 + STS (moto, needs the ``artifacts`` extra) and advertise
+            it as the ``artifacts`` capability for ``openeo.extra.artifacts`` (loopback
+            hosts only).
 
     Attributes:
         fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
             :meth:`inject_fault`, :meth:`list_faults` and :meth:`clear_faults` send it.
+        oidc_provider_id: Id of the OIDC provider (``/credentials/oidc``).
+        oidc_client_id: The confidential client of the client-credentials grant.
+        oidc_client_secret: Its secret.
     """
 
     def __init__(
@@ -140,8 +151,19 @@ class LocalBackend:
         host: str = "127.0.0.1",
         fault_token: str | None = None,
         allow_remote: bool = False,
+        oidc_token_lifetime: int = 300,
+        oidc_device_approval: str | None = None,
+        oidc_client_secret: str | None = None,
+        artifacts: bool = False,
     ):
-        check_host(host, allow_remote, faults=faults)
+        from eoextract.backend._oidc import SERVICE_CLIENT_ID, OidcSettings  # light: no joserfc
+
+        remote = check_host(host, allow_remote, faults=faults)
+        if remote and artifacts:
+            raise ConfigurationError("artifacts (a local S3 + STS) need a loopback host")
+        if remote and oidc_device_approval == "auto":
+            logger.warning("OIDC device codes are approved without credentials on %s: anyone "
+                           "who can reach it gets tokens", host)
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
@@ -159,6 +181,16 @@ class LocalBackend:
         self._sock: socket.socket | None = None
         self._url: str | None = None
         self.app: FastAPI | None = None
+        self._oidc_secret_generated = not oidc_client_secret
+        self._oidc = OidcSettings(token_lifetime_s=oidc_token_lifetime,
+                                  device_approval=oidc_device_approval
+                                  or ("manual" if remote else "auto"),
+                                  client_secret=oidc_client_secret)
+        self.oidc_provider_id = self._oidc.provider_id
+        self.oidc_client_id = SERVICE_CLIENT_ID
+        self.oidc_client_secret: str = self._oidc.client_secret or ""
+        self.artifacts = artifacts
+        self._artifacts: Any = None
 
     def __repr__(self) -> str:
         return f"<LocalBackend {self._url or '(stopped)'}>"
@@ -194,10 +226,30 @@ class LocalBackend:
         return self
 
     def _open(self) -> None:
-        """Build the app and its server and bind the socket (serving starts later)."""
+        """Bind the socket, start the artifacts server if asked, build the app and its server
+        (serving starts later); on failure, release what was started."""
+        try:
+            self._build()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _build(self) -> None:
         from eoextract.backend._app import create_app
         from eoextract.backend._service import BackendSettings
 
+        self._sock = _bind(self.host, self.port)
+        self._url = _url(self.host, self._sock)
+        capability = None
+        if self.artifacts:
+            from eoextract.backend._artifacts import ArtifactServer
+
+            issuer = f"{self._url}oidc/{self.oidc_provider_id}"
+            log = self.data_dir / "artifacts-server.log" if self.data_dir else None
+            if log is not None:
+                log.parent.mkdir(parents=True, exist_ok=True)
+            self._artifacts = ArtifactServer(issuer, host=self.host, log_path=log).start()
+            capability = self._artifacts.capability()
         settings = BackendSettings(
             data_dir=self.data_dir,
             workers=self.workers,
@@ -205,10 +257,10 @@ class LocalBackend:
             result_style=self.result_style,
             users={self.user: self._password},
             fault_token=self.fault_token,
+            oidc=self._oidc,
+            artifacts=capability,
         )
         self.app = create_app(settings)
-        self._sock = _bind(self.host, self.port)
-        self._url = _url(self.host, self._sock)
         self._server = _server(self.app)
 
     def _serve_in_foreground(self) -> None:
@@ -217,6 +269,10 @@ class LocalBackend:
         print(self._url, flush=True)
         if self._fault_token_generated:
             print(f"fault token: {self.fault_token}", flush=True)
+        if self._oidc_secret_generated:
+            print(f"oidc client: {self.oidc_client_id} {self.oidc_client_secret}", flush=True)
+        if self._artifacts is not None:
+            print(f"artifacts S3/STS: {self._artifacts.endpoint}", flush=True)
         try:
             self._server.run(sockets=[self._sock])
         finally:
@@ -234,7 +290,9 @@ class LocalBackend:
             self.app.state.backend.close()  # no-op when the lifespan already did it
         if self._sock is not None:
             self._sock.close()
-        self._server = self._thread = self._sock = None
+        if self._artifacts is not None:
+            self._artifacts.stop()
+        self._server = self._thread = self._sock = self._artifacts = None
         self._url = None
 
     def __enter__(self) -> LocalBackend:
@@ -257,6 +315,52 @@ class LocalBackend:
         import openeo
 
         return openeo.connect(self.url, **kwargs).authenticate_basic(self.user, self._password)
+
+    def connect_oidc(self, grant: str = "client_credentials", **kwargs: Any) -> openeo.Connection:
+        """An ``openeo.Connection`` authenticated through the embedded OIDC provider, which
+        renews its access token when it expires.
+
+        Args:
+            grant: ``"client_credentials"`` (the service client and its secret) or
+                ``"refresh_token"`` (a refresh token of the default client, obtained here with
+                a device code approved for :attr:`user`; nothing is stored on disk).
+            **kwargs: Passed to ``openeo.connect``.
+        """
+        import openeo
+
+        from eoextract.backend._oidc import DEFAULT_CLIENT_ID, DEVICE_GRANT
+
+        connection = openeo.connect(self.url, **kwargs)
+        if grant == "client_credentials":
+            return connection.authenticate_oidc_client_credentials(
+                client_id=self.oidc_client_id, client_secret=self.oidc_client_secret,
+                provider_id=self.oidc_provider_id)
+        if grant != "refresh_token":
+            raise ValueError(f"grant must be 'client_credentials' or 'refresh_token', not {grant!r}")
+        issuer = f"{self.url}oidc/{self.oidc_provider_id}"
+        with _session() as session:
+            device = session.post(f"{issuer}/device_authorization", timeout=10, data={
+                "client_id": DEFAULT_CLIENT_ID, "scope": "openid offline_access"})
+            device.raise_for_status()
+            codes = device.json()
+            if self._oidc.device_approval == "manual":
+                self.approve_device(codes["user_code"])
+            tokens = session.post(f"{issuer}/token", timeout=10, data={
+                "grant_type": DEVICE_GRANT, "client_id": DEFAULT_CLIENT_ID,
+                "device_code": codes["device_code"]})
+            tokens.raise_for_status()
+        return connection.authenticate_oidc_refresh_token(
+            client_id=DEFAULT_CLIENT_ID, refresh_token=tokens.json()["refresh_token"],
+            provider_id=self.oidc_provider_id)
+
+    def approve_device(self, user_code: str) -> None:
+        """Approve a waiting OIDC device code for :attr:`user`, as on the verification page."""
+        with _session() as session:
+            resp = session.post(
+                f"{self.url}oidc/{self.oidc_provider_id}/device", timeout=10,
+                data={"user_code": user_code, "username": self.user, "password": self._password},
+            )
+        resp.raise_for_status()
 
     # -- request faults ----------------------------------------------------------------
     def inject_fault(
@@ -320,6 +424,13 @@ class LocalBackend:
         return {"Authorization": f"Bearer {self.fault_token}"}
 
 
+def _session() -> requests.Session:
+    """A session for loopback requests: no proxies or ``.netrc`` from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
 def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
     """Serve the embedded backend in the foreground until interrupted; prints its URL.
 
@@ -329,6 +440,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
         port: Port (0: a free one).
         **options: The other :class:`LocalBackend` arguments: ``data_dir`` (a temporary
             folder when None), ``workers``, ``faults``, ``fault_token`` (printed after the
-            URL when generated), ``result_style``, ``user``, ``password``.
+            URL when generated), ``result_style``, ``user``, ``password``,
+            ``oidc_token_lifetime``, ``oidc_device_approval``, ``oidc_client_secret`` (printed
+            when generated), ``artifacts``.
     """
     LocalBackend(host=host, port=port, **options)._serve_in_foreground()

@@ -34,6 +34,7 @@ from eoextract.backend._api_errors import (
 from eoextract.backend._faults import RequestFaultInjector, corrupt_chunk
 from eoextract.backend._job_lifecycle import JobService
 from eoextract.backend._job_store import JobRecord, JobStore, check_process
+from eoextract.backend._oidc import AccessTokenRejected, OidcProvider, OidcSettings
 from eoextract.backend._result_documents import RESULT_STYLES, UrlSigner
 from eoextract.backend._user_processes import UdpResolver, UdpStore
 from eoextract.backend._worker_pool import WorkerPool
@@ -52,6 +53,7 @@ _ENDPOINTS: list[tuple[str, list[str]]] = [
     ("/", ["GET"]),
     ("/conformance", ["GET"]),
     ("/credentials/basic", ["GET"]),
+    ("/credentials/oidc", ["GET"]),
     ("/me", ["GET"]),
     ("/collections", ["GET"]),
     ("/collections/{collection_id}", ["GET"]),
@@ -85,6 +87,9 @@ class BackendSettings:
         max_body_bytes: Largest accepted request body; larger ones are answered 413
             ``PayloadTooLarge`` as soon as their ``Content-Length`` or their streamed bytes
             exceed it.
+        oidc: Settings of the embedded OIDC provider (see :mod:`eoextract.backend._oidc`).
+        artifacts: The ``artifacts`` capability (S3 + STS providers) advertised in ``GET /``;
+            None advertises none (see :mod:`eoextract.backend._artifacts`).
     """
 
     data_dir: Path | None = None
@@ -95,6 +100,8 @@ class BackendSettings:
     worker_nice: int = 5
     max_body_bytes: int = MAX_BODY_BYTES
     fault_token: str | None = field(default=None, repr=False)
+    oidc: OidcSettings = field(default_factory=OidcSettings, repr=False)
+    artifacts: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.result_style not in RESULT_STYLES:
@@ -148,6 +155,7 @@ class BackendService:
             hmac.new(secret, f"token:{user}".encode(), hashlib.sha256).hexdigest(): user
             for user in settings.users
         }
+        self.oidc = OidcProvider(settings.oidc, self.data_dir / "oidc-signing-key.pem", settings.users)
         self.udps = UdpStore(self.data_dir / "process_graphs")
         self.request_faults = RequestFaultInjector()
         self.engine = _EngineHolder()
@@ -208,7 +216,16 @@ class BackendService:
             raise TokenInvalid("The fault token is not valid.")
 
     def authenticate(self, request: Request) -> str:
-        """The user of a request with an openEO bearer token (``Bearer basic//<token>``)."""
+        """The user of a request with an openEO bearer token.
+
+        Accepted: ``Bearer basic//<token>`` (from ``/credentials/basic``) and
+        ``Bearer oidc/<provider id>/<access token>`` (from the embedded OIDC provider).
+
+        Raises:
+            AuthenticationRequired: 401 without a bearer token.
+            TokenInvalid: 403 for an unknown, malformed or expired token (the openeo client
+                renews an OIDC access token on this answer).
+        """
         header = request.headers.get("authorization")
         if not header:
             raise AuthenticationRequired("Authentication required: no bearer token given.")
@@ -216,6 +233,17 @@ class BackendService:
         if scheme.lower() != "bearer":
             raise AuthenticationRequired("Authentication required: a bearer token is expected.")
         token = value.strip()
+        if token.startswith("oidc/"):
+            _, provider_id, access_token = (token.split("/", 2) + ["", ""])[:3]
+            if provider_id != self.oidc.settings.provider_id:
+                raise TokenInvalid(f"Unknown OIDC provider {provider_id!r} in the bearer token.")
+            try:
+                return self.oidc.verify_access_token(access_token, str(request.base_url))
+            except AccessTokenRejected as exc:
+                raise TokenInvalid(
+                    "Authorization token has expired or is invalid. Please authenticate again."
+                    f" ({exc})"
+                ) from None
         if token.startswith("basic//"):
             token = token[len("basic//"):]
         user = self._tokens.get(token)
@@ -226,7 +254,7 @@ class BackendService:
     # -- metadata ----------------------------------------------------------------------
     def capabilities(self, base_url: str) -> dict[str, Any]:
         """The ``GET /`` document."""
-        return {
+        doc = {
             "api_version": API_VERSION,
             "backend_version": BACKEND_VERSION,
             "stac_version": STAC_VERSION,
@@ -246,6 +274,9 @@ class BackendService:
                  "type": "application/json"},
             ],
         }
+        if self.settings.artifacts:
+            doc["artifacts"] = self.settings.artifacts
+        return doc
 
     def conformance(self) -> list[str]:
         """Conformance classes."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 import geopandas as gpd
 import numpy as np
 import xarray as xr
 
+from eoextract._util.redact import redact
 from eoextract.backend._api_errors import FormatUnsupported, ProcessParameterInvalid
 from eoextract.backend._execution_context import current_context
 from eoextract.backend._geometry import cube_epsg, geometry_mask_of, to_geodataframe
@@ -33,6 +35,7 @@ def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> 
     except UrlNotAllowed as exc:
         raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend: {exc}.") from None
     fmt = str(format).lower()
+    shown = redact(url)  # signed URLs: no query string values in messages
     ctx = current_context()
     key = (url, fmt)
     if key not in ctx.url_cache:
@@ -41,24 +44,37 @@ def load_url(url: str, format: str = "GeoJSON", options: dict | None = None) -> 
         except UrlNotAllowed as exc:
             raise ProcessParameterInvalid(f"load_url only reads loopback http URLs on this backend: {exc}.") from None
         except requests.RequestException as exc:
-            raise ProcessParameterInvalid(f"load_url could not read {url}: {exc}") from None
+            raise ProcessParameterInvalid(f"load_url could not read {shown}: {redact(str(exc))}") from None
         if resp.status_code >= 400:
-            raise ProcessParameterInvalid(f"load_url: {url} answered HTTP {resp.status_code}.")
+            raise ProcessParameterInvalid(f"load_url: {shown} answered HTTP {resp.status_code}"
+                                          f"{_s3_reason(resp.text)}.")
         if fmt in ("geojson", "json"):
             try:
                 doc = resp.json()
             except ValueError:
-                raise ProcessParameterInvalid(f"load_url: {url} is not valid JSON.") from None
+                raise ProcessParameterInvalid(f"load_url: {shown} is not valid JSON.") from None
             ctx.url_cache[key] = doc if fmt == "json" else to_geodataframe(doc)
         elif fmt in ("parquet", "geoparquet"):
             try:
                 ctx.url_cache[key] = gpd.read_parquet(io.BytesIO(resp.content))
             except Exception as exc:
-                raise ProcessParameterInvalid(f"load_url: cannot read GeoParquet from {url}: {exc}") from None
+                raise ProcessParameterInvalid(f"load_url: cannot read GeoParquet from {shown}: {exc}") from None
         else:
             raise FormatUnsupported(f"load_url: format {format!r} not supported (GeoJSON, JSON, Parquet).")
     value = ctx.url_cache[key]
     return value.copy() if isinstance(value, gpd.GeoDataFrame) else copy.deepcopy(value)
+
+
+def _s3_reason(body: str) -> str:
+    """`` (S3 <Code>: <Message>)`` from an S3 XML error body, with a hint for expired URLs."""
+    code = re.search(r"<Code>([^<]{1,100})</Code>", body[:4096])
+    if code is None:
+        return ""
+    message = re.search(r"<Message>([^<]{0,300})</Message>", body[:4096])
+    reason = f" (S3 {code.group(1)}: {message.group(1) if message else ''})"
+    if message and "expired" in message.group(1).lower():
+        reason += ": the presigned URL has expired, create a new one"
+    return reason
 
 
 def load_geojson(data: dict, properties: list[str] | None = None) -> gpd.GeoDataFrame:

@@ -40,9 +40,28 @@ def backend_serve(
         str, typer.Option(help="Its password (or EOEXTRACT_BACKEND_PASSWORD).",
                           envvar="EOEXTRACT_BACKEND_PASSWORD", show_default=False)
     ] = "eoextract",
+    oidc_token_lifetime: Annotated[
+        int, typer.Option(help="Lifetime of OIDC access tokens, seconds.")
+    ] = 300,
+    oidc_device_approval: Annotated[
+        str | None, typer.Option(help="'auto' (device codes approved at once) or 'manual' "
+                                 "(approved on the issuer's /device page with the user and "
+                                 "password); default: auto on loopback hosts, else manual.",
+                                 show_default=False)
+    ] = None,
+    oidc_client_secret: Annotated[
+        str | None, typer.Option(help="Secret of the OIDC service client (or "
+                                 "EOEXTRACT_BACKEND_OIDC_CLIENT_SECRET); generated and printed "
+                                 "when not given.", envvar="EOEXTRACT_BACKEND_OIDC_CLIENT_SECRET",
+                                 show_default=False)
+    ] = None,
+    artifacts: Annotated[
+        bool, typer.Option(help="Start a local S3 + STS (moto) for openeo.extra.artifacts.")
+    ] = False,
 ) -> None:
-    """Run the embedded openEO backend until interrupted; prints its URL (and, with --faults,
-    the generated fault token on the next line)."""
+    """Run the embedded openEO backend until interrupted; prints its URL (then, when generated,
+    the fault token and the OIDC service client's id and secret, and with --artifacts the
+    S3/STS endpoint)."""
     from eoextract.backend import serve
 
     serve(
@@ -56,4 +75,8 @@ def backend_serve(
         result_style=result_style,
         user=user,
         password=password,
+        oidc_token_lifetime=oidc_token_lifetime,
+        oidc_device_approval=oidc_device_approval,
+        oidc_client_secret=oidc_client_secret,
+        artifacts=artifacts,
     )
