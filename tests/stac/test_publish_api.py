@@ -213,3 +213,46 @@ def test_cli_publish_to_api_and_pgstac(tmp_path, api, pgstac_dsn):
     assert to_pg.exit_code == 0, to_pg.output
     assert PG_PASSWORD not in to_pg.output and "***" in to_pg.output
     assert len(_items(api, cid)) == 3
+
+
+def test_openeo_stac_api_job_database_with_our_manager(api, tmp_path):
+    """openeo's experimental STACAPIJobDatabase (one item per job in a STAC API collection)
+    as the job database of our manager, with the embedded backend."""
+    from openeo.extra.job_management.stac_job_db import STACAPIJobDatabase
+
+    from eoextract.backend import LocalBackend
+    from eoextract.jobs import MultiBackendJobManager
+
+    collection_id = f"jobs-{uuid.uuid4().hex[:8]}"
+    # created beforehand: openeo would validate it against the schemas online
+    collection = {"type": "Collection", "stac_version": "1.0.0", "id": collection_id,
+                  "description": "jobs", "license": "proprietary", "links": [],
+                  "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                             "temporal": {"interval": [[None, None]]}}}
+    requests.post(f"{api}/collections", json=collection, timeout=30).raise_for_status()
+    job_db = STACAPIJobDatabase(collection_id=collection_id, stac_root_url=api)
+    # item ids as text (pgstac refuses openeo's default, the integer index) and geometries
+    # (pgstac needs one per item)
+    import geopandas
+    import shapely
+
+    jobs = geopandas.GeoDataFrame({"item_id": ["job-a", "job-b"], "title": ["a", "b"]},
+                                  geometry=[shapely.box(5.0, 51.0, 5.01, 51.01)] * 2, crs="EPSG:4326")
+    job_db.initialize_from_df(jobs, on_exists="append")
+
+    def start_job(row, connection, **kwargs):
+        cube = connection.load_collection(
+            "SENTINEL2_L2A", spatial_extent={"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
+            temporal_extent=["2021-06-01", "2021-06-10"], bands=["B04"])
+        return cube.create_job(title=row["title"], job_options={"eoextract_mode": "instant"},
+                               out_format="NetCDF")
+
+    with LocalBackend(data_dir=tmp_path / "backend") as backend:
+        manager = MultiBackendJobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out")
+        manager.add_backend("local", backend.connect())
+        stats = manager.run_jobs(job_db=job_db, start_job=start_job)
+    assert stats["start_job call"] == 2 and stats["status_counts"] == {"finished": 2}
+    stored = STACAPIJobDatabase(collection_id=collection_id, stac_root_url=api).get_by_status([])
+    assert sorted(stored["status"]) == ["finished", "finished"]
+    assert stored["id"].notna().all() and set(stored["backend_name"]) == {"local"}
+    assert sorted(stored["title"]) == ["a", "b"]

@@ -146,6 +146,8 @@ class OpenEOJobDatabase(FileJobDatabase):
                 if name not in rows.columns or rows[name].dtype != object:
                     rows[name] = rows[name].astype(object) if name in rows.columns else None
                 rows[name] = view.loc[changed, name].to_numpy()
+            # no NaN for writers that send JSON (openeo's STACAPIJobDatabase)
+            rows = rows.astype(object).where(rows.notna(), None)
             self.wrapped.persist(rows)
             self._raw = self._raw.reindex(columns=list(dict.fromkeys([*self._raw.columns, *rows.columns])))
             for name in rows.columns:
