@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import openeo
     from fastapi import FastAPI
 
+    from eoextract.backend._profile import BackendProfile
+
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,10 @@ class LocalBackend:
             address with ``allow_remote`` (see :func:`check_host`).
         allow_remote: Accept a host reachable from other machines (logged as a warning).
         fault_token: Token of the fault admin route (generated when None and ``faults``).
+        profile: Production-like behaviours: ``"default"`` (today's backend), ``"cdse"``
+            (job limits, usage and costs, expiring asset URLs, CDSE results documents) or a
+            :class:`~eoextract.backend.BackendProfile` with each behaviour set on its own.
+        historical_jobs: Finished jobs already in the user's listing (cheap; e.g. 20,000).
 
     Attributes:
         fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
@@ -140,8 +146,12 @@ class LocalBackend:
         host: str = "127.0.0.1",
         fault_token: str | None = None,
         allow_remote: bool = False,
+        profile: BackendProfile | str | None = None,
+        historical_jobs: int = 0,
     ):
         check_host(host, allow_remote, faults=faults)
+        self.profile = profile
+        self.historical_jobs = historical_jobs
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
@@ -205,6 +215,8 @@ class LocalBackend:
             result_style=self.result_style,
             users={self.user: self._password},
             fault_token=self.fault_token,
+            profile=self.profile,
+            historical_jobs=self.historical_jobs,
         )
         self.app = create_app(settings)
         self._sock = _bind(self.host, self.port)
@@ -329,6 +341,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
         port: Port (0: a free one).
         **options: The other :class:`LocalBackend` arguments: ``data_dir`` (a temporary
             folder when None), ``workers``, ``faults``, ``fault_token`` (printed after the
-            URL when generated), ``result_style``, ``user``, ``password``.
+            URL when generated), ``result_style``, ``user``, ``password``, ``profile``,
+            ``historical_jobs``.
     """
     LocalBackend(host=host, port=port, **options)._serve_in_foreground()

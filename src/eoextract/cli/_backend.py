@@ -40,10 +40,37 @@ def backend_serve(
         str, typer.Option(help="Its password (or EOEXTRACT_BACKEND_PASSWORD).",
                           envvar="EOEXTRACT_BACKEND_PASSWORD", show_default=False)
     ] = "eoextract",
+    profile: Annotated[
+        str, typer.Option(help="Production profile: 'default' (as before) or 'cdse' (job limits, "
+                          "usage and costs, expiring asset URLs, CDSE results documents).")
+    ] = "default",
+    max_running_jobs: Annotated[
+        int | None, typer.Option(help="Per-user running jobs (overrides the profile).",
+                                 show_default=False)
+    ] = None,
+    max_queued_jobs: Annotated[
+        int | None, typer.Option(help="Per-user started jobs waiting for a running place "
+                                 "(overrides the profile).", show_default=False)
+    ] = None,
+    asset_url_ttl: Annotated[
+        int | None, typer.Option(help="Seconds signed asset URLs stay valid (overrides the "
+                                 "profile).", show_default=False)
+    ] = None,
+    historical_jobs: Annotated[
+        int, typer.Option(help="Finished jobs already in the user's job listing.")
+    ] = 0,
 ) -> None:
     """Run the embedded openEO backend until interrupted; prints its URL (and, with --faults,
     the generated fault token on the next line)."""
-    from eoextract.backend import serve
+    from eoextract.backend import BackendProfile, serve
+
+    overrides = {
+        key: value
+        for key, value in (("max_running_jobs", max_running_jobs),
+                           ("max_queued_jobs", max_queued_jobs),
+                           ("asset_url_ttl_s", asset_url_ttl))
+        if value is not None
+    }
 
     serve(
         host=host,
@@ -56,4 +83,6 @@ def backend_serve(
         result_style=result_style,
         user=user,
         password=password,
+        profile=BackendProfile.named(profile, **overrides),
+        historical_jobs=historical_jobs,
     )
