@@ -402,3 +402,40 @@ def test_manager_download_recovers_from_an_expired_url(clocked_backend, tmp_path
     stats, _ = _manager_run(clocked_backend, tmp_path, 2, parallel_jobs=2)
     assert jumped and stats["status_counts"] == {"finished": 2}
     assert len(list((tmp_path / "run").rglob("*.nc"))) == 2
+
+
+# -- command line ------------------------------------------------------------------------
+def test_serve_refuses_an_unknown_profile_before_listening():
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", "--profile", "prod"])
+    assert result.exit_code != 0
+    assert "unknown backend profile 'prod'" in result.output
+
+
+def test_serve_with_the_cdse_profile_and_overrides(tmp_path):
+    import subprocess
+    import sys
+
+    import openeo
+
+    command = [sys.executable, "-m", "eoextract.cli", "backend", "serve", "--port", "0",
+               "--data-dir", str(tmp_path), "--profile", "cdse", "--max-running-jobs", "1",
+               "--historical-jobs", "7"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "NO_PROXY": "*"})
+    try:
+        url = server.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        connection = openeo.connect(url).authenticate_basic("eoextract", "eoextract")
+        assert len(connection.list_jobs(limit=100)) == 7
+        jobs = [_job(connection, delay_s=30) for _ in range(2)]
+        jobs[0].start()
+        with pytest.raises(OpenEoApiError, match=r"concurrent job limit \(1\)"):
+            jobs[1].start()
+        jobs[0].stop()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
