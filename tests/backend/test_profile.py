@@ -415,6 +415,7 @@ def test_serve_refuses_an_unknown_profile_before_listening():
     assert "unknown backend profile 'prod'" in result.output
 
 
+@pytest.mark.slow
 def test_serve_with_the_cdse_profile_and_overrides(tmp_path):
     import subprocess
     import sys
