@@ -12,6 +12,17 @@ for _var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROX
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_eoextract_log_level():
+    """CLI commands invoked in-process set the ``eoextract`` logger's level: undo it after."""
+    import logging
+
+    logger = logging.getLogger("eoextract")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def local_backend(tmp_path_factory):
     """One embedded backend for the session (with fault injection enabled)."""

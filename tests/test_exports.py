@@ -28,7 +28,7 @@ PUBLIC = {
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
         "StacValidationError", "UnsafeAssetPath", "OutputPathConflict"},
-    "eoextract.backend": {"BackendSettings", "LocalBackend", "create_app", "serve"},
+    "eoextract.backend": {"BackendProfile", "BackendSettings", "LocalBackend", "create_app", "serve"},
     "eoextract.cli": {"EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "app"},
     "eoextract.extract": {
         "AUXILIARY", "AssetDefinition", "ExtractionManager", "FILE_LOCK", "GFMAPJobManager",

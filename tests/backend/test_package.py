@@ -11,7 +11,7 @@ import pytest
 
 import eoextract.backend as backend
 
-PUBLIC = {"LocalBackend", "serve", "create_app", "BackendSettings"}
+PUBLIC = {"LocalBackend", "serve", "create_app", "BackendSettings", "BackendProfile"}
 
 
 def test_public_names_are_pinned_and_resolve():

@@ -15,7 +15,7 @@ from openeo.rest import OpenEoApiError, OpenEoApiPlainError
 from openeo.rest.job import BatchJob
 
 from eoextract.jobs import MultiBackendJobManager, create_job_db, get_job_db
-from eoextract.jobs.db._usage import usage_fields
+from eoextract.jobs.db._usage_columns import usage_fields
 from eoextract.jobs.status import JobStatus
 
 USAGE = {

@@ -16,6 +16,7 @@ _EXPORTS = {
     "serve": "eoextract.backend._local",
     "create_app": "eoextract.backend._app",
     "BackendSettings": "eoextract.backend._service",
+    "BackendProfile": "eoextract.backend._profile",
 }
 
 __all__ = list(_EXPORTS)
@@ -25,4 +26,5 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.backend._app import create_app
     from eoextract.backend._local import LocalBackend, serve
+    from eoextract.backend._profile import BackendProfile
     from eoextract.backend._service import BackendSettings

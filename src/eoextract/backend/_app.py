@@ -139,6 +139,17 @@ def _int_param(request: Request, name: str) -> int | None:
     return number
 
 
+def _expires_param(request: Request, required: bool) -> int | None:
+    """The ``expires`` query parameter of a signed asset URL (a missing one fails to verify)."""
+    value = request.query_params.get("expires")
+    if value is None:
+        return -1 if required else None
+    try:
+        return int(value)
+    except ValueError:
+        return -1
+
+
 def create_app(settings: BackendSettings | None = None) -> FastAPI:
     """Build the ASGI application.
 
@@ -306,7 +317,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     @app.get("/jobs")
     async def list_jobs(request: Request) -> Response:
         user = backend.authenticate(request)
-        limit = _int_param(request, "limit")
+        limit = _int_param(request, "limit") or backend.profile.default_page_size
         before = _int_param(request, "before")
         page, cursor = backend.jobs.store.listing(user, limit=limit or None, before=before)
         links = []
@@ -383,8 +394,16 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         except JobNotFound:
             raise NotFound(f"No asset {name!r}: job {job_id} does not exist.") from None
         asset = next((a for a in record.assets if a["name"] == name), None)
-        if asset is None or not backend.signer.verify(job_id, name, signature):
+        expires = _expires_param(request, backend.signer.ttl_s is not None)
+        if asset is None or not backend.signer.verify(job_id, name, signature, expires):
             raise NotFound(f"No asset {name!r} for job {job_id}.")
+        if backend.signer.expired(expires):
+            raise OpenEOApiError(
+                "The signed URL of this result asset has expired; request the job's results "
+                f"again (GET /jobs/{job_id}/results) for a fresh one.",
+                code="ResultLinkExpired",
+                status=backend.profile.expired_url_status,
+            )
         path = backend.jobs.store.results_dir(job_id) / asset["path"]
         return file_response(
             path,

@@ -10,6 +10,10 @@ copies a tiny valid NetCDF (written once per server) into its results and marks 
 
 *Job faults* (see :mod:`eoextract.backend._faults`) are decided when a job starts.
 
+*Production profile* (:mod:`eoextract.backend._profile`): per-user running and waiting
+places (:mod:`eoextract.backend._job_limits`) are taken when a job starts and given back when
+it ends; ended jobs get a modelled ``usage`` and ``costs`` (:mod:`eoextract.backend._usage`).
+
 *Restarts*: on start-up, jobs found ``queued`` are queued again; jobs found ``running`` are
 marked ``error`` with a log entry saying the server restarted while they ran (their
 partial output is discarded). Finished jobs keep their results.
@@ -17,18 +21,16 @@ partial output is discarded). Finished jobs keep their results.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from eoextract.backend._api_errors import JobLocked, JobNotFinished, OpenEOApiError
 from eoextract.backend._faults import JobFault, JobFaultCounter
+from eoextract.backend._job_limits import JobLimiter
 from eoextract.backend._job_store import (
     ACTIVE,
     CANCELED,
@@ -41,7 +43,10 @@ from eoextract.backend._job_store import (
     parse_job_body,
     timestamp,
 )
+from eoextract.backend._profile import BackendProfile
 from eoextract.backend._result_documents import asset_to_dict
+from eoextract.backend._scheduler import Scheduler
+from eoextract.backend._usage import job_usage
 from eoextract.backend._worker_pool import Task, TaskCanceled, TaskFailed, WorkerPool
 
 
@@ -51,47 +56,6 @@ logger = logging.getLogger(__name__)
 def is_instant(job_options: dict[str, Any] | None) -> bool:
     """Whether job options ask for an instant job."""
     return bool(job_options) and job_options.get("eoextract_mode") == "instant"
-
-
-class Scheduler:
-    """One thread running callbacks at given times (cheaper than a timer thread per job)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._order = itertools.count()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="eoextract-scheduler", daemon=True)
-        self._thread.start()
-
-    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
-        """Run ``fn`` in the scheduler thread after ``delay_s`` seconds."""
-        with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._order), fn))
-            self._cond.notify()
-
-    def close(self) -> None:
-        """Stop; pending callbacks are dropped."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and (
-                    not self._heap or self._heap[0][0] > time.monotonic()
-                ):
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(timeout)
-                if self._closed:
-                    return
-                _, _, fn = heapq.heappop(self._heap)
-            try:
-                fn()
-            except Exception:  # noqa: BLE001
-                logger.exception("scheduled callback failed")
 
 
 class InstantResult:
@@ -137,6 +101,9 @@ class JobService:
         pool: Worker pool for regular jobs (created lazily when None and needed).
         pool_factory: Builds the pool on first use.
         resolver_for: Returns the plain-data UDP resolver settings for a user.
+        profile: Production-like behaviours (job limits, usage and costs).
+        style_for: Result style of a job (``"cdse"`` rewrites EPSG:3035 NetCDFs with a
+            bound-CRS WKT when the job finishes, see :mod:`eoextract.backend._cdse_netcdf`).
     """
 
     def __init__(
@@ -144,8 +111,14 @@ class JobService:
         store: JobStore,
         pool_factory: Callable[[], WorkerPool],
         resolver_for: Callable[[str], dict[str, Any]],
+        profile: BackendProfile | None = None,
+        style_for: Callable[[JobRecord], str] | None = None,
     ):
+        self.style_for = style_for or (lambda record: "current")
         self.store = store
+        self.profile = profile or BackendProfile()
+        self.limiter = JobLimiter(self.profile.max_running_jobs, self.profile.max_queued_jobs)
+        self._waiting_faults: dict[str, JobFault | None] = {}
         self._pool_factory = pool_factory
         self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
@@ -191,7 +164,10 @@ class JobService:
                 )
             elif record.status == QUEUED:
                 logger.info("re-queueing job %s after restart", record.id)
-                self._enqueue(record, fault=None)
+                if self.limiter.admit(record.user, record.id, force=True):
+                    self._enqueue(record, fault=None)
+                else:
+                    self._waiting_faults[record.id] = None
 
     def _current(self, job_id: str, run: int) -> JobRecord | None:
         """The job if it still exists and is still in run ``run`` (not canceled/restarted)."""
@@ -232,14 +208,22 @@ class JobService:
         if record.status in ACTIVE and self._pool is not None:
             self._pool.cancel(job_id)
         self.store.remove(record.id)
+        if record.status in ACTIVE:
+            self._release(record.user, record.id)
 
     # -- start / cancel ----------------------------------------------------------------
     def start(self, user: str, job_id: str) -> JobRecord:
-        """Start (or restart) a job; a queued or running job is left alone."""
+        """Start (or restart) a job; a queued or running job is left alone.
+
+        Raises:
+            OpenEOApiError: ``400 ConcurrentJobLimit`` when the user has no free running or
+                waiting place (production profile); the job is left as it was.
+        """
         record = self.store.get(job_id, user)
         with self.store.lock:
             if record.status in ACTIVE:
                 return record
+            runs_now = self.limiter.admit(user, record.id)
             fault = JobFault.from_job_options(record.job_options)
             if not self.faults.applies(fault, record.title):
                 fault = None
@@ -255,15 +239,45 @@ class JobService:
                 error=None,
                 assets=[],
                 fault=fault.kind if fault else None,
+                usage=None,
+                costs=None,
             )
         self.store.add_log(record.id, "info", f"Job queued (run {record.run}).")
+        if not runs_now:
+            self._waiting_faults[record.id] = fault
+            self.store.add_log(
+                record.id, "info",
+                f"Job waits for a free place (concurrent job limit {self.limiter.max_running}).",
+            )
+            return record
+        self._dispatch(record, fault)
+        return record
+
+    def _dispatch(self, record: JobRecord, fault: JobFault | None) -> None:
+        """Run a queued job that has a running place."""
         if fault is not None and fault.kind == "lost":
             self._lose(record, fault)
         elif is_instant(record.job_options):
             self._start_instant(record, fault)
         else:
             self._enqueue(record, fault)
-        return record
+
+    def _release(self, user: str, job_id: str) -> None:
+        """Give back a job's place; dispatch the waiting jobs that now have one."""
+        self._waiting_faults.pop(job_id, None)
+        for next_id in self.limiter.release(user, job_id):
+            fault = self._waiting_faults.pop(next_id, None)
+            # in the scheduler thread: an instant job ends (and releases) inside dispatch
+            self.scheduler.call_later(0.0, lambda i=next_id, f=fault: self._dispatch_waiting(i, f))
+
+    def _dispatch_waiting(self, job_id: str, fault: JobFault | None) -> None:
+        try:
+            record = self.store.get(job_id)
+        except OpenEOApiError:
+            return
+        if record.status == QUEUED and not self._closing:
+            self.store.add_log(job_id, "info", "Job got a free place.")
+            self._dispatch(record, fault)
 
     def cancel(self, user: str, job_id: str) -> JobRecord:
         """Cancel a queued or running job (no effect on other statuses)."""
@@ -272,6 +286,7 @@ class JobService:
             if record.status not in ACTIVE:
                 return record
             self.store.update(record, status=CANCELED, finished=timestamp())
+        self._release(record.user, record.id)
         if self._pool is not None:
             self._pool.cancel(job_id)
         self.store.add_log(record.id, "info", "Job canceled on request.")
@@ -304,15 +319,36 @@ class JobService:
             record = self._current(job_id, run)
             if record is None:
                 return
+            if changes.get("status") not in (None, *ACTIVE) and self.profile.report_usage:
+                changes["usage"], changes["costs"] = self.usage_of(record)
             self.store.update(record, **changes)
+        if changes.get("status") not in (None, *ACTIVE):
+            self._release(record.user, job_id)
         if log is not None:
             self.store.add_log(job_id, *log, **log_extra)
+
+    def usage_of(self, record: JobRecord) -> tuple[dict[str, Any], float]:
+        """Modelled ``(usage, costs)`` of a job (see :mod:`eoextract.backend._usage`)."""
+        p = self.profile
+        return job_usage(
+            record.process.get("process_graph", {}), record.job_options,
+            credits_base=p.credits_base, credits_per_cpu_hour=p.credits_per_cpu_hour,
+            credits_per_megapixel=p.credits_per_megapixel,
+        )
 
     def _mark_running(self, job_id: str, run: int) -> None:
         changes = {"status": RUNNING, "started": timestamp()}
         self._mark(job_id, run, changes, ("info", "Job running."))
 
     def _mark_finished(self, job_id: str, run: int, assets: list[dict[str, Any]]) -> None:
+        record = self._current(job_id, run)
+        if record is not None and assets and self.style_for(record) == "cdse":
+            from eoextract.backend._cdse_netcdf import apply_cdse_crs
+
+            try:
+                assets = apply_cdse_crs(assets, self.store.results_dir(job_id))
+            except Exception:  # noqa: BLE001 - the plain CRS stays: still a valid result
+                logger.exception("could not write the CDSE bound CRS of job %s", job_id)
         changes = {"status": FINISHED, "progress": 100.0, "finished": timestamp(), "assets": assets}
         self._mark(job_id, run, changes, ("info", f"Job finished with {len(assets)} asset(s)."))
 
@@ -347,11 +383,15 @@ class JobService:
     def _lose(self, record: JobRecord, fault: JobFault) -> None:
         job_id = record.id
         logger.info("job %s will be lost (injected fault)", job_id)
+        def vanish() -> None:
+            self.store.remove(job_id)
+            self._release(record.user, job_id)
+
         if fault.delay_s:
             self._mark_running(job_id, record.run)
-            self.scheduler.call_later(fault.delay_s, lambda: self.store.remove(job_id))
+            self.scheduler.call_later(fault.delay_s, vanish)
         else:
-            self.store.remove(job_id)
+            vanish()
 
     def _enqueue(self, record: JobRecord, fault: JobFault | None) -> None:
         job_id, run = record.id, record.run

@@ -11,6 +11,7 @@ The lifecycle (start, cancel, workers, faults) lives in :mod:`eoextract.backend.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import shutil
@@ -55,6 +56,11 @@ _EDITABLE = ("title", "description", "process", "plan", "budget", "log_level", "
 def timestamp() -> str:
     """Now, as job records write it: RFC 3339 UTC to the second (``2024-05-01T12:00:00Z``)."""
     return format_utc(utc_now(), timespec="seconds")
+
+
+def format_utc_seconds(epoch_s: float) -> str:
+    """A POSIX time as job records write it (``2024-05-01T12:00:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
 
 
 def check_process(process: Any) -> dict[str, Any]:
@@ -151,6 +157,8 @@ class JobRecord:
             :mod:`eoextract.backend._result_documents`).
         fault: Job fault applied to the current run, if any.
         progress_reported: Whether ``progress`` comes from the worker (else it is estimated).
+        usage: ``usage`` of the last ended run (production profile), else None.
+        costs: Credits of the last ended run (production profile), else None.
     """
 
     id: str
@@ -174,6 +182,8 @@ class JobRecord:
     assets: list[dict[str, Any]] = field(default_factory=list)
     fault: str | None = None
     progress_reported: bool = False
+    usage: dict[str, Any] | None = None
+    costs: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as JSON-ready data."""
@@ -218,7 +228,11 @@ class JobRecord:
         out["job_options"] = self.job_options
         if self.log_level is not None:
             out["log_level"] = self.log_level
-        if self.started and self.finished and self.status in (FINISHED, ERROR, CANCELED):
+        if self.usage is not None and self.status in (FINISHED, ERROR, CANCELED):
+            out["usage"] = self.usage
+            if self.costs is not None:
+                out["costs"] = self.costs
+        elif self.started and self.finished and self.status in (FINISHED, ERROR, CANCELED):
             t0, t1 = parse_utc(self.started), parse_utc(self.finished)
             out["usage"] = {"duration": {"value": (t1 - t0).total_seconds(), "unit": "seconds"}}
         return out
@@ -237,6 +251,7 @@ class JobStore:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
         self._jobs: dict[str, JobRecord] = {}
+        self._by_user: dict[str, list[JobRecord]] = {}  # in creation (seq) order
         self._logs: dict[str, list[dict[str, Any]]] = {}
         self._log_seq = itertools.count(1)
         self._seq = itertools.count(1)
@@ -253,6 +268,8 @@ class JobStore:
                 continue
             self._jobs[record.id] = record
             top = max(top, record.seq)
+        for record in sorted(self._jobs.values(), key=lambda r: r.seq):
+            self._by_user.setdefault(record.user, []).append(record)
         self._seq = itertools.count(top + 1)
         if self._jobs:
             logger.info("loaded %d jobs from %s", len(self._jobs), self.jobs_dir)
@@ -286,8 +303,48 @@ class JobStore:
             data = encode_record(record)  # fails before anything is stored
             self.save(record, data)
             self._jobs[record.id] = record
+            self._by_user.setdefault(user, []).append(record)
             self._logs[record.id] = []
         return record
+
+    def seed_historical(self, user: str, count: int, process: dict[str, Any],
+                        **fields_: Any) -> int:
+        """Add ``count`` finished jobs of ``user`` that ended long ago (in memory only).
+
+        They stand for a production account's history: listed by ``GET /jobs`` after
+        the jobs created later (and before the jobs loaded from disk at start), described
+        by ``GET /jobs/{id}``, without files. Ids are ``j-hist-<n>``, so seeding again after a
+        restart adds nothing twice. About 20,000 jobs per 0.1 s.
+
+        Args:
+            user: Owner.
+            count: Number of jobs.
+            process: The process every one of them shares.
+            **fields_: Other :class:`JobRecord` fields they share (e.g. ``usage``, ``costs``).
+
+        Returns:
+            The number of jobs added.
+        """
+        base = 1_704_067_200  # 2024-01-01T00:00:00Z
+        added = []
+        with self.lock:
+            for i in range(count):
+                job_id = f"j-hist-{i:08d}"
+                if job_id in self._jobs:
+                    continue
+                stamp = format_utc_seconds(base + 60 * i)
+                added.append(JobRecord(
+                    id=job_id, seq=next(self._seq), user=user, process=process,
+                    title=f"historical job {i}", status=FINISHED, progress=100.0,
+                    created=stamp, updated=stamp, started=stamp, finished=stamp, run=1,
+                    **fields_,
+                ))
+            for record in added:
+                self._jobs[record.id] = record
+            mine = self._by_user.setdefault(user, [])
+            mine.extend(added)
+            mine.sort(key=lambda r: r.seq)
+        return len(added)
 
     def get(self, job_id: str, user: str | None = None) -> JobRecord:
         """A job by id (of ``user``, when given).
@@ -319,7 +376,12 @@ class JobStore:
     def remove(self, job_id: str) -> None:
         """Forget a job and delete its files (no error when already gone)."""
         with self.lock:
-            self._jobs.pop(job_id, None)
+            record = self._jobs.pop(job_id, None)
+            if record is not None:
+                mine = self._by_user.get(record.user, [])
+                index = bisect.bisect_left(mine, record.seq, key=lambda r: r.seq)
+                if index < len(mine) and mine[index] is record:
+                    del mine[index]
             self._logs.pop(job_id, None)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
@@ -337,15 +399,14 @@ class JobStore:
             The page and the cursor for the next page (None on the last page).
         """
         with self.lock:
-            records = [
-                r
-                for r in self._jobs.values()
-                if r.user == user and (before is None or r.seq < before)
-            ]
-        records.sort(key=lambda r: r.seq, reverse=True)
-        if limit is None or len(records) <= limit:
-            return records, None
-        page = records[:limit]
+            mine = self._by_user.get(user, [])
+            end = len(mine) if before is None else bisect.bisect_left(
+                mine, before, key=lambda r: r.seq
+            )
+            start = 0 if limit is None else max(0, end - limit)
+            page = mine[start:end][::-1]
+        if start == 0:
+            return page, None
         return page, page[-1].seq
 
     # -- logs --------------------------------------------------------------------------

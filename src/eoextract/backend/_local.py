@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import openeo
     from fastapi import FastAPI
 
+    from eoextract.backend._profile import BackendProfile
+
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,10 @@ class LocalBackend:
         artifacts: Start a local S3 + STS (moto, needs the ``artifacts`` extra) and advertise
             it as the ``artifacts`` capability for ``openeo.extra.artifacts`` (loopback
             hosts only).
+        profile: Production-like behaviours: ``"default"`` (today's backend), ``"cdse"``
+            (job limits, usage and costs, expiring asset URLs, CDSE results documents) or a
+            :class:`~eoextract.backend.BackendProfile` with each behaviour set on its own.
+        historical_jobs: Finished jobs already in the user's listing (cheap; e.g. 20,000).
 
     Attributes:
         fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
@@ -155,6 +161,8 @@ class LocalBackend:
         oidc_device_approval: str | None = None,
         oidc_client_secret: str | None = None,
         artifacts: bool = False,
+        profile: BackendProfile | str | None = None,
+        historical_jobs: int = 0,
     ):
         from eoextract.backend._oidc import SERVICE_CLIENT_ID, OidcSettings  # light: no joserfc
 
@@ -164,6 +172,8 @@ class LocalBackend:
         if remote and oidc_device_approval == "auto":
             logger.warning("OIDC device codes are approved without credentials on %s: anyone "
                            "who can reach it gets tokens", host)
+        self.profile = profile
+        self.historical_jobs = historical_jobs
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
@@ -259,6 +269,8 @@ class LocalBackend:
             fault_token=self.fault_token,
             oidc=self._oidc,
             artifacts=capability,
+            profile=self.profile,
+            historical_jobs=self.historical_jobs,
         )
         self.app = create_app(settings)
         self._server = _server(self.app)
@@ -442,6 +454,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
             folder when None), ``workers``, ``faults``, ``fault_token`` (printed after the
             URL when generated), ``result_style``, ``user``, ``password``,
             ``oidc_token_lifetime``, ``oidc_device_approval``, ``oidc_client_secret`` (printed
-            when generated), ``artifacts``.
+            when generated), ``artifacts``, ``profile``,
+            ``historical_jobs``.
     """
     LocalBackend(host=host, port=port, **options)._serve_in_foreground()

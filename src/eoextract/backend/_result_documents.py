@@ -15,7 +15,11 @@ Two styles:
 
 Both list one ``item`` link per asset; the items are served at
 ``/jobs/{id}/results/items/{signature}/{asset name}``. Asset and item hrefs are signed URLs
-that need no token.
+that need no token. With an expiry (the production profile's ``asset_url_ttl_s``), asset
+hrefs end in ``?expires=<POSIX seconds>``, the signature covers that time, and the URL is
+refused once it has passed (``ResultLinkExpired``, as openeo-driver's ``UrlSigner`` does):
+each new ``GET /jobs/{id}/results`` hands out fresh ones. The signature sits in the path,
+which eoextract's redaction masks (``/jobs/<id>/results/assets/***/<file>``).
 
 Assets are stored in job records as plain dicts (see :func:`asset_to_dict`).
 """
@@ -24,6 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import time
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -90,19 +97,35 @@ class UrlSigner:
 
     Args:
         secret: Key of the HMAC.
+        ttl_s: Asset URLs expire this many seconds (rounded up to whole seconds) after
+            they were made; None: never.
+        clock: POSIX time source (for tests).
     """
 
-    def __init__(self, secret: bytes):
+    def __init__(self, secret: bytes, ttl_s: float | None = None,
+                 clock: Callable[[], float] = time.time):
         self._secret = secret
+        self.ttl_s = ttl_s
+        self._clock = clock
 
-    def sign(self, job_id: str, name: str) -> str:
-        """Signature of one asset of one job."""
-        msg = f"{job_id}/{name}".encode()
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:32]
+    def sign(self, job_id: str, name: str, expires: int | None = None) -> str:
+        """Signature of one asset of one job (valid until ``expires``, when given)."""
+        msg = f"{job_id}/{name}" + ("" if expires is None else f"/{expires}")
+        return hmac.new(self._secret, msg.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def verify(self, job_id: str, name: str, signature: str) -> bool:
-        """Whether ``signature`` is valid for this asset."""
-        return hmac.compare_digest(self.sign(job_id, name), signature)
+    def verify(self, job_id: str, name: str, signature: str, expires: int | None = None) -> bool:
+        """Whether ``signature`` is valid for this asset (expiry not checked)."""
+        return hmac.compare_digest(self.sign(job_id, name, expires), signature)
+
+    def expires(self) -> int | None:
+        """Expiry of URLs made now (POSIX seconds), or None without a ``ttl_s``."""
+        if self.ttl_s is None:
+            return None
+        return math.ceil(self._clock() + self.ttl_s)
+
+    def expired(self, expires: int | None) -> bool:
+        """Whether an asset URL with this expiry can no longer be used."""
+        return expires is not None and expires < self._clock()
 
     def item_url(self, base_url: str, job_id: str, name: str) -> str:
         """URL of the STAC item of an asset."""
@@ -112,11 +135,13 @@ class UrlSigner:
         )
 
     def asset_url(self, base_url: str, job_id: str, name: str) -> str:
-        """Download URL of an asset."""
-        return (
-            f"{base_url}jobs/{job_id}/results/assets/{self.sign(job_id, name)}/"
+        """Download URL of an asset (with ``?expires=`` when URLs expire)."""
+        expires = self.expires()
+        url = (
+            f"{base_url}jobs/{job_id}/results/assets/{self.sign(job_id, name, expires)}/"
             f"{quote(name, safe='/')}"
         )
+        return url if expires is None else f"{url}?expires={expires}"
 
 
 def _title(asset: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ from eoextract.backend._faults import RequestFaultInjector, corrupt_chunk
 from eoextract.backend._job_lifecycle import JobService
 from eoextract.backend._job_store import JobRecord, JobStore, check_process
 from eoextract.backend._oidc import AccessTokenRejected, OidcProvider, OidcSettings
+from eoextract.backend._profile import BackendProfile, resolve_profile
 from eoextract.backend._result_documents import RESULT_STYLES, UrlSigner
 from eoextract.backend._user_processes import UdpResolver, UdpStore
 from eoextract.backend._worker_pool import WorkerPool
@@ -90,6 +91,10 @@ class BackendSettings:
         oidc: Settings of the embedded OIDC provider (see :mod:`eoextract.backend._oidc`).
         artifacts: The ``artifacts`` capability (S3 + STS providers) advertised in ``GET /``;
             None advertises none (see :mod:`eoextract.backend._artifacts`).
+        profile: Production-like behaviours: a :class:`BackendProfile`, or a profile name
+            (``"default"``, ``"cdse"``); see :mod:`eoextract.backend._profile`.
+        historical_jobs: Finished jobs seeded into the first user's listing at start
+            (in memory, cheap: a production account's history for listing tests).
     """
 
     data_dir: Path | None = None
@@ -102,8 +107,15 @@ class BackendSettings:
     fault_token: str | None = field(default=None, repr=False)
     oidc: OidcSettings = field(default_factory=OidcSettings, repr=False)
     artifacts: dict[str, Any] | None = None
+    profile: BackendProfile | str | None = None
+    historical_jobs: int = 0
 
     def __post_init__(self) -> None:
+        self.profile = resolve_profile(self.profile)
+        if self.profile.result_style is not None:
+            self.result_style = self.profile.result_style
+        if self.historical_jobs < 0:
+            raise ValueError("historical_jobs must not be negative")
         if self.result_style not in RESULT_STYLES:
             raise ValueError(f"result_style must be one of {RESULT_STYLES}, not {self.result_style!r}")
         if self.workers < 1:
@@ -150,7 +162,9 @@ class BackendService:
         self.data_dir = Path(settings.data_dir or tempfile.mkdtemp(prefix="eoextract-backend-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secret = self._secret()
-        self.signer = UrlSigner(secret)
+        profile: BackendProfile = settings.profile  # type: ignore[assignment]  # resolved
+        self.profile = profile
+        self.signer = UrlSigner(secret, ttl_s=profile.asset_url_ttl_s)
         self._tokens = {
             hmac.new(secret, f"token:{user}".encode(), hashlib.sha256).hexdigest(): user
             for user in settings.users
@@ -165,8 +179,26 @@ class BackendService:
                 settings.workers, self.data_dir / "worker-logs", nice=settings.worker_nice
             ),
             resolver_for=lambda user: UdpResolver(self.udps.root, user).to_dict(),
+            profile=profile,
+            style_for=self.result_style,
         )
+        if settings.historical_jobs:
+            self._seed_history(settings.historical_jobs)
         self._closed = False
+
+    def _seed_history(self, count: int) -> None:
+        """Seed ``count`` finished jobs of the first user (see :meth:`JobStore.seed_historical`)."""
+        user = next(iter(self.settings.users))
+        process = {"process_graph": {"load": {
+            "process_id": "load_collection", "result": True,
+            "arguments": {"id": "SENTINEL2_L2A", "bands": ["B04"],
+                          "spatial_extent": {"west": 5.0, "south": 51.0, "east": 5.01, "north": 51.01},
+                          "temporal_extent": ["2021-06-01", "2021-06-10"]}}}}
+        shared: dict[str, Any] = {}
+        if self.profile.report_usage:
+            probe = JobRecord(id="", seq=0, user=user, process=process)
+            shared["usage"], shared["costs"] = self.jobs.usage_of(probe)
+        self.jobs.store.seed_historical(user, count, process, **shared)
 
     def _secret(self) -> bytes:
         path = self.data_dir / "secret.key"

@@ -58,11 +58,38 @@ def backend_serve(
     artifacts: Annotated[
         bool, typer.Option(help="Start a local S3 + STS (moto) for openeo.extra.artifacts.")
     ] = False,
+    profile: Annotated[
+        str, typer.Option(help="Production profile: 'default' (as before) or 'cdse' (job limits, "
+                          "usage and costs, expiring asset URLs, CDSE results documents).")
+    ] = "default",
+    max_running_jobs: Annotated[
+        int | None, typer.Option(help="Per-user running jobs (overrides the profile).",
+                                 show_default=False)
+    ] = None,
+    max_queued_jobs: Annotated[
+        int | None, typer.Option(help="Per-user started jobs waiting for a running place "
+                                 "(overrides the profile).", show_default=False)
+    ] = None,
+    asset_url_ttl: Annotated[
+        int | None, typer.Option(help="Seconds signed asset URLs stay valid (overrides the "
+                                 "profile).", show_default=False)
+    ] = None,
+    historical_jobs: Annotated[
+        int, typer.Option(help="Finished jobs already in the user's job listing.")
+    ] = 0,
 ) -> None:
     """Run the embedded openEO backend until interrupted; prints its URL (then, when generated,
     the fault token and the OIDC service client's id and secret, and with --artifacts the
     S3/STS endpoint)."""
-    from eoextract.backend import serve
+    from eoextract.backend import BackendProfile, serve
+
+    overrides = {
+        key: value
+        for key, value in (("max_running_jobs", max_running_jobs),
+                           ("max_queued_jobs", max_queued_jobs),
+                           ("asset_url_ttl_s", asset_url_ttl))
+        if value is not None
+    }
 
     serve(
         host=host,
@@ -79,4 +106,6 @@ def backend_serve(
         oidc_device_approval=oidc_device_approval,
         oidc_client_secret=oidc_client_secret,
         artifacts=artifacts,
+        profile=BackendProfile.named(profile, **overrides),
+        historical_jobs=historical_jobs,
     )

@@ -20,7 +20,7 @@ from eoextract.jobs._backends import BackendSpec
 from eoextract.jobs._classify import classify
 from eoextract.jobs._outcomes import Failure, FollowUp, TaskResult, Update
 from eoextract.jobs._scheduling import BackendHealth
-from eoextract.jobs.db._usage import usage_fields
+from eoextract.jobs.db._usage_columns import usage_fields
 from eoextract.jobs.db import JobDatabase, JobRecord
 from eoextract.jobs.db import Transition
 from eoextract.jobs.status import ON_BACKEND, JobStatus

@@ -25,7 +25,7 @@ from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._frame import EXACT_STATUS_COLUMN, MANAGED_KINDS
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.db._records import StatusChange
-from eoextract.jobs.db._usage import USAGE_COLUMNS, usage_key_columns
+from eoextract.jobs.db._usage_columns import USAGE_COLUMNS, usage_key_columns
 from eoextract.jobs.status import OPENEO_STATUS, JobStatus
 
 _log = logging.getLogger(__name__)

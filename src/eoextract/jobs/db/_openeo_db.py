@@ -31,7 +31,7 @@ from eoextract.jobs.db._frame import PreparedJobs
 from eoextract.jobs.db._interface import OnExists
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
 from eoextract.jobs.db._records import StatusChange
-from eoextract.jobs.db._usage import USAGE_COLUMNS, usage_key_columns
+from eoextract.jobs.db._usage_columns import USAGE_COLUMNS, usage_key_columns
 
 _log = logging.getLogger(__name__)
 
