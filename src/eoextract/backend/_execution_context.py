@@ -38,6 +38,7 @@ class ExecutionContext:
         n_features: In per-feature mode, the number of features of the geometry source.
         geometries: Last geometry set applied to a cube (for ``sample_by_feature`` crops).
         url_cache: ``load_url`` results, so each URL is read once per execution.
+        results_cache: Node results of the running graph (``openeo-pg-parser-networkx``).
     """
 
     out_dir: Path
@@ -48,6 +49,7 @@ class ExecutionContext:
     n_features: int | None = None
     geometries: gpd.GeoDataFrame | None = None
     url_cache: dict = field(default_factory=dict)
+    results_cache: dict = field(default_factory=dict)
 
     def check_canceled(self) -> None:
         """Raise :class:`JobCanceled` if cancellation was requested."""

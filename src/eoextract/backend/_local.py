@@ -122,6 +122,10 @@ class LocalBackend:
             address with ``allow_remote`` (see :func:`check_host`).
         allow_remote: Accept a host reachable from other machines (logged as a warning).
         fault_token: Token of the fault admin route (generated when None and ``faults``).
+        allow_udf: Run user-defined functions (``run_udf``, user code) for the backend's users;
+            None: only when listening on a loopback address.
+        udf_timeout_s: Time limit of one UDF call (the UDF process is killed after it).
+        udf_memory_mb: Memory limit of one UDF call (additional address space).
 
     Attributes:
         fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
@@ -140,8 +144,13 @@ class LocalBackend:
         host: str = "127.0.0.1",
         fault_token: str | None = None,
         allow_remote: bool = False,
+        allow_udf: bool | None = None,
+        udf_timeout_s: float = 600.0,
+        udf_memory_mb: int = 4096,
     ):
-        check_host(host, allow_remote, faults=faults)
+        remote = check_host(host, allow_remote, faults=faults)
+        self.allow_udf = (not remote) if allow_udf is None else bool(allow_udf)
+        self._udf_limits = (float(udf_timeout_s), int(udf_memory_mb))
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
@@ -205,6 +214,9 @@ class LocalBackend:
             result_style=self.result_style,
             users={self.user: self._password},
             fault_token=self.fault_token,
+            allow_udf=self.allow_udf,
+            udf_timeout_s=self._udf_limits[0],
+            udf_memory_mb=self._udf_limits[1],
         )
         self.app = create_app(settings)
         self._sock = _bind(self.host, self.port)

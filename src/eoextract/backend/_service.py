@@ -36,6 +36,7 @@ from eoextract.backend._job_lifecycle import JobService
 from eoextract.backend._job_store import JobRecord, JobStore, check_process
 from eoextract.backend._result_documents import RESULT_STYLES, UrlSigner
 from eoextract.backend._user_processes import UdpResolver, UdpStore
+from eoextract.backend._udf import worker_env as udf_worker_env
 from eoextract.backend._worker_pool import WorkerPool
 
 
@@ -57,6 +58,7 @@ _ENDPOINTS: list[tuple[str, list[str]]] = [
     ("/collections/{collection_id}", ["GET"]),
     ("/processes", ["GET"]),
     ("/file_formats", ["GET"]),
+    ("/udf_runtimes", ["GET"]),
     ("/validation", ["POST"]),
     ("/result", ["POST"]),
     ("/jobs", ["GET", "POST"]),
@@ -82,6 +84,9 @@ class BackendSettings:
         result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend._result_documents`).
         users: User name → password for ``/credentials/basic``.
         worker_nice: Niceness increment of worker processes.
+        allow_udf: Run user-defined functions (``run_udf``).
+        udf_timeout_s: Time limit of one UDF call.
+        udf_memory_mb: Memory limit of one UDF call (additional address space).
         max_body_bytes: Largest accepted request body; larger ones are answered 413
             ``PayloadTooLarge`` as soon as their ``Content-Length`` or their streamed bytes
             exceed it.
@@ -95,6 +100,9 @@ class BackendSettings:
     worker_nice: int = 5
     max_body_bytes: int = MAX_BODY_BYTES
     fault_token: str | None = field(default=None, repr=False)
+    allow_udf: bool = True
+    udf_timeout_s: float = 600.0
+    udf_memory_mb: int = 4096
 
     def __post_init__(self) -> None:
         if self.result_style not in RESULT_STYLES:
@@ -154,7 +162,8 @@ class BackendService:
         self.jobs = JobService(
             JobStore(self.data_dir),
             pool_factory=lambda: WorkerPool(
-                settings.workers, self.data_dir / "worker-logs", nice=settings.worker_nice
+                settings.workers, self.data_dir / "worker-logs", nice=settings.worker_nice,
+                env=udf_worker_env(settings.allow_udf, settings.udf_timeout_s, settings.udf_memory_mb),
             ),
             resolver_for=lambda user: UdpResolver(self.udps.root, user).to_dict(),
         )
