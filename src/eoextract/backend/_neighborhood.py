@@ -109,9 +109,9 @@ def apply_neighborhood(data: xr.DataArray, process: Callable, size: list, overla
                 f"apply_neighborhood: dimension {dim!r} must be taken whole (size null or "
                 f"{data.sizes[dim]}, no overlap); only x and y can be cut into chunks.")
     ny, nx = data.sizes["y"], data.sizes["x"]
-    sy, sx = min(sizes.get("y") or ny, ny), min(sizes.get("x") or nx, nx)
-    if sy < 1 or sx < 1:
+    if sizes.get("y") == 0 or sizes.get("x") == 0:
         raise ProcessParameterInvalid("apply_neighborhood: the size of x and y must be at least 1 px.")
+    sy, sx = min(sizes.get("y") or ny, ny), min(sizes.get("x") or nx, nx)
     oy, ox = overlaps.get("y") or 0, overlaps.get("x") or 0
     cy, cx = -(-ny // sy), -(-nx // sx)  # chunks per axis
     lead = [d for d in data.dims if d not in ("y", "x")]

@@ -162,8 +162,8 @@ def _run_in_child(code: str, data: xr.DataArray, context: Any, timeout_s: float,
     parent_conn, child_conn = mp.Pipe()
     proc = mp.Process(target=child_main, args=(child_conn, code, context, memory_mb * 1024 * 1024),
                       name="eoextract-udf", daemon=True)
+    proc.start()  # the first start also starts the forkserver: not part of the time limit
     t0 = time.monotonic()
-    proc.start()
     child_conn.close()
     try:
         try:
