@@ -1,9 +1,9 @@
 """User-defined functions (``run_udf``) of the embedded backend.
 
-Python UDFs run with the openeo client's own UDF runtime (``openeo.udf``), each call in a
-separate process (:mod:`eoextract.backend._udf_child`) forked from a ``forkserver`` that has
-the runtime preloaded, with a time limit (the process is killed when it is over) and a memory
-limit (``RLIMIT_AS``). A failing UDF fails its job with a ``UdfError`` whose traceback goes to
+Python UDFs run with the openeo client's own UDF runtime (``openeo.udf``) in a separate
+process, one per execution (job) for all its UDF calls (:mod:`eoextract.backend._udf_child`),
+forked from a ``forkserver`` that has the runtime preloaded, with a time limit per call (the
+process is killed when it is over) and a memory limit (``RLIMIT_AS``). A failing UDF fails its job with a ``UdfError`` whose traceback goes to
 the job logs; the worker and the server go on.
 
 Whether UDFs may run and their limits come from the worker's environment
@@ -152,35 +152,78 @@ def run_udf(data: Any, udf: str, runtime: str, version: str | None = None,
     return _run_in_child(udf, data, context, timeout_s, memory_mb)
 
 
+class UdfProcess:
+    """The separate process running the UDF calls of one execution (see ``_udf_child``)."""
+
+    def __init__(self, memory_mb: int):
+        from eoextract.backend._udf_child import child_main
+
+        mp = _mp_context()
+        self.memory_mb = memory_mb
+        self.conn, child_conn = mp.Pipe()
+        self.proc = mp.Process(target=child_main, args=(child_conn, memory_mb * 1024 * 1024),
+                               name="eoextract-udf", daemon=True)
+        self.proc.start()  # the first start of a worker also starts the fork server
+        child_conn.close()
+
+    def call(self, code: str, data: xr.DataArray, context: Any, timeout_s: float, ctx: Any) -> tuple | None:
+        """The answer to one call, or None when the process died (it is then unusable)."""
+        t0 = time.monotonic()
+        try:
+            self.conn.send((code, data, context))
+        except (BrokenPipeError, EOFError, OSError):
+            return None
+        while True:
+            if self.conn.poll(0.05):
+                try:
+                    return self.conn.recv()
+                except (EOFError, OSError):
+                    return None
+            if not self.proc.is_alive() and not self.conn.poll(0):
+                return None
+            if time.monotonic() - t0 > timeout_s:
+                self.close(kill=True)
+                ctx.log("error", f"UDF stopped: it did not finish within its time limit of {timeout_s:g} s")
+                raise UdfError(f"The UDF did not finish within its time limit of {timeout_s:g} s and "
+                               "was stopped.")
+            if ctx.cancel_event is not None and ctx.cancel_event.is_set():
+                self.close(kill=True)
+                ctx.check_canceled()
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the process: ask it to exit (it is the fork server's child, which reaps it), or
+        kill it (a call over its time limit, a canceled execution)."""
+        if kill and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        elif self.proc.is_alive():
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, EOFError, OSError):
+                self.proc.kill()
+        self.conn.close()
+
+
 def _run_in_child(code: str, data: xr.DataArray, context: Any, timeout_s: float,
                   memory_mb: int) -> xr.DataArray:
-    from eoextract.backend._udf_child import child_main
-
     ctx = current_context()
     crs = data.rio.crs if "x" in data.dims and "y" in data.dims else None
-    mp = _mp_context()
-    parent_conn, child_conn = mp.Pipe()
-    proc = mp.Process(target=child_main, args=(child_conn, code, context, memory_mb * 1024 * 1024),
-                      name="eoextract-udf", daemon=True)
-    proc.start()  # the first start also starts the forkserver: not part of the time limit
+    proc = ctx.resources.get("udf_process")
+    if proc is None or not proc.proc.is_alive():
+        proc = ctx.resources["udf_process"] = UdfProcess(memory_mb)
     t0 = time.monotonic()
-    child_conn.close()
     try:
-        try:
-            parent_conn.send(data)
-        except (BrokenPipeError, EOFError, OSError):
-            pass  # the child died early: reported below
-        message = _wait(parent_conn, proc, t0, timeout_s, ctx)
-    finally:
-        parent_conn.close()
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
+        message = proc.call(code, data, context, timeout_s, ctx)
+    except BaseException:
+        ctx.resources.pop("udf_process", None)
+        raise
     elapsed = time.monotonic() - t0
+    if message is None or message[0] == "error":
+        ctx.resources.pop("udf_process", None)  # not reused after a failure
+        proc.close(kill=True)
     if message is None:
-        raise UdfError(f"The UDF process ended without an answer (exit code {proc.exitcode}); it "
-                       f"may have been killed for memory (limit {memory_mb} MB).")
+        raise UdfError(f"The UDF process ended without an answer (exit code {proc.proc.exitcode}); "
+                       f"it may have been killed for memory (limit {memory_mb} MB).")
     if message[0] == "error":
         _, kind, text, tb = message
         ctx.log("error", f"UDF failed after {elapsed:.2f} s:\n{tb}")
@@ -195,23 +238,3 @@ def _run_in_child(code: str, data: xr.DataArray, context: Any, timeout_s: float,
         out = out.rio.write_crs(crs)
     ctx.log("debug", f"UDF ran in {elapsed:.2f} s on {dict(data.sizes)}")
     return out
-
-
-def _wait(conn: Any, proc: Any, t0: float, timeout_s: float, ctx: Any) -> tuple | None:
-    """The child's message, or None when it died; kills it on timeout or cancel."""
-    while True:
-        if conn.poll(0.05):
-            try:
-                return conn.recv()
-            except (EOFError, OSError):
-                return None
-        if not proc.is_alive() and not conn.poll(0):
-            return None
-        if time.monotonic() - t0 > timeout_s:
-            proc.kill()
-            ctx.log("error", f"UDF stopped: it did not finish within its time limit of {timeout_s:g} s")
-            raise UdfError(f"The UDF did not finish within its time limit of {timeout_s:g} s and was "
-                           "stopped.")
-        if ctx.cancel_event is not None and ctx.cancel_event.is_set():
-            proc.kill()
-            ctx.check_canceled()

@@ -1,12 +1,14 @@
-"""The process that runs one user-defined function (UDF) for the embedded backend.
+"""The process that runs the user-defined functions (UDFs) of one execution.
 
 :func:`child_main` runs in a process forked by :mod:`eoextract.backend._udf` (from a
-``forkserver`` that has preloaded this module, so numpy, xarray and the openeo client's UDF
-runtime are already imported). It receives the input cube over a pipe, limits its own address
-space (``RLIMIT_AS``: what it already has plus the memory limit), runs the code with the openeo
-client's own UDF runtime (``openeo.udf.run_code.run_udf_code``: ``apply_datacube``,
-``apply_timeseries``, ``UdfData`` signatures, the user context) and sends back
-``("ok", DataArray)`` or ``("error", kind, message, traceback)``.
+``forkserver`` that has preloaded this module, so numpy, xarray, scipy and the openeo client's
+UDF runtime are already imported). It limits its own address space (``RLIMIT_AS``: what it
+already has plus the memory limit), then answers calls ``(code, cube, context)`` received over
+a pipe, one at a time, until it receives None: it runs the code with the openeo client's own UDF
+runtime (``openeo.udf.run_code.run_udf_code``: ``apply_datacube``, ``apply_timeseries``,
+``UdfData`` signatures, the user context) and sends back ``("ok", DataArray)`` or
+``("error", kind, message, traceback)``. One execution (job) uses one such process for all its
+UDF calls; it never serves another execution.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ import pandas  # noqa: F401 - preloaded for the UDFs
 import xarray as xr
 from openeo.udf import UdfData, XarrayDataCube
 from openeo.udf.run_code import run_udf_code
+
+try:  # common in UDFs: imported once in the fork server instead of in every UDF process
+    import scipy.ndimage  # noqa: F401
+    import scipy.signal  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
 
 UDF_FILENAME = "<string>"
 """File name of UDF code in tracebacks (``openeo.udf.run_code`` executes it under this name)."""
@@ -63,18 +71,23 @@ def run_code(code: str, data: xr.DataArray, context: Any) -> xr.DataArray:
     return cubes[0].get_array()
 
 
-def child_main(conn: Connection, code: str, context: Any, memory_bytes: int) -> None:
-    """Entry point of the UDF process: receive the cube, run the code, send the result."""
+def child_main(conn: Connection, memory_bytes: int) -> None:
+    """Entry point of the UDF process: answer ``(code, cube, context)`` calls until None."""
     try:
-        data = conn.recv()
         limit_memory(memory_bytes)
-        out = run_code(code, data, context)
-        del data
-        conn.send(("ok", out))
-    except MemoryError as exc:
-        _send_error(conn, "memory", exc)
-    except BaseException as exc:  # noqa: BLE001 - everything the user code raises is reported
-        _send_error(conn, "error", exc)
+        while (call := conn.recv()) is not None:
+            code, data, context = call
+            try:
+                out = run_code(code, data, context)
+                del data
+                conn.send(("ok", out))
+            except MemoryError as exc:
+                _send_error(conn, "memory", exc)
+            except BaseException as exc:  # noqa: BLE001 - everything the user code raises
+                _send_error(conn, "error", exc)
+            call = data = out = None  # free the cube before waiting for the next call
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
     finally:
         conn.close()
         os._exit(0)
