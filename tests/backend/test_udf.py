@@ -231,3 +231,20 @@ def test_udfs_are_off_on_a_remote_host_unless_enabled(monkeypatch):
     cube = xr.DataArray(np.zeros((1, 1, 2, 2)), dims=("t", "bands", "y", "x"))
     with pytest.raises(ProcessUnsupported, match="--allow-udf"):
         _udf.run_udf(cube, SQRT_UDF, "Python")
+
+
+def test_one_udf_process_per_execution_never_shared(con):
+    counting_udf = textwrap.dedent('''
+        import builtins
+        import xarray
+
+        def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+            builtins.udf_calls = getattr(builtins, "udf_calls", 0) + 1
+            return cube * 0 + builtins.udf_calls
+    ''')
+    cube = _cube(con, bands=["B04"]).apply_neighborhood(
+        process=openeo.UDF(counting_udf, runtime="Python"), size=_px(20, 64))
+    for _ in range(2):  # a second execution starts from a fresh process
+        out = _download(cube)["B04"].values
+        # 38 px wide: two chunks, called in order in the same process
+        assert (out[..., :20] == 1).all() and (out[..., 20:] == 2).all()
