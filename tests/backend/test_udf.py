@@ -248,3 +248,25 @@ def test_one_udf_process_per_execution_never_shared(con):
         out = _download(cube)["B04"].values
         # 38 px wide: two chunks, called in order in the same process
         assert (out[..., :20] == 1).all() and (out[..., 20:] == 2).all()
+
+
+def test_apply_timeseries_and_udfdata_signatures(con):
+    timeseries_udf = textwrap.dedent('''
+        import pandas as pd
+
+        def apply_timeseries(series: pd.Series, context: dict) -> pd.Series:
+            return series - series.mean()
+    ''')
+    udfdata_udf = textwrap.dedent('''
+        from openeo.udf import UdfData, XarrayDataCube
+
+        def transform(data: UdfData):
+            cube = data.get_datacube_list()[0].get_array()
+            data.set_datacube_list([XarrayDataCube(cube * 3)])
+    ''')
+    cube = _cube(con, bands=["B04"])
+    ref = _download(cube)["B04"].values.astype("float64")
+    out = _download(cube.process("run_udf", data=cube, udf=timeseries_udf, runtime="Python"))
+    np.testing.assert_allclose(out["B04"].values, ref - ref.mean(axis=0), rtol=1e-5, atol=1e-3)
+    out = _download(cube.process("run_udf", data=cube, udf=udfdata_udf, runtime="Python"))
+    np.testing.assert_array_equal(out["B04"].values, ref * 3)
