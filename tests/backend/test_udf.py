@@ -270,3 +270,60 @@ def test_apply_timeseries_and_udfdata_signatures(con):
     np.testing.assert_allclose(out["B04"].values, ref - ref.mean(axis=0), rtol=1e-5, atol=1e-3)
     out = _download(cube.process("run_udf", data=cube, udf=udfdata_udf, runtime="Python"))
     np.testing.assert_array_equal(out["B04"].values, ref * 3)
+
+
+DISTANCE_UDF = textwrap.dedent('''
+    import numpy as np
+    import xarray
+    from scipy import ndimage
+
+    def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+        cloud = np.isin(cube.values, [3, 8, 9, 10])
+        out = np.full(cube.shape, 255.0, dtype="float32")
+        for idx in np.ndindex(cube.shape[:-2]):
+            if cloud[idx].any():
+                out[idx] = np.minimum(ndimage.distance_transform_edt(~cloud[idx]), 255.0)
+        return cube.copy(data=out)
+''')
+
+
+def test_notebook_004_masks_and_distance_to_cloud_per_feature(con, tmp_path):
+    """The notebook's cube: SCL dilation mask, distance-to-cloud UDF from a file through
+    apply_neighborhood, merge_cubes, one NetCDF per feature."""
+    path = tmp_path / "udf_distance_to_cloud.py"
+    path.write_text(DISTANCE_UDF)
+    squares = []
+    for i in range(2):
+        w, s = 640_000.0 + 2000 * i, 5_652_000.0
+        squares.append({"type": "Feature", "properties": {"id": i}, "geometry": {
+            "type": "Polygon", "coordinates": [[[w, s], [w + 640, s], [w + 640, s + 640],
+                                                [w, s + 640], [w, s]]]}})
+    geometry = {"type": "FeatureCollection", "features": squares,
+                "crs": {"type": "name", "properties": {"name": "EPSG:32631"}}}
+    cube = con.load_collection("SENTINEL2_L2A", temporal_extent=["2021-06-01", "2021-06-21"],
+                               bands=["B04", "SCL"]).filter_spatial(geometry)
+    mask = cube.process("to_scl_dilation_mask", data=cube, scl_band_name="SCL", kernel1_size=17,
+                        kernel2_size=77, mask1_values=[2, 4, 5, 6, 7], mask2_values=[3, 8, 9, 10, 11],
+                        erosion_kernel_size=3).rename_labels("bands", ["S2-L2A-SCL_DILATED_MASK"])
+    cube = cube.merge_cubes(mask)
+    distance = cube.filter_bands(["SCL"]).apply_neighborhood(
+        process=openeo.UDF.from_file(path),
+        size=[{"dimension": "x", "unit": "px", "value": 256}, {"dimension": "y", "unit": "px", "value": 256}],
+        overlap=[{"dimension": "x", "unit": "px", "value": 16}, {"dimension": "y", "unit": "px", "value": 16}],
+    ).rename_labels("bands", ["S2-L2A-DISTANCE-TO-CLOUD"])
+    cube = cube.merge_cubes(distance).linear_scale_range(0, 65534, 0, 65534)
+    job = cube.create_job(out_format="NetCDF", title="notebook-004", sample_by_feature=True)
+    job.start()
+    assert _wait(job) == "finished", job.logs(level="error")
+    files = job.get_results().download_files(tmp_path / "out")
+    ncs = sorted(f for f in files if f.suffix == ".nc")
+    assert len(ncs) == 2
+    for f in ncs:
+        with xr.open_dataset(f) as ds:
+            assert {"B04", "SCL", "S2-L2A-SCL_DILATED_MASK", "S2-L2A-DISTANCE-TO-CLOUD"} <= set(ds.data_vars)
+            assert ds.sizes["x"] == 64 and ds.sizes["y"] == 64
+            scl = np.nan_to_num(ds["SCL"].values, nan=0)
+            dist = ds["S2-L2A-DISTANCE-TO-CLOUD"].values
+            cloud = np.isin(scl, [3, 8, 9, 10])
+            if cloud.any():  # distance 0 on clouds (stored as no-data by the writer)
+                assert np.all(np.nan_to_num(dist[cloud], nan=0) == 0)

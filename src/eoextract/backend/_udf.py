@@ -148,7 +148,9 @@ def run_udf(data: Any, udf: str, runtime: str, version: str | None = None,
             "run_udf is disabled on this backend: it listens on a non-loopback address; start it "
             "with allow_udf=True (--allow-udf) to run user code for its own users.")
     if not isinstance(data, xr.DataArray):
-        raise ProcessParameterInvalid("run_udf: 'data' must be a raster data cube here.")
+        raise ProcessParameterInvalid(
+            "run_udf runs on whole data cubes here: as a process of its own or as the process of "
+            "apply_neighborhood, not as the child of apply, apply_dimension or reduce_dimension.")
     return _run_in_child(udf, data, context, timeout_s, memory_mb)
 
 
