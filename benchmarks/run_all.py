@@ -24,6 +24,7 @@ Sections (each reuses a benchmark script of this folder):
 ``publish``     publishing to S3 (moto) against s3fs, loading pgstac against pypgstac
                 (``bench_publish``, run as a script; its printed figures are read back)
 ``cli``         wall time of ``eoextract status`` on a 30-job database (``bench_cli``)
+``udf``         a UDF job on the embedded backend against the function in-process (``bench_udf``)
 
 Writes ``benchmarks/results.json`` (raw figures, per mode) and ``benchmarks/results.md``
 (the table: measure, eoextract, peer, ratio, goal, pass/fail, for the last full and quick
@@ -61,7 +62,7 @@ RESULTS_MD = HERE / "results.md"
 DOCS_PAGE = HERE.parent / "docs" / "benchmarks.md"
 DOCS_START, DOCS_END = "<!-- results: start -->", "<!-- results: end -->"
 SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "filemeta", "extraction", "postgres",
-            "publish", "cli")
+            "publish", "cli", "udf")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Sizes:
     publish_items: int
     publish_pg_items: int
     publish_baselines: str
+    udf_rounds: int = 5
 
 
 FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
@@ -99,7 +101,7 @@ QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(10
               jobdb_transitions=500, jobdb_repeat=3, stac_compare=5000, stac_large=None,
               stac_validate_compare=1000, download_files=10, download_mb=20, download_workers=(4,),
               download_rounds=3, filemeta_sizes=(100, 1000), extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0,
-              publish_items=500, publish_pg_items=2000, publish_baselines="sequential")
+              publish_items=500, publish_pg_items=2000, publish_baselines="sequential", udf_rounds=3)
 
 SLOTS = 20
 POLL_SLEEP = 0.2
@@ -634,11 +636,25 @@ def section_cli(run: Run) -> None:
                 note=f"CPU {fmt(r['status_cpu_s'], unit='s')}; load average {r['load']:.1f}"))
 
 
+def section_udf(run: Run) -> None:
+    rounds = run.sizes.udf_rounds
+    log(f"udf: UDF jobs (5 samples of 64x64 px, 18 dates) against the function in-process, {rounds} rounds")
+    r = ours("bench_udf", "measure", features=5, rounds=rounds)
+    run.raw["udf"] = r
+    run.add(Row("udf", "UDF job (distance to cloud via apply_neighborhood, 5 x 64x64 px x 18 dates, "
+                "wall) against the same job without it + the function in-process",
+                fmt(r["udf_job_s"], unit="s"),
+                f"{fmt(r['base_job_s'], unit='s')} + {fmt(r['in_process_s'], 3, unit='s')}",
+                f"{r['ratio']:.2f}", f"≤ {r['goal']:g}", r["ratio"] <= r["goal"],
+                note=f"UDF overhead {r['udf_overhead_per_feature_s'] * 1000:.0f} ms per sample"))
+
+
 RUNNERS: dict[str, Callable[[Run], None]] = {
     "manager": section_manager, "slots": section_slots, "jobdb": section_jobdb,
     "catalogue": section_catalogue, "download": section_download, "filemeta": section_filemeta,
     "extraction": section_extraction,
     "postgres": section_postgres, "publish": section_publish, "cli": section_cli,
+    "udf": section_udf,
 }
 
 

@@ -267,6 +267,12 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     async def file_formats() -> Response:
         return _json(await run_in_threadpool(backend.file_formats))
 
+    @app.get("/udf_runtimes")
+    async def udf_runtimes() -> Response:
+        from eoextract.backend._udf import udf_runtimes as runtimes
+
+        return _json(await run_in_threadpool(runtimes))
+
     @app.post("/validation")
     async def validation(request: Request) -> Response:
         user = backend.authenticate(request)

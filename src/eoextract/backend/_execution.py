@@ -166,7 +166,8 @@ class Engine:
             if not self._is_known(node[1]["process_id"]):
                 raise ProcessUnsupported(f"Process {node[1]['process_id']!r} is not available on this backend.")
         n_before = len(ctx.assets)
-        result = pg.to_callable(process_registry=self._registry)()
+        ctx.results_cache = {}  # the graph's node results (apply_neighborhood drops its callback's)
+        result = pg.to_callable(process_registry=self._registry, results_cache=ctx.results_cache)()
         ctx.check_canceled()
         if len(ctx.assets) == n_before and result is not None and result is not True:
             # No save_result in the graph: store the result in a default format.

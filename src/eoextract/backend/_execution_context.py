@@ -38,6 +38,9 @@ class ExecutionContext:
         n_features: In per-feature mode, the number of features of the geometry source.
         geometries: Last geometry set applied to a cube (for ``sample_by_feature`` crops).
         url_cache: ``load_url`` results, so each URL is read once per execution.
+        results_cache: Node results of the running graph (``openeo-pg-parser-networkx``).
+        resources: Objects with a ``close()`` kept for the execution (e.g. its UDF process),
+            closed when its :class:`use_context` ends.
     """
 
     out_dir: Path
@@ -48,11 +51,22 @@ class ExecutionContext:
     n_features: int | None = None
     geometries: gpd.GeoDataFrame | None = None
     url_cache: dict = field(default_factory=dict)
+    results_cache: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
 
     def check_canceled(self) -> None:
         """Raise :class:`JobCanceled` if cancellation was requested."""
         if self.cancel_event is not None and self.cancel_event.is_set():
             raise JobCanceled("The job was canceled.")
+
+    def close(self) -> None:
+        """Close the execution's :attr:`resources`."""
+        while self.resources:
+            _, resource = self.resources.popitem()
+            try:
+                resource.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the execution's outcome
+                pass
 
 
 _CONTEXT: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
@@ -80,3 +94,4 @@ class use_context:  # noqa: N801 - used as a context manager
     def __exit__(self, *exc: object) -> None:
         assert self._token is not None
         _CONTEXT.reset(self._token)
+        self.ctx.close()

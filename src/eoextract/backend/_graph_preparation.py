@@ -2,7 +2,7 @@
 
 1. calls of user-defined processes are inlined (a ``resolver`` finds their definitions);
 2. the graph is checked statically (known collections, bands, output formats, processes in
-   callbacks);
+   callbacks, ``run_udf`` runtime, version and code syntax);
 3. extents are pushed down: a ``load_collection`` without ``spatial_extent`` or
    ``temporal_extent`` takes them from the first ``filter_spatial``/``filter_bbox``/
    ``aggregate_spatial``/``filter_temporal`` that consumes it (as real backends do), so
@@ -26,6 +26,7 @@ from eoextract.backend._api_errors import (
 from eoextract.backend._geometry import to_geodataframe
 from eoextract.backend._output_formats import normalize_format
 from eoextract.backend._synthetic_collections import get_collection
+from eoextract.backend._udf import check_udf
 from eoextract.backend._vector_processes import load_geojson, load_url
 
 UdpLookup = Callable[[str, "str | None"], "dict | None"]
@@ -37,6 +38,7 @@ _PASSTHROUGH = {
     "reduce_dimension", "apply_dimension", "apply_neighborhood", "rename_dimension",
     "add_dimension", "drop_dimension", "resample_cube_spatial", "mask_polygon", "save_result",
     "aggregate_spatial", "aggregate_temporal", "aggregate_temporal_period", "apply_kernel",
+    "run_udf", "to_scl_dilation_mask",
 }
 _MAX_UDP_DEPTH = 16
 
@@ -276,7 +278,9 @@ def prepare_graph(process_graph: dict, is_known: Callable[[str], bool],
 
 def _check_static(graph: dict, is_known: Callable[[str], bool]) -> None:
     for node in graph.values():
-        pid, args = node["process_id"], node.get("arguments") or {}
+        pid, args = node.get("process_id"), node.get("arguments") or {}
+        if pid == "run_udf":
+            check_udf(args.get("udf"), args.get("runtime"), args.get("version"))
         if pid == "load_collection":
             cid = args.get("id")
             if not is_ref(cid, "from_parameter"):
@@ -294,3 +298,4 @@ def _check_static(graph: dict, is_known: Callable[[str], bool]) -> None:
                     if not is_known(sub.get("process_id", "")):
                         raise ProcessUnsupported(
                             f"Process {sub.get('process_id')!r} is not available on this backend.")
+                _check_static(value["process_graph"], is_known)

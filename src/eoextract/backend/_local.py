@@ -136,6 +136,10 @@ class LocalBackend:
             (job limits, usage and costs, expiring asset URLs, CDSE results documents) or a
             :class:`~eoextract.backend.BackendProfile` with each behaviour set on its own.
         historical_jobs: Finished jobs already in the user's listing (cheap; e.g. 20,000).
+        allow_udf: Run user-defined functions (``run_udf``, user code) for the backend's users;
+            None: only when listening on a loopback address.
+        udf_timeout_s: Time limit of one UDF call (the UDF process is killed after it).
+        udf_memory_mb: Memory limit of one UDF call (additional address space).
 
     Attributes:
         fault_token: Bearer token ``/_admin/faults`` requires (None without ``faults``).
@@ -163,6 +167,9 @@ class LocalBackend:
         artifacts: bool = False,
         profile: BackendProfile | str | None = None,
         historical_jobs: int = 0,
+        allow_udf: bool | None = None,
+        udf_timeout_s: float = 600.0,
+        udf_memory_mb: int = 4096,
     ):
         from eoextract.backend._oidc import SERVICE_CLIENT_ID, OidcSettings  # light: no joserfc
 
@@ -174,6 +181,8 @@ class LocalBackend:
                            "who can reach it gets tokens", host)
         self.profile = profile
         self.historical_jobs = historical_jobs
+        self.allow_udf = (not remote) if allow_udf is None else bool(allow_udf)
+        self._udf_limits = (float(udf_timeout_s), int(udf_memory_mb))
         # resolved once: a relative folder would otherwise be joined to itself by the
         # stores, and a later change of the working directory would move it
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
@@ -271,6 +280,9 @@ class LocalBackend:
             artifacts=capability,
             profile=self.profile,
             historical_jobs=self.historical_jobs,
+            allow_udf=self.allow_udf,
+            udf_timeout_s=self._udf_limits[0],
+            udf_memory_mb=self._udf_limits[1],
         )
         self.app = create_app(settings)
         self._server = _server(self.app)

@@ -2,7 +2,8 @@
 
 The openEO processes come from ``openeo-processes-dask``; the backend's own (see
 :mod:`eoextract.backend._cube_processes` and :mod:`eoextract.backend._vector_processes`, and
-``save_result`` here) replace or complete them, wired into an
+``save_result`` here; ``run_udf`` of :mod:`eoextract.backend._udf`, ``apply_neighborhood`` and
+``to_scl_dilation_mask``) replace or complete them, wired into an
 ``openeo_pg_parser_networkx.ProcessRegistry``.
 """
 
@@ -27,7 +28,12 @@ from eoextract.backend._cube_processes import (
     resample_spatial,
 )
 from eoextract.backend._execution_context import current_context
+from eoextract.backend._neighborhood import SPEC as APPLY_NEIGHBORHOOD_SPEC
+from eoextract.backend._neighborhood import apply_neighborhood
 from eoextract.backend._output_formats import save
+from eoextract.backend._scl_mask import SPEC as SCL_MASK_SPEC
+from eoextract.backend._scl_mask import to_scl_dilation_mask
+from eoextract.backend._udf import run_udf
 from eoextract.backend._vector_processes import aggregate_spatial, load_geojson, load_url
 
 
@@ -53,8 +59,14 @@ CUSTOM_PROCESSES: dict[str, Callable] = {
     "merge_cubes": merge_cubes,
     "apply_dimension": apply_dimension,
     "aggregate_temporal_period": aggregate_temporal_period,
+    "run_udf": run_udf,
+    "apply_neighborhood": apply_neighborhood,
+    "to_scl_dilation_mask": to_scl_dilation_mask,
 }
-CUSTOM_SPECS: dict[str, dict] = {}
+CUSTOM_SPECS: dict[str, dict] = {
+    "apply_neighborhood": APPLY_NEIGHBORHOOD_SPEC,
+    "to_scl_dilation_mask": SCL_MASK_SPEC,
+}
 
 
 def _cancellable(f: Callable) -> Callable:

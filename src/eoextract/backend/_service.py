@@ -38,6 +38,7 @@ from eoextract.backend._oidc import AccessTokenRejected, OidcProvider, OidcSetti
 from eoextract.backend._profile import BackendProfile, resolve_profile
 from eoextract.backend._result_documents import RESULT_STYLES, UrlSigner
 from eoextract.backend._user_processes import UdpResolver, UdpStore
+from eoextract.backend._udf import worker_env as udf_worker_env
 from eoextract.backend._worker_pool import WorkerPool
 
 
@@ -60,6 +61,7 @@ _ENDPOINTS: list[tuple[str, list[str]]] = [
     ("/collections/{collection_id}", ["GET"]),
     ("/processes", ["GET"]),
     ("/file_formats", ["GET"]),
+    ("/udf_runtimes", ["GET"]),
     ("/validation", ["POST"]),
     ("/result", ["POST"]),
     ("/jobs", ["GET", "POST"]),
@@ -85,6 +87,9 @@ class BackendSettings:
         result_style: ``"current"`` or ``"cdse"`` (see :mod:`eoextract.backend._result_documents`).
         users: User name → password for ``/credentials/basic``.
         worker_nice: Niceness increment of worker processes.
+        allow_udf: Run user-defined functions (``run_udf``).
+        udf_timeout_s: Time limit of one UDF call.
+        udf_memory_mb: Memory limit of one UDF call (additional address space).
         max_body_bytes: Largest accepted request body; larger ones are answered 413
             ``PayloadTooLarge`` as soon as their ``Content-Length`` or their streamed bytes
             exceed it.
@@ -109,6 +114,9 @@ class BackendSettings:
     artifacts: dict[str, Any] | None = None
     profile: BackendProfile | str | None = None
     historical_jobs: int = 0
+    allow_udf: bool = True
+    udf_timeout_s: float = 600.0
+    udf_memory_mb: int = 4096
 
     def __post_init__(self) -> None:
         self.profile = resolve_profile(self.profile)
@@ -176,7 +184,8 @@ class BackendService:
         self.jobs = JobService(
             JobStore(self.data_dir),
             pool_factory=lambda: WorkerPool(
-                settings.workers, self.data_dir / "worker-logs", nice=settings.worker_nice
+                settings.workers, self.data_dir / "worker-logs", nice=settings.worker_nice,
+                env=udf_worker_env(settings.allow_udf, settings.udf_timeout_s, settings.udf_memory_mb),
             ),
             resolver_for=lambda user: UdpResolver(self.udps.root, user).to_dict(),
             profile=profile,

@@ -95,8 +95,8 @@ _WAKE: Any = object()
 class _WorkerProcess:
     """A worker subprocess and a thread reading its messages."""
 
-    def __init__(self, slot: int, log_dir: Path, nice: int):
-        env = dict(os.environ)
+    def __init__(self, slot: int, log_dir: Path, nice: int, extra_env: dict[str, str] | None = None):
+        env = dict(os.environ, **(extra_env or {}))
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         env["EOEXTRACT_WORKER_NICE"] = str(nice)
@@ -157,15 +157,18 @@ class WorkerPool:
         size: Number of tasks executed at the same time.
         log_dir: Where worker processes write their stderr (``worker-<n>.log``).
         nice: CPU niceness increment of worker processes (keeps the API responsive).
+        env: Extra environment variables of worker processes (e.g. the UDF settings).
         start_timeout_s: How long a worker may take to build its engine.
     """
 
-    def __init__(self, size: int, log_dir: Path, *, nice: int = 5, start_timeout_s: float = 180.0):
+    def __init__(self, size: int, log_dir: Path, *, nice: int = 5, start_timeout_s: float = 180.0,
+                 env: dict[str, str] | None = None):
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.size = size
         self.log_dir = Path(log_dir)
         self.nice = nice
+        self.env = dict(env or {})
         self.start_timeout_s = start_timeout_s
         self._queue: queue.PriorityQueue[tuple[int, int, Task | None]] = queue.PriorityQueue()
         self._order = itertools.count()
@@ -349,7 +352,7 @@ class WorkerPool:
             return proc
         if proc is not None:
             self._drop_worker(slot)
-        proc = _WorkerProcess(slot, self.log_dir, self.nice)
+        proc = _WorkerProcess(slot, self.log_dir, self.nice, self.env)
         with self._lock:
             self._procs[slot] = proc
         deadline = time.monotonic() + self.start_timeout_s

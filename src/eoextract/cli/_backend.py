@@ -20,6 +20,13 @@ def backend_serve(
         bool, typer.Option(help="Allow a --host reachable from other machines (it exposes the "
                            "basic-auth users and, with --faults, fault injection).")
     ] = False,
+    allow_udf: Annotated[
+        bool | None, typer.Option("--allow-udf/--no-udf", help="Run user-defined functions (user "
+                                  "code) for the backend's users; default: only on a loopback host.",
+                                  show_default=False)
+    ] = None,
+    udf_timeout: Annotated[float, typer.Option(help="Time limit of one UDF call, seconds.")] = 600.0,
+    udf_memory_mb: Annotated[int, typer.Option(help="Memory limit of one UDF call, MB.")] = 4096,
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8080,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep jobs and results here (survives restarts).")
@@ -94,6 +101,9 @@ def backend_serve(
     serve(
         host=host,
         allow_remote=allow_remote,
+        allow_udf=allow_udf,
+        udf_timeout_s=udf_timeout,
+        udf_memory_mb=udf_memory_mb,
         port=port,
         data_dir=data_dir,
         workers=workers,
