@@ -150,3 +150,15 @@ def test_openeo_database_gets_one_column_per_usage_key(tmp_path):
     db.flush()
     raw = pd.read_csv(tmp_path / "jobs.csv")
     assert raw.loc[1, "input_pixel"] == "1.5 mega-pixel" and raw.loc[1, "memory"] == "3400 mb-seconds"
+
+
+def test_create_and_get_job_db_take_openeos_argument_names(tmp_path):
+    db = create_job_db(path=tmp_path / "jobz.csv", df=pd.DataFrame({"year": [2018, 2019]}))
+    assert len(db.read()) == 2
+    assert len(get_job_db(path=tmp_path / "jobz.csv").read()) == 2
+    from eoextract.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="once"):
+        get_job_db(tmp_path / "jobz.csv", path=tmp_path / "jobz.csv")
+    with pytest.raises(ConfigurationError, match="df"):
+        create_job_db(path=tmp_path / "other.csv")

@@ -95,6 +95,11 @@ def _one_line(text: object, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+#: openEO error codes that say the backend has no room for the job now (e.g. geopyspark's
+#: 400 ``ConcurrentJobLimit`` on a start): the job waits and is started later.
+CAPACITY_CODES = frozenset({"ConcurrentJobLimit", "TooManyRequests"})
+
+
 def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
     """Classify an exception raised while talking to a backend or running user code.
 
@@ -123,7 +128,7 @@ def _classify(exc: BaseException, *, job_known: bool) -> ErrorInfo:
         message = _one_line(f"[{status}] {exc.code}: {exc.message}")
         if status == 404 and (job_known or exc.code == "JobNotFound"):
             return ErrorInfo(ErrorClass.JOB_LOST, message, True, lost=True)
-        if status is not None and is_retryable_status(status):
+        if (status is not None and is_retryable_status(status)) or exc.code in CAPACITY_CODES:
             return ErrorInfo(ErrorClass.RETRYABLE_BACKEND, message, True, last_retry_after())
         return ErrorInfo(ErrorClass.FATAL_BACKEND, message, False)
     if isinstance(exc, OpenEoApiPlainError):  # an error answer without openEO JSON

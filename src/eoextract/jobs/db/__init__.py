@@ -56,7 +56,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
+def get_job_db(path_or_url: str | Path | JobDatabase | None = None, *,
+               path: str | Path | None = None) -> JobDatabase:
     """The job database at a path or URL, its type guessed from the extension or scheme.
 
     Nothing is created: a database that does not exist yet reports ``exists() == False``.
@@ -66,12 +67,14 @@ def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
             URL (``sqlite:///jobs.db``, ``postgresql://...``); a :class:`JobDatabase` is
             returned as is; an openeo ``JobDatabaseInterface`` (``CsvJobDatabase``, ...) is
             wrapped so that the state stays in it, written the way openeo does.
+        path: openeo's name of the argument (``get_job_db(path=...)``).
 
     Raises:
         ConfigurationError: the type cannot be guessed.
         JobDatabaseError: the database cannot be used (folder missing, another tool's file,
             newer schema).
     """
+    path_or_url = _location(path_or_url, path)
     if isinstance(path_or_url, JobDatabase):
         return path_or_url
     if not isinstance(path_or_url, (str, Path)):  # (openeo is imported only for objects)
@@ -95,11 +98,12 @@ def get_job_db(path_or_url: str | Path | JobDatabase) -> JobDatabase:
 
 
 def create_job_db(
-    path_or_url: str | Path | JobDatabase,
-    df: pd.DataFrame,
+    path_or_url: str | Path | JobDatabase | None = None,
+    df: pd.DataFrame | None = None,
     *,
     on_exists: OnExists = "error",
     key_column: str | None = None,
+    path: str | Path | None = None,
 ) -> JobDatabase:
     """Create a job database at a path or URL from a job dataframe.
 
@@ -109,6 +113,7 @@ def create_job_db(
         on_exists: ``"error"`` (default) raises when the database exists, ``"skip"`` uses
             it as it is, ``"append"`` adds the rows whose key it does not hold yet.
         key_column: column holding stable job keys (default: the dataframe index).
+        path: openeo's name of ``path_or_url`` (``create_job_db(path=..., df=...)``).
 
     Returns:
         The initialised database.
@@ -117,8 +122,19 @@ def create_job_db(
         ConfigurationError: bad job dataframe; checked before anything is written.
         JobDatabaseError: the database exists (``on_exists="error"``) or cannot be used.
     """
-    db = get_job_db(path_or_url)
+    if df is None:
+        raise ConfigurationError("create_job_db needs the job dataframe (df)")
+    db = get_job_db(_location(path_or_url, path))
     return db.initialize_from_df(df, on_exists=on_exists, key_column=key_column)
+
+
+def _location(path_or_url: Any, path: Any) -> Any:
+    """The location given either way (``path`` is openeo's name for it)."""
+    if path is not None and path_or_url is not None:
+        raise ConfigurationError("give the location once: path_or_url or path")
+    if path is None and path_or_url is None:
+        raise ConfigurationError("no job database location given")
+    return path if path is not None else path_or_url
 
 
 def open_for_run(df: pd.DataFrame | None, job_db: Any) -> JobDatabase:
