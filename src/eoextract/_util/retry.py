@@ -26,6 +26,7 @@ class ErrorClass(StrEnum):
 
     CONNECTION = "ConnectionError"
     RETRYABLE_BACKEND = "RetryableBackendError"
+    BACKEND_FULL = "BackendFull"
     FATAL_BACKEND = "FatalBackendError"
     JOB_LOST = "JobLost"
     JOB_FAILED = "JobFailed"

@@ -100,6 +100,12 @@ def _one_line(text: object, limit: int = 500) -> str:
 CAPACITY_CODES = frozenset({"ConcurrentJobLimit", "TooManyRequests"})
 
 
+def is_backend_full(info: ErrorInfo) -> bool:
+    """Whether a failed job start means the backend has no room for another job now (its
+    job limit, or 429 Too Many Requests on the start)."""
+    return info.error_class == ErrorClass.BACKEND_FULL or getattr(info.exception, "http_status_code", None) == 429
+
+
 def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
     """Classify an exception raised while talking to a backend or running user code.
 
@@ -128,7 +134,9 @@ def _classify(exc: BaseException, *, job_known: bool) -> ErrorInfo:
         message = _one_line(f"[{status}] {exc.code}: {exc.message}")
         if status == 404 and (job_known or exc.code == "JobNotFound"):
             return ErrorInfo(ErrorClass.JOB_LOST, message, True, lost=True)
-        if (status is not None and is_retryable_status(status)) or exc.code in CAPACITY_CODES:
+        if exc.code in CAPACITY_CODES:
+            return ErrorInfo(ErrorClass.BACKEND_FULL, message, True, last_retry_after())
+        if status is not None and is_retryable_status(status):
             return ErrorInfo(ErrorClass.RETRYABLE_BACKEND, message, True, last_retry_after())
         return ErrorInfo(ErrorClass.FATAL_BACKEND, message, False)
     if isinstance(exc, OpenEoApiPlainError):  # an error answer without openEO JSON

@@ -455,6 +455,12 @@ class JobManager(JobDirs):
         if result.then is FollowUp.FINISH:
             self._finish(run, run.db.get(rec.job_key), spec)
         elif result.then is FollowUp.START:
+            if spec.name in run.health.capacity:  # at its limit: start only into a free place
+                busy = len(run.db.jobs([S.QUEUED, S.RUNNING], backend_name=spec.name))
+                busy += sum(b == spec.name for b in run.starting.values())
+                if busy >= run.health.slots(spec.name, spec.parallel_jobs):
+                    return  # waits for room; asked again at the next poll
+                run.starting[rec.job_key] = spec.name
             self._submit(run, rec.job_key, start_created, rec, spec)
         elif result.then is FollowUp.JOB_ERROR:
             self._submit(run, rec.job_key, handle_job_error, self, rec, spec)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from eoextract._util.retry import RetryPolicy
 from eoextract.errors import InvalidTransition, JobDatabaseError
-from eoextract.jobs._classify import ErrorInfo
+from eoextract.jobs._classify import ErrorInfo, is_backend_full
 from eoextract.jobs._scheduling import after_failure
 from eoextract.jobs.db import JobRecord
 from eoextract.jobs.db import Transition
@@ -183,18 +183,28 @@ class ResultApplier:
             run.unapplied = [r for r, done in zip(results, settled) if not done] + run.unapplied
             raise
 
+    def _started(self, backend: str) -> int:
+        """Jobs of this run's database started on ``backend`` and not ended yet."""
+        return len(self.run.db.jobs([S.QUEUED, S.RUNNING], backend_name=backend))
+
     def _settle(self, result: TaskResult, applied: bool) -> None:
         """The run's own bookkeeping of an applied result, and the work that follows it."""
         run = self.run
         for name in result.counts:
             run.stats[name] += 1
         if result.backend is not None:
-            if result.backend_error is not None:
+            if result.backend_error is not None and is_backend_full(result.backend_error):
+                run.health.full(result.backend, self._started(result.backend))
+                run.stats["job start refused (backend full)"] += 1
+            elif result.backend_error is not None:
                 if run.health.failed(result.backend, result.backend_error):
                     run.stats["backend paused"] += 1
             elif result.backend_ok:
                 run.health.ok(result.backend)
+                if "job start" in result.counts and result.backend in run.health.capacity:
+                    run.health.started(result.backend, self._started(result.backend))
         key = result.job_key
+        run.starting.pop(key, None)
         if result.needs_start is not None:
             (run.needs_start.add if result.needs_start else run.needs_start.discard)(key)
         if result.results_done:

@@ -43,6 +43,8 @@ class _Run:
     inflight: set[str] = field(default_factory=set)
     #: Jobs created on their backend whose start is still to be asked for.
     needs_start: set[str] = field(default_factory=set)
+    #: Waiting jobs whose start is in flight on a backend at its learned limit: key → backend.
+    starting: dict[str, str] = field(default_factory=dict)
     #: Jobs left in ``creating`` by an interrupted run, per backend name: to look up by tag.
     unreconciled: dict[str, set[str]] = field(default_factory=dict)
     #: Failed attempts at handling each finished job's results.

@@ -24,6 +24,9 @@ S = JobStatus
 
 #: A backend is paused after this many retryable failures in a row.
 PAUSE_AFTER_FAILURES = 3
+#: Seconds after a backend refused a start for its job limit before one more running job is
+#: tried (additive increase; a refusal sets the limit to the jobs it runs).
+CAPACITY_PROBE_S = 600.0
 
 
 class RunClock:
@@ -79,6 +82,8 @@ class BackendHealth:
         self.paused_until: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
         self.last_failure: dict[str, ErrorInfo] = {}
+        self.capacity: dict[str, int] = {}
+        self.probe_at: dict[str, float] = {}
 
     def failed(self, name: str, info: ErrorInfo) -> bool:
         """Count a failure of backend ``name``; True when it pauses the backend."""
@@ -102,6 +107,36 @@ class BackendHealth:
         self.failures.pop(name, None)
         self.down_since.pop(name, None)
         self.last_failure.pop(name, None)
+
+    def full(self, name: str, started: int) -> None:
+        """Backend ``name`` refused a start while running ``started`` of our jobs: that is
+        its limit for now (one more is tried after :data:`CAPACITY_PROBE_S`)."""
+        capacity = max(1, started)
+        if self.capacity.get(name) != capacity:
+            _log.info("backend %r refused a job start at %d running job(s): running at most %d "
+                      "until it allows more", name, started, capacity)
+        self.capacity[name] = capacity
+        self.probe_at[name] = self.clock.now() + CAPACITY_PROBE_S
+
+    def started(self, name: str, started: int) -> None:
+        """A start on backend ``name`` succeeded with ``started`` of our jobs running."""
+        if name in self.capacity and started > self.capacity[name]:
+            self.capacity[name] = started
+
+    def slots(self, name: str, parallel_jobs: int) -> int:
+        """Jobs backend ``name`` may hold now: ``parallel_jobs``, or the limit learned from
+        its refusals (raised by one after each quiet :data:`CAPACITY_PROBE_S`)."""
+        capacity = self.capacity.get(name)
+        if capacity is None:
+            return parallel_jobs
+        if self.clock.now() >= self.probe_at[name]:
+            capacity += 1
+            self.probe_at[name] = self.clock.now() + CAPACITY_PROBE_S
+            if capacity >= parallel_jobs:
+                del self.capacity[name], self.probe_at[name]
+                return parallel_jobs
+            self.capacity[name] = capacity
+        return min(parallel_jobs, capacity)
 
     def down_for(self, name: str) -> float:
         """Seconds since backend ``name`` last answered, when it fails since (else 0)."""
@@ -160,7 +195,7 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
     for name, spec in backends.items():
         if health.paused(name):
             continue
-        free = spec.parallel_jobs - active.get(name, 0)
+        free = health.slots(name, spec.parallel_jobs) - active.get(name, 0)
         if free <= 0:
             continue
         # max_active: the slot cap holds atomically across all managers of the database

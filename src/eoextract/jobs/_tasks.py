@@ -22,7 +22,7 @@ from openeo.rest.job import BatchJob
 from eoextract._util.retry import ErrorClass
 from eoextract._util.utc import utc_now
 from eoextract.jobs._backends import BackendSpec, tag_requests
-from eoextract.jobs._classify import ErrorInfo, classify
+from eoextract.jobs._classify import ErrorInfo, classify, is_backend_full
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
 from eoextract.jobs._outcomes import Failure, ResultsFailure, TaskResult, Update
 from eoextract.jobs.db import UPDATABLE_FIELDS, JobRecord
@@ -98,7 +98,8 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
                 counts += ("job start", "job_queued_for_start")
             except Exception as exc:  # noqa: BLE001
                 info = classify(exc, job_known=True)
-                _log.warning("job %s: starting backend job %s failed: %s", key, job_id, info.message)
+                (_log.info if is_backend_full(info) else _log.warning)(
+                    "job %s: starting backend job %s failed: %s", key, job_id, info.message)
                 if info.retryable and not info.lost:
                     # Keep the created job and start it later instead of creating another.
                     change = Transition(key, S.CREATED, message=f"created; start failed: {info.message}",
@@ -129,7 +130,8 @@ def start_created(rec: JobRecord, spec: BackendSpec) -> TaskResult:
         # still waiting for its start: tried again at the next poll
         return TaskResult(key, backend=spec.name, backend_error=info, task_done=True)
     change = Transition(key, S.QUEUED, message="started", expect=S.CREATED)
-    return TaskResult(key, (change,), needs_start=False, task_done=True)
+    return TaskResult(key, (change,), counts=("job start",), backend=spec.name, backend_ok=True,
+                      needs_start=False, task_done=True)
 
 
 def _logged(info: ErrorInfo, job_key: str, what: str) -> ErrorInfo:

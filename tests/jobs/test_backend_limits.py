@@ -1,0 +1,92 @@
+"""Backends that allow fewer running jobs than ``parallel_jobs``: a refused start (the
+production profile's ``ConcurrentJobLimit``) lowers the backend's slots to what it runs,
+the created job waits for room, and one more slot is tried after a quiet period."""
+
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+import pytest
+
+from eoextract.backend import BackendProfile, LocalBackend
+from eoextract.jobs import JobManager, _scheduling
+from eoextract.jobs.db import get_job_db
+
+from conftest import make_start_job  # noqa: I001 - the jobs tests' helpers
+
+SLOW = {"eoextract_fault": "slow", "eoextract_fault_delay_s": 0.3}
+
+
+def _jobs(n: int) -> pd.DataFrame:
+    prefix = uuid.uuid4().hex[:6]
+    return pd.DataFrame({"title": [f"lim-{prefix}-{i}" for i in range(n)]})
+
+
+def _refusals(db_path) -> int:
+    db = get_job_db(db_path)
+    try:
+        return sum("ConcurrentJobLimit" in (h.message or "") for key in db.read().index for h in db.history(key))
+    finally:
+        db.close()
+
+
+def test_two_backends_below_parallel_jobs_finish_without_failures(tmp_path):
+    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
+    roomier = BackendProfile.named("cdse", max_running_jobs=3, max_queued_jobs=0)
+    with LocalBackend(profile=limited, workers=2) as a, LocalBackend(profile=roomier, workers=3) as b:
+        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
+                             download_results=False)
+        manager.add_backend("a", a.connect, parallel_jobs=6)
+        manager.add_backend("b", b.connect, parallel_jobs=6)
+        stats = manager.run_jobs(_jobs(16), make_start_job(lambda row: SLOW, instant=False),
+                                 job_db=tmp_path / "jobs.db")
+        created = len(a.connect().list_jobs(limit=100)) + len(b.connect().list_jobs(limit=100))
+    assert stats["status_counts"] == {"finished": 16}
+    assert stats["start_job call"] == 16 and created == 16  # no job failed, none created twice
+    # the first burst is refused once per job over each limit; after that the learned limit holds
+    refused = stats.get("job start refused (backend full)", 0)
+    assert 1 <= refused <= (6 - 2) + (6 - 3)
+    assert _refusals(tmp_path / "jobs.db") == refused
+
+
+def test_the_learned_limit_is_probed_upward(tmp_path, monkeypatch):
+    monkeypatch.setattr(_scheduling, "CAPACITY_PROBE_S", 0.5)
+    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
+    with LocalBackend(profile=limited, workers=2) as backend:
+        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
+                             download_results=False)
+        manager.add_backend("a", backend.connect, parallel_jobs=4)
+        stats = manager.run_jobs(_jobs(12), make_start_job(lambda row: SLOW, instant=False),
+                                 job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 12} and stats["start_job call"] == 12
+    # probes went over the real limit again and were refused, each a single refusal
+    assert stats.get("job start refused (backend full)", 0) >= 3
+
+
+def test_slots_follow_refusals_and_quiet_periods():
+    clock = _scheduling.RunClock()
+    health = _scheduling.BackendHealth(_scheduling.RetryPolicy(), clock)
+    assert health.slots("a", 5) == 5
+    health.full("a", started=2)
+    assert health.slots("a", 5) == 2
+    health.started("a", 3)  # a start that raced the refusal: 3 do run
+    assert health.slots("a", 5) == 3
+    clock._slept = clock.now() + _scheduling.CAPACITY_PROBE_S + 1
+    assert health.slots("a", 5) == 4
+    clock._slept += _scheduling.CAPACITY_PROBE_S + 1
+    assert health.slots("a", 5) == 5 and "a" not in health.capacity
+    health.full("a", started=0)
+    assert health.slots("a", 5) == 1
+
+
+@pytest.mark.parametrize("code", ["ConcurrentJobLimit", "TooManyRequests"])
+def test_limit_answers_are_classified_backend_full(code):
+    from openeo.rest import OpenEoApiError
+
+    from eoextract.jobs._classify import classify, is_backend_full
+
+    info = classify(OpenEoApiError(http_status_code=400, code=code, message="limit reached"))
+    assert info.retryable and is_backend_full(info)
+    assert not is_backend_full(classify(OpenEoApiError(http_status_code=400, code="ProcessGraphInvalid",
+                                                       message="x")))
