@@ -122,7 +122,8 @@ def get_job_nb_polygons(row: pd.Series) -> int:
 # --------------------------------------------------------------------------- third step: datacube
 
 
-def upload_geoparquet_artifacts(connection: openeo.Connection, gdf: gpd.GeoDataFrame, row_id: int) -> str:
+def upload_geoparquet_artifacts(connection: openeo.Connection, gdf: gpd.GeoDataFrame,
+                                row_id: int) -> str:
     """Save the dataframe as GeoParquet, upload it to the backend's artifact storage
     (``openeo.extra.artifacts``, with the connection's OIDC token) and return a presigned URL."""
     with tempfile.TemporaryDirectory() as folder:
@@ -197,8 +198,10 @@ def create_datacube_s2(row: pd.Series, connection: openeo.Connection, provider=N
     scl = cube.filter_bands(['S2-L2A-SCL'])
     distance_to_cloud = scl.apply_neighborhood(
         process=openeo.UDF.from_file(UDF_DISTANCE_TO_CLOUD),
-        size=[{'dimension': 'x', 'unit': 'px', 'value': 256}, {'dimension': 'y', 'unit': 'px', 'value': 256}],
-        overlap=[{'dimension': 'x', 'unit': 'px', 'value': 16}, {'dimension': 'y', 'unit': 'px', 'value': 16}]
+        size=[{'dimension': 'x', 'unit': 'px', 'value': 256},
+              {'dimension': 'y', 'unit': 'px', 'value': 256}],
+        overlap=[{'dimension': 'x', 'unit': 'px', 'value': 16},
+                 {'dimension': 'y', 'unit': 'px', 'value': 16}]
     ).rename_labels('bands', ['S2-L2A-DISTANCE-TO-CLOUD'])
 
     cube = cube.merge_cubes(distance_to_cloud)
@@ -375,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path("s2_croptype_extraction"),
                         help="folder for the files, the job tracker and the catalogue")
     parser.add_argument("--samples", type=int, default=24, help="number of samples (about 3/4 are extracted)")
-    parser.add_argument("--backend-url", help="an openEO backend with artifacts instead of the embedded "
-                        "one (OIDC login, as openeo's authenticate_oidc())")
+    parser.add_argument("--backend-url",
+                        help="an openEO backend with artifacts instead of the embedded one "
+                             "(OIDC login, as openeo's authenticate_oidc())")
     parser.add_argument("--parallel-jobs", type=int, default=4)
     parser.add_argument("-v", "--verbose", action="store_true", help="log the manager's progress")
     args = parser.parse_args(argv)

@@ -26,7 +26,8 @@ OVERLAP = 16  # the example's apply_neighborhood overlap, in pixels
 
 
 def _udf():
-    spec = importlib.util.spec_from_file_location("udf_distance_to_cloud", EXAMPLES / "udf_distance_to_cloud.py")
+    spec = importlib.util.spec_from_file_location("udf_distance_to_cloud",
+                                                  EXAMPLES / "udf_distance_to_cloud.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,7 +44,8 @@ def test_extract_s2_croptype_example(tmp_path):
     out = tmp_path / "extraction"
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "OPENEO_CONFIG_HOME"}
+    env = {k: v for k, v in os.environ.items()
+           if "proxy" not in k.lower() and k != "OPENEO_CONFIG_HOME"}
     env["HOME"] = str(home)
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--samples", "6", "--output-dir", str(out)],
@@ -52,7 +54,8 @@ def test_extract_s2_croptype_example(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("6 samples, 5 to extract")
-    summary = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines[1:] if ":" in line}
+    summary = {line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+               for line in lines[1:] if ":" in line}
     assert set(summary) >= {"jobs", "items", "files", "catalogue", "elapsed"}
     assert summary["jobs"].startswith("finished") and summary["items"] == "5"
     assert summary["catalogue"].endswith("(valid)")
@@ -74,7 +77,8 @@ def test_extract_s2_croptype_example(tmp_path):
     for path in patches:
         with xr.open_dataset(path) as ds:
             ds = ds.load()
-        assert {"S2-L2A-B04", "S2-L2A-SCL", "S2-L2A-SCL_DILATED_MASK", "S2-L2A-DISTANCE-TO-CLOUD"} <= set(ds)
+        assert {"S2-L2A-B04", "S2-L2A-SCL", "S2-L2A-SCL_DILATED_MASK",
+                "S2-L2A-DISTANCE-TO-CLOUD"} <= set(ds)
         assert ds.sizes["x"] == ds.sizes["y"] == 64
         scl = _scl(ds)
         mask = np.nan_to_num(ds["S2-L2A-SCL_DILATED_MASK"].values, nan=0)
