@@ -1,25 +1,31 @@
 """Sentinel-2 L2A extraction around crop-type samples, with a STAC catalogue — offline.
 
-This is the GFMAP full-extraction notebook (split the samples into jobs, build a job
-dataframe, a datacube function, an output path generator and a post-job action, run the
-manager, build the catalogue) with the same functions, run against an embedded openEO
-backend on 127.0.0.1 instead of CDSE. What was swapped for offline use:
+This is the GFMAP full-extraction notebook (seed 004) as written: split the samples into
+jobs, build a job dataframe, a datacube function (the 64x64 px UTM squares uploaded as
+GeoParquet and read back with ``load_url``, Sentinel-2 L2A, the SCL dilation mask and the
+distance-to-cloud UDF merged in with ``merge_cubes``), an output path generator and a
+post-job action, run the manager, build the catalogue. It runs against the embedded openEO
+backend on 127.0.0.1, authenticated with OpenID Connect (client credentials), instead of
+CDSE. What was swapped, because no backend can remove it:
 
 * imports: ``eoextract`` provides ``GFMAPJobManager``, ``AUXILIARY`` and ``split_job_hex``
   instead of ``openeo_gfmap``; ``json`` replaces the ``geojson`` package;
+* ``build_sentinel2_l2a_extractor`` (openeo-gfmap's fetching helper) becomes the processes
+  it builds: ``load_collection`` with the 13 L2A bands and the cloud-cover filter,
+  ``filter_spatial`` on the uploaded squares, ``rename_labels`` to the ``S2-L2A-*`` names;
+* the GeoParquet upload: ``openeo.extra.artifacts`` (the backend's S3 + STS, with the OIDC
+  token, a presigned URL) instead of a PUT to VITO's artifactory with a password;
+* ``generate_output_path_s2``: the Sentinel-2 tile of the sample comes from ``mgrs``
+  (``eoextract.split.s2_tile``) instead of the downloaded S2 grid;
 * samples: the 500 real polygons in ``examples/data/wc_extraction_dataset.gpkg`` instead of
   the DEMO_CROPTYPE.gpkg download; ``--samples`` of them, from the densest H3 cells, with
   every fourth one marked ``extract=False`` (kept for the labels, not extracted);
-* ``create_datacube_s2``: plain openEO processes (``load_collection`` with the 13 L2A bands
-  and a cloud-cover filter, ``filter_spatial``, ``rename_labels``, ``linear_scale_range``)
-  instead of gfmap's extractor, the SCL dilation mask and the distance-to-cloud UDF; the
-  64x64 px UTM squares go inline as GeoJSON with a ``crs`` member instead of a GeoParquet
-  uploaded to artifactory;
-* ``generate_output_path_s2``: the Sentinel-2 tile of the sample comes from ``mgrs``
-  (``eoextract.split.s2_tile``) instead of the downloaded S2 grid;
-* ``post_job_action``: files written with xarray's default NetCDF engine;
 * dates: 45 days either side of the samples' valid date (about 3 months) instead of 275;
-* the backend: ``LocalBackend`` (synthetic Sentinel-2 data), or ``--backend-url``.
+* ``post_job_action``: files written with xarray's default NetCDF engine;
+* the backend: ``LocalBackend(artifacts=True)`` (synthetic Sentinel-2 data), or
+  ``--backend-url`` (OIDC login as ``cdse_staging_connection`` does).
+
+The distance-to-cloud UDF is ``udf_distance_to_cloud.py`` beside this script.
 
 Run::
 
@@ -32,7 +38,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from datetime import datetime
@@ -45,6 +53,7 @@ import openeo
 import pandas as pd
 import pystac
 import xarray as xr
+from openeo.extra.artifacts import build_artifact_helper
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
 from rasterio.transform import from_bounds
@@ -58,6 +67,7 @@ from eoextract.stac import validate_catalog
 _log = logging.getLogger("extract_s2_croptype")
 
 DATA = Path(__file__).parent / "data" / "wc_extraction_dataset.gpkg"
+UDF_DISTANCE_TO_CLOUD = Path(__file__).parent / "udf_distance_to_cloud.py"
 BACKEND_NAME = "local"
 BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL"]
 
@@ -112,6 +122,18 @@ def get_job_nb_polygons(row: pd.Series) -> int:
 # --------------------------------------------------------------------------- third step: datacube
 
 
+def upload_geoparquet_artifacts(connection: openeo.Connection, gdf: gpd.GeoDataFrame,
+                                row_id: int) -> str:
+    """Save the dataframe as GeoParquet, upload it to the backend's artifact storage
+    (``openeo.extra.artifacts``, with the connection's OIDC token) and return a presigned URL."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"openeogfmap_dataframe_{row_id}.parquet"
+        gdf.to_parquet(path)
+        helper = build_artifact_helper(connection)
+        storage_uri = helper.upload_file(path)
+    return helper.get_presigned_url(storage_uri, expires_in_seconds=24 * 3600)
+
+
 def create_datacube_s2(row: pd.Series, connection: openeo.Connection, provider=None,
                        connection_provider=None) -> openeo.BatchJob:
 
@@ -143,20 +165,46 @@ def create_datacube_s2(row: pd.Series, connection: openeo.Connection, provider=N
     geometry = filter_extractonly_geometries(geometry)
     assert len(geometry['features']) > 0, "No geometries with the extract flag found"
 
-    # Performs a buffer of 64 px around the geometry; the UTM squares go inline, their CRS
-    # named in a 'crs' member
+    # Performs a buffer of 64 px around the geometry
     geometry_df = buffer_geometry(geometry, 320)
-    spatial_extent = json.loads(geometry_df[['sample_id', 'geometry']].to_json())
-    spatial_extent['crs'] = {'type': 'name', 'properties': {'name': f'EPSG:{geometry_df.crs.to_epsg()}'}}
+    spatial_extent_url = upload_geoparquet_artifacts(connection, geometry_df, row.name)
 
     bands_to_download = [f'S2-L2A-{band}' for band in BANDS]
+
+    # What build_sentinel2_l2a_extractor(...).get_cube(connection, spatial_extent_url, ...) builds
     cube = connection.load_collection(
         'SENTINEL2_L2A',
         temporal_extent=[start_date, end_date],
         bands=BANDS,
         properties={'eo:cloud_cover': lambda val: val <= 95.0},
-    ).filter_spatial(spatial_extent)
+    ).filter_spatial(connection.load_url(spatial_extent_url, format='Parquet'))
     cube = cube.rename_labels('bands', bands_to_download)
+
+    # Compute the SCL dilation and add it to the cube
+    scl_dilated_mask = cube.process(
+        "to_scl_dilation_mask",
+        data=cube,
+        scl_band_name="S2-L2A-SCL",
+        kernel1_size=17,  # 17px dilation on a 20m layer
+        kernel2_size=77,   # 77px dilation on a 20m layer
+        mask1_values=[2, 4, 5, 6, 7],
+        mask2_values=[3, 8, 9, 10, 11],
+        erosion_kernel_size=3
+    ).rename_labels("bands", ["S2-L2A-SCL_DILATED_MASK"])
+
+    cube = cube.merge_cubes(scl_dilated_mask)
+
+    # Compute the distance to cloud and add it to the cube
+    scl = cube.filter_bands(['S2-L2A-SCL'])
+    distance_to_cloud = scl.apply_neighborhood(
+        process=openeo.UDF.from_file(UDF_DISTANCE_TO_CLOUD),
+        size=[{'dimension': 'x', 'unit': 'px', 'value': 256},
+              {'dimension': 'y', 'unit': 'px', 'value': 256}],
+        overlap=[{'dimension': 'x', 'unit': 'px', 'value': 16},
+                 {'dimension': 'y', 'unit': 'px', 'value': 16}]
+    ).rename_labels('bands', ['S2-L2A-DISTANCE-TO-CLOUD'])
+
+    cube = cube.merge_cubes(distance_to_cloud)
     cube = cube.linear_scale_range(0, 65534, 0, 65534)
 
     # Get the h3index to use in the tile
@@ -330,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path("s2_croptype_extraction"),
                         help="folder for the files, the job tracker and the catalogue")
     parser.add_argument("--samples", type=int, default=24, help="number of samples (about 3/4 are extracted)")
-    parser.add_argument("--backend-url", help="an openEO backend instead of the embedded one")
-    parser.add_argument("--user", default="eoextract", help="basic-auth user for --backend-url")
-    parser.add_argument("--password", default="eoextract", help="its password")
+    parser.add_argument("--backend-url",
+                        help="an openEO backend with artifacts instead of the embedded one "
+                             "(OIDC login, as openeo's authenticate_oidc())")
     parser.add_argument("--parallel-jobs", type=int, default=4)
     parser.add_argument("-v", "--verbose", action="store_true", help="log the manager's progress")
     args = parser.parse_args(argv)
@@ -361,13 +409,19 @@ def main(argv: list[str] | None = None) -> int:
 
     with ExitStack() as stack:
         if args.backend_url:
-            url, user, password = args.backend_url, args.user, args.password
+            url = args.backend_url
 
             def connection() -> openeo.Connection:
-                return openeo.connect(url).authenticate_basic(user, password)
+                return openeo.connect(url).authenticate_oidc()
         else:
-            backend = stack.enter_context(LocalBackend())
-            connection = backend.connect
+            # the openeo client keeps its OIDC state in its config folder: one inside the
+            # output folder (it must exist to be used), not the user's home
+            config_home = base_output_dir / '.openeo-config'
+            config_home.mkdir(exist_ok=True)
+            os.environ['OPENEO_CONFIG_HOME'] = str(config_home.resolve())
+            # the embedded backend with its OIDC provider and S3 + STS for the artifacts
+            backend = stack.enter_context(LocalBackend(artifacts=True))
+            connection = backend.connect_oidc  # client credentials, renewed when they expire
 
         manager = GFMAPJobManager(
             output_dir=base_output_dir,
