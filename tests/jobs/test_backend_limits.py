@@ -90,3 +90,29 @@ def test_limit_answers_are_classified_backend_full(code):
     assert info.retryable and is_backend_full(info)
     assert not is_backend_full(classify(OpenEoApiError(http_status_code=400, code="ProcessGraphInvalid",
                                                        message="x")))
+
+
+@pytest.mark.parametrize("suffix", [".db", ".csv"])
+def test_the_learned_limit_is_kept_for_the_next_run_and_shown(tmp_path, suffix):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    db_path = tmp_path / f"jobs{suffix}"
+    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
+    with LocalBackend(profile=limited, workers=2) as backend:
+        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
+                             download_results=False)
+        manager.add_backend("a", backend.connect, parallel_jobs=4)
+        manager.run_jobs(_jobs(6), make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+        assert get_job_db(db_path).backend_state()["capacity"] == {"a": 2}
+        # a second run with new rows starts at the learned limit: no refusal at all
+        again = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
+                           download_results=False)
+        again.add_backend("a", backend.connect, parallel_jobs=4)
+        new_rows = _jobs(4).set_axis([f"new-{i}" for i in range(4)])  # keys the first run did not have
+        stats = again.run_jobs(new_rows, make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+    assert stats["status_counts"] == {"finished": 10}
+    assert stats.get("job start refused (backend full)", 0) == 0
+    shown = CliRunner().invoke(app, ["status", str(db_path)])
+    assert shown.exit_code == 0 and "runs at most 2 job(s)" in shown.output

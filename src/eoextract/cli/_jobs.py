@@ -76,8 +76,9 @@ def status(
     if watch:
         _watch(database, interval)
     summary = summarize(database, top_errors=top)
+    learned = database.backend_state().get("capacity") or {}
     if as_json:
-        typer.echo(redact(json.dumps(summary.to_dict(), indent=2)))
+        typer.echo(redact(json.dumps({**summary.to_dict(), "backend_capacity": learned}, indent=2)))
         return
     from rich.table import Table
 
@@ -85,7 +86,8 @@ def status(
     out.print(f"[bold]{redact(db)}[/bold]: {summary.total} jobs, {summary.done} final "
               f"({summary.failed} failed), {summary.open} open")
     for name, url in summary.backends.items():
-        out.print(f"  backend {name}: {redact(url or '(no URL)')}")
+        limit = f" (runs at most {learned[name]} job(s), learned from its refusals)" if name in learned else ""
+        out.print(f"  backend {name}: {redact(url or '(no URL)')}{limit}")
     table = Table(title=None, show_edge=False, pad_edge=False)
     table.add_column("status")
     table.add_column("total", justify="right")

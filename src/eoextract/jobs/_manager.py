@@ -284,6 +284,7 @@ class JobManager(JobDirs):
 
     def _prepare(self, db: JobDatabase, start_job: Callable[..., Any]) -> _Run:
         run = _Run(db=db, start_job=start_job, health=BackendHealth(self.backoff))
+        run.health.restore(db, self.backends)
         slots = sum(b.parallel_jobs for b in self.backends.values())
         workers = self._max_workers or min(32, max(4, slots + 2))
         run.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eoextract-task")
@@ -361,6 +362,7 @@ class JobManager(JobDirs):
                               cancel_after=self._cancel_running_job_after,
                               results_work=self._has_results_work()))
         self._adopt(run)  # jobs of managers that stopped renewing their leases
+        run.health.keep(run.db)
         run.db.flush()
         run.stats["job_db persist"] += 1
         self._report_state(run)

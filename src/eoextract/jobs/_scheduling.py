@@ -7,7 +7,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -84,6 +84,7 @@ class BackendHealth:
         self.last_failure: dict[str, ErrorInfo] = {}
         self.capacity: dict[str, int] = {}
         self.probe_at: dict[str, float] = {}
+        self._kept: dict[str, int] = {}
 
     def failed(self, name: str, info: ErrorInfo) -> bool:
         """Count a failure of backend ``name``; True when it pauses the backend."""
@@ -137,6 +138,21 @@ class BackendHealth:
                 return parallel_jobs
             self.capacity[name] = capacity
         return min(parallel_jobs, capacity)
+
+    def restore(self, db: JobDatabase, names: Iterable[str]) -> None:
+        """Start from the limits an earlier run learned (kept in the job database)."""
+        kept = db.backend_state().get("capacity") or {}
+        for name in names:
+            if isinstance(kept.get(name), int) and kept[name] >= 1:
+                self.capacity[name] = kept[name]
+                self.probe_at[name] = self.clock.now() + CAPACITY_PROBE_S
+        self._kept = dict(self.capacity)
+
+    def keep(self, db: JobDatabase) -> None:
+        """Save the learned limits in the job database when they changed."""
+        if self.capacity != self._kept:
+            db.save_backend_state({**db.backend_state(), "capacity": dict(self.capacity)})
+            self._kept = dict(self.capacity)
 
     def down_for(self, name: str) -> float:
         """Seconds since backend ``name`` last answered, when it fails since (else 0)."""

@@ -429,6 +429,19 @@ class FileJobDatabase(JobDatabase):
             self._dirty = True
             self._save()
 
+    def backend_state(self) -> dict[str, Any]:
+        if not self.exists():
+            return {}
+        with self._lock:
+            self._frame()
+            return dict(self._meta.get("backend_state") or {})
+
+    def save_backend_state(self, state: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._frame()
+            self._meta["backend_state"] = dict(state)
+            self._dirty = True
+
     def backends(self) -> dict[str, str | None]:
         if not self.exists():
             return {}

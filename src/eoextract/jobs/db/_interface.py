@@ -385,6 +385,15 @@ class JobDatabase(abc.ABC):
     def backends(self) -> dict[str, str | None]:
         """Registered backends: name → URL."""
 
+    def backend_state(self) -> dict[str, Any]:
+        """What managers learned about the backends (e.g. ``{"capacity": {"cdse": 2}}``),
+        kept across runs; empty where the database cannot keep it."""
+        return dict(getattr(self, "_backend_state", {}))
+
+    def save_backend_state(self, state: Mapping[str, Any]) -> None:
+        """Keep what managers learned about the backends (see :meth:`backend_state`)."""
+        self._backend_state = dict(state)
+
     def flush(self) -> None:
         """Write pending changes (file databases batch their saves; SQL commits at once)."""
 

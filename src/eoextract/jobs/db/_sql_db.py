@@ -419,6 +419,18 @@ class SqlJobDatabase(JobDatabase):
             else:
                 session.execute(insert(BACKENDS).values(name=name, url=url, registered_at=utc_now()))
 
+    def backend_state(self) -> dict[str, Any]:
+        if not self.exists():
+            return {}
+        with self._session() as session, session.begin():
+            value = session.scalar(select(META.c.value).where(META.c.key == "backend_state"))
+        return dict(value or {})
+
+    def save_backend_state(self, state: Mapping[str, Any]) -> None:
+        self._require()
+        with self._session(write=True) as session, session.begin():
+            self._write_meta(session, backend_state=dict(state))
+
     def backends(self) -> dict[str, str | None]:
         if not self.exists():
             return {}
