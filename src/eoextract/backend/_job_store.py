@@ -219,6 +219,15 @@ class JobRecord:
             out["plan"] = self.plan
         if self.budget is not None:
             out["budget"] = self.budget
+        # ended jobs: usage and costs in listings too (as the openEO API allows), so a
+        # client following many jobs needs no request per job
+        if self.usage is not None and self.status in (FINISHED, ERROR, CANCELED):
+            out["usage"] = self.usage
+            if self.costs is not None:
+                out["costs"] = self.costs
+        elif self.started and self.finished and self.status in (FINISHED, ERROR, CANCELED):
+            t0, t1 = parse_utc(self.started), parse_utc(self.finished)
+            out["usage"] = {"duration": {"value": (t1 - t0).total_seconds(), "unit": "seconds"}}
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -228,13 +237,6 @@ class JobRecord:
         out["job_options"] = self.job_options
         if self.log_level is not None:
             out["log_level"] = self.log_level
-        if self.usage is not None and self.status in (FINISHED, ERROR, CANCELED):
-            out["usage"] = self.usage
-            if self.costs is not None:
-                out["costs"] = self.costs
-        elif self.started and self.finished and self.status in (FINISHED, ERROR, CANCELED):
-            t0, t1 = parse_utc(self.started), parse_utc(self.finished)
-            out["usage"] = {"duration": {"value": (t1 - t0).total_seconds(), "unit": "seconds"}}
         return out
 
 

@@ -77,8 +77,10 @@ def status(
         _watch(database, interval)
     summary = summarize(database, top_errors=top)
     learned = database.backend_state().get("capacity") or {}
+    costs = database.cost_totals()
     if as_json:
-        typer.echo(redact(json.dumps({**summary.to_dict(), "backend_capacity": learned}, indent=2)))
+        typer.echo(redact(json.dumps({**summary.to_dict(), "backend_capacity": learned,
+                                      "credits_spent": costs.spent}, indent=2)))
         return
     from rich.table import Table
 
@@ -100,7 +102,8 @@ def status(
     rate = f"{summary.throughput_per_hour:.1f} jobs/h" if summary.throughput_per_hour else "-"
     out.print(f"running time {format_duration(summary.elapsed_s)}  throughput {rate}  "
               f"ETA {format_duration(summary.eta_s) if summary.open else 'done'}  "
-              f"retries {summary.retries}" + (f"  requeued {summary.requeued}" if summary.requeued else ""))
+              f"retries {summary.retries}" + (f"  requeued {summary.requeued}" if summary.requeued else "")
+              + (f"  credits {costs.spent:.2f} ({costs.jobs_with_costs} jobs)" if costs.jobs_with_costs else ""))
     if summary.published:
         lat = summary.publication_latency_s
         latency = (f"; publication latency median {format_duration(lat['median'])}, "

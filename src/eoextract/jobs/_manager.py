@@ -33,8 +33,9 @@ import pandas as pd
 from openeo.rest.job import BatchJob
 
 from eoextract._util.utc import utc_now
-from eoextract.errors import ConfigurationError, RetryableBackendError, InvalidTransition, JobDatabaseError
+from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs._backends import BackendSpec
+from eoextract.jobs._budget import Budget
 from eoextract.jobs._classify import Backoff, classify
 from eoextract.jobs._download._transfer import DEFAULT_MAX_ASSET_BYTES
 from eoextract.jobs._job_dirs import JobDirs
@@ -43,7 +44,7 @@ from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
 from eoextract.jobs._polling import poll
 from eoextract.jobs._recovery import adopt, reconcile, release_dead_managers
 from eoextract.jobs._runstate import _Run
-from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results, outage_ending_run
+from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results, stop_on_outage
 from eoextract.jobs._tasks import (call_hook, cancel_job, create_job, download_results, finish_job,
                                    handle_job_error, start_created)
 from eoextract.jobs.db import JobDatabase, JobRecord
@@ -154,6 +155,7 @@ class JobManager(JobDirs):
         status_callback: Callable[[pd.DataFrame], Any] | None = None,
         *,
         progress: bool = False,
+        budget: float | None = None,
         **kwargs: Any,
     ) -> dict:
         """Run every job of the database to a final status and return run statistics.
@@ -169,6 +171,8 @@ class JobManager(JobDirs):
                 raises is logged and the run goes on.
             progress: show live progress (slots per backend, counts, rate, ETA) when
                 standard output is a terminal.
+            budget: credits the run may spend: no new job is created once what was spent
+                plus an estimate for the open jobs would pass it (see :mod:`~eoextract.jobs._budget`).
 
         Returns:
             openeo-style counters (``"start_job call"``, ``"job finished"``, ...) plus
@@ -180,6 +184,7 @@ class JobManager(JobDirs):
         db = self._open_db(df, job_db)
         run = self._prepare(db, start_job)
         run.status_callback = status_callback
+        run.budget = Budget(float(budget)) if budget is not None else None
         if progress:
             from eoextract.jobs._progress import RunProgress
 
@@ -325,7 +330,7 @@ class JobManager(JobDirs):
                 if clock.now() >= next_poll:
                     self._poll(run)
                     next_poll = clock.now() + self.poll_sleep
-                    self._check_outage(run)
+                    stop_on_outage(run.db, self.backends, run.health, self.max_backend_outage)
                 self._resume_finishing(run)
                 self._launch(run)
                 if run.progress is not None:
@@ -376,22 +381,11 @@ class JobManager(JobDirs):
             except Exception:  # noqa: BLE001 - a failing callback never stops the run
                 _log.exception("status_callback raised; the run goes on")
 
-    def _check_outage(self, run: _Run) -> None:
-        """Raise a backend's last error once backends failed for too long (see
-        ``max_backend_outage``); the jobs stay as they are, for the next run."""
-        if (outage := outage_ending_run(run.db, self.backends, run.health, self.max_backend_outage)) is None:
-            return
-        name, info = outage
-        note = (f"backend {name!r} failed every request for {run.health.down_for(name):.0f} s and no "
-                "other backend has work: the run stops; run it again to go on")
-        _log.error("%s (last error: %s)", note, info.message)
-        exc = info.exception or RetryableBackendError(info.message, backend_name=name)
-        exc.add_note(note)
-        raise exc
-
     def _is_done(self, run: _Run) -> bool:
         if run.inflight or run.finish_due or run.unapplied:
             return False
+        if run.budget is not None and run.budget.reached:  # what is left waits for a new budget
+            return not run.db.any_with_status(_OPEN - {S.NOT_STARTED})
         return not run.db.any_with_status(_OPEN)
 
     def _shutdown(self, run: _Run, *, wait: bool) -> None:
@@ -414,9 +408,11 @@ class JobManager(JobDirs):
 
     # ------------------------------------------------------------------ starting work
     def _launch(self, run: _Run) -> None:
-        """Claim due jobs while backends have free slots; create each in the pool."""
+        """Claim due jobs while backends have free slots (and the budget room); create each
+        in the pool."""
+        room = run.budget.room(run.db, sum(run.db.active_counts().values())) if run.budget else None
         for batch in claim_launches(run.db, self.backends, run.health, manager_id=self.manager_id,
-                                    lease_seconds=self.lease_seconds):
+                                    lease_seconds=self.lease_seconds, max_new=room):
             changes = [launch.change for launch in batch]
             outcomes = run.db.transition_many(changes, manager_id=self.manager_id) if changes else []
             launched = 0

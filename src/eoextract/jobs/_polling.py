@@ -57,6 +57,9 @@ def poll(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHe
         for rec in records:
             item = listed.get(rec.backend_job_id)
             counts: tuple[str, ...] = ()
+            if item is not None and item.get("status") in ("finished", "error") \
+                    and "usage" not in item and "costs" not in item:
+                item = None  # ended: its description carries the usage and costs listings leave out
             if item is None:
                 try:
                     item = spec.connection().job(rec.backend_job_id).describe()

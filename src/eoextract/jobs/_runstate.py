@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from eoextract.jobs._budget import Budget
 from eoextract.jobs._events import JobEvents
 from eoextract.jobs._scheduling import BackendHealth
 from eoextract.jobs.db import JobDatabase
@@ -45,6 +46,7 @@ class _Run:
     needs_start: set[str] = field(default_factory=set)
     #: Waiting jobs whose start is in flight on a backend at its learned limit: key → backend.
     starting: dict[str, str] = field(default_factory=dict)
+    budget: Budget | None = None
     #: Jobs left in ``creating`` by an interrupted run, per backend name: to look up by tag.
     unreconciled: dict[str, set[str]] = field(default_factory=dict)
     #: Failed attempts at handling each finished job's results.
@@ -71,8 +73,12 @@ class _Run:
                 return results
 
     def summary(self) -> dict[str, Any]:
-        """The run statistics ``run_jobs`` returns: counters, status counts, attempts, duration."""
+        """The run statistics ``run_jobs`` returns: counters, status counts, attempts, duration
+        (and, with a budget, the credits spent and whether the budget was reached)."""
         summary: dict[str, Any] = dict(self.stats)
+        if self.budget is not None:
+            summary["credits_spent"] = self.db.cost_totals().spent
+            summary["budget_reached"] = self.budget.reached
         summary["status_counts"] = {str(k): int(v) for k, v in self.db.count_by_status().items()}
         summary["attempts"] = int(self.stats.get("job create attempts", 0))
         summary["duration_s"] = round(time.monotonic() - self.started_at, 3)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from eoextract._util.retry import RetryPolicy
 from eoextract._util.utc import utc_now
+from eoextract.errors import RetryableBackendError
 from eoextract.jobs._backends import BackendSpec, make_tag
 from eoextract.jobs._classify import ErrorInfo
 from eoextract.jobs.db import JobDatabase, JobRecord
@@ -185,6 +186,21 @@ def outage_ending_run(db: JobDatabase, backends: Mapping[str, BackendSpec], heal
     return name, health.last_failure[name]
 
 
+def stop_on_outage(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth,
+                   limit_s: float | None) -> None:
+    """Raise the last error of a backend whose outage ends the run (see
+    :func:`outage_ending_run`); the jobs stay as they are, for the next run."""
+    if (outage := outage_ending_run(db, backends, health, limit_s)) is None:
+        return
+    name, info = outage
+    note = (f"backend {name!r} failed every request for {health.down_for(name):.0f} s and no "
+            "other backend has work: the run stops; run it again to go on")
+    _log.error("%s (last error: %s)", note, info.message)
+    exc = info.exception or RetryableBackendError(info.message, backend_name=name)
+    exc.add_note(note)
+    raise exc
+
+
 @dataclass(frozen=True)
 class Launch:
     """A claimed job to create on a backend: its record as claimed and its ``creating`` change."""
@@ -200,8 +216,10 @@ class Launch:
 
 
 def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *,
-                   manager_id: str, lease_seconds: float) -> Iterator[list[Launch]]:
-    """Claim due jobs for every backend that is not paused, up to its free slots.
+                   manager_id: str, lease_seconds: float,
+                   max_new: int | None = None) -> Iterator[list[Launch]]:
+    """Claim due jobs for every backend that is not paused, up to its free slots (and, when
+    given, up to ``max_new`` jobs in all).
 
     Yields:
         Per backend with free slots, the launches to apply together (one batch of
@@ -212,6 +230,8 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
         if health.paused(name):
             continue
         free = health.slots(name, spec.parallel_jobs) - active.get(name, 0)
+        if max_new is not None:
+            free = min(free, max_new)
         if free <= 0:
             continue
         # max_active: the slot cap holds atomically across all managers of the database
@@ -226,6 +246,8 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
                                 fields=dict(backend_name=name, attempt=attempt, create_tag=tag, id=None,
                                             backend_status=None, next_attempt_at=None, start_time=utc_now()))
             batch.append(Launch(rec, spec, change))
+        if max_new is not None:
+            max_new -= len(batch)
         yield batch
 
 

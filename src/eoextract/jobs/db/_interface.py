@@ -12,6 +12,7 @@ The columns of a job are listed in :mod:`~eoextract.jobs.db._records`.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from contextlib import AbstractContextManager
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -47,6 +48,15 @@ def _redacted(text: Any) -> Any:
 
 #: What :meth:`JobDatabase.initialize_from_df` does with a database that exists.
 OnExists = Literal["error", "skip", "append"]
+
+
+@dataclass(frozen=True)
+class CostTotals:
+    """Credits spent: their sum, the jobs that reported costs, and the ended jobs that did not."""
+
+    spent: float = 0.0
+    jobs_with_costs: int = 0
+    ended_without_costs: int = 0
 
 
 class JobDatabase(abc.ABC):
@@ -384,6 +394,16 @@ class JobDatabase(abc.ABC):
     @abc.abstractmethod
     def backends(self) -> dict[str, str | None]:
         """Registered backends: name → URL."""
+
+    def cost_totals(self) -> CostTotals:
+        """Credits the backends reported for this database's jobs, for budgets and reports."""
+        table = self.read()
+        costs = table["costs"].astype(float) if "costs" in table else None
+        if costs is None or not len(table):
+            return CostTotals()
+        ended = table["status"].astype(str).isin(["finished", "error", "canceled"])
+        return CostTotals(spent=float(costs.sum(skipna=True)), jobs_with_costs=int(costs.notna().sum()),
+                          ended_without_costs=int((ended & costs.isna()).sum()))
 
     def backend_state(self) -> dict[str, Any]:
         """What managers learned about the backends (e.g. ``{"capacity": {"cdse": 2}}``),

@@ -50,7 +50,7 @@ from eoextract.jobs.db._frame import (
     prepare_job_frame,
     status_values,
 )
-from eoextract.jobs.db._interface import JobDatabase
+from eoextract.jobs.db._interface import CostTotals, JobDatabase
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION, Base
 from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
 from eoextract.jobs.db._sql_rows import (
@@ -273,6 +273,15 @@ class SqlJobDatabase(JobDatabase):
         self._require()
         with self._session() as session, session.begin():
             return {status: n for status, n in session.execute(stmt)}
+
+    def cost_totals(self) -> CostTotals:
+        ended = JOBS.c.status.in_(["finished", "error", "canceled"])
+        stmt = select(func.coalesce(func.sum(JOBS.c.costs), 0.0), func.count(JOBS.c.costs),
+                      func.count().filter(ended & JOBS.c.costs.is_(None)))
+        self._require()
+        with self._session() as session, session.begin():
+            spent, with_costs, without = session.execute(stmt).one()
+        return CostTotals(float(spent), int(with_costs), int(without))
 
     def any_with_status(self, statuses: Iterable[JobStatus | str]) -> bool:
         values = status_values(statuses)
