@@ -54,8 +54,8 @@ PUBLIC = {
         "Sentinel2Grid", "TileGrid", "centroids_lonlat", "s2_tile", "split_area", "split_job_hex",
         "split_job_s2grid"},
     "eoextract.stac": {
-        "CollectionBuilder", "Layout", "ValidationReport", "build_collection",
-        "extend_collection", "iter_catalog_items", "layout_key", "validate", "validate_catalog",
+        "CollectionBuilder", "Layout", "ValidationReport", "build_collection", "drop_existing",
+        "existing_values", "extend_collection", "iter_catalog_items", "layout_key", "validate", "validate_catalog",
         "validate_dict"},
     "eoextract.stac.publish": {
         "CatalogEntry", "ObjectStoreWriter", "ObstoreWriter", "PublishError", "PublishResult",

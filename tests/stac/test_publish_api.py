@@ -256,3 +256,19 @@ def test_openeo_stac_api_job_database_with_our_manager(api, tmp_path):
     assert sorted(stored["status"]) == ["finished", "finished"]
     assert stored["id"].notna().all() and set(stored["backend_name"]) == {"local"}
     assert sorted(stored["title"]) == ["a", "b"]
+
+
+def test_existing_samples_looked_up_in_a_stac_api(tmp_path, api, monkeypatch):
+    """CQL2 ``in`` searches, several chunks of values and several pages each."""
+    from eoextract.stac import _existing, drop_existing, existing_values
+
+    cid = f"existing-{uuid.uuid4().hex[:8]}"
+    root = make_output(tmp_path / "out", n_jobs=3, items_per_job=3, collection_id=cid)
+    assert publish_to_stac_api(root, api).ok
+    monkeypatch.setattr(_existing, "API_CHUNK", 4)
+    monkeypatch.setattr(_existing, "API_PAGE", 2)
+    published = {f"job-{j:03d}_{k:03d}" for j in range(3) for k in range(3)}
+    asked = sorted(published)[:7] + ["not-extracted-1", "not-extracted-2"]
+    assert existing_values(api, "sample_id", among=asked) == set(sorted(published)[:7])
+    samples = pd.DataFrame({"sample_id": asked})
+    assert list(drop_existing(samples, api, "sample_id")["sample_id"]) == ["not-extracted-1", "not-extracted-2"]

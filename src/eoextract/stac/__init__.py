@@ -8,6 +8,7 @@ catalogue (object storage, STAC APIs, pgstac, stac-geoparquet) is in
 from __future__ import annotations
 
 from eoextract.stac._collection import CollectionBuilder, build_collection
+from eoextract.stac._existing import drop_existing, existing_values
 from eoextract.stac._extend import extend_collection, iter_catalog_items
 from eoextract.stac._layout import Layout, layout_key
 from eoextract.stac._validate import ValidationReport, validate, validate_catalog
@@ -18,6 +19,8 @@ __all__ = [
     "Layout",
     "ValidationReport",
     "build_collection",
+    "drop_existing",
+    "existing_values",
     "extend_collection",
     "iter_catalog_items",
     "layout_key",
