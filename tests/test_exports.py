@@ -27,7 +27,7 @@ PUBLIC = {
         "DownloadError", "EmptyCatalogue",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
-        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict"},
+        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict", "QualityCheckFailed"},
     "eoextract.backend": {"BackendProfile", "BackendSettings", "LocalBackend", "create_app", "serve"},
     "eoextract.cli": {"EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "app"},
     "eoextract.extract": {
@@ -38,7 +38,7 @@ PUBLIC = {
         "ActionResult", "Backoff", "ErrorClass", "FinishedJob", "FinishedJobResult",
         "JobManager", "JobStatus", "MultiBackendJobManager", "ProcessBasedJobCreator",
         "RetryPolicy", "StartJob", "cancel_jobs", "create_job_db", "get_job_db", "job_logs",
-        "retry_jobs"},
+        "retry_jobs", "QualityCheck", "ExpectedAssets", "UsageAtMost", "ArrayCheck", "JobOutput"},
     "eoextract.jobs.db": {
         "ADOPTABLE", "FileJobDatabase", "JobDatabase", "JobRecord", "MANAGED_COLUMNS",
         "SqlJobDatabase", "StatusChange", "Transition", "UPDATABLE_FIELDS", "create_job_db",

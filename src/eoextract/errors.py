@@ -6,6 +6,7 @@ One root, branches by cause, so callers choose how broadly to catch::
      ├── ConfigurationError          bad input found before anything is submitted
      ├── JobError                    (.job_key)
      │    ├── InvalidTransition      a status change the status model forbids
+     │    ├── QualityCheckFailed     a finished job's results failed a quality check
      │    └── JobDatabaseError       the job database cannot be used
      │         └── SchemaVersionError  written by a newer eoextract
      ├── BackendError                (.backend_name, .status_code, .code)
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "JobError",
     "InvalidTransition",
+    "QualityCheckFailed",
     "JobDatabaseError",
     "SchemaVersionError",
     "BackendError",
@@ -64,6 +66,16 @@ class JobError(EoextractError):
     def __init__(self, message: str, *, job_key: str | None = None) -> None:
         super().__init__(message)
         self.job_key = job_key
+
+
+class QualityCheckFailed(JobError):
+    """A finished job's results failed a quality check (``.check``: its name; ``.retry``:
+    whether the job runs again)."""
+
+    def __init__(self, message: str, *, check: str, retry: bool = False, job_key: str | None = None) -> None:
+        super().__init__(message, job_key=job_key)
+        self.check = check
+        self.retry = retry
 
 
 class InvalidTransition(JobError):

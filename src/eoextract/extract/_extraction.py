@@ -60,6 +60,7 @@ from eoextract.jobs._download import (
     fetch_job_assets,
     remove_stale_temp_files,
 )
+from eoextract.jobs._quality import JobOutput, gate
 from eoextract.jobs.db import JobDatabase
 from eoextract.jobs.status import JobStatus
 
@@ -337,6 +338,9 @@ class ExtractionManager(JobManager):
         except ChecksumMismatch as exc:
             return FinishedJobResult(run_again=exc)
         done.sort(key=_order_key)
+        again = gate(self.quality_checks, JobOutput(job.job_key, row, [d.path for d in done]))
+        if again is not None:  # before any item is built: a failing job adds none to the catalogue
+            return FinishedJobResult(run_again=again)
         fetched = sum(not d.reused for d in done)
         if job.status == JobStatus.POSTPROCESSING and fetched:
             _log.warning("job %s: %d of %d file(s) were no longer in place and verified; fetched them "

@@ -26,6 +26,11 @@ _EXPORTS = {
     "job_logs": "eoextract.jobs._control",
     "create_job_db": "eoextract.jobs.db",
     "get_job_db": "eoextract.jobs.db",
+    "QualityCheck": "eoextract.jobs._quality",
+    "ExpectedAssets": "eoextract.jobs._quality",
+    "UsageAtMost": "eoextract.jobs._quality",
+    "ArrayCheck": "eoextract.jobs._quality",
+    "JobOutput": "eoextract.jobs._quality",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -41,5 +46,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from eoextract.jobs._creator import ProcessBasedJobCreator
     from eoextract.jobs._hooks import FinishedJob, FinishedJobResult, StartJob
     from eoextract.jobs._manager import JobManager, MultiBackendJobManager
+    from eoextract.jobs._quality import ArrayCheck, ExpectedAssets, JobOutput, QualityCheck, UsageAtMost
     from eoextract.jobs.db import create_job_db, get_job_db
     from eoextract.jobs.status import JobStatus

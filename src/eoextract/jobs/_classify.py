@@ -28,6 +28,7 @@ from eoextract.errors import (
     EoextractError,
     FatalBackendError,
     JobLost,
+    QualityCheckFailed,
     RetryableBackendError,
     UnsafeAssetPath,
 )
@@ -118,6 +119,8 @@ def classify(exc: BaseException, *, job_known: bool = False) -> ErrorInfo:
 
 
 def _classify(exc: BaseException, *, job_known: bool) -> ErrorInfo:
+    if isinstance(exc, QualityCheckFailed):
+        return ErrorInfo(f"QualityCheck.{exc.check}", _one_line(exc), exc.retry)
     if isinstance(exc, RetryableBackendError):
         return ErrorInfo(type(exc).__name__, _one_line(exc), True, exc.retry_after,
                          lost=isinstance(exc, JobLost))

@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ from eoextract.jobs._budget import Budget
 from eoextract.jobs._classify import Backoff, classify
 from eoextract.jobs._download._transfer import DEFAULT_MAX_ASSET_BYTES
 from eoextract.jobs._job_dirs import JobDirs
+from eoextract.jobs._quality import JobOutput, QualityCheck, gate
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
 from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
 from eoextract.jobs._polling import poll
@@ -83,6 +84,7 @@ class JobManager(JobDirs):
             while no backend that answers has work; then the run raises the last error
             (as openeo's manager does at once), leaving every job as it is for the next run
             (default 6 h; ``None``: no limit).
+        quality_checks: checks of each finished job's files (see :mod:`~eoextract.jobs._quality`).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class JobManager(JobDirs):
         manager_id: str | None = None,
         max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES,
         max_backend_outage: float | None = 6 * 3600.0,
+        quality_checks: Sequence[QualityCheck] = (),
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -107,6 +110,7 @@ class JobManager(JobDirs):
         self._download_results = download_results
         self.max_asset_bytes = max_asset_bytes
         self.max_backend_outage = max_backend_outage
+        self.quality_checks = tuple(quality_checks)
         self._cancel_running_job_after = (
             timedelta(seconds=cancel_running_job_after) if cancel_running_job_after is not None else None
         )
@@ -254,7 +258,7 @@ class JobManager(JobDirs):
         result says so (:attr:`~FinishedJobResult.run_again`).
 
         By default it calls :meth:`on_job_done` (openeo's hook, which downloads the
-        results) with ``job.batch_job`` and ``job.row``.
+        results) with ``job.batch_job`` and ``job.row``, then the ``quality_checks``.
 
         Override it to decide what happens to finished jobs (e.g. place the files where
         they belong, describe them, run a post-processing step); call
@@ -269,13 +273,13 @@ class JobManager(JobDirs):
             What to record; ``None`` is the same as ``FinishedJobResult()``.
 
         Raises:
-            Exception: Any error marks this step of this job only. A retryable one
-                (connection errors, 5xx, a checksum mismatch, a full disk) is tried again
-                after a backoff, up to ``max_attempts`` times; after that, or for any other
-                error (e.g. one raised by user code), the job ends in ``error``.
+            Exception: Marks this step of this job only: a retryable one (connection, 5xx,
+                checksum, full disk) is tried again up to ``max_attempts`` times, any other
+                (e.g. raised by user code) ends the job in ``error``.
         """
         self.on_job_done(job.batch_job, job.row)
-        return FinishedJobResult()
+        files = [p for p in self.get_job_dir(job.backend_job_id).glob("*") if p.is_file()]
+        return FinishedJobResult(run_again=gate(self.quality_checks, JobOutput(job.job_key, job.row, files)))
 
     # ------------------------------------------------------------------ set-up
     def _open_db(self, df: pd.DataFrame | None, job_db: Any) -> JobDatabase:
