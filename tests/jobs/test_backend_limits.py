@@ -116,3 +116,29 @@ def test_the_learned_limit_is_kept_for_the_next_run_and_shown(tmp_path, suffix):
     assert stats.get("job start refused (backend full)", 0) == 0
     shown = CliRunner().invoke(app, ["status", str(db_path)])
     assert shown.exit_code == 0 and "runs at most 2 job(s)" in shown.output
+
+
+def test_queueing_limit_bounds_the_jobs_waiting_on_a_backend(local_backend, tmp_path):
+    """openeo's queueing_limit: at most that many jobs created or queued at once."""
+    from eoextract.jobs import _scheduling as scheduling
+
+    seen: list[int] = []
+    claim = scheduling.claim_launches
+
+    def watching(db, backends, health, **kw):
+        seen.append(len(db.jobs(scheduling._WAITING, backend_name="local")))
+        yield from claim(db, backends, health, **kw)
+
+    import eoextract.jobs._manager as manager_module
+
+    manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out", download_results=False)
+    manager.add_backend("local", local_backend.connect, parallel_jobs=6, queueing_limit=2)
+    original = manager_module.claim_launches
+    manager_module.claim_launches = watching
+    try:
+        stats = manager.run_jobs(_jobs(8), make_start_job(lambda row: SLOW, instant=False),
+                                 job_db=tmp_path / "jobs.db")
+    finally:
+        manager_module.claim_launches = original
+    assert stats["status_counts"] == {"finished": 8}
+    assert seen and max(seen) <= 2

@@ -132,11 +132,14 @@ class BackendSpec:
         name: name used in the job database's ``backend_name`` column.
         get_connection: factory returning an (authenticated) ``openeo.Connection``.
         parallel_jobs: jobs this backend may hold at once (active statuses).
+        queueing_limit: jobs it may hold waiting to run (created or queued; None: no limit
+            but ``parallel_jobs``), as openeo's ``queueing_limit``.
     """
 
     name: str
     get_connection: Callable[[], openeo.Connection]
     parallel_jobs: int = 2
+    queueing_limit: int | None = None
     _connection: openeo.Connection | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _token_refreshed_at: float = field(default=float("-inf"), repr=False)

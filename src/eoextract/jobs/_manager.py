@@ -130,8 +130,10 @@ class JobManager(JobDirs):
         name: str,
         connection: openeo.Connection | Callable[[], openeo.Connection],
         parallel_jobs: int = 2,
+        queueing_limit: int | None = None,
     ) -> None:
-        """Register a backend with a name, a ``Connection`` (or a factory) and its slots."""
+        """Register a backend: a name, a ``Connection`` (or a factory), its slots and the most
+        jobs it may hold waiting (created or queued; None: no other limit than its slots)."""
         if isinstance(connection, openeo.Connection):
             con = connection
             factory: Callable[[], openeo.Connection] = lambda: con  # noqa: E731
@@ -141,7 +143,8 @@ class JobManager(JobDirs):
             raise ConfigurationError(f"connection for backend {name!r} must be a Connection or a callable")
         if parallel_jobs < 1:
             raise ConfigurationError(f"parallel_jobs for backend {name!r} must be at least 1")
-        self.backends[name] = BackendSpec(name=name, get_connection=factory, parallel_jobs=int(parallel_jobs))
+        self.backends[name] = BackendSpec(name=name, get_connection=factory, parallel_jobs=int(parallel_jobs),
+                                          queueing_limit=queueing_limit)
 
     def _get_connection(self, backend_name: str, resilient: bool = True) -> openeo.Connection:
         """The connection of a registered backend (openeo's ``connection_provider``)."""
@@ -185,7 +188,7 @@ class JobManager(JobDirs):
         df, start_job, job_db, status_callback = openeo_arguments(df, start_job, job_db, status_callback,
                                                                   kwargs, _start_job_default)
         self._check_ready(start_job)
-        db = self._open_db(df, job_db)
+        db = open_for_run(df, job_db)
         run = self._prepare(db, start_job)
         run.status_callback = status_callback
         run.budget = Budget(float(budget)) if budget is not None else None
@@ -206,7 +209,7 @@ class JobManager(JobDirs):
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the job thread is already running")
         self._check_ready(start_job)
-        db = self._open_db(None, job_db)
+        db = open_for_run(None, job_db)
         run = self._prepare(db, start_job)
         run.threaded = True
 
@@ -282,9 +285,6 @@ class JobManager(JobDirs):
         return FinishedJobResult(run_again=gate(self.quality_checks, JobOutput(job.job_key, job.row, files)))
 
     # ------------------------------------------------------------------ set-up
-    def _open_db(self, df: pd.DataFrame | None, job_db: Any) -> JobDatabase:
-        return open_for_run(df, job_db)
-
     def _check_ready(self, start_job: Callable[..., Any]) -> None:
         if not self.backends:
             raise ConfigurationError("no backends registered: call add_backend() first")

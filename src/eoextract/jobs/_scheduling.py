@@ -23,6 +23,8 @@ from eoextract.jobs.status import JobStatus
 _log = logging.getLogger("eoextract.jobs.manager")
 S = JobStatus
 
+#: Jobs that wait on (or for) their backend: what ``queueing_limit`` bounds.
+_WAITING = (S.CREATING, S.CREATED, S.QUEUED)
 #: A backend is paused after this many retryable failures in a row.
 PAUSE_AFTER_FAILURES = 3
 #: Seconds after a backend refused a start for its job limit before one more running job is
@@ -232,6 +234,8 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
         free = health.slots(name, spec.parallel_jobs) - active.get(name, 0)
         if max_new is not None:
             free = min(free, max_new)
+        if spec.queueing_limit is not None and free > 0:
+            free = min(free, spec.queueing_limit - len(db.jobs(_WAITING, backend_name=name)))
         if free <= 0:
             continue
         # max_active: the slot cap holds atomically across all managers of the database
