@@ -45,7 +45,7 @@ from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
 from eoextract.jobs._polling import poll
 from eoextract.jobs._recovery import adopt, reconcile, release_dead_managers
 from eoextract.jobs._runstate import _Run
-from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results, stop_on_outage
+from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results, starts_with_room, stop_on_outage
 from eoextract.jobs._tasks import (call_hook, cancel_job, create_job, download_results, finish_job,
                                    handle_job_error, start_created)
 from eoextract.jobs.db import JobDatabase, JobRecord
@@ -366,6 +366,7 @@ class JobManager(JobDirs):
     def _poll(self, run: _Run) -> None:
         """Poll the backends, take over abandoned jobs, save, tell the status callback."""
         run.stats["track_statuses"] += 1
+        run.waiting_start.clear()  # the poll says again which created jobs wait for a start
         self._apply(run, poll(run.db, self.backends, run.health, manager_id=self.manager_id,
                               inflight=run.inflight, needs_start=run.needs_start,
                               cancel_after=self._cancel_running_job_after,
@@ -457,13 +458,7 @@ class JobManager(JobDirs):
         if result.then is FollowUp.FINISH:
             self._finish(run, run.db.get(rec.job_key), spec)
         elif result.then is FollowUp.START:
-            if spec.name in run.health.capacity:  # at its limit: start only into a free place
-                busy = len(run.db.jobs([S.QUEUED, S.RUNNING], backend_name=spec.name))
-                busy += sum(b == spec.name for b in run.starting.values())
-                if busy >= run.health.slots(spec.name, spec.parallel_jobs):
-                    return  # waits for room; asked again at the next poll
-                run.starting[rec.job_key] = spec.name
-            self._submit(run, rec.job_key, start_created, rec, spec)
+            run.waiting_start[rec.job_key] = rec  # started once the results are applied
         elif result.then is FollowUp.JOB_ERROR:
             self._submit(run, rec.job_key, handle_job_error, self, rec, spec)
         elif result.then is FollowUp.CANCEL:
@@ -494,6 +489,8 @@ class JobManager(JobDirs):
     def _apply(self, run: _Run, results: Iterable[TaskResult]) -> None:
         ResultApplier(run, manager_id=self.manager_id, max_attempts=self.max_attempts, backoff=self.backoff,
                       follow=lambda result: self._follow(run, result)).apply(results)
+        for rec, spec in starts_with_room(run.db, self.backends, run.health, run.waiting_start, run.starting):
+            self._submit(run, rec.job_key, start_created, rec, spec)
 
 
 #: openeo's name, for scripts that port with an import change.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from eoextract.jobs._budget import Budget
 from eoextract.jobs._events import JobEvents
 from eoextract.jobs._scheduling import BackendHealth
-from eoextract.jobs.db import JobDatabase
+from eoextract.jobs.db import JobDatabase, JobRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoextract.jobs._outcomes import TaskResult
@@ -46,6 +46,8 @@ class _Run:
     needs_start: set[str] = field(default_factory=set)
     #: Waiting jobs whose start is in flight on a backend at its learned limit: key → backend.
     starting: dict[str, str] = field(default_factory=dict)
+    #: Created jobs whose start is due (from the last poll), until a place is free: key → record.
+    waiting_start: dict[str, JobRecord] = field(default_factory=dict)
     budget: Budget | None = None
     #: Jobs left in ``creating`` by an interrupted run, per backend name: to look up by tag.
     unreconciled: dict[str, set[str]] = field(default_factory=dict)

@@ -188,6 +188,31 @@ def outage_ending_run(db: JobDatabase, backends: Mapping[str, BackendSpec], heal
     return name, health.last_failure[name]
 
 
+def starts_with_room(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth,
+                     waiting: dict[str, JobRecord], starting: dict[str, str]) -> list[tuple[JobRecord, BackendSpec]]:
+    """The created jobs of ``waiting`` to start now (taken out of it): all of them on backends
+    with no learned limit, elsewhere as many as the backend has free places (``starting``:
+    starts in flight there, key → backend, updated)."""
+    busy: dict[str, int] = {}
+    due = []
+    for key, rec in list(waiting.items()):
+        spec = backends.get(rec.backend_name or "")
+        if spec is None:
+            del waiting[key]
+            continue
+        if spec.name in health.capacity:  # at its limit: start only into a free place
+            if spec.name not in busy:
+                busy[spec.name] = (len(db.jobs([S.QUEUED, S.RUNNING], backend_name=spec.name))
+                                   + sum(b == spec.name for b in starting.values()))
+            if busy[spec.name] >= health.slots(spec.name, spec.parallel_jobs):
+                continue
+            busy[spec.name] += 1
+            starting[key] = spec.name
+        del waiting[key]
+        due.append((rec, spec))
+    return due
+
+
 def stop_on_outage(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth,
                    limit_s: float | None) -> None:
     """Raise the last error of a backend whose outage ends the run (see
