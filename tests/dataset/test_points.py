@@ -160,3 +160,12 @@ def test_rows_with_nan_band_without_nodata_stay_empty(tmp_path):
     frame.to_parquet(tmp_path / "a.parquet")
     merge_points([tmp_path / "a.parquet"], tmp_path / "ds", partition_by="ref_id", bands=["B03"])
     assert pd.read_parquet(tmp_path / "ds")["B03"].isna().sum() == 1
+
+
+def test_duplicates_inside_one_file_are_dropped_too(tmp_path):
+    frame = point_frame(0)
+    pd.concat([frame, frame.iloc[:2]]).to_parquet(tmp_path / "a.parquet")
+    report = merge_points([tmp_path / "a.parquet"], tmp_path / "ds", partition_by="ref_id")
+    assert (report.rows_read, report.rows, report.duplicates_dropped) == (14, 12, 2)
+    gdf = gpd.read_parquet(tmp_path / "ds")
+    assert not gdf.duplicated(["sample_id", "timestamp"]).any()

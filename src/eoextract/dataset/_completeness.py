@@ -21,7 +21,7 @@ class CompletenessReport:
 
     #: Rows written, after deduplication.
     rows: int
-    #: Rows read from the files, when known (Parquet footers); ``None`` for CSV/JSON.
+    #: Rows read from the files.
     rows_read: int | None
     #: Distinct samples in the merged table.
     samples_found: int

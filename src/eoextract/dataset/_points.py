@@ -48,15 +48,20 @@ def _connect(threads: int | None, temp: Path) -> Any:
     return con
 
 
-def _relation(paths: Sequence[Path]) -> str:
-    """All files as one relation, columns matched by name, the file of each row kept."""
+def _relation(paths: Sequence[Path], *, by_name: bool, with_file: bool) -> str:
+    """All files as one relation (columns matched by name when their columns differ),
+    with the file of each row when ``with_file``."""
     groups: dict[str, list[Path]] = {}
     for p in paths:
         groups.setdefault(file_format(p), []).append(p)
     parts = []
     for fmt, group in groups.items():
-        reader = reader_sql(group, fmt).removesuffix(")") + ", filename = true)"
-        parts.append(f"SELECT * EXCLUDE (filename), filename AS {_FILE} FROM {reader}")
+        reader = reader_sql(group, fmt, by_name=by_name or len(groups) > 1)
+        if with_file:
+            reader = reader.removesuffix(")") + ", filename = true)"
+            parts.append(f"SELECT * EXCLUDE (filename), filename AS {_FILE} FROM {reader}")
+        else:
+            parts.append(f"SELECT * FROM {reader}")
     return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 
 
@@ -82,6 +87,32 @@ def _select_list(schemas: FileSchemas, *, partition_by: str, time_column: str | 
         out.append(f"{_DERIVED[partition_by].format(t=sql_name(time_column or ''))} "
                    f"AS {sql_name(partition_by)}")
     return out
+
+
+def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
+                  by_name: bool) -> tuple[str, int]:
+    """The query of the merged rows, one per ``key`` (the row of the last file wins), and
+    the number of rows read.
+
+    A first pass over the key columns only groups their 64-bit hashes (cheap); rows whose
+    hash is unique are kept as they are, and only rows of a repeated hash (true duplicates
+    and the rare collision) go through the exact window on the key columns.
+    """
+    keys = ", ".join(sql_name(k) for k in key)
+    plain = _relation(paths, by_name=by_name, with_file=False)
+    (rows_read, repeated_hashes), = con.execute(
+        f"SELECT sum(n)::BIGINT, list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
+        f"FROM (SELECT hash({keys}) AS h FROM {plain}) GROUP BY h)").fetchall()
+    if not repeated_hashes:
+        return f"SELECT {select} FROM {plain}", int(rows_read or 0)
+    import pyarrow as pa
+
+    con.register("_eoextract_hashes", pa.table({"h": pa.array(repeated_hashes, pa.uint64())}))
+    repeated = f"hash({keys}) IN (SELECT h FROM _eoextract_hashes)"
+    with_file = _relation(paths, by_name=by_name, with_file=True)
+    return (f"SELECT {select} FROM {plain} WHERE NOT {repeated} UNION ALL "
+            f"SELECT {select} FROM {with_file} WHERE {repeated} QUALIFY row_number() OVER "
+            f"(PARTITION BY {keys} ORDER BY {_FILE} DESC) = 1"), int(rows_read)
 
 
 def _check_options(schemas: FileSchemas, *, partition_by: str, key: Sequence[str],
@@ -178,9 +209,7 @@ def merge_points(
             select = ", ".join(_select_list(schemas, partition_by=partition_by,
                                             time_column=time_column, bands=bands,
                                             band_type=band_type, nodata=nodata))
-            keys = ", ".join(sql_name(k) for k in key)
-            query = (f"SELECT {select} FROM {_relation(paths)} QUALIFY row_number() OVER "
-                     f"(PARTITION BY {keys} ORDER BY {_FILE} DESC) = 1")
+            query, rows_read = _deduplicated(con, select, paths, key, by_name=not schemas.uniform)
             data = staging / "data"
             try:
                 rows = con.execute(
@@ -195,7 +224,7 @@ def merge_points(
                 con, table if rows else "(SELECT NULL AS x WHERE false)",
                 sample_column=sample_column if sample_column in schemas.union else None,
                 attributes=attributes, expected=expected, rows=int(rows),
-                rows_read=schemas.rows, partitions=written)
+                rows_read=rows_read, partitions=written)
         finally:
             con.close()
         report.check(max_missing_fraction, max_without_attributes_fraction)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,9 @@ class FileSchemas:
     union: dict[str, str]
     #: The GeoParquet ``geo`` metadata of the first file that has one.
     geo: dict[str, Any] | None = None
-    #: Rows in the Parquet files (from their footers); ``None`` when a CSV/JSON file is in.
-    rows: int | None = None
     formats: set[str] = field(default_factory=set)
+    #: Whether every file has the same columns, in the same order, with the same types.
+    uniform: bool = False
 
     def require(self, names: Iterable[str], what: str) -> None:
         """Every file has every one of ``names``; else a :class:`DatasetError` naming the file."""
@@ -77,14 +78,15 @@ def _duckdb_family(dtype: str) -> str:
     return OTHER
 
 
-def reader_sql(paths: Sequence[Path], fmt: str) -> str:
-    """A DuckDB table function reading ``paths`` by column name."""
+def reader_sql(paths: Sequence[Path], fmt: str, *, by_name: bool = True) -> str:
+    """A DuckDB table function reading ``paths`` (columns matched by name if ``by_name``)."""
     listed = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
+    union = str(by_name).lower()
     if fmt == "parquet":
-        return f"read_parquet({listed}, union_by_name = true)"
+        return f"read_parquet({listed}, union_by_name = {union})"
     if fmt == "csv":
-        return f"read_csv({listed}, union_by_name = true, header = true)"
-    return f"read_json_auto({listed}, union_by_name = true)"
+        return f"read_csv({listed}, union_by_name = {union}, header = true)"
+    return f"read_json_auto({listed}, union_by_name = {union})"
 
 
 def sql_string(value: str) -> str:
@@ -97,17 +99,28 @@ def sql_name(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _read_parquet(con: Any, paths: list[Path]) -> tuple[dict[Path, dict[str, str]], dict, int]:
+def _fetch(cursor: Any, query: str) -> list[tuple]:
+    try:
+        return cursor.execute(query).fetchall()
+    finally:
+        cursor.close()
+
+
+def _read_parquet(con: Any, paths: list[Path]
+                  ) -> tuple[dict[Path, dict[str, str]], dict, bool]:
     listed = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
     by_name = {str(p): p for p in paths}
     columns: dict[Path, dict[str, str]] = {p: {} for p in paths}
-    try:
-        rows = con.execute(
-            f"SELECT file_name, name, type, converted_type, logical_type, num_children "
-            f"FROM parquet_schema({listed})").fetchall()
-        kv = con.execute(f"SELECT file_name, value FROM parquet_kv_metadata({listed}) "
-                         f"WHERE key::VARCHAR = 'geo'").fetchall()
-        counts = con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({listed})").fetchall()[0]
+    queries = {
+        "schema": f"SELECT file_name, name, type, converted_type, logical_type, num_children "
+                  f"FROM parquet_schema({listed})",
+        "geo": f"SELECT file_name, value FROM parquet_kv_metadata({listed}) "
+               f"WHERE key::VARCHAR = 'geo'",
+    }
+    try:  # the three read the footers: side by side, each on a cursor of its own
+        with ThreadPoolExecutor(len(queries)) as pool:
+            futures = {k: pool.submit(_fetch, con.cursor(), q) for k, q in queries.items()}
+            rows, kv = (futures[k].result() for k in queries)
     except Exception as exc:  # a file that is not Parquet: find which one
         for p in paths:
             try:
@@ -117,8 +130,10 @@ def _read_parquet(con: Any, paths: list[Path]) -> tuple[dict[Path, dict[str, str
                                    path=str(p)) from exc
         raise
     pending: dict[Path, list[int]] = {}  # per file: children still to skip, per level
+    signatures: dict[Path, list[tuple]] = {p: [] for p in paths}
     for file_name, name, ptype, converted, logical, children in rows:
-        path = by_name.get(file_name, Path(file_name))
+        path = by_name.get(file_name) or Path(file_name)
+        signatures[path].append((name, ptype, converted, logical))
         stack = pending.setdefault(path, [])
         if path not in columns or (not columns[path] and not stack and ptype is None
                                    and children and name in ("schema", "duckdb_schema",
@@ -136,8 +151,11 @@ def _read_parquet(con: Any, paths: list[Path]) -> tuple[dict[Path, dict[str, str
             stack.append(int(children))
             continue
         columns[path][name] = _parquet_family(ptype, converted, logical)
-    geo = {by_name.get(f, Path(f)): json.loads(bytes(v)) for f, v in kv}
-    return columns, geo, int(counts[0] or 0)
+    parsed: dict[bytes, dict] = {}  # files of one run share their metadata: parse it once
+    geo = {(by_name.get(f) or Path(f)): parsed.setdefault(bytes(v), json.loads(bytes(v)))
+           if bytes(v) not in parsed else parsed[bytes(v)] for f, v in kv}
+    uniform = len({tuple(v) for v in signatures.values()}) == 1
+    return columns, geo, uniform
 
 
 def _read_text(con: Any, path: Path, fmt: str) -> dict[str, str]:
@@ -168,14 +186,14 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
     parquet = [p for p in paths if formats[p] == "parquet"]
     columns: dict[Path, dict[str, str]] = {}
     geo_by_file: dict[Path, dict] = {}
-    rows: int | None = None
+    uniform = False
     if parquet:
-        found, geo_by_file, rows = _read_parquet(con, parquet)
+        found, geo_by_file, uniform = _read_parquet(con, parquet)
         columns.update(found)
     for p in paths:
         if formats[p] != "parquet":
             columns[p] = _read_text(con, p, formats[p])
-            rows = None
+            uniform = False
     ordered = {p: columns[p] for p in paths}
     union: dict[str, str] = {}
     first: dict[str, Path] = {}
@@ -200,5 +218,5 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
             if _crs_key(meta) != reference:
                 raise DatasetError(f"{path}: geometry in {_crs_key(meta)}, but {reference} in "
                                    f"{reference_path} (reproject before merging)", path=str(path))
-    return FileSchemas(columns=ordered, union=union, geo=geo, rows=rows,
-                       formats=set(formats.values()))
+    return FileSchemas(columns=ordered, union=union, geo=geo,
+                       formats=set(formats.values()), uniform=uniform)
