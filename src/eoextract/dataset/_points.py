@@ -41,6 +41,10 @@ def _connect(threads: int | None, temp: Path) -> Any:
     except ImportError as exc:  # pragma: no cover - the extra is missing
         raise ConfigurationError("merging point tables needs DuckDB: pip install "
                                  "'eoextract[dataset]'") from exc
+    major, minor = (int(x) for x in duckdb.__version__.split(".")[:2])
+    if (major, minor) < (1, 5):  # GEOMETRY (and GeoParquet metadata written) from 1.5 on
+        raise ConfigurationError(f"merging point tables needs DuckDB >= 1.5, not "
+                                 f"{duckdb.__version__}: pip install 'eoextract[dataset]'")
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
