@@ -169,3 +169,19 @@ def test_duplicates_inside_one_file_are_dropped_too(tmp_path):
     assert (report.rows_read, report.rows, report.duplicates_dropped) == (14, 12, 2)
     gdf = gpd.read_parquet(tmp_path / "ds")
     assert not gdf.duplicated(["sample_id", "timestamp"]).any()
+
+
+def test_files_with_differing_columns_merge_by_name(tmp_path):
+    first = point_frame(0)
+    second = point_frame(1).drop(columns="label")
+    second["B02"] = second["B02"].astype("float64")
+    second = second[["geometry", "B03", "timestamp", "sample_id", "B02", "ref_id"]]
+    first.to_parquet(tmp_path / "a.parquet")
+    second.to_parquet(tmp_path / "b.parquet")
+    pd.concat([second, second.iloc[:1]]).to_parquet(tmp_path / "c.parquet")  # a rerun + 1 dup
+    report = merge_points(tmp_path, tmp_path / "ds", partition_by="ref_id", bands=["B02"],
+                          attributes=["label"])
+    assert (report.rows_read, report.rows) == (37, 24)
+    assert report.rows_without_attributes == 12 + 3  # job 1 has no label column at all
+    gdf = gpd.read_parquet(tmp_path / "ds")
+    assert str(gdf["B02"].dtype) == "uint16" and len(gdf) == 24

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor, wait
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,30 +94,74 @@ def _select_list(schemas: FileSchemas, *, partition_by: str, time_column: str | 
     return out
 
 
-def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
-                  by_name: bool) -> tuple[str, int]:
-    """The query of the merged rows, one per ``key`` (the row of the last file wins), and
-    the number of rows read.
-
-    A first pass over the key columns only groups their 64-bit hashes (cheap); rows whose
-    hash is unique are kept as they are, and only rows of a repeated hash (true duplicates
-    and the rare collision) go through the exact window on the key columns.
-    """
+def _key_hashes(con: Any, paths: Sequence[Path], key: Sequence[str], by_name: bool
+                ) -> tuple[int, list[int]]:
+    """Rows read, and the 64-bit hashes of ``key`` seen more than once: one narrow pass
+    over the key columns."""
     keys = ", ".join(sql_name(k) for k in key)
     plain = _relation(paths, by_name=by_name, with_file=False)
-    (rows_read, repeated_hashes), = con.execute(
+    (rows_read, repeated), = con.execute(
         f"SELECT sum(n)::BIGINT, list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
         f"FROM (SELECT hash({keys}) AS h FROM {plain}) GROUP BY h)").fetchall()
+    return int(rows_read or 0), list(repeated or [])
+
+
+def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
+                  by_name: bool, repeated_hashes: list[int]) -> str:
+    """The query of the merged rows, one per ``key`` (the row of the last file wins).
+
+    Rows whose key hash is unique are kept as they are; only rows of a repeated hash (true
+    duplicates and the rare collision) go through the exact window on the key columns.
+    """
+    plain = _relation(paths, by_name=by_name, with_file=False)
     if not repeated_hashes:
-        return f"SELECT {select} FROM {plain}", int(rows_read or 0)
+        return f"SELECT {select} FROM {plain}"
     import pyarrow as pa
 
+    keys = ", ".join(sql_name(k) for k in key)
     con.register("_eoextract_hashes", pa.table({"h": pa.array(repeated_hashes, pa.uint64())}))
     repeated = f"hash({keys}) IN (SELECT h FROM _eoextract_hashes)"
     with_file = _relation(paths, by_name=by_name, with_file=True)
     return (f"SELECT {select} FROM {plain} WHERE NOT {repeated} UNION ALL "
             f"SELECT {select} FROM {with_file} WHERE {repeated} QUALIFY row_number() OVER "
-            f"(PARTITION BY {keys} ORDER BY {_FILE} DESC) = 1"), int(rows_read)
+            f"(PARTITION BY {keys} ORDER BY {_FILE} DESC) = 1")
+
+
+def _checked_and_hashed(con: Any, paths: Sequence[Path], key: Sequence[str], **options: Any
+                        ) -> tuple[FileSchemas, str | None, int, list[int]]:
+    """Read and check the files' schemas while the key hashes are computed beside
+    (optimistically, as if every file had the same columns; again by name otherwise).
+
+    Returns the schemas, the time column (``None`` when absent), rows read and the
+    repeated key hashes.
+    """
+    cursor = con.cursor()
+    with ThreadPoolExecutor(1) as pool:
+        hashing = pool.submit(_key_hashes, cursor, paths, key, False)
+        try:
+            schemas = read_schemas(con, paths)
+            time_column = options.pop("time_column")
+            if time_column is not None and time_column not in schemas.union:
+                time_column = None
+            _check_options(schemas, key=key, time_column=time_column, **options)
+        except BaseException:
+            cursor.interrupt()
+            wait([hashing])
+            raise
+        try:
+            rows_read, repeated = hashing.result()
+            failed = None
+        except Exception as exc:  # columns differ between files: hashed again, by name
+            failed = exc
+        finally:
+            cursor.close()
+    if failed is not None or not schemas.uniform:
+        try:
+            rows_read, repeated = _key_hashes(con, paths, key, True)
+        except Exception as exc:
+            raise DatasetError(f"merge failed, nothing written: {str(exc).splitlines()[0]}"
+                               ) from exc
+    return schemas, time_column, rows_read, repeated
 
 
 def _check_options(schemas: FileSchemas, *, partition_by: str, key: Sequence[str],
@@ -205,15 +250,13 @@ def merge_points(
     try:
         con = _connect(threads, staging)
         try:
-            schemas = read_schemas(con, paths)
-            if time_column is not None and time_column not in schemas.union:
-                time_column = None
-            _check_options(schemas, partition_by=partition_by, key=key, time_column=time_column,
-                           bands=bands, band_type=band_type, nodata=nodata, attributes=attributes)
+            schemas, time_column, rows_read, repeated = _checked_and_hashed(
+                con, paths, key, partition_by=partition_by, time_column=time_column,
+                bands=bands, band_type=band_type, nodata=nodata, attributes=attributes)
             select = ", ".join(_select_list(schemas, partition_by=partition_by,
                                             time_column=time_column, bands=bands,
                                             band_type=band_type, nodata=nodata))
-            query, rows_read = _deduplicated(con, select, paths, key, by_name=not schemas.uniform)
+            query = _deduplicated(con, select, paths, key, not schemas.uniform, repeated)
             data = staging / "data"
             try:
                 rows = con.execute(
