@@ -114,8 +114,8 @@ def _read_parquet(con: Any, paths: list[Path]
     queries = {
         "schema": f"SELECT file_name, name, type, converted_type, logical_type, num_children "
                   f"FROM parquet_schema({listed})",
-        "geo": f"SELECT file_name, value FROM parquet_kv_metadata({listed}) "
-               f"WHERE key::VARCHAR = 'geo'",
+        "geo": f"SELECT value, list(file_name) FROM parquet_kv_metadata({listed}) "
+               f"WHERE key::VARCHAR = 'geo' GROUP BY value",
     }
     try:  # the three read the footers: side by side, each on a cursor of its own
         with ThreadPoolExecutor(len(queries)) as pool:
@@ -151,9 +151,10 @@ def _read_parquet(con: Any, paths: list[Path]
             stack.append(int(children))
             continue
         columns[path][name] = _parquet_family(ptype, converted, logical)
-    parsed: dict[bytes, dict] = {}  # files of one run share their metadata: parse it once
-    geo = {(by_name.get(f) or Path(f)): parsed.setdefault(bytes(v), json.loads(bytes(v)))
-           if bytes(v) not in parsed else parsed[bytes(v)] for f, v in kv}
+    geo = {}
+    for value, files in kv:  # files of one run share their metadata: parsed once
+        meta = json.loads(bytes(value))
+        geo.update((by_name.get(f) or Path(f), meta) for f in files)
     uniform = len({tuple(v) for v in signatures.values()}) == 1
     return columns, geo, uniform
 
@@ -212,9 +213,10 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
                     f"{first[name]} (schemas of the jobs differ)", path=str(path))
     geo = None
     if geo_by_file:
-        reference_path, geo = next(iter(geo_by_file.items()))
+        in_order = [(p, geo_by_file[p]) for p in paths if p in geo_by_file]
+        reference_path, geo = in_order[0]
         reference = _crs_key(geo)
-        for path, meta in geo_by_file.items():
+        for path, meta in in_order:
             if _crs_key(meta) != reference:
                 raise DatasetError(f"{path}: geometry in {_crs_key(meta)}, but {reference} in "
                                    f"{reference_path} (reproject before merging)", path=str(path))
