@@ -185,3 +185,17 @@ def test_files_with_differing_columns_merge_by_name(tmp_path):
     assert report.rows_without_attributes == 12 + 3  # job 1 has no label column at all
     gdf = gpd.read_parquet(tmp_path / "ds")
     assert str(gdf["B02"].dtype) == "uint16" and len(gdf) == 24
+
+
+def test_json_records_and_csv_merge_with_parquet(job_files, tmp_path):
+    (tmp_path / "outputs" / "extra.json").write_text(
+        '{"sample_id": "x1", "ref_id": "ref0", "timestamp": "2021-03-01T00:00:00Z", "B02": 5}\n'
+        '{"sample_id": "x2", "ref_id": "ref0", "timestamp": "2021-03-01T00:00:00Z", "B02": 6}\n')
+    (tmp_path / "outputs" / "extra.csv").write_text(
+        "sample_id,ref_id,timestamp,B02\nx3,ref1,2021-03-01T00:00:00Z,7\n")
+    sources = [tmp_path / "outputs", tmp_path / "outputs" / "extra.json"]
+    assert len(find_point_files(sources)) == 6  # JSON files of a folder only when named
+    report = merge_points(sources, tmp_path / "ds", partition_by="ref_id", bands=["B02"])
+    assert (report.rows_read, report.rows) == (51, 51)
+    df = pd.read_parquet(tmp_path / "ds")
+    assert sorted(df.loc[df["sample_id"].str.startswith("x"), "B02"]) == [5, 6, 7]
