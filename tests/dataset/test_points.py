@@ -199,3 +199,22 @@ def test_json_records_and_csv_merge_with_parquet(job_files, tmp_path):
     assert (report.rows_read, report.rows) == (51, 51)
     df = pd.read_parquet(tmp_path / "ds")
     assert sorted(df.loc[df["sample_id"].str.startswith("x"), "B02"]) == [5, 6, 7]
+
+
+def test_rows_without_a_partition_value_name_the_file(job_files, tmp_path):
+    frame = point_frame(11)
+    frame.loc[2, "ref_id"] = None
+    frame.to_parquet(tmp_path / "outputs" / "holes.parquet")
+    with pytest.raises(DatasetError, match=r"holes\.parquet: 1 row\(s\) without a value of the "
+                                           r"partition column 'ref_id'"):
+        merge_points(tmp_path / "outputs", tmp_path / "ds", partition_by="ref_id")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_partition_values_are_escaped_and_reported_as_given(tmp_path):
+    frame = point_frame(0, ref_id="a/../b")
+    frame.to_parquet(tmp_path / "a.parquet")
+    report = merge_points([tmp_path / "a.parquet"], tmp_path / "ds", partition_by="ref_id")
+    assert report.partitions == ("a/../b",)
+    assert [p.name for p in (tmp_path / "ds").iterdir()] == ["ref_id=a%2F..%2Fb"]
+    assert set(gpd.read_parquet(tmp_path / "ds")["ref_id"]) == {"a/../b"}

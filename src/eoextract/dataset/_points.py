@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from eoextract.dataset._completeness import CompletenessReport, expected_samples, measure
 from eoextract.dataset._partitions import recover, replace_partitions, staging_dir
@@ -34,6 +35,7 @@ BAND_TYPES = {"uint8": ("UTINYINT", 0, 255), "int8": ("TINYINT", -128, 127),
 #: The derived partition columns: name -> SQL over the time column.
 _DERIVED = {"year": "year({t})", "month": "strftime({t}, '%Y-%m')"}
 _FILE = "__eoextract_file"
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # DuckDB's folder for an empty partition value
 
 
 def _connect(threads: int | None, temp: Path) -> Any:
@@ -264,7 +266,10 @@ def merge_points(
                     f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION zstd)").fetchall()[0][0]
             except Exception as exc:
                 raise _explain(exc, con, paths, bands, band_type) from exc
-            written = sorted(p.name.split("=", 1)[1] for p in data.iterdir()) if data.is_dir() else []
+            written = sorted(unquote(p.name.split("=", 1)[1])
+                             for p in data.iterdir()) if data.is_dir() else []
+            if _NULL_PARTITION in written:
+                raise _empty_partition(con, paths, partition_by, schemas)
             table = (f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, "
                      f"hive_partitioning = true)")
             report = measure(
@@ -280,6 +285,23 @@ def merge_points(
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _empty_partition(con: Any, paths: Sequence[Path], partition_by: str,
+                     schemas: FileSchemas) -> DatasetError:
+    """A :class:`DatasetError` naming a file with rows whose partition value is empty."""
+    column = partition_by if partition_by in schemas.union else None
+    for p in paths:
+        if column is None or column not in schemas.columns[p]:
+            continue
+        reader = reader_sql([p], file_format(p))
+        (empty,), = con.execute(f"SELECT count(*) FROM {reader} WHERE {sql_name(column)} IS NULL"
+                                ).fetchall()
+        if empty:
+            return DatasetError(f"{p}: {empty} row(s) without a value of the partition column "
+                                f"{column!r}; nothing written", path=str(p))
+    return DatasetError(f"rows without a value of the partition column {partition_by!r} "
+                        f"(no time?); nothing written")
 
 
 def _explain(exc: Exception, con: Any, paths: Sequence[Path], bands: Sequence[str],
