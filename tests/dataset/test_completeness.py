@@ -94,3 +94,13 @@ def test_cli_points(job_files, job_db, tmp_path):
     assert json.loads(result.stdout)["missing_count"] == 4
     result = runner.invoke(app, [*args[:5], "--partition-by", "tile"])
     assert result.exit_code == 1 and "no file has the partition column 'tile'" in result.output
+
+
+def test_empty_files_merge_to_nothing_and_miss_every_sample(tmp_path):
+    from .conftest import point_frame
+
+    point_frame(0).iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    report = merge_points([tmp_path / "empty.parquet"], tmp_path / "ds", partition_by="ref_id",
+                          attributes=["label"], expected=["a", "b"])
+    assert (report.rows, report.missing_count, report.missing_fraction) == (0, 2, 1.0)
+    assert not (tmp_path / "ds").exists()

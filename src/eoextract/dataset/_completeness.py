@@ -128,17 +128,21 @@ def expected_samples(job_db: str | os.PathLike[str] | Any, key: str = "sample_id
     return list(dict.fromkeys(ids))
 
 
-def measure(con: Any, table_sql: str, *, sample_column: str | None, attributes: Sequence[str],
+def measure(con: Any, table_sql: str | None, *, sample_column: str | None, attributes: Sequence[str],
             expected: Iterable[str] | None, rows: int, rows_read: int | None,
             partitions: Sequence[str]) -> CompletenessReport:
-    """Count what ``table_sql`` (a DuckDB relation over the merged rows) holds."""
+    """Count what ``table_sql`` (a DuckDB relation over the merged rows; ``None``: no
+    rows) holds."""
     from eoextract.dataset._schema import sql_name
 
     found = 0
     missing: list[str] = []
     missing_count = 0
     expected_list = None if expected is None else list(dict.fromkeys(map(str, expected)))
-    if sample_column is not None:
+    if table_sql is None:  # nothing merged: every expected sample is missing
+        missing_count = len(expected_list or [])
+        missing = (expected_list or [])[:LISTED]
+    elif sample_column is not None:
         col = sql_name(sample_column)
         found = con.execute(f"SELECT count(DISTINCT {col}) FROM {table_sql}").fetchall()[0][0]
         if expected_list is not None:
@@ -154,7 +158,7 @@ def measure(con: Any, table_sql: str, *, sample_column: str | None, attributes: 
     elif expected_list is not None:
         raise DatasetError("expected samples were given but no sample column to compare with")
     without = 0
-    if attributes:
+    if attributes and table_sql is not None:
         empty = " AND ".join(f"{sql_name(a)} IS NULL" for a in attributes)
         without = con.execute(f"SELECT count(*) FROM {table_sql} WHERE {empty}").fetchall()[0][0]
     return CompletenessReport(

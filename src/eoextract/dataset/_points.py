@@ -273,7 +273,7 @@ def merge_points(
             table = (f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, "
                      f"hive_partitioning = true)")
             report = measure(
-                con, table if rows else "(SELECT NULL AS x WHERE false)",
+                con, table if rows else None,
                 sample_column=sample_column if sample_column in schemas.union else None,
                 attributes=attributes, expected=expected, rows=int(rows),
                 rows_read=rows_read, partitions=written)
