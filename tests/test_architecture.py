@@ -119,6 +119,7 @@ FORBIDDEN = {
     "backend": {"jobs", "extract", "stac", "split", "report", "cli"},
     "_util": {"jobs", "extract", "stac", "split", "report", "cli", "backend"},
     "errors": {"jobs", "extract", "stac", "split", "report", "cli", "backend"},
+    "dataset": {"extract", "report", "cli", "backend"},
 }
 
 

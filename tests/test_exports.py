@@ -27,7 +27,10 @@ PUBLIC = {
         "DownloadError", "EmptyCatalogue",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
-        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict", "QualityCheckFailed"},
+        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict", "QualityCheckFailed",
+        "DatasetError", "IncompleteDataset"},
+    "eoextract.dataset": {
+        "CompletenessReport", "expected_samples", "find_point_files", "merge_points"},
     "eoextract.backend": {"BackendProfile", "BackendSettings", "LocalBackend", "create_app", "serve"},
     "eoextract.cli": {"EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "app"},
     "eoextract.extract": {

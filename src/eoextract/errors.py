@@ -19,9 +19,11 @@ One root, branches by cause, so callers choose how broadly to catch::
      │    └── UnsafeAssetPath        a path that would leave the output folder or
      │         │                     overwrite a file of the manager's own
      │         └── OutputPathConflict  a path another job already placed a file at
-     └── StacError
-          ├── StacValidationError    (.errors: list of messages)
-          └── EmptyCatalogue         no finished job has items to catalogue
+     ├── StacError
+     │    ├── StacValidationError    (.errors: list of messages)
+     │    └── EmptyCatalogue         no finished job has items to catalogue
+     └── DatasetError                (.path, .sample) a file that cannot join a dataset
+          └── IncompleteDataset      (.report) more missing than the threshold allows
 
 Errors of ``openeo``, ``requests`` and HTTP are mapped onto this tree in
 :mod:`eoextract.jobs._classify` only.
@@ -49,6 +51,8 @@ __all__ = [
     "StacError",
     "StacValidationError",
     "EmptyCatalogue",
+    "DatasetError",
+    "IncompleteDataset",
 ]
 
 
@@ -178,3 +182,22 @@ class StacValidationError(StacError):
 
 class EmptyCatalogue(StacError):
     """There is nothing to catalogue: no finished job stored any item."""
+
+
+class DatasetError(EoextractError):
+    """Files that cannot be merged into a dataset (missing column, mismatched schema,
+    unreadable file); ``.path`` names the file, ``.sample`` the sample when known."""
+
+    def __init__(self, message: str, *, path: str | None = None, sample: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.sample = sample
+
+
+class IncompleteDataset(DatasetError):
+    """A merge found more missing samples or rows without attributes than allowed;
+    ``.report`` holds the completeness report. Nothing was written."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

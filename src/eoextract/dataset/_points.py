@@ -1,0 +1,327 @@
+"""Point tables: many per-job point files (GeoParquet, CSV, JSON records) merged into one
+Hive-partitioned GeoParquet dataset with DuckDB, deduplicated on a key, typed (UTC
+timestamps, bands as compact integers with a nodata value), replaced partition by
+partition, with a completeness report that can refuse the merge."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from eoextract.dataset._completeness import CompletenessReport, expected_samples, measure
+from eoextract.dataset._partitions import recover, replace_partitions, staging_dir
+from eoextract.dataset._schema import (
+    NUMBER,
+    STRING,
+    TIME,
+    FileSchemas,
+    read_schemas,
+    reader_sql,
+    sql_name,
+    sql_string,
+)
+from eoextract.dataset._sources import file_format, find_point_files
+from eoextract.errors import ConfigurationError, DatasetError
+
+#: Integer types a band may be stored as, and their ranges.
+BAND_TYPES = {"uint8": ("UTINYINT", 0, 255), "int8": ("TINYINT", -128, 127),
+              "uint16": ("USMALLINT", 0, 65535), "int16": ("SMALLINT", -32768, 32767),
+              "uint32": ("UINTEGER", 0, 2**32 - 1), "int32": ("INTEGER", -2**31, 2**31 - 1)}
+#: The derived partition columns: name -> SQL over the time column.
+_DERIVED = {"year": "year({t})", "month": "strftime({t}, '%Y-%m')"}
+_FILE = "__eoextract_file"
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # DuckDB's folder for an empty partition value
+
+
+def _connect(threads: int | None, temp: Path) -> Any:
+    try:
+        import duckdb
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        raise ConfigurationError("merging point tables needs DuckDB: pip install "
+                                 "'eoextract[dataset]'") from exc
+    major, minor = (int(x) for x in duckdb.__version__.split(".")[:2])
+    if (major, minor) < (1, 5):  # GEOMETRY (and GeoParquet metadata written) from 1.5 on
+        raise ConfigurationError(f"merging point tables needs DuckDB >= 1.5, not "
+                                 f"{duckdb.__version__}: pip install 'eoextract[dataset]'")
+    con = duckdb.connect(config={"threads": threads} if threads else {})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET temp_directory = {sql_string(str(temp))}")
+    return con
+
+
+def _relation(paths: Sequence[Path], *, by_name: bool, with_file: bool) -> str:
+    """All files as one relation (columns matched by name when their columns differ),
+    with the file of each row when ``with_file``."""
+    groups: dict[str, list[Path]] = {}
+    for p in paths:
+        groups.setdefault(file_format(p), []).append(p)
+    parts = []
+    for fmt, group in groups.items():
+        reader = reader_sql(group, fmt, by_name=by_name or len(groups) > 1)
+        if with_file:
+            reader = reader.removesuffix(")") + ", filename = true)"
+            parts.append(f"SELECT * EXCLUDE (filename), filename AS {_FILE} FROM {reader}")
+        else:
+            parts.append(f"SELECT * FROM {reader}")
+    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+
+
+def _select_list(schemas: FileSchemas, *, partition_by: str, time_column: str | None,
+                 bands: Sequence[str], band_type: str, nodata: int | None) -> list[str]:
+    sql_type, low, high = BAND_TYPES[band_type]
+    out = []
+    for name, family in schemas.union.items():
+        col = sql_name(name)
+        if name == time_column:
+            if family not in (TIME, STRING):
+                raise DatasetError(f"time column {name!r} holds {family} values, not times")
+            out.append(f"CAST({col} AS TIMESTAMPTZ) AS {col}")
+        elif name in bands:
+            if family != NUMBER:
+                raise DatasetError(f"band {name!r} holds {family} values, not numbers")
+            fill = "NULL" if nodata is None else str(int(nodata))
+            out.append(f"CASE WHEN {col} IS NULL OR isnan({col}) THEN {fill} "
+                       f"ELSE CAST(round({col}) AS {sql_type}) END::{sql_type} AS {col}")
+        else:
+            out.append(col)
+    if partition_by not in schemas.union:
+        out.append(f"{_DERIVED[partition_by].format(t=sql_name(time_column or ''))} "
+                   f"AS {sql_name(partition_by)}")
+    return out
+
+
+def _key_hashes(con: Any, paths: Sequence[Path], key: Sequence[str], by_name: bool
+                ) -> tuple[int, list[int]]:
+    """Rows read, and the 64-bit hashes of ``key`` seen more than once: one narrow pass
+    over the key columns."""
+    keys = ", ".join(sql_name(k) for k in key)
+    plain = _relation(paths, by_name=by_name, with_file=False)
+    (rows_read, repeated), = con.execute(
+        f"SELECT sum(n)::BIGINT, list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
+        f"FROM (SELECT hash({keys}) AS h FROM {plain}) GROUP BY h)").fetchall()
+    return int(rows_read or 0), list(repeated or [])
+
+
+def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
+                  by_name: bool, repeated_hashes: list[int]) -> str:
+    """The query of the merged rows, one per ``key`` (the row of the last file wins).
+
+    Rows whose key hash is unique are kept as they are; only rows of a repeated hash (true
+    duplicates and the rare collision) go through the exact window on the key columns.
+    """
+    plain = _relation(paths, by_name=by_name, with_file=False)
+    if not repeated_hashes:
+        return f"SELECT {select} FROM {plain}"
+    import pyarrow as pa
+
+    keys = ", ".join(sql_name(k) for k in key)
+    con.register("_eoextract_hashes", pa.table({"h": pa.array(repeated_hashes, pa.uint64())}))
+    repeated = f"hash({keys}) IN (SELECT h FROM _eoextract_hashes)"
+    with_file = _relation(paths, by_name=by_name, with_file=True)
+    return (f"SELECT {select} FROM {plain} WHERE NOT {repeated} UNION ALL "
+            f"SELECT {select} FROM {with_file} WHERE {repeated} QUALIFY row_number() OVER "
+            f"(PARTITION BY {keys} ORDER BY {_FILE} DESC) = 1")
+
+
+def _checked_and_hashed(con: Any, paths: Sequence[Path], key: Sequence[str], **options: Any
+                        ) -> tuple[FileSchemas, str | None, int, list[int]]:
+    """Read and check the files' schemas while the key hashes are computed beside
+    (optimistically, as if every file had the same columns; again by name otherwise).
+
+    Returns the schemas, the time column (``None`` when absent), rows read and the
+    repeated key hashes.
+    """
+    cursor = con.cursor()
+    with ThreadPoolExecutor(1) as pool:
+        hashing = pool.submit(_key_hashes, cursor, paths, key, False)
+        try:
+            schemas = read_schemas(con, paths)
+            time_column = options.pop("time_column")
+            if time_column is not None and time_column not in schemas.union:
+                time_column = None
+            _check_options(schemas, key=key, time_column=time_column, **options)
+        except BaseException:
+            cursor.interrupt()
+            wait([hashing])
+            raise
+        try:
+            rows_read, repeated = hashing.result()
+            failed = None
+        except Exception as exc:  # columns differ between files: hashed again, by name
+            failed = exc
+        finally:
+            cursor.close()
+    if failed is not None or not schemas.uniform:
+        try:
+            rows_read, repeated = _key_hashes(con, paths, key, True)
+        except Exception as exc:
+            raise DatasetError(f"merge failed, nothing written: {str(exc).splitlines()[0]}"
+                               ) from exc
+    return schemas, time_column, rows_read, repeated
+
+
+def _check_options(schemas: FileSchemas, *, partition_by: str, key: Sequence[str],
+                   time_column: str | None, bands: Sequence[str], band_type: str,
+                   nodata: int | None, attributes: Sequence[str]) -> None:
+    if band_type not in BAND_TYPES:
+        raise ConfigurationError(f"band_type must be one of {', '.join(BAND_TYPES)}, "
+                                 f"not {band_type!r}")
+    _, low, high = BAND_TYPES[band_type]
+    if nodata is not None and not low <= nodata <= high:
+        raise ConfigurationError(f"nodata {nodata} does not fit {band_type} ({low}..{high})")
+    if partition_by in schemas.union:
+        schemas.require([partition_by], "partition")
+    elif partition_by in _DERIVED and time_column in schemas.union:
+        schemas.require([time_column], "time")
+    else:
+        hint = f" (or one of {', '.join(_DERIVED)}, derived from the time column)"
+        raise DatasetError(f"no file has the partition column {partition_by!r}{hint}")
+    schemas.require(key, "key")
+    unknown = [b for b in [*bands, *attributes] if b not in schemas.union]
+    if unknown:
+        raise DatasetError(f"no file has the column(s) {', '.join(map(repr, unknown))}")
+
+
+def merge_points(
+    sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    partition_by: str,
+    key: Sequence[str] = ("sample_id", "timestamp"),
+    time_column: str | None = "timestamp",
+    bands: Sequence[str] = (),
+    band_type: str = "uint16",
+    nodata: int | None = None,
+    attributes: Sequence[str] = (),
+    sample_column: str | None = "sample_id",
+    expected: Iterable[str] | str | os.PathLike[str] | Any | None = None,
+    max_missing_fraction: float | None = None,
+    max_without_attributes_fraction: float | None = None,
+    threads: int | None = None,
+) -> CompletenessReport:
+    """Merge per-job point files into one Hive-partitioned GeoParquet dataset.
+
+    Rows are read from every file by column name (a column missing from a file is empty
+    there), deduplicated on ``key`` (the row of the last file in path order wins), typed,
+    and written as ``output/<partition_by>=<value>/*.parquet``. Only the partitions present
+    in this merge are replaced; the others stay. Nothing is moved into ``output`` until the
+    whole merge is written and its completeness checked.
+
+    Args:
+        sources: Point files, output folders or a catalogue (see
+            :func:`~eoextract.dataset.find_point_files`).
+        output: The dataset's folder.
+        partition_by: The partition column (e.g. ``ref_id``, a tile column), or ``year``
+            / ``month`` derived from ``time_column``.
+        key: The columns that identify a row; duplicates on them are dropped.
+        time_column: Stored as a UTC timestamp (naive times are read as UTC, strings with
+            an offset are converted); ``None`` when the table has none.
+        bands: Columns stored as ``band_type`` integers (rounded; empty or NaN values
+            become ``nodata``, or stay empty without one).
+        band_type: ``uint8``, ``int8``, ``uint16``, ``int16``, ``uint32`` or ``int32``.
+        nodata: The value of an empty band value.
+        attributes: Label columns; a row with all of them empty counts as without attributes.
+        sample_column: The sample id column, for the count of samples found and missing.
+        expected: The samples expected: ids, or a job database (object, path or URL) read
+            with :func:`~eoextract.dataset.expected_samples`.
+        max_missing_fraction: Refuse the merge when more of the expected samples are missing.
+        max_without_attributes_fraction: Refuse the merge when more rows lack attributes.
+        threads: DuckDB threads (default: all cores).
+
+    Returns:
+        The :class:`~eoextract.dataset.CompletenessReport` of what was written.
+
+    Raises:
+        DatasetError: A file without a required column, schemas that differ between files,
+            a band value that does not fit ``band_type`` (names the file when it can).
+        IncompleteDataset: A threshold exceeded; nothing was written.
+    """
+    output = Path(output)
+    paths = find_point_files(sources)
+    bands, attributes, key = list(bands), list(attributes), list(key)
+    if isinstance(expected, (str, os.PathLike)) or hasattr(expected, "read"):
+        expected = expected_samples(expected, sample_column or "sample_id")
+    recover(output)
+    staging = staging_dir(output)
+    try:
+        con = _connect(threads, staging)
+        try:
+            schemas, time_column, rows_read, repeated = _checked_and_hashed(
+                con, paths, key, partition_by=partition_by, time_column=time_column,
+                bands=bands, band_type=band_type, nodata=nodata, attributes=attributes)
+            select = ", ".join(_select_list(schemas, partition_by=partition_by,
+                                            time_column=time_column, bands=bands,
+                                            band_type=band_type, nodata=nodata))
+            query = _deduplicated(con, select, paths, key, not schemas.uniform, repeated)
+            data = staging / "data"
+            try:
+                rows = con.execute(
+                    f"COPY ({query}) TO {sql_string(str(data))} (FORMAT parquet, "
+                    f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION zstd)").fetchall()[0][0]
+            except Exception as exc:
+                raise _explain(exc, con, paths, bands, band_type) from exc
+            written = sorted(unquote(p.name.split("=", 1)[1])
+                             for p in data.iterdir()) if data.is_dir() else []
+            if _NULL_PARTITION in written:
+                raise _empty_partition(con, paths, partition_by, schemas)
+            table = (f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, "
+                     f"hive_partitioning = true)")
+            report = measure(
+                con, table if rows else None,
+                sample_column=sample_column if sample_column in schemas.union else None,
+                attributes=attributes, expected=expected, rows=int(rows),
+                rows_read=rows_read, partitions=written)
+        finally:
+            con.close()
+        report.check(max_missing_fraction, max_without_attributes_fraction)
+        if rows:
+            replace_partitions(data, output, partition_by)
+        return report
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _empty_partition(con: Any, paths: Sequence[Path], partition_by: str,
+                     schemas: FileSchemas) -> DatasetError:
+    """A :class:`DatasetError` naming a file with rows whose partition value is empty."""
+    column = partition_by if partition_by in schemas.union else None
+    for p in paths:
+        if column is None or column not in schemas.columns[p]:
+            continue
+        reader = reader_sql([p], file_format(p))
+        (empty,), = con.execute(f"SELECT count(*) FROM {reader} WHERE {sql_name(column)} IS NULL"
+                                ).fetchall()
+        if empty:
+            return DatasetError(f"{p}: {empty} row(s) without a value of the partition column "
+                                f"{column!r}; nothing written", path=str(p))
+    return DatasetError(f"rows without a value of the partition column {partition_by!r} "
+                        f"(no time?); nothing written")
+
+
+def _explain(exc: Exception, con: Any, paths: Sequence[Path], bands: Sequence[str],
+             band_type: str) -> Exception:
+    """A :class:`DatasetError` for a failed merge, naming the file when it can be found."""
+    text = str(exc).splitlines()[0]
+    if "Conversion" in type(exc).__name__ or "out of range" in text.lower():
+        sql_type, low, high = BAND_TYPES[band_type]
+        for b in bands:
+            col = sql_name(b)
+            for p in paths:
+                try:
+                    bad = con.execute(
+                        f"SELECT {col} FROM {reader_sql([p], file_format(p))} WHERE "
+                        f"NOT isnan({col}) AND (round({col}) < {low} OR round({col}) > {high}) "
+                        f"LIMIT 1").fetchall()
+                except Exception:
+                    continue
+                if bad:
+                    return DatasetError(f"{p}: band {b!r} holds {bad[0][0]}, outside {band_type} "
+                                        f"({low}..{high}); choose a wider band_type",
+                                        path=str(p))
+    return DatasetError(f"merge failed, nothing written: {text}")
