@@ -27,9 +27,12 @@ PUBLIC = {
         "DownloadError", "EmptyCatalogue",
         "EoextractError", "FatalBackendError", "InvalidTransition", "JobDatabaseError",
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
-        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict"},
+        "StacValidationError", "UnsafeAssetPath", "OutputPathConflict", "DatasetError"},
     "eoextract.backend": {"BackendProfile", "BackendSettings", "LocalBackend", "create_app", "serve"},
     "eoextract.cli": {"EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "app"},
+    "eoextract.dataset": {
+        "DatasetInfo", "Selection", "SplitResult", "dataset_info", "iter_patches",
+        "open_patches", "select_items", "split_by_epsg"},
     "eoextract.extract": {
         "AUXILIARY", "AssetDefinition", "ExtractionManager", "FILE_LOCK", "GFMAPJobManager",
         "ItemStore", "JobItems", "PostJobAction", "SENTINEL2_L2A", "build_catalogue",

@@ -18,9 +18,11 @@ One root, branches by cause, so callers choose how broadly to catch::
      │    └── UnsafeAssetPath        a path that would leave the output folder or
      │         │                     overwrite a file of the manager's own
      │         └── OutputPathConflict  a path another job already placed a file at
-     └── StacError
-          ├── StacValidationError    (.errors: list of messages)
-          └── EmptyCatalogue         no finished job has items to catalogue
+     ├── StacError
+     │    ├── StacValidationError    (.errors: list of messages)
+     │    └── EmptyCatalogue         no finished job has items to catalogue
+     └── DatasetError                (.item_id, .path) a catalogue or its files cannot
+                                     become the training data asked for
 
 Errors of ``openeo``, ``requests`` and HTTP are mapped onto this tree in
 :mod:`eoextract.jobs._classify` only.
@@ -47,6 +49,7 @@ __all__ = [
     "StacError",
     "StacValidationError",
     "EmptyCatalogue",
+    "DatasetError",
 ]
 
 
@@ -166,3 +169,13 @@ class StacValidationError(StacError):
 
 class EmptyCatalogue(StacError):
     """There is nothing to catalogue: no finished job stored any item."""
+
+
+class DatasetError(EoextractError):
+    """A catalogue or its files cannot become the training data asked for (an item
+    without projection, patches of different sizes, ...); names the item and file."""
+
+    def __init__(self, message: str, *, item_id: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+        self.path = path

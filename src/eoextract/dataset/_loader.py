@@ -1,0 +1,290 @@
+"""The patches of a catalogue as one lazy xarray dataset, and as (array, label) pairs.
+
+:func:`open_patches` reads the items (of a catalogue, a stac-geoparquet file or a selection
+of either) and the *headers* of their files (dimensions, coordinates, attributes), and
+returns a dataset whose pixel arrays are dask arrays, one chunk per patch: no pixel is read
+until ``.compute()``/``.values`` asks for it. Needs dask (``pip install 'eoextract[backend]'``
+or ``dask[array]``).
+
+Layout of the dataset:
+
+* ``patches`` (``sample, t, band, y, x``): the band variables of each data file, raw values
+  as stored (no scaling, nodata kept; its value is in the attribute ``nodata``);
+* ``time`` (``sample, t``): the dates of each patch; patches with fewer dates than the
+  longest are padded at the end with ``nodata`` pixels and ``NaT`` times;
+* ``easting``/``northing`` (``sample, x``/``sample, y``), ``epsg``, ``collection`` (``sample``);
+* labels: each variable of the auxiliary asset (e.g. ``LABEL``, ``sample, y, x``, lazy too),
+  and each name in ``labels`` found in the item's properties or the auxiliary/data file's
+  attributes (``sample``).
+
+All patches must have the same size and bands, and (unless ``allow_mixed_crs``) the same
+EPSG code; else :class:`~eoextract.errors.DatasetError` names the items that differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eoextract._util.hrefs import is_url, local_path
+from eoextract.errors import DatasetError
+from eoextract.dataset._selection import Selection, Source, item_epsg, select_items
+
+_DATA_MEDIA = ("netcdf", "x-hdf", "tiff")
+
+
+@dataclass
+class _Header:
+    """What a patch file says about itself without reading its pixels."""
+
+    path: str
+    variables: list[str]
+    times: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    dtype: np.dtype
+    nodata: Any
+    epsg: int | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _require_dask() -> Any:
+    try:
+        import dask
+        import dask.array
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise DatasetError("the lazy dataset loader needs dask: pip install 'dask[array]'") from exc
+    return dask
+
+
+@functools.lru_cache(maxsize=64)
+def _epsg_of_wkt(wkt: str) -> int | None:
+    from pyproj import CRS
+
+    try:
+        return CRS.from_wkt(wkt).to_epsg()
+    except Exception:  # noqa: BLE001 - an unreadable CRS is no EPSG code
+        return None
+
+
+def _read_header(path: str, *, item_id: str, kind: str) -> _Header:
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, mask_and_scale=False, decode_times=True, cache=False) as ds:
+            variables = [n for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims)]
+            if not variables:
+                raise DatasetError(f"{path} ({kind} of item {item_id!r}) has no variable on "
+                                   "dims y, x", item_id=item_id, path=path)
+            first = ds[variables[0]]
+            tname = next((d for d in first.dims if d not in ("y", "x")), None)
+            times = ds[tname].values if tname is not None and tname in ds.coords else np.array([])
+            crs = next((ds[v].attrs.get(k) for v in ("crs", "spatial_ref") if v in ds.variables
+                        for k in ("crs_wkt", "spatial_ref") if ds[v].attrs.get(k)), None)
+            return _Header(
+                path=path, variables=variables, times=np.asarray(times),
+                y=ds["y"].values, x=ds["x"].values,
+                dtype=np.result_type(*(ds[v].dtype for v in variables)),
+                nodata=first.attrs.get("_FillValue", first.attrs.get("nodata")),
+                epsg=_epsg_of_wkt(crs) if crs else None, attrs=dict(ds.attrs))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path} ({kind} of item {item_id!r}): {exc}",
+                           item_id=item_id, path=path) from exc
+
+
+def _read_patch(path: str, variables: tuple[str, ...], n_t: int, dtype: str, fill: Any) -> np.ndarray:
+    """The pixels of one file as ``(t, band, y, x)``, padded to ``n_t`` dates with ``fill``."""
+    import xarray as xr
+
+    with xr.open_dataset(path, mask_and_scale=False, cache=False) as ds:
+        arrays = [np.asarray(ds[v].values, dtype=dtype) for v in variables]
+    stack = np.stack([a if a.ndim == 3 else a[None] for a in arrays], axis=1)
+    if stack.shape[0] < n_t:
+        pad = np.full((n_t - stack.shape[0], *stack.shape[1:]), fill, dtype=dtype)
+        stack = np.concatenate([stack, pad])
+    return stack
+
+
+def _read_raster(path: str, variable: str, dtype: str) -> np.ndarray:
+    import xarray as xr
+
+    with xr.open_dataset(path, mask_and_scale=False, cache=False) as ds:
+        return np.asarray(ds[variable].values, dtype=dtype)
+
+
+def _asset_path(item: Mapping[str, Any], key: str) -> str:
+    href = (item.get("assets") or {})[key].get("href")
+    path = local_path(href) if isinstance(href, str) and not is_url(href) else None
+    if path is None or not os.path.isabs(path):
+        raise DatasetError(f"asset {key!r} of item {item.get('id')!r} is not a local file: {href!r}",
+                           item_id=str(item.get("id")))
+    return path
+
+
+def _data_asset(item: Mapping[str, Any], wanted: str | None) -> str:
+    assets = item.get("assets") or {}
+    if wanted is not None:
+        if wanted not in assets:
+            raise DatasetError(f"item {item.get('id')!r} has no asset {wanted!r} (it has "
+                               f"{', '.join(assets) or 'none'})", item_id=str(item.get("id")))
+        return wanted
+    for key, asset in assets.items():
+        roles = asset.get("roles") or []
+        media = str(asset.get("type") or "")
+        if "data" in roles and "auxiliary" not in roles and any(m in media for m in _DATA_MEDIA):
+            return key
+    raise DatasetError(f"item {item.get('id')!r} has no data asset (role 'data', NetCDF); "
+                       "name one with asset=", item_id=str(item.get("id")))
+
+
+def _aux_asset(item: Mapping[str, Any], wanted: str | None) -> str | None:
+    assets = item.get("assets") or {}
+    if wanted is not None:
+        return wanted if wanted in assets else None
+    return next((k for k, a in assets.items() if "auxiliary" in (a.get("roles") or [])), None)
+
+
+def _same(what: str, values: Mapping[str, Any]) -> None:
+    """Raise naming one item per distinct value when the values differ."""
+    by_value: dict[str, str] = {}
+    for item_id, value in values.items():
+        by_value.setdefault(repr(value), item_id)
+    if len(by_value) > 1:
+        shown = "; ".join(f"item {i!r}: {v}" for v, i in list(by_value.items())[:4])
+        raise DatasetError(f"patches differ in {what} ({shown}); select items of one kind "
+                           "(e.g. epsg=..., or split the catalogue per EPSG)",
+                           item_id=next(iter(by_value.values())))
+
+
+def open_patches(
+    source: Source,
+    *,
+    asset: str | None = None,
+    label_asset: str | None = None,
+    labels: Sequence[str] = (),
+    selection: Selection | None = None,
+    allow_mixed_crs: bool = False,
+    **criteria: Any,
+) -> Any:
+    """Open the patches of a catalogue as a lazy :class:`xarray.Dataset`
+    (``sample, t, band, y, x``; see the module documentation for its layout).
+
+    Args:
+        source: A catalogue (root file, its folder or an extraction's output folder), a
+            stac-geoparquet file, or item dicts.
+        asset: Key of the data asset (default: the first NetCDF asset with role ``data``).
+        label_asset: Key of the label asset (default: the asset with role ``auxiliary``).
+        labels: Names of per-sample labels, taken from the item's properties, else the
+            attributes of its auxiliary file, else of its data file.
+        selection: Which items (see :class:`Selection`); or its fields as keyword
+            arguments: ``properties``, ``start``, ``end``, ``tiles``, ``epsg``, ``collections``.
+        allow_mixed_crs: Accept patches of several EPSG codes (their ``epsg`` tells them apart).
+
+    Returns:
+        The dataset; only headers were read.
+
+    Raises:
+        DatasetError: No item selected, a file that cannot be read, a patch whose CRS is not
+            its item's, or patches of different sizes, bands or (by default) CRS.
+    """
+    dask = _require_dask()
+    import dask.array as da
+    import xarray as xr
+
+    items = list(select_items(source, selection, **criteria))
+    if not items:
+        raise DatasetError(f"no item of {source if isinstance(source, (str, os.PathLike)) else 'the items'} "
+                           "matches the selection")
+    heads: list[_Header] = []
+    aux_heads: list[_Header | None] = []
+    for item in items:
+        item_id = str(item.get("id"))
+        head = _read_header(_asset_path(item, _data_asset(item, asset)), item_id=item_id, kind="data")
+        epsg = item_epsg(item)
+        if head.epsg is not None and epsg is not None and head.epsg != epsg:
+            raise DatasetError(f"{head.path} is in EPSG:{head.epsg} but its item {item_id!r} says "
+                               f"EPSG:{epsg}", item_id=item_id, path=head.path)
+        heads.append(head)
+        aux_key = _aux_asset(item, label_asset)
+        aux_heads.append(_read_header(_asset_path(item, aux_key), item_id=item_id, kind="labels")
+                         if aux_key else None)
+    ids = [str(i.get("id")) for i in items]
+    _same("size (y, x)", {i: (h.y.size, h.x.size) for i, h in zip(ids, heads)})
+    _same("bands", {i: h.variables for i, h in zip(ids, heads)})
+    if not allow_mixed_crs:
+        _same("CRS", {i: f"EPSG:{item_epsg(it) or h.epsg}" for i, it, h in zip(ids, items, heads)})
+    n_t = max(max(h.times.size for h in heads), 1)
+    dtype = np.result_type(*(h.dtype for h in heads))
+    nodata = next((h.nodata for h in heads if h.nodata is not None), 0)
+    bands = heads[0].variables
+    ny, nx = heads[0].y.size, heads[0].x.size
+    read = dask.delayed(_read_patch, pure=True)
+    patches = da.stack([
+        da.from_delayed(read(h.path, tuple(bands), n_t, dtype.str, nodata),
+                        shape=(n_t, len(bands), ny, nx), dtype=dtype) for h in heads])
+    times = np.full((len(heads), n_t), np.datetime64("NaT"), dtype="datetime64[ns]")
+    for row, h in enumerate(heads):
+        if h.times.size and np.issubdtype(h.times.dtype, np.datetime64):
+            times[row, : h.times.size] = h.times
+    ds = xr.Dataset(
+        {"patches": (("sample", "t", "band", "y", "x"), patches, {"nodata": nodata})},
+        coords={
+            "sample": ids, "band": bands, "t": np.arange(n_t),
+            "time": (("sample", "t"), times),
+            "easting": (("sample", "x"), np.stack([h.x for h in heads])),
+            "northing": (("sample", "y"), np.stack([h.y for h in heads])),
+            "epsg": ("sample", [item_epsg(it) or h.epsg or -1 for it, h in zip(items, heads)]),
+            "collection": ("sample", [str(it.get("collection") or "") for it in items]),
+        })
+    _add_aux_rasters(ds, ids, heads, aux_heads)
+    for name in labels:
+        values = [(it.get("properties") or {}).get(name, (a.attrs if a else {}).get(name, h.attrs.get(name)))
+                  for it, h, a in zip(items, heads, aux_heads)]
+        ds[name] = ("sample", np.asarray(values, dtype=object if any(
+            isinstance(v, str) or v is None for v in values) else None))
+    return ds
+
+
+def _add_aux_rasters(ds: Any, ids: list[str], heads: list[_Header],
+                     aux_heads: list[_Header | None]) -> None:
+    """The raster variables of the auxiliary files as lazy ``(sample, y, x)`` variables."""
+    import dask
+    import dask.array as da
+
+    present = [a for a in aux_heads if a is not None]
+    if not present:
+        return
+    ny, nx = heads[0].y.size, heads[0].x.size
+    for var in present[0].variables:
+        dtype = np.result_type(*(a.dtype for a in present))
+        fill = present[0].nodata if present[0].nodata is not None else 0
+        parts = []
+        for item_id, a in zip(ids, aux_heads):
+            if a is None or var not in a.variables:
+                parts.append(da.full((ny, nx), fill, dtype=dtype))
+                continue
+            if (a.y.size, a.x.size) != (ny, nx):
+                raise DatasetError(f"{a.path} (labels of item {item_id!r}) is {a.y.size}x{a.x.size} "
+                                   f"pixels, its patch {ny}x{nx}", item_id=item_id, path=a.path)
+            parts.append(da.from_delayed(dask.delayed(_read_raster, pure=True)(a.path, var, dtype.str),
+                                         shape=(ny, nx), dtype=dtype))
+        ds[var] = (("sample", "y", "x"), da.stack(parts), {"nodata": fill})
+
+
+def iter_patches(dataset: Any, label: str | None = None, *, variable: str = "patches"
+                 ) -> Iterator[tuple[np.ndarray, Any]]:
+    """Yield ``(array, label)`` per sample of a dataset from :func:`open_patches`, reading one
+    patch at a time: ``array`` is ``(t, band, y, x)``, ``label`` the sample's value of the
+    variable ``label`` (an array for a raster label; ``None`` without ``label``)."""
+    if label is not None and label not in dataset:
+        raise DatasetError(f"the dataset has no label {label!r} (it has "
+                           f"{', '.join(n for n in dataset.data_vars if n != variable)})")
+    for i in range(dataset.sizes["sample"]):
+        array = np.asarray(dataset[variable].isel(sample=i).values)
+        value = dataset[label].isel(sample=i).values if label is not None else None
+        yield array, (value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value)
