@@ -8,6 +8,7 @@ build|validate``, ``eoextract backend serve``. Run ``eoextract --help`` for the 
 from __future__ import annotations
 
 from eoextract.cli import _backend  # noqa: F401  (registers commands)
+from eoextract.cli import _dataset  # noqa: F401
 from eoextract.cli import _jobs  # noqa: F401
 from eoextract.cli import _report  # noqa: F401
 from eoextract.cli import _stac  # noqa: F401
