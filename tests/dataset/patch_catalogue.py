@@ -70,7 +70,8 @@ def make_extraction(root: Path, *, per_zone: int = 3, zones=ZONES, times=None,
             item = build_item(None, read_file_metadata(patch),
                               item_id=make_item_id(str(job), f"openEO_{k}.nc", patch),
                               collection_id=collection_id, asset_key="openEO",
-                              properties={"croptype": CROPS[i % 3], "sample_id": sample_id})
+                              properties={"croptype": CROPS[i % 3], "sample_id": sample_id,
+                                          "eoextract:job_key": str(job)})
             labels = write_labels(folder / f"LABELS_{sample_id}.nc", patch, i % 3 + 1, sample_id)
             item.add_asset("auxiliary", AUXILIARY.create_asset(href=str(labels)))
             items.append(store.stored_item(item, str(job)))

@@ -116,3 +116,18 @@ def test_iterator_of_array_label_pairs(extraction):
     assert raster.shape == (8, 8)
     with pytest.raises(DatasetError, match="no label 'nope'"):
         next(iter_patches(ds, "nope"))
+
+
+def test_labels_from_the_job_database(extraction, tmp_path):
+    import pandas as pd
+
+    from eoextract.jobs import create_job_db
+
+    db = tmp_path / "jobs.db"
+    create_job_db(db, pd.DataFrame({"region": ["be", "de"], "year": [2021, 2022]}))
+    ds = open_patches(extraction, allow_mixed_crs=True, labels=["region", "year", "croptype"],
+                      job_db=db)
+    by_epsg = dict(zip(ds["epsg"].values.tolist(), ds["region"].values.tolist()))
+    assert by_epsg == {32631: "be", 32632: "de"}
+    assert sorted(set(ds["year"].values.tolist())) == [2021, 2022]
+    assert ds["croptype"].values.tolist().count("wheat") == 2

@@ -126,3 +126,14 @@ def test_a_rerun_replaces_the_split_and_other_folders_are_refused(extraction, tm
 def test_no_catalogue_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="no catalogue"):
         split_by_epsg(tmp_path / "missing", tmp_path / "out")
+
+
+def test_each_collection_reads_as_one_grid_in_odc_stac(extraction, tmp_path):
+    import odc.stac
+
+    result = split_by_epsg(extraction, tmp_path / "split", geoparquet=False)
+    for name, path in result.collections.items():
+        items = list(pystac.Collection.from_file(str(path)).get_items(recursive=True))
+        parsed = list(odc.stac.parse_items(items))
+        assert {str(p.crs()) for p in parsed} == {f"EPSG:{name.rsplit('-', 1)[1]}"}
+        assert all(g.shape == (8, 8) for p in parsed for g in p.geoboxes())

@@ -14,8 +14,8 @@ Layout of the dataset:
   longest are padded at the end with ``nodata`` pixels and ``NaT`` times;
 * ``easting``/``northing`` (``sample, x``/``sample, y``), ``epsg``, ``collection`` (``sample``);
 * labels: each variable of the auxiliary asset (e.g. ``LABEL``, ``sample, y, x``, lazy too),
-  and each name in ``labels`` found in the item's properties or the auxiliary/data file's
-  attributes (``sample``).
+  and each name in ``labels`` found in the item's properties, the auxiliary/data file's
+  attributes or the row of the item's job (``eoextract:job_key``) in ``job_db`` (``sample``).
 
 All patches must have the same size and bands, and (unless ``allow_mixed_crs``) the same
 EPSG code; else :class:`~eoextract.errors.DatasetError` names the items that differ.
@@ -36,6 +36,8 @@ from eoextract.errors import DatasetError
 from eoextract.dataset._selection import Selection, Source, item_epsg, select_items
 
 _DATA_MEDIA = ("netcdf", "x-hdf", "tiff")
+#: The item property naming the job an item came from (written by the extraction manager).
+JOB_KEY_PROPERTY = "eoextract:job_key"
 
 
 @dataclass
@@ -169,6 +171,7 @@ def open_patches(
     labels: Sequence[str] = (),
     selection: Selection | None = None,
     allow_mixed_crs: bool = False,
+    job_db: Any = None,
     **criteria: Any,
 ) -> Any:
     """Open the patches of a catalogue as a lazy :class:`xarray.Dataset`
@@ -184,6 +187,8 @@ def open_patches(
         selection: Which items (see :class:`Selection`); or its fields as keyword
             arguments: ``properties``, ``start``, ``end``, ``tiles``, ``epsg``, ``collections``.
         allow_mixed_crs: Accept patches of several EPSG codes (their ``epsg`` tells them apart).
+        job_db: A job database (object, path or URL) whose job rows give ``labels`` no item
+            property or file attribute has, by the items' ``eoextract:job_key`` (read only).
 
     Returns:
         The dataset; only headers were read.
@@ -242,12 +247,34 @@ def open_patches(
             "collection": ("sample", [str(it.get("collection") or "") for it in items]),
         })
     _add_aux_rasters(ds, ids, heads, aux_heads)
+    rows = _job_rows(job_db, items) if job_db is not None and labels else {}
     for name in labels:
-        values = [(it.get("properties") or {}).get(name, (a.attrs if a else {}).get(name, h.attrs.get(name)))
-                  for it, h, a in zip(items, heads, aux_heads)]
+        values = [_label(name, it, h, a, rows) for it, h, a in zip(items, heads, aux_heads)]
         ds[name] = ("sample", np.asarray(values, dtype=object if any(
             isinstance(v, str) or v is None for v in values) else None))
     return ds
+
+
+def _job_rows(job_db: Any, items: list[dict[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The user columns of the jobs the items came from, by job key."""
+    if isinstance(job_db, (str, os.PathLike)):
+        from eoextract.jobs.db import get_job_db
+
+        job_db = get_job_db(str(job_db))
+    keys = sorted({str(k) for it in items
+                   if (k := (it.get("properties") or {}).get(JOB_KEY_PROPERTY)) is not None})
+    return {r.job_key: r.row for r in job_db.jobs(keys=keys)} if keys else {}
+
+
+def _label(name: str, item: Mapping[str, Any], head: _Header, aux: _Header | None,
+           rows: Mapping[str, Mapping[str, Any]]) -> Any:
+    """A label: item property, else auxiliary file attribute, data file attribute, job row."""
+    props = item.get("properties") or {}
+    for source in (props, aux.attrs if aux else {}, head.attrs,
+                   rows.get(str(props.get(JOB_KEY_PROPERTY)), {})):
+        if name in source:
+            return source[name]
+    return None
 
 
 def _add_aux_rasters(ds: Any, ids: list[str], heads: list[_Header],
