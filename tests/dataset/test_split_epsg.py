@@ -114,13 +114,17 @@ def test_a_rerun_replaces_the_split_and_other_folders_are_refused(extraction, tm
     split_by_epsg(extraction, out)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "S2-EXTRACTION-EPSG-32631", "S2-EXTRACTION-EPSG-32632"]
+    again = split_by_epsg(out, tmp_path / "again", by="tile", geoparquet=False)  # a split, split
+    assert sorted(again.collections) == ["S2-EXTRACTION-EPSG-32631-31UES",
+                                         "S2-EXTRACTION-EPSG-32632-32UNB"]
+    assert again.source_collections == ["S2-EXTRACTION"]
     other = tmp_path / "data"
     other.mkdir()
     (other / "keep.nc").write_bytes(b"x")
     with pytest.raises(DatasetError, match="refusing"):
         split_by_epsg(extraction, other)
     assert (other / "keep.nc").read_bytes() == b"x"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "split"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "data", "split"]
 
 
 def test_no_catalogue_is_a_clear_error(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 SplitBy = Literal["epsg", "tile"]
 
 _JSON = "application/json"
+#: The suffix this module gives collection ids (stripped when a split is split again).
+_SUFFIX = re.compile(r"-EPSG-\d+(-[0-9A-Z]+)?$")
 _STAC_VERSION = "1.1.0"
 
 
@@ -135,8 +138,8 @@ def split_by_epsg(
     try:
         for item in iter_source_items(source):
             epsg = require_epsg(item)
-            src = collection_id or str(item.get("collection") or "collection")
-            sources.setdefault(str(item.get("collection") or "(none)"))
+            src = collection_id or _SUFFIX.sub("", str(item.get("collection") or "collection"))
+            sources.setdefault(_SUFFIX.sub("", str(item.get("collection") or "(none)")))
             name = collection_name(src, epsg, item_tile(item) if by == "tile" else None)
             builder = builders.get(name)
             if builder is None:
