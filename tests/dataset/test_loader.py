@@ -131,3 +131,10 @@ def test_labels_from_the_job_database(extraction, tmp_path):
     assert by_epsg == {32631: "be", 32632: "de"}
     assert sorted(set(ds["year"].values.tolist())) == [2021, 2022]
     assert ds["croptype"].values.tolist().count("wheat") == 2
+
+
+def test_an_unreadable_patch_is_named(extraction):
+    items = list(iter_catalog_items(extraction / "stac"))[:2]
+    _data_path(items[1]).write_bytes(b"not a netcdf file")
+    with pytest.raises(DatasetError, match=f"cannot read .*{_data_path(items[1]).name}.*{items[1]['id']}"):
+        open_patches(items)

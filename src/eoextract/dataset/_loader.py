@@ -74,37 +74,66 @@ def _epsg_of_wkt(wkt: str) -> int | None:
         return None
 
 
+def _times(var: Any) -> np.ndarray:
+    """The dates of a CF time variable (raw values when it has no units)."""
+    import netCDF4
+
+    values = np.asarray(var[...])
+    units = getattr(var, "units", None)
+    if not isinstance(units, str) or " since " not in units:
+        return values
+    dates = netCDF4.num2date(values, units, getattr(var, "calendar", "standard"),
+                             only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+    return np.array(dates, dtype="datetime64[ns]")
+
+
 def _read_header(path: str, *, item_id: str, kind: str) -> _Header:
-    import xarray as xr
+    """Dimensions, coordinates and attributes of a NetCDF patch (netCDF4 directly: opening
+    thousands of headers is the loader's main cost)."""
+    import netCDF4
 
     try:
-        with xr.open_dataset(path, mask_and_scale=False, decode_times=True, cache=False) as ds:
-            variables = [n for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims)]
+        with netCDF4.Dataset(path) as nc:
+            nc.set_auto_maskandscale(False)
+            variables = [n for n, v in nc.variables.items()
+                         if v.dimensions[-2:] == ("y", "x") and len(v.dimensions) in (2, 3)]
             if not variables:
                 raise DatasetError(f"{path} ({kind} of item {item_id!r}) has no variable on "
-                                   "dims y, x", item_id=item_id, path=path)
-            first = ds[variables[0]]
-            tname = next((d for d in first.dims if d not in ("y", "x")), None)
-            times = ds[tname].values if tname is not None and tname in ds.coords else np.array([])
-            crs = next((ds[v].attrs.get(k) for v in ("crs", "spatial_ref") if v in ds.variables
-                        for k in ("crs_wkt", "spatial_ref") if ds[v].attrs.get(k)), None)
+                                   "dims (t,) y, x", item_id=item_id, path=path)
+            ndim = max(len(nc.variables[v].dimensions) for v in variables)
+            variables = [v for v in variables if len(nc.variables[v].dimensions) == ndim]
+            first = nc.variables[variables[0]]
+            tname = first.dimensions[0] if ndim == 3 else None
+            times = _times(nc.variables[tname]) if tname in nc.variables else np.array([])
+            crs = next((getattr(nc.variables[v], k) for v in ("crs", "spatial_ref")
+                        if v in nc.variables for k in ("crs_wkt", "spatial_ref")
+                        if getattr(nc.variables[v], k, None)), None)
+            fill = first.getncattr("_FillValue") if "_FillValue" in first.ncattrs() else None
             return _Header(
-                path=path, variables=variables, times=np.asarray(times),
-                y=ds["y"].values, x=ds["x"].values,
-                dtype=np.result_type(*(ds[v].dtype for v in variables)),
-                nodata=first.attrs.get("_FillValue", first.attrs.get("nodata")),
-                epsg=_epsg_of_wkt(crs) if crs else None, attrs=dict(ds.attrs))
-    except (OSError, ValueError) as exc:
+                path=path, variables=variables, times=times,
+                y=np.asarray(nc.variables["y"][...]), x=np.asarray(nc.variables["x"][...]),
+                dtype=np.result_type(*(nc.variables[v].dtype for v in variables)),
+                nodata=fill.item() if isinstance(fill, np.generic) else fill,
+                epsg=_epsg_of_wkt(crs) if crs else None,
+                attrs={k: nc.getncattr(k) for k in nc.ncattrs()})
+    except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"cannot read {path} ({kind} of item {item_id!r}): {exc}",
                            item_id=item_id, path=path) from exc
 
 
+def _read_variables(path: str, variables: Sequence[str], dtype: str) -> list[np.ndarray]:
+    """Raw values of variables of a NetCDF file (netCDF4 directly: no decoding, little
+    overhead per file)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as nc:
+        nc.set_auto_maskandscale(False)
+        return [np.asarray(nc.variables[v][...], dtype=dtype) for v in variables]
+
+
 def _read_patch(path: str, variables: tuple[str, ...], n_t: int, dtype: str, fill: Any) -> np.ndarray:
     """The pixels of one file as ``(t, band, y, x)``, padded to ``n_t`` dates with ``fill``."""
-    import xarray as xr
-
-    with xr.open_dataset(path, mask_and_scale=False, cache=False) as ds:
-        arrays = [np.asarray(ds[v].values, dtype=dtype) for v in variables]
+    arrays = _read_variables(path, variables, dtype)
     stack = np.stack([a if a.ndim == 3 else a[None] for a in arrays], axis=1)
     if stack.shape[0] < n_t:
         pad = np.full((n_t - stack.shape[0], *stack.shape[1:]), fill, dtype=dtype)
@@ -113,10 +142,7 @@ def _read_patch(path: str, variables: tuple[str, ...], n_t: int, dtype: str, fil
 
 
 def _read_raster(path: str, variable: str, dtype: str) -> np.ndarray:
-    import xarray as xr
-
-    with xr.open_dataset(path, mask_and_scale=False, cache=False) as ds:
-        return np.asarray(ds[variable].values, dtype=dtype)
+    return _read_variables(path, [variable], dtype)[0]
 
 
 def _asset_path(item: Mapping[str, Any], key: str) -> str:
