@@ -138,3 +138,11 @@ def test_an_unreadable_patch_is_named(extraction):
     _data_path(items[1]).write_bytes(b"not a netcdf file")
     with pytest.raises(DatasetError, match=f"cannot read .*{_data_path(items[1]).name}.*{items[1]['id']}"):
         open_patches(items)
+
+
+def test_reads_from_several_threads_agree(extraction):
+    ds = open_patches(extraction, allow_mixed_crs=True)
+    expected = ds["patches"].compute(scheduler="synchronous").values
+    for _ in range(10):  # netCDF4/HDF5 are not thread-safe: reads are serialised, never torn
+        got = ds["patches"].compute(scheduler="threads", num_workers=4).values
+        np.testing.assert_array_equal(got, expected)

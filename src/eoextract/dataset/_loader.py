@@ -74,6 +74,14 @@ def _epsg_of_wkt(wkt: str) -> int | None:
         return None
 
 
+def _netcdf_lock() -> Any:
+    """The lock xarray takes around netCDF4/HDF5 calls: the libraries are not thread-safe,
+    and dask's default scheduler reads patches from several threads."""
+    from xarray.backends.locks import HDF5_LOCK, NETCDFC_LOCK, combine_locks
+
+    return combine_locks([HDF5_LOCK, NETCDFC_LOCK])
+
+
 def _times(var: Any) -> np.ndarray:
     """The dates of a CF time variable (raw values when it has no units)."""
     import netCDF4
@@ -93,7 +101,7 @@ def _read_header(path: str, *, item_id: str, kind: str) -> _Header:
     import netCDF4
 
     try:
-        with netCDF4.Dataset(path) as nc:
+        with _netcdf_lock(), netCDF4.Dataset(path) as nc:
             nc.set_auto_maskandscale(False)
             variables = [n for n, v in nc.variables.items()
                          if v.dimensions[-2:] == ("y", "x") and len(v.dimensions) in (2, 3)]
@@ -126,7 +134,7 @@ def _read_variables(path: str, variables: Sequence[str], dtype: str) -> list[np.
     overhead per file)."""
     import netCDF4
 
-    with netCDF4.Dataset(path) as nc:
+    with _netcdf_lock(), netCDF4.Dataset(path) as nc:
         nc.set_auto_maskandscale(False)
         return [np.asarray(nc.variables[v][...], dtype=dtype) for v in variables]
 
