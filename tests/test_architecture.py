@@ -116,6 +116,7 @@ FORBIDDEN = {
     "stac": {"jobs", "extract", "dataset", "report", "cli", "backend"},
     "split": {"jobs", "extract", "stac", "report", "cli", "backend"},
     "extract": {"report", "cli", "backend"},
+    "dataset": {"extract", "split", "report", "cli", "backend"},
     "backend": {"jobs", "extract", "stac", "split", "report", "cli"},
     "_util": {"jobs", "extract", "stac", "split", "report", "cli", "backend"},
     "errors": {"jobs", "extract", "stac", "split", "report", "cli", "backend"},

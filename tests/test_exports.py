@@ -29,10 +29,12 @@ PUBLIC = {
         "JobError", "JobLost", "RetryableBackendError", "SchemaVersionError", "StacError",
         "StacValidationError", "UnsafeAssetPath", "OutputPathConflict", "QualityCheckFailed",
         "DatasetError", "IncompleteDataset"},
-    "eoextract.dataset": {
-        "CompletenessReport", "expected_samples", "find_point_files", "merge_points"},
     "eoextract.backend": {"BackendProfile", "BackendSettings", "LocalBackend", "create_app", "serve"},
     "eoextract.cli": {"EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "app"},
+    "eoextract.dataset": {
+        "CompletenessReport", "DatasetInfo", "Selection", "SplitResult", "dataset_info",
+        "expected_samples", "find_point_files", "iter_patches", "merge_points", "open_patches",
+        "select_items", "split_by_epsg"},
     "eoextract.extract": {
         "AUXILIARY", "AssetDefinition", "ExtractionManager", "FILE_LOCK", "GFMAPJobManager",
         "ItemStore", "JobItems", "PostJobAction", "SENTINEL2_L2A", "build_catalogue",

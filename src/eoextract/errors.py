@@ -22,7 +22,8 @@ One root, branches by cause, so callers choose how broadly to catch::
      ├── StacError
      │    ├── StacValidationError    (.errors: list of messages)
      │    └── EmptyCatalogue         no finished job has items to catalogue
-     └── DatasetError                (.path, .sample) a file that cannot join a dataset
+     └── DatasetError                (.path, .item_id, .sample) a catalogue or its files
+          │                         cannot become the training data asked for
           └── IncompleteDataset      (.report) more missing than the threshold allows
 
 Errors of ``openeo``, ``requests`` and HTTP are mapped onto this tree in
@@ -185,12 +186,15 @@ class EmptyCatalogue(StacError):
 
 
 class DatasetError(EoextractError):
-    """Files that cannot be merged into a dataset (missing column, mismatched schema,
-    unreadable file); ``.path`` names the file, ``.sample`` the sample when known."""
+    """A catalogue or its files cannot become the training data asked for (a file that
+    cannot join a dataset, an item without projection, patches of different sizes, ...);
+    ``.path`` names the file, ``.item_id`` the item and ``.sample`` the sample when known."""
 
-    def __init__(self, message: str, *, path: str | None = None, sample: str | None = None) -> None:
+    def __init__(self, message: str, *, path: str | None = None, item_id: str | None = None,
+                 sample: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+        self.item_id = item_id
         self.sample = sample
 
 

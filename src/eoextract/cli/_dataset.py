@@ -1,4 +1,4 @@
-"""``eoextract dataset ...``: training data from an extraction's outputs."""
+"""``eoextract dataset ...``: from catalogue to training data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from eoextract.cli._common import app, command, console
+from eoextract.cli._common import UsageError, app, command, console
 
 dataset_app = typer.Typer(help="Training data from an extraction: point tables, collections.",
                           no_args_is_help=True)
@@ -74,3 +74,78 @@ def points(
 
 
 # -- end of point tables -----------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------- per-EPSG collections, info
+
+
+@dataset_app.command("split-epsg")
+@command
+def split_epsg(
+    catalogue: Annotated[Path, typer.Argument(help="A catalogue (folder, collection.json, catalog.json, an output folder) or a stac-geoparquet file.")],
+    output_dir: Annotated[Path, typer.Argument(help="Folder of the new catalogue (an earlier split there is replaced).")],
+    by: Annotated[str, typer.Option(help="'epsg': one collection per EPSG code; 'tile': per EPSG code and Sentinel-2 tile.")] = "epsg",
+    collection_id: Annotated[str | None, typer.Option(help="Prefix of the new collection ids (default: the items' collection).")] = None,
+    absolute_hrefs: Annotated[bool, typer.Option(help="Absolute asset hrefs instead of relative ones.")] = False,
+    geoparquet: Annotated[bool, typer.Option(help="Also write a stac-geoparquet file per collection.")] = True,
+    validate: Annotated[bool, typer.Option(help="Validate the new catalogue before it replaces anything.")] = True,
+) -> None:
+    """Split a catalogue into one collection per projection (or per projection and tile),
+    pointing at the original data files; prints one line per collection."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from eoextract.dataset import split_by_epsg
+
+    if by not in ("epsg", "tile"):
+        raise UsageError(f"--by must be 'epsg' or 'tile', not {by!r}")
+    if not catalogue.exists():
+        raise UsageError(f"no such file or folder: {catalogue}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task("splitting", total=None)
+        result = split_by_epsg(catalogue, output_dir, by=by, collection_id=collection_id,  # type: ignore[arg-type]
+                               relative_hrefs=not absolute_hrefs, geoparquet=geoparquet,
+                               validate=validate,
+                               progress=lambda n: bar.update(task, description=f"{n} item(s)"))
+    out = console()
+    for name, path in result.collections.items():
+        extra = f", {result.geoparquet[name].name}" if name in result.geoparquet else ""
+        out.print(f"{name}: {result.n_items[name]} item(s) in {path.parent.name}/{extra}")
+    out.print(f"wrote {result.root}: {sum(result.n_items.values())} item(s) in "
+              f"{len(result.collections)} collection(s)")
+
+
+@dataset_app.command("info")
+@command
+def info(
+    catalogue: Annotated[Path, typer.Argument(help="A catalogue (folder, collection.json, catalog.json, an output folder) or a stac-geoparquet file.")],
+    label: Annotated[str | None, typer.Option(help="Item property whose values are counted.")] = None,
+    epsg: Annotated[list[int] | None, typer.Option(help="Only items of this EPSG code (repeatable).")] = None,
+    tile: Annotated[list[str] | None, typer.Option(help="Only items of this Sentinel-2 tile (repeatable).")] = None,
+    start: Annotated[str | None, typer.Option(help="Only items ending at or after this date.")] = None,
+    end: Annotated[str | None, typer.Option(help="Only items starting at or before this date.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Count the items of a catalogue per collection, EPSG code and label; time range and
+    bytes of the files (from the items' file:size; no data file is opened)."""
+    from eoextract.dataset import dataset_info
+
+    if not catalogue.exists():
+        raise UsageError(f"no such file or folder: {catalogue}")
+    found = dataset_info(catalogue, label=label, epsg=epsg or None, tiles=tile or None,
+                         start=start, end=end)
+    if as_json:
+        typer.echo(json.dumps(found.to_dict(), indent=2))
+        return
+    out = console()
+    out.print(f"items: {found.n_items}")
+    for title, counts in (("collection", found.per_collection), ("EPSG", found.per_epsg),
+                          (f"label {label}", found.per_label)):
+        for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+            out.print(f"  {title} {key if key is not None else '(none)'}: {n}")
+    span = (f"{found.start.isoformat()} .. {found.end.isoformat()}" if found.start and found.end
+            else "unknown")
+    out.print(f"time: {span}")
+    unsized = f" ({found.n_unsized} without file:size)" if found.n_unsized else ""
+    out.print(f"files: {found.n_files}, {found.total_bytes} bytes "
+              f"({found.total_bytes / 2**20:.1f} MiB){unsized}")

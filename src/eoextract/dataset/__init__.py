@@ -1,6 +1,8 @@
-"""From catalogue to training data: merged point tables.
+"""From catalogue to training data: merged point tables, per-EPSG collections, a lazy
+dataset loader, counts.
 
-Names are imported lazily (DuckDB is loaded only when a merge runs).
+Names are imported lazily, so ``import eoextract.dataset`` stays cheap (DuckDB is loaded
+only when a merge runs).
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ _EXPORTS = {
     "CompletenessReport": "eoextract.dataset._completeness",
     "expected_samples": "eoextract.dataset._completeness",
     "find_point_files": "eoextract.dataset._sources",
+    "DatasetInfo": "eoextract.dataset._info",
+    "Selection": "eoextract.dataset._selection",
+    "SplitResult": "eoextract.dataset._split_epsg",
+    "dataset_info": "eoextract.dataset._info",
+    "iter_patches": "eoextract.dataset._loader",
+    "open_patches": "eoextract.dataset._loader",
+    "select_items": "eoextract.dataset._selection",
+    "split_by_epsg": "eoextract.dataset._split_epsg",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -24,3 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from eoextract.dataset._completeness import CompletenessReport, expected_samples
     from eoextract.dataset._points import merge_points
     from eoextract.dataset._sources import find_point_files
+    from eoextract.dataset._info import DatasetInfo, dataset_info
+    from eoextract.dataset._loader import iter_patches, open_patches
+    from eoextract.dataset._selection import Selection, select_items
+    from eoextract.dataset._split_epsg import SplitResult, split_by_epsg

@@ -1,0 +1,56 @@
+"""``eoextract dataset split-epsg|info`` on a real catalogue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests.dataset.patch_catalogue import make_extraction
+from typer.testing import CliRunner
+
+from eoextract.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, app
+from eoextract.stac import iter_catalog_items
+
+
+@pytest.fixture(scope="module")
+def extraction(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "out"
+    make_extraction(root)
+    return root
+
+
+def test_split_epsg_then_info(extraction, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "split"
+    result = runner.invoke(app, ["dataset", "split-epsg", str(extraction), str(out)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "S2-EXTRACTION-EPSG-32631: 3 item(s)" in result.output
+    assert "6 item(s) in 2 collection(s)" in result.output
+    assert (out / "S2-EXTRACTION-EPSG-32632.parquet").is_file()
+
+    result = runner.invoke(app, ["dataset", "info", str(out), "--label", "croptype"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "items: 6" in result.output
+    assert "EPSG 32631: 3" in result.output and "label croptype wheat: 2" in result.output
+    assert "2021-03-01" in result.output and "2021-03-11" in result.output
+
+    result = runner.invoke(app, ["dataset", "info", str(out / "S2-EXTRACTION-EPSG-32631.parquet"),
+                                 "--json"])
+    counts = json.loads(result.output)
+    sizes = sum(a.get("file:size", 0) for i in iter_catalog_items(extraction / "stac")
+                if i["properties"]["proj:code"] == "EPSG:32631" for a in i["assets"].values())
+    assert counts["n_items"] == 3 and counts["per_epsg"] == {"32631": 3}
+    assert counts["total_bytes"] == sizes > 0
+
+
+def test_bad_input(extraction, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["dataset", "info", str(tmp_path / "missing")])
+    assert result.exit_code == EXIT_USAGE and "no such file" in result.output
+    result = runner.invoke(app, ["dataset", "split-epsg", str(extraction), str(tmp_path / "o"),
+                                 "--by", "month"])
+    assert result.exit_code == EXIT_USAGE and "--by" in result.output
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("x")
+    result = runner.invoke(app, ["dataset", "split-epsg", str(extraction), str(tmp_path / "busy")])
+    assert result.exit_code == EXIT_PROBLEMS and "refusing" in result.output
