@@ -62,6 +62,10 @@ def test_extract_s2_croptype_example(tmp_path):
     report = validate_catalog(out / "stac" / "collection.json", check_assets=True)
     assert report.ok and report.n_items == 5
     assert (out / "job_tracker.csv").is_file()
+    # the catalogue exports to stac-geoparquet (integer and float bands' nodata together)
+    from eoextract.stac.publish import export_geoparquet
+
+    assert export_geoparquet(out, tmp_path / "items.parquet").n_items == 5
 
     # the openeo client's OIDC state stays in the output folder, never in the home folder
     assert (out / ".openeo-config").is_dir()

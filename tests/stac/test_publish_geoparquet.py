@@ -99,3 +99,23 @@ def test_empty_catalogue_is_refused(tmp_path):
     with pytest.raises(PublishError, match="no items"):
         export_geoparquet(root, tmp_path / "items.parquet")
     assert not (tmp_path / "items.parquet").exists()
+
+
+def test_nodata_of_int_and_float_bands_together(tmp_path):
+    """Integer bands (nodata 0) and float bands (nodata "nan") in one file: one float column,
+    read back as the number or the string."""
+    import orjson
+
+    from publish_fixtures import make_output
+
+    from eoextract.stac.publish import export_geoparquet, read_geoparquet_items, walk_catalog
+
+    root = make_output(tmp_path / "out", n_jobs=1, items_per_job=2)
+    for i, entry in enumerate(e for e in walk_catalog(root) if e.kind == "item"):
+        entry.data["assets"]["S2-L2A"]["raster:bands"] = [
+            {"data_type": "uint16", "nodata": 0}, {"data_type": "float32", "nodata": "nan" if i else "-inf"}]
+        entry.path.write_bytes(orjson.dumps(entry.data))
+    export_geoparquet(root, tmp_path / "items.parquet")
+    bands = [it["assets"]["S2-L2A"]["raster:bands"] for it in read_geoparquet_items(tmp_path / "items.parquet")]
+    assert sorted(str(b[1]["nodata"]) for b in bands) == ["-inf", "nan"]
+    assert all(b[0]["nodata"] == 0 for b in bands)

@@ -14,12 +14,16 @@ What a round trip (:func:`read_geoparquet_items`) does not give back as it was:
 * missing fields: a property absent from one item but present in others comes back as
   ``None`` in the first when the Arrow column is nullable;
 * asset hrefs: relative hrefs are made absolute (local paths) unless ``asset_base_url``
-  is given, as a single file has no place relative hrefs could refer to.
+  is given, as a single file has no place relative hrefs could refer to;
+* ``raster:bands`` ``nodata``: stored as a float (``"nan"``/``"inf"``/``"-inf"`` as the
+  float they name, since one Arrow column cannot hold both), read back as a number or the
+  same string.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 import os
 import tempfile
@@ -86,6 +90,7 @@ def export_geoparquet(
         for item in items:
             result.n_items += 1
             item.pop("links", None)
+            _map_nodata(item, _nodata_to_float)
             yield item
 
     with tempfile.TemporaryDirectory(prefix=".geoparquet-", dir=target.parent) as tmp:
@@ -110,4 +115,28 @@ def read_geoparquet_items(path: str | os.PathLike[str]) -> Iterator[dict[str, An
     sga = _require()
     parquet = pq.ParquetFile(str(path))
     for batch in parquet.iter_batches():
-        yield from sga.stac_table_to_items(batch)
+        for item in sga.stac_table_to_items(batch):
+            _map_nodata(item, _nodata_from_float)
+            yield item
+
+
+def _map_nodata(item: dict[str, Any], convert: Any) -> None:
+    for asset in (item.get("assets") or {}).values():
+        for band in asset.get("raster:bands") or []:
+            if isinstance(band, dict) and band.get("nodata") is not None:
+                band["nodata"] = convert(band["nodata"])
+
+
+def _nodata_to_float(value: Any) -> Any:
+    try:
+        return float(value)  # also "nan", "inf", "-inf"
+    except (TypeError, ValueError):
+        return value
+
+
+def _nodata_from_float(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
