@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("EOEXTRACT_VENV", ROOT / ".venv"))
 PY = VENV / "bin" / "python"
-EXTRAS = "backend,pg,dask,test,bench"
+EXTRAS = "backend,artifacts,pg,dask,dataset,test,bench"
 STAMP = VENV / ".eoextract-install-stamp"
 
 
