@@ -141,3 +141,39 @@ def test_results_not_applied_when_the_database_fails_are_kept(run, monkeypatch):
     monkeypatch.undo()
     applier(run, []).apply(run.drain())
     assert run.db.get("a").status is S.CREATING and run.inflight == set() and run.unapplied == []
+
+
+def test_default_backend_order_prefers_good_jobs_per_hour():
+    from eoextract.jobs._scheduling import BackendLoad, default_backend_order
+
+    loads = [BackendLoad("fresh", 2, 0, 0, 1.0), BackendLoad("slow", 2, 2, 0, 1.0),
+             BackendLoad("fast", 2, 20, 1, 1.0), BackendLoad("failing", 2, 1, 9, 1.0),
+             BackendLoad("fresh2", 2, 0, 0, 1.0)]
+    assert default_backend_order(loads) == ["fast", "slow", "fresh", "fresh2", "failing"]
+    assert BackendLoad("x", 0, 3, 1, 0.5).throughput_per_hour == 6
+    assert BackendLoad("x", 0, 0, 0, 0.0).success_rate == 0.5
+
+
+def test_a_users_order_decides_where_unpinned_jobs_go(local_backend, start_jobs, job_df, tmp_path):
+    from eoextract.jobs import JobManager
+
+    seen = []
+
+    class Preferring(JobManager):
+        def order_backends(self, loads):
+            seen.append({load.name: load.finished for load in loads})
+            return ["second"]  # the others follow in registration order
+
+    manager = Preferring(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out", download_results=False)
+    manager.add_backend("first", local_backend.connect, parallel_jobs=1)
+    manager.add_backend("second", local_backend.connect, parallel_jobs=1)
+    df = job_df(3)
+    df["backend_name"] = [None, None, "first"]  # the pinned row stays on its backend
+    stats = manager.run_jobs(df, start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 3}
+    from eoextract.jobs.db import get_job_db
+
+    table = get_job_db(tmp_path / "jobs.db").read()
+    assert table.loc[table.index[2], "backend_name"] == "first"
+    assert table.loc[table.index[0], "backend_name"] == "second"  # the first claim went to "second"
+    assert seen and max(s["first"] + s["second"] for s in seen) >= 1  # finished jobs were counted

@@ -39,13 +39,15 @@ from eoextract.jobs._budget import Budget
 from eoextract.jobs._classify import Backoff, classify
 from eoextract.jobs._download._transfer import DEFAULT_MAX_ASSET_BYTES
 from eoextract.jobs._job_dirs import JobDirs
+from eoextract.jobs._job_thread import JobThread
 from eoextract.jobs._quality import JobOutput, QualityCheck, gate
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
 from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
 from eoextract.jobs._polling import poll
 from eoextract.jobs._recovery import adopt, reconcile, release_dead_managers
 from eoextract.jobs._runstate import _Run
-from eoextract.jobs._scheduling import BackendHealth, claim_launches, due_for_results, starts_with_room, stop_on_outage
+from eoextract.jobs._scheduling import (BackendHealth, BackendLoad, claim_launches, default_backend_order,
+                                        due_for_results, starts_with_room, stop_on_outage)
 from eoextract.jobs._tasks import (call_hook, cancel_job, create_job, download_results, finish_job,
                                    handle_job_error, start_created)
 from eoextract.jobs.db import JobDatabase, JobRecord
@@ -56,7 +58,6 @@ from eoextract.jobs.status import TERMINAL, JobStatus
 
 _log = logging.getLogger("eoextract.jobs.manager")
 S = JobStatus
-_UNSET = object()
 _OPEN = frozenset(set(JobStatus) - TERMINAL)
 
 
@@ -64,7 +65,7 @@ def _start_job_default(row: pd.Series, connection: openeo.Connection, **kwargs: 
     raise NotImplementedError("No 'start_job' callable given to run_jobs()")
 
 
-class JobManager(JobDirs):
+class JobManager(JobDirs, JobThread):
     """Run the jobs of a job database on registered openEO backends.
 
     Args:
@@ -204,40 +205,6 @@ class JobManager(JobDirs):
                 run.progress.close(run.db)
         return run.summary()
 
-    def start_job_thread(self, start_job: Callable[..., Any], job_db: str | Path | JobDatabase) -> None:
-        """Run the jobs in a background thread; returns at once (see :meth:`stop_job_thread`)."""
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("the job thread is already running")
-        self._check_ready(start_job)
-        db = open_for_run(None, job_db)
-        run = self._prepare(db, start_job)
-        run.threaded = True
-
-        def target() -> None:
-            try:
-                self._loop(run)
-            except Exception:  # noqa: BLE001 - logged; the thread must not die silently
-                _log.exception("job thread stopped on an unexpected error")
-            finally:
-                self._shutdown(run, wait=False)
-
-        self._thread = threading.Thread(target=target, name="eoextract-job-manager", daemon=True)
-        self._thread.start()
-
-    def stop_job_thread(self, timeout_seconds: float | None | object = _UNSET) -> None:
-        """Stop the background thread promptly (jobs keep running on the backends)."""
-        run, thread = self._run, self._thread
-        if run is None or thread is None:
-            _log.warning("no job thread to stop")
-            return
-        run.stop.set()
-        run.wake.set()
-        timeout = max(5.0, 2 * self.poll_sleep) if timeout_seconds is _UNSET else timeout_seconds
-        thread.join(timeout)  # type: ignore[arg-type]
-        if thread.is_alive():
-            _log.warning("job thread did not stop within %s s", timeout)
-        self._thread = None
-
     # ------------------------------------------------------------------ hooks (openeo's)
     def on_job_done(self, job: BatchJob, row: pd.Series) -> None:
         """Called (in a worker thread) for a finished job, by :meth:`process_finished_job`.
@@ -283,6 +250,12 @@ class JobManager(JobDirs):
         self.on_job_done(job.batch_job, job.row)
         files = [p for p in self.get_job_dir(job.backend_job_id).glob("*") if p.is_file()]
         return FinishedJobResult(run_again=gate(self.quality_checks, JobOutput(job.job_key, job.row, files)))
+
+    def order_backends(self, loads: list[BackendLoad]) -> Sequence[str]:
+        """Which backends take unpinned jobs first (pinned rows stay on their backend).
+        Override for a policy of your own; by default the most good jobs per hour this run
+        (throughput × success rate, see :func:`~eoextract.jobs._scheduling.default_backend_order`)."""
+        return default_backend_order(loads)
 
     # ------------------------------------------------------------------ set-up
     def _check_ready(self, start_job: Callable[..., Any]) -> None:
@@ -417,7 +390,8 @@ class JobManager(JobDirs):
         in the pool."""
         room = run.budget.room(run.db, sum(run.db.active_counts().values())) if run.budget else None
         for batch in claim_launches(run.db, self.backends, run.health, manager_id=self.manager_id,
-                                    lease_seconds=self.lease_seconds, max_new=room):
+                                    lease_seconds=self.lease_seconds, max_new=room,
+                                    order=self.order_backends):
             changes = [launch.change for launch in batch]
             outcomes = run.db.transition_many(changes, manager_id=self.manager_id) if changes else []
             launched = 0

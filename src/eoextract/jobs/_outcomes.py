@@ -205,6 +205,9 @@ class ResultApplier:
                     run.health.started(result.backend, self._started(result.backend))
         key = result.job_key
         run.starting.pop(key, None)
+        if result.record is not None and result.record.backend_name:
+            if "job finished" in result.counts or "job failed" in result.counts:
+                run.health.job_ended(result.record.backend_name, "job finished" in result.counts)
         if result.needs_start is not None:
             (run.needs_start.add if result.needs_start else run.needs_start.discard)(key)
         if result.results_done:

@@ -119,7 +119,7 @@ def follow_status(rec: JobRecord, item: Mapping[str, Any], *, needs_start: bool,
         if not results_work:
             change = Transition(key, S.FINISHED, expect=rec.status, fields=fields,
                                 message="done (results not downloaded)")
-            return TaskResult(key, (change,), counts=("job finished",), needs_start=waiting)
+            return TaskResult(key, (change,), counts=("job finished",), needs_start=waiting, record=rec)
         change = Transition(key, S.DOWNLOADING, expect=rec.status, fields=fields)
         return TaskResult(key, (change,), counts=("job finished",), needs_start=waiting,
                           then=FollowUp.FINISH, record=rec)

@@ -7,7 +7,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -85,6 +85,8 @@ class BackendHealth:
         self.paused_until: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
         self.last_failure: dict[str, ErrorInfo] = {}
+        self.finished: collections.Counter[str] = collections.Counter()
+        self.failed_jobs: collections.Counter[str] = collections.Counter()
         self.capacity: dict[str, int] = {}
         self.probe_at: dict[str, float] = {}
         self._kept: dict[str, int] = {}
@@ -111,6 +113,10 @@ class BackendHealth:
         self.failures.pop(name, None)
         self.down_since.pop(name, None)
         self.last_failure.pop(name, None)
+
+    def job_ended(self, name: str, ok: bool) -> None:
+        """A job of backend ``name`` finished (``ok``) or failed there."""
+        (self.finished if ok else self.failed_jobs)[name] += 1
 
     def full(self, name: str, started: int) -> None:
         """Backend ``name`` refused a start while running ``started`` of our jobs: that is
@@ -229,6 +235,42 @@ def stop_on_outage(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
 
 
 @dataclass(frozen=True)
+class BackendLoad:
+    """What the run saw of one backend, for choosing which backend takes unpinned jobs first.
+
+    Attributes:
+        name: The backend.
+        free_slots: Jobs it may take now.
+        finished: Its jobs that finished in this run.
+        failed: Its jobs that failed there in this run.
+        hours: How long the run has gone on.
+    """
+
+    name: str
+    free_slots: int
+    finished: int
+    failed: int
+    hours: float
+
+    @property
+    def success_rate(self) -> float:
+        """Finished among ended jobs (smoothed: 0.5 before any ended)."""
+        return (self.finished + 1) / (self.finished + self.failed + 2)
+
+    @property
+    def throughput_per_hour(self) -> float:
+        """Jobs finished per hour of the run."""
+        return self.finished / max(self.hours, 1 / 60)
+
+
+def default_backend_order(loads: Sequence[BackendLoad]) -> list[str]:
+    """Backends by good jobs per hour (throughput × success rate), best first; backends not
+    yet seen finishing rank by success rate; registration order breaks ties."""
+    ranked = sorted(enumerate(loads), key=lambda p: (-(p[1].throughput_per_hour + 1) * p[1].success_rate, p[0]))
+    return [load.name for _, load in ranked]
+
+
+@dataclass(frozen=True)
 class Launch:
     """A claimed job to create on a backend: its record as claimed and its ``creating`` change."""
 
@@ -243,8 +285,9 @@ class Launch:
 
 
 def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *,
-                   manager_id: str, lease_seconds: float,
-                   max_new: int | None = None) -> Iterator[list[Launch]]:
+                   manager_id: str, lease_seconds: float, max_new: int | None = None,
+                   order: Callable[[list[BackendLoad]], Sequence[str]] | None = None,
+                   ) -> Iterator[list[Launch]]:
     """Claim due jobs for every backend that is not paused, up to its free slots (and, when
     given, up to ``max_new`` jobs in all).
 
@@ -253,10 +296,19 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
         transitions); the next backend's jobs are claimed once the caller applied them.
     """
     active = db.active_counts()
-    for name, spec in backends.items():
+    free_of = {n: health.slots(n, s.parallel_jobs) - active.get(n, 0) for n, s in backends.items()}
+    names: list[str] = list(backends)
+    if order is not None and len(backends) > 1:  # who takes unpinned jobs first
+        hours = health.clock.now() / 3600
+        chosen = order([BackendLoad(n, max(0, free_of[n]), health.finished[n], health.failed_jobs[n], hours)
+                        for n in backends])
+        names = [n for n in dict.fromkeys(chosen) if n in backends]
+        names += [n for n in backends if n not in names]
+    for name in names:
+        spec = backends[name]
         if health.paused(name):
             continue
-        free = health.slots(name, spec.parallel_jobs) - active.get(name, 0)
+        free = free_of[name]
         if max_new is not None:
             free = min(free, max_new)
         if spec.queueing_limit is not None and free > 0:
