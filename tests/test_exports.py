@@ -43,7 +43,8 @@ PUBLIC = {
         "ActionResult", "Backoff", "ErrorClass", "FinishedJob", "FinishedJobResult",
         "JobManager", "JobStatus", "MultiBackendJobManager", "ProcessBasedJobCreator",
         "RetryPolicy", "StartJob", "cancel_jobs", "create_job_db", "get_job_db", "job_logs",
-        "retry_jobs", "QualityCheck", "ExpectedAssets", "UsageAtMost", "ArrayCheck", "JobOutput"},
+        "retry_jobs", "QualityCheck", "ExpectedAssets", "UsageAtMost", "ArrayCheck", "JobOutput",
+        "BackendLoad"},
     "eoextract.jobs.db": {
         "ADOPTABLE", "FileJobDatabase", "JobDatabase", "JobRecord", "MANAGED_COLUMNS",
         "SqlJobDatabase", "StatusChange", "Transition", "UPDATABLE_FIELDS", "create_job_db",

@@ -31,6 +31,7 @@ _EXPORTS = {
     "UsageAtMost": "eoextract.jobs._quality",
     "ArrayCheck": "eoextract.jobs._quality",
     "JobOutput": "eoextract.jobs._quality",
+    "BackendLoad": "eoextract.jobs._scheduling",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -47,5 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from eoextract.jobs._hooks import FinishedJob, FinishedJobResult, StartJob
     from eoextract.jobs._manager import JobManager, MultiBackendJobManager
     from eoextract.jobs._quality import ArrayCheck, ExpectedAssets, JobOutput, QualityCheck, UsageAtMost
+    from eoextract.jobs._scheduling import BackendLoad
     from eoextract.jobs.db import create_job_db, get_job_db
     from eoextract.jobs.status import JobStatus
