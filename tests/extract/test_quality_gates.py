@@ -97,3 +97,38 @@ def test_checks_on_files(tmp_path):
         run_checks([ArrayCheck()], JobOutput("k", {}, [tmp_path / "broken.nc"]))
     with pytest.raises(QualityCheckFailed, match="usage soft_errors is 0.1, above 0.05"):
         run_checks([UsageAtMost("soft_errors", 0.05)], out)
+
+
+def _with_sample_ids(job_items, row, parameters):
+    """The test's post-job action, and each item's ``sample_id`` (its data file's folder)."""
+    from pathlib import Path
+
+    from tests.extract.test_extraction_manager import post_job_action
+
+    items = post_job_action(job_items, row, parameters)
+    for item in items:
+        data = next(a for a in item.assets.values() if "LABEL_" not in a.href)
+        item.properties["sample_id"] = Path(data.href).parent.name
+    return items
+
+
+def test_skip_existing_extracts_only_new_samples(local_backend, tmp_path):
+    """A second run over more samples: those in the first run's catalogue are not extracted again."""
+    first = make_manager(tmp_path / "first", post_job_action=_with_sample_ids)
+    first.add_backend("local", local_backend.connect, parallel_jobs=2)
+    first.run_jobs(job_dataframe(2), create_datacube, tmp_path / "first.db")
+    first.create_stac()
+    done = {item["properties"]["sample_id"] for item in iter_catalog_items(tmp_path / "first" / "stac")
+            if "sample_id" in item["properties"]}
+    assert done
+
+    more = job_dataframe(3)  # the same samples and one more per job
+    second = make_manager(tmp_path / "second", post_job_action=_with_sample_ids)
+    second.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = second.run_jobs(more, create_datacube, tmp_path / "second.db",
+                            skip_existing=(tmp_path / "first", "sample_id"))
+    assert stats["status_counts"] == {"finished": 2}
+    second.create_stac()
+    new = {item["properties"]["sample_id"] for item in iter_catalog_items(tmp_path / "second" / "stac")
+           if "sample_id" in item["properties"]}
+    assert new and not new & done  # nothing extracted twice

@@ -60,6 +60,7 @@ from eoextract.jobs._download import (
     fetch_job_assets,
     remove_stale_temp_files,
 )
+from eoextract.extract._skip_existing import without_extracted
 from eoextract.jobs._quality import JobOutput, gate
 from eoextract.jobs.db import JobDatabase
 from eoextract.jobs.status import JobStatus
@@ -251,6 +252,8 @@ class ExtractionManager(JobManager):
             start_job: ``create_datacube_fn(row, connection, provider=None,
                 connection_provider=None) -> BatchJob``.
             job_db: Job database path (``.csv``, ``.parquet``, ``.db``), URL or object.
+            skip_existing: ``(source, property)``: samples already in a catalogue, a
+                stac-geoparquet file or a STAC API are not extracted again.
 
         Returns:
             Run statistics (see :meth:`JobManager.run_jobs`).
@@ -264,6 +267,8 @@ class ExtractionManager(JobManager):
             raise ConfigurationError("run_jobs needs a create_datacube_fn: run_jobs(df, create_datacube_fn, job_db)")
         self._check_ready(start_job)
         check_start_job(start_job)
+        if (skip := kwargs.pop("skip_existing", None)) is not None and df is not None:
+            df = without_extracted(df, *skip)
         self._check_dataframe(df, job_db)
         self._job_db_files = database_files(job_db)
         self.output_dir.mkdir(parents=True, exist_ok=True)
