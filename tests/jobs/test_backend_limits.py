@@ -116,6 +116,9 @@ def test_the_learned_limit_is_kept_for_the_next_run_and_shown(tmp_path, suffix):
     assert stats.get("job start refused (backend full)", 0) == 0
     shown = CliRunner().invoke(app, ["status", str(db_path)])
     assert shown.exit_code == 0 and "runs at most 2 job(s)" in shown.output
+    page = tmp_path / f"report{suffix}.html"
+    assert CliRunner().invoke(app, ["report", str(db_path), "-o", str(page)]).exit_code == 0
+    assert "learned job limits" in page.read_text() and "a: 2" in page.read_text()
 
 
 def test_queueing_limit_bounds_the_jobs_waiting_on_a_backend(local_backend, tmp_path):

@@ -60,6 +60,10 @@ def test_budget_stops_creation_within_one_jobs_cost_and_the_next_run_goes_on(cds
 
     shown = CliRunner().invoke(app, ["status", str(db_path)])
     assert shown.exit_code == 0 and f"credits {10 * cost:.2f} (10 jobs)" in shown.output
+    report = CliRunner().invoke(app, ["report", str(db_path), "-o", str(tmp_path / "report.html")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report.html").read_text()
+    assert "credits spent" in page and f"{10 * cost:.2f} (10 jobs)" in page
 
 
 def test_a_budget_without_reported_costs_is_not_enforced(local_backend, tmp_path, caplog):

@@ -210,6 +210,12 @@ def _header(db: JobDatabase, s: RunSummary, sessions: pd.DataFrame) -> str:
             ("generated", _utc(s.now)),
             ("manager sessions", f"{len(sessions)}" + (f", {interrupted} killed or stopped with jobs in flight"
                                                        if interrupted else ""))]
+    learned = db.backend_state().get("capacity") or {}
+    if learned:
+        rows.append(("learned job limits", ", ".join(f"{n}: {c}" for n, c in sorted(learned.items()))))
+    costs = db.cost_totals()
+    if costs.jobs_with_costs:
+        rows.append(("credits spent", f"{costs.spent:.2f} ({costs.jobs_with_costs} jobs)"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f"<table class='meta header'>{body}</table>"
 
