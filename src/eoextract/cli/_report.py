@@ -40,3 +40,36 @@ def report(
         folder.mkdir(parents=True, exist_ok=True)
     path = write_report(database, output, output_dir=output_dir, title=title, write_pngs=pngs)
     console().print(f"wrote {path}")
+
+
+@app.command("serve-status")
+@command
+def serve_status(
+    db: DbArg,
+    host: Annotated[str, typer.Option(help="Address to listen on; one reachable from other machines needs --allow-remote.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8090,
+    interval: Annotated[float, typer.Option(help="Seconds between two refreshes of the page.")] = 2.0,
+    allow_remote: Annotated[bool, typer.Option(help="Allow a --host reachable from other machines (the page shows job keys and error messages).")] = False,
+) -> None:
+    """Serve a live, read-only status page of a run (counts per status and backend, slots
+    against learned job limits, credits, throughput and ETA, latest failures, a map of the
+    jobs) until interrupted; prints its URL."""
+    import ipaddress
+
+    open_db(db).close()  # a clear error for a wrong path before listening
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise UsageError(f"--host must be an IP address or localhost, not {host!r}") from None
+    if not loopback and not allow_remote:
+        raise UsageError(f"--host {host} is reachable from other machines; add --allow-remote to serve there")
+    from eoextract.report._live import StatusServer
+
+    server = StatusServer(db, host=host, port=port, interval_s=interval)
+    console().print(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
