@@ -125,3 +125,16 @@ def test_process_pool_gives_the_same_table(extraction: Path, tmp_path: Path) -> 
                                                 labels=("LABEL",), processes=2).path)
     pd.testing.assert_frame_equal(one, two)
     assert len(one) == 4 * 64 * 3
+
+
+def test_cli_writes_the_table(extraction: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    out = tmp_path / "cli.parquet"
+    result = CliRunner().invoke(app, ["dataset", "patches-to-points", str(extraction), "-o", str(out),
+                                      "--how", "mean", "--label", "croptype", "--processes", "1"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 rows from 4 patch(es)" in result.output
+    assert set(pd.read_parquet(out).croptype) == {"wheat", "maize", "barley"}
