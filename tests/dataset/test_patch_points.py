@@ -138,3 +138,12 @@ def test_cli_writes_the_table(extraction: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 12 rows from 4 patch(es)" in result.output
     assert set(pd.read_parquet(out).croptype) == {"wheat", "maize", "barley"}
+
+
+def test_an_unreadable_patch_is_named_from_a_worker(extraction: Path, tmp_path: Path) -> None:
+    _patch(extraction, "sample-002").write_bytes(b"not a netcdf file")
+    with pytest.raises(DatasetError, match=r"S2_sample-002\.nc.*item") as err:
+        patches_to_points(extraction, tmp_path / "u.parquet", processes=2)
+    assert err.value.path and err.value.path.endswith("S2_sample-002.nc")
+    assert not (tmp_path / "u.parquet").exists()
+    assert not list(tmp_path.glob(".u.parquet*"))

@@ -331,14 +331,18 @@ def patches_to_points(
 
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 pending: deque[tuple[_Task, Future[Any]]] = deque()
-                for task in tasks:
-                    pending.append((task, pool.submit(_sample_patch, task)))
-                    if len(pending) >= 2 * workers:
+                try:
+                    for task in tasks:
+                        pending.append((task, pool.submit(_sample_patch, task)))
+                        if len(pending) >= 2 * workers:  # bounded: memory stays flat
+                            done_task, future = pending.popleft()
+                            consume(done_task, future.result())
+                    while pending:
                         done_task, future = pending.popleft()
                         consume(done_task, future.result())
-                while pending:
-                    done_task, future = pending.popleft()
-                    consume(done_task, future.result())
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
         if writer is None:
             raise DatasetError("no sample fell inside its patch; nothing written")
         writer.close()
