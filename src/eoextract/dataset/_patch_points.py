@@ -16,6 +16,7 @@ in flight, so memory stays bounded whatever the catalogue's size.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -81,6 +82,13 @@ def _window(x: np.ndarray, y: np.ndarray, geom: Any, how: str) -> tuple[np.ndarr
     return (rows, cols) if rows.size else None
 
 
+@functools.lru_cache(maxsize=32)
+def _transformer(source: int, target: int) -> Any:
+    from pyproj import Transformer
+
+    return Transformer.from_crs(source, target, always_xy=True)
+
+
 def _aux_raster(aux_path: str | None, name: str) -> np.ndarray | None:
     import netCDF4
 
@@ -103,7 +111,6 @@ def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
     import netCDF4
     import pyarrow as pa
     import shapely
-    from pyproj import Transformer
 
     head = _read_header(task.path, item_id=task.item_id, kind="data")
     if head.epsg is not None and task.epsg is not None and head.epsg != task.epsg:
@@ -112,8 +119,7 @@ def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
     epsg = head.epsg or task.epsg
     if epsg is None:
         return None, [], f"{task.path} (item {task.item_id!r}) has no CRS"
-    to_patch = Transformer.from_crs(4326, epsg, always_xy=True)
-    to_wgs84 = Transformer.from_crs(epsg, 4326, always_xy=True)
+    to_patch, to_wgs84 = _transformer(4326, epsg), _transformer(epsg, 4326)
     times = head.times if head.times.size else np.array([np.datetime64("NaT", "ns")])
     n_t = times.size
     columns: dict[str, list[Any]] = {}
