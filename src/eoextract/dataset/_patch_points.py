@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from eoextract.dataset._loader import (
-    JOB_KEY_PROPERTY, _asset_path, _aux_asset, _data_asset, _netcdf_lock, _read_header)
+    _asset_path, _aux_asset, _data_asset, _netcdf_lock, _read_header)
 from eoextract.dataset._selection import Selection, Source, item_epsg, select_items
 from eoextract.errors import ConfigurationError, DatasetError
 
