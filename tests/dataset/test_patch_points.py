@@ -147,3 +147,15 @@ def test_an_unreadable_patch_is_named_from_a_worker(extraction: Path, tmp_path: 
     assert err.value.path and err.value.path.endswith("S2_sample-002.nc")
     assert not (tmp_path / "u.parquet").exists()
     assert not list(tmp_path.glob(".u.parquet*"))
+
+
+def test_labels_from_the_job_database(extraction: Path, tmp_path: Path) -> None:
+    from eoextract.jobs import create_job_db
+
+    db = tmp_path / "jobs.db"
+    create_job_db(db, pd.DataFrame({"region": ["be", "de"], "croptype": ["x", "y"]}))
+    table = pd.read_parquet(patches_to_points(extraction, tmp_path / "j.parquet", job_db=db,
+                                              labels=("region", "croptype"), processes=1).path)
+    by_sample = table.groupby("sample_id").first()
+    assert by_sample.region.tolist() == ["be", "be", "de", "de"]
+    assert by_sample.croptype.tolist() == ["wheat", "maize", "barley", "wheat"]  # item first

@@ -23,14 +23,14 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from eoextract.dataset._loader import (
-    _asset_path, _aux_asset, _data_asset, _netcdf_lock, _read_header)
+    JOB_KEY_PROPERTY, _asset_path, _aux_asset, _data_asset, _job_rows, _netcdf_lock, _read_header)
 from eoextract.dataset._selection import Selection, Source, item_epsg, select_items
 from eoextract.errors import ConfigurationError, DatasetError
 
@@ -57,6 +57,7 @@ class _Task:
     labels: tuple[str, ...]
     properties: Mapping[str, Any]
     aux_path: str | None
+    job_row: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _window(x: np.ndarray, y: np.ndarray, geom: Any, how: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -177,8 +178,8 @@ def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
                         _mode(picked_labels) if task.how == "mean" else picked_labels[0].item()]
                     add(name, []).append(np.tile(np.asarray(value), n_t))
                 else:
-                    value = next((s[name] for s in (task.properties, aux_attrs, head.attrs)
-                                  if name in s), None)
+                    value = next((s[name] for s in (task.properties, aux_attrs, head.attrs,
+                                                    task.job_row) if name in s), None)
                     if isinstance(value, np.generic):
                         value = value.item()
                     add(name, []).extend([value] * (n_t * n_px))
@@ -233,8 +234,8 @@ def _given_samples(samples: Any, sample_column: str) -> dict[str, list[bytes]]:
 
 
 def _tasks(items: Iterable[Mapping[str, Any]], *, how: str, samples: Any, sample_column: str,
-           labels: tuple[str, ...], asset: str | None, label_asset: str | None
-           ) -> Iterable[_Task]:
+           labels: tuple[str, ...], asset: str | None, label_asset: str | None,
+           job_rows: Mapping[str, Mapping[str, Any]]) -> Iterable[_Task]:
     given = _given_samples(samples, sample_column) if samples is not None else None
     for item in items:
         item_id = str(item.get("id"))
@@ -250,7 +251,9 @@ def _tasks(items: Iterable[Mapping[str, Any]], *, how: str, samples: Any, sample
         yield _Task(item_id=item_id, path=_asset_path(item, _data_asset(item, asset)),
                     epsg=item_epsg(item), samples=tuple(pairs), how=how, labels=labels,
                     properties={k: v for k, v in props.items() if k in labels},
-                    aux_path=_asset_path(item, aux_key) if aux_key else None)
+                    aux_path=_asset_path(item, aux_key) if aux_key else None,
+                    job_row={k: v for k, v in job_rows.get(str(props.get(JOB_KEY_PROPERTY)),
+                                                           {}).items() if k in labels})
 
 
 def patches_to_points(
@@ -264,6 +267,7 @@ def patches_to_points(
     asset: str | None = None,
     label_asset: str | None = None,
     processes: int | None = None,
+    job_db: Any = None,
     selection: Selection | None = None,
     **criteria: Any,
 ) -> PatchPointsResult:
@@ -281,6 +285,8 @@ def patches_to_points(
             variable is sampled at the same pixels; ``mean`` takes its most frequent value)
             or its attributes, else the data file's attributes.
         processes: Worker processes (default: all cores; 1 samples in this process).
+        job_db: A job database (object, path or URL) whose job rows give ``labels`` found
+            nowhere else, by the items' ``eoextract:job_key`` (read only).
         selection: Which items (see :class:`~eoextract.dataset.Selection`), or its fields
             as keyword arguments.
 
@@ -294,9 +300,14 @@ def patches_to_points(
     if how not in HOWS:
         raise ConfigurationError(f"how must be one of {', '.join(HOWS)}, not {how!r}")
     output = Path(output)
-    items = select_items(catalogue, selection, **criteria)
+    items: Iterable[Mapping[str, Any]] = select_items(catalogue, selection, **criteria)
+    job_rows: Mapping[str, Mapping[str, Any]] = {}
+    if job_db is not None and labels:
+        items = list(items)
+        job_rows = _job_rows(job_db, items)  # type: ignore[arg-type]
     tasks = _tasks(items, how=how, samples=samples, sample_column=sample_column,
-                   labels=tuple(labels), asset=asset, label_asset=label_asset)
+                   labels=tuple(labels), asset=asset, label_asset=label_asset,
+                   job_rows=job_rows)
     workers = processes or os.cpu_count() or 1
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.name}.partial")
