@@ -34,7 +34,7 @@ PUBLIC = {
     "eoextract.dataset": {
         "CompletenessReport", "DatasetInfo", "Selection", "SplitResult", "dataset_info",
         "expected_samples", "find_point_files", "iter_patches", "merge_points", "open_patches",
-        "select_items", "split_by_epsg"},
+        "PatchPointsResult", "patches_to_points", "select_items", "split_by_epsg"},
     "eoextract.extract": {
         "AUXILIARY", "AssetDefinition", "ExtractionManager", "FILE_LOCK", "GFMAPJobManager",
         "ItemStore", "JobItems", "PostJobAction", "SENTINEL2_L2A", "build_catalogue",

@@ -76,6 +76,32 @@ def points(
 # -- end of point tables -----------------------------------------------------------------
 
 
+# -- patch to point ----------------------------------------------------------------------
+
+@dataset_app.command("patches-to-points")
+@command
+def patches_to_points_cmd(
+    catalogue: Annotated[Path, typer.Argument(help="A catalogue (folder, collection.json, an output folder) or a stac-geoparquet file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The GeoParquet file written.")],
+    how: Annotated[str, typer.Option(help="centre (the centre pixel), mean (over the sample polygon) or all (every pixel inside).")] = "centre",
+    label: Annotated[list[str] | None, typer.Option("--label", help="Label columns from item properties or the auxiliary asset (repeat or comma-separate).")] = None,
+    processes: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+) -> None:
+    """Sample each patch of a catalogue at its sample's geometry into one long GeoParquet
+    table (sample_id, time, bands, labels) and print a summary."""
+    from eoextract.dataset import patches_to_points
+
+    if how not in ("centre", "mean", "all"):
+        raise UsageError(f"--how must be centre, mean or all, not {how!r}")
+    if not catalogue.exists():
+        raise UsageError(f"no such file or folder: {catalogue}")
+    result = patches_to_points(catalogue, output, how=how, labels=_split(label),
+                               processes=processes)
+    skipped = f", {result.skipped} sample(s) skipped" if result.skipped else ""
+    console().print(f"wrote {result.rows:,} rows from {result.patches} patch(es) to "
+                    f"{result.path}{skipped}")
+
+
 # --------------------------------------------------------------------------- per-EPSG collections, info
 
 

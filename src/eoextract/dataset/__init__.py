@@ -1,4 +1,4 @@
-"""From catalogue to training data: merged point tables, per-EPSG collections, a lazy
+"""From catalogue to training data: merged point tables, patch-to-point sampling, per-EPSG collections, a lazy
 dataset loader, counts.
 
 Names are imported lazily, so ``import eoextract.dataset`` stays cheap (DuckDB is loaded
@@ -22,6 +22,8 @@ _EXPORTS = {
     "dataset_info": "eoextract.dataset._info",
     "iter_patches": "eoextract.dataset._loader",
     "open_patches": "eoextract.dataset._loader",
+    "PatchPointsResult": "eoextract.dataset._patch_points",
+    "patches_to_points": "eoextract.dataset._patch_points",
     "select_items": "eoextract.dataset._selection",
     "split_by_epsg": "eoextract.dataset._split_epsg",
 }
@@ -36,5 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from eoextract.dataset._sources import find_point_files
     from eoextract.dataset._info import DatasetInfo, dataset_info
     from eoextract.dataset._loader import iter_patches, open_patches
+    from eoextract.dataset._patch_points import PatchPointsResult, patches_to_points
     from eoextract.dataset._selection import Selection, select_items
     from eoextract.dataset._split_epsg import SplitResult, split_by_epsg
