@@ -38,7 +38,7 @@ def test_status_document(tmp_path, name):
     doc = status_document(str(tmp_path / name))
     assert doc["summary"]["total"] == 4 and doc["summary"]["counts"]["finished"] == 1
     assert doc["slots"]["cdse"] == {"active": 1, "limit": 2}
-    assert doc["credits"] == {"spent": 1.25, "jobs": 1}
+    assert doc["credits"] == {"spent": 1.25, "jobs": 1, "by_backend": {"cdse": 1.25}}
     (failure,) = doc["failures"]
     assert failure["class"] == "JobFailed" and "abc" not in failure["message"]  # signature redacted
     assert sorted(p[2] for p in doc["points"]) == ["creating", "error", "finished", "not_started"]

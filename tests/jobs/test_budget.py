@@ -48,6 +48,7 @@ def test_budget_stops_creation_within_one_jobs_cost_and_the_next_run_goes_on(cds
     assert stats["budget_reached"] is True
     assert stats["credits_spent"] <= budget and budget - stats["credits_spent"] < cost  # within one job
     assert stats["status_counts"] == {"finished": 3, "not_started": 7}
+    assert stats["credits_by_backend"] == {"cdse": stats["credits_spent"]}
     assert "budget reached" in caplog.text
 
     more = _manager(cdse_backend, tmp_path).run_jobs(start_job=start, job_db=db_path, budget=100 * cost)
@@ -59,11 +60,11 @@ def test_budget_stops_creation_within_one_jobs_cost_and_the_next_run_goes_on(cds
     from eoextract.cli import app
 
     shown = CliRunner().invoke(app, ["status", str(db_path)])
-    assert shown.exit_code == 0 and f"credits {10 * cost:.2f} (10 jobs)" in shown.output
+    assert shown.exit_code == 0 and f"credits {10 * cost:.2f} (10 jobs; cdse {10 * cost:.2f})" in shown.output
     report = CliRunner().invoke(app, ["report", str(db_path), "-o", str(tmp_path / "report.html")])
     assert report.exit_code == 0, report.output
     page = (tmp_path / "report.html").read_text()
-    assert "credits spent" in page and f"{10 * cost:.2f} (10 jobs)" in page
+    assert "credits spent" in page and f"{10 * cost:.2f} (10 jobs; cdse {10 * cost:.2f})" in page
 
 
 def test_a_budget_without_reported_costs_is_not_enforced(local_backend, tmp_path, caplog):
@@ -79,13 +80,14 @@ def test_cost_totals(tmp_path, suffix):
     from eoextract.jobs import create_job_db
 
     db = create_job_db(tmp_path / f"jobs{suffix}", pd.DataFrame({"x": range(4)}))
-    for key, costs in (("0", 1.5), ("1", 2.0)):
-        db.transition(key, "creating")
+    for key, costs, backend in (("0", 1.5, "a"), ("1", 2.0, "b")):
+        db.transition(key, "creating", backend_name=backend)
         db.transition(key, "finished", costs=costs)
     db.transition("2", "creating")
     db.transition("2", "error")
     totals = db.cost_totals()
     assert (totals.spent, totals.jobs_with_costs, totals.ended_without_costs) == (3.5, 2, 1)
+    assert totals.by_backend == {"a": 1.5, "b": 2.0}
 
 
 def test_usage_and_costs_of_a_listing_without_them_come_from_the_description(cdse_backend, tmp_path,

@@ -80,7 +80,8 @@ def status(
     costs = database.cost_totals()
     if as_json:
         typer.echo(redact(json.dumps({**summary.to_dict(), "backend_capacity": learned,
-                                      "credits_spent": costs.spent}, indent=2)))
+                                      "credits_spent": costs.spent,
+                                      "credits_by_backend": dict(costs.by_backend)}, indent=2)))
         return
     from rich.table import Table
 
@@ -103,7 +104,9 @@ def status(
     out.print(f"running time {format_duration(summary.elapsed_s)}  throughput {rate}  "
               f"ETA {format_duration(summary.eta_s) if summary.open else 'done'}  "
               f"retries {summary.retries}" + (f"  requeued {summary.requeued}" if summary.requeued else "")
-              + (f"  credits {costs.spent:.2f} ({costs.jobs_with_costs} jobs)" if costs.jobs_with_costs else ""))
+              + (f"  credits {costs.spent:.2f} ({costs.jobs_with_costs} jobs"
+                 + "".join(f"; {n} {v:.2f}" for n, v in sorted(costs.by_backend.items())) + ")"
+                 if costs.jobs_with_costs else ""))
     if summary.published:
         lat = summary.publication_latency_s
         latency = (f"; publication latency median {format_duration(lat['median'])}, "

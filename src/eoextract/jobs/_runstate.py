@@ -78,8 +78,11 @@ class _Run:
         """The run statistics ``run_jobs`` returns: counters, status counts, attempts, duration
         (and, with a budget, the credits spent and whether the budget was reached)."""
         summary: dict[str, Any] = dict(self.stats)
+        costs = self.db.cost_totals()
+        if costs.jobs_with_costs or self.budget is not None:
+            summary["credits_spent"] = costs.spent
+            summary["credits_by_backend"] = dict(costs.by_backend)
         if self.budget is not None:
-            summary["credits_spent"] = self.db.cost_totals().spent
             summary["budget_reached"] = self.budget.reached
         summary["status_counts"] = {str(k): int(v) for k, v in self.db.count_by_status().items()}
         summary["attempts"] = int(self.stats.get("job create attempts", 0))

@@ -215,7 +215,8 @@ def _header(db: JobDatabase, s: RunSummary, sessions: pd.DataFrame) -> str:
         rows.append(("learned job limits", ", ".join(f"{n}: {c}" for n, c in sorted(learned.items()))))
     costs = db.cost_totals()
     if costs.jobs_with_costs:
-        rows.append(("credits spent", f"{costs.spent:.2f} ({costs.jobs_with_costs} jobs)"))
+        rows.append(("credits spent", f"{costs.spent:.2f} ({costs.jobs_with_costs} jobs"
+                     + "".join(f"; {n} {v:.2f}" for n, v in sorted(costs.by_backend.items())) + ")"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f"<table class='meta header'>{body}</table>"
 

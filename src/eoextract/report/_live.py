@@ -53,7 +53,8 @@ def status_document(location: str) -> dict[str, Any]:
     slots = {name: {"active": int(active.get(name, 0)), "limit": learned.get(name)}
              for name in sorted(set(active) | set(learned) | set(summary.get("backends", {})))}
     return {"summary": json.loads(redact(json.dumps(summary, default=str))), "slots": slots,
-            "credits": {"spent": costs.spent, "jobs": costs.jobs_with_costs}, "failures": failures,
+            "credits": {"spent": costs.spent, "jobs": costs.jobs_with_costs,
+                        "by_backend": dict(costs.by_backend)}, "failures": failures,
             "points": points, "active_statuses": sorted(s.value for s in ACTIVE)}
 
 

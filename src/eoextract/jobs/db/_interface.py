@@ -12,7 +12,7 @@ The columns of a job are listed in :mod:`~eoextract.jobs.db._records`.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -57,6 +57,8 @@ class CostTotals:
     spent: float = 0.0
     jobs_with_costs: int = 0
     ended_without_costs: int = 0
+    #: Credits spent per backend.
+    by_backend: Mapping[str, float] = field(default_factory=dict)
 
 
 class JobDatabase(abc.ABC):
@@ -402,8 +404,10 @@ class JobDatabase(abc.ABC):
         if costs is None or not len(table):
             return CostTotals()
         ended = table["status"].astype(str).isin(["finished", "error", "canceled"])
+        per_backend = costs.groupby(table["backend_name"].astype(str)).sum(min_count=1).dropna()
         return CostTotals(spent=float(costs.sum(skipna=True)), jobs_with_costs=int(costs.notna().sum()),
-                          ended_without_costs=int((ended & costs.isna()).sum()))
+                          ended_without_costs=int((ended & costs.isna()).sum()),
+                          by_backend={str(k): float(v) for k, v in per_backend.items()})
 
     def backend_state(self) -> dict[str, Any]:
         """What managers learned about the backends (e.g. ``{"capacity": {"cdse": 2}}``),

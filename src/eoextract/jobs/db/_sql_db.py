@@ -279,9 +279,12 @@ class SqlJobDatabase(JobDatabase):
         stmt = select(func.coalesce(func.sum(JOBS.c.costs), 0.0), func.count(JOBS.c.costs),
                       func.count().filter(ended & JOBS.c.costs.is_(None)))
         self._require()
+        per_backend = (select(JOBS.c.backend_name, func.sum(JOBS.c.costs))
+                       .where(JOBS.c.costs.is_not(None)).group_by(JOBS.c.backend_name))
         with self._session() as session, session.begin():
             spent, with_costs, without = session.execute(stmt).one()
-        return CostTotals(float(spent), int(with_costs), int(without))
+            by_backend = {str(n): float(v) for n, v in session.execute(per_backend)}
+        return CostTotals(float(spent), int(with_costs), int(without), by_backend)
 
     def any_with_status(self, statuses: Iterable[JobStatus | str]) -> bool:
         values = status_values(statuses)
