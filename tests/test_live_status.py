@@ -28,7 +28,7 @@ def _run_db(path):
     db.transition("1", "creating", backend_name="cdse")
     db.transition("1", "error", error_class="JobFailed", error_message="out of memory at https://x.test/r?X-Amz-Signature=abc")
     db.transition("2", "creating", backend_name="cdse")
-    db.save_backend_state({"capacity": {"cdse": 2}})
+    db.save_backend_state({"capacity": {"cdse": 2}, "budget": 100.0})
     db.close()
 
 
@@ -38,7 +38,7 @@ def test_status_document(tmp_path, name):
     doc = status_document(str(tmp_path / name))
     assert doc["summary"]["total"] == 4 and doc["summary"]["counts"]["finished"] == 1
     assert doc["slots"]["cdse"] == {"active": 1, "limit": 2}
-    assert doc["credits"] == {"spent": 1.25, "jobs": 1, "by_backend": {"cdse": 1.25}}
+    assert doc["credits"] == {"spent": 1.25, "jobs": 1, "by_backend": {"cdse": 1.25}, "budget": 100.0}
     (failure,) = doc["failures"]
     assert failure["class"] == "JobFailed" and "abc" not in failure["message"]  # signature redacted
     assert sorted(p[2] for p in doc["points"]) == ["creating", "error", "finished", "not_started"]
@@ -90,6 +90,7 @@ def test_the_page_renders_and_updates_in_a_browser(tmp_path):
     with StatusServer(str(path), interval_s=0.5) as server:
         dom = _dom(chromium, server.url, tmp_path / "profile")
         assert "4 jobs, 2 final (1 failed), 2 open" in dom
+        assert "credits 1.25 of a budget of 100 (1 jobs)" in dom
         assert "JobFailed" in dom and dom.count('<circle cx="') == 4  # drawn (the script's own text quotes differently)
         db = get_job_db(path)
         db.transition("2", "finished")

@@ -49,6 +49,7 @@ def test_budget_stops_creation_within_one_jobs_cost_and_the_next_run_goes_on(cds
     assert stats["credits_spent"] <= budget and budget - stats["credits_spent"] < cost  # within one job
     assert stats["status_counts"] == {"finished": 3, "not_started": 7}
     assert stats["credits_by_backend"] == {"cdse": stats["credits_spent"]}
+    assert get_job_db(db_path).backend_state()["budget"] == budget  # for the live status page
     assert "budget reached" in caplog.text
 
     more = _manager(cdse_backend, tmp_path).run_jobs(start_job=start, job_db=db_path, budget=100 * cost)

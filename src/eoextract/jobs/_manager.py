@@ -193,6 +193,8 @@ class JobManager(JobDirs, JobThread):
         run = self._prepare(db, start_job)
         run.status_callback = status_callback
         run.budget = Budget(float(budget)) if budget is not None else None
+        if budget is not None:  # shown by the live status page
+            db.save_backend_state({**db.backend_state(), "budget": float(budget)})
         if progress:
             from eoextract.jobs._progress import RunProgress
 

@@ -36,7 +36,9 @@ def status_document(location: str) -> dict[str, Any]:
     try:
         summary = summarize(db, top_errors=5).to_dict()
         active = db.active_counts()
-        learned = db.backend_state().get("capacity") or {}
+        state = db.backend_state()
+        learned = state.get("capacity") or {}
+        budget = state.get("budget")
         costs = db.cost_totals()
         failed = db.jobs([JobStatus.ERROR, JobStatus.START_FAILED])
         failed.sort(key=lambda r: str(r.fields.get("updated_at") or ""), reverse=True)
@@ -54,7 +56,7 @@ def status_document(location: str) -> dict[str, Any]:
              for name in sorted(set(active) | set(learned) | set(summary.get("backends", {})))}
     return {"summary": json.loads(redact(json.dumps(summary, default=str))), "slots": slots,
             "credits": {"spent": costs.spent, "jobs": costs.jobs_with_costs,
-                        "by_backend": dict(costs.by_backend)}, "failures": failures,
+                        "by_backend": dict(costs.by_backend), "budget": budget}, "failures": failures,
             "points": points, "active_statuses": sorted(s.value for s in ACTIVE)}
 
 
@@ -174,7 +176,8 @@ function render(d){
  const eta=s.open?(s.eta_s!=null?Math.round(s.eta_s)+" s":"unknown"):"done";
  document.getElementById("line").textContent=s.total+" jobs, "+s.done+" final ("+s.failed+" failed), "+s.open+
   " open; throughput "+(s.throughput_per_hour||0).toFixed(1)+" jobs/h; ETA "+eta+"; credits "+
-  d.credits.spent.toFixed(2)+" ("+d.credits.jobs+" jobs)";
+  d.credits.spent.toFixed(2)+(d.credits.budget!=null?" of a budget of "+d.credits.budget:"")+
+  " ("+d.credits.jobs+" jobs)";
  const pts=d.points, svg=document.getElementById("map");
  if(pts.length){const xs=pts.map(p=>p[0]),ys=pts.map(p=>p[1]);
   const x0=Math.min(...xs),x1=Math.max(...xs),y0=Math.min(...ys),y1=Math.max(...ys);
