@@ -145,3 +145,18 @@ def test_queueing_limit_bounds_the_jobs_waiting_on_a_backend(local_backend, tmp_
         manager_module.claim_launches = original
     assert stats["status_counts"] == {"finished": 8}
     assert seen and max(seen) <= 2
+
+
+def test_polls_come_sooner_while_started_jobs_wait_for_a_place():
+    from datetime import timedelta
+
+    from eoextract._util.utc import utc_now
+
+    health = _scheduling.BackendHealth(_scheduling.RetryPolicy())
+    assert health.poll_interval(60, jobs_wait=True) == 60  # no run time known yet
+    health.job_ended("a", True, utc_now() - timedelta(seconds=600))
+    assert health.mean_run_s == pytest.approx(600, abs=1)
+    assert health.poll_interval(60, jobs_wait=False) == 60
+    assert health.poll_interval(60, jobs_wait=True) == pytest.approx(18, abs=0.1)  # 3 % of 10 min
+    health.job_ended("a", True, utc_now() - timedelta(seconds=10))
+    assert health.poll_interval(60, jobs_wait=True) == 15  # never below a quarter of poll_sleep

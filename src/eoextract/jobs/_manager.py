@@ -308,7 +308,7 @@ class JobManager(JobDirs, JobThread):
                     self._apply(run, reconcile(run, self.backends))
                 if clock.now() >= next_poll:
                     self._poll(run)
-                    next_poll = clock.now() + self.poll_sleep
+                    next_poll = clock.now() + run.health.poll_interval(self.poll_sleep, bool(run.waiting_start))
                     stop_on_outage(run.db, self.backends, run.health, self.max_backend_outage)
                 self._resume_finishing(run)
                 self._launch(run)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from eoextract._util.retry import RetryPolicy
 from eoextract.errors import InvalidTransition, JobDatabaseError
+from eoextract._util.utc import parse_utc
 from eoextract.jobs._classify import ErrorInfo, is_backend_full
 from eoextract.jobs._scheduling import after_failure
 from eoextract.jobs.db import JobRecord
@@ -207,7 +208,8 @@ class ResultApplier:
         run.starting.pop(key, None)
         if result.record is not None and result.record.backend_name:
             if "job finished" in result.counts or "job failed" in result.counts:
-                run.health.job_ended(result.record.backend_name, "job finished" in result.counts)
+                run.health.job_ended(result.record.backend_name, "job finished" in result.counts,
+                                     parse_utc(result.record.fields.get("running_start_time")))
         if result.needs_start is not None:
             (run.needs_start.add if result.needs_start else run.needs_start.discard)(key)
         if result.results_done:

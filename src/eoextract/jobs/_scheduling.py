@@ -86,6 +86,7 @@ class BackendHealth:
         self.down_since: dict[str, float] = {}
         self.last_failure: dict[str, ErrorInfo] = {}
         self.finished: collections.Counter[str] = collections.Counter()
+        self.mean_run_s: float | None = None
         self.failed_jobs: collections.Counter[str] = collections.Counter()
         self.capacity: dict[str, int] = {}
         self.probe_at: dict[str, float] = {}
@@ -114,9 +115,21 @@ class BackendHealth:
         self.down_since.pop(name, None)
         self.last_failure.pop(name, None)
 
-    def job_ended(self, name: str, ok: bool) -> None:
-        """A job of backend ``name`` finished (``ok``) or failed there."""
+    def job_ended(self, name: str, ok: bool, running_since: datetime | None = None) -> None:
+        """A job of backend ``name`` finished (``ok``) or failed there, running since
+        ``running_since`` (when known: the mean run time sets the polls while jobs wait)."""
         (self.finished if ok else self.failed_jobs)[name] += 1
+        if running_since is not None:
+            seconds = max(0.0, (utc_now() - running_since).total_seconds())
+            self.mean_run_s = seconds if self.mean_run_s is None else 0.8 * self.mean_run_s + 0.2 * seconds
+
+    def poll_interval(self, poll_sleep: float, jobs_wait: bool) -> float:
+        """Seconds to the next poll: ``poll_sleep``; while started jobs wait for a place on a
+        backend at its limit, down to 3 % of the jobs' mean run time (at least a quarter
+        of ``poll_sleep``), so a place is taken soon after it frees."""
+        if not jobs_wait or self.mean_run_s is None:
+            return poll_sleep
+        return max(poll_sleep / 4, min(poll_sleep, 0.03 * self.mean_run_s))
 
     def full(self, name: str, started: int) -> None:
         """Backend ``name`` refused a start while running ``started`` of our jobs: that is
