@@ -28,20 +28,9 @@ BANDS = tuple(f"B{i:02d}" for i in range(1, 13)) + ("SCL",)
 
 
 def _catalogue(folder: Path, n: int, px: int) -> Path:
-    from patch_catalogue import ZONES, write_patch
+    from patch_catalogue import bench_catalogue
 
-    from eoextract.extract._stac_item import build_item, read_file_metadata
-    from eoextract.stac import build_collection
-
-    items = []
-    for i in range(n):
-        epsg, lon, lat = ZONES[i % 2]
-        path = write_patch(folder / "data" / f"p{i:05d}.nc", epsg, lon + 0.001 * i, lat, n=px,
-                           times=20, seed=i, bands=BANDS)
-        item = build_item(None, read_file_metadata(path), item_id=f"p{i:05d}", collection_id="B",
-                          asset_key="data", properties={"croptype": "wheat" if i % 3 else "maize"})
-        items.append(item)
-    return build_collection(items, folder / "stac", collection_id="B", description="bench")
+    return bench_catalogue(folder, n, px, BANDS)
 
 
 def _run(n: int, px: int) -> dict[str, float]:

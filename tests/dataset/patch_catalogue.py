@@ -78,3 +78,21 @@ def make_extraction(root: Path, *, per_zone: int = 3, zones=ZONES, times=None,
             i += 1
         store.write_job(str(job), f"j-{job}", items)
     return build_catalogue(root, collection_id, "Patches for tests")
+
+
+def bench_catalogue(folder: Path, n: int, px: int, bands: tuple[str, ...]) -> Path:
+    """A catalogue of ``n`` patches of ``px``×``px`` pixels, 20 dates, in two UTM zones
+    (for the dataset benchmarks); returns its ``collection.json``."""
+    from eoextract.extract._stac_item import build_item, read_file_metadata
+    from eoextract.stac import build_collection
+
+    items = []
+    for i in range(n):
+        epsg, lon, lat = ZONES[i % 2]
+        path = write_patch(folder / "data" / f"p{i:05d}.nc", epsg, lon + 0.001 * i, lat, n=px,
+                           times=20, seed=i, bands=bands)
+        items.append(build_item(None, read_file_metadata(path), item_id=f"p{i:05d}",
+                                collection_id="B", asset_key="data",
+                                properties={"croptype": "wheat" if i % 3 else "maize",
+                                            "sample_id": f"s{i:05d}"}))
+    return build_collection(items, folder / "stac", collection_id="B", description="bench")
