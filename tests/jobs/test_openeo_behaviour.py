@@ -18,6 +18,8 @@ from eoextract.jobs import MultiBackendJobManager, create_job_db, get_job_db
 from eoextract.jobs.db._usage_columns import usage_fields
 from eoextract.jobs.status import JobStatus
 
+from tests.jobs.test_openeo_compat import _manager
+
 USAGE = {
     "cpu": {"value": 12, "unit": "cpu-seconds"},
     "memory": {"value": 3400, "unit": "mb-seconds"},
@@ -25,14 +27,6 @@ USAGE = {
     "input_pixel": {"value": 1.5, "unit": "mega-pixel"},
     "sentinelhub": {"value": 0.25, "unit": "sentinelhub_processing_unit"},
 }
-
-
-def _manager(local_backend, **kw):
-    kw.setdefault("poll_sleep", 0.1)
-    kw.setdefault("retry_backoff", 0.05)
-    m = MultiBackendJobManager(**kw)
-    m.add_backend("local", local_backend.connect(), parallel_jobs=2)
-    return m
 
 
 def test_last_histogram_is_logged_after_the_last_download(local_backend, start_jobs, job_df, tmp_path, caplog):

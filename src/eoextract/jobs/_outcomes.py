@@ -18,7 +18,7 @@ from eoextract._util.retry import RetryPolicy
 from eoextract.errors import InvalidTransition, JobDatabaseError
 from eoextract._util.utc import parse_utc
 from eoextract.jobs._classify import ErrorInfo, is_backend_full
-from eoextract.jobs._scheduling import after_failure
+from eoextract.jobs._scheduling import after_failure, started_on
 from eoextract.jobs.db import JobRecord
 from eoextract.jobs.db import Transition
 from eoextract.jobs.status import JobStatus
@@ -184,10 +184,6 @@ class ResultApplier:
             run.unapplied = [r for r, done in zip(results, settled) if not done] + run.unapplied
             raise
 
-    def _started(self, backend: str) -> int:
-        """Jobs of this run's database started on ``backend`` and not ended yet."""
-        return len(self.run.db.jobs([S.QUEUED, S.RUNNING], backend_name=backend))
-
     def _settle(self, result: TaskResult, applied: bool) -> None:
         """The run's own bookkeeping of an applied result, and the work that follows it."""
         run = self.run
@@ -195,7 +191,7 @@ class ResultApplier:
             run.stats[name] += 1
         if result.backend is not None:
             if result.backend_error is not None and is_backend_full(result.backend_error):
-                run.health.full(result.backend, self._started(result.backend))
+                run.health.full(result.backend, started_on(run.db, result.backend))
                 run.stats["job start refused (backend full)"] += 1
             elif result.backend_error is not None:
                 if run.health.failed(result.backend, result.backend_error):
@@ -203,7 +199,7 @@ class ResultApplier:
             elif result.backend_ok:
                 run.health.ok(result.backend)
                 if "job start" in result.counts and result.backend in run.health.capacity:
-                    run.health.started(result.backend, self._started(result.backend))
+                    run.health.started(result.backend, started_on(run.db, result.backend))
         key = result.job_key
         run.starting.pop(key, None)
         if result.record is not None and result.record.backend_name:

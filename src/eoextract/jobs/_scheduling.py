@@ -186,6 +186,12 @@ class BackendHealth:
         return self.paused_until.get(name, 0.0) > self.clock.now()
 
 
+def started_on(db: JobDatabase, backend: str) -> int:
+    """Jobs of the database started on ``backend`` and not ended yet (``queued``/``running``):
+    what a backend's job limit counts."""
+    return len(db.jobs([S.QUEUED, S.RUNNING], backend_name=backend))
+
+
 def outage_ending_run(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth,
                       limit_s: float | None) -> tuple[str, ErrorInfo] | None:
     """The backend whose outage ends the run, with its last failure, or None.
@@ -221,7 +227,7 @@ def starts_with_room(db: JobDatabase, backends: Mapping[str, BackendSpec], healt
             continue
         if spec.name in health.capacity:  # at its limit: start only into a free place
             if spec.name not in busy:
-                busy[spec.name] = (len(db.jobs([S.QUEUED, S.RUNNING], backend_name=spec.name))
+                busy[spec.name] = (started_on(db, spec.name)
                                    + sum(b == spec.name for b in starting.values()))
             if busy[spec.name] >= health.slots(spec.name, spec.parallel_jobs):
                 continue
