@@ -30,7 +30,19 @@ class Budget:
     credits: float
     reached: bool = False
     spent: float = 0.0
+    #: New jobs that may still be created until the next :meth:`refresh` (None: no limit).
+    left: int | None = 0
     _warned: bool = False
+
+    def refresh(self, db: JobDatabase, open_jobs: int) -> None:
+        """Work out :attr:`left` from the costs reported so far (once per poll: costs only
+        arrive with the backends' answers)."""
+        self.left = self.room(db, open_jobs)
+
+    def take(self, n: int) -> None:
+        """``n`` new jobs were created."""
+        if self.left is not None:
+            self.left = max(0, self.left - n)
 
     def room(self, db: JobDatabase, open_jobs: int) -> int | None:
         """How many new jobs may be created now (None: no limit, the backends report no costs)."""

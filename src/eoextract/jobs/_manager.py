@@ -348,6 +348,8 @@ class JobManager(JobDirs, JobThread):
                               results_work=self._has_results_work()))
         self._adopt(run)  # jobs of managers that stopped renewing their leases
         run.health.keep(run.db)
+        if run.budget is not None:
+            run.budget.refresh(run.db, sum(run.db.active_counts().values()))
         run.db.flush()
         run.stats["job_db persist"] += 1
         self._report_state(run)
@@ -390,9 +392,9 @@ class JobManager(JobDirs, JobThread):
     def _launch(self, run: _Run) -> None:
         """Claim due jobs while backends have free slots (and the budget room); create each
         in the pool."""
-        room = run.budget.room(run.db, sum(run.db.active_counts().values())) if run.budget else None
         for batch in claim_launches(run.db, self.backends, run.health, manager_id=self.manager_id,
-                                    lease_seconds=self.lease_seconds, max_new=room,
+                                    lease_seconds=self.lease_seconds,
+                                    max_new=run.budget.left if run.budget else None,
                                     order=self.order_backends):
             changes = [launch.change for launch in batch]
             outcomes = run.db.transition_many(changes, manager_id=self.manager_id) if changes else []
@@ -407,6 +409,8 @@ class JobManager(JobDirs, JobThread):
                              launch.backend, launch.tag)
             run.stats["job launch"] += launched
             run.stats["job create attempts"] += launched
+            if run.budget is not None:
+                run.budget.take(launched)
 
     def _resume_finishing(self, run: _Run) -> None:
         """(Re)submit due jobs left in ``downloading``/``postprocessing`` (retries, restarts)."""
