@@ -146,6 +146,8 @@ _FINAL = frozenset(s.value for s in TERMINAL)
 
 
 # ----------------------------------------------------------------------------- jobs
+#: Jobs the ``jobs`` table shows unless ``--limit`` is given.
+TABLE_ROWS = 1000
 _TABLE_COLUMNS = ("status", "backend_name", "id", "attempt", "error_class", "error_message", "updated_at")
 
 
@@ -156,17 +158,17 @@ def jobs(
     status: Annotated[list[JobStatus] | None, typer.Option("--status", "-s", help="Only jobs in this status (repeatable).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Only jobs of this backend.")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = OutputFormat.table,
-    limit: Annotated[int | None, typer.Option(help="At most this many jobs.")] = None,
+    limit: Annotated[int | None, typer.Option(help=f"At most this many jobs (table: {TABLE_ROWS} unless given).")] = None,
 ) -> None:
-    """List jobs, optionally filtered by status and backend (csv/json: every column)."""
+    """List jobs in table order, optionally filtered by status and backend (csv/json: every
+    column). The table shows the first 1000 unless --limit is given."""
     database = open_db(db)
-    df = database.read()
-    if status:
-        df = df[df["status"].astype(str).isin([s.value for s in status])]
-    if backend:
-        df = df[df["backend_name"] == backend]
-    if limit is not None:
-        df = df.head(limit)
+    bounded = fmt is OutputFormat.table and limit is None
+    df = database.read_where(status or None, backend_name=backend,
+                             limit=TABLE_ROWS + 1 if bounded else limit)
+    more = bounded and len(df) > TABLE_ROWS
+    if more:
+        df = df.head(TABLE_ROWS)
     if fmt is OutputFormat.table:
         from rich.table import Table
 
@@ -182,7 +184,11 @@ def jobs(
                           _when(row.get("updated_at")))
         out = console()
         out.print(table)
-        out.print(f"{len(df)} job(s)")
+        if more:
+            matching = "" if backend else f" of {sum(database.count_by_status(status or ()).values())}"
+            out.print(f"first {len(df)} job(s){matching} shown; give --limit N or --format csv for more")
+        else:
+            out.print(f"{len(df)} job(s)")
         return
     plain = _plain_frame(df)
     if fmt is OutputFormat.csv:

@@ -280,11 +280,9 @@ class JobManager(JobDirs, JobThread):
                 _log.warning("backend %r not reachable at start-up: %s", name, classify(exc).message)
                 db.register_backend(name, None)
         # Rows pinned to a name that is not a registered backend get whichever runs them.
-        for rec in db.jobs([S.NOT_STARTED]):
-            if rec.backend_name and rec.backend_name not in self.backends:
-                _log.warning("job %s names backend %r, which is not registered; it will run on any backend",
-                             rec.job_key, rec.backend_name)
-                db.update(rec.job_key, backend_name=None)
+        for key, name in db.unpin_unknown_backends(self.backends).items():
+            _log.warning("job %s names backend %r, which is not registered; it will run on any backend",
+                         key, name)
         # Jobs left in flight by an earlier run: a manager of this host that died (its
         # process is gone) gives up its leases at once; others' leases must expire first.
         release_dead_managers(db)

@@ -346,6 +346,9 @@ def summarize(
         The summary.
     """
     now = now or datetime.now(UTC)
+    engine = getattr(db, "engine", None)
+    if engine is not None and jobs is None and history is None:
+        return _sql_summarize(db, engine, now, top_errors)
     job_rows = _job_rows(db, jobs)
     changes = _history_rows(db, history)
     for row in job_rows:
@@ -373,17 +376,8 @@ def summarize(
                     requeued += 1
                 else:
                     retries += 1
-    elapsed = throughput = eta = None
-    if started_at is not None:
-        end = now if open_ else (last_change or now)
-        elapsed = max(0.0, (end - started_at).total_seconds())
-        finished_in_run = _final_since(changes, started_at)
-        if elapsed > 0 and finished_in_run:
-            throughput = finished_in_run / elapsed * 3600.0
-            if open_:
-                eta = open_ / throughput * 3600.0
-        if not open_:
-            eta = 0.0
+    finished_in_run = _final_since(changes, started_at) if started_at is not None else 0
+    elapsed, throughput, eta = _timing(started_at, last_change, now, open_, finished_in_run)
     try:
         backends = db.backends()
     except Exception:  # noqa: BLE001 - file databases may not record backends
@@ -395,6 +389,59 @@ def summarize(
         eta_s=eta, error_classes=_error_classes(job_rows, top_errors), requeued=requeued,
         **_publication(job_rows),
     )
+
+
+def _timing(started_at: datetime | None, last_change: datetime | None, now: datetime, open_: int,
+            finished_in_run: int) -> tuple[float | None, float | None, float | None]:
+    """Running time, throughput (jobs per hour) and ETA of a run."""
+    elapsed = throughput = eta = None
+    if started_at is not None:
+        end = now if open_ else (last_change or now)
+        elapsed = max(0.0, (end - started_at).total_seconds())
+        if elapsed > 0 and finished_in_run:
+            throughput = finished_in_run / elapsed * 3600.0
+            if open_:
+                eta = open_ / throughput * 3600.0
+        if not open_:
+            eta = 0.0
+    return elapsed, throughput, eta
+
+
+def _sql_summarize(db: JobDatabase, engine: Any, now: datetime, top_errors: int) -> RunSummary:
+    """:func:`summarize` of a SQL database from aggregate queries (never reads every row).
+
+    Throughput counts the changes into a final status since the first launch (a job
+    retried by hand after it ended and ending again counts twice).
+    """
+    from eoextract.report._sql_summary import sql_figures
+
+    figures = sql_figures(engine)
+    statuses = Counter[str]()
+    per_backend: dict[str, Counter[str]] = {}
+    for (backend, status), n in figures.counts.items():
+        statuses[status] += n
+        per_backend.setdefault(_text(backend) or "-", Counter())[status] += n
+    counts = {s: int(statuses[s]) for s in status_order(statuses)}
+    by_backend = {b: {s: v[s] for s in status_order(v)} for b, v in sorted(per_backend.items())}
+    terminal = {s.value for s in TERMINAL}
+    total = int(sum(counts.values()))
+    done = int(sum(n for s, n in counts.items() if s in terminal))
+    failed = int(sum(n for s, n in counts.items() if s in {x.value for x in FAILED}))
+    requeued = sum(1 for message in figures.requeue_messages
+                   if is_requeue(JobStatus.CREATING.value, JobStatus.NOT_STARTED.value, message))
+    elapsed, throughput, eta = _timing(figures.started_at, figures.last_change_at, now, total - done,
+                                       min(figures.finished_since_start, done))
+    errors = [ErrorClassSummary(error_class=name, failed=f, retrying=r, example_key=str(key),
+                                example_message=" ".join(str(_text(msg) or "").split()))
+              for name, (f, r, key, msg) in figures.error_classes.items()]
+    errors.sort(key=lambda e: (-e.total, e.error_class))
+    return RunSummary(
+        total=total, counts=counts, by_backend=by_backend, backends=db.backends(),
+        started_at=figures.started_at, last_change_at=figures.last_change_at, now=now, done=done,
+        failed=failed, open=total - done, retries=figures.retries_and_requeues - requeued,
+        elapsed_s=elapsed, throughput_per_hour=throughput, eta_s=eta,
+        error_classes=errors[:top_errors] if top_errors else errors, requeued=requeued,
+        published=figures.published, publication_latency_s=figures.latency_s)
 
 
 def _publication(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -103,6 +103,22 @@ class JobDatabase(abc.ABC):
     def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
         """Jobs whose status is one of ``statuses`` (at most ``max``), as a dataframe."""
 
+    def read_where(
+        self,
+        statuses: Iterable[JobStatus | str] | None = None,
+        *,
+        backend_name: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Jobs in table order as a dataframe, filtered by status and backend, at most
+        ``limit`` of them; SQL databases read only the rows asked for."""
+        df = self.read()
+        if statuses is not None:
+            df = df[df["status"].astype(str).isin(status_values(statuses))]
+        if backend_name is not None:
+            df = df[df["backend_name"] == backend_name]
+        return df.head(limit) if limit is not None else df
+
     @abc.abstractmethod
     def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
         """Jobs with the given ``job_key`` values, as a dataframe."""
@@ -219,6 +235,18 @@ class JobDatabase(abc.ABC):
         """
         return self._claim(rules.Claim.of(limit, manager_id, as_utc(now), lease_seconds,
                                           backend_name, max_active))
+
+    def unpin_unknown_backends(self, names: Iterable[str]) -> dict[str, str]:
+        """Unpin ``not_started`` jobs whose ``backend_name`` is not one of ``names``: their
+        ``backend_name`` becomes empty, so any backend may run them. Returns the keys of the
+        jobs unpinned and the name each held. SQL databases read only those rows (an index
+        range), never every waiting job."""
+        known = set(names)
+        found = {rec.job_key: str(rec.backend_name) for rec in self.jobs([JobStatus.NOT_STARTED])
+                 if rec.backend_name and rec.backend_name not in known}
+        for key in found:
+            self.update(key, backend_name=None)
+        return found
 
     @abc.abstractmethod
     def _claim(self, claim: rules.Claim) -> list[JobRecord]:

@@ -45,8 +45,27 @@ def _v2_to_v3(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN usage TEXT")
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    """Indexes for summaries of large tables, answered from indexes alone.
+
+    ``jobs (status, error_class, attempt)``: failures per error class; ``jobs
+    (output_published_at)``: published jobs; ``job_status_changes (new, at)``: first launch
+    and latest change; ``job_status_changes (new, old)``: retries and requeues.
+    """
+    for statement in _V4_INDEXES:
+        conn.exec_driver_sql(statement)
+
+
+_V4_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_jobs_status_error ON jobs (status, error_class, attempt)",
+    "CREATE INDEX IF NOT EXISTS ix_jobs_published ON jobs (output_published_at)",
+    "CREATE INDEX IF NOT EXISTS ix_job_status_changes_new_at ON job_status_changes (new, at)",
+    "CREATE INDEX IF NOT EXISTS ix_job_status_changes_new_old ON job_status_changes (new, old)",
+)
+
+
 #: ``MIGRATIONS[i]`` upgrades schema version ``i + 1`` to ``i + 2``.
-MIGRATIONS: list[Migration] = [_v1_to_v2, _v2_to_v3]
+MIGRATIONS: list[Migration] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
 
 if len(MIGRATIONS) + 1 != SCHEMA_VERSION:  # pragma: no cover - caught by any test run
     raise RuntimeError("SCHEMA_VERSION and the list of migrations disagree")

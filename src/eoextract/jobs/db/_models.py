@@ -21,8 +21,9 @@ from eoextract.jobs.status import JobStatus
 
 
 #: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db._migrations`).
-#: 1: first layout; 2: indexes for status counts, active slots and claims at scale.
-SCHEMA_VERSION = 3
+#: 1: first layout; 2: indexes for status counts, active slots and claims at scale;
+#: 3: the ``usage`` column; 4: indexes for summaries (error classes, publication, history).
+SCHEMA_VERSION = 4
 #: Value of ``meta.created_by``; marks a database as ours.
 CREATED_BY = "eoextract"
 
@@ -82,6 +83,9 @@ class Job(Base):
         Index("ix_jobs_due", "status", "next_attempt_at", "pk"),
         # renew_leases / release
         Index("ix_jobs_lease", "claimed_by", "lease_until"),
+        # summaries: failures and retries per error class, published jobs
+        Index("ix_jobs_status_error", "status", "error_class", "attempt"),
+        Index("ix_jobs_published", "output_published_at"),
     )
 
 
@@ -100,7 +104,13 @@ class JobStatusChange(Base):
     #: The backend job id at the time of the change (earlier attempts stay visible).
     backend_job_id: Mapped[str | None] = mapped_column(String(255))
 
-    __table_args__ = (Index("ix_job_status_changes_job", "job_pk", "id"),)
+    __table_args__ = (
+        Index("ix_job_status_changes_job", "job_pk", "id"),
+        # summaries: first launch (new = 'creating'), latest change (max per status)
+        Index("ix_job_status_changes_new_at", "new", "at"),
+        # summaries: retries and requeues (new = 'not_started' after another status)
+        Index("ix_job_status_changes_new_old", "new", "old"),
+    )
 
 
 class Meta(Base):

@@ -178,3 +178,17 @@ def release(conn: Connection, manager_id: str) -> int:
     """Drop every lease of ``manager_id``; returns how many."""
     stmt = update(JOBS).where(rules.held_by(_T, manager_id)).values(rules.RELEASED)
     return int(conn.execute(stmt).rowcount)
+
+
+def unpin(conn: Connection, dialect: str, names: list[str], now: datetime) -> dict[str, str]:
+    """Empty ``backend_name`` of ``not_started`` jobs pinned to a name not in ``names``;
+    returns their keys and former names. Reads the pinned rows only
+    (``ix_jobs_status_backend``: ``status = 'not_started' AND backend_name > ''``)."""
+    pinned = c.status == "not_started"
+    pick = select(c.pk, c.job_key, c.backend_name).where(pinned, c.backend_name > "")
+    if names:
+        pick = pick.where(c.backend_name.not_in(names))
+    found = list(conn.execute(_locking(pick, dialect)))
+    for chunk in chunks([pk for pk, _, _ in found]):
+        conn.execute(update(JOBS).where(c.pk.in_(chunk)).values(backend_name=None, updated_at=now))
+    return {key: name for _, key, name in found}

@@ -300,6 +300,15 @@ class SqlJobDatabase(JobDatabase):
     def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
         return self._frame(JOBS.c.status.in_(status_values(statuses)), limit=max)
 
+    def read_where(self, statuses: Iterable[JobStatus | str] | None = None, *,
+                   backend_name: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        conditions = []
+        if statuses is not None:
+            conditions.append(JOBS.c.status.in_(status_values(statuses)))
+        if backend_name is not None:
+            conditions.append(JOBS.c.backend_name == backend_name)
+        return self._frame(sa.and_(*conditions) if conditions else None, limit=limit)
+
     def get_by_indices(self, indices: Iterable[Any]) -> pd.DataFrame:
         keys = [str(i) for i in indices]
         frames = [self._frame(JOBS.c.job_key.in_(chunk)) for chunk in chunks(keys)]
@@ -349,6 +358,11 @@ class SqlJobDatabase(JobDatabase):
         with self._session(write=True) as session, session.begin():
             rows = claims.claim_rows(session, self._dialect, claim)
         return [self._record(r) for r in rows]
+
+    def unpin_unknown_backends(self, names: Iterable[str]) -> dict[str, str]:
+        self._require()
+        with self._session(write=True) as session, session.begin():
+            return claims.unpin(session, self._dialect, list(names), utc_now())
 
     def _adopt(self, adoption: rules.Adoption) -> list[JobRecord]:
         self._require()

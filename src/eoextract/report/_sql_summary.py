@@ -1,0 +1,148 @@
+"""The figures of a run summary aggregated by a SQL job database.
+
+Each figure is one aggregate query answered from an index (schema version 4): counts per
+status and backend from ``ix_jobs_status_backend``, failures per error class from
+``ix_jobs_status_error``, the first launch, the latest change, retries and requeues from
+the history's ``(new, at)`` and ``(new, old)`` indexes. No job or history row is read
+into Python except one example per error class and the few requeue rows, so a summary of
+a million jobs takes well under a second.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from eoextract._util.utc import as_utc
+from eoextract.jobs.db._models import Job, JobStatusChange
+from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
+
+_JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
+_CHANGES: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
+_FAILED = sorted(s.value for s in FAILED)
+_TERMINAL = sorted(s.value for s in TERMINAL)
+_NOT_STARTED = JobStatus.NOT_STARTED.value
+
+
+@dataclass
+class SqlFigures:
+    """Aggregates of one job database (see :func:`sql_figures`).
+
+    Attributes:
+        counts: ``(backend_name, status) → jobs``.
+        error_classes: ``error_class → [failed, retrying, example key, example message]``.
+        started_at: First ``creating`` change, else the first change.
+        last_change_at: Latest change.
+        finished_since_start: Changes into a final status at or after ``started_at``.
+        retries_and_requeues: Changes back to ``not_started`` after another status.
+        requeue_messages: Messages of the changes ``creating → not_started``.
+        published: Jobs with ``output_published_at``.
+        latency_s: Seconds from input to output publication: median, mean, max, n.
+    """
+
+    counts: dict[tuple[str | None, str], int] = field(default_factory=dict)
+    error_classes: dict[str, list[Any]] = field(default_factory=dict)
+    started_at: datetime | None = None
+    last_change_at: datetime | None = None
+    finished_since_start: int = 0
+    retries_and_requeues: int = 0
+    requeue_messages: list[str | None] = field(default_factory=list)
+    published: int = 0
+    latency_s: dict[str, float] | None = None
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite hands back text from aggregates
+        value = datetime.fromisoformat(value)
+    return as_utc(value)
+
+
+def _change_times(conn: sa.Connection) -> tuple[datetime | None, datetime | None]:
+    """First launch (else first change) and latest change: min/max per status, one index
+    lookup each."""
+    at, new = _CHANGES.c.at, _CHANGES.c.new
+    statuses = [s.value for s in JobStatus]
+    parts = [sa.select(sa.func.min(at)).where(new == JobStatus.CREATING.value).scalar_subquery()]
+    parts += [sa.select(sa.func.min(at)).where(new == s).scalar_subquery() for s in statuses]
+    parts += [sa.select(sa.func.max(at)).where(new == s).scalar_subquery() for s in statuses]
+    row = conn.execute(sa.select(*parts)).one()
+    launch = _when(row[0])
+    firsts = [t for t in (_when(v) for v in row[1:1 + len(statuses)]) if t is not None]
+    lasts = [t for t in (_when(v) for v in row[1 + len(statuses):]) if t is not None]
+    started = launch if launch is not None else (min(firsts) if firsts else None)
+    return started, (max(lasts) if lasts else None)
+
+
+def _error_classes(conn: sa.Connection) -> dict[str, list[Any]]:
+    c = _JOBS.c
+    failed = c.status.in_(_FAILED)
+    retrying = (c.status == _NOT_STARTED) & (c.attempt > 0)
+    is_failed = sa.case((failed, 1), else_=0).label("is_failed")
+    stmt = (sa.select(c.error_class, is_failed, sa.func.count(), sa.func.min(c.pk))
+            .where(c.error_class.is_not(None), c.error_class != "", failed | retrying)
+            .group_by(c.error_class, is_failed))
+    classes: dict[str, list[Any]] = {}
+    examples: dict[str, tuple[int, int]] = {}  # class -> (failed first, pk)
+    for name, was_failed, n, pk in conn.execute(stmt):
+        entry = classes.setdefault(str(name), [0, 0, None, None])
+        entry[0 if was_failed else 1] += int(n)
+        rank = (0 if was_failed else 1, int(pk))
+        if name not in examples or rank < examples[name]:
+            examples[str(name)] = rank
+    if examples:
+        pks = {pk: name for name, (_, pk) in examples.items()}
+        for pk, key, message in conn.execute(sa.select(c.pk, c.job_key, c.error_message)
+                                             .where(c.pk.in_(list(pks)))):
+            classes[pks[pk]][2:] = [key, message]
+    return classes
+
+
+def _seconds(dialect: str, later: sa.ColumnElement[Any], earlier: sa.ColumnElement[Any]
+             ) -> sa.ColumnElement[float]:
+    if dialect == "postgresql":
+        return sa.func.extract("epoch", later - earlier)
+    return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
+
+
+def _publication(conn: sa.Connection) -> tuple[int, dict[str, float] | None]:
+    c = _JOBS.c
+    published = int(conn.scalar(sa.select(sa.func.count()).where(
+        c.output_published_at.is_not(None))) or 0)
+    if not published:
+        return 0, None
+    latency = _seconds(conn.dialect.name, c.output_published_at, c.input_published_at).label("s")
+    both = sa.and_(c.output_published_at.is_not(None), c.input_published_at.is_not(None))
+    n, mean, top = conn.execute(sa.select(sa.func.count(), sa.func.avg(latency),
+                                          sa.func.max(latency)).where(both)).one()
+    if not n:
+        return published, None
+    middle = list(conn.scalars(sa.select(latency).where(both).order_by(latency)
+                               .offset((n - 1) // 2).limit(2 - n % 2)))
+    return published, {"median": float(statistics.fmean(middle)), "mean": float(mean),
+                       "max": float(top), "n": int(n)}
+
+
+def sql_figures(engine: sa.Engine) -> SqlFigures:
+    """The aggregates of a summary, in one read transaction of ``engine``'s database."""
+    c, h = _JOBS.c, _CHANGES.c
+    out = SqlFigures()
+    with engine.connect() as conn, conn.begin():
+        counts = sa.select(c.backend_name, c.status, sa.func.count()).group_by(c.status, c.backend_name)
+        out.counts = {(b, str(s)): int(n) for b, s, n in conn.execute(counts)}
+        out.error_classes = _error_classes(conn)
+        out.started_at, out.last_change_at = _change_times(conn)
+        back = (h.new == _NOT_STARTED) & h.old.is_not(None)
+        out.retries_and_requeues = int(conn.scalar(sa.select(sa.func.count()).where(back)) or 0)
+        out.requeue_messages = list(conn.scalars(sa.select(h.message).where(
+            h.new == _NOT_STARTED, h.old == JobStatus.CREATING.value)))
+        if out.started_at is not None:
+            out.finished_since_start = int(conn.scalar(sa.select(sa.func.count()).where(
+                h.new.in_(_TERMINAL), h.at >= out.started_at)) or 0)
+        out.published, out.latency_s = _publication(conn)
+    return out
