@@ -15,7 +15,7 @@ import base64
 import html
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,10 +72,53 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else redact(value))
 
 
-def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary: RunSummary,
-             sessions: pd.DataFrame, output_dir: Path | None) -> list[ReportFigure]:
+#: Jobs of a SQL database above which the plots, sessions and the job error table are
+#: drawn from a sample (every k-th job and the latest failures); counts, error classes and
+#: the summary always cover every job.
+SAMPLE_ABOVE = 2000
+#: The most recently changed failed jobs added to a sample.
+LATEST_FAILURES = 50
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the report reads: the summary, every error class, and the job rows drawn."""
+
+    summary: RunSummary
+    all_errors: list[Any]
+    table: pd.DataFrame | None
+    jobs: pd.DataFrame
+    history: pd.DataFrame
+    sample_note: str = ""
+
+
+def _read(db: JobDatabase, now: datetime) -> _Run:
+    """Every row of a small database; for a large SQL one the summary aggregated by the
+    database and a bounded sample of rows."""
+    engine = getattr(db, "engine", None)
+    total = sum(db.count_by_status().values()) if engine is not None else 0
+    if total <= SAMPLE_ABOVE:
+        jobs, history = jobs_frame(db), history_frame(db)
+        summary = summarize(db, now=now, jobs=jobs, history=history, top_errors=0)
+        return _Run(replace(summary, error_classes=summary.error_classes[:10]),
+                    summary.error_classes, None, jobs, history)
+    from eoextract.report._sql_summary import sample_keys
+
+    summary = summarize(db, now=now, top_errors=0)
+    keys, step = sample_keys(engine, SAMPLE_ABOVE, LATEST_FAILURES)
+    table = db.get_by_indices(keys)
+    note = (f"Plots, manager sessions and job errors are drawn from {len(keys)} of {total} jobs "
+            f"(one job in {step} and the {LATEST_FAILURES} latest failures); counts, error classes "
+            f"and the figures above cover every job.")
+    return _Run(replace(summary, error_classes=summary.error_classes[:10]), summary.error_classes,
+                table, jobs_frame(db, table), history_frame(db, keys), note)
+
+
+def _figures(db: JobDatabase, run: _Run, sessions: pd.DataFrame, output_dir: Path | None
+             ) -> list[ReportFigure]:
+    jobs, history, summary = run.jobs, run.history, run.summary
     now = summary.now if summary.open or summary.last_change_at is None else summary.last_change_at
-    all_errors = summarize(db, now=now, jobs=jobs, history=history, top_errors=0).error_classes
+    all_errors = run.all_errors
     made: list[ReportFigure] = []
 
     def add(name: str, title: str, fig: Any, empty_note: str, note: str = "") -> None:
@@ -96,7 +139,7 @@ def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary
     add("distributions", "Durations and costs", plots.distributions_figure(history, jobs),
         "No finished job and no costs yet.")
     add("failures", "Failures by class", plots.failures_figure(all_errors), "No failures.")
-    layers, note = _map_layers(db, output_dir)
+    layers, note = _map_layers(db, output_dir, run.table)
     fig = map_figure(layers) if layers is not None else None
     add("footprints", "Status map", fig, note or
         "No item footprints (give the output folder) and no job geometries.",
@@ -106,7 +149,8 @@ def _figures(db: JobDatabase, jobs: pd.DataFrame, history: pd.DataFrame, summary
     return made
 
 
-def _map_layers(db: JobDatabase, output_dir: Path | None) -> tuple[Any, str]:
+def _map_layers(db: JobDatabase, output_dir: Path | None, table: pd.DataFrame | None
+                ) -> tuple[Any, str]:
     """The status map's layers from the job table and the output folder's items, if any."""
     from eoextract.report._items import footprints, iter_output_items
 
@@ -126,7 +170,7 @@ def _map_layers(db: JobDatabase, output_dir: Path | None) -> tuple[Any, str]:
             logger.warning("cannot read items under %s: %s", output_dir, exc)
             note = f"Items under {output_dir} could not be read: {exc}"
     try:
-        return map_layers(db.read(), items, item_jobs=item_jobs), note
+        return map_layers(db.read() if table is None else table, items, item_jobs=item_jobs), note
     except Exception as exc:  # noqa: BLE001 - the report still renders without the map
         logger.warning("cannot draw the status map: %s", exc)
         return None, f"The status map could not be drawn: {exc}"
@@ -151,16 +195,16 @@ def render_report(
 
     db = get_job_db(db)
     now = now or datetime.now(UTC)
-    jobs = jobs_frame(db)
-    history = history_frame(db)
-    summary = summarize(db, now=now, jobs=jobs, history=history, top_errors=10)
+    run = _read(db, now)
+    jobs, history, summary = run.jobs, run.history, run.summary
     sessions = manager_sessions(history, jobs, now=now)
-    figures = _figures(db, jobs, history, summary, sessions, Path(output_dir) if output_dir else None)
+    figures = _figures(db, run, sessions, Path(output_dir) if output_dir else None)
     title = title or "eoextract run report"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1>",
              _header(db, summary, sessions),
+             f"<p class='note'>{_e(run.sample_note)}</p>" if run.sample_note else "",
              _cards(summary), _counts_table(summary), _errors_table(summary),
              _job_errors_table(job_errors(jobs, history)), _sessions_table(sessions)]
     for fig in figures:

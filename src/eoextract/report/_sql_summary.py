@@ -37,7 +37,7 @@ class SqlFigures:
         error_classes: ``error_class → [failed, retrying, example key, example message]``.
         started_at: First ``creating`` change, else the first change.
         last_change_at: Latest change.
-        finished_since_start: Changes into a final status at or after ``started_at``.
+        ended_before_start: Jobs in a final status with no change since ``started_at``.
         retries_and_requeues: Changes back to ``not_started`` after another status.
         requeue_messages: Messages of the changes ``creating → not_started``.
         published: Jobs with ``output_published_at``.
@@ -48,7 +48,7 @@ class SqlFigures:
     error_classes: dict[str, list[Any]] = field(default_factory=dict)
     started_at: datetime | None = None
     last_change_at: datetime | None = None
-    finished_since_start: int = 0
+    ended_before_start: int = 0
     retries_and_requeues: int = 0
     requeue_messages: list[str | None] = field(default_factory=list)
     published: int = 0
@@ -128,6 +128,16 @@ def _publication(conn: sa.Connection) -> tuple[int, dict[str, float] | None]:
                        "max": float(top), "n": int(n)}
 
 
+def _ended_before(conn: sa.Connection, started_at: datetime) -> int:
+    """Jobs in a final status without a change since ``started_at``: those that ended
+    before (few, found through the history's ``(new, at)`` index)."""
+    c, h = _JOBS.c, _CHANGES.c
+    early = sa.select(h.job_pk).where(h.new.in_(_TERMINAL), h.at < started_at)
+    later = sa.select(h.id).where(h.job_pk == c.pk, h.at >= started_at).exists()
+    stmt = sa.select(sa.func.count()).where(c.pk.in_(early), c.status.in_(_TERMINAL), ~later)
+    return int(conn.scalar(stmt) or 0)
+
+
 def sql_figures(engine: sa.Engine) -> SqlFigures:
     """The aggregates of a summary, in one read transaction of ``engine``'s database."""
     c, h = _JOBS.c, _CHANGES.c
@@ -142,7 +152,23 @@ def sql_figures(engine: sa.Engine) -> SqlFigures:
         out.requeue_messages = list(conn.scalars(sa.select(h.message).where(
             h.new == _NOT_STARTED, h.old == JobStatus.CREATING.value)))
         if out.started_at is not None:
-            out.finished_since_start = int(conn.scalar(sa.select(sa.func.count()).where(
-                h.new.in_(_TERMINAL), h.at >= out.started_at)) or 0)
+            out.ended_before_start = _ended_before(conn, out.started_at)
         out.published, out.latency_s = _publication(conn)
     return out
+
+
+def sample_keys(engine: sa.Engine, jobs: int, latest_failures: int) -> tuple[list[str], int]:
+    """Keys of about ``jobs`` jobs spread evenly over the table (every k-th primary key)
+    and of the ``latest_failures`` most recently changed failed jobs; returns them and k."""
+    c = _JOBS.c
+    with engine.connect() as conn, conn.begin():
+        # two statements: each is one lookup at an end of the primary key
+        first = conn.scalar(sa.select(sa.func.min(c.pk)))
+        last = conn.scalar(sa.select(sa.func.max(c.pk)))
+        step = max(1, -(-((last or 0) - (first or 0) + 1) // max(1, jobs)))
+        pks = list(range(first or 0, (last or -1) + 1, step))
+        keys = [key for i in range(0, len(pks), 500)
+                for key in conn.scalars(sa.select(c.job_key).where(c.pk.in_(pks[i:i + 500])))]
+        keys += conn.scalars(sa.select(c.job_key).where(c.status.in_(_FAILED))
+                             .order_by(c.updated_at.desc()).limit(latest_failures))
+    return list(dict.fromkeys(keys)), step

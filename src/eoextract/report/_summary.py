@@ -159,12 +159,13 @@ def _aware(series: pd.Series) -> pd.Series:
     return values
 
 
-def jobs_frame(db: JobDatabase) -> pd.DataFrame:
-    """The jobs of ``db`` with the managed columns only, indexed by ``job_key``.
+def jobs_frame(db: JobDatabase, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The jobs of ``db`` (or those of ``table``, read from it) with the managed columns
+    only, indexed by ``job_key``.
 
     Timestamps are tz-aware UTC; missing managed columns are added empty.
     """
-    df = pd.DataFrame(db.read())
+    df = pd.DataFrame(db.read() if table is None else table)
     out = pd.DataFrame(index=df.index.astype(str))
     out.index.name = "job_key"
     for column in JOB_COLUMNS:
@@ -410,8 +411,6 @@ def _timing(started_at: datetime | None, last_change: datetime | None, now: date
 def _sql_summarize(db: JobDatabase, engine: Any, now: datetime, top_errors: int) -> RunSummary:
     """:func:`summarize` of a SQL database from aggregate queries (never reads every row).
 
-    Throughput counts the changes into a final status since the first launch (a job
-    retried by hand after it ended and ending again counts twice).
     """
     from eoextract.report._sql_summary import sql_figures
 
@@ -430,7 +429,7 @@ def _sql_summarize(db: JobDatabase, engine: Any, now: datetime, top_errors: int)
     requeued = sum(1 for message in figures.requeue_messages
                    if is_requeue(JobStatus.CREATING.value, JobStatus.NOT_STARTED.value, message))
     elapsed, throughput, eta = _timing(figures.started_at, figures.last_change_at, now, total - done,
-                                       min(figures.finished_since_start, done))
+                                       done - figures.ended_before_start)
     errors = [ErrorClassSummary(error_class=name, failed=f, retrying=r, example_key=str(key),
                                 example_message=" ".join(str(_text(msg) or "").split()))
               for name, (f, r, key, msg) in figures.error_classes.items()]
