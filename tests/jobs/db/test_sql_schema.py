@@ -1,4 +1,8 @@
-"""Schema versions, migrations and index use of the SQL job database (SQLite and ``pg``)."""
+"""Schema versions, migrations and index use of the SQL job database (SQLite and ``pg``).
+
+The index checks run every query an action sends through ``EXPLAIN`` and fail on a table
+scan of ``jobs`` or ``job_status_changes``; they fail when an index is dropped.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +72,35 @@ def test_older_schema_is_migrated_on_open(sql_location):
     once_more.close()
 
 
+_V4_INDEXES = {"ix_jobs_status_error": "jobs", "ix_jobs_costs": "jobs", "ix_jobs_published": "jobs",
+               "ix_job_status_changes_new_at": "job_status_changes",
+               "ix_job_status_changes_new_old": "job_status_changes"}
+
+
+def _all_indexes(engine: sa.Engine) -> set[str]:
+    inspector = sa.inspect(engine)
+    return {ix["name"] for table in ("jobs", "job_status_changes") for ix in inspector.get_indexes(table)}
+
+
+def test_schema_3_gets_the_summary_indexes(sql_location):
+    db = create_job_db(sql_location, pd.DataFrame({"n": range(3)}))
+    db.transition("0", JobStatus.CREATING, backend_name="b")
+    engine = db.engine
+    with engine.begin() as conn:
+        for name in _V4_INDEXES:
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+        conn.execute(sa.update(META).where(META.c.key == "schema_version").values(value=3))
+    db.close()
+    assert not _all_indexes(engine) & set(_V4_INDEXES)
+
+    again = get_job_db(sql_location)
+    assert _meta(again.engine, "schema_version") == SCHEMA_VERSION == 4
+    assert set(_V4_INDEXES) <= _all_indexes(again.engine)
+    assert again.count_by_status() == {"creating": 1, "not_started": 2}
+    assert [h.new for h in again.history("0")] == [JobStatus.NOT_STARTED, JobStatus.CREATING]
+    again.close()
+
+
 def test_failed_migration_leaves_the_database_as_it_was(sql_location, monkeypatch):
     db = create_job_db(sql_location, pd.DataFrame({"n": range(3)}))
     engine = db.engine
@@ -135,6 +168,83 @@ def _plan(db: SqlJobDatabase, statement: str, parameters: object) -> str:
             rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
         conn.rollback()
     return "\n".join(str(r[-1]) for r in rows)
+
+
+def _unindexed(db: SqlJobDatabase, name: str, action) -> list[str]:
+    """The plans of the queries of ``action`` that read a table without an index."""
+    queries = _captured_queries(db, action)
+    assert queries, name
+    bad = []
+    for statement, parameters in queries:
+        plan = _plan(db, statement, parameters)
+        if db.engine.dialect.name == "postgresql":
+            scan = re.search(r"Seq Scan on (jobs|job_status_changes)\b", plan)
+        else:
+            scan = any("USING" not in line for line in plan.splitlines()
+                       if re.search(r"SCAN (jobs|job_status_changes)\b", line))
+        if scan:
+            bad.append(f"{name}: {' '.join(statement.split())[:200]}\n{plan}")
+    return bad
+
+
+def _ran(db: SqlJobDatabase) -> None:
+    """A few jobs through their life, a retry and a failure, so every summary query has rows."""
+    db.register_backend("b", None)
+    for key in ("2", "3", "4"):
+        db.transition(key, JobStatus.CREATING, backend_name="b", attempt=1)
+        db.transition(key, JobStatus.RUNNING, id=f"j{key}")
+    db.transition("2", JobStatus.FINISHED, costs=1.5, input_published_at=NOW,
+                  output_published_at=datetime(2025, 1, 2, tzinfo=UTC))
+    db.transition("3", JobStatus.ERROR, error_class="JobFailed", error_message="boom")
+    db.transition("4", JobStatus.NOT_STARTED, error_class="JobFailed", error_message="again")
+
+
+def _summary_actions(db: SqlJobDatabase) -> dict:
+    from eoextract.report._sql_summary import sample_keys, sql_figures
+
+    return {
+        "summary": lambda: sql_figures(db.engine),
+        "report sample": lambda: sample_keys(db.engine, 5, 2),
+        "cost_totals": db.cost_totals,
+        "jobs --status error": lambda: db.read_where(["error"], limit=10),
+        "unpin": lambda: db.unpin_unknown_backends(["b"]),
+    }
+
+
+def _summary_plans(db: SqlJobDatabase) -> str:
+    return "\n".join(_plan(db, statement, parameters) for statement, parameters
+                     in _captured_queries(db, _summary_actions(db)["summary"]))
+
+
+#: Indexes the summary's queries read on SQLite (each covers its query).
+_SUMMARY_INDEXES = ("ix_jobs_status_backend", "ix_jobs_status_error", "ix_jobs_published",
+                    "ix_job_status_changes_new_at", "ix_job_status_changes_new_old")
+
+
+def test_summaries_listings_and_unpinning_use_indexes(sql_location):
+    db = create_job_db(sql_location, pd.DataFrame({"n": range(20)}))
+    _ran(db)
+    bad = [line for name, action in _summary_actions(db).items()
+           for line in _unindexed(db, name, action)]
+    assert not bad, "\n\n".join(bad)
+    if db.engine.dialect.name == "sqlite":
+        plans = _summary_plans(db)
+        assert [ix for ix in _SUMMARY_INDEXES if ix not in plans] == [], plans
+    db.close()
+
+
+def test_a_dropped_summary_index_is_noticed(tmp_path):
+    db = create_job_db(tmp_path / "jobs.db", pd.DataFrame({"n": range(20)}))
+    _ran(db)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_job_status_changes_new_at")
+        conn.exec_driver_sql("DROP INDEX ix_jobs_published")
+    plans = _summary_plans(db)
+    assert [ix for ix in _SUMMARY_INDEXES if ix not in plans] == [
+        "ix_jobs_published", "ix_job_status_changes_new_at"]
+    # the latency of publication now reads the table
+    assert _unindexed(db, "summary", _summary_actions(db)["summary"])
+    db.close()
 
 
 def test_claims_counts_and_history_use_indexes_without_sorting(sql_location):
