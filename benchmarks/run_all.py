@@ -24,6 +24,8 @@ Sections (each reuses a benchmark script of this folder):
 ``publish``     publishing to S3 (moto) against s3fs, loading pgstac against pypgstac
                 (``bench_publish``, run as a script; its printed figures are read back)
 ``cli``         wall time of ``eoextract status`` on a 30-job database (``bench_cli``)
+``bigdb``       claim, poll update, ``status``, ``jobs``, ``report`` on a job database of 1M jobs
+                (100k with ``--quick``), SQLite and PostgreSQL (``bench_bigdb``)
 ``udf``         a UDF job on the embedded backend against the function in-process (``bench_udf``)
 ``dataset``     merging per-job point files against plain DuckDB COPY and pandas (``bench_dataset``)
 
@@ -63,7 +65,7 @@ RESULTS_MD = HERE / "results.md"
 DOCS_PAGE = HERE.parent / "docs" / "benchmarks.md"
 DOCS_START, DOCS_END = "<!-- results: start -->", "<!-- results: end -->"
 SECTIONS = ("manager", "slots", "jobdb", "catalogue", "download", "filemeta", "extraction", "postgres",
-            "publish", "cli", "udf", "dataset")
+            "publish", "cli", "bigdb", "udf", "dataset")
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,15 @@ class Sizes:
     publish_baselines: str
     udf_rounds: int = 5
     dataset_files: int = 200
+    bigdb_rows: int = 100_000
 
 
 FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
              jobdb_transitions=2000, jobdb_repeat=5, stac_compare=10_000, stac_large=100_000,
              stac_validate_compare=10_000, download_files=20, download_mb=20, download_workers=(1, 4),
              download_rounds=7, filemeta_sizes=(400, 4000), extraction_jobs=150, pg_jobs=1000, pg_lease_seconds=10.0,
-             publish_items=10_000, publish_pg_items=100_000, publish_baselines="both")
+             publish_items=10_000, publish_pg_items=100_000, publish_baselines="both",
+             bigdb_rows=1_000_000)
 QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(1000, 20_000),
               jobdb_transitions=500, jobdb_repeat=3, stac_compare=5000, stac_large=None,
               stac_validate_compare=1000, download_files=10, download_mb=20, download_workers=(4,),
@@ -639,6 +643,28 @@ def section_cli(run: Run) -> None:
                 note=f"CPU {fmt(r['status_cpu_s'], unit='s')}; load average {r['load']:.1f}"))
 
 
+def section_bigdb(run: Run) -> None:
+    from bench_bigdb import CLAIM_GOAL_MS, STATUS_GOAL_S
+
+    rows = run.sizes.bigdb_rows
+    log(f"bigdb: claim, poll update and the commands on a job database of {rows:,} jobs")
+    figures = ours("bench_bigdb", "measure", rows=rows)
+    run.raw["bigdb"] = figures
+    for name, r in figures.items():
+        label = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[name]
+        run.add(Row("bigdb", f"claim of the next 100 jobs, {rows:,}-job {label} database (median)",
+                    fmt(r["claim100_ms"], unit="ms"), goal=f"≤ {CLAIM_GOAL_MS:g} ms",
+                    passed=r["claim100_ms"] <= CLAIM_GOAL_MS,
+                    note=f"poll update of 100 jobs {fmt(r['poll_update100_ms'], unit='ms')}"))
+        for key, command in (("status_s", "status"), ("jobs_error_s", "jobs --status error"),
+                             ("report_s", "report")):
+            goal = key == "status_s" and name == "sqlite"
+            run.add(Row("bigdb", f"`eoextract {command}`, {rows:,}-job {label} database (wall)",
+                        fmt(r[key], unit="s"), f"`eoextract --help` {fmt(r['help_s'], unit='s')}",
+                        ratio(r[key], r["help_s"]), f"≤ {STATUS_GOAL_S:g} s" if goal else "—",
+                        r[key] <= STATUS_GOAL_S if goal else None))
+
+
 def section_udf(run: Run) -> None:
     rounds = run.sizes.udf_rounds
     log(f"udf: UDF jobs (5 samples of 64x64 px, 18 dates) against the function in-process, {rounds} rounds")
@@ -670,7 +696,7 @@ RUNNERS: dict[str, Callable[[Run], None]] = {
     "manager": section_manager, "slots": section_slots, "jobdb": section_jobdb,
     "catalogue": section_catalogue, "download": section_download, "filemeta": section_filemeta,
     "extraction": section_extraction,
-    "postgres": section_postgres, "publish": section_publish, "cli": section_cli,
+    "postgres": section_postgres, "publish": section_publish, "cli": section_cli, "bigdb": section_bigdb,
     "udf": section_udf, "dataset": section_dataset,
 }
 
