@@ -40,13 +40,12 @@ def status_document(location: str) -> dict[str, Any]:
         learned = state.get("capacity") or {}
         budget = state.get("budget")
         costs = db.cost_totals()
-        failed = db.jobs([JobStatus.ERROR, JobStatus.START_FAILED])
-        failed.sort(key=lambda r: str(r.fields.get("updated_at") or ""), reverse=True)
+        failed = db.jobs([JobStatus.ERROR, JobStatus.START_FAILED], limit=FAILURES, latest_first=True)
         failures = [{"job": r.job_key, "status": str(r.status), "class": r.fields.get("error_class"),
                      "message": redact(str(r.fields.get("error_message") or ""))[:300]}
                     for r in failed[:FAILURES]]
         points = []
-        for rec in db.jobs()[:MAP_LIMIT]:
+        for rec in db.jobs(limit=MAP_LIMIT):
             centroid = _centroid(rec.row.get("geometry"))
             if centroid is not None:
                 points.append([round(centroid[0], 5), round(centroid[1], 5), str(rec.status)])

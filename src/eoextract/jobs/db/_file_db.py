@@ -283,7 +283,8 @@ class FileJobDatabase(JobDatabase):
         return table.records(self._frame(), rows, self._schema)
 
     def _jobs(self, statuses: list[str] | None, backend_name: str | None,
-              keys: list[str] | None) -> list[JobRecord]:
+              keys: list[str] | None, *, limit: int | None = None,
+              latest_first: bool = False) -> list[JobRecord]:
         with self._lock:
             df = self._frame()
             mask = pd.Series(True, index=df.index)
@@ -293,7 +294,11 @@ class FileJobDatabase(JobDatabase):
                 mask &= df["backend_name"] == backend_name
             if keys is not None:
                 mask &= df.index.isin(keys)
-            return self._records(df[mask])
+            found = df[mask]
+            if latest_first:
+                found = found.sort_values("updated_at", ascending=False, kind="stable",
+                                          na_position="last")
+            return self._records(found if limit is None else found.head(limit))
 
     def get(self, job_key: str) -> JobRecord:
         with self._lock:

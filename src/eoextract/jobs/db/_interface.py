@@ -190,16 +190,21 @@ class JobDatabase(abc.ABC):
         *,
         backend_name: str | None = None,
         keys: Sequence[str] | None = None,
+        limit: int | None = None,
+        latest_first: bool = False,
     ) -> list[JobRecord]:
-        """Jobs as records in table order, filtered by status, backend and/or keys
-        (statuses that are no job status are left out)."""
+        """Jobs as records in table order (``latest_first``: the most recently updated
+        first), filtered by status, backend and/or keys (statuses that are no job status
+        are left out), at most ``limit`` of them."""
         return self._jobs(None if statuses is None else status_values(statuses), backend_name,
-                          None if keys is None else [str(k) for k in keys])
+                          None if keys is None else [str(k) for k in keys], limit=limit,
+                          latest_first=latest_first)
 
     @abc.abstractmethod
     def _jobs(self, statuses: list[str] | None, backend_name: str | None,
-              keys: list[str] | None) -> list[JobRecord]:
-        """Jobs as records in table order, filtered by status values, backend and/or keys."""
+              keys: list[str] | None, *, limit: int | None = None,
+              latest_first: bool = False) -> list[JobRecord]:
+        """Jobs as records (see :meth:`jobs`), filtered by status values, backend and/or keys."""
 
     @abc.abstractmethod
     def get(self, job_key: str) -> JobRecord:

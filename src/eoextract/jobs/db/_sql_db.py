@@ -325,9 +325,13 @@ class SqlJobDatabase(JobDatabase):
                          row=self.schema.decode_row(data or {}))
 
     def _jobs(self, statuses: list[str] | None, backend_name: str | None,
-              keys: list[str] | None) -> list[JobRecord]:
+              keys: list[str] | None, *, limit: int | None = None,
+              latest_first: bool = False) -> list[JobRecord]:
         self._require()
-        stmt = select(*RECORD_COLUMNS).order_by(JOBS.c.pk)
+        stmt = select(*RECORD_COLUMNS).order_by(
+            *((JOBS.c.updated_at.desc().nulls_last(), JOBS.c.pk) if latest_first else (JOBS.c.pk,)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
         if statuses is not None:
             stmt = stmt.where(JOBS.c.status.in_(statuses))
         if backend_name is not None:
@@ -338,6 +342,12 @@ class SqlJobDatabase(JobDatabase):
             else:
                 rows = [r for chunk in chunks(keys)
                         for r in session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))]
+                if limit is not None or latest_first:  # ordered and cut across the chunks
+                    rows.sort(key=lambda r: r.pk)
+                    if latest_first:  # stable: equal times stay in table order
+                        rows.sort(key=lambda r: (r.updated_at is not None, r.updated_at or 0),
+                                  reverse=True)
+                    rows = rows[:limit]
         return [self._record(r) for r in rows]
 
     def get(self, job_key: str) -> JobRecord:
