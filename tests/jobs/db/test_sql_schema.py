@@ -216,8 +216,9 @@ def _summary_plans(db: SqlJobDatabase) -> str:
                      in _captured_queries(db, _summary_actions(db)["summary"]))
 
 
-#: Indexes the summary's queries read on SQLite (each covers its query).
-_SUMMARY_INDEXES = ("ix_jobs_status_backend", "ix_jobs_status_error", "ix_jobs_published",
+#: Indexes the summary's queries read on SQLite (each covers its query; the counts per
+#: status and backend read ix_jobs_status_backend or ix_jobs_costs, both cover them).
+_SUMMARY_INDEXES = ("ix_jobs_status_error", "ix_jobs_published",
                     "ix_job_status_changes_new_at", "ix_job_status_changes_new_old")
 
 

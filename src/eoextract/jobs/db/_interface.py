@@ -111,7 +111,7 @@ class JobDatabase(abc.ABC):
         limit: int | None = None,
     ) -> pd.DataFrame:
         """Jobs in table order as a dataframe, filtered by status and backend, at most
-        ``limit`` of them; SQL databases read only the rows asked for."""
+        ``limit``; SQL databases read only these rows."""
         df = self.read()
         if statuses is not None:
             df = df[df["status"].astype(str).isin(status_values(statuses))]
@@ -193,9 +193,8 @@ class JobDatabase(abc.ABC):
         limit: int | None = None,
         latest_first: bool = False,
     ) -> list[JobRecord]:
-        """Jobs as records in table order (``latest_first``: the most recently updated
-        first), filtered by status, backend and/or keys (statuses that are no job status
-        are left out), at most ``limit`` of them."""
+        """Jobs as records in table order (``latest_first``: latest update first), filtered
+        by status, backend and/or keys (other statuses are left out), at most ``limit``."""
         return self._jobs(None if statuses is None else status_values(statuses), backend_name,
                           None if keys is None else [str(k) for k in keys], limit=limit,
                           latest_first=latest_first)
@@ -242,13 +241,12 @@ class JobDatabase(abc.ABC):
                                           backend_name, max_active))
 
     def unpin_unknown_backends(self, names: Iterable[str]) -> dict[str, str]:
-        """Unpin ``not_started`` jobs whose ``backend_name`` is not one of ``names``: their
-        ``backend_name`` becomes empty, so any backend may run them. Returns the keys of the
-        jobs unpinned and the name each held. SQL databases read only those rows (an index
-        range), never every waiting job."""
+        """Empty the ``backend_name`` of ``not_started`` jobs pinned to a name not in
+        ``names`` (any backend may run them); returns their keys and former names. SQL
+        databases read only those rows (an index range), never every waiting job."""
         known = set(names)
-        found = {rec.job_key: str(rec.backend_name) for rec in self.jobs([JobStatus.NOT_STARTED])
-                 if rec.backend_name and rec.backend_name not in known}
+        found = {r.job_key: str(r.backend_name) for r in self.jobs([JobStatus.NOT_STARTED])
+                 if r.backend_name and r.backend_name not in known}
         for key in found:
             self.update(key, backend_name=None)
         return found

@@ -49,7 +49,7 @@ def _v3_to_v4(conn: Connection) -> None:
     """Indexes for summaries of large tables, answered from indexes alone.
 
     ``jobs (status, error_class, attempt)``: failures per error class; ``jobs (status,
-    costs, backend_name)``: credits spent; ``jobs (output_published_at, input_published_at)``: published jobs; ``job_status_changes (new, at)``: first launch
+    backend_name, costs)``: credits spent and counts per status and backend; ``jobs (output_published_at, input_published_at)``: published jobs; ``job_status_changes (new, at)``: first launch
     and latest change; ``job_status_changes (new, old)``: retries and requeues.
     """
     for statement in _V4_INDEXES:
@@ -58,7 +58,7 @@ def _v3_to_v4(conn: Connection) -> None:
 
 _V4_INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_jobs_status_error ON jobs (status, error_class, attempt)",
-    "CREATE INDEX IF NOT EXISTS ix_jobs_costs ON jobs (status, costs, backend_name)",
+    "CREATE INDEX IF NOT EXISTS ix_jobs_costs ON jobs (status, backend_name, costs)",
     "CREATE INDEX IF NOT EXISTS ix_jobs_published ON jobs (output_published_at, input_published_at)",
     "CREATE INDEX IF NOT EXISTS ix_job_status_changes_new_at ON job_status_changes (new, at)",
     "CREATE INDEX IF NOT EXISTS ix_job_status_changes_new_old ON job_status_changes (new, old)",

@@ -87,7 +87,7 @@ class Job(Base):
         Index("ix_jobs_status_error", "status", "error_class", "attempt"),
         Index("ix_jobs_published", "output_published_at", "input_published_at"),
         # cost_totals: credits spent (per backend), ended jobs without costs
-        Index("ix_jobs_costs", "status", "costs", "backend_name"),
+        Index("ix_jobs_costs", "status", "backend_name", "costs"),
     )
 
 

@@ -275,16 +275,21 @@ class SqlJobDatabase(JobDatabase):
             return {status: n for status, n in session.execute(stmt)}
 
     def cost_totals(self) -> CostTotals:
-        ended = JOBS.c.status.in_(["finished", "error", "canceled"])
-        stmt = select(func.coalesce(func.sum(JOBS.c.costs), 0.0), func.count(JOBS.c.costs),
-                      func.count().filter(ended & JOBS.c.costs.is_(None)))
+        # one pass over ix_jobs_costs (status, backend_name, costs), in its order
+        c = JOBS.c
+        stmt = (select(c.status, c.backend_name, func.sum(c.costs), func.count(c.costs), func.count())
+                .group_by(c.status, c.backend_name))
         self._require()
-        per_backend = (select(JOBS.c.backend_name, func.sum(JOBS.c.costs))
-                       .where(JOBS.c.costs.is_not(None)).group_by(JOBS.c.backend_name))
         with self._session() as session, session.begin():
-            spent, with_costs, without = session.execute(stmt).one()
-            by_backend = {str(n): float(v) for n, v in session.execute(per_backend)}
-        return CostTotals(float(spent), int(with_costs), int(without), by_backend)
+            groups = session.execute(stmt).all()
+        ended = {"finished", "error", "canceled"}
+        by_backend: dict[str, float] = {}
+        for _, backend, spent, n, _ in groups:
+            if n:
+                by_backend[str(backend)] = by_backend.get(str(backend), 0.0) + float(spent)
+        return CostTotals(sum(by_backend.values()), sum(n for *_, n, _ in groups),
+                          sum(total - n for status, _, _, n, total in groups if status in ended),
+                          by_backend)
 
     def any_with_status(self, statuses: Iterable[JobStatus | str]) -> bool:
         values = status_values(statuses)
