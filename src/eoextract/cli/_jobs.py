@@ -147,7 +147,7 @@ _FINAL = frozenset(s.value for s in TERMINAL)
 
 # ----------------------------------------------------------------------------- jobs
 #: Jobs the ``jobs`` table shows unless ``--limit`` is given.
-TABLE_ROWS = 1000
+TABLE_ROWS = 500
 _TABLE_COLUMNS = ("status", "backend_name", "id", "attempt", "error_class", "error_message", "updated_at")
 
 
@@ -161,40 +161,46 @@ def jobs(
     limit: Annotated[int | None, typer.Option(help=f"At most this many jobs (table: {TABLE_ROWS} unless given).")] = None,
 ) -> None:
     """List jobs in table order, optionally filtered by status and backend (csv/json: every
-    column). The table shows the first 1000 unless --limit is given."""
+    column). The table shows the first 500 unless --limit is given."""
     database = open_db(db)
-    bounded = fmt is OutputFormat.table and limit is None
-    df = database.read_where(status or None, backend_name=backend,
-                             limit=TABLE_ROWS + 1 if bounded else limit)
-    more = bounded and len(df) > TABLE_ROWS
-    if more:
-        df = df.head(TABLE_ROWS)
-    if fmt is OutputFormat.table:
-        from rich.table import Table
-
-        table = Table(show_edge=False, pad_edge=False)
-        for column in ("job_key", "status", "backend", "backend job", "attempt", "error", "updated"):
-            table.add_column(column, overflow="fold")
-        for key, row in df.iterrows():
-            error = ""
-            if _present(row.get("error_class")):
-                error = f"{row['error_class']}: {redact(str(row.get('error_message') or ''))}"[:120]
-            table.add_row(str(key), str(row["status"]), _text(row.get("backend_name")),
-                          _text(row.get("id")), str(row.get("attempt", "")), error,
-                          _when(row.get("updated_at")))
-        out = console()
-        out.print(table)
-        if more:
-            matching = "" if backend else f" of {sum(database.count_by_status(status or ()).values())}"
-            out.print(f"first {len(df)} job(s){matching} shown; give --limit N or --format csv for more")
-        else:
-            out.print(f"{len(df)} job(s)")
+    if fmt is OutputFormat.table:  # records, no pandas: a quick answer on any table size
+        _jobs_table(database, status, backend, limit)
         return
+    df = database.read_where(status or None, backend_name=backend, limit=limit)
     plain = _plain_frame(df)
     if fmt is OutputFormat.csv:
         typer.echo(plain.to_csv(index=True), nl=False)
     else:
         typer.echo(plain.reset_index().to_json(orient="records", date_format="iso", indent=2))
+
+
+def _jobs_table(database: Any, status: list[JobStatus] | None, backend: str | None,
+                limit: int | None) -> None:
+    """The ``jobs`` table: the first ``limit`` matching jobs (:data:`TABLE_ROWS` unless given)."""
+    from rich.table import Table
+
+    records = database.jobs(status or None, backend_name=backend,
+                            limit=TABLE_ROWS + 1 if limit is None else limit)
+    more = limit is None and len(records) > TABLE_ROWS
+    records = records[:TABLE_ROWS] if more else records
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("job_key", "status", "backend", "backend job", "attempt", "error", "updated"):
+        table.add_column(column, overflow="fold")
+    for rec in records:
+        fields = rec.fields
+        error = ""
+        if _present(fields.get("error_class")):
+            error = f"{fields['error_class']}: {redact(str(fields.get('error_message') or ''))}"[:120]
+        table.add_row(rec.job_key, rec.status.value, _text(fields.get("backend_name")),
+                      _text(fields.get("id")), str(fields.get("attempt", "")), error,
+                      _when(fields.get("updated_at")))
+    out = console()
+    out.print(table)
+    if more:
+        matching = "" if backend else f" of {sum(database.count_by_status(status or ()).values())}"
+        out.print(f"first {len(records)} job(s){matching} shown; give --limit N or --format csv for more")
+    else:
+        out.print(f"{len(records)} job(s)")
 
 
 def _present(value: Any) -> bool:

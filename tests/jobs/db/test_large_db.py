@@ -110,7 +110,7 @@ def test_status_jobs_and_report_count_every_job(sql_location, tmp_path):
     rows = pd.read_csv(io.StringIO(listing), index_col=0)
     assert len(rows) == expected["error"] and set(rows["status"]) == {"error"}
     table = _run("jobs", sql_location, "--status", "error")
-    assert f"first 1000 job(s) of {expected['error']} shown" in table
+    assert f"first 500 job(s) of {expected['error']} shown" in table
     assert "1 job(s)" in _run("jobs", sql_location, "--status", "error", "--limit", "1")
 
     out = tmp_path / "report.html"
