@@ -384,18 +384,23 @@ def section_download(run: Run) -> None:
     for w in s.download_workers:
         e = res[f"workers={w}"]
         what = (f"verified download, {w} worker(s), {res['total_mb']} MB over loopback "
-                "(size + BLAKE3 checked, atomic rename, download record)")
+                "(size + SHA-256 checked, atomic rename, download record)")
         run.add(
             Row("download", f"{what}, not flushed, as the copy (fsync=False)",
                 fmt(e["eoextract nosync"]["mb_s"], unit="MB/s"),
-                f"{fmt(e['baseline']['mb_s'], unit='MB/s')} (plain streamed copy)",
-                f"{e['ratio_nosync']:.2f}", "≥ 0.80", e["ratio_nosync"] >= 0.8,
-                note=(f"median over {res['rounds']} rounds of the ratio within a round (best rounds: "
-                      f"{e['ratio_nosync_best']:.2f}); "
-                      f"BLAKE3 where the backend announces no checksum (CDSE announces none); the plain "
-                      f"copy with an inline BLAKE3 alone reaches {e['ratio_blake3_bound']:.2f} of the plain "
-                      f"copy, eoextract {e['ratio_vs_blake3']:.2f} of that; "
+                f"{fmt(e['baseline+sha256']['mb_s'], unit='MB/s')} (plain streamed copy with an inline SHA-256)",
+                f"{e['ratio_nosync_vs_sha256']:.2f}", "≥ 0.90", e["ratio_nosync_vs_sha256"] >= 0.9,
+                note=(f"median over {res['rounds']} rounds of the ratio within a round; SHA-256 where the "
+                      f"backend announces no checksum (CDSE announces none); against the plain copy "
+                      f"without a hash: {e['ratio_nosync']:.2f} (best rounds: {e['ratio_nosync_best']:.2f}), "
+                      f"the copy with an inline SHA-256 alone reaches {e['ratio_sha256_bound']:.2f} of it; "
                       f"load average {res['load_average']:.1f}")),
+            Row("download", f"the same hashed with BLAKE3 (checksum_algorithm='blake3'), {w} worker(s), not flushed",
+                fmt(e["eoextract blake3"]["mb_s"], unit="MB/s"),
+                f"{fmt(e['baseline+blake3']['mb_s'], unit='MB/s')} (plain streamed copy with an inline BLAKE3)",
+                f"{e['ratio_vs_blake3']:.2f}", "≥ 0.80", e["ratio_vs_blake3"] >= 0.8,
+                note=(f"the copy with an inline BLAKE3 alone reaches {e['ratio_blake3_bound']:.2f} of the "
+                      "plain copy")),
             Row("download", f"{what}, each file flushed to disk (the default)",
                 fmt(e["eoextract"]["mb_s"], unit="MB/s"),
                 f"{fmt(e['baseline+fsync']['mb_s'], unit='MB/s')} (plain copy, fdatasync per file)",

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-import blake3
 import pystac
 import pytest
 import xarray as xr
@@ -139,10 +138,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def blake3_of(path: Path) -> str:
-    return blake3.blake3(path.read_bytes()).hexdigest()
-
-
 def file_states(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -167,9 +162,8 @@ def finished(local_backend, tmp_path_factory):
 # --------------------------------------------------------------------------- tests
 
 
-def check_extraction(root: Path, df: pd.DataFrame, stats: dict, collection: Path, *,
-                     announced: bool = True) -> None:
-    """Check a finished extraction; ``announced``: the backend gave SHA-256 checksums."""
+def check_extraction(root: Path, df: pd.DataFrame, stats: dict, collection: Path) -> None:
+    """Check a finished extraction (SHA-256 checksums, announced by the backend or not)."""
     assert stats["status_counts"] == {"finished": len(df)}
     items = list(ItemStore(root).iter_items())
     expected = {f["properties"]["sample_id"] for _, row in df.iterrows() for f in extracted_features(row)}
@@ -182,15 +176,15 @@ def check_extraction(root: Path, df: pd.DataFrame, stats: dict, collection: Path
         assert data.relative_to(root).parts[0] == "2021_EUR_DEMO_POLY_110"
         assert data.name.startswith(f"S2_10m_{data.parent.name}_32") and data.name.endswith("_2021-06-11.nc")
         # the post-job action rewrote the file: the catalogue describes it as it is now,
-        # hashed with the backend's hash function, or BLAKE3 where it announced none
-        checksum = "1220" + sha256(data) if announced else "1e20" + blake3_of(data)
+        # hashed with the backend's hash function, or SHA-256 where it announced none
+        checksum = "1220" + sha256(data)
         assert item["assets"]["data"]["file:checksum"] == checksum
         assert item["assets"]["data"]["file:size"] == data.stat().st_size
         with xr.open_dataset(data) as ds:
             assert ds.attrs["sample_id"] == data.parent.name
         # the manager filled the auxiliary asset's metadata from its file; no checksum was
-        # announced for it, so it is hashed with BLAKE3
-        assert item["assets"]["auxiliary"]["file:checksum"] == "1e20" + blake3_of(aux)
+        # announced for it, so it is hashed with SHA-256 (the default)
+        assert item["assets"]["auxiliary"]["file:checksum"] == "1220" + sha256(aux)
         assert item["assets"]["auxiliary"]["roles"] == ["data", "auxiliary"]
         assert item["assets"]["auxiliary"]["proj:code"] == item["properties"]["proj:code"]
         assert [b["name"] for b in item["assets"]["data"]["eo:bands"]] == [f"S2-L2A-{b}" for b in BANDS]
@@ -237,7 +231,7 @@ def test_cdse_results_with_a_csv_job_database(cdse_backend, tmp_path):
     manager.add_backend("cdse", cdse_backend.connect, parallel_jobs=2)
     stats = manager.run_jobs(df, create_datacube, tmp_path / "job_tracker.csv")
     collection = manager.create_stac()
-    check_extraction(tmp_path / "out", df, stats, collection, announced=False)
+    check_extraction(tmp_path / "out", df, stats, collection)
     tracker = pd.read_csv(tmp_path / "job_tracker.csv")
     assert tracker["status"].tolist() == ["finished"] * len(df) and tracker["id"].notna().all()
     # a second manager extends the catalogue instead of starting a new one

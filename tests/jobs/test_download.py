@@ -767,12 +767,29 @@ def test_announced_checksum_is_verified_with_its_own_hash_function(server, sessi
                             max_attempts=1)
 
 
-def test_unannounced_checksum_is_blake3_and_kept_across_reruns(server, session, tmp_path):
+def test_unannounced_checksum_is_sha256_and_kept_across_reruns(server, session, tmp_path):
     data = _payload(250_000, 3)
     asset = _asset(server, "openEO_1.nc", data, checksum=False)
     root = tmp_path / "out"
     (first,) = download_job_assets(session, [asset], root, _by_index(root), job_key="j")
+    assert first.checksum == "1220" + hashlib.sha256(data).hexdigest()
+    (again,) = download_job_assets(session, [asset], root, _by_index(root), job_key="j")
+    assert again.reused and again.checksum == first.checksum
+    # the backend now announces the same SHA-256: the placed file is neither fetched nor hashed again
+    announced = RemoteAsset(name=asset.name, href=asset.href, checksum=first.checksum)
+    requests_before = len(server.requests)
+    (third,) = download_job_assets(session, [announced], root, _by_index(root), job_key="j")
+    assert third.reused and third.checksum == announced.checksum and len(server.requests) == requests_before
+
+
+def test_blake3_on_request_and_its_records_kept(server, session, tmp_path):
+    data = _payload(250_000, 4)
+    asset = _asset(server, "openEO_1.nc", data, checksum=False)
+    root = tmp_path / "out"
+    (first,) = download_job_assets(session, [asset], root, _by_index(root), job_key="j",
+                                   checksum_algorithm="blake3")
     assert first.checksum == "1e20" + blake3.blake3(data).hexdigest()
+    # a rerun with the default keeps the BLAKE3 record rather than download again
     (again,) = download_job_assets(session, [asset], root, _by_index(root), job_key="j")
     assert again.reused and again.checksum == first.checksum
     # the backend now announces a SHA-256: the placed file is hashed with it, not fetched again
@@ -780,6 +797,20 @@ def test_unannounced_checksum_is_blake3_and_kept_across_reruns(server, session, 
     requests_before = len(server.requests)
     (third,) = download_job_assets(session, [announced], root, _by_index(root), job_key="j")
     assert third.reused and third.checksum == announced.checksum and len(server.requests) == requests_before
+    with pytest.raises(ValueError, match="unknown checksum algorithm"):
+        download_job_assets(session, [asset], tmp_path / "x", _by_index(tmp_path / "x"), job_key="x",
+                            checksum_algorithm="crc32")
+
+
+@pytest.mark.parametrize("overlap", [True, False, None])
+def test_hashing_in_a_thread_or_inline_gives_the_same_checksum(server, session, tmp_path, overlap):
+    data = _payload(3_000_000, 5)
+    asset = _asset(server, "openEO_2.nc", data, checksum=False)
+    root = tmp_path / "out"
+    (done,) = download_job_assets(session, [asset], root, _by_index(root), job_key="j", chunk_size=1 << 16,
+                                  overlap_hashing=overlap)
+    assert done.checksum == "1220" + hashlib.sha256(data).hexdigest()
+    assert done.path.read_bytes() == data
 
 
 def test_end_to_end_item_document(server, session, tmp_path):

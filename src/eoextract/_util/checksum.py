@@ -3,9 +3,10 @@
 A checksum is kept everywhere as the lower-case hex multihash the STAC file extension
 uses: the hash function's code and the digest length, then the digest, e.g.
 ``"1220" + sha256`` or ``"1e20" + blake3``. Files whose backend announced no checksum
-(CDSE's results carry none) are hashed with BLAKE3 (:data:`DEFAULT_ALGORITHM`):
-cryptographic like SHA-256, and several times faster, so verifying costs little next to
-receiving the bytes. An announced checksum is verified with its own hash function.
+(CDSE's results carry none) are hashed with SHA-256 (:data:`DEFAULT_ALGORITHM`), the hash
+every STAC reader and object store knows; BLAKE3, several times faster, can be asked for
+instead (a download's ``checksum_algorithm="blake3"``). An announced checksum is verified
+with its own hash function.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import blake3
-
 
 
 class Hasher(Protocol):
@@ -38,7 +38,7 @@ ALGORITHMS: dict[str, tuple[str, Callable[[], Hasher]]] = {
 }
 
 #: What files are hashed with when no checksum was announced for them.
-DEFAULT_ALGORITHM = "blake3"
+DEFAULT_ALGORITHM = "sha2-256"
 
 _PREFIXES = {prefix: name for name, (prefix, _) in ALGORITHMS.items()}
 _HEX_RE = re.compile(r"[0-9a-f]+")

@@ -126,7 +126,7 @@ async def _body(request: Request) -> Any:
     return data
 
 
-def _int_param(request: Request, name: str) -> int | None:
+def _int_param(request: Request, name: str, *, signed: bool = False) -> int | None:
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
@@ -134,7 +134,7 @@ def _int_param(request: Request, name: str) -> int | None:
         number = int(value)
     except ValueError:
         raise BadRequest(f"Query parameter {name!r} must be an integer.") from None
-    if number < 0:
+    if number < 0 and not signed:
         raise BadRequest(f"Query parameter {name!r} must not be negative.")
     return number
 
@@ -324,17 +324,14 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     async def list_jobs(request: Request) -> Response:
         user = backend.authenticate(request)
         limit = _int_param(request, "limit") or backend.profile.default_page_size
-        before = _int_param(request, "before")
-        page, cursor = backend.jobs.store.listing(user, limit=limit or None, before=before)
+        oldest_first = backend.profile.job_listing_order == "oldest_first"
+        key = "after" if oldest_first else "before"  # cursors: sequence numbers, history's below 0
+        page, cursor = backend.jobs.store.listing(user, limit=limit or None, oldest_first=oldest_first,
+                                                  cursor=_int_param(request, key, signed=True))
         links = []
         if cursor is not None:
-            links.append(
-                {
-                    "rel": "next",
-                    "href": f"{request.base_url}jobs?limit={limit}&before={cursor}",
-                    "type": "application/json",
-                }
-            )
+            links.append({"rel": "next", "href": f"{request.base_url}jobs?limit={limit}&{key}={cursor}",
+                          "type": "application/json"})
         return _json({"jobs": [r.summary() for r in page], "links": links})
 
     @app.post("/jobs")

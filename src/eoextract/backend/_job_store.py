@@ -309,37 +309,43 @@ class JobStore:
             self._logs[record.id] = []
         return record
 
-    def seed_historical(self, user: str, count: int, process: dict[str, Any],
+    def seed_historical(self, user: str, count: int, process: dict[str, Any], *, recent: bool = False,
                         **fields_: Any) -> int:
-        """Add ``count`` finished jobs of ``user`` that ended long ago (in memory only).
+        """Add ``count`` finished jobs of ``user`` (in memory only).
 
-        They stand for a production account's history: listed by ``GET /jobs`` after
-        the jobs created later (and before the jobs loaded from disk at start), described
-        by ``GET /jobs/{id}``, without files. Ids are ``j-hist-<n>``, so seeding again after a
-        restart adds nothing twice. About 20,000 jobs per 0.1 s.
+        By default they ended long ago (created a minute apart from 2024-01-01, ids
+        ``j-hist-<n>``, so seeding again after a restart adds nothing twice) and stand for a
+        production account's history: listed after every other job, described by
+        ``GET /jobs/{id}``, without files. With ``recent`` they are created now (ids
+        ``j-seed-<nonce>-<n>``) and listed before every job created so far, as if another
+        client had just made them. About 20,000 jobs per 0.1 s.
 
         Args:
             user: Owner.
             count: Number of jobs.
             process: The process every one of them shares.
+            recent: Created now rather than long ago.
             **fields_: Other :class:`JobRecord` fields they share (e.g. ``usage``, ``costs``).
 
         Returns:
             The number of jobs added.
         """
         base = 1_704_067_200  # 2024-01-01T00:00:00Z
+        nonce = uuid.uuid4().hex[:8]
         added = []
         with self.lock:
+            # history sorts below every job there is: sequence numbers under the lowest
+            low = min((r.seq for r in self._jobs.values()), default=1)
             for i in range(count):
-                job_id = f"j-hist-{i:08d}"
+                job_id = f"j-seed-{nonce}-{i:08d}" if recent else f"j-hist-{i:08d}"
                 if job_id in self._jobs:
                     continue
-                stamp = format_utc_seconds(base + 60 * i)
+                stamp = timestamp() if recent else format_utc_seconds(base + 60 * i)
                 added.append(JobRecord(
-                    id=job_id, seq=next(self._seq), user=user, process=process,
-                    title=f"historical job {i}", status=FINISHED, progress=100.0,
-                    created=stamp, updated=stamp, started=stamp, finished=stamp, run=1,
-                    **fields_,
+                    id=job_id, seq=next(self._seq) if recent else low - count + i, user=user,
+                    process=process, title=f"{'seeded' if recent else 'historical'} job {i}",
+                    status=FINISHED, progress=100.0, created=stamp, updated=stamp, started=stamp,
+                    finished=stamp, run=1, **fields_,
                 ))
             for record in added:
                 self._jobs[record.id] = record
@@ -388,28 +394,30 @@ class JobStore:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     def listing(
-        self, user: str, limit: int | None = None, before: int | None = None
+        self, user: str, limit: int | None = None, cursor: int | None = None, *, oldest_first: bool = False,
     ) -> tuple[list[JobRecord], int | None]:
-        """A page of a user's jobs, newest first.
+        """A page of a user's jobs, newest first (creation order with ``oldest_first``).
 
         Args:
             user: Owner.
             limit: Page size (None: all).
-            before: Only jobs with ``seq`` below this (the cursor of the previous page).
+            cursor: The cursor of the previous page: only jobs listed after it.
+            oldest_first: List the oldest jobs first.
 
         Returns:
             The page and the cursor for the next page (None on the last page).
         """
         with self.lock:
             mine = self._by_user.get(user, [])
-            end = len(mine) if before is None else bisect.bisect_left(
-                mine, before, key=lambda r: r.seq
-            )
+            if oldest_first:
+                start = 0 if cursor is None else bisect.bisect_right(mine, cursor, key=lambda r: r.seq)
+                end = len(mine) if limit is None else min(len(mine), start + limit)
+                page = mine[start:end]
+                return page, (page[-1].seq if end < len(mine) else None)
+            end = len(mine) if cursor is None else bisect.bisect_left(mine, cursor, key=lambda r: r.seq)
             start = 0 if limit is None else max(0, end - limit)
             page = mine[start:end][::-1]
-        if start == 0:
-            return page, None
-        return page, page[-1].seq
+        return page, (page[-1].seq if start > 0 else None)
 
     # -- logs --------------------------------------------------------------------------
     def add_log(self, job_id: str, level: str, message: str, **extra: Any) -> None:

@@ -20,6 +20,9 @@ from typing import Any
 PROFILE_NAMES = ("default", "cdse")
 """Names accepted by :meth:`BackendProfile.named`."""
 
+LISTING_ORDERS = ("newest_first", "oldest_first")
+"""Orders of ``GET /jobs`` accepted as :attr:`BackendProfile.job_listing_order`."""
+
 
 @dataclass(frozen=True)
 class BackendProfile:
@@ -47,6 +50,9 @@ class BackendProfile:
             backend's ``result_style`` setting.
         default_page_size: ``GET /jobs`` without ``limit`` returns this many jobs and a
             ``next`` link; None: all jobs.
+        job_listing_order: Order of ``GET /jobs``: ``"newest_first"`` (by ``created``, as
+            openeo-geopyspark-driver lists) or ``"oldest_first"`` (a backend that lists
+            in creation order, for clients that must not rely on the order).
     """
 
     name: str = "default"
@@ -60,6 +66,7 @@ class BackendProfile:
     expired_url_status: int = 410
     result_style: str | None = None
     default_page_size: int | None = None
+    job_listing_order: str = "newest_first"
 
     def __post_init__(self) -> None:
         for name in ("max_running_jobs", "max_queued_jobs", "asset_url_ttl_s", "default_page_size"):
@@ -70,6 +77,8 @@ class BackendProfile:
             raise ValueError("max_running_jobs must be at least 1 (None: no limit)")
         if self.default_page_size == 0:
             raise ValueError("default_page_size must be at least 1 (None: no pagination)")
+        if self.job_listing_order not in LISTING_ORDERS:
+            raise ValueError(f"job_listing_order must be one of {LISTING_ORDERS}, not {self.job_listing_order!r}")
         if self.expired_url_status not in (403, 410):
             raise ValueError("expired_url_status must be 403 or 410")
 

@@ -395,7 +395,7 @@ def read_file_metadata(path: Path | str, *, checksum: str | None = None) -> File
     Args:
         path: The file.
         checksum: Its multihash when the caller has just computed it (e.g. while
-            downloading); otherwise the file is hashed with BLAKE3.
+            downloading); otherwise the file is hashed with SHA-256.
 
     Returns:
         The file's metadata.

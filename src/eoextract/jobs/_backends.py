@@ -19,14 +19,17 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import openeo
 import requests
+from openeo.rest import OpenEoApiError
 from requests.adapters import HTTPAdapter
 
+from eoextract._util.utc import parse_utc, to_utc
 from eoextract.jobs._classify import install_retry_after_hook
 
 _log = logging.getLogger(__name__)
@@ -181,16 +184,22 @@ class BackendSpec:
         """Root URL of the backend (``None`` before the first connection)."""
         return self._connection.root_url if self._connection is not None else None
 
-    def iter_job_listing(self, *, page_size: int = 100, max_pages: int = 50) -> Iterator[dict]:
-        """Yield the items of the backend's ``GET /jobs`` listing, following ``next`` links."""
+    def iter_job_listing(self, *, page_size: int = 100, max_pages: int | None = 50) -> Iterator[dict]:
+        """Yield the items of the backend's ``GET /jobs`` listing, following ``next`` links
+        (at most ``max_pages`` pages; None: the whole listing)."""
+        for page in self.iter_job_pages(page_size=page_size, max_pages=max_pages):
+            yield from page
+
+    def iter_job_pages(self, *, page_size: int = 100, max_pages: int | None = 50) -> Iterator[list[dict]]:
+        """Yield the pages of the backend's ``GET /jobs`` listing, as :meth:`iter_job_listing`."""
         con = self.connection()
         url: str | None = "/jobs"
         params: dict | None = {"limit": page_size}
-        for _ in range(max_pages):
-            if url is None:
-                return
+        pages = 0
+        while url is not None and (max_pages is None or pages < max_pages):
             data = con.get(url, params=params, expected_status=200).json()
-            yield from data.get("jobs", [])
+            pages += 1
+            yield list(data.get("jobs", []))
             url = next((link.get("href") for link in data.get("links", [])
                         if link.get("rel") == "next" and link.get("href")), None)
             params = None
@@ -216,27 +225,75 @@ class BackendSpec:
         return found
 
 
-def find_tagged_jobs(backend: BackendSpec, tags: Iterable[str], *, max_pages: int = 50) -> dict[str, dict]:
+#: How much earlier than the creation attempt a backend job's ``created`` may read and still
+#: be looked at: room for the clocks of manager and backend to disagree.
+TAG_SEARCH_MARGIN = timedelta(hours=1)
+
+
+def find_tagged_jobs(backend: BackendSpec, tags: Mapping[str, datetime | None] | Iterable[str], *,
+                     margin: timedelta = TAG_SEARCH_MARGIN, page_size: int = 100) -> dict[str, dict]:
     """Backend jobs carrying one of ``tags`` in their description: tag → listing item.
 
-    Listing items without a description are described one by one (some backends leave it
-    out of the listing).
+    Args:
+        backend: Where to look.
+        tags: The tags, each with the time its creation attempt began (None: unknown), or
+            just the tags.
+        margin: Room for the clocks of manager and backend to disagree.
+        page_size: Jobs per listing page.
+
+    The lookup reads the job listing up to the oldest attempt (less ``margin``) and never
+    further, however long the account's history: a job cannot be older than the attempt
+    that created it. That stop relies on the listing being ordered newest first (as
+    openEO backends list); it is checked on every item read, and where the listing is not
+    so ordered, lacks ``created`` or a tag's attempt time is unknown, the whole listing is
+    read. Where a backend leaves descriptions out of its listing, the jobs listed in the
+    window are described one by one.
     """
-    wanted = set(tags)
+    attempts = dict(tags) if isinstance(tags, Mapping) else dict.fromkeys(tags)
     found: dict[str, dict] = {}
-    if not wanted:
+    if not attempts:
         return found
+    times = [to_utc(t) for t in attempts.values()]
+    cutoff = None if any(t is None for t in times) else min(times) - margin  # type: ignore[type-var]
     con = backend.connection()
-    for item in backend.iter_job_listing(max_pages=max_pages):
-        description = item.get("description")
-        if description is None:
-            try:
-                description = con.job(item["id"]).describe().get("description")
-            except Exception:  # noqa: BLE001 - best effort during reconciliation
-                continue
-        tag = find_tag(description)
-        if tag in wanted:
-            found[tag] = item
-            if len(found) == len(wanted):
-                break
+    newest_first, previous, pages, items = True, None, 0, 0
+    lists_descriptions = False
+    for page in backend.iter_job_pages(page_size=page_size, max_pages=None):
+        pages += 1
+        reached_cutoff = False
+        for item in page:
+            items += 1
+            created = parse_utc(item.get("created"))
+            if created is not None:
+                if newest_first and previous is not None and created > previous:
+                    newest_first = False
+                    _log.warning("backend %r does not list its jobs newest first; reading the whole "
+                                 "listing to find %d creation tag(s)", backend.name, len(attempts))
+                previous = created
+                old = cutoff is not None and created < cutoff
+                reached_cutoff = reached_cutoff or old
+            else:
+                old = False
+            # a backend that lists descriptions lists them all (a job without one may lack the key)
+            lists_descriptions = lists_descriptions or "description" in item
+            description = item.get("description")
+            if description is None and not (old or lists_descriptions) and item.get("id"):
+                try:
+                    description = con.job(item["id"]).describe().get("description")
+                except OpenEoApiError as exc:
+                    if exc.http_status_code == 404:  # deleted since it was listed
+                        continue
+                    raise  # the caller looks again later rather than miss a tag
+            tag = find_tag(description)
+            if tag in attempts and tag not in found:
+                found[tag] = item
+                if len(found) == len(attempts):
+                    _log.debug("backend %r: %d creation tag(s) found in %d listed jobs", backend.name,
+                               len(found), items)
+                    return found
+        # the whole page was checked for order: nothing newer can follow an old item
+        if reached_cutoff and newest_first:
+            break
+    _log.debug("backend %r: %d of %d creation tag(s) found in %d listed jobs (%d pages)", backend.name,
+               len(found), len(attempts), items, pages)
     return found

@@ -85,7 +85,8 @@ def reconcile(run: _Run, backends: Mapping[str, BackendSpec]) -> list[TaskResult
             continue
         records = {rec.fields.get("create_tag"): rec for rec in map(run.db.get, keys)}
         try:
-            found = find_tagged_jobs(spec, [t for t in records if t])
+            # each tag with the time its attempt began: the listing is read back to there only
+            found = find_tagged_jobs(spec, {t: rec.fields.get("start_time") for t, rec in records.items() if t})
         except Exception as exc:  # noqa: BLE001 - try again next cycle
             info = classify(exc)
             _log.warning("reconciling jobs on %r failed: %s", name, info.message)

@@ -17,6 +17,7 @@ partial file is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from eoextract._util.checksum import algorithm_of, multihash, new_hasher
+from eoextract._util.checksum import ALGORITHMS, DEFAULT_ALGORITHM, algorithm_of, multihash, new_hasher
 from eoextract._util.files import temp_file
 from eoextract._util.redact import redact_url
 from eoextract._util.retry import RETRYABLE_STATUS, RetryPolicy, retry_after_of
@@ -101,16 +102,51 @@ def _content_range(resp: requests.Response) -> tuple[int, int | None] | None:
 _INLINE_ALGORITHMS = frozenset({"blake3"})
 
 
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - no affinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+class _StreamCount:
+    """Streams receiving in this process right now: a hash thread of one's own pays off
+    only while fewer streams run than there are cores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[int]:
+        """Count a stream while it runs; yields the count with it."""
+        with self._lock:
+            self.active += 1
+            count = self.active
+        try:
+            yield count
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+_STREAMS = _StreamCount()
+
+
 class _Hasher:
     """The content's checksum, computed while it streams.
 
-    Slower hash functions (SHA-256) run in a thread of their own, so hashing overlaps with
-    receiving (``hashlib`` releases the GIL on large updates; with a spare core the hash
-    then costs no download time); BLAKE3 runs inline.
+    With ``overlap``, slower hash functions (SHA-256) run in a thread of their own, so that
+    hashing overlaps with receiving (``hashlib`` releases the GIL on large updates; with a
+    spare core the hash then costs no download time). Without it, or for BLAKE3, every
+    chunk is hashed inline: where parallel downloads keep the cores busy, handing chunks
+    to another thread only adds work.
     """
 
-    def __init__(self, algorithm: str) -> None:
+    def __init__(self, algorithm: str, *, overlap: bool = True) -> None:
         self.algorithm = algorithm
+        self.overlap = overlap and algorithm not in _INLINE_ALGORITHMS
         self.reset()
 
     def reset(self) -> None:
@@ -119,7 +155,7 @@ class _Hasher:
             self.close()
         self._hash = new_hasher(self.algorithm)
         self._thread: threading.Thread | None = None
-        if self.algorithm not in _INLINE_ALGORITHMS:
+        if self.overlap:
             self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
             self._thread = threading.Thread(target=self._run, name="eoextract-hash", daemon=True)
             self._thread.start()
@@ -175,24 +211,33 @@ class _Stream:
     """One asset streamed into an open file, resumed with ``Range`` after transient failures.
 
     :meth:`run` returns ``(bytes written, multihash)``, hashed with the hash function of the
-    announced checksum, or :data:`~eoextract._util.checksum.DEFAULT_ALGORITHM`.
+    announced checksum, or ``algorithm`` (:data:`~eoextract._util.checksum.DEFAULT_ALGORITHM`).
     """
 
     def __init__(self, session: requests.Session, asset: RemoteAsset, fh: Any, *,
                  headers: Headers | None, chunk_size: int, timeout: float | tuple[float, float],
                  max_resumes: int, retry: RetryPolicy, early_writeback: bool = False,
-                 max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES, disk: Path | None = None) -> None:
+                 max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES, disk: Path | None = None,
+                 algorithm: str = DEFAULT_ALGORITHM, overlap_hashing: bool | None = None) -> None:
         self.session, self.asset, self.fh = session, asset, fh
         self.max_asset_bytes, self.disk = max_asset_bytes, disk
         self.headers, self.chunk_size, self.timeout = headers, chunk_size, timeout
         self.max_resumes, self.retry = max_resumes, retry
-        self.hasher = _Hasher(algorithm_of(asset.checksum))
+        self.algorithm = algorithm_of(asset.checksum) if asset.checksum is not None else algorithm
+        self.overlap_hashing = overlap_hashing
+        self.hasher: _Hasher
         self.writeback = EarlyWriteback(fh, enabled=early_writeback)
         #: Bytes written so far, and the total the server announced.
         self.offset = 0
         self.total: int | None = None
 
     def run(self) -> tuple[int, str]:
+        with _STREAMS.entered() as streams:
+            overlap = self.overlap_hashing if self.overlap_hashing is not None else streams < _cores()
+            self.hasher = _Hasher(self.algorithm, overlap=overlap)
+            return self._run()
+
+    def _run(self) -> tuple[int, str]:
         asset = self.asset
         failures = 0
         try:
@@ -342,6 +387,8 @@ def download_to_temp(
     fsync: bool = True,
     early_writeback: bool | None = None,
     max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES,
+    checksum_algorithm: str = DEFAULT_ALGORITHM,
+    overlap_hashing: bool | None = None,
 ) -> tuple[Path, int, str]:
     """Download one asset to a new temporary file in ``tmp_dir`` and verify it.
 
@@ -349,7 +396,7 @@ def download_to_temp(
     429 the download resumes where it stopped with an HTTP ``Range`` request (or
     starts over if the server ignores ranges), at most ``max_resumes`` times. The
     size and checksum are checked when the backend announced them (the checksum with
-    its own hash function; otherwise the content is hashed with BLAKE3); a mismatch
+    its own hash function; otherwise with ``checksum_algorithm``, SHA-256 by default); a mismatch
     downloads the file again, at most ``max_attempts`` times in all. The file is
     fsynced before it is returned; on any error it is removed.
 
@@ -381,6 +428,12 @@ def download_to_temp(
         max_asset_bytes: The largest file accepted, whatever was announced (default
             :data:`DEFAULT_MAX_ASSET_BYTES`, 16 GiB); ``None`` for no bound but the
             announced size and the free disk space.
+        checksum_algorithm: Hash function (multihash name, e.g. ``"sha2-256"`` or
+            ``"blake3"``) of files whose backend announced no checksum.
+        overlap_hashing: Hash SHA-256 and the like in a thread of its own, overlapping
+            with receiving. By default only while fewer downloads run in this process
+            than there are cores: where they keep every core busy, handing chunks to
+            another thread only adds work.
 
     Returns:
         ``(temporary path, size in bytes, multihash of the content)``; the caller moves
@@ -396,6 +449,8 @@ def download_to_temp(
     scheme = urlsplit(asset.href).scheme
     if scheme not in ("http", "https"):
         raise DownloadError(f"Asset {asset.name!r} has an unsupported URL scheme {scheme!r}", asset=asset.name)
+    if checksum_algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown checksum algorithm {checksum_algorithm!r}; known: {', '.join(ALGORITHMS)}")
     tmp_dir = Path(tmp_dir)
     tmp_dir.mkdir(parents=True, exist_ok=True)
     retry = resume_policy(backoff)
@@ -408,7 +463,8 @@ def download_to_temp(
                     session, asset, fh, headers=headers, chunk_size=chunk_size, timeout=timeout,
                     max_resumes=max_resumes, retry=retry,
                     early_writeback=fsync if early_writeback is None else early_writeback,
-                    max_asset_bytes=max_asset_bytes, disk=tmp_dir,
+                    max_asset_bytes=max_asset_bytes, disk=tmp_dir, algorithm=checksum_algorithm,
+                    overlap_hashing=overlap_hashing,
                 ).run()
                 fh.flush()
                 if fsync:
