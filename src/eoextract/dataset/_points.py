@@ -5,6 +5,7 @@ partition, with a completeness report that can refuse the merge."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -53,6 +54,7 @@ def _connect(threads: int | None, temp: Path) -> Any:
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET parquet_metadata_cache = true")  # footers read once, not per pass
+    con.execute("SET enable_geoparquet_conversion = false")  # WKB written as it was read
     con.execute(f"SET temp_directory = {sql_string(str(temp))}")
     return con
 
@@ -145,12 +147,14 @@ def _checked(con: Any, paths: Sequence[Path], key: Sequence[str], **options: Any
 
 
 def _copy(con: Any, query: str, target: Path, partition_by: str, compression: str,
-          explain: Any) -> int:
-    """Write ``query`` as Hive partitions below ``target``; the rows written."""
+          geo: dict[str, Any] | None, explain: Any) -> int:
+    """Write ``query`` as Hive partitions below ``target`` (with ``geo`` as their GeoParquet
+    metadata); the rows written."""
+    metadata = f", KV_METADATA {{geo: {sql_string(json.dumps(geo))}}}" if geo else ""
     try:
         return int(con.execute(
             f"COPY ({query}) TO {sql_string(str(target))} (FORMAT parquet, "
-            f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION {compression})"
+            f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION {compression}{metadata})"
         ).fetchall()[0][0])
     except Exception as exc:
         raise explain(exc) from exc
@@ -278,7 +282,7 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
     data = staging / "data"
     rows_read = rows = _copy(con, f"SELECT {select} FROM "
                              f"{_relation(paths, by_name=by_name, with_file=False)}",
-                             data, partition_by, compression, explain)
+                             data, partition_by, compression, schemas.geo, explain)
     written = _partitions_written(data)
     if _NULL_PARTITION in written:
         raise _empty_partition(con, paths, partition_by, schemas)
@@ -287,7 +291,7 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
     if repeated:  # duplicates: written again, the last file's row of each key kept
         shutil.rmtree(data)
         query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
-        rows = _copy(con, query, data, partition_by, compression, explain)
+        rows = _copy(con, query, data, partition_by, compression, schemas.geo, explain)
         written = _partitions_written(data)
     report = measure(
         con, staged if rows else None,

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eoextract.dataset._geo_metadata import crs_key, merged_geo, read_geo
 from eoextract.dataset._sources import file_format
 from eoextract.errors import DatasetError
 
@@ -26,8 +28,10 @@ class FileSchemas:
     columns: dict[Path, dict[str, str]]
     #: Column name -> family, over all files (the first file that has it decides).
     union: dict[str, str]
-    #: The CRS of the GeoParquet geometry (``AUTHORITY:CODE`` when it has one), if any.
+    #: The CRS of the geometry (``AUTHORITY:CODE`` when it has one), if any.
     crs: str | None = None
+    #: The GeoParquet metadata to write the merged files with (WKB geometry read as is).
+    geo: dict[str, Any] | None = None
     formats: set[str] = field(default_factory=set)
     #: Whether every file has the same columns, in the same order, with the same types.
     uniform: bool = False
@@ -119,7 +123,7 @@ def _columns_of(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, str], str | No
             stack.append(int(children))
             continue
         family = _parquet_family(ptype, converted, logical)
-        if (duckdb_type or "").upper().startswith("GEOMETRY"):
+        if (duckdb_type or "").upper().startswith("GEOMETRY"):  # a native geometry
             family = GEOMETRY
             if crs is None:
                 crs = _crs_key(duckdb_type)
@@ -128,18 +132,23 @@ def _columns_of(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, str], str | No
 
 
 def _read_parquet(con: Any, paths: list[Path]
-                  ) -> tuple[dict[Path, dict[str, str]], dict[Path, str], bool]:
-    """Per file: columns and CRS of the geometry; and whether all files have one schema.
-    Files are grouped by schema in SQL, so a schema is parsed once however many files
-    share it (and the footers stay cached for the reads that follow)."""
+                  ) -> tuple[dict[Path, dict[str, str]], dict[Path, dict], dict[Path, str], bool]:
+    """Per file: columns, GeoParquet metadata and the CRS of a native geometry column; and
+    whether all files have one schema. Files are grouped by schema in SQL, so a schema is
+    parsed once however many files share it (and the footers stay cached for the reads
+    that follow); the ``geo`` metadata is read beside it."""
     listed = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
     by_name = {str(p): p for p in paths}
     query = (f"SELECT list(file_name), any_value(cols) FROM (SELECT file_name, list("
              f"[name, type, converted_type, logical_type, num_children::VARCHAR, duckdb_type] "
              f"ORDER BY column_id) AS cols FROM parquet_schema({listed}) GROUP BY file_name) "
              f"GROUP BY cols")
-    try:
-        groups = con.execute(query).fetchall()
+    cursors = [con.cursor(), con.cursor()]
+    try:  # both read the footers: side by side, each on a cursor of its own
+        with ThreadPoolExecutor(2) as pool:
+            schemas = pool.submit(lambda: cursors[0].execute(query).fetchall())
+            geo = pool.submit(read_geo, cursors[1], paths)
+            groups, geo_by_file = schemas.result(), geo.result()
     except Exception as exc:  # a file that is not Parquet: find which one
         for p in paths:
             try:
@@ -148,16 +157,22 @@ def _read_parquet(con: Any, paths: list[Path]
                 raise DatasetError(f"{p}: not a readable Parquet file ({inner})",
                                    path=str(p)) from exc
         raise
+    finally:
+        for c in cursors:
+            c.close()
     columns: dict[Path, dict[str, str]] = {}
     crs_by_file: dict[Path, str] = {}
     for files, rows in groups:
         found, crs = _columns_of(rows)
         for f in files:
             path = by_name.get(f) or Path(f)
-            columns[path] = dict(found)
+            cols = columns[path] = dict(found)
+            for name in geo_by_file.get(path, {}).get("columns", {}):
+                if cols.get(name) == BINARY:
+                    cols[name] = GEOMETRY  # WKB, as the GeoParquet metadata says
             if crs is not None:
                 crs_by_file[path] = crs
-    return columns, crs_by_file, len(groups) == 1
+    return columns, geo_by_file, crs_by_file, len(groups) == 1
 
 
 def _read_text(con: Any, path: Path, fmt: str) -> dict[str, str]:
@@ -196,9 +211,10 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
     parquet = [p for p in paths if formats[p] == "parquet"]
     columns: dict[Path, dict[str, str]] = {}
     crs_by_file: dict[Path, str] = {}
+    geo_by_file: dict[Path, dict] = {}
     uniform = False
     if parquet:
-        found, crs_by_file, uniform = _read_parquet(con, parquet)
+        found, geo_by_file, crs_by_file, uniform = _read_parquet(con, parquet)
         columns.update(found)
     for p in paths:
         if formats[p] != "parquet":
@@ -217,6 +233,10 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
                 raise DatasetError(
                     f"{path}: column {name!r} holds {family} values, but {seen} in "
                     f"{first[name]} (schemas of the jobs differ)", path=str(path))
+    geo = merged_geo(geo_by_file, paths)
+    for path, meta in geo_by_file.items():
+        primary = meta.get("primary_column", "geometry")
+        crs_by_file.setdefault(path, crs_key(meta.get("columns", {}).get(primary, {}).get("crs")))
     crs = None
     if crs_by_file:
         in_order = [(p, crs_by_file[p]) for p in paths if p in crs_by_file]
@@ -225,5 +245,5 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
             if other != crs:
                 raise DatasetError(f"{path}: geometry in {other}, but {crs} in "
                                    f"{reference_path} (reproject before merging)", path=str(path))
-    return FileSchemas(columns=ordered, union=union, crs=crs,
+    return FileSchemas(columns=ordered, union=union, crs=crs, geo=geo,
                        formats=set(formats.values()), uniform=uniform)
