@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -287,17 +288,28 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
     if _NULL_PARTITION in written:
         raise _empty_partition(con, paths, partition_by, schemas)
     staged = f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, hive_partitioning = true)"
-    repeated = _repeated_hashes(con, staged, key, partition_by) if rows else []
+
+    def report_of(connection: Any, rows: int, written: list[str]) -> CompletenessReport:
+        return measure(connection, staged if rows else None,
+                       sample_column=sample_column if sample_column in schemas.union else None,
+                       attributes=options["attributes"], expected=expected, rows=rows,
+                       rows_read=rows_read, partitions=written)
+
+    if not rows:
+        return report_of(con, rows, written), data
+    cursor = con.cursor()  # the report is counted beside the search for repeated keys
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            counting = pool.submit(report_of, cursor, rows, written)
+            repeated = _repeated_hashes(con, staged, key, partition_by)
+            report = counting.result()
+    finally:
+        cursor.close()
     if repeated:  # duplicates: written again, the last file's row of each key kept
         shutil.rmtree(data)
         query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
         rows = _copy(con, query, data, partition_by, compression, schemas.geo, explain)
-        written = _partitions_written(data)
-    report = measure(
-        con, staged if rows else None,
-        sample_column=sample_column if sample_column in schemas.union else None,
-        attributes=options["attributes"], expected=expected, rows=rows, rows_read=rows_read,
-        partitions=written)
+        report = report_of(con, rows, _partitions_written(data))
     return report, data
 
 
