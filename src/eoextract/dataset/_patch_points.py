@@ -1,6 +1,7 @@
 """Patch to point: sample the patch files of a catalogue at their samples' geometries.
 
-Each patch (a NetCDF data asset on ``t, y, x``) is read by a worker process, only the
+Each patch (a NetCDF data asset on ``t, y, x``, or a GeoTIFF: one band per variable, named
+by its description, dated by its item) is read by a worker process, only the
 window its sample covers, and sampled in one of three ways:
 
 * ``centre``: the pixel holding the centroid of the sample geometry;
@@ -30,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from eoextract.dataset._loader import (
-    JOB_KEY_PROPERTY, _asset_path, _aux_asset, _data_asset, _job_rows, _netcdf_lock, _read_header)
+    JOB_KEY_PROPERTY, _asset_path, _aux_asset, _data_asset, _job_rows)
+from eoextract.dataset._patch_files import aux_attributes, aux_raster, read_header, window_reader
 from eoextract.dataset._selection import Selection, Source, item_epsg, select_items
 from eoextract.errors import ConfigurationError, DatasetError
 
@@ -58,6 +60,7 @@ class _Task:
     properties: Mapping[str, Any]
     aux_path: str | None
     job_row: Mapping[str, Any] = field(default_factory=dict)
+    time: str | None = None  #: the item's datetime (the date of a GeoTIFF patch)
 
 
 def _window(x: np.ndarray, y: np.ndarray, geom: Any, how: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -90,18 +93,6 @@ def _transformer(source: int, target: int) -> Any:
     return Transformer.from_crs(source, target, always_xy=True)
 
 
-def _aux_raster(aux_path: str | None, name: str) -> np.ndarray | None:
-    import netCDF4
-
-    if aux_path is None:
-        return None
-    with _netcdf_lock(), netCDF4.Dataset(aux_path) as nc:
-        if name in nc.variables and nc.variables[name].dimensions[-2:] == ("y", "x"):
-            nc.set_auto_maskandscale(False)
-            return np.asarray(nc.variables[name][...])
-    return None
-
-
 def _mode(values: np.ndarray) -> Any:
     uniq, counts = np.unique(values, return_counts=True)
     return uniq[int(np.argmax(counts))].item()
@@ -109,11 +100,10 @@ def _mode(values: np.ndarray) -> Any:
 
 def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
     """Rows of one patch as a pyarrow table, warnings, and an error (``None``: fine)."""
-    import netCDF4
     import pyarrow as pa
     import shapely
 
-    head = _read_header(task.path, item_id=task.item_id, kind="data")
+    head = read_header(task.path, item_id=task.item_id, kind="data", time=task.time)
     if head.epsg is not None and task.epsg is not None and head.epsg != task.epsg:
         return None, [], (f"{task.path} is in EPSG:{head.epsg} but its item {task.item_id!r} "
                           f"says EPSG:{task.epsg}")
@@ -125,13 +115,9 @@ def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
     n_t = times.size
     columns: dict[str, list[Any]] = {}
     notes: list[str] = []
-    aux_rasters = {n: _aux_raster(task.aux_path, n) for n in task.labels}
-    aux_attrs: dict[str, Any] = {}
-    if task.aux_path is not None:
-        with _netcdf_lock(), netCDF4.Dataset(task.aux_path) as nc:
-            aux_attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-    with _netcdf_lock(), netCDF4.Dataset(task.path) as nc:
-        nc.set_auto_maskandscale(False)
+    aux_rasters = {n: aux_raster(task.aux_path, n) for n in task.labels}
+    aux_attrs = aux_attributes(task.aux_path)
+    with window_reader(head) as read_window:
         for sample_id, wkb in task.samples:
             geom = shapely.transform(shapely.from_wkb(wkb), lambda c: np.column_stack(
                 to_patch.transform(c[:, 0], c[:, 1])))
@@ -142,7 +128,7 @@ def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
                 continue
             rows, cols = picked
             r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-            data = {v: np.asarray(nc.variables[v][..., r0:r1, c0:c1]) for v in head.variables}
+            data = read_window(r0, r1, c0, c1)
             data = {v: (a if a.ndim == 3 else np.broadcast_to(a, (n_t, *a.shape)))[:, rows - r0, cols - c0]
                     for v, a in data.items()}  # (t, pixel)
             n_px = rows.size if task.how == "all" else 1
@@ -253,7 +239,8 @@ def _tasks(items: Iterable[Mapping[str, Any]], *, how: str, samples: Any, sample
                     properties={k: v for k, v in props.items() if k in labels},
                     aux_path=_asset_path(item, aux_key) if aux_key else None,
                     job_row={k: v for k, v in job_rows.get(str(props.get(JOB_KEY_PROPERTY)),
-                                                           {}).items() if k in labels})
+                                                           {}).items() if k in labels},
+                    time=props.get("datetime") or props.get("start_datetime"))
 
 
 def patches_to_points(
