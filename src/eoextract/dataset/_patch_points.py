@@ -21,9 +21,7 @@ import functools
 import json
 import os
 import warnings
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import numpy as np
 
 from eoextract.dataset._loader import (
     JOB_KEY_PROPERTY, _asset_path, _aux_asset, _data_asset, _job_rows)
+from eoextract.dataset._patch_workers import in_process, in_processes, on_cluster
 from eoextract.dataset._patch_files import aux_attributes, aux_raster, read_header, window_reader
 from eoextract.dataset._selection import Selection, Source, item_epsg, select_items
 from eoextract.errors import ConfigurationError, DatasetError
@@ -256,6 +255,7 @@ def patches_to_points(
     processes: int | None = None,
     job_db: Any = None,
     selection: Selection | None = None,
+    client: Any = None,
     **criteria: Any,
 ) -> PatchPointsResult:
     """Sample the patches of a catalogue at their samples' geometries into one long
@@ -272,6 +272,9 @@ def patches_to_points(
             variable is sampled at the same pixels; ``mean`` takes its most frequent value)
             or its attributes, else the data file's attributes.
         processes: Worker processes (default: all cores; 1 samples in this process).
+        client: A ``dask.distributed.Client`` or a scheduler address (``tcp://...``): the
+            patches are sampled on that cluster instead (its workers must reach the patch
+            files by the same paths); ``processes`` is then ignored.
         job_db: A job database (object, path or URL) whose job rows give ``labels`` found
             nowhere else, by the items' ``eoextract:job_key`` (read only).
         selection: Which items (see :class:`~eoextract.dataset.Selection`), or its fields
@@ -326,33 +329,22 @@ def patches_to_points(
         writer.write_table(table)
         rows += table.num_rows
 
+    if client is not None:
+        results = on_cluster(_sample_patch, tasks, client)
+    elif workers <= 1:
+        results = in_process(_sample_patch, tasks)
+    else:
+        results = in_processes(_sample_patch, tasks, workers)
     try:
-        if workers <= 1:
-            for task in tasks:
-                consume(task, _sample_patch(task))
-        else:
-            import multiprocessing
-
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                pending: deque[tuple[_Task, Future[Any]]] = deque()
-                try:
-                    for task in tasks:
-                        pending.append((task, pool.submit(_sample_patch, task)))
-                        if len(pending) >= 2 * workers:  # bounded: memory stays flat
-                            done_task, future = pending.popleft()
-                            consume(done_task, future.result())
-                    while pending:
-                        done_task, future = pending.popleft()
-                        consume(done_task, future.result())
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+        for task, result in results:
+            consume(task, result)
         if writer is None:
             raise DatasetError("no sample fell inside its patch; nothing written")
         writer.close()
         writer = None
         os.replace(staging, output)
     except BaseException:
+        results.close()  # cancels what is still in flight
         if writer is not None:
             writer.close()
         staging.unlink(missing_ok=True)
