@@ -9,6 +9,7 @@ of the largest worker.
 Usage::
 
     python benchmarks/bench_patch_points.py [--sizes 40 160] [--px 64] [--how mean] [--processes 2]
+        [--dask local|tcp://host:port]
 """
 
 from __future__ import annotations
@@ -33,13 +34,29 @@ def _catalogue(folder: Path, n: int, px: int) -> Path:
     return bench_catalogue(folder, n, px, BANDS)
 
 
-def _run(folder: Path, catalogue: Path, how: str, processes: int) -> float:
+def _run(folder: Path, catalogue: Path, how: str, processes: int, client=None) -> float:
     from eoextract.dataset import patches_to_points
 
     t0 = time.perf_counter()
     patches_to_points(catalogue, folder / f"out-{how}-{processes}.parquet", how=how,
-                      labels=["croptype"], processes=processes)
+                      labels=["croptype"], processes=processes, client=client)
     return time.perf_counter() - t0
+
+
+def _on_cluster(folder: Path, cats: dict[int, Path], args: argparse.Namespace) -> None:
+    from distributed import Client, LocalCluster
+
+    cluster = (LocalCluster(n_workers=args.processes, threads_per_worker=1,
+                            dashboard_address=None) if args.dask == "local" else None)
+    with Client(cluster or args.dask) as client:
+        threads = sum(client.nthreads().values())
+        _run(folder, cats[args.sizes[0]], args.how, 1, client)  # workers warm
+        small, large = (_run(folder, cats[n], args.how, 1, client) for n in args.sizes)
+        print(f"dask ({threads} threads): {args.sizes[1] / large / threads:7.1f} patches/s per "
+              f"thread; time ratio {large / small:4.1f} for "
+              f"{args.sizes[1] / args.sizes[0]:.0f}x the patches")
+    if cluster is not None:
+        cluster.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--px", type=int, default=64)
     parser.add_argument("--how", default="mean", choices=("centre", "mean", "all"))
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--dask", default=None, help="also on this Dask scheduler address, or "
+                        "'local' for a local cluster of --processes worker processes")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="bench-p2p-"))
     try:
@@ -60,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             rate = args.sizes[1] / large / procs
             print(f"processes {procs}: {rate:7.1f} patches/s per core; time ratio "
                   f"{large / small:4.1f} for {args.sizes[1] / args.sizes[0]:.0f}x the patches")
+        if args.dask:
+            _on_cluster(folder, cats, args)
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"peak RSS: this process {own:.0f} MiB, largest worker {child:.0f} MiB")

@@ -46,6 +46,15 @@ def test_merged_dataset_reads_alike_in_geopandas_duckdb_and_pyarrow(job_files, t
     table = pads.dataset(out, format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 48 and str(table.schema.field("B03").type) == "uint16"
     assert table.schema.field("timestamp").type.tz == "UTC"
+    import json
+
+    import pyarrow.parquet as pq
+
+    for part in out.glob("*/*.parquet"):  # WKB passed through, GeoParquet metadata merged
+        geo = json.loads(pq.read_schema(part).metadata[b"geo"])
+        column = geo["columns"]["geometry"]
+        assert geo["primary_column"] == "geometry" and column["encoding"] == "WKB"
+        assert column["geometry_types"] == ["Point"] and column["crs"]["id"]["code"] == 4326
 
 
 def test_duplicates_keep_the_row_of_the_last_file(job_files, tmp_path):
@@ -131,14 +140,30 @@ def test_mismatched_schemas_name_both_files(job_files, tmp_path):
     bad["B02"] = bad["B02"].astype(str)
     bad.to_parquet(tmp_path / "outputs" / "job8.parquet")
     with pytest.raises(DatasetError, match=r"job8\.parquet: column 'B02' holds string values, "
-                                           r"but number in .*points_0\.parquet"):
+                                           r"but number in .*points_0\.parquet") as info:
         merge_points(tmp_path / "outputs", tmp_path / "ds", partition_by="ref_id")
+    assert info.value.path.endswith("job8.parquet")
+    assert _untouched(tmp_path / "ds") == []
 
 
 def test_other_crs_names_the_file(job_files, tmp_path):
     point_frame(5).to_crs(32631).to_parquet(tmp_path / "outputs" / "utm.parquet")
     with pytest.raises(DatasetError, match=r"utm\.parquet: geometry in EPSG:32631, but EPSG:4326"):
         merge_points(tmp_path / "outputs", tmp_path / "ds", partition_by="ref_id")
+    assert _untouched(tmp_path / "ds") == []
+
+
+def test_a_rerun_with_mismatched_schemas_leaves_the_dataset_as_it_was(job_files, tmp_path):
+    out = tmp_path / "ds"
+    merge_points(job_files, out, partition_by="ref_id")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    bad = point_frame(8)
+    bad["timestamp"] = bad["timestamp"].astype(str).str.len()  # a number where times were
+    bad.to_parquet(tmp_path / "outputs" / "job8.parquet")
+    with pytest.raises(DatasetError, match=r"job8\.parquet: column 'timestamp' holds number"):
+        merge_points(tmp_path / "outputs", out, partition_by="ref_id")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
 
 
 def test_band_outside_its_type_names_the_file_and_writes_nothing(job_files, tmp_path):

@@ -86,6 +86,9 @@ def patches_to_points_cmd(
     how: Annotated[str, typer.Option(help="centre (the centre pixel), mean (over the sample polygon) or all (every pixel inside).")] = "centre",
     label: Annotated[list[str] | None, typer.Option("--label", help="Label columns from item properties or the auxiliary asset (repeat or comma-separate).")] = None,
     processes: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    dask: Annotated[str | None, typer.Option(
+        help="Sample on the Dask cluster of this scheduler address (tcp://host:port) instead; "
+             "its workers must reach the patch files by the same paths.")] = None,
 ) -> None:
     """Sample each patch of a catalogue at its sample's geometry into one long GeoParquet
     table (sample_id, time, bands, labels) and print a summary."""
@@ -96,7 +99,7 @@ def patches_to_points_cmd(
     if not catalogue.exists():
         raise UsageError(f"no such file or folder: {catalogue}")
     result = patches_to_points(catalogue, output, how=how, labels=_split(label),
-                               processes=processes)
+                               processes=processes, client=dask)
     skipped = f", {result.skipped} sample(s) skipped" if result.skipped else ""
     console().print(f"wrote {result.rows:,} rows from {result.patches} patch(es) to "
                     f"{result.path}{skipped}")

@@ -1,6 +1,7 @@
 """Patch to point: sample the patch files of a catalogue at their samples' geometries.
 
-Each patch (a NetCDF data asset on ``t, y, x``) is read by a worker process, only the
+Each patch (a NetCDF data asset on ``t, y, x``, or a GeoTIFF: one band per variable, named
+by its description, dated by its item) is read by a worker process, only the
 window its sample covers, and sampled in one of three ways:
 
 * ``centre``: the pixel holding the centroid of the sample geometry;
@@ -20,9 +21,7 @@ import functools
 import json
 import os
 import warnings
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from eoextract.dataset._loader import (
-    JOB_KEY_PROPERTY, _asset_path, _aux_asset, _data_asset, _job_rows, _netcdf_lock, _read_header)
+    JOB_KEY_PROPERTY, _asset_path, _aux_asset, _data_asset, _job_rows)
+from eoextract.dataset._patch_workers import in_process, in_processes, on_cluster
+from eoextract.dataset._patch_files import aux_attributes, aux_raster, read_header, window_reader
 from eoextract.dataset._selection import Selection, Source, item_epsg, select_items
 from eoextract.errors import ConfigurationError, DatasetError
 
@@ -58,6 +59,7 @@ class _Task:
     properties: Mapping[str, Any]
     aux_path: str | None
     job_row: Mapping[str, Any] = field(default_factory=dict)
+    time: str | None = None  #: the item's datetime (the date of a GeoTIFF patch)
 
 
 def _window(x: np.ndarray, y: np.ndarray, geom: Any, how: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -90,18 +92,6 @@ def _transformer(source: int, target: int) -> Any:
     return Transformer.from_crs(source, target, always_xy=True)
 
 
-def _aux_raster(aux_path: str | None, name: str) -> np.ndarray | None:
-    import netCDF4
-
-    if aux_path is None:
-        return None
-    with _netcdf_lock(), netCDF4.Dataset(aux_path) as nc:
-        if name in nc.variables and nc.variables[name].dimensions[-2:] == ("y", "x"):
-            nc.set_auto_maskandscale(False)
-            return np.asarray(nc.variables[name][...])
-    return None
-
-
 def _mode(values: np.ndarray) -> Any:
     uniq, counts = np.unique(values, return_counts=True)
     return uniq[int(np.argmax(counts))].item()
@@ -109,11 +99,10 @@ def _mode(values: np.ndarray) -> Any:
 
 def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
     """Rows of one patch as a pyarrow table, warnings, and an error (``None``: fine)."""
-    import netCDF4
     import pyarrow as pa
     import shapely
 
-    head = _read_header(task.path, item_id=task.item_id, kind="data")
+    head = read_header(task.path, item_id=task.item_id, kind="data", time=task.time)
     if head.epsg is not None and task.epsg is not None and head.epsg != task.epsg:
         return None, [], (f"{task.path} is in EPSG:{head.epsg} but its item {task.item_id!r} "
                           f"says EPSG:{task.epsg}")
@@ -125,13 +114,9 @@ def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
     n_t = times.size
     columns: dict[str, list[Any]] = {}
     notes: list[str] = []
-    aux_rasters = {n: _aux_raster(task.aux_path, n) for n in task.labels}
-    aux_attrs: dict[str, Any] = {}
-    if task.aux_path is not None:
-        with _netcdf_lock(), netCDF4.Dataset(task.aux_path) as nc:
-            aux_attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-    with _netcdf_lock(), netCDF4.Dataset(task.path) as nc:
-        nc.set_auto_maskandscale(False)
+    aux_rasters = {n: aux_raster(task.aux_path, n) for n in task.labels}
+    aux_attrs = aux_attributes(task.aux_path)
+    with window_reader(head) as read_window:
         for sample_id, wkb in task.samples:
             geom = shapely.transform(shapely.from_wkb(wkb), lambda c: np.column_stack(
                 to_patch.transform(c[:, 0], c[:, 1])))
@@ -142,7 +127,7 @@ def _sample_patch(task: _Task) -> tuple[Any, list[str], str | None]:
                 continue
             rows, cols = picked
             r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-            data = {v: np.asarray(nc.variables[v][..., r0:r1, c0:c1]) for v in head.variables}
+            data = read_window(r0, r1, c0, c1)
             data = {v: (a if a.ndim == 3 else np.broadcast_to(a, (n_t, *a.shape)))[:, rows - r0, cols - c0]
                     for v, a in data.items()}  # (t, pixel)
             n_px = rows.size if task.how == "all" else 1
@@ -253,7 +238,8 @@ def _tasks(items: Iterable[Mapping[str, Any]], *, how: str, samples: Any, sample
                     properties={k: v for k, v in props.items() if k in labels},
                     aux_path=_asset_path(item, aux_key) if aux_key else None,
                     job_row={k: v for k, v in job_rows.get(str(props.get(JOB_KEY_PROPERTY)),
-                                                           {}).items() if k in labels})
+                                                           {}).items() if k in labels},
+                    time=props.get("datetime") or props.get("start_datetime"))
 
 
 def patches_to_points(
@@ -269,6 +255,7 @@ def patches_to_points(
     processes: int | None = None,
     job_db: Any = None,
     selection: Selection | None = None,
+    client: Any = None,
     **criteria: Any,
 ) -> PatchPointsResult:
     """Sample the patches of a catalogue at their samples' geometries into one long
@@ -285,6 +272,9 @@ def patches_to_points(
             variable is sampled at the same pixels; ``mean`` takes its most frequent value)
             or its attributes, else the data file's attributes.
         processes: Worker processes (default: all cores; 1 samples in this process).
+        client: A ``dask.distributed.Client`` or a scheduler address (``tcp://...``): the
+            patches are sampled on that cluster instead (its workers must reach the patch
+            files by the same paths); ``processes`` is then ignored.
         job_db: A job database (object, path or URL) whose job rows give ``labels`` found
             nowhere else, by the items' ``eoextract:job_key`` (read only).
         selection: Which items (see :class:`~eoextract.dataset.Selection`), or its fields
@@ -339,33 +329,22 @@ def patches_to_points(
         writer.write_table(table)
         rows += table.num_rows
 
+    if client is not None:
+        results = on_cluster(_sample_patch, tasks, client)
+    elif workers <= 1:
+        results = in_process(_sample_patch, tasks)
+    else:
+        results = in_processes(_sample_patch, tasks, workers)
     try:
-        if workers <= 1:
-            for task in tasks:
-                consume(task, _sample_patch(task))
-        else:
-            import multiprocessing
-
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                pending: deque[tuple[_Task, Future[Any]]] = deque()
-                try:
-                    for task in tasks:
-                        pending.append((task, pool.submit(_sample_patch, task)))
-                        if len(pending) >= 2 * workers:  # bounded: memory stays flat
-                            done_task, future = pending.popleft()
-                            consume(done_task, future.result())
-                    while pending:
-                        done_task, future = pending.popleft()
-                        consume(done_task, future.result())
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+        for task, result in results:
+            consume(task, result)
         if writer is None:
             raise DatasetError("no sample fell inside its patch; nothing written")
         writer.close()
         writer = None
         os.replace(staging, output)
     except BaseException:
+        results.close()  # cancels what is still in flight
         if writer is not None:
             writer.close()
         staging.unlink(missing_ok=True)

@@ -5,9 +5,10 @@ partition, with a completeness report that can refuse the merge."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ BAND_TYPES = {"uint8": ("UTINYINT", 0, 255), "int8": ("TINYINT", -128, 127),
 #: The derived partition columns: name -> SQL over the time column.
 _DERIVED = {"year": "year({t})", "month": "strftime({t}, '%Y-%m')"}
 _FILE = "__eoextract_file"
+#: Parquet compressions a merge may write with.
+COMPRESSIONS = ("snappy", "zstd", "lz4_raw", "gzip", "brotli", "uncompressed")
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # DuckDB's folder for an empty partition value
 
 
@@ -51,6 +54,8 @@ def _connect(threads: int | None, temp: Path) -> Any:
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET parquet_metadata_cache = true")  # footers read once, not per pass
+    con.execute("SET enable_geoparquet_conversion = false")  # WKB written as it was read
     con.execute(f"SET temp_directory = {sql_string(str(temp))}")
     return con
 
@@ -96,74 +101,64 @@ def _select_list(schemas: FileSchemas, *, partition_by: str, time_column: str | 
     return out
 
 
-def _key_hashes(con: Any, paths: Sequence[Path], key: Sequence[str], by_name: bool
-                ) -> tuple[int, list[int]]:
-    """Rows read, and the 64-bit hashes of ``key`` seen more than once: one narrow pass
-    over the key columns."""
-    keys = ", ".join(sql_name(k) for k in key)
-    plain = _relation(paths, by_name=by_name, with_file=False)
-    (rows_read, repeated), = con.execute(
-        f"SELECT sum(n)::BIGINT, list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
-        f"FROM (SELECT hash({keys}) AS h FROM {plain}) GROUP BY h)").fetchall()
-    return int(rows_read or 0), list(repeated or [])
+def _repeated_hashes(con: Any, table: str, key: Sequence[str], partition_by: str) -> list[int]:
+    """The 64-bit hashes of ``key`` seen more than once in ``table`` (the staged output): one
+    narrow pass over the key columns. The partition column is left out of the hash (rows of
+    one key in two partitions still count as repeated)."""
+    columns = [k for k in key if k != partition_by] or list(key)
+    keys = ", ".join(sql_name(k) for k in columns)
+    (repeated,), = con.execute(
+        f"SELECT list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
+        f"FROM (SELECT hash({keys}) AS h FROM {table}) GROUP BY h)").fetchall()
+    return list(repeated or [])
 
 
 def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
-                  by_name: bool, repeated_hashes: list[int]) -> str:
+                  partition_by: str, by_name: bool, repeated_hashes: list[int]) -> str:
     """The query of the merged rows, one per ``key`` (the row of the last file wins).
 
-    Rows whose key hash is unique are kept as they are; only rows of a repeated hash (true
-    duplicates and the rare collision) go through the exact window on the key columns.
+    Rows whose (typed) key hash is unique are kept as they are; only rows of a repeated
+    hash (true duplicates and the rare collision) go through the exact window on the key.
     """
-    plain = _relation(paths, by_name=by_name, with_file=False)
-    if not repeated_hashes:
-        return f"SELECT {select} FROM {plain}"
     import pyarrow as pa
 
+    columns = [k for k in key if k != partition_by] or list(key)
+    hashed = ", ".join(sql_name(k) for k in columns)
     keys = ", ".join(sql_name(k) for k in key)
     con.register("_eoextract_hashes", pa.table({"h": pa.array(repeated_hashes, pa.uint64())}))
-    repeated = f"hash({keys}) IN (SELECT h FROM _eoextract_hashes)"
+    repeated = f"hash({hashed}) IN (SELECT h FROM _eoextract_hashes)"
+    plain = _relation(paths, by_name=by_name, with_file=False)
     with_file = _relation(paths, by_name=by_name, with_file=True)
-    return (f"SELECT {select} FROM {plain} WHERE NOT {repeated} UNION ALL "
-            f"SELECT {select} FROM {with_file} WHERE {repeated} QUALIFY row_number() OVER "
-            f"(PARTITION BY {keys} ORDER BY {_FILE} DESC) = 1")
+    return (f"SELECT * FROM (SELECT {select} FROM {plain}) WHERE NOT {repeated} UNION ALL "
+            f"SELECT * EXCLUDE ({_FILE}) FROM (SELECT {select}, {_FILE} FROM {with_file}) "
+            f"WHERE {repeated} QUALIFY row_number() OVER (PARTITION BY {keys} "
+            f"ORDER BY {_FILE} DESC) = 1")
 
 
-def _checked_and_hashed(con: Any, paths: Sequence[Path], key: Sequence[str], **options: Any
-                        ) -> tuple[FileSchemas, str | None, int, list[int]]:
-    """Read and check the files' schemas while the key hashes are computed beside
-    (optimistically, as if every file had the same columns; again by name otherwise).
+def _checked(con: Any, paths: Sequence[Path], key: Sequence[str], **options: Any
+             ) -> tuple[FileSchemas, str | None]:
+    """The files' schemas, checked against the options; and the time column (``None``
+    when no file has it)."""
+    schemas = read_schemas(con, paths)
+    time_column = options.pop("time_column")
+    if time_column is not None and time_column not in schemas.union:
+        time_column = None
+    _check_options(schemas, key=key, time_column=time_column, **options)
+    return schemas, time_column
 
-    Returns the schemas, the time column (``None`` when absent), rows read and the
-    repeated key hashes.
-    """
-    cursor = con.cursor()
-    with ThreadPoolExecutor(1) as pool:
-        hashing = pool.submit(_key_hashes, cursor, paths, key, False)
-        try:
-            schemas = read_schemas(con, paths)
-            time_column = options.pop("time_column")
-            if time_column is not None and time_column not in schemas.union:
-                time_column = None
-            _check_options(schemas, key=key, time_column=time_column, **options)
-        except BaseException:
-            cursor.interrupt()
-            wait([hashing])
-            raise
-        try:
-            rows_read, repeated = hashing.result()
-            failed = None
-        except Exception as exc:  # columns differ between files: hashed again, by name
-            failed = exc
-        finally:
-            cursor.close()
-    if failed is not None or not schemas.uniform:
-        try:
-            rows_read, repeated = _key_hashes(con, paths, key, True)
-        except Exception as exc:
-            raise DatasetError(f"merge failed, nothing written: {str(exc).splitlines()[0]}"
-                               ) from exc
-    return schemas, time_column, rows_read, repeated
+
+def _copy(con: Any, query: str, target: Path, partition_by: str, compression: str,
+          geo: dict[str, Any] | None, explain: Any) -> int:
+    """Write ``query`` as Hive partitions below ``target`` (with ``geo`` as their GeoParquet
+    metadata); the rows written."""
+    metadata = f", KV_METADATA {{geo: {sql_string(json.dumps(geo))}}}" if geo else ""
+    try:
+        return int(con.execute(
+            f"COPY ({query}) TO {sql_string(str(target))} (FORMAT parquet, "
+            f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION {compression}{metadata})"
+        ).fetchall()[0][0])
+    except Exception as exc:
+        raise explain(exc) from exc
 
 
 def _check_options(schemas: FileSchemas, *, partition_by: str, key: Sequence[str],
@@ -204,6 +199,7 @@ def merge_points(
     max_missing_fraction: float | None = None,
     max_without_attributes_fraction: float | None = None,
     threads: int | None = None,
+    compression: str = "snappy",
 ) -> CompletenessReport:
     """Merge per-job point files into one Hive-partitioned GeoParquet dataset.
 
@@ -233,6 +229,8 @@ def merge_points(
         max_missing_fraction: Refuse the merge when more of the expected samples are missing.
         max_without_attributes_fraction: Refuse the merge when more rows lack attributes.
         threads: DuckDB threads (default: all cores).
+        compression: Parquet compression of the written files (``snappy``, ``zstd``,
+            ``lz4_raw``, ``gzip``, ``uncompressed``).
 
     Returns:
         The :class:`~eoextract.dataset.CompletenessReport` of what was written.
@@ -243,6 +241,9 @@ def merge_points(
         IncompleteDataset: A threshold exceeded; nothing was written.
     """
     output = Path(output)
+    if compression not in COMPRESSIONS:
+        raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
+                                 f"not {compression!r}")
     paths = find_point_files(sources)
     bands, attributes, key = list(bands), list(attributes), list(key)
     if isinstance(expected, (str, os.PathLike)) or hasattr(expected, "read"):
@@ -252,39 +253,69 @@ def merge_points(
     try:
         con = _connect(threads, staging)
         try:
-            schemas, time_column, rows_read, repeated = _checked_and_hashed(
-                con, paths, key, partition_by=partition_by, time_column=time_column,
-                bands=bands, band_type=band_type, nodata=nodata, attributes=attributes)
-            select = ", ".join(_select_list(schemas, partition_by=partition_by,
-                                            time_column=time_column, bands=bands,
-                                            band_type=band_type, nodata=nodata))
-            query = _deduplicated(con, select, paths, key, not schemas.uniform, repeated)
-            data = staging / "data"
-            try:
-                rows = con.execute(
-                    f"COPY ({query}) TO {sql_string(str(data))} (FORMAT parquet, "
-                    f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION zstd)").fetchall()[0][0]
-            except Exception as exc:
-                raise _explain(exc, con, paths, bands, band_type) from exc
-            written = sorted(unquote(p.name.split("=", 1)[1])
-                             for p in data.iterdir()) if data.is_dir() else []
-            if _NULL_PARTITION in written:
-                raise _empty_partition(con, paths, partition_by, schemas)
-            table = (f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, "
-                     f"hive_partitioning = true)")
-            report = measure(
-                con, table if rows else None,
-                sample_column=sample_column if sample_column in schemas.union else None,
-                attributes=attributes, expected=expected, rows=int(rows),
-                rows_read=rows_read, partitions=written)
+            report, data = _merge(con, paths, staging, partition_by=partition_by, key=key,
+                                  time_column=time_column, bands=bands, band_type=band_type,
+                                  nodata=nodata, attributes=attributes,
+                                  sample_column=sample_column, expected=expected,
+                                  compression=compression)
         finally:
             con.close()
         report.check(max_missing_fraction, max_without_attributes_fraction)
-        if rows:
+        if report.rows:
             replace_partitions(data, output, partition_by)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
+           key: Sequence[str], sample_column: str | None, expected: Any, compression: str,
+           **options: Any) -> tuple[CompletenessReport, Path]:
+    """Write the merge below ``staging``: every row typed in one pass; when the written
+    rows repeat a key, once more from the files with the duplicates dropped. Returns the
+    report and the folder of the partitions."""
+    bands, band_type = options["bands"], options["band_type"]
+    schemas, time_column = _checked(con, paths, key, partition_by=partition_by, **options)
+    select = ", ".join(_select_list(schemas, partition_by=partition_by, time_column=time_column,
+                                    bands=bands, band_type=band_type, nodata=options["nodata"]))
+    by_name = not schemas.uniform
+    explain = lambda exc: _explain(exc, con, paths, bands, band_type)  # noqa: E731
+    data = staging / "data"
+    rows_read = rows = _copy(con, f"SELECT {select} FROM "
+                             f"{_relation(paths, by_name=by_name, with_file=False)}",
+                             data, partition_by, compression, schemas.geo, explain)
+    written = _partitions_written(data)
+    if _NULL_PARTITION in written:
+        raise _empty_partition(con, paths, partition_by, schemas)
+    staged = f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, hive_partitioning = true)"
+
+    def report_of(connection: Any, rows: int, written: list[str]) -> CompletenessReport:
+        return measure(connection, staged if rows else None,
+                       sample_column=sample_column if sample_column in schemas.union else None,
+                       attributes=options["attributes"], expected=expected, rows=rows,
+                       rows_read=rows_read, partitions=written)
+
+    if not rows:
+        return report_of(con, rows, written), data
+    cursor = con.cursor()  # the report is counted beside the search for repeated keys
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            counting = pool.submit(report_of, cursor, rows, written)
+            repeated = _repeated_hashes(con, staged, key, partition_by)
+            report = counting.result()
+    finally:
+        cursor.close()
+    if repeated:  # duplicates: written again, the last file's row of each key kept
+        shutil.rmtree(data)
+        query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
+        rows = _copy(con, query, data, partition_by, compression, schemas.geo, explain)
+        report = report_of(con, rows, _partitions_written(data))
+    return report, data
+
+
+def _partitions_written(data: Path) -> list[str]:
+    return sorted(unquote(p.name.split("=", 1)[1]) for p in data.iterdir()) \
+        if data.is_dir() else []
 
 
 def _empty_partition(con: Any, paths: Sequence[Path], partition_by: str,

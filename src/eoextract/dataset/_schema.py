@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eoextract.dataset._geo_metadata import crs_key, merged_geo, read_geo
 from eoextract.dataset._sources import file_format
 from eoextract.errors import DatasetError
 
@@ -27,7 +28,9 @@ class FileSchemas:
     columns: dict[Path, dict[str, str]]
     #: Column name -> family, over all files (the first file that has it decides).
     union: dict[str, str]
-    #: The GeoParquet ``geo`` metadata of the first file that has one.
+    #: The CRS of the geometry (``AUTHORITY:CODE`` when it has one), if any.
+    crs: str | None = None
+    #: The GeoParquet metadata to write the merged files with (WKB geometry read as is).
     geo: dict[str, Any] | None = None
     formats: set[str] = field(default_factory=set)
     #: Whether every file has the same columns, in the same order, with the same types.
@@ -99,45 +102,14 @@ def sql_name(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _fetch(cursor: Any, query: str) -> list[tuple]:
-    try:
-        return cursor.execute(query).fetchall()
-    finally:
-        cursor.close()
-
-
-def _read_parquet(con: Any, paths: list[Path]
-                  ) -> tuple[dict[Path, dict[str, str]], dict, bool]:
-    listed = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
-    by_name = {str(p): p for p in paths}
-    columns: dict[Path, dict[str, str]] = {p: {} for p in paths}
-    queries = {
-        "schema": f"SELECT file_name, name, type, converted_type, logical_type, num_children "
-                  f"FROM parquet_schema({listed})",
-        "geo": f"SELECT value, list(file_name) FROM parquet_kv_metadata({listed}) "
-               f"WHERE key::VARCHAR = 'geo' GROUP BY value",
-    }
-    try:  # the three read the footers: side by side, each on a cursor of its own
-        with ThreadPoolExecutor(len(queries)) as pool:
-            futures = {k: pool.submit(_fetch, con.cursor(), q) for k, q in queries.items()}
-            rows, kv = (futures[k].result() for k in queries)
-    except Exception as exc:  # a file that is not Parquet: find which one
-        for p in paths:
-            try:
-                con.execute(f"SELECT 1 FROM parquet_schema({sql_string(str(p))}) LIMIT 1")
-            except Exception as inner:
-                raise DatasetError(f"{p}: not a readable Parquet file ({inner})",
-                                   path=str(p)) from exc
-        raise
-    pending: dict[Path, list[int]] = {}  # per file: children still to skip, per level
-    signatures: dict[Path, list[tuple]] = {p: [] for p in paths}
-    for file_name, name, ptype, converted, logical, children in rows:
-        path = by_name.get(file_name) or Path(file_name)
-        signatures[path].append((name, ptype, converted, logical))
-        stack = pending.setdefault(path, [])
-        if path not in columns or (not columns[path] and not stack and ptype is None
-                                   and children and name in ("schema", "duckdb_schema",
-                                                             "spark_schema", "root")):
+def _columns_of(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, str], str | None]:
+    """Top-level column families of one file's ``parquet_schema`` rows (in schema order),
+    and the CRS of its geometry (``None``: no geometry column)."""
+    columns: dict[str, str] = {}
+    crs = None
+    stack: list[int] = []  # children still to skip, per level of a nested column
+    for i, (name, ptype, converted, logical, children, duckdb_type) in enumerate(rows):
+        if i == 0 and ptype is None and children:
             continue  # the root of the schema tree
         if stack:  # a descendant of a nested column
             stack[-1] -= 1
@@ -147,16 +119,60 @@ def _read_parquet(con: Any, paths: list[Path]
                 stack.pop()
             continue
         if children:
-            columns[path][name] = OTHER
+            columns[name] = OTHER
             stack.append(int(children))
             continue
-        columns[path][name] = _parquet_family(ptype, converted, logical)
-    geo = {}
-    for value, files in kv:  # files of one run share their metadata: parsed once
-        meta = json.loads(bytes(value))
-        geo.update((by_name.get(f) or Path(f), meta) for f in files)
-    uniform = len({tuple(v) for v in signatures.values()}) == 1
-    return columns, geo, uniform
+        family = _parquet_family(ptype, converted, logical)
+        if (duckdb_type or "").upper().startswith("GEOMETRY"):  # a native geometry
+            family = GEOMETRY
+            if crs is None:
+                crs = _crs_key(duckdb_type)
+        columns[name] = family
+    return columns, crs
+
+
+def _read_parquet(con: Any, paths: list[Path]
+                  ) -> tuple[dict[Path, dict[str, str]], dict[Path, dict], dict[Path, str], bool]:
+    """Per file: columns, GeoParquet metadata and the CRS of a native geometry column; and
+    whether all files have one schema. Files are grouped by schema in SQL, so a schema is
+    parsed once however many files share it (and the footers stay cached for the reads
+    that follow); the ``geo`` metadata is read beside it."""
+    listed = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
+    by_name = {str(p): p for p in paths}
+    query = (f"SELECT list(file_name), any_value(cols) FROM (SELECT file_name, list("
+             f"[name, type, converted_type, logical_type, num_children::VARCHAR, duckdb_type] "
+             f"ORDER BY column_id) AS cols FROM parquet_schema({listed}) GROUP BY file_name) "
+             f"GROUP BY cols")
+    cursors = [con.cursor(), con.cursor()]
+    try:  # both read the footers: side by side, each on a cursor of its own
+        with ThreadPoolExecutor(2) as pool:
+            schemas = pool.submit(lambda: cursors[0].execute(query).fetchall())
+            geo = pool.submit(read_geo, cursors[1], paths)
+            groups, geo_by_file = schemas.result(), geo.result()
+    except Exception as exc:  # a file that is not Parquet: find which one
+        for p in paths:
+            try:
+                con.execute(f"SELECT 1 FROM parquet_schema({sql_string(str(p))}) LIMIT 1")
+            except Exception as inner:
+                raise DatasetError(f"{p}: not a readable Parquet file ({inner})",
+                                   path=str(p)) from exc
+        raise
+    finally:
+        for c in cursors:
+            c.close()
+    columns: dict[Path, dict[str, str]] = {}
+    crs_by_file: dict[Path, str] = {}
+    for files, rows in groups:
+        found, crs = _columns_of(rows)
+        for f in files:
+            path = by_name.get(f) or Path(f)
+            cols = columns[path] = dict(found)
+            for name in geo_by_file.get(path, {}).get("columns", {}):
+                if cols.get(name) == BINARY:
+                    cols[name] = GEOMETRY  # WKB, as the GeoParquet metadata says
+            if crs is not None:
+                crs_by_file[path] = crs
+    return columns, geo_by_file, crs_by_file, len(groups) == 1
 
 
 def _read_text(con: Any, path: Path, fmt: str) -> dict[str, str]:
@@ -168,9 +184,17 @@ def _read_text(con: Any, path: Path, fmt: str) -> dict[str, str]:
     return {name: _duckdb_family(dtype) for name, dtype, *_ in described}
 
 
-def _crs_key(geo: dict[str, Any]) -> str:
-    primary = geo.get("primary_column", "geometry")
-    crs = geo.get("columns", {}).get(primary, {}).get("crs", "OGC:CRS84")
+def _crs_key(duckdb_type: str) -> str:
+    """``AUTHORITY:CODE`` (or the CRS text) of a DuckDB ``GEOMETRY('<crs>')`` type."""
+    inner = duckdb_type.strip()
+    inner = inner[inner.find("(") + 1:inner.rfind(")")] if "(" in inner else ""
+    inner = inner.strip().strip("'").replace("''", "'")
+    if not inner:
+        return "OGC:CRS84"
+    try:
+        crs = json.loads(inner)
+    except ValueError:
+        return inner
     if isinstance(crs, dict) and isinstance(crs.get("id"), dict):
         return f"{crs['id'].get('authority')}:{crs['id'].get('code')}"
     return json.dumps(crs, sort_keys=True)
@@ -186,10 +210,11 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
     formats = {p: file_format(p) for p in paths}
     parquet = [p for p in paths if formats[p] == "parquet"]
     columns: dict[Path, dict[str, str]] = {}
+    crs_by_file: dict[Path, str] = {}
     geo_by_file: dict[Path, dict] = {}
     uniform = False
     if parquet:
-        found, geo_by_file, uniform = _read_parquet(con, parquet)
+        found, geo_by_file, crs_by_file, uniform = _read_parquet(con, parquet)
         columns.update(found)
     for p in paths:
         if formats[p] != "parquet":
@@ -200,9 +225,6 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
     first: dict[str, Path] = {}
     for path, cols in ordered.items():
         for name, family in cols.items():
-            if family == BINARY and path in geo_by_file and name == geo_by_file[path].get(
-                    "primary_column", "geometry"):
-                family = cols[name] = GEOMETRY
             seen = union.setdefault(name, family)
             first.setdefault(name, path)
             if {seen, family} == {BINARY, GEOMETRY}:
@@ -211,14 +233,17 @@ def read_schemas(con: Any, paths: Sequence[Path]) -> FileSchemas:
                 raise DatasetError(
                     f"{path}: column {name!r} holds {family} values, but {seen} in "
                     f"{first[name]} (schemas of the jobs differ)", path=str(path))
-    geo = None
-    if geo_by_file:
-        in_order = [(p, geo_by_file[p]) for p in paths if p in geo_by_file]
-        reference_path, geo = in_order[0]
-        reference = _crs_key(geo)
-        for path, meta in in_order:
-            if _crs_key(meta) != reference:
-                raise DatasetError(f"{path}: geometry in {_crs_key(meta)}, but {reference} in "
+    geo = merged_geo(geo_by_file, paths)
+    for path, meta in geo_by_file.items():
+        primary = meta.get("primary_column", "geometry")
+        crs_by_file.setdefault(path, crs_key(meta.get("columns", {}).get(primary, {}).get("crs")))
+    crs = None
+    if crs_by_file:
+        in_order = [(p, crs_by_file[p]) for p in paths if p in crs_by_file]
+        reference_path, crs = in_order[0]
+        for path, other in in_order:
+            if other != crs:
+                raise DatasetError(f"{path}: geometry in {other}, but {crs} in "
                                    f"{reference_path} (reproject before merging)", path=str(path))
-    return FileSchemas(columns=ordered, union=union, geo=geo,
+    return FileSchemas(columns=ordered, union=union, crs=crs, geo=geo,
                        formats=set(formats.values()), uniform=uniform)

@@ -4,6 +4,7 @@ folder, or files named one by one."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,18 +26,21 @@ def file_format(path: str | os.PathLike[str]) -> str:
     Raises:
         DatasetError: Not a point file format.
     """
-    suffix = Path(path).suffix.lower()
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix not in POINT_SUFFIXES:
         raise DatasetError(f"{path}: not a point table (expected one of "
                            f"{', '.join(sorted(POINT_SUFFIXES))})", path=str(path))
     return POINT_SUFFIXES[suffix]
 
 
+_CATALOGUE_NAMES = ("collection.json", "catalog.json")
+
+
 def _catalogue_root(path: Path) -> Path | None:
-    if path.is_file() and path.name in ("collection.json", "catalog.json"):
+    if path.is_file() and path.name in _CATALOGUE_NAMES:
         return path
     if path.is_dir():
-        for name in ("collection.json", "catalog.json"):
+        for name in _CATALOGUE_NAMES:
             if (path / name).is_file():
                 return path / name
     return None
@@ -61,7 +65,7 @@ def _from_catalogue(root: Path) -> list[Path]:
 
 def find_point_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                      ) -> list[Path]:
-    """The point files to merge, sorted and without duplicates.
+    """The point files to merge (absolute paths), sorted and without duplicates.
 
     Args:
         sources: A catalogue (``collection.json``/``catalog.json`` or its folder: the local
@@ -73,27 +77,31 @@ def find_point_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLik
         DatasetError: A source that does not exist, or no point file at all.
     """
     items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    found: set[Path] = set()
+    found: set[str] = set()
+    listed: set[str] = set()  # from a catalogue: checked on disk below
     for source in items:
         path = Path(source)
-        if not path.exists():
-            raise DatasetError(f"{path}: no such file or folder", path=str(path))
-        root = _catalogue_root(path)
+        try:
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError:
+            raise DatasetError(f"{path}: no such file or folder", path=str(path)) from None
+        root = _catalogue_root(path) if is_dir or path.name in _CATALOGUE_NAMES else None
         if root is not None:
-            found.update(p.resolve() for p in _from_catalogue(root))
-        elif path.is_dir():
+            listed.update(os.path.abspath(p) for p in _from_catalogue(root))
+        elif is_dir:
             for p in path.rglob("*"):
                 rel = p.relative_to(path).parts
                 if (p.suffix.lower() in _FOLDER_SUFFIXES and p.is_file()
                         and not any(part.startswith(".") or part == "stac" for part in rel)):
-                    found.add(p.resolve())
-        else:
+                    found.add(os.path.abspath(p))
+        else:  # one file: one stat, and its name checked
             file_format(path)
-            found.add(path.resolve())
-    if not found:
-        raise DatasetError(f"no point file found in {', '.join(map(str, items))}")
-    missing = [p for p in found if not p.is_file()]
+            found.add(os.path.abspath(path))
+    missing = sorted(p for p in listed - found if not os.path.isfile(p))
     if missing:
         raise DatasetError(f"{missing[0]}: listed in the catalogue but not on disk",
-                           path=str(missing[0]))
-    return sorted(found)
+                           path=missing[0])
+    found |= listed
+    if not found:
+        raise DatasetError(f"no point file found in {', '.join(map(str, items))}")
+    return [Path(p) for p in sorted(found)]
