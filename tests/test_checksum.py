@@ -40,8 +40,8 @@ def test_multihash_round_trip(tmp_path, algorithm, prefix, digest):
     assert file_checksum(path, algorithm, chunk_size=4096) == (value, len(DATA))
 
 
-def test_default_is_blake3_and_bad_values_are_refused():
-    assert DEFAULT_ALGORITHM == "blake3" and algorithm_of(None) == "blake3"
+def test_default_is_sha256_and_bad_values_are_refused():
+    assert DEFAULT_ALGORITHM == "sha2-256" and algorithm_of(None) == "sha2-256"
     for bad in ("", "1220", "1220" + "ab" * 31, "1220" + "zz" * 32, "1b20" + "ab" * 32, None, 1220):
         assert parse_checksum(bad) is None and normalized_checksum(bad) is None
     with pytest.raises(ValueError, match="not a known multihash"):
