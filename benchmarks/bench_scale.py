@@ -26,6 +26,7 @@ import logging
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,37 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class RssSampler:
+    """The resident set size of this process once a second, in a thread, while active."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self.samples: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self._process.memory_info().rss / 2**20)
+            self._stop.wait(self._every_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def early_and_late(self) -> tuple[float, float]:
+        """Highest RSS in the first and in the last tenth of the run (MiB)."""
+        tenth = max(1, len(self.samples) // 10)
+        return max(self.samples[:tenth]), max(self.samples[-tenth:])
+
+
 def start_job(row, connection, **kwargs):
     return connection.create_job(PROCESS_GRAPH, title=str(row["title"]), job_options=job_options(0))
 
@@ -65,21 +97,23 @@ def run_extraction(url: str, n: int, workdir: Path, slots: int = SLOTS, poll_sle
     prefix = f"s{n}-{time.time_ns()}"
     frame = pd.DataFrame({"title": [f"{prefix}-{i:06d}" for i in range(n)]})
     profiler = cProfile.Profile() if profile else None
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    if profiler is not None:
-        profiler.enable()
-    stats = manager.run_jobs(frame, start_job, workdir / "jobs.db")
-    if profiler is not None:
-        profiler.disable()
-        profiler.dump_stats(profile)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    with RssSampler() as rss:
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        if profiler is not None:
+            profiler.enable()
+        stats = manager.run_jobs(frame, start_job, workdir / "jobs.db")
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    early, late = rss.early_and_late()
     assert stats["status_counts"] == {"finished": n}, stats["status_counts"]
     from eoextract.extract import ItemStore
 
     stored = len(ItemStore(workdir).files())
     assert stored == n, f"items stored for {stored} of {n} jobs"
     return {"n": n, "wall": wall, "cpu": cpu, "cpu_ms_per_job": 1000 * cpu / n, "jobs_per_s": n / wall,
-            "peak_rss_mib": peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mib(), "rss_first_tenth_mib": early, "rss_last_tenth_mib": late}
 
 
 def measure(url: str, jobs: int, small: int = 1000, slots: int = SLOTS, poll_sleep: float = POLL_SLEEP,
@@ -88,7 +122,8 @@ def measure(url: str, jobs: int, small: int = 1000, slots: int = SLOTS, poll_sle
 
     Returns:
         ``small`` and ``large`` (each: ``n``, ``wall``, ``cpu``, ``cpu_ms_per_job``,
-        ``jobs_per_s``, ``peak_rss_mib``), ``cpu_growth`` (CPU per job, large / small) and
+        ``jobs_per_s``, ``peak_rss_mib``, ``rss_first_tenth_mib``, ``rss_last_tenth_mib``: the
+        highest RSS in the first and last tenth of the run), ``cpu_growth`` (CPU per job, large / small) and
         ``peak_rss_mib`` (of the whole process, at the end).
     """
     logging.basicConfig(level=logging.ERROR)
@@ -96,7 +131,7 @@ def measure(url: str, jobs: int, small: int = 1000, slots: int = SLOTS, poll_sle
         a = run_extraction(url, small, Path(tmp) / "small", slots, poll_sleep)
         b = run_extraction(url, jobs, Path(tmp) / "large", slots, poll_sleep, profile)
     return {"small": a, "large": b, "cpu_growth": b["cpu_ms_per_job"] / a["cpu_ms_per_job"],
-            "peak_rss_mib": peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mib(), "rss_first_tenth_mib": early, "rss_last_tenth_mib": late}
 
 
 def main() -> int:
@@ -114,7 +149,9 @@ def main() -> int:
         res = measure(url, jobs, args.small, args.slots, args.poll_sleep, args.profile)
     for run in (res["small"], res["large"]):
         print(f"extraction N={run['n']:,}: CPU {run['cpu_ms_per_job']:.2f} ms/job, wall {run['wall']:.1f} s, "
-              f"{run['jobs_per_s']:.1f} jobs/s, peak RSS {run['peak_rss_mib']:.0f} MiB")
+              f"{run['jobs_per_s']:.1f} jobs/s, peak RSS {run['peak_rss_mib']:.0f} MiB, RSS "
+              f"{run['rss_first_tenth_mib']:.0f} MiB in the first tenth of the run, "
+              f"{run['rss_last_tenth_mib']:.0f} MiB in the last")
     growth, rss = res["cpu_growth"], res["peak_rss_mib"]
     print(f"CPU per job N={jobs:,} / N={args.small:,} = {growth:.2f} (goal <= {CPU_GROWTH_GOAL})")
     print(f"peak RSS of the manager's process = {rss:.0f} MiB (goal <= {PEAK_RSS_GOAL_MIB:.0f})")
