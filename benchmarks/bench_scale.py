@@ -127,7 +127,8 @@ def measure(url: str, jobs: int, small: int = 1000, slots: int = SLOTS, poll_sle
         ``peak_rss_mib`` (of the whole process, at the end).
     """
     logging.basicConfig(level=logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="eoextract-bench-scale-") as tmp:
+    # ignore_cleanup_errors: removing 100,000 jobs' files can meet a folder still being emptied
+    with tempfile.TemporaryDirectory(prefix="eoextract-bench-scale-", ignore_cleanup_errors=True) as tmp:
         a = run_extraction(url, small, Path(tmp) / "small", slots, poll_sleep)
         b = run_extraction(url, jobs, Path(tmp) / "large", slots, poll_sleep, profile)
     return {"small": a, "large": b, "cpu_growth": b["cpu_ms_per_job"] / a["cpu_ms_per_job"],
@@ -144,7 +145,7 @@ def main() -> int:
     parser.add_argument("--profile", help="write a cProfile of the large run to this file")
     args = parser.parse_args()
     jobs = FULL_JOBS if args.full else args.jobs
-    with tempfile.TemporaryDirectory(prefix="eoextract-bench-scale-backend-") as tmp, \
+    with tempfile.TemporaryDirectory(prefix="eoextract-bench-scale-backend-", ignore_cleanup_errors=True) as tmp, \
             backend_process(Path(tmp), workers=2, extra=["--result-style", "cdse"]) as url:
         res = measure(url, jobs, args.small, args.slots, args.poll_sleep, args.profile)
     for run in (res["small"], res["large"]):
