@@ -67,3 +67,26 @@ def test_events_stay_quiet_above_info(start_jobs, local_backend, job_df, tmp_pat
     m.add_backend("local", local_backend.connect, parallel_jobs=2)
     m.run_jobs(job_df(2), start_jobs(), job_db=tmp_path / "jobs.db")
     assert not _events(caplog)
+
+
+def test_the_run_forgets_the_backend_of_jobs_that_ended(caplog):
+    from datetime import datetime, timezone
+
+    from eoextract.jobs._events import JobEvents
+    from eoextract.jobs.db import StatusChange, Transition
+    from eoextract.jobs.status import JobStatus as S
+
+    caplog.set_level(logging.INFO, logger="eoextract.jobs.events")
+    events = JobEvents()
+    now = datetime.now(timezone.utc)
+    for i in range(1000):
+        key = str(i)
+        events.log(Transition(key, S.CREATING, fields={"backend_name": "cdse"}),
+                   StatusChange(key, S.NOT_STARTED, S.CREATING, now))
+        events.log(Transition(key, S.QUEUED), StatusChange(key, S.CREATED, S.QUEUED, now, backend_job_id=f"j-{i}"))
+        if i < 990:
+            events.log(Transition(key, S.FINISHED), StatusChange(key, S.DOWNLOADING, S.FINISHED, now,
+                                                                   backend_job_id=f"j-{i}"))
+    assert len(events) == 10  # only the jobs still open
+    lines = [r.getMessage() for r in caplog.records if r.name == "eoextract.jobs.events"]
+    assert lines[2] == "job 0 on cdse (j-0): finished"  # the last line still names the backend

@@ -370,3 +370,37 @@ def test_finished_job_hook_can_run_the_job_again_or_fail_it(start_jobs, local_ba
     assert df.loc[0, "attempt"] == 2 and calls[0] == 2  # ran again on the backend, then finished
     assert df.loc[1, "status"] == "error" and df.loc[1, "error_class"] == "UserCodeError.ValueError"
     assert calls[1] == 1  # a user error is not retried
+
+
+def test_a_run_keeps_no_state_of_its_ended_jobs(start_jobs, local_backend, job_df, tmp_path):
+    """What the run loop keeps per job is dropped when the job ends: a long run's memory is
+    bounded by the jobs in flight, not by the jobs done."""
+    fail_once = start_jobs(lambda row: {"eoextract_fault": "error", "eoextract_fault_times": 1}
+                           if row["value"] == 1 else None)
+    m = manager(max_attempts=2)
+    m.add_backend("local", local_backend.connect, parallel_jobs=3)
+    stats = m.run_jobs(job_df(12), fail_once, job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 12}
+    assert stats["run retry"] == 1
+    run = m._run
+    assert len(run.events) == 0
+    left = {name: getattr(run, name) for name in ("inflight", "needs_start", "starting", "waiting_start",
+                                                   "finish_due", "finish_failures", "unreconciled")}
+    assert not any(left.values()), left
+
+
+def test_expired_leases_are_looked_for_once_per_tenth_of_the_lease(start_jobs, local_backend, job_df,
+                                                                   tmp_path):
+    class CountingAdoptions(JobManager):
+        adoptions = 0
+
+        def _adopt(self, run):
+            type(self).adoptions += 1
+            super()._adopt(run)
+
+    m = CountingAdoptions(poll_sleep=0.05, download_results=False, lease_seconds=600)
+    m.add_backend("local", local_backend.connect, parallel_jobs=2)
+    stats = m.run_jobs(job_df(6), start_jobs(), job_db=tmp_path / "jobs.db")
+    assert stats["status_counts"] == {"finished": 6}
+    assert stats["track_statuses"] >= 3
+    assert CountingAdoptions.adoptions == 2  # when the run starts, and at its first poll

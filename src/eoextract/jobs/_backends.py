@@ -31,6 +31,7 @@ from requests.adapters import HTTPAdapter
 
 from eoextract._util.utc import parse_utc, to_utc
 from eoextract.jobs._classify import install_retry_after_hook
+from eoextract.jobs._environment_settings import cache_environment_settings
 
 _log = logging.getLogger(__name__)
 _local = threading.local()
@@ -115,6 +116,7 @@ def _wrap_connection(connection: openeo.Connection) -> openeo.Connection:
     setattr(connection, _WRAPPED, True)
     install_retry_after_hook(connection.session)
     _widen_connection_pool(connection.session)
+    cache_environment_settings(connection.session)
     return connection
 
 

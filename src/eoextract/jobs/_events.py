@@ -23,7 +23,7 @@ from typing import Any
 
 from eoextract._util.redact import redact
 from eoextract.jobs.db import StatusChange, Transition
-from eoextract.jobs.status import JobStatus
+from eoextract.jobs.status import TERMINAL, JobStatus
 
 S = JobStatus
 logger = logging.getLogger("eoextract.jobs.events")
@@ -100,16 +100,26 @@ def log_change(change: Transition, outcome: StatusChange, backend_name: str | No
 
 
 class JobEvents:
-    """The event lines of one run: remembers each job's backend (a status change names it
-    only when the job is created) so every line can name it."""
+    """The event lines of one run: remembers the backend of each job that is not done yet
+    (a status change names it only when the job is created) so every line can name it.
+
+    A job is forgotten once it reaches a final status, so what is kept is bounded by the
+    jobs in flight, not by the length of the run.
+    """
 
     def __init__(self) -> None:
         self._backends: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        """Jobs whose backend is remembered."""
+        return len(self._backends)
 
     def log(self, change: Transition, outcome: StatusChange, backend_name: str | None = None) -> None:
         """:func:`log_change`, with the job's backend as last seen in this run."""
         key = change.job_key
         backend = change.fields.get("backend_name") or backend_name or self._backends.get(key)
-        if backend:
+        if outcome.new in TERMINAL:
+            self._backends.pop(key, None)
+        elif backend:
             self._backends[key] = backend
         log_change(change, outcome, backend)

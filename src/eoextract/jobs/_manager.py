@@ -59,6 +59,9 @@ from eoextract.jobs.status import TERMINAL, JobStatus
 _log = logging.getLogger("eoextract.jobs.manager")
 S = JobStatus
 _OPEN = frozenset(set(JobStatus) - TERMINAL)
+#: Expired leases of other managers are looked for at most once per this share of
+#: ``lease_seconds`` (a query over the in-flight jobs of every manager).
+ADOPTION_INTERVAL_SHARE = 0.1
 
 
 def _start_job_default(row: pd.Series, connection: openeo.Connection, **kwargs: Any) -> BatchJob | None:
@@ -344,7 +347,10 @@ class JobManager(JobDirs, JobThread):
                               inflight=run.inflight, needs_start=run.needs_start,
                               cancel_after=self._cancel_running_job_after,
                               results_work=self._has_results_work()))
-        self._adopt(run)  # jobs of managers that stopped renewing their leases
+        now = run.health.clock.now()
+        if now >= run.next_adoption:  # jobs of managers that stopped renewing their leases
+            self._adopt(run)  # a lease expires lease_seconds after its last renewal: no hurry
+            run.next_adoption = now + self.lease_seconds * ADOPTION_INTERVAL_SHARE
         run.health.keep(run.db)
         if run.budget is not None:
             run.budget.refresh(run.db, sum(run.db.active_counts().values()))
@@ -354,7 +360,8 @@ class JobManager(JobDirs, JobThread):
 
     def _report_state(self, run: _Run) -> None:
         """Log the status histogram and run stats; hand the table to the status callback."""
-        _log.info("Job status histogram: %s. Run stats: %s", run.db.count_by_status(), dict(run.stats))
+        if _log.isEnabledFor(logging.INFO):  # the histogram is a query over the whole table
+            _log.info("Job status histogram: %s. Run stats: %s", run.db.count_by_status(), dict(run.stats))
         if run.status_callback is not None:
             try:
                 run.status_callback(run.db.read())

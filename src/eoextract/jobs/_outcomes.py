@@ -253,4 +253,4 @@ class ResultApplier:
         else:
             self._transition(Transition(key, S.ERROR, message=info.history_message("results"), fields=dict(
                 error_class=info.error_class, error_message=info.message, claimed_by=None, lease_until=None)))
-            run.finish_failures[key] = n
+            run.finish_failures.pop(key, None)  # ended: nothing of it is kept

@@ -56,6 +56,8 @@ class _Run:
     #: Jobs whose results are to be (re)processed: key -> monotonic time when due.
     finish_due: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
+    #: When (:meth:`RunClock.now`) to look again for jobs of managers whose lease expired.
+    next_adoption: float = 0.0
     executor: ThreadPoolExecutor | None = None
     progress: Any = None  # a RunProgress when run_jobs(progress=True)
     #: One log line per status change (:mod:`~eoextract.jobs._events`).
