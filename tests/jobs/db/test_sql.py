@@ -349,3 +349,18 @@ def test_switch_to_wal_waits_for_a_busy_database():
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         _enable_wal(stuck, timeout=0.2)  # and not forever
     assert 2 <= stuck.calls < 50
+
+
+def test_rows_added_in_several_insert_batches_keep_values_and_history(tmp_path):
+    from eoextract.jobs.db import create_job_db
+    from eoextract.jobs.db._sql_rows import _INSERT_BATCH
+
+    n = 2 * _INSERT_BATCH + 7
+    df = pd.DataFrame({"n": range(n), "backend_name": ["b" if i % 3 == 0 else None for i in range(n)]})
+    db = create_job_db(str(tmp_path / "jobs.db"), df)
+    jobs = {r.job_key: r for r in db.jobs()}
+    assert len(jobs) == n and db.count_by_status() == {"not_started": n}
+    assert jobs[str(n - 1)].backend_name == ("b" if (n - 1) % 3 == 0 else None)
+    assert jobs[str(_INSERT_BATCH)].row["n"] == _INSERT_BATCH
+    assert [h.new for h in db.history(str(n - 1))] == [JobStatus.NOT_STARTED]
+    db.close()

@@ -72,22 +72,29 @@ def update_by_key(values: dict[str, Any]) -> sa.Update:
     return _update_statement("key", tuple(sorted(values)))
 
 
+#: Jobs inserted per statement (a million-row dataframe is not bound at once).
+_INSERT_BATCH = 5000
+
+
 def insert_jobs(session: Connection, keys: Sequence[str], managed: Sequence[dict[str, Any]],
                 records: Sequence[dict[str, Any]], now: datetime) -> int:
     """Insert new jobs (key, given managed values, encoded user record) with history rows."""
-    rows = []
-    for key, given, record in zip(keys, managed, records, strict=True):
-        row = {name: None for name in MANAGED_KINDS}
-        row.update(attempt=0, status=JobStatus.NOT_STARTED.value, created_at=now)
-        for name, value in given.items():
-            if value is not None:
-                row[name] = value.value if isinstance(value, JobStatus) else value
-        row.update(job_key=key, data=record, updated_at=now)
-        rows.append(row)
-    if not rows:
+    if len(keys) != len(managed) or len(keys) != len(records):
+        raise ValueError("keys, managed values and records differ in length")
+    if not keys:
         return 0
     before = session.scalar(select(func.max(JOBS.c.pk))) or 0
-    session.execute(insert(JOBS), rows)
+    for start in range(0, len(keys), _INSERT_BATCH):  # bounded parameter lists
+        rows = []
+        for i in range(start, min(start + _INSERT_BATCH, len(keys))):
+            row = {name: None for name in MANAGED_KINDS}
+            row.update(attempt=0, status=JobStatus.NOT_STARTED.value, created_at=now)
+            for name, value in managed[i].items():
+                if value is not None:
+                    row[name] = value.value if isinstance(value, JobStatus) else value
+            row.update(job_key=keys[i], data=records[i], updated_at=now)
+            rows.append(row)
+        session.execute(insert(JOBS), rows)
     # One history row per inserted job; updated_at tells them from rows another process
     # inserted meanwhile (PostgreSQL hands out primary keys to concurrent inserts).
     stamp = literal(now, JOBS.c.updated_at.type)
@@ -95,7 +102,7 @@ def insert_jobs(session: Connection, keys: Sequence[str], managed: Sequence[dict
         ["job_pk", "old", "new", "at", "message", "backend_job_id"],
         select(JOBS.c.pk, sa.null(), JOBS.c.status, stamp, literal("added"), JOBS.c.id)
         .where(JOBS.c.pk > before, JOBS.c.updated_at == stamp)))
-    return len(rows)
+    return len(keys)
 
 
 def existing_keys(session: Connection, keys: Sequence[str]) -> set[str]:
