@@ -147,6 +147,43 @@ def test_queueing_limit_bounds_the_jobs_waiting_on_a_backend(local_backend, tmp_
     assert seen and max(seen) <= 2
 
 
+def test_created_jobs_are_kept_ready_on_a_backend_at_its_limit():
+    health = _scheduling.BackendHealth(_scheduling.RetryPolicy())
+    assert health.held("a", 8) == 8  # no limit learned: parallel_jobs, nothing kept ready
+    health.full("a", started=2)
+    assert health.slots("a", 8) == 2 and health.held("a", 8) == 3
+    health.full("b", started=5)
+    assert health.held("b", 8) == 7
+    health.full("c", started=4)
+    assert health.held("c", 4) == 4  # never beyond parallel_jobs
+
+
+def test_a_run_at_a_learned_limit_starts_jobs_kept_ready_without_refusals(tmp_path):
+    db_path = tmp_path / "jobs.db"
+    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
+    with LocalBackend(profile=limited, workers=2) as backend:
+        first = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
+                           download_results=False)
+        first.add_backend("a", backend.connect, parallel_jobs=6)
+        first.run_jobs(_jobs(3), make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+        assert get_job_db(db_path).backend_state()["capacity"] == {"a": 2}  # learned
+        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
+                             download_results=False)
+        manager.add_backend("a", backend.connect, parallel_jobs=6)
+        new_rows = _jobs(8).set_axis([f"new-{i}" for i in range(8)])
+        stats = manager.run_jobs(new_rows, make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+        created = len(backend.connect().list_jobs(limit=100))
+    assert stats["status_counts"] == {"finished": 11} and created == 11
+    assert stats.get("job start refused (backend full)", 0) == 0
+    db = get_job_db(db_path)
+    try:
+        messages = [h.message or "" for key in db.read().index for h in db.history(key)]
+    finally:
+        db.close()
+    assert any("ready to start" in m for m in messages)  # created ahead, started once a place freed
+    assert stats["job start"] == 8
+
+
 def test_polls_come_sooner_while_started_jobs_wait_for_a_place():
     from datetime import timedelta
 
@@ -155,7 +192,7 @@ def test_polls_come_sooner_while_started_jobs_wait_for_a_place():
     health = _scheduling.BackendHealth(_scheduling.RetryPolicy())
     assert health.poll_interval(60, jobs_wait=True) == 60  # no run time known yet
     health.job_ended("a", True, utc_now() - timedelta(seconds=600))
-    assert health.mean_run_s == pytest.approx(600, abs=1)
+    assert health.typical_run_s == pytest.approx(600, abs=1)
     assert health.poll_interval(60, jobs_wait=False) == 60
     assert health.poll_interval(60, jobs_wait=True) == pytest.approx(18, abs=0.1)  # 3 % of 10 min
     health.job_ended("a", True, utc_now() - timedelta(seconds=10))

@@ -206,18 +206,22 @@ class BackendSpec:
                         if link.get("rel") == "next" and link.get("href")), None)
             params = None
 
-    def poll_statuses(self, job_ids: Iterable[str], *, page_size: int = 100) -> dict[str, dict]:
+    def poll_statuses(self, job_ids: Iterable[str], *, page_size: int | None = None) -> dict[str, dict]:
         """Status metadata of the given jobs from the job listing (one request per page).
 
-        Stops paging once every wanted job was seen. Jobs the listing does not mention, or
-        mentions without a ``status``, are missing from the result (the caller falls back to
-        ``GET /jobs/{id}``).
+        Stops paging once every wanted job was seen. Pages hold twice as many jobs as are
+        wanted (20 to 100, unless ``page_size`` is given): listings come newest first, so
+        the jobs a run follows are usually on the first page, and a small page is cheap to
+        ask for often. Jobs the listing does not mention, or mentions without a ``status``,
+        are missing from the result (the caller falls back to ``GET /jobs/{id}``).
         """
         wanted = set(job_ids)
         found: dict[str, dict] = {}
         if not wanted:
             return found
-        max_pages = len(wanted) // page_size + 3
+        if page_size is None:
+            page_size = min(100, max(20, 2 * len(wanted)))
+        max_pages = len(wanted) // page_size + 6
         for item in self.iter_job_listing(page_size=page_size, max_pages=max_pages):
             job_id = item.get("id")
             if job_id in wanted and item.get("status"):

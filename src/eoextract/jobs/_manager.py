@@ -43,7 +43,7 @@ from eoextract.jobs._job_thread import JobThread
 from eoextract.jobs._quality import JobOutput, QualityCheck, gate
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
 from eoextract.jobs._outcomes import FollowUp, ResultApplier, TaskResult
-from eoextract.jobs._polling import poll
+from eoextract.jobs._polling import poll_each
 from eoextract.jobs._recovery import adopt, reconcile, release_dead_managers
 from eoextract.jobs._runstate import _Run
 from eoextract.jobs._scheduling import (BackendHealth, BackendLoad, claim_launches, default_backend_order,
@@ -308,8 +308,9 @@ class JobManager(JobDirs, JobThread):
                 if run.unreconciled:
                     self._apply(run, reconcile(run, self.backends))
                 if clock.now() >= next_poll:
+                    polled_at = clock.now()  # the next poll is due an interval after this one began
                     self._poll(run)
-                    next_poll = clock.now() + run.health.poll_interval(self.poll_sleep, bool(run.waiting_start))
+                    next_poll = polled_at + run.health.poll_interval(self.poll_sleep, bool(run.waiting_start))
                     stop_on_outage(run.db, self.backends, run.health, self.max_backend_outage)
                 self._resume_finishing(run)
                 self._launch(run)
@@ -343,10 +344,11 @@ class JobManager(JobDirs, JobThread):
         """Poll the backends, take over abandoned jobs, save, tell the status callback."""
         run.stats["track_statuses"] += 1
         run.waiting_start.clear()  # the poll says again which created jobs wait for a start
-        self._apply(run, poll(run.db, self.backends, run.health, manager_id=self.manager_id,
-                              inflight=run.inflight, needs_start=run.needs_start,
-                              cancel_after=self._cancel_running_job_after,
-                              results_work=self._has_results_work()))
+        for results in poll_each(run.db, self.backends, run.health, manager_id=self.manager_id,
+                                 inflight=run.inflight, needs_start=run.needs_start,
+                                 cancel_after=self._cancel_running_job_after,
+                                 results_work=self._has_results_work()):
+            self._apply(run, results)  # a backend's freed places are taken before the next is asked
         now = run.health.clock.now()
         if now >= run.next_adoption:  # jobs of managers that stopped renewing their leases
             self._adopt(run)  # a lease expires lease_seconds after its last renewal: no hurry
@@ -400,18 +402,19 @@ class JobManager(JobDirs, JobThread):
         for batch in claim_launches(run.db, self.backends, run.health, manager_id=self.manager_id,
                                     lease_seconds=self.lease_seconds,
                                     max_new=run.budget.left if run.budget else None,
-                                    order=self.order_backends):
+                                    order=self.order_backends, starting=run.starting):
             changes = [launch.change for launch in batch]
             outcomes = run.db.transition_many(changes, manager_id=self.manager_id) if changes else []
             launched = 0
             for launch, outcome in zip(batch, outcomes):
                 if isinstance(outcome, InvalidTransition):
                     _log.warning("job %s: %s", launch.change.job_key, outcome)
+                    run.starting.pop(launch.change.job_key, None)
                     continue
                 run.events.log(launch.change, outcome, launch.backend.name)
                 launched += 1
                 self._submit(run, launch.change.job_key, create_job, self, run.start_job, launch.record,
-                             launch.backend, launch.tag)
+                             launch.backend, launch.tag, launch.start)
             run.stats["job launch"] += launched
             run.stats["job create attempts"] += launched
             if run.budget is not None:

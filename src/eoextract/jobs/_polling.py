@@ -10,7 +10,7 @@ work that follows (download its results, call a hook, start it, cancel it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -38,43 +38,65 @@ def poll(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHe
     before it is canceled; ``results_work`` says whether finished jobs go through
     ``downloading`` (else straight to ``finished``).
     """
-    results: list[TaskResult] = []
+    return [result for results in poll_each(db, backends, health, manager_id=manager_id, inflight=inflight,
+                                            needs_start=needs_start, cancel_after=cancel_after,
+                                            results_work=results_work)
+            for result in results]
+
+
+def poll_each(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *,
+              manager_id: str, inflight: Container[str], needs_start: Container[str],
+              cancel_after: timedelta | None, results_work: bool) -> Iterator[list[TaskResult]]:
+    """:func:`poll`, one backend at a time: each backend's results are yielded as soon as it
+    answered, so that the places its ended jobs free are taken before the next backend is
+    asked (the caller applies them in between, which changes no other backend's jobs;
+    ``inflight`` is read afresh per backend)."""
+    held: dict[str, list[JobRecord]] = {}
+    for rec in db.jobs(ON_BACKEND):  # one query for every backend
+        if rec.backend_job_id and rec.fields.get("claimed_by") == manager_id:
+            held.setdefault(rec.backend_name or "", []).append(rec)
     for name, spec in backends.items():
         if health.paused(name):
             continue
-        records = [r for r in db.jobs(ON_BACKEND, backend_name=name)
-                   if r.job_key not in inflight and r.backend_job_id
-                   and r.fields.get("claimed_by") == manager_id]
+        records = [r for r in held.get(name, ()) if r.job_key not in inflight]
         if not records:
             continue
-        try:
-            listed = spec.poll_statuses(r.backend_job_id for r in records)
-            results.append(TaskResult(counts=("job listing",), backend=name, backend_ok=True))
-        except Exception as exc:  # noqa: BLE001 - no listing: ask for each job instead
-            _log.debug("listing the jobs of backend %r failed (%s); asking per job", name,
-                       classify(exc).message)
-            listed = {}
-        for rec in records:
-            item = listed.get(rec.backend_job_id)
-            counts: tuple[str, ...] = ()
-            if item is not None and item.get("status") in ("finished", "error") \
-                    and "usage" not in item and "costs" not in item:
-                item = None  # ended: its description carries the usage and costs listings leave out
-            if item is None:
-                try:
-                    item = spec.connection().job(rec.backend_job_id).describe()
-                    counts = ("job describe",)
-                except Exception as exc:  # noqa: BLE001
-                    info = classify(exc, job_known=True)
-                    if info.lost:
-                        failure = Failure(rec.job_key, info, "run", rec.backend_job_id)
-                        results.append(TaskResult(rec.job_key, (failure,), counts=("job lost",)))
-                    else:
-                        results.append(TaskResult(backend=name, backend_error=info))
-                    continue
-            result = follow_status(rec, item, needs_start=rec.job_key in needs_start,
-                                   cancel_after=cancel_after, results_work=results_work)
-            results.append(replace(result, counts=counts + result.counts) if counts else result)
+        yield _poll_backend(name, spec, records, needs_start=needs_start, cancel_after=cancel_after,
+                            results_work=results_work)
+
+
+def _poll_backend(name: str, spec: BackendSpec, records: list[JobRecord], *, needs_start: Container[str],
+                  cancel_after: timedelta | None, results_work: bool) -> list[TaskResult]:
+    """The results of polling one backend for ``records``."""
+    results: list[TaskResult] = []
+    try:
+        listed = spec.poll_statuses(r.backend_job_id for r in records)
+        results.append(TaskResult(counts=("job listing",), backend=name, backend_ok=True))
+    except Exception as exc:  # noqa: BLE001 - no listing: ask for each job instead
+        _log.debug("listing the jobs of backend %r failed (%s); asking per job", name,
+                   classify(exc).message)
+        listed = {}
+    for rec in records:
+        item = listed.get(rec.backend_job_id)
+        counts: tuple[str, ...] = ()
+        if item is not None and item.get("status") in ("finished", "error") \
+                and "usage" not in item and "costs" not in item:
+            item = None  # ended: its description carries the usage and costs listings leave out
+        if item is None:
+            try:
+                item = spec.connection().job(rec.backend_job_id).describe()
+                counts = ("job describe",)
+            except Exception as exc:  # noqa: BLE001
+                info = classify(exc, job_known=True)
+                if info.lost:
+                    failure = Failure(rec.job_key, info, "run", rec.backend_job_id)
+                    results.append(TaskResult(rec.job_key, (failure,), counts=("job lost",)))
+                else:
+                    results.append(TaskResult(backend=name, backend_error=info))
+                continue
+        result = follow_status(rec, item, needs_start=rec.job_key in needs_start,
+                               cancel_after=cancel_after, results_work=results_work)
+        results.append(replace(result, counts=counts + result.counts) if counts else result)
     return results
 
 

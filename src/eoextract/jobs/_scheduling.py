@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
@@ -30,6 +32,11 @@ PAUSE_AFTER_FAILURES = 3
 #: Seconds after a backend refused a start for its job limit before one more running job is
 #: tried (additive increase; a refusal sets the limit to the jobs it runs).
 CAPACITY_PROBE_S = 600.0
+#: Created jobs kept ready to start on a backend at its learned limit, per running place
+#: (at least one): when a place frees, the start is a single request, not a creation first.
+READY_PER_PLACE = 0.25
+#: Run times of the last ended jobs kept for the typical run time (which sets the polls).
+RUN_TIMES_KEPT = 25
 
 
 class RunClock:
@@ -86,7 +93,7 @@ class BackendHealth:
         self.down_since: dict[str, float] = {}
         self.last_failure: dict[str, ErrorInfo] = {}
         self.finished: collections.Counter[str] = collections.Counter()
-        self.mean_run_s: float | None = None
+        self.run_times: collections.deque[float] = collections.deque(maxlen=RUN_TIMES_KEPT)
         self.failed_jobs: collections.Counter[str] = collections.Counter()
         self.capacity: dict[str, int] = {}
         self.probe_at: dict[str, float] = {}
@@ -120,16 +127,22 @@ class BackendHealth:
         ``running_since`` (when known: the mean run time sets the polls while jobs wait)."""
         (self.finished if ok else self.failed_jobs)[name] += 1
         if running_since is not None:
-            seconds = max(0.0, (utc_now() - running_since).total_seconds())
-            self.mean_run_s = seconds if self.mean_run_s is None else 0.8 * self.mean_run_s + 0.2 * seconds
+            self.run_times.append(max(0.0, (utc_now() - running_since).total_seconds()))
+
+    @property
+    def typical_run_s(self) -> float | None:
+        """The median run time of the jobs that ended last (None before any did): a few
+        jobs slowed by a backend's warm-up or an odd input do not move it."""
+        return statistics.median(self.run_times) if self.run_times else None
 
     def poll_interval(self, poll_sleep: float, jobs_wait: bool) -> float:
-        """Seconds to the next poll: ``poll_sleep``; while started jobs wait for a place on a
-        backend at its limit, down to 3 % of the jobs' mean run time (at least a quarter
+        """Seconds to the next poll: ``poll_sleep``; while created jobs wait for a place on a
+        backend at its limit, down to 3 % of the jobs' typical run time (at least a quarter
         of ``poll_sleep``), so a place is taken soon after it frees."""
-        if not jobs_wait or self.mean_run_s is None:
+        typical = self.typical_run_s
+        if not jobs_wait or typical is None:
             return poll_sleep
-        return max(poll_sleep / 4, min(poll_sleep, 0.03 * self.mean_run_s))
+        return max(poll_sleep / 4, min(poll_sleep, 0.03 * typical))
 
     def full(self, name: str, started: int) -> None:
         """Backend ``name`` refused a start while running ``started`` of our jobs: that is
@@ -161,6 +174,15 @@ class BackendHealth:
             self.capacity[name] = capacity
         return min(parallel_jobs, capacity)
 
+    def held(self, name: str, parallel_jobs: int) -> int:
+        """Jobs backend ``name`` may hold, started or created: :meth:`slots`, plus, at a
+        learned limit, created jobs kept ready to start (:data:`READY_PER_PLACE`), all
+        within ``parallel_jobs``."""
+        slots = self.slots(name, parallel_jobs)
+        if name not in self.capacity:
+            return slots
+        return min(parallel_jobs, slots + max(1, math.ceil(READY_PER_PLACE * slots)))
+
     def restore(self, db: JobDatabase, names: Iterable[str]) -> None:
         """Start from the limits an earlier run learned (kept in the job database)."""
         kept = db.backend_state().get("capacity") or {}
@@ -186,10 +208,18 @@ class BackendHealth:
         return self.paused_until.get(name, 0.0) > self.clock.now()
 
 
+def started_counts(db: JobDatabase) -> collections.Counter[str]:
+    """Jobs of the database started and not ended yet (``queued``/``running``) per backend:
+    what a backend's job limit counts (one cheap query for every backend)."""
+    started = db.get_by_status([S.QUEUED.value, S.RUNNING.value])
+    if started.empty or "backend_name" not in started:
+        return collections.Counter()
+    return collections.Counter({str(k): int(v) for k, v in started["backend_name"].value_counts().items()})
+
+
 def started_on(db: JobDatabase, backend: str) -> int:
-    """Jobs of the database started on ``backend`` and not ended yet (``queued``/``running``):
-    what a backend's job limit counts."""
-    return len(db.jobs([S.QUEUED, S.RUNNING], backend_name=backend))
+    """Jobs of the database started on ``backend`` and not ended yet (see :func:`started_counts`)."""
+    return started_counts(db)[backend]
 
 
 def outage_ending_run(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth,
@@ -213,12 +243,22 @@ def outage_ending_run(db: JobDatabase, backends: Mapping[str, BackendSpec], heal
     return name, health.last_failure[name]
 
 
+def start_room(started: Mapping[str, int], spec: BackendSpec, health: BackendHealth,
+               starting: Mapping[str, str]) -> int:
+    """Free running places of a backend at its learned limit: its slots less the jobs
+    started there (``started``: :func:`started_counts`) and the starts in flight
+    (``starting``: key → backend)."""
+    busy = started.get(spec.name, 0) + sum(b == spec.name for b in starting.values())
+    return health.slots(spec.name, spec.parallel_jobs) - busy
+
+
 def starts_with_room(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth,
                      waiting: dict[str, JobRecord], starting: dict[str, str]) -> list[tuple[JobRecord, BackendSpec]]:
     """The created jobs of ``waiting`` to start now (taken out of it): all of them on backends
     with no learned limit, elsewhere as many as the backend has free places (``starting``:
     starts in flight there, key → backend, updated)."""
-    busy: dict[str, int] = {}
+    room: dict[str, int] = {}
+    started: Mapping[str, int] | None = None
     due = []
     for key, rec in list(waiting.items()):
         spec = backends.get(rec.backend_name or "")
@@ -226,12 +266,12 @@ def starts_with_room(db: JobDatabase, backends: Mapping[str, BackendSpec], healt
             del waiting[key]
             continue
         if spec.name in health.capacity:  # at its limit: start only into a free place
-            if spec.name not in busy:
-                busy[spec.name] = (started_on(db, spec.name)
-                                   + sum(b == spec.name for b in starting.values()))
-            if busy[spec.name] >= health.slots(spec.name, spec.parallel_jobs):
+            if spec.name not in room:
+                started = started_counts(db) if started is None else started
+                room[spec.name] = start_room(started, spec, health, starting)
+            if room[spec.name] <= 0:
                 continue
-            busy[spec.name] += 1
+            room[spec.name] -= 1
             starting[key] = spec.name
         del waiting[key]
         due.append((rec, spec))
@@ -291,11 +331,13 @@ def default_backend_order(loads: Sequence[BackendLoad]) -> list[str]:
 
 @dataclass(frozen=True)
 class Launch:
-    """A claimed job to create on a backend: its record as claimed and its ``creating`` change."""
+    """A claimed job to create on a backend: its record as claimed, its ``creating`` change,
+    and whether to start it once created (else it is kept ready until a place frees)."""
 
     record: JobRecord
     backend: BackendSpec
     change: Transition
+    start: bool = True
 
     @property
     def tag(self) -> str:
@@ -306,16 +348,21 @@ class Launch:
 def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *,
                    manager_id: str, lease_seconds: float, max_new: int | None = None,
                    order: Callable[[list[BackendLoad]], Sequence[str]] | None = None,
-                   ) -> Iterator[list[Launch]]:
+                   starting: dict[str, str] | None = None) -> Iterator[list[Launch]]:
     """Claim due jobs for every backend that is not paused, up to its free slots (and, when
     given, up to ``max_new`` jobs in all).
+
+    On a backend at its learned limit, jobs are also claimed to be kept ready (created, not
+    started: :meth:`BackendHealth.held`); only those that fit its free running places are
+    started when created, and their starts are counted in ``starting`` (key → backend).
 
     Yields:
         Per backend with free slots, the launches to apply together (one batch of
         transitions); the next backend's jobs are claimed once the caller applied them.
     """
     active = db.active_counts()
-    free_of = {n: health.slots(n, s.parallel_jobs) - active.get(n, 0) for n, s in backends.items()}
+    free_of = {n: health.held(n, s.parallel_jobs) - active.get(n, 0) for n, s in backends.items()}
+    starting = {} if starting is None else starting
     names: list[str] = list(backends)
     if order is not None and len(backends) > 1:  # who takes unpinned jobs first
         hours = health.clock.now() / 3600
@@ -337,15 +384,20 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
         # max_active: the slot cap holds atomically across all managers of the database
         records = db.claim(free, manager_id=manager_id, now=health.clock.utc(), lease_seconds=lease_seconds,
                            backend_name=name, max_active=spec.parallel_jobs)
+        room = start_room(started_counts(db), spec, health, starting) if name in health.capacity else None
         batch = []
         for rec in records:
+            start = room is None or room > 0
+            if room is not None and start:
+                room -= 1
+                starting[rec.job_key] = name
             attempt = rec.attempt + 1
             tag = make_tag(rec.job_key, attempt, uuid.uuid4().hex[:10])
             change = Transition(rec.job_key, S.CREATING, expect=S.NOT_STARTED,
                                 message=f"attempt {attempt} on {name}",
                                 fields=dict(backend_name=name, attempt=attempt, create_tag=tag, id=None,
                                             backend_status=None, next_attempt_at=None, start_time=utc_now()))
-            batch.append(Launch(rec, spec, change))
+            batch.append(Launch(rec, spec, change, start))
         if max_new is not None:
             max_new -= len(batch)
         yield batch

@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from eoextract._util.utc import utc_now
 from eoextract.jobs._backends import BackendSpec, tag_requests
 from eoextract.jobs._classify import ErrorInfo, classify, is_backend_full
 from eoextract.jobs._hooks import FinishedJob, FinishedJobResult
-from eoextract.jobs._outcomes import Failure, ResultsFailure, TaskResult, Update
+from eoextract.jobs._outcomes import Failure, FollowUp, ResultsFailure, TaskResult, Update
 from eoextract.jobs.db import UPDATABLE_FIELDS, JobRecord
 from eoextract.jobs.db import Transition
 from eoextract.jobs.status import JobStatus
@@ -55,8 +56,9 @@ def _failed(key: str, info: ErrorInfo, *, stage: str, backend: str | None = None
 
 
 def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecord, spec: BackendSpec,
-               tag: str) -> TaskResult:
-    """Call the user's ``start_job`` with creation tagging, then start the job it made."""
+               tag: str, start: bool = True) -> TaskResult:
+    """Call the user's ``start_job`` with creation tagging, then start the job it made
+    (``start``), or keep it created, ready to start once its backend has a free place."""
     key = rec.job_key
     row = rec.as_series()
     row["backend_name"] = spec.name
@@ -91,6 +93,12 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
             except Exception as exc:  # noqa: BLE001 - asked again at the next poll
                 _log.debug("job %s: status of backend job %s unknown: %s", key, job_id, classify(exc).message)
                 ctx.started.add(job_id)
+        if job_id not in ctx.started and not start:
+            ready = replace(rec, status=S.CREATED, fields={**rec.fields, "id": job_id, "backend_name": spec.name})
+            change = Transition(key, S.CREATED, message=f"backend job {job_id}, ready to start",
+                                expect=S.CREATING, fields=dict(id=job_id, backend_status="created"))
+            return TaskResult(key, (change,), counts=counts, backend=spec.name, backend_ok=True,
+                              needs_start=True, then=FollowUp.START, record=ready, task_done=True)
         if job_id not in ctx.started:
             try:
                 spec.refresh_token()
