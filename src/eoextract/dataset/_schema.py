@@ -138,9 +138,12 @@ def _read_parquet(con: Any, paths: list[Path]
     schema and a ``geo`` value are parsed once however many files share them."""
     listed = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
     by_name = {str(p): p for p in paths}
-    query = (f"WITH schemas AS (SELECT file_name, list([name, type, converted_type, "
-             f"logical_type, num_children::VARCHAR, duckdb_type] ORDER BY column_id) AS cols "
-             f"FROM parquet_schema({listed}) GROUP BY file_name), geo AS ({geo_query(listed)}) "
+    # a file's schema rows in column order: sorted after the aggregate on their zero-padded
+    # column id (cheaper than an ordered aggregate)
+    query = (f"WITH schemas AS (SELECT file_name, list_sort(list([lpad(column_id::VARCHAR, 10, "
+             f"'0'), name, type, converted_type, logical_type, num_children::VARCHAR, "
+             f"duckdb_type])) AS cols FROM parquet_schema({listed}) GROUP BY file_name), "
+             f"geo AS ({geo_query(listed)}) "
              f"SELECT list(file_name), any_value(cols), any_value(value) FROM schemas "
              f"LEFT JOIN geo USING (file_name) GROUP BY cols, value")
     try:
@@ -165,7 +168,7 @@ def _read_parquet(con: Any, paths: list[Path]
     for files, rows, _ in groups:
         key = tuple(map(tuple, rows))
         if key not in schemas:
-            schemas[key] = _columns_of(rows)
+            schemas[key] = _columns_of([row[1:] for row in rows])
         found, crs = schemas[key]
         for f in files:
             path = by_name.get(f) or Path(f)
