@@ -34,21 +34,6 @@ def parse_geo(value: Any, cache: dict[bytes, dict[str, Any]]) -> dict[str, Any] 
     return cache[raw]
 
 
-def read_geo(con: Any, paths: Sequence[Path]) -> dict[Path, dict[str, Any]]:
-    """The parsed ``geo`` metadata of every file that has one (files sharing a value share
-    the parsed dict)."""
-    listed = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-    by_name = {str(p): p for p in paths}
-    rows = con.execute(f"SELECT value, list(file_name) FROM ({geo_query(listed)}) "
-                       f"GROUP BY value").fetchall()
-    found: dict[Path, dict[str, Any]] = {}
-    cache: dict[bytes, dict[str, Any]] = {}
-    for value, files in rows:
-        meta = parse_geo(value, cache)
-        found.update((by_name.get(f) or Path(f), meta) for f in files)
-    return found
-
-
 def crs_key(crs: Any) -> str:
     """``AUTHORITY:CODE`` of a GeoParquet CRS (PROJJSON), ``OGC:CRS84`` when absent, else
     the CRS as sorted JSON."""
