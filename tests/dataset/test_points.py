@@ -243,3 +243,23 @@ def test_partition_values_are_escaped_and_reported_as_given(tmp_path):
     assert report.partitions == ("a/../b",)
     assert [p.name for p in (tmp_path / "ds").iterdir()] == ["ref_id=a%2F..%2Fb"]
     assert set(gpd.read_parquet(tmp_path / "ds")["ref_id"]) == {"a/../b"}
+
+
+def test_files_of_one_schema_but_different_geo_metadata_are_read_as_one_schema(job_files):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from eoextract.dataset._schema import read_schemas
+
+    raw = {pq.read_schema(p).metadata[b"geo"] for p in job_files}
+    assert len(raw) == len(job_files)  # each file's bounding box differs
+    con = duckdb.connect()
+    schemas = read_schemas(con, job_files)
+    con.close()
+    assert schemas.uniform and schemas.crs == "EPSG:4326"
+    assert all(schemas.columns[p]["geometry"] == "geometry" for p in job_files)
+    assert schemas.geo["columns"]["geometry"]["geometry_types"] == ["Point"]
+    assert "bbox" not in schemas.geo["columns"]["geometry"]
+    assert list(schemas.columns) == list(job_files)
+    assert json.loads(next(iter(raw)))["columns"]["geometry"]["crs"]["id"]["code"] == 4326

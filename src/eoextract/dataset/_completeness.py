@@ -128,11 +128,25 @@ def expected_samples(job_db: str | os.PathLike[str] | Any, key: str = "sample_id
     return list(dict.fromkeys(ids))
 
 
+def count_expressions(table_sql: str, *, sample_column: str | None,
+                      attributes: Sequence[str]) -> list[str]:
+    """Scalar SQL subqueries of the counts :func:`measure` takes as ``counts`` (samples
+    found, rows without attributes), to be run beside other scans of ``table_sql``."""
+    from eoextract.dataset._schema import sql_name
+
+    found = (f"(SELECT count(DISTINCT {sql_name(sample_column)}) FROM {table_sql})"
+             if sample_column is not None else "0")
+    empty = " AND ".join(f"{sql_name(a)} IS NULL" for a in attributes)
+    without = f"(SELECT count(*) FROM {table_sql} WHERE {empty})" if attributes else "0"
+    return [found, without]
+
+
 def measure(con: Any, table_sql: str | None, *, sample_column: str | None, attributes: Sequence[str],
             expected: Iterable[str] | None, rows: int, rows_read: int | None,
-            partitions: Sequence[str]) -> CompletenessReport:
+            partitions: Sequence[str], counts: Sequence[int] | None = None
+            ) -> CompletenessReport:
     """Count what ``table_sql`` (a DuckDB relation over the merged rows; ``None``: no
-    rows) holds."""
+    rows) holds; ``counts``: the values of :func:`count_expressions` when already run."""
     from eoextract.dataset._schema import sql_name
 
     found = 0
@@ -144,7 +158,8 @@ def measure(con: Any, table_sql: str | None, *, sample_column: str | None, attri
         missing = (expected_list or [])[:LISTED]
     elif sample_column is not None:
         col = sql_name(sample_column)
-        found = con.execute(f"SELECT count(DISTINCT {col}) FROM {table_sql}").fetchall()[0][0]
+        found = counts[0] if counts is not None else con.execute(
+            f"SELECT count(DISTINCT {col}) FROM {table_sql}").fetchall()[0][0]
         if expected_list is not None:
             import pyarrow as pa
 
@@ -158,7 +173,9 @@ def measure(con: Any, table_sql: str | None, *, sample_column: str | None, attri
     elif expected_list is not None:
         raise DatasetError("expected samples were given but no sample column to compare with")
     without = 0
-    if attributes and table_sql is not None:
+    if attributes and table_sql is not None and counts is not None:
+        without = counts[1]
+    elif attributes and table_sql is not None:
         empty = " AND ".join(f"{sql_name(a)} IS NULL" for a in attributes)
         without = con.execute(f"SELECT count(*) FROM {table_sql} WHERE {empty}").fetchall()[0][0]
     return CompletenessReport(

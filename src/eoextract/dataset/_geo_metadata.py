@@ -16,18 +16,22 @@ from eoextract.errors import DatasetError
 GEOPARQUET_VERSION = "1.1.0"
 
 
-def read_geo(con: Any, paths: Sequence[Path]) -> dict[Path, dict[str, Any]]:
-    """The parsed ``geo`` metadata of every file that has one (files sharing a value share
-    the parsed dict)."""
-    listed = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-    by_name = {str(p): p for p in paths}
-    rows = con.execute(f"SELECT value, list(file_name) FROM parquet_kv_metadata({listed}) "
-                       f"WHERE key::VARCHAR = 'geo' GROUP BY value").fetchall()
-    found: dict[Path, dict[str, Any]] = {}
-    for value, files in rows:
-        meta = json.loads(bytes(value))
-        found.update((by_name.get(f) or Path(f), meta) for f in files)
-    return found
+def geo_query(listed: str) -> str:
+    """SQL of the raw ``geo`` value of each file of ``listed`` (a SQL list of paths) that has
+    one: columns ``file_name``, ``value``."""
+    return (f"SELECT file_name, value FROM parquet_kv_metadata({listed}) "
+            f"WHERE key::VARCHAR = 'geo'")
+
+
+def parse_geo(value: Any, cache: dict[bytes, dict[str, Any]]) -> dict[str, Any] | None:
+    """The parsed ``geo`` metadata of a raw value (``None``: none), parsed once per distinct
+    value (``cache``: raw bytes -> parsed dict, shared between files)."""
+    if value is None:
+        return None
+    raw = bytes(value)
+    if raw not in cache:
+        cache[raw] = json.loads(raw)
+    return cache[raw]
 
 
 def crs_key(crs: Any) -> str:

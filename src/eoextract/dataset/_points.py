@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from eoextract.dataset._completeness import CompletenessReport, expected_samples, measure
+from eoextract.dataset._completeness import (
+    CompletenessReport,
+    count_expressions,
+    expected_samples,
+    measure,
+)
 from eoextract.dataset._partitions import recover, replace_partitions, staging_dir
 from eoextract.dataset._schema import (
     NUMBER,
@@ -101,16 +105,19 @@ def _select_list(schemas: FileSchemas, *, partition_by: str, time_column: str | 
     return out
 
 
-def _repeated_hashes(con: Any, table: str, key: Sequence[str], partition_by: str) -> list[int]:
+def _repeated_hashes(con: Any, table: str, key: Sequence[str], partition_by: str,
+                     also: Sequence[str] = ()) -> tuple[list[int], list[Any]]:
     """The 64-bit hashes of ``key`` seen more than once in ``table`` (the staged output): one
     narrow pass over the key columns. The partition column is left out of the hash (rows of
-    one key in two partitions still count as repeated)."""
+    one key in two partitions still count as repeated). ``also``: scalar SQL subqueries run
+    in the same query, their values returned beside."""
     columns = [k for k in key if k != partition_by] or list(key)
     keys = ", ".join(sql_name(k) for k in columns)
-    (repeated,), = con.execute(
-        f"SELECT list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
-        f"FROM (SELECT hash({keys}) AS h FROM {table}) GROUP BY h)").fetchall()
-    return list(repeated or [])
+    repeated, *values = con.execute(
+        f"SELECT (SELECT list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
+        f"FROM (SELECT hash({keys}) AS h FROM {table}) GROUP BY h))"
+        + "".join(f", {expression}" for expression in also)).fetchall()[0]
+    return list(repeated or []), values
 
 
 def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
@@ -289,28 +296,26 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
         raise _empty_partition(con, paths, partition_by, schemas)
     staged = f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, hive_partitioning = true)"
 
-    def report_of(connection: Any, rows: int, written: list[str]) -> CompletenessReport:
-        return measure(connection, staged if rows else None,
-                       sample_column=sample_column if sample_column in schemas.union else None,
+    sample = sample_column if sample_column in schemas.union else None
+
+    def report_of(connection: Any, rows: int, written: list[str],
+                  counts: Sequence[int] | None = None) -> CompletenessReport:
+        return measure(connection, staged if rows else None, sample_column=sample,
                        attributes=options["attributes"], expected=expected, rows=rows,
-                       rows_read=rows_read, partitions=written)
+                       rows_read=rows_read, partitions=written, counts=counts)
 
     if not rows:
         return report_of(con, rows, written), data
-    cursor = con.cursor()  # the report is counted beside the search for repeated keys
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            counting = pool.submit(report_of, cursor, rows, written)
-            repeated = _repeated_hashes(con, staged, key, partition_by)
-            report = counting.result()
-    finally:
-        cursor.close()
-    if repeated:  # duplicates: written again, the last file's row of each key kept
-        shutil.rmtree(data)
-        query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
-        rows = _copy(con, query, data, partition_by, compression, schemas.geo, explain)
-        report = report_of(con, rows, _partitions_written(data))
-    return report, data
+    # one query: the search for repeated keys and the report's counts
+    repeated, counts = _repeated_hashes(con, staged, key, partition_by, count_expressions(
+        staged, sample_column=sample, attributes=options["attributes"]))
+    if not repeated:
+        return report_of(con, rows, written, counts), data
+    # duplicates: written again, the last file's row of each key kept
+    shutil.rmtree(data)
+    query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
+    rows = _copy(con, query, data, partition_by, compression, schemas.geo, explain)
+    return report_of(con, rows, _partitions_written(data)), data
 
 
 def _partitions_written(data: Path) -> list[str]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eoextract.dataset._geo_metadata import crs_key, merged_geo, read_geo
+from eoextract.dataset._geo_metadata import crs_key, geo_query, merged_geo, parse_geo
 from eoextract.dataset._sources import file_format
 from eoextract.errors import DatasetError
 
@@ -134,21 +133,21 @@ def _columns_of(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, str], str | No
 def _read_parquet(con: Any, paths: list[Path]
                   ) -> tuple[dict[Path, dict[str, str]], dict[Path, dict], dict[Path, str], bool]:
     """Per file: columns, GeoParquet metadata and the CRS of a native geometry column; and
-    whether all files have one schema. Files are grouped by schema in SQL, so a schema is
-    parsed once however many files share it (and the footers stay cached for the reads
-    that follow); the ``geo`` metadata is read beside it."""
+    whether all files have one schema. One pass over the footers (they stay cached for the
+    reads that follow): files are grouped by schema and raw ``geo`` value in SQL, so a
+    schema and a ``geo`` value are parsed once however many files share them."""
     listed = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
     by_name = {str(p): p for p in paths}
-    query = (f"SELECT list(file_name), any_value(cols) FROM (SELECT file_name, list("
-             f"[name, type, converted_type, logical_type, num_children::VARCHAR, duckdb_type] "
-             f"ORDER BY column_id) AS cols FROM parquet_schema({listed}) GROUP BY file_name) "
-             f"GROUP BY cols")
-    cursors = [con.cursor(), con.cursor()]
-    try:  # both read the footers: side by side, each on a cursor of its own
-        with ThreadPoolExecutor(2) as pool:
-            schemas = pool.submit(lambda: cursors[0].execute(query).fetchall())
-            geo = pool.submit(read_geo, cursors[1], paths)
-            groups, geo_by_file = schemas.result(), geo.result()
+    # a file's schema rows in column order: sorted after the aggregate on their zero-padded
+    # column id (cheaper than an ordered aggregate)
+    query = (f"WITH schemas AS (SELECT file_name, list_sort(list([lpad(column_id::VARCHAR, 10, "
+             f"'0'), name, type, converted_type, logical_type, num_children::VARCHAR, "
+             f"duckdb_type])) AS cols FROM parquet_schema({listed}) GROUP BY file_name), "
+             f"geo AS ({geo_query(listed)}) "
+             f"SELECT list(file_name), any_value(cols), any_value(value) FROM schemas "
+             f"LEFT JOIN geo USING (file_name) GROUP BY cols, value")
+    try:
+        groups = con.execute(query).fetchall()
     except Exception as exc:  # a file that is not Parquet: find which one
         for p in paths:
             try:
@@ -157,13 +156,20 @@ def _read_parquet(con: Any, paths: list[Path]
                 raise DatasetError(f"{p}: not a readable Parquet file ({inner})",
                                    path=str(p)) from exc
         raise
-    finally:
-        for c in cursors:
-            c.close()
+    geo_by_file: dict[Path, dict] = {}
+    parsed: dict[bytes, dict[str, Any]] = {}
+    for files, _, value in groups:
+        meta = parse_geo(value, parsed)
+        if meta is not None:
+            geo_by_file.update((by_name.get(f) or Path(f), meta) for f in files)
     columns: dict[Path, dict[str, str]] = {}
     crs_by_file: dict[Path, str] = {}
-    for files, rows in groups:
-        found, crs = _columns_of(rows)
+    schemas: dict[Any, tuple[dict[str, str], str | None]] = {}
+    for files, rows, _ in groups:
+        key = tuple(map(tuple, rows))
+        if key not in schemas:
+            schemas[key] = _columns_of([row[1:] for row in rows])
+        found, crs = schemas[key]
         for f in files:
             path = by_name.get(f) or Path(f)
             cols = columns[path] = dict(found)
@@ -172,7 +178,7 @@ def _read_parquet(con: Any, paths: list[Path]
                     cols[name] = GEOMETRY  # WKB, as the GeoParquet metadata says
             if crs is not None:
                 crs_by_file[path] = crs
-    return columns, geo_by_file, crs_by_file, len(groups) == 1
+    return columns, geo_by_file, crs_by_file, len(schemas) == 1
 
 
 def _read_text(con: Any, path: Path, fmt: str) -> dict[str, str]:
