@@ -132,7 +132,7 @@ def measure(url: str, jobs: int, small: int = 1000, slots: int = SLOTS, poll_sle
         a = run_extraction(url, small, Path(tmp) / "small", slots, poll_sleep)
         b = run_extraction(url, jobs, Path(tmp) / "large", slots, poll_sleep, profile)
     return {"small": a, "large": b, "cpu_growth": b["cpu_ms_per_job"] / a["cpu_ms_per_job"],
-            "peak_rss_mib": peak_rss_mib(), "rss_first_tenth_mib": early, "rss_last_tenth_mib": late}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def main() -> int:
