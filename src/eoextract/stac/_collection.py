@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from eoextract.stac._idset import CompactStringSet
 from eoextract.stac._layout import Layout, layout_key, safe_name
 from eoextract.stac._normalize import ItemRelinker, item_dict
 from eoextract.stac._normalize import relative_href as _rel
+from eoextract.stac._swap import swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class CollectionBuilder:
             children = self._write_index()
             collection = redact_data(self._collection_dict(children))
             (self._tmp / "collection.json").write_bytes(orjson.dumps(collection, option=_DUMP_OPTS))
-            self._swap_in()
+            swap_in(self._tmp, self.output_dir)
         except BaseException:
             self.abort()
             raise
@@ -440,26 +440,6 @@ class CollectionBuilder:
                 d[key] = value
         return d
 
-    # ----------------------------------------------------------------- swap
-
-    def _swap_in(self) -> None:
-        final = self.output_dir
-        if final.is_symlink() or (final.exists() and not final.is_dir()):
-            raise StacError(f"{final} exists and is not a folder")
-        if final.exists():
-            _check_replaceable(final)
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(old)
-            try:
-                self._tmp.rename(final)
-            except BaseException:
-                old.rename(final)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self._tmp.rename(final)
-
-
 def _title(sub: _SubCatalog) -> str:
     return sub.group if sub.part == 1 else f"{sub.group} (part {sub.part})"
 
@@ -469,24 +449,6 @@ def extension_prefix(url: str) -> str | None:
     if not parts or not parts[0]:
         return None
     return _EXT_PREFIX.get(parts[0], parts[0])
-
-
-def _check_replaceable(folder: Path) -> None:
-    """Refuse to replace a folder that holds anything but a STAC catalogue's JSON."""
-    if not any(folder.iterdir()):
-        return
-    if not ((folder / "collection.json").is_file() or (folder / "catalog.json").is_file()):
-        raise StacError(
-            f"{folder} is not empty and holds no collection.json/catalog.json; "
-            "refusing to replace it with the catalogue"
-        )
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            if not name.endswith(".json"):
-                raise StacError(
-                    f"{folder} holds {os.path.join(dirpath, name)}, which is not STAC JSON; "
-                    "refusing to replace it (the catalogue is rebuilt whole)"
-                )
 
 
 # --------------------------------------------------------------------------- functions
