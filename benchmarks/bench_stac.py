@@ -191,10 +191,10 @@ def child_build(n: int, root: Path) -> dict:
     from eoextract.stac import build_collection
 
     base_rss = peak_rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     for _ in item_dicts(n, str(root / "data")):
         pass
-    generate = time.perf_counter() - t0
+    generate, generate_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     t0, c0 = time.perf_counter(), cpu_seconds()
     build_collection(
         item_dicts(n, str(root / "data")),
@@ -205,7 +205,7 @@ def child_build(n: int, root: Path) -> dict:
     total = time.perf_counter() - t0
     return {
         "seconds": total - generate,
-        "cpu_seconds": cpu_seconds() - c0 - generate,
+        "cpu_seconds": cpu_seconds() - c0 - generate_cpu,
         "generate_seconds": generate,
         "peak_rss_mib": peak_rss_mib(),
         "rss_before_mib": base_rss,
