@@ -81,13 +81,11 @@ def mark_jobs_published(
     from eoextract.jobs.db import get_job_db
 
     store = ItemStore(output_dir)
-    mapping = store.job_keys_by_item()
-    if not mapping:
+    if not store:
         _log.warning("no per-job item files under %s: no job marked as published",
                      store.items_dir)
         return []
-    failed_jobs = {mapping[i] for i in failed_items if i in mapping}
-    jobs = {mapping[i] for i in published_items if i in mapping} - failed_jobs
+    jobs = _jobs_published(store, set(published_items), set(failed_items))
     if not jobs:
         return []
     at = at or datetime.now(UTC)
@@ -112,6 +110,20 @@ def mark_jobs_published(
         db.close()
     _log.info("marked %d job(s) as published", len(marked))
     return marked
+
+
+def _jobs_published(store: ItemStore, published: set[str], failed: set[str]) -> set[str]:
+    """Keys of the jobs with an item in ``published`` and none in ``failed``, read one job
+    file at a time (no map of every item to its job)."""
+    jobs: set[str] = set()
+    failed_jobs: set[str] = set()
+    for job in store.iter_jobs(skip_unreadable=True):
+        ids = [d.get("id") for d in job.items]
+        if failed and any(i in failed for i in ids):
+            failed_jobs.add(job.job_key)
+        elif any(i in published for i in ids):
+            jobs.add(job.job_key)
+    return jobs - failed_jobs
 
 
 def publish_catalogue(

@@ -14,7 +14,12 @@ a self-contained catalogue whose hrefs are all relative (it can be moved or uplo
 
 Items are grouped by a *layout* key (year-month of their datetime by default) and each
 group is cut into numbered parts so that no JSON file holds more than
-``max_links_per_catalog`` links. The catalogue is built in a temporary folder next to
+``max_links_per_catalog`` links. A part's ``catalog.json`` is written as soon as the part is
+full; when the parts being filled hold more than ``OPEN_LINKS_BUDGET`` links together
+(layouts with very many groups), they are all written and their groups go on in new
+parts. Item ids are checked for duplicates in a :class:`CompactStringSet` (8 bytes per
+id), so a build keeps a few bytes per item at most (see ``docs/catalogue-layout.md``).
+The catalogue is built in a temporary folder next to
 ``output_dir`` and swapped in at the end: a rebuild replaces the previous catalogue
 whole (no stale item file survives) and gives the same bytes for the same items.
 
@@ -29,7 +34,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,9 +51,11 @@ from eoextract.stac._aggregate import (
     ItemAssetsAccumulator,
     SummaryAccumulator,
 )
+from eoextract.stac._idset import CompactStringSet
 from eoextract.stac._layout import Layout, layout_key, safe_name
 from eoextract.stac._normalize import ItemRelinker, item_dict
 from eoextract.stac._normalize import relative_href as _rel
+from eoextract.stac._swap import swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,9 @@ _JSON = "application/json"
 _GEOJSON = "application/geo+json"
 _INDEX_DIR = "_index"
 _DUMP_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+#: Most item links held for the parts being filled; past it they are all written.
+OPEN_LINKS_BUDGET = 100_000
 #: Collection keys the builder computes or takes from its arguments.
 MANAGED_FIELDS = frozenset(
     {
@@ -89,8 +98,7 @@ class _SubCatalog:
     group: str
     part: int
     dirname: str
-    item_hrefs: list[str] = field(default_factory=list)
-    names: set[str] = field(default_factory=set)
+    item_names: list[str] = field(default_factory=list)  # emptied once written
 
 
 class CollectionBuilder:
@@ -160,15 +168,18 @@ class CollectionBuilder:
             else SummaryAccumulator()
         )
         self._item_assets = ItemAssetsAccumulator()
-        self._ids: set[str] = set()
+        self._ids = CompactStringSet()
         self._open: dict[str, _SubCatalog] = {}  # group -> sub-catalogue being filled
+        self._open_links = 0  # item links held by the parts in _open
         self._subcatalogs: list[_SubCatalog] = []
+        self._last_part: dict[str, int] = {}  # group -> number of its latest part
         self._dirnames: set[str] = {_INDEX_DIR}
         self._done = False
         self.output_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(
             tempfile.mkdtemp(prefix=f".{self.output_dir.name}.build-", dir=self.output_dir.parent)
         )
+        self._tmp_str = str(self._tmp)
         # a builder dropped without finish() or abort() leaves no temporary folder behind
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
 
@@ -217,21 +228,19 @@ class CollectionBuilder:
         item_id = d.get("id")
         if not isinstance(item_id, str) or not item_id:
             raise StacError(f"item without a valid id: {item_id!r}")
-        if item_id in self._ids:
+        if not self._ids.add(item_id):
             raise StacError(f"duplicate item id {item_id!r} in collection {self.collection_id!r}")
-        self._ids.add(item_id)
 
         sub = self._subcatalog_for(self._key(d))
-        name = safe_name(item_id)
-        if name in sub.names:
-            name = f"{name}-{hashlib.sha1(item_id.encode()).hexdigest()[:8]}"
-        sub.names.add(name)
-        filename = f"{name}.json"
         final_dir = os.path.join(self.output_dir, sub.dirname)
-
         d = self._relinker.relink(d, final_dir)
-        (self._tmp / sub.dirname / filename).write_bytes(orjson.dumps(d, option=_DUMP_OPTS))
-        sub.item_hrefs.append(f"./{filename}")
+        sub.item_names.append(self._write_item(sub.dirname, safe_name(item_id), item_id, d))
+        self._open_links += 1
+        if len(sub.item_names) >= self._capacity:
+            self._close(sub)
+        elif self._open_links > OPEN_LINKS_BUDGET:
+            for part in list(self._open.values()):
+                self._close(part)
 
         self._extent.add(d)
         self._summaries.add(d)
@@ -249,10 +258,12 @@ class CollectionBuilder:
         if self._done:
             return self.output_dir / "collection.json"
         try:
-            children = self._write_subcatalogs()
+            for part in list(self._open.values()):
+                self._close(part)
+            children = self._write_index()
             collection = redact_data(self._collection_dict(children))
             (self._tmp / "collection.json").write_bytes(orjson.dumps(collection, option=_DUMP_OPTS))
-            self._swap_in()
+            swap_in(self._tmp, self.output_dir)
         except BaseException:
             self.abort()
             raise
@@ -274,11 +285,32 @@ class CollectionBuilder:
 
     # ----------------------------------------------------------------- items
 
+    def _write_item(self, dirname: str, name: str, item_id: str, d: dict[str, Any]) -> str:
+        """Write an item file (never over another one); returns its name without ``.json``."""
+        data = orjson.dumps(d, option=_DUMP_OPTS)
+        folder = f"{self._tmp_str}/{dirname}"
+        try:
+            fd = os.open(f"{folder}/{name}.json", _CREATE, 0o644)
+        except FileExistsError:  # two ids with the same safe name in one folder
+            name = f"{name}-{hashlib.sha1(item_id.encode()).hexdigest()[:8]}"
+            try:
+                fd = os.open(f"{folder}/{name}.json", _CREATE, 0o644)
+            except FileExistsError:
+                raise StacError(f"item {item_id!r}: cannot find a free file name") from None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        return name
+
     def _subcatalog_for(self, group: str) -> _SubCatalog:
         sub = self._open.get(group)
-        if sub is not None and len(sub.item_hrefs) < self._capacity:
+        if sub is not None:
             return sub
-        part = 1 if sub is None else sub.part + 1
+        last = self._last_part.get(group)
+        part = 1 if last is None else last + 1
         base = safe_name(group)
         dirname = base if part == 1 else f"{base}-part{part}"
         if dirname in self._dirnames:
@@ -286,16 +318,34 @@ class CollectionBuilder:
         self._dirnames.add(dirname)
         sub = _SubCatalog(group=group, part=part, dirname=dirname)
         self._open[group] = sub
+        self._last_part[group] = part
         self._subcatalogs.append(sub)
         (self._tmp / dirname).mkdir()
         return sub
 
     # ----------------------------------------------------------------- catalogues
 
-    def _write_subcatalogs(self) -> list[tuple[str, str]]:
-        """Write every sub-catalogue; return the (href, title) children of the collection."""
+    def _close(self, sub: _SubCatalog) -> None:
+        """Write a part's ``catalog.json`` (parent: the collection) and forget its links."""
+        href = f"{sub.dirname}/catalog.json"
+        links = self._structural_links(href, "collection.json")
+        links.extend({"rel": "item", "href": f"./{n}.json", "type": _GEOJSON}
+                     for n in sub.item_names)
+        catalog = self._catalog_dict(f"{self.collection_id}-{sub.dirname}", _title(sub), links)
+        (self._tmp / href).write_bytes(orjson.dumps(catalog, option=_DUMP_OPTS))
+        self._open_links -= len(sub.item_names)
+        sub.item_names = []
+        if self._open.get(sub.group) is sub:
+            del self._open[sub.group]
+
+    def _write_index(self) -> list[tuple[str, str]]:
+        """Write the index pages when the parts are too many for the collection's links.
+
+        Returns:
+            The (href, title) children of the collection.
+        """
         entries = [(f"{s.dirname}/catalog.json", _title(s)) for s in self._subcatalogs]
-        parents = {href: "collection.json" for href, _ in entries}
+        parents: dict[str, str] = {}
         index_pages: list[tuple[str, list[tuple[str, str]]]] = []
         level = 0
         while len(entries) > self.max_links - 1:  # the collection has a root link only
@@ -306,18 +356,15 @@ class CollectionBuilder:
                 chunk = entries[start : start + self._capacity]
                 for child, _ in chunk:
                     parents[child] = href
-                parents[href] = "collection.json"
                 pages.append((href, f"Index {level}, page {n}"))
                 index_pages.append((href, chunk))
             entries = pages
-        for sub in self._subcatalogs:
+        for sub in self._subcatalogs:  # parts were written with the collection as parent
             href = f"{sub.dirname}/catalog.json"
-            links = [*self._structural_links(href, parents[href])]
-            links.extend({"rel": "item", "href": h, "type": _GEOJSON} for h in sub.item_hrefs)
-            catalog = self._catalog_dict(f"{self.collection_id}-{sub.dirname}", _title(sub), links)
-            (self._tmp / href).write_bytes(orjson.dumps(catalog, option=_DUMP_OPTS))
+            if href in parents:
+                self._set_parent(href, parents[href])
         for href, chunk in index_pages:
-            links = [*self._structural_links(href, parents[href])]
+            links = self._structural_links(href, parents.get(href, "collection.json"))
             links.extend(
                 {"rel": "child", "href": _rel(c, os.path.dirname(href)), "type": _JSON, "title": t}
                 for c, t in chunk
@@ -329,6 +376,15 @@ class CollectionBuilder:
             (self._tmp / href).parent.mkdir(parents=True, exist_ok=True)
             (self._tmp / href).write_bytes(orjson.dumps(catalog, option=_DUMP_OPTS))
         return entries
+
+    def _set_parent(self, href: str, parent: str) -> None:
+        path = self._tmp / href
+        catalog = orjson.loads(path.read_bytes())
+        parent_href = _rel(parent, os.path.dirname(href))
+        for link in catalog["links"]:
+            if link.get("rel") == "parent":
+                link["href"] = parent_href
+        path.write_bytes(orjson.dumps(catalog, option=_DUMP_OPTS))
 
     @staticmethod
     def _structural_links(href: str, parent: str) -> list[dict[str, str]]:
@@ -384,26 +440,6 @@ class CollectionBuilder:
                 d[key] = value
         return d
 
-    # ----------------------------------------------------------------- swap
-
-    def _swap_in(self) -> None:
-        final = self.output_dir
-        if final.is_symlink() or (final.exists() and not final.is_dir()):
-            raise StacError(f"{final} exists and is not a folder")
-        if final.exists():
-            _check_replaceable(final)
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(old)
-            try:
-                self._tmp.rename(final)
-            except BaseException:
-                old.rename(final)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self._tmp.rename(final)
-
-
 def _title(sub: _SubCatalog) -> str:
     return sub.group if sub.part == 1 else f"{sub.group} (part {sub.part})"
 
@@ -413,24 +449,6 @@ def extension_prefix(url: str) -> str | None:
     if not parts or not parts[0]:
         return None
     return _EXT_PREFIX.get(parts[0], parts[0])
-
-
-def _check_replaceable(folder: Path) -> None:
-    """Refuse to replace a folder that holds anything but a STAC catalogue's JSON."""
-    if not any(folder.iterdir()):
-        return
-    if not ((folder / "collection.json").is_file() or (folder / "catalog.json").is_file()):
-        raise StacError(
-            f"{folder} is not empty and holds no collection.json/catalog.json; "
-            "refusing to replace it with the catalogue"
-        )
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            if not name.endswith(".json"):
-                raise StacError(
-                    f"{folder} holds {os.path.join(dirpath, name)}, which is not STAC JSON; "
-                    "refusing to replace it (the catalogue is rebuilt whole)"
-                )
 
 
 # --------------------------------------------------------------------------- functions

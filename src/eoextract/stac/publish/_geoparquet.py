@@ -1,10 +1,11 @@
 """Every item of a catalogue in one stac-geoparquet file (for analysis with pandas, DuckDB, ...).
 
-Items are streamed from the catalogue on disk in batches through stac-geoparquet's
-Arrow API: each batch becomes an Arrow record batch written to a temporary Parquet
-file, the schemas of all batches are unified, and the batches are written into one
-GeoParquet file (swapped in atomically), so memory stays bounded for any number of
-items. The collection document goes into the file's metadata.
+The catalogue's item files are listed (not read) by a walk of its catalogues and cut into
+chunks; each chunk is read and turned into an Arrow record batch by stac-geoparquet's
+Arrow API and written to a temporary Parquet file, in worker processes for big
+catalogues (the conversion is CPU-bound). The schemas of all chunks are unified and
+the chunks streamed into one GeoParquet file (swapped in atomically), so memory stays
+bounded for any number of items. The collection document goes into the file's metadata.
 
 What a round trip (:func:`read_geoparquet_items`) does not give back as it was:
 
@@ -23,21 +24,27 @@ What a round trip (:func:`read_geoparquet_items`) does not give back as it was:
 from __future__ import annotations
 
 import itertools
-import math
 import logging
+import math
+import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from eoextract._util.files import atomic_path
 from eoextract.errors import ConfigurationError
 from eoextract.stac.publish._publish_result import PublishError, PublishResult
-from eoextract.stac.publish._walk import api_documents
+from eoextract.stac.publish._walk import ApiItemMaker, api_collection, item_files
 
 logger = logging.getLogger(__name__)
+
+#: Below this many items a catalogue is exported in this process (no worker start-up).
+PARALLEL_MIN_ITEMS = 20_000
 
 
 def _require() -> Any:
@@ -49,6 +56,29 @@ def _require() -> Any:
     return sga
 
 
+def _convert_chunk(maker: ApiItemMaker, paths: list[str], target: str) -> tuple[int, Any]:
+    """Read the item files ``paths``, write them as one Parquet file; (items, Arrow schema)."""
+    import pyarrow.parquet as pq
+
+    sga = _require()
+    items = []
+    for path in paths:
+        item = maker.from_file(path)
+        item.pop("links", None)
+        _map_nodata(item, _nodata_to_float)
+        items.append(item)
+    table = sga.parse_stac_items_to_arrow(items, chunk_size=len(items),
+                                          schema="FirstBatch").read_all()
+    pq.write_table(table, target)
+    return len(items), table.schema
+
+
+def _chunks(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(paths)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
 def export_geoparquet(
     catalog_dir: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -56,6 +86,7 @@ def export_geoparquet(
     chunk_size: int = 8192,
     asset_base_url: str | None = None,
     base_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
 ) -> PublishResult:
     """Write every item of a catalogue into one stac-geoparquet file.
 
@@ -67,6 +98,8 @@ def export_geoparquet(
             (default: absolute local paths).
         base_dir: Folder the asset paths are relative to (default: the parent of the
             catalogue's folder).
+        workers: Processes converting chunks (default: the CPUs, at most 4); catalogues
+            of fewer than ``PARALLEL_MIN_ITEMS`` items are converted in this process.
 
     Returns:
         What was written (``n_items``; ``target`` is the file).
@@ -75,29 +108,53 @@ def export_geoparquet(
         PublishError: If the catalogue has no items.
     """
     sga = _require()
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
     started = time.monotonic()
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
-    collection, items = api_documents(catalog_dir, asset_base_url=asset_base_url,
-                                      base_dir=base_dir)
-    first = next(items, None)
-    if first is None:
+    collection, maker = api_collection(catalog_dir, asset_base_url=asset_base_url,
+                                       base_dir=base_dir)
+    paths = item_files(catalog_dir)
+    head = list(itertools.islice(paths, PARALLEL_MIN_ITEMS))
+    if not head:
         raise PublishError(f"{catalog_dir} holds no items to export")
-    items = itertools.chain([first], items)
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    parallel = workers > 1 and len(head) == PARALLEL_MIN_ITEMS
+    chunks = _chunks(itertools.chain(head, paths), chunk_size)
+    del head
     result = PublishResult(target=str(target))
 
-    def counted() -> Iterator[dict[str, Any]]:
-        for item in items:
-            result.n_items += 1
-            item.pop("links", None)
-            _map_nodata(item, _nodata_to_float)
-            yield item
-
     with tempfile.TemporaryDirectory(prefix=".geoparquet-", dir=target.parent) as tmp:
-        chunks = Path(tmp) / "chunks"
-        chunks.mkdir()
-        reader = sga.parse_stac_items_to_arrow(counted(), chunk_size=chunk_size,
-                                               schema="ChunksToDisk", tmpdir=chunks)
+        files: list[str] = []
+        schema: Any = None
+
+        def collect(n_items: int, chunk_schema: Any) -> None:
+            nonlocal schema
+            result.n_items += n_items
+            schema = chunk_schema if schema is None else pa.unify_schemas(
+                [schema, chunk_schema], promote_options="permissive")
+
+        tasks = ((chunk, os.path.join(tmp, f"{i:06d}.parquet")) for i, chunk in enumerate(chunks))
+        if parallel:
+            context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                pending: deque[Future[tuple[int, Any]]] = deque()
+                for chunk, file in tasks:
+                    files.append(file)
+                    pending.append(pool.submit(_convert_chunk, maker, chunk, file))
+                    while len(pending) > 2 * workers:
+                        collect(*pending.popleft().result())
+                while pending:
+                    collect(*pending.popleft().result())
+        else:
+            for chunk, file in tasks:
+                files.append(file)
+                collect(*_convert_chunk(maker, chunk, file))
+        dataset = pads.dataset(files, schema=schema, format="parquet")
+        reader = pa.RecordBatchReader.from_batches(schema,
+                                                   dataset.to_batches(batch_size=chunk_size))
         with atomic_path(target, suffix=".parquet") as staging:
             sga.to_parquet(reader, staging, collections={collection["id"]: collection})
     result.n_written = 1

@@ -19,6 +19,7 @@ import orjson
 from eoextract._util.hrefs import is_url, resolve_local
 from eoextract._util.redact import redact_data
 from eoextract.errors import StacError
+from eoextract.stac._idset import CompactStringSet
 from eoextract.stac.publish._publish_result import PublishError
 
 
@@ -77,7 +78,8 @@ def walk_catalog(path: str | os.PathLike[str]) -> Iterator[CatalogEntry]:
         StacError: For a link to a missing or unreadable document.
     """
     root = find_root(path)
-    seen: set[Path] = set()
+    seen: set[Path] = set()  # catalogues
+    seen_items = CompactStringSet()  # a few bytes per item, for catalogues of millions
 
     def load(file: Path) -> tuple[dict[str, Any], bytes]:
         try:
@@ -98,12 +100,12 @@ def walk_catalog(path: str | os.PathLike[str]) -> Iterator[CatalogEntry]:
             if rel not in ("child", "item") or not isinstance(href, str) or is_url(href):
                 continue
             target = Path(os.path.normpath(file.parent / href))
-            if target in seen:
-                continue
             if rel == "child":
-                children.append(target)
+                if target not in seen:
+                    children.append(target)
                 continue
-            seen.add(target)
+            if not seen_items.add(str(target)):
+                continue
             item, item_raw = load(target)
             yield CatalogEntry(target, "item", item, raw=item_raw)
         for child in children:
@@ -146,6 +148,90 @@ def item_asset_paths(item_file: Path, item: Mapping[str, Any]) -> dict[str, str]
     return out
 
 
+@dataclass(frozen=True)
+class ApiItemMaker:
+    """Turns an item file of a catalogue into the item a STAC API or a database holds.
+
+    Picklable, so worker processes can prepare items too.
+
+    Attributes:
+        collection_id: Written into each item's ``collection``.
+        base: Folder local asset paths are taken relative to (with ``base_url``).
+        base_url: URL those relative paths are appended to; None keeps absolute paths.
+    """
+
+    collection_id: str
+    base: str
+    base_url: str | None = None
+
+    def __call__(self, path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The API form of the item ``data`` read from ``path``."""
+        item = strip_structural_links(data)
+        item["collection"] = self.collection_id
+        paths = item_asset_paths(path, data)
+        if paths:
+            base_prefix = self.base.rstrip(os.sep) + os.sep
+            assets = dict(item.get("assets") or {})
+            for name, asset_path in paths.items():
+                if self.base_url is not None:
+                    if not asset_path.startswith(base_prefix):
+                        raise PublishError(f"asset {asset_path} lies outside {self.base}")
+                    rel = asset_path[len(base_prefix):].replace(os.sep, "/")
+                    href = f"{self.base_url}/{quote(rel)}"
+                else:
+                    href = asset_path
+                assets[name] = {**assets[name], "href": href}
+            item["assets"] = assets
+        return redact_data(item)
+
+    def from_file(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """:meth:`__call__` on the item file ``path``.
+
+        Raises:
+            StacError: The file cannot be read or is no JSON object.
+        """
+        file = Path(path)
+        try:
+            data = orjson.loads(file.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StacError(f"cannot read {file}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StacError(f"{file} is not a STAC document")
+        return self(file, data)
+
+
+def item_files(path: str | os.PathLike[str]) -> Iterator[str]:
+    """The item files of a catalogue on disk, each once, in link order, without reading them.
+
+    Raises:
+        StacError: For a catalogue document that cannot be read.
+    """
+    seen: set[str] = set()
+    items = CompactStringSet()
+    stack = [str(find_root(path))]
+    while stack:
+        file = stack.pop()
+        if file in seen:
+            continue
+        seen.add(file)
+        try:
+            data = orjson.loads(Path(file).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StacError(f"cannot read {file}: {exc}") from exc
+        folder = os.path.dirname(file)
+        children: list[str] = []
+        for link in data.get("links") or [] if isinstance(data, dict) else []:
+            href, rel = link.get("href"), link.get("rel")
+            if rel not in ("child", "item") or not isinstance(href, str) or is_url(href):
+                continue
+            target = os.path.normpath(os.path.join(folder, href))
+            if rel == "child":
+                children.append(target)
+            elif items.add(target):
+                yield target
+        stack.extend(reversed(children))
+
+
 def api_documents(
     catalog_dir: str | os.PathLike[str],
     *,
@@ -170,36 +256,36 @@ def api_documents(
     Raises:
         PublishError: If the root is not a collection.
     """
+    collection, maker = api_collection(catalog_dir, asset_base_url=asset_base_url,
+                                       base_dir=base_dir)
+    root = find_root(catalog_dir)
+
+    def items() -> Iterator[dict[str, Any]]:
+        for entry in walk_catalog(root):
+            if entry.kind == "item":
+                yield maker(entry.path, entry.data)
+
+    return collection, items()
+
+
+def api_collection(
+    catalog_dir: str | os.PathLike[str],
+    *,
+    asset_base_url: str | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], ApiItemMaker]:
+    """The collection of a catalogue as a database holds it, and the maker of its items
+    (see :func:`api_documents`).
+
+    Raises:
+        PublishError: If the root is not a collection.
+    """
     root = find_root(catalog_dir)
     collection = orjson.loads(root.read_bytes())
     if collection.get("type") != "Collection":
         raise PublishError(f"{root} is not a STAC collection (a STAC API and pgstac hold "
                            "items in collections)")
     collection = redact_data(strip_structural_links(collection))
-    collection_id = collection["id"]
-    base = Path(os.path.abspath(base_dir)) if base_dir is not None else root.parent.parent
+    base = os.path.abspath(base_dir) if base_dir is not None else str(root.parent.parent)
     base_url = asset_base_url.rstrip("/") if asset_base_url else None
-    base_prefix = str(base).rstrip(os.sep) + os.sep
-
-    def items() -> Iterator[dict[str, Any]]:
-        for entry in walk_catalog(root):
-            if entry.kind != "item":
-                continue
-            item = strip_structural_links(entry.data)
-            item["collection"] = collection_id
-            paths = item_asset_paths(entry.path, entry.data)
-            if paths:
-                assets = dict(item.get("assets") or {})
-                for name, path in paths.items():
-                    if base_url is not None:
-                        if not path.startswith(base_prefix):
-                            raise PublishError(f"asset {path} lies outside {base}")
-                        rel = path[len(base_prefix):].replace(os.sep, "/")
-                        href = f"{base_url}/{quote(rel)}"
-                    else:
-                        href = path
-                    assets[name] = {**assets[name], "href": href}
-                item["assets"] = assets
-            yield redact_data(item)
-
-    return collection, items()
+    return collection, ApiItemMaker(collection["id"], base, base_url)
