@@ -19,6 +19,10 @@ running ``--job-s`` seconds) run once with eoextract's manager and once with ope
 Usage::
 
     python benchmarks/bench_throttle.py [--jobs 200] [--job-s 0.5]
+
+:func:`measure` runs one manager and returns its figures (``benchmarks/run_all.py`` calls it
+in a child process, section ``throttle``; openeo's manager runs there with the openeo of
+eoextract's environment, since the limited backends are eoextract's embedded ones).
 """
 
 from __future__ import annotations
@@ -181,6 +185,13 @@ def _run(which: str, n_jobs: int, job_s: float, work: Path) -> dict:
             "gap_median_s": statistics.median(gaps) if gaps else float("nan"),
             "gap_p90_s": gaps[int(0.9 * (len(gaps) - 1))] if gaps else float("nan"),
             "first_refusals": sum(max(0, PARALLEL - limit) for limit in LIMITS.values())}
+
+
+def measure(which: str = "eoextract", jobs: int = 60, job_s: float = 0.5) -> dict:
+    """Figures of one manager (``"eoextract"`` or ``"openeo"``) on the two limited backends."""
+    logging.getLogger("openeo.extra.job_management").setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory() as tmp:
+        return _run(which, jobs, job_s, Path(tmp))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ Sections (each reuses a benchmark script of this folder):
 
 ``manager``     manager CPU per job and wall time for N instant jobs (``bench_manager``)
 ``slots``       slot utilisation with 1-second jobs (``bench_manager``)
+``throttle``    backends allowing fewer running jobs than ``parallel_jobs``: slot use of their
+                limits and jobs failed, against openeo's manager (``bench_throttle``)
 ``scale``       a long extraction (100,000 instant jobs with downloads and items; 2,000 in
                 ``--quick``) against one of 1,000: CPU per job and memory (``bench_scale``)
 ``jobdb``       cost of one status change against the size of the job table (``bench_jobdb``)
@@ -66,7 +68,7 @@ RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "results.md"
 DOCS_PAGE = HERE.parent / "docs" / "benchmarks.md"
 DOCS_START, DOCS_END = "<!-- results: start -->", "<!-- results: end -->"
-SECTIONS = ("manager", "slots", "scale", "jobdb", "catalogue", "download", "filemeta", "extraction",
+SECTIONS = ("manager", "slots", "throttle", "scale", "jobdb", "catalogue", "download", "filemeta", "extraction",
             "postgres", "publish", "cli", "bigdb", "udf", "dataset")
 
 
@@ -98,6 +100,7 @@ class Sizes:
     dataset_files: int = 200
     bigdb_rows: int = 100_000
     scale_jobs: tuple[int, int] = (1000, 100_000)
+    throttle_jobs: int = 200
 
 
 FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
@@ -111,7 +114,7 @@ QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(10
               stac_validate_compare=1000, download_files=10, download_mb=20, download_workers=(4,),
               download_rounds=3, filemeta_sizes=(100, 1000), extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0,
               publish_items=500, publish_pg_items=2000, publish_baselines="sequential", udf_rounds=3,
-              dataset_files=50, scale_jobs=(500, 2000))
+              dataset_files=50, scale_jobs=(500, 2000), throttle_jobs=60)
 
 SLOTS = 20
 SCALE_SLOTS = 50
@@ -273,6 +276,24 @@ def section_slots(run: Run) -> None:
             ratio(eo["busy"], oe["busy"]), "≥ 1", eo["busy"] >= oe["busy"]),
         Row("slots", "slots in use while jobs were waiting (eoextract status history)",
             f"{eo['util']:.1%}", "— (openeo keeps no history)", "—", "≥ 95%", eo["util"] >= 0.95),
+    )
+
+
+def section_throttle(run: Run) -> None:
+    jobs, job_s = run.sizes.throttle_jobs, 2.0
+    log(f"throttle: {jobs} jobs of {job_s:.0f} s on backends limited to 2 and 5 running jobs, eoextract")
+    eo = ours("bench_throttle", "measure", which="eoextract", jobs=jobs, job_s=job_s)
+    log("throttle: the same with openeo (the openeo of eoextract's environment)")
+    oe = ours("bench_throttle", "measure", which="openeo", jobs=jobs, job_s=job_s)
+    run.raw["throttle"] = {"eoextract": eo, "openeo": oe, "job_seconds": job_s}
+    use_eo, use_oe = min(eo["use"].values()), min(oe["use"].values())
+    what = f"{jobs} jobs of {job_s:.0f} s, backends allowing 2 and 5 running jobs (parallel_jobs 8)"
+    run.add(
+        Row("throttle", f"slot use of the limit, the lower of both backends: {what}",
+            f"{use_eo:.2f}", f"{use_oe:.2f} (openeo)", ratio(use_eo, use_oe), "≥ 0.95", use_eo >= 0.95),
+        Row("throttle", f"jobs failed because of the limits: {what}",
+            str(eo["failed"]), f"{oe['failed']} (openeo)", "—", "0", eo["failed"] == 0,
+            note=f"refused starts {eo['refused']} ({eo['first_refusals']} in the first burst)"),
     )
 
 
@@ -724,7 +745,8 @@ def section_dataset(run: Run) -> None:
 
 
 RUNNERS: dict[str, Callable[[Run], None]] = {
-    "manager": section_manager, "slots": section_slots, "scale": section_scale, "jobdb": section_jobdb,
+    "manager": section_manager, "slots": section_slots, "throttle": section_throttle, "scale": section_scale,
+    "jobdb": section_jobdb,
     "catalogue": section_catalogue, "download": section_download, "filemeta": section_filemeta,
     "extraction": section_extraction,
     "postgres": section_postgres, "publish": section_publish, "cli": section_cli, "bigdb": section_bigdb,
