@@ -23,6 +23,24 @@ def _jobs(n: int) -> pd.DataFrame:
     return pd.DataFrame({"title": [f"lim-{prefix}-{i}" for i in range(n)]})
 
 
+def _limited(running: int) -> BackendProfile:
+    """The production profile allowing ``running`` jobs and no queued places (as CDSE)."""
+    return BackendProfile.named("cdse", max_running_jobs=running, max_queued_jobs=0)
+
+
+def _manager(tmp_path, **backends: tuple[LocalBackend, int]) -> JobManager:
+    """A fast-polling manager without downloads, with ``name=(backend, parallel_jobs)``."""
+    manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out", download_results=False)
+    for name, (backend, parallel_jobs) in backends.items():
+        manager.add_backend(name, backend.connect, parallel_jobs=parallel_jobs)
+    return manager
+
+
+def _run(manager: JobManager, rows: pd.DataFrame, db_path) -> dict:
+    """Run ``rows`` as slow jobs (0.3 s each on the backend)."""
+    return manager.run_jobs(rows, make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+
+
 def _refusals(db_path) -> int:
     db = get_job_db(db_path)
     try:
@@ -32,15 +50,8 @@ def _refusals(db_path) -> int:
 
 
 def test_two_backends_below_parallel_jobs_finish_without_failures(tmp_path):
-    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
-    roomier = BackendProfile.named("cdse", max_running_jobs=3, max_queued_jobs=0)
-    with LocalBackend(profile=limited, workers=2) as a, LocalBackend(profile=roomier, workers=3) as b:
-        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
-                             download_results=False)
-        manager.add_backend("a", a.connect, parallel_jobs=6)
-        manager.add_backend("b", b.connect, parallel_jobs=6)
-        stats = manager.run_jobs(_jobs(16), make_start_job(lambda row: SLOW, instant=False),
-                                 job_db=tmp_path / "jobs.db")
+    with LocalBackend(profile=_limited(2), workers=2) as a, LocalBackend(profile=_limited(3), workers=3) as b:
+        stats = _run(_manager(tmp_path, a=(a, 6), b=(b, 6)), _jobs(16), tmp_path / "jobs.db")
         created = len(a.connect().list_jobs(limit=100)) + len(b.connect().list_jobs(limit=100))
     assert stats["status_counts"] == {"finished": 16}
     assert stats["start_job call"] == 16 and created == 16  # no job failed, none created twice
@@ -52,13 +63,8 @@ def test_two_backends_below_parallel_jobs_finish_without_failures(tmp_path):
 
 def test_the_learned_limit_is_probed_upward(tmp_path, monkeypatch):
     monkeypatch.setattr(_scheduling, "CAPACITY_PROBE_S", 0.5)
-    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
-    with LocalBackend(profile=limited, workers=2) as backend:
-        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
-                             download_results=False)
-        manager.add_backend("a", backend.connect, parallel_jobs=4)
-        stats = manager.run_jobs(_jobs(12), make_start_job(lambda row: SLOW, instant=False),
-                                 job_db=tmp_path / "jobs.db")
+    with LocalBackend(profile=_limited(2), workers=2) as backend:
+        stats = _run(_manager(tmp_path, a=(backend, 4)), _jobs(12), tmp_path / "jobs.db")
     assert stats["status_counts"] == {"finished": 12} and stats["start_job call"] == 12
     # probes went over the real limit again and were refused, each a single refusal
     assert stats.get("job start refused (backend full)", 0) >= 3
@@ -99,19 +105,12 @@ def test_the_learned_limit_is_kept_for_the_next_run_and_shown(tmp_path, suffix):
     from eoextract.cli import app
 
     db_path = tmp_path / f"jobs{suffix}"
-    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
-    with LocalBackend(profile=limited, workers=2) as backend:
-        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
-                             download_results=False)
-        manager.add_backend("a", backend.connect, parallel_jobs=4)
-        manager.run_jobs(_jobs(6), make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+    with LocalBackend(profile=_limited(2), workers=2) as backend:
+        _run(_manager(tmp_path, a=(backend, 4)), _jobs(6), db_path)
         assert get_job_db(db_path).backend_state()["capacity"] == {"a": 2}
         # a second run with new rows starts at the learned limit: no refusal at all
-        again = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
-                           download_results=False)
-        again.add_backend("a", backend.connect, parallel_jobs=4)
         new_rows = _jobs(4).set_axis([f"new-{i}" for i in range(4)])  # keys the first run did not have
-        stats = again.run_jobs(new_rows, make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+        stats = _run(_manager(tmp_path, a=(backend, 4)), new_rows, db_path)
     assert stats["status_counts"] == {"finished": 10}
     assert stats.get("job start refused (backend full)", 0) == 0
     shown = CliRunner().invoke(app, ["status", str(db_path)])
@@ -134,13 +133,12 @@ def test_queueing_limit_bounds_the_jobs_waiting_on_a_backend(local_backend, tmp_
 
     import eoextract.jobs._manager as manager_module
 
-    manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out", download_results=False)
+    manager = _manager(tmp_path)
     manager.add_backend("local", local_backend.connect, parallel_jobs=6, queueing_limit=2)
     original = manager_module.claim_launches
     manager_module.claim_launches = watching
     try:
-        stats = manager.run_jobs(_jobs(8), make_start_job(lambda row: SLOW, instant=False),
-                                 job_db=tmp_path / "jobs.db")
+        stats = _run(manager, _jobs(8), tmp_path / "jobs.db")
     finally:
         manager_module.claim_launches = original
     assert stats["status_counts"] == {"finished": 8}
@@ -160,18 +158,11 @@ def test_created_jobs_are_kept_ready_on_a_backend_at_its_limit():
 
 def test_a_run_at_a_learned_limit_starts_jobs_kept_ready_without_refusals(tmp_path):
     db_path = tmp_path / "jobs.db"
-    limited = BackendProfile.named("cdse", max_running_jobs=2, max_queued_jobs=0)
-    with LocalBackend(profile=limited, workers=2) as backend:
-        first = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
-                           download_results=False)
-        first.add_backend("a", backend.connect, parallel_jobs=6)
-        first.run_jobs(_jobs(3), make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+    with LocalBackend(profile=_limited(2), workers=2) as backend:
+        _run(_manager(tmp_path, a=(backend, 6)), _jobs(3), db_path)
         assert get_job_db(db_path).backend_state()["capacity"] == {"a": 2}  # learned
-        manager = JobManager(poll_sleep=0.1, retry_backoff=0.05, root_dir=tmp_path / "out",
-                             download_results=False)
-        manager.add_backend("a", backend.connect, parallel_jobs=6)
         new_rows = _jobs(8).set_axis([f"new-{i}" for i in range(8)])
-        stats = manager.run_jobs(new_rows, make_start_job(lambda row: SLOW, instant=False), job_db=db_path)
+        stats = _run(_manager(tmp_path, a=(backend, 6)), new_rows, db_path)
         created = len(backend.connect().list_jobs(limit=100))
     assert stats["status_counts"] == {"finished": 11} and created == 11
     assert stats.get("job start refused (backend full)", 0) == 0
