@@ -474,10 +474,12 @@ def test_report_writes_html_and_pngs(run_db, tmp_path):
 
 @pytest.mark.slow
 def test_entry_points(tmp_path):
-    """``python -m eoextract.cli`` runs the same app; errors stay one line outside CliRunner too."""
-    proc = subprocess.run([sys.executable, "-m", "eoextract.cli", "--help"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "status" in proc.stdout and "backend" in proc.stdout
+    """``python -m eoextract`` and ``python -m eoextract.cli`` run the same app; errors stay
+    one line outside CliRunner too."""
+    for module in ("eoextract", "eoextract.cli"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "status" in proc.stdout and "backend" in proc.stdout
+        assert "Usage: eoextract " in proc.stdout  # the command's name, not "__main__.py"
     proc = subprocess.run([sys.executable, "-m", "eoextract.cli", "status", str(tmp_path / "x.db")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: no job database at {tmp_path / 'x.db'}"
