@@ -239,6 +239,24 @@ def test_cdse_results_with_a_csv_job_database(cdse_backend, tmp_path):
     assert validate_catalog(again.create_stac(), check_assets=True).n_items == len(list(ItemStore(tmp_path / "out").iter_items()))
 
 
+def test_blake3_on_request_where_the_backend_announces_no_checksum(cdse_backend, tmp_path):
+    import blake3
+
+    with pytest.raises(ConfigurationError, match="unknown checksum_algorithm 'sha256'"):
+        make_manager(tmp_path / "x", checksum_algorithm="sha256")
+    manager = make_manager(tmp_path / "out", checksum_algorithm="blake3")
+    manager.add_backend("cdse", cdse_backend.connect, parallel_jobs=2)
+    df = job_dataframe(1)
+    assert manager.run_jobs(df, create_datacube, tmp_path / "jobs.db")["status_counts"] == {"finished": 1}
+    items = list(ItemStore(tmp_path / "out").iter_items())
+    assert items
+    for item in items:  # data files (rewritten by the post-job action) and auxiliary files alike
+        for key in ("data", "auxiliary"):
+            path = Path(item["assets"][key]["href"])
+            assert item["assets"][key]["file:checksum"] == "1e20" + blake3.blake3(path.read_bytes()).hexdigest()
+    assert validate_catalog(manager.create_stac(), check_assets=True).ok
+
+
 def test_failing_post_job_actions_mark_only_their_job(local_backend, tmp_path):
     df = pd.concat([job_dataframe(2), job_dataframe(2)], ignore_index=True)
 

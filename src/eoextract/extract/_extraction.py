@@ -338,7 +338,7 @@ class ExtractionManager(JobManager):
             done = download_job_assets(
                 session, data_assets, self.output_dir, self._chooser(row, data_assets, job.job_key),
                 max_workers=self.download_workers, headers=headers, job_key=job.job_key,
-                max_asset_bytes=self.max_asset_bytes,
+                max_asset_bytes=self.max_asset_bytes, checksum_algorithm=self.checksum_algorithm,
             )
         except ChecksumMismatch as exc:
             return FinishedJobResult(run_again=exc)
@@ -363,7 +363,7 @@ class ExtractionManager(JobManager):
         known = FileIndex(done)  # once per job: each item then looks its files up
         for item in items:
             with FILE_LOCK:
-                refresh_file_metadata(item, self.output_dir, known=known)
+                refresh_file_metadata(item, self.output_dir, known=known, algorithm=self.checksum_algorithm)
             _eo_v1_common_names(item)
             _mark_job(item, job)
             if item.id in seen:

@@ -312,6 +312,7 @@ def refresh_file_metadata(
     root: Path | str,
     *,
     known: FileIndex | Iterable[Any] = (),
+    algorithm: str = DEFAULT_ALGORITHM,
 ) -> pystac.Item:
     """Bring ``file:size``/``file:checksum`` and missing metadata of local assets up to date.
 
@@ -330,6 +331,8 @@ def refresh_file_metadata(
             whose size and modification time are unchanged is not hashed again. For
             the items of one job, pass a :class:`FileIndex` built once: an iterable is
             indexed anew on every call.
+        algorithm: Hash function (multihash name) of files whose asset has no checksum
+            yet; an asset's existing checksum keeps its own.
 
     Returns:
         The same item.
@@ -352,7 +355,7 @@ def refresh_file_metadata(
         checksum, size = hashes.checksum(path.resolve(), stat.st_size, stat.st_mtime_ns), stat.st_size
         if checksum is None:  # rehash with the hash function the item used so far
             parsed = parse_checksum(stac_asset.extra_fields.get("file:checksum"))
-            checksum, size = file_checksum(path, parsed[0] if parsed else DEFAULT_ALGORITHM)
+            checksum, size = file_checksum(path, parsed[0] if parsed else algorithm)
         if not (has_proj and has_bands and stac_asset.media_type):
             meta = read_file_metadata(path, checksum=checksum)
             if not has_proj:  # a file without EPSG code takes its item's where that is its CRS

@@ -32,6 +32,7 @@ import openeo
 import pandas as pd
 from openeo.rest.job import BatchJob
 
+from eoextract._util.checksum import ALGORITHMS, DEFAULT_ALGORITHM
 from eoextract._util.utc import utc_now
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs._backends import BackendSpec
@@ -89,6 +90,8 @@ class JobManager(JobDirs, JobThread):
             (as openeo's manager does at once), leaving every job as it is for the next run
             (default 6 h; ``None``: no limit).
         quality_checks: checks of each finished job's files (see :mod:`~eoextract.jobs._quality`).
+        checksum_algorithm: hash of downloaded files a backend announces no checksum for
+            (multihash name: ``"sha2-256"``, the default, or ``"blake3"``); announced ones are verified.
     """
 
     def __init__(
@@ -106,9 +109,13 @@ class JobManager(JobDirs, JobThread):
         max_asset_bytes: int | None = DEFAULT_MAX_ASSET_BYTES,
         max_backend_outage: float | None = 6 * 3600.0,
         quality_checks: Sequence[QualityCheck] = (),
+        checksum_algorithm: str = DEFAULT_ALGORITHM,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
+        if checksum_algorithm not in ALGORITHMS:
+            raise ConfigurationError(f"unknown checksum_algorithm {checksum_algorithm!r}; known: {', '.join(ALGORITHMS)}")
+        self.checksum_algorithm = checksum_algorithm
         self.poll_sleep = float(poll_sleep)
         self._root_dir = Path(root_dir or ".").expanduser().absolute()  # resolved once
         self._download_results = download_results
@@ -221,7 +228,8 @@ class JobManager(JobDirs, JobThread):
         """
         if self._download_results:
             download_results(job, self.ensure_job_dir_exists(job.job_id), str(row.name),
-                             self.get_job_metadata_path(job.job_id), max_asset_bytes=self.max_asset_bytes)
+                             self.get_job_metadata_path(job.job_id), max_asset_bytes=self.max_asset_bytes,
+                             checksum_algorithm=self.checksum_algorithm)
 
     def process_finished_job(self, job: FinishedJob) -> FinishedJobResult | None:
         """Handle the results of a job that finished on its backend, before it is ``finished``.

@@ -216,7 +216,7 @@ def cancel_job(rec: JobRecord, spec: BackendSpec) -> TaskResult:
 
 
 def download_results(job: BatchJob, job_dir: Path, job_key: str, metadata_path: Path, *,
-                     max_asset_bytes: int | None = None) -> None:
+                     max_asset_bytes: int | None = None, checksum_algorithm: str = "sha2-256") -> None:
     """openeo's output layout for a finished job: its assets and the results document
     (``job-results.json``) in ``job_dir``, its metadata in ``metadata_path``.
 
@@ -230,7 +230,8 @@ def download_results(job: BatchJob, job_dir: Path, job_key: str, metadata_path: 
 
     assets, session, headers = fetch_job_assets(job.connection, job.job_id)
     download_job_assets(session, assets, job_dir, lambda asset, tmp: asset.relative_path,
-                        job_key=job_key, headers=headers, max_asset_bytes=max_asset_bytes)
+                        job_key=job_key, headers=headers, max_asset_bytes=max_asset_bytes,
+                        checksum_algorithm=checksum_algorithm)
     document = job.connection.get(f"/jobs/{job.job_id}/results", expected_status=200).json()
     atomic_write(job_dir / "job-results.json", json.dumps(document))
     atomic_write(metadata_path, json.dumps(job.describe(), indent=2))
