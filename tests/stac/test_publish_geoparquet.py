@@ -160,8 +160,9 @@ def test_chunks_of_different_schemas_read_back_by_duckdb_and_geopandas(tmp_path)
         expected = _known_differences(entry.data)
         for asset in expected["assets"].values():
             asset["href"] = str((entry.path.parent / asset["href"]).resolve())
-        if "eo:cloud_cover" in expected["properties"]:  # ints and floats: floats
-            expected["properties"]["eo:cloud_cover"] = float(expected["properties"]["eo:cloud_cover"])
+        properties = expected["properties"]
+        if "eo:cloud_cover" in properties:  # ints and floats: floats
+            properties["eo:cloud_cover"] = float(properties["eo:cloud_cover"])
         got = back[item_id]
         # fields an item lacks come back as None (see the module's docstring)
         for key in set(got["properties"]) - set(expected["properties"]):
