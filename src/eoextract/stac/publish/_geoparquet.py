@@ -223,13 +223,12 @@ def _read_as(files: list[str], schema: Any, batch_size: int) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
     for file in files:
-        parquet = pq.ParquetFile(file, pre_buffer=False)
-        if parquet.schema_arrow.equals(schema):
-            yield from parquet.iter_batches(batch_size=batch_size, use_threads=False)
-        else:
-            dataset = pads.dataset(file, schema=schema, format="parquet")
-            yield from dataset.to_batches(batch_size=batch_size, use_threads=False)
-        parquet.close()
+        with pq.ParquetFile(file, pre_buffer=False) as parquet:
+            if parquet.schema_arrow.equals(schema):
+                yield from parquet.iter_batches(batch_size=batch_size, use_threads=False)
+                continue
+        dataset = pads.dataset(file, schema=schema, format="parquet")
+        yield from dataset.to_batches(batch_size=batch_size, use_threads=False)
 
 
 def read_geoparquet_items(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
