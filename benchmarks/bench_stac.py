@@ -367,7 +367,8 @@ def run_size(size: int, root: Path) -> None:
     e = run_child("export", str(root))
     print(
         f"stac-geoparquet export of {e['items']:,} items: {e['seconds']:.1f} s "
-        f"(CPU {e['cpu_seconds']:.1f} s, all processes), "
+        f"(CPU {e['cpu_seconds']:.1f} s, all processes: "
+        f"{1e6 * e['cpu_seconds'] / max(e['items'], 1):.0f} µs/item), "
         f"{e['rows']:,} rows, {e['mib']:.0f} MiB, peak RSS {e['peak_rss_mib']:.0f} MiB "
         f"(largest worker {e['worker_peak_rss_mib']:.0f} MiB)"
         + (" (goal at 1M: <= 120 s)" if goal else "")
