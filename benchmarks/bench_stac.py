@@ -243,6 +243,7 @@ def child_export(root: Path) -> dict:
         "rows": rows,
         "mib": result.n_bytes / 2**20,
         "peak_rss_mib": peak_rss_mib(),
+        "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
     }
 
 
@@ -366,8 +367,10 @@ def run_size(size: int, root: Path) -> None:
     e = run_child("export", str(root))
     print(
         f"stac-geoparquet export of {e['items']:,} items: {e['seconds']:.1f} s "
-        f"(CPU {e['cpu_seconds']:.1f} s, all processes), "
-        f"{e['rows']:,} rows, {e['mib']:.0f} MiB, peak RSS {e['peak_rss_mib']:.0f} MiB"
+        f"(CPU {e['cpu_seconds']:.1f} s, all processes: "
+        f"{1e6 * e['cpu_seconds'] / max(e['items'], 1):.0f} µs/item), "
+        f"{e['rows']:,} rows, {e['mib']:.0f} MiB, peak RSS {e['peak_rss_mib']:.0f} MiB "
+        f"(largest worker {e['worker_peak_rss_mib']:.0f} MiB)"
         + (" (goal at 1M: <= 120 s)" if goal else "")
     )
 

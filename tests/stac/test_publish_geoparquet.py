@@ -119,3 +119,76 @@ def test_nodata_of_int_and_float_bands_together(tmp_path):
     bands = [it["assets"]["S2-L2A"]["raster:bands"] for it in read_geoparquet_items(tmp_path / "items.parquet")]
     assert sorted(str(b[1]["nodata"]) for b in bands) == ["-inf", "nan"]
     assert all(b[0]["nodata"] == 0 for b in bands)
+
+
+def _vary_items(root) -> dict[str, dict]:
+    """Give the items of ``root`` fields only some of them have (so chunks differ in schema)."""
+    import orjson
+
+    entries = [e for e in walk_catalog(root) if e.kind == "item"]
+    for i, entry in enumerate(entries):
+        item = entry.data
+        if i % 3 == 0:
+            item["properties"]["eo:cloud_cover"] = 12 if i == 0 else 3.5  # int, then float
+        # (on every item: stac-geoparquet cannot read a proj:geometry column with nulls)
+        item["properties"]["proj:geometry"] = {
+            "type": "Polygon", "coordinates": [[[0, 0], [640 + i, 0], [640 + i, 640], [0, 0]]]}
+        if i == 5:
+            item["assets"]["preview"] = {"href": "./preview.png", "type": "image/png",
+                                         "roles": ["overview"]}
+        if i >= 8:
+            item["assets"]["S2-L2A"]["description"] = f"tile {i}"
+        entry.path.write_bytes(orjson.dumps(item))
+    return {e.data["id"]: e for e in entries}
+
+
+def test_chunks_of_different_schemas_read_back_by_duckdb_and_geopandas(tmp_path):
+    """Chunks whose items have different fields are merged into one schema; the file reads
+    back as the items in our reader, DuckDB and geopandas."""
+    import duckdb
+    import geopandas
+    import shapely
+
+    root = make_output(tmp_path / "out", n_jobs=3, items_per_job=4)
+    entries = _vary_items(root)
+    target = tmp_path / "items.parquet"
+    assert export_geoparquet(root, target, chunk_size=3).n_items == 12  # four chunks
+
+    back = {d["id"]: d for d in read_geoparquet_items(target)}
+    assert back.keys() == entries.keys()
+    for item_id, entry in entries.items():
+        expected = _known_differences(entry.data)
+        for asset in expected["assets"].values():
+            asset["href"] = str((entry.path.parent / asset["href"]).resolve())
+        properties = expected["properties"]
+        if "eo:cloud_cover" in properties:  # ints and floats: floats
+            properties["eo:cloud_cover"] = float(properties["eo:cloud_cover"])
+        got = back[item_id]
+        # fields an item lacks come back as None (see the module's docstring)
+        for key in set(got["properties"]) - set(expected["properties"]):
+            assert got["properties"].pop(key) is None
+        for name, asset in got["assets"].items():
+            for key in set(asset) - set(expected["assets"][name]):
+                assert asset.pop(key) is None
+        assert got == expected
+
+    rows = duckdb.sql(
+        f"SELECT id, \"eo:cloud_cover\", assets.preview.href, geometry FROM '{target}' ORDER BY id"
+    ).fetchall()
+    assert [r[0] for r in rows] == sorted(entries)
+    for item_id, cloud, preview, geometry in rows:
+        item = entries[item_id].data
+        assert cloud == item["properties"].get("eo:cloud_cover")
+        assert (preview is None) == ("preview" not in item["assets"])
+        wkb = geometry if isinstance(geometry, bytes | bytearray) else shapely.to_wkb(
+            shapely.from_wkt(str(geometry)))
+        assert shapely.from_wkb(bytes(wkb)).equals(shapely.geometry.shape(item["geometry"]))
+
+    frame = geopandas.read_parquet(target)
+    assert frame.crs.to_epsg() == 4326 and len(frame) == 12
+    for _, row in frame.iterrows():
+        item = entries[row["id"]].data
+        assert row.geometry.equals(shapely.geometry.shape(item["geometry"]))
+        assert row["proj:code"] == item["properties"]["proj:code"]
+        assert row["proj:geometry"].equals(
+            shapely.geometry.shape(item["properties"]["proj:geometry"]))

@@ -1,11 +1,13 @@
 """Every item of a catalogue in one stac-geoparquet file (for analysis with pandas, DuckDB, ...).
 
 The catalogue's item files are listed (not read) by a walk of its catalogues and cut into
-chunks; each chunk is read and turned into an Arrow record batch by stac-geoparquet's
-Arrow API and written to a temporary Parquet file, in worker processes for big
-catalogues (the conversion is CPU-bound). The schemas of all chunks are unified and
-the chunks streamed into one GeoParquet file (swapped in atomically), so memory stays
-bounded for any number of items. The collection document goes into the file's metadata.
+chunks; each chunk is read, its GeoJSON geometries turned into WKB at once, the rest turned
+into an Arrow record batch by stac-geoparquet (its layout: properties as top-level columns,
+timestamps, a bbox struct, GeoArrow metadata), and written to a temporary Parquet file, in
+worker processes for big catalogues (the conversion is CPU-bound). The schemas of all
+chunks are unified and the chunks streamed, one batch at a time, into one GeoParquet file
+(swapped in atomically), so memory stays bounded for any number of items. The collection
+document goes into the file's metadata.
 
 What a round trip (:func:`read_geoparquet_items`) does not give back as it was:
 
@@ -18,11 +20,14 @@ What a round trip (:func:`read_geoparquet_items`) does not give back as it was:
   is given, as a single file has no place relative hrefs could refer to;
 * ``raster:bands`` ``nodata``: stored as a float (``"nan"``/``"inf"``/``"-inf"`` as the
   float they name, since one Arrow column cannot hold both), read back as a number or the
-  same string.
+  same string;
+* ``proj:geometry`` present in some items only: DuckDB and geopandas read the file, but
+  stac-geoparquet's reader (and so :func:`read_geoparquet_items`) fails on the nulls.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
@@ -35,6 +40,8 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from eoextract._util.files import atomic_path
 from eoextract.errors import ConfigurationError
@@ -60,17 +67,60 @@ def _convert_chunk(maker: ApiItemMaker, paths: list[str], target: str) -> tuple[
     """Read the item files ``paths``, write them as one Parquet file; (items, Arrow schema)."""
     import pyarrow.parquet as pq
 
-    sga = _require()
-    items = []
-    for path in paths:
-        item = maker.from_file(path)
-        item.pop("links", None)
-        _map_nodata(item, _nodata_to_float)
-        items.append(item)
-    table = sga.parse_stac_items_to_arrow(items, chunk_size=len(items),
-                                          schema="FirstBatch").read_all()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # item dicts hold no cycles; collections over them cost more than the rest
+    try:
+        items = []
+        for path in paths:
+            item = maker.from_file(path)
+            item.pop("links", None)
+            _map_nodata(item, _nodata_to_float)
+            items.append(item)
+        table = _items_to_arrow(items)
+        del items
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     pq.write_table(table, target)
-    return len(items), table.schema
+    return table.num_rows, table.schema
+
+
+def _items_to_arrow(items: list[dict[str, Any]]) -> Any:
+    """The stac-geoparquet Arrow table of ``items`` (dicts this module owns: changed in place).
+
+    stac-geoparquet's own entry point deep-copies every item before turning its GeoJSON
+    geometries into WKB, which costs most of the conversion; here the geometries are
+    turned into WKB in place, all at once, and the rest is left to stac-geoparquet.
+    """
+    import pyarrow as pa
+
+    try:
+        from stac_geoparquet.arrow._batch import StacJsonBatch
+    except ImportError:  # pragma: no cover - a stac-geoparquet without that class
+        sga = _require()
+        return sga.parse_stac_items_to_arrow(items, chunk_size=len(items),
+                                             schema="FirstBatch").read_all()
+    places: list[tuple[dict[str, Any], str]] = []  # (dict, key) of each GeoJSON geometry
+    for item in items:
+        places.append((item, "geometry"))
+        properties = item.get("properties")
+        if isinstance(properties, dict) and "proj:geometry" in properties:
+            places.append((properties, "proj:geometry"))
+        for asset in (item.get("assets") or {}).values():
+            if isinstance(asset, dict) and "proj:geometry" in asset:
+                places.append((asset, "proj:geometry"))
+    for (holder, key), wkb in zip(places, _wkb([h[k] for h, k in places]), strict=True):
+        holder[key] = wkb
+    batch = pa.RecordBatch.from_struct_array(pa.array(items))
+    return pa.Table.from_batches([StacJsonBatch(batch).to_arrow_batch().inner])
+
+
+def _wkb(geometries: list[Any]) -> list[bytes | None]:
+    """ISO WKB of GeoJSON geometries (None stays None), parsed by GEOS in one call."""
+    import shapely
+
+    texts = [None if g is None else orjson.dumps(g).decode() for g in geometries]
+    return list(shapely.to_wkb(shapely.from_geojson(texts), flavor="iso"))
 
 
 def _chunks(paths: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -109,7 +159,6 @@ def export_geoparquet(
     """
     sga = _require()
     import pyarrow as pa
-    import pyarrow.dataset as pads
 
     started = time.monotonic()
     target = Path(output)
@@ -152,9 +201,8 @@ def export_geoparquet(
             for chunk, file in tasks:
                 files.append(file)
                 collect(*_convert_chunk(maker, chunk, file))
-        dataset = pads.dataset(files, schema=schema, format="parquet")
         reader = pa.RecordBatchReader.from_batches(schema,
-                                                   dataset.to_batches(batch_size=chunk_size))
+                                                   _read_as(files, schema, chunk_size))
         with atomic_path(target, suffix=".parquet") as staging:
             sga.to_parquet(reader, staging, collections={collection["id"]: collection})
     result.n_written = 1
@@ -163,6 +211,24 @@ def export_geoparquet(
     logger.info("wrote %d item(s) to %s (%.1f MiB) in %.1f s", result.n_items, target,
                 result.n_bytes / 2**20, result.elapsed_s)
     return result
+
+
+def _read_as(files: list[str], schema: Any, batch_size: int) -> Iterator[Any]:
+    """The record batches of the Parquet ``files`` in ``schema``, one file at a time.
+
+    A file of that schema is read batch by batch without read-ahead (memory stays at about
+    one batch); one of another schema (fewer fields, narrower types) is cast by a dataset.
+    """
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    for file in files:
+        with pq.ParquetFile(file, pre_buffer=False) as parquet:
+            if parquet.schema_arrow.equals(schema):
+                yield from parquet.iter_batches(batch_size=batch_size, use_threads=False)
+                continue
+        dataset = pads.dataset(file, schema=schema, format="parquet")
+        yield from dataset.to_batches(batch_size=batch_size, use_threads=False)
 
 
 def read_geoparquet_items(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
