@@ -26,18 +26,18 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import multiprocessing
 import os
 import tempfile
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from eoextract._util.files import atomic_path
-from eoextract.errors import ConfigurationError
+from eoextract._util.processes import spawned_pool
+from eoextract.errors import ConfigurationError, StacError
 from eoextract.stac.publish._publish_result import PublishError, PublishResult
 from eoextract.stac.publish._walk import ApiItemMaker, api_collection, item_files
 
@@ -138,8 +138,7 @@ def export_geoparquet(
 
         tasks = ((chunk, os.path.join(tmp, f"{i:06d}.parquet")) for i, chunk in enumerate(chunks))
         if parallel:
-            context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with spawned_pool(workers, error=StacError, option="workers") as pool:
                 pending: deque[Future[tuple[int, Any]]] = deque()
                 for chunk, file in tasks:
                     files.append(file)
