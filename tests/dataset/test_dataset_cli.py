@@ -54,3 +54,19 @@ def test_bad_input(extraction, tmp_path):
     (tmp_path / "busy" / "notes.txt").write_text("x")
     result = runner.invoke(app, ["dataset", "split-epsg", str(extraction), str(tmp_path / "busy")])
     assert result.exit_code == EXIT_PROBLEMS and "refusing" in result.output
+
+
+def test_bad_dates_and_files_that_are_no_catalogue_are_one_line_errors(extraction, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["dataset", "info", str(extraction), "--start", "2021-13-01"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "error: start is not a date or time: '2021-13-01'" in result.output
+    result = runner.invoke(app, ["dataset", "info", str(extraction), "--start", "2022-01-01",
+                                 "--end", "2021-01-01"])
+    assert result.exit_code == EXIT_USAGE and "is after end" in result.output
+    script = tmp_path / "notes.py"
+    script.write_text("print('not a catalogue')\n")
+    result = runner.invoke(app, ["dataset", "info", str(script)])
+    assert result.exit_code == EXIT_PROBLEMS
+    assert f"error: {script} is not a STAC JSON file" in result.output
+    assert "Traceback" not in result.output
