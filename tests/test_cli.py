@@ -400,6 +400,11 @@ def test_stac_build_and_validate(tmp_path):
     assert collection["id"] == "demo"
     valid = invoke("stac", "validate", out / "stac", "--check-assets")
     assert valid.exit_code == 0 and "valid:" in valid.stdout
+    # the output folder, as other commands take it, and a stac-geoparquet file
+    assert invoke("stac", "validate", out).stdout.startswith(f"valid: {out / 'stac'} (")
+    assert invoke("stac", "export-geoparquet", out, tmp_path / "items.parquet").exit_code == 0
+    parquet = invoke("stac", "validate", tmp_path / "items.parquet")
+    assert parquet.exit_code == 2 and "is a Parquet file" in one_error_line(parquet)
     # break one item: invalid catalogue, exit 1
     item_file = next((out / "stac").rglob("sample-1.json"))
     broken = json.loads(item_file.read_text())
