@@ -70,3 +70,22 @@ def test_bad_dates_and_files_that_are_no_catalogue_are_one_line_errors(extractio
     assert result.exit_code == EXIT_PROBLEMS
     assert f"error: {script} is not a STAC JSON file" in result.output
     assert "Traceback" not in result.output
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(extraction, tmp_path):
+    runner = CliRunner()
+    # the extraction's own folder: not an earlier split, refused up front (no validation errors)
+    result = runner.invoke(app, ["dataset", "split-epsg", str(extraction), str(extraction)])
+    assert result.exit_code == EXIT_PROBLEMS and "refusing to replace it" in result.output
+    assert not list(extraction.parent.glob(f".{extraction.name}.split-*"))
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    for args in (["dataset", "patches-to-points", str(extraction), "-o", str(folder)],
+                 ["stac", "export-geoparquet", str(extraction), str(folder)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert f"error: {folder} is a folder; give the path of the" in result.output
+    assert list(tmp_path.iterdir()) == [folder] and not list(folder.iterdir())
+    # no empty progress line when the output is not a terminal
+    result = runner.invoke(app, ["dataset", "split-epsg", str(extraction), str(tmp_path / "split")])
+    assert result.exit_code == EXIT_OK and result.output.startswith("S2-EXTRACTION-EPSG-"), result.output

@@ -129,8 +129,9 @@ def split_epsg(
         raise UsageError(f"--by must be 'epsg' or 'tile', not {by!r}")
     if not catalogue.exists():
         raise UsageError(f"no such file or folder: {catalogue}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console(stderr=True),
-                  transient=True) as bar:
+    err = console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err,
+                  transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("splitting", total=None)
         result = split_by_epsg(catalogue, output_dir, by=by, collection_id=collection_id,  # type: ignore[arg-type]
                                relative_hrefs=not absolute_hrefs, geoparquet=geoparquet,

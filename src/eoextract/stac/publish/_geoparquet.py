@@ -106,6 +106,7 @@ def export_geoparquet(
 
     Raises:
         PublishError: If the catalogue has no items.
+        ConfigurationError: ``output`` is a folder.
     """
     sga = _require()
     import pyarrow as pa
@@ -113,6 +114,8 @@ def export_geoparquet(
 
     started = time.monotonic()
     target = Path(output)
+    if target.is_dir():
+        raise ConfigurationError(f"{target} is a folder; give the path of the .parquet file to write")
     target.parent.mkdir(parents=True, exist_ok=True)
     collection, maker = api_collection(catalog_dir, asset_base_url=asset_base_url,
                                        base_dir=base_dir)
