@@ -241,7 +241,7 @@ def test_retry_resets_failed_jobs_and_records_it(run_db, tmp_path):
     mixed = invoke("retry", db_path, "--keys", "5,0")
     assert mixed.exit_code == 1
     assert "retried 1 job(s): 5" in mixed.stdout
-    assert "job 0: not retry: it is finished" in one_error_line(mixed)
+    assert "job 0: cannot retry it: it is finished" in one_error_line(mixed)
     assert invoke("retry", db_path, "--status", "running").exit_code == 2
     assert invoke("retry", db_path, "--keys", "nope").exit_code == 2
 

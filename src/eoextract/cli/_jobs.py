@@ -328,7 +328,7 @@ def _not_selected(rec: Any, verb: str) -> Any:
     from eoextract.jobs import ActionResult
 
     return ActionResult(rec.job_key, False, rec.status, rec.status,
-                        f"not {verb}: it is {rec.status.value}")
+                        f"cannot {verb} it: it is {rec.status.value}")
 
 
 @app.command("cancel")
