@@ -405,7 +405,7 @@ def set_fields(
     key: Annotated[str, typer.Argument(help="The job's key.")],
     assignments: Annotated[list[str], typer.Argument(metavar="FIELD=VALUE...", help="Fields to set: your own columns (new ones are added) or output_dir, output_published_at, ... Values are read as JSON where they parse (7, true, null), else as text; quote to force text ('\"007\"').")],
 ) -> None:
-    """Set fields of one job (e.g. where its product was published and when)."""
+    """Set fields of one job, such as where its product was published and when."""
     fields: dict[str, Any] = {}
     for item in assignments:
         name, sep, text = item.partition("=")
@@ -416,6 +416,9 @@ def set_fields(
         except ValueError:
             value = text
         fields[name.strip()] = value if not isinstance(value, (list, dict)) else text
+    if "status" in fields:
+        raise UsageError("status cannot be set: use 'eoextract retry' or 'eoextract cancel' "
+                         "(every status change is recorded in the job's history)")
     database = open_db(db)
     _check_keys(database, [key])
     try:
