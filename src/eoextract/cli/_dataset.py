@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from eoextract.cli._common import UsageError, app, command, console
+from eoextract.cli._common import UsageError, app, command, console, open_db
 
 dataset_app = typer.Typer(help="Training data from an extraction: point tables, collections.",
                           no_args_is_help=True)
@@ -45,17 +45,21 @@ def points(
     from eoextract.dataset import merge_points
     from eoextract.errors import IncompleteDataset
 
+    expected = open_db(expected_from) if expected_from is not None else None
     try:
         report = merge_points(
             sources, output, partition_by=partition_by, key=_split(key) or ("sample_id", "timestamp"),
             time_column=time_column, bands=_split(band), band_type=band_type, nodata=nodata,
-            attributes=_split(attribute), sample_column=sample_column, expected=expected_from,
+            attributes=_split(attribute), sample_column=sample_column, expected=expected,
             max_missing_fraction=max_missing_fraction,
             max_without_attributes_fraction=max_without_attributes_fraction)
     except IncompleteDataset as exc:
         if as_json:
             typer.echo(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
         raise
+    finally:
+        if expected is not None:
+            expected.close()
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
