@@ -182,6 +182,12 @@ def test_jobs_filters_and_formats(run_db):
     assert invoke("jobs", run_db, "--backend", "elsewhere").stdout.strip().endswith("0 job(s)")
     bad = invoke("jobs", run_db, "--status", "bogus")
     assert bad.exit_code == 2
+    limited = invoke("jobs", run_db, "--limit", "2")
+    assert limited.exit_code == 0 and "first 2 job(s) of 6 shown; --limit 2" in limited.stdout
+    for enough in ("6", "7"):
+        assert invoke("jobs", run_db, "--limit", enough).stdout.strip().endswith("\n6 job(s)")
+    for args in (("jobs", run_db, "--limit", "-1"), ("status", run_db, "--top", "-1")):
+        assert invoke(*args).exit_code == 2
 
 
 def test_history_shows_attempts_and_backend_job(run_db):

@@ -89,7 +89,7 @@ def patches_to_points_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="The GeoParquet file written.")],
     how: Annotated[str, typer.Option(help="centre (the centre pixel), mean (over the sample polygon) or all (every pixel inside).")] = "centre",
     label: Annotated[list[str] | None, typer.Option("--label", help="Label columns from item properties or the auxiliary asset (repeat or comma-separate).")] = None,
-    processes: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    processes: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: all cores; 1: this process only).")] = None,
     dask: Annotated[str | None, typer.Option(
         help="Sample on the Dask cluster of this scheduler address (tcp://host:port) instead; "
              "its workers must reach the patch files by the same paths.")] = None,

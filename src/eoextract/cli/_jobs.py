@@ -65,8 +65,8 @@ def status(
     db: DbArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow the run live until every job is final.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between two refreshes with --watch.")] = 2.0,
-    top: Annotated[int, typer.Option(help="Error classes shown.")] = 5,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between two refreshes with --watch.")] = 2.0,
+    top: Annotated[int, typer.Option(min=0, help="Error classes shown.")] = 5,
 ) -> None:
     """Where a run stands: jobs per status and backend, running time, throughput, ETA and
     the most frequent error classes with an example each. Exits 0 even when jobs failed."""
@@ -158,7 +158,7 @@ def jobs(
     status: Annotated[list[JobStatus] | None, typer.Option("--status", "-s", help="Only jobs in this status (repeatable).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Only jobs of this backend.")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = OutputFormat.table,
-    limit: Annotated[int | None, typer.Option(help=f"At most this many jobs (table: {TABLE_ROWS} unless given).")] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help=f"At most this many jobs (table: {TABLE_ROWS} unless given).")] = None,
 ) -> None:
     """List jobs in table order, optionally filtered by status and backend (csv/json: every
     column). The table shows the first 500 unless --limit is given."""
@@ -196,9 +196,12 @@ def _jobs_table(database: Any, status: list[JobStatus] | None, backend: str | No
                       _when(fields.get("updated_at")))
     out = console()
     out.print(table)
-    if more:
-        matching = "" if backend else f" of {sum(database.count_by_status(status or ()).values())}"
-        out.print(f"first {len(records)} job(s){matching} shown; give --limit N or --format csv for more")
+    cut = more or (limit is not None and len(records) >= limit)
+    total = None if not cut or backend else sum(database.count_by_status(status or ()).values())
+    if cut and total != len(records):
+        matching = "" if total is None else f" of {total}"
+        hint = "give --limit N or --format csv for more" if more else f"--limit {limit}"
+        out.print(f"first {len(records)} job(s){matching} shown; {hint}")
     else:
         out.print(f"{len(records)} job(s)")
 
