@@ -91,6 +91,23 @@ def test_start_stop_and_temporary_data_dir():
         _ = backend.url
 
 
+def test_a_script_starting_the_backend_prints_no_dependency_notice(tmp_path):
+    """openeo-processes-dask's notice about its machine-learning extra stays out of a script's output."""
+    code = ("from eoextract import LocalBackend\n"
+            "with LocalBackend() as b:\n"
+            "    cube = b.connect().load_collection('SENTINEL2_L2A', spatial_extent={'west': 5.0, "
+            "'south': 51.0, 'east': 5.01, 'north': 51.01}, temporal_extent=['2021-06-01', "
+            "'2021-06-10'], bands=['B04'])\n"
+            "    job = cube.create_job(out_format='NetCDF', job_options={'eoextract_mode': 'instant'})\n"
+            "    job.start_and_wait(print=lambda *a: None, max_poll_interval=0.2)\n"
+            "    print(job.status())\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "finished"
+    assert "machine learning" not in run.stderr
+
+
 def test_custom_credentials_and_cdse_style(tmp_path):
     with LocalBackend(user="alice", password="s3cret", result_style="cdse") as backend:
         conn = backend.connect()
