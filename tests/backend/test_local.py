@@ -245,6 +245,39 @@ def test_serve_refuses_a_host_with_a_usage_error(monkeypatch, host, expected):
     assert "Traceback" not in result.output and served == []
 
 
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--profile", "prod"], "--profile must be 'default' or 'cdse', not 'prod'"),
+    (["--result-style", "x"], "--result-style must be 'current' or 'cdse'"),
+    (["--workers", "0"], "--workers"),
+    (["--port", "70000"], "--port"),
+])
+def test_serve_refuses_bad_options_with_a_usage_error(monkeypatch, option, expected):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", *option])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output and served == []
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "-c", "from eoextract.cli import app; app()", "backend",
+                              "serve", "--port", str(port), "--data-dir", "d"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip() == (f"error: port {port} on 127.0.0.1 is in use (another server?); "
+                                  "give another --port (0 picks a free one)")
+
+
 def test_serve_with_allow_remote_warns(monkeypatch, caplog):
     from typer.testing import CliRunner
 

@@ -9,10 +9,12 @@ credential variables are masked in every message.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -148,3 +150,18 @@ def console(stderr: bool = False) -> Any:
 
 
 DbArg = Annotated[str, typer.Argument(metavar="DB", help="Job database: a path (.db, .csv, .parquet) or a postgresql:// URL.")]
+
+#: A TCP port option: 0 picks a free one.
+PORT_RANGE = {"min": 0, "max": 65535}
+
+
+@contextlib.contextmanager
+def listening(host: str, port: int) -> Iterator[None]:
+    """Turn "address already in use" while starting a server into one clear error line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        fail(f"port {port} on {host} is in use (another server?); give another --port "
+             "(0 picks a free one)")
