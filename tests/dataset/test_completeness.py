@@ -97,6 +97,8 @@ def test_cli_points(job_files, job_db, tmp_path):
     result = runner.invoke(app, [*args[:-1], str(tmp_path / "missing.db")])
     assert result.exit_code == 2 and f"error: no job database at {tmp_path / 'missing.db'}" in result.output
     assert not (tmp_path / "missing.db").exists()
+    result = runner.invoke(app, [*args[:3], "-o", str(job_db), *args[5:]])
+    assert result.exit_code == 2 and f"error: {job_db} is a file; the dataset is a folder" in result.output
 
 
 def test_empty_files_merge_to_nothing_and_miss_every_sample(tmp_path):
