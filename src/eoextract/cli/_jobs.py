@@ -65,7 +65,7 @@ def status(
     db: DbArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow the run live until every job is final.")] = False,
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between two refreshes with --watch.")] = 2.0,
+    interval: Annotated[float, typer.Option(min=0.01, help="Seconds between two refreshes with --watch.")] = 2.0,
     top: Annotated[int, typer.Option(min=0, help="Error classes shown.")] = 5,
 ) -> None:
     """Where a run stands: jobs per status and backend, running time, throughput, ETA and
