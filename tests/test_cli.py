@@ -216,6 +216,21 @@ def test_usage_errors_are_one_line_with_exit_code_2(run_db, tmp_path):
     assert guess.exit_code == 2
 
 
+def test_a_folder_or_a_sidecar_given_as_job_database_names_the_database(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    create_job_db(out / "job_tracker.csv", pd.DataFrame({"a": [1]}))
+    folder = invoke("status", out)
+    assert folder.exit_code == 2
+    assert one_error_line(folder) == (f"error: {out} is a folder, not a job database; "
+                                      "job database(s) in it: job_tracker.csv")
+    sidecar = invoke("jobs", out / "job_tracker.csv.history.csv")
+    assert sidecar.exit_code == 2
+    assert one_error_line(sidecar) == (f"error: {out / 'job_tracker.csv.history.csv'} is kept beside "
+                                       f"the job database {out / 'job_tracker.csv'}; give that instead")
+    assert invoke("status", tmp_path / "empty-folder").exit_code == 2
+
+
 def test_debug_shows_the_exception(tmp_path):
     result = invoke("--debug", "status", tmp_path / "missing.db")
     assert result.exit_code != 0

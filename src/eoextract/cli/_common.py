@@ -125,8 +125,8 @@ def open_db(location: str) -> Any:
     """
     from eoextract.jobs.db import get_job_db
 
-    if "://" not in location and not Path(location).exists():
-        raise UsageError(f"no job database at {location}")
+    if "://" not in location:
+        _check_db_path(Path(location))
     try:
         db = get_job_db(location)
     except ConfigurationError as exc:
@@ -138,6 +138,28 @@ def open_db(location: str) -> Any:
     if not db.exists():
         raise UsageError(f"{location} holds no jobs table (not a job database yet)")
     return db
+
+
+#: Files kept beside a CSV or Parquet job database ``<file>``: ``<file><suffix>``.
+_DB_SIDECARS = (".history.csv", ".state.csv", ".meta.json")
+
+
+def _check_db_path(path: Path) -> None:
+    """A path that cannot be a job database: nothing there, a folder (the databases in it
+    are named), or the sidecar of one (its database is named)."""
+    if not path.exists():
+        raise UsageError(f"no job database at {path}")
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.is_file() and (
+            p.suffix in (".db", ".sqlite", ".sqlite3")
+            or p.with_name(p.name + ".meta.json").is_file()))
+        hint = f"; job database(s) in it: {', '.join(found[:5])}" if found else ""
+        raise UsageError(f"{path} is a folder, not a job database{hint}")
+    for suffix in _DB_SIDECARS:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            base = path.with_name(path.name[: -len(suffix)])
+            if base.is_file():
+                raise UsageError(f"{path} is kept beside the job database {base}; give that instead")
 
 
 def console(stderr: bool = False) -> Any:
