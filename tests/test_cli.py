@@ -231,6 +231,13 @@ def test_a_folder_or_a_sidecar_given_as_job_database_names_the_database(tmp_path
     assert invoke("status", tmp_path / "empty-folder").exit_code == 2
 
 
+def test_version():
+    from eoextract import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout == f"eoextract {__version__}\n"
+
+
 def test_debug_shows_the_exception(tmp_path):
     result = invoke("--debug", "status", tmp_path / "missing.db")
     assert result.exit_code != 0

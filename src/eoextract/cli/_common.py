@@ -47,10 +47,20 @@ class _State:
 STATE = _State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from eoextract import __version__
+
+        typer.echo(f"eoextract {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Log at DEBUG level, show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     """Large Earth-observation extractions with openEO."""
     STATE.debug = debug
