@@ -64,6 +64,8 @@ def test_bad_dates_and_files_that_are_no_catalogue_are_one_line_errors(extractio
     result = runner.invoke(app, ["dataset", "info", str(extraction), "--start", "2022-01-01",
                                  "--end", "2021-01-01"])
     assert result.exit_code == EXIT_USAGE and "is after end" in result.output
+    result = runner.invoke(app, ["dataset", "info", str(extraction), "--label", "no_such_property"])
+    assert result.exit_code == EXIT_OK and "(no item has the property 'no_such_property')" in result.output
     script = tmp_path / "notes.py"
     script.write_text("print('not a catalogue')\n")
     result = runner.invoke(app, ["dataset", "info", str(script)])

@@ -177,6 +177,8 @@ def info(
                           (f"label {label}", found.per_label)):
         for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))):
             out.print(f"  {title} {key if key is not None else '(none)'}: {n}")
+    if label is not None and found.n_items and set(found.per_label) == {None}:
+        out.print(f"  (no item has the property {label!r})")
     span = (f"{found.start.isoformat()} .. {found.end.isoformat()}" if found.start and found.end
             else "unknown")
     out.print(f"time: {span}")
