@@ -4,6 +4,7 @@
 Usage (only ``python3`` is needed; ``.venv`` is created and filled on first use):
 
     python3 dev.py example [ARGS...]   # the main example, offline, on the embedded backend
+                                       # (output in ./s2_croptype_extraction, or --output-dir)
     python3 dev.py test [PYTEST ARGS...]  # the whole test suite
     python3 dev.py bench [SCRIPT]      # benchmarks (see benchmarks/)
     python3 dev.py shell               # print the path of the virtualenv's python
@@ -108,7 +109,8 @@ def main(argv: list[str]) -> int:
         print(PY)
         return 0
     if command == "example":
-        return _run([PY, ROOT / "examples" / "extract_s2_croptype.py", *rest], cwd=ROOT)
+        # in the caller's folder, so a relative --output-dir means what it says there
+        return _run([PY, ROOT / "examples" / "extract_s2_croptype.py", *rest])
     if command == "bench":
         script = rest[0] if rest else "benchmarks/run_all.py"
         return _run([PY, ROOT / script, *rest[1:]], cwd=ROOT)

@@ -182,6 +182,12 @@ def test_jobs_filters_and_formats(run_db):
     assert invoke("jobs", run_db, "--backend", "elsewhere").stdout.strip().endswith("0 job(s)")
     bad = invoke("jobs", run_db, "--status", "bogus")
     assert bad.exit_code == 2
+    limited = invoke("jobs", run_db, "--limit", "2")
+    assert limited.exit_code == 0 and "first 2 job(s) of 6 shown; --limit 2" in limited.stdout
+    for enough in ("6", "7"):
+        assert invoke("jobs", run_db, "--limit", enough).stdout.strip().endswith("\n6 job(s)")
+    for args in (("jobs", run_db, "--limit", "-1"), ("status", run_db, "--top", "-1")):
+        assert invoke(*args).exit_code == 2
 
 
 def test_history_shows_attempts_and_backend_job(run_db):
@@ -208,6 +214,28 @@ def test_usage_errors_are_one_line_with_exit_code_2(run_db, tmp_path):
     assert foreign.exit_code == 2 and "not an eoextract job database" in one_error_line(foreign)
     guess = invoke("status", tmp_path / "jobs.txt")
     assert guess.exit_code == 2
+
+
+def test_a_folder_or_a_sidecar_given_as_job_database_names_the_database(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    create_job_db(out / "job_tracker.csv", pd.DataFrame({"a": [1]}))
+    folder = invoke("status", out)
+    assert folder.exit_code == 2
+    assert one_error_line(folder) == (f"error: {out} is a folder, not a job database; "
+                                      "job database(s) in it: job_tracker.csv")
+    sidecar = invoke("jobs", out / "job_tracker.csv.history.csv")
+    assert sidecar.exit_code == 2
+    assert one_error_line(sidecar) == (f"error: {out / 'job_tracker.csv.history.csv'} is kept beside "
+                                       f"the job database {out / 'job_tracker.csv'}; give that instead")
+    assert invoke("status", tmp_path / "empty-folder").exit_code == 2
+
+
+def test_version():
+    from eoextract import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout == f"eoextract {__version__}\n"
 
 
 def test_debug_shows_the_exception(tmp_path):
@@ -241,7 +269,7 @@ def test_retry_resets_failed_jobs_and_records_it(run_db, tmp_path):
     mixed = invoke("retry", db_path, "--keys", "5,0")
     assert mixed.exit_code == 1
     assert "retried 1 job(s): 5" in mixed.stdout
-    assert "job 0: not retry: it is finished" in one_error_line(mixed)
+    assert "job 0: cannot retry it: it is finished" in one_error_line(mixed)
     assert invoke("retry", db_path, "--status", "running").exit_code == 2
     assert invoke("retry", db_path, "--keys", "nope").exit_code == 2
 
@@ -400,6 +428,11 @@ def test_stac_build_and_validate(tmp_path):
     assert collection["id"] == "demo"
     valid = invoke("stac", "validate", out / "stac", "--check-assets")
     assert valid.exit_code == 0 and "valid:" in valid.stdout
+    # the output folder, as other commands take it, and a stac-geoparquet file
+    assert invoke("stac", "validate", out).stdout.startswith(f"valid: {out / 'stac'} (")
+    assert invoke("stac", "export-geoparquet", out, tmp_path / "items.parquet").exit_code == 0
+    parquet = invoke("stac", "validate", tmp_path / "items.parquet")
+    assert parquet.exit_code == 2 and "is a Parquet file" in one_error_line(parquet)
     # break one item: invalid catalogue, exit 1
     item_file = next((out / "stac").rglob("sample-1.json"))
     broken = json.loads(item_file.read_text())

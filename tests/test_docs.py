@@ -82,6 +82,34 @@ def test_cli_reference_covers_every_command():
     assert names and names <= headings, names - headings
 
 
+def test_cli_reference_synopses_name_every_option():
+    """Each command's synopsis line in cli.md names each of its options (one form of a flag pair)."""
+    import typer
+
+    from eoextract.cli import app
+
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    root = typer.main.get_command(app)
+    ctx = root.make_context("eoextract", [], resilient_parsing=True)
+
+    def commands(group, prefix=""):
+        for name in group.list_commands(ctx):
+            sub = group.get_command(ctx, name)
+            full = f"{prefix} {name}".strip()
+            yield from commands(sub, full) if getattr(sub, "commands", None) else [(full, sub)]
+
+    missing = {}
+    for name, cmd in commands(root):
+        synopsis = re.search(rf"^## {re.escape(name)}\n\n`([^`]*)`", text, flags=re.M)
+        assert synopsis, name
+        words = set(re.findall(r"--?[a-z][a-z-]*", synopsis.group(1)))
+        absent = [p.opts[0] for p in cmd.params if p.param_type_name == "option"
+                  and p.opts[0] != "--help" and not words & {*p.opts, *p.secondary_opts}]
+        if absent:
+            missing[name] = absent
+    assert missing == {}
+
+
 @pytest.mark.slow
 def test_mkdocs_build_strict_offline(tmp_path):
     proc = subprocess.run(

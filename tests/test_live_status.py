@@ -69,6 +69,14 @@ def test_cli_refuses_a_remote_host_and_a_missing_database(tmp_path):
     assert remote.exit_code == 2 and "--allow-remote" in remote.output
     missing = runner.invoke(app, ["serve-status", str(tmp_path / "none.db")])
     assert missing.exit_code == 2 and "no job database" in missing.output
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = runner.invoke(app, ["serve-status", str(tmp_path / "jobs.db"), "--port", str(port)])
+    assert busy.exit_code == 1 and f"error: port {port} on 127.0.0.1 is in use" in busy.output
 
 
 def _dom(chromium, url, profile):

@@ -91,6 +91,23 @@ def test_start_stop_and_temporary_data_dir():
         _ = backend.url
 
 
+def test_a_script_starting_the_backend_prints_no_dependency_notice(tmp_path):
+    """openeo-processes-dask's notice about its machine-learning extra stays out of a script's output."""
+    code = ("from eoextract import LocalBackend\n"
+            "with LocalBackend() as b:\n"
+            "    cube = b.connect().load_collection('SENTINEL2_L2A', spatial_extent={'west': 5.0, "
+            "'south': 51.0, 'east': 5.01, 'north': 51.01}, temporal_extent=['2021-06-01', "
+            "'2021-06-10'], bands=['B04'])\n"
+            "    job = cube.create_job(out_format='NetCDF', job_options={'eoextract_mode': 'instant'})\n"
+            "    job.start_and_wait(print=lambda *a: None, max_poll_interval=0.2)\n"
+            "    print(job.status())\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "finished"
+    assert "machine learning" not in run.stderr
+
+
 def test_custom_credentials_and_cdse_style(tmp_path):
     with LocalBackend(user="alice", password="s3cret", result_style="cdse") as backend:
         conn = backend.connect()
@@ -226,6 +243,39 @@ def test_serve_refuses_a_host_with_a_usage_error(monkeypatch, host, expected):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and expected in result.output
     assert "Traceback" not in result.output and served == []
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--profile", "prod"], "--profile must be 'default' or 'cdse', not 'prod'"),
+    (["--result-style", "x"], "--result-style must be 'current' or 'cdse'"),
+    (["--workers", "0"], "--workers"),
+    (["--port", "70000"], "--port"),
+])
+def test_serve_refuses_bad_options_with_a_usage_error(monkeypatch, option, expected):
+    from typer.testing import CliRunner
+
+    from eoextract.cli import app
+
+    served: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "_serve_in_foreground", lambda self: served.append(self))
+    result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", *option])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output and served == []
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "-c", "from eoextract.cli import app; app()", "backend",
+                              "serve", "--port", str(port), "--data-dir", "d"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip() == (f"error: port {port} on 127.0.0.1 is in use (another server?); "
+                                  "give another --port (0 picks a free one)")
 
 
 def test_serve_with_allow_remote_warns(monkeypatch, caplog):

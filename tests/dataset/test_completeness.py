@@ -94,6 +94,11 @@ def test_cli_points(job_files, job_db, tmp_path):
     assert json.loads(result.stdout)["missing_count"] == 4
     result = runner.invoke(app, [*args[:5], "--partition-by", "tile"])
     assert result.exit_code == 1 and "no file has the partition column 'tile'" in result.output
+    result = runner.invoke(app, [*args[:-1], str(tmp_path / "missing.db")])
+    assert result.exit_code == 2 and f"error: no job database at {tmp_path / 'missing.db'}" in result.output
+    assert not (tmp_path / "missing.db").exists()
+    result = runner.invoke(app, [*args[:3], "-o", str(job_db), *args[5:]])
+    assert result.exit_code == 2 and f"error: {job_db} is a file; the dataset is a folder" in result.output
 
 
 def test_empty_files_merge_to_nothing_and_miss_every_sample(tmp_path):

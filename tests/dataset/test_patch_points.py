@@ -149,6 +149,28 @@ def test_an_unreadable_patch_is_named_from_a_worker(extraction: Path, tmp_path: 
     assert not list(tmp_path.glob(".u.parquet*"))
 
 
+def test_an_unguarded_script_with_workers_gets_told_what_to_do(extraction: Path, tmp_path: Path) -> None:
+    """Spawned workers import the calling script again: one without a __main__ guard fails
+    with a message saying so, not only "terminated abruptly"."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from eoextract.dataset import patches_to_points\n"
+                      f"patches_to_points({str(extraction)!r}, 'out.parquet', processes=2)\n")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode != 0
+    raised = [ln for ln in run.stderr.splitlines() if ln.startswith("eoextract.errors.DatasetError: ")]
+    assert len(raised) == 1, run.stderr[-3000:]  # (a resource_tracker warning may follow it)
+    assert raised[0].startswith("eoextract.errors.DatasetError: a worker process ended abruptly")
+    assert 'if __name__ == "__main__":' in raised[0] and "processes=1" in raised[0]
+    assert not (tmp_path / "out.parquet").exists()
+
+
 def test_labels_from_the_job_database(extraction: Path, tmp_path: Path) -> None:
     from eoextract.jobs import create_job_db
 

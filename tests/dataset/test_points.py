@@ -121,6 +121,18 @@ def test_catalogue_assets_are_found(job_files, tmp_path):
     assert find_point_files(tmp_path / "stac") == sorted(p.resolve() for p in job_files)
 
 
+def test_a_job_database_in_the_output_folder_is_not_point_data(job_files, tmp_path):
+    """GFMAP keeps its job tracker in the output folder: it and its sidecars are left aside."""
+    from eoextract.jobs.db import create_job_db
+
+    outputs = tmp_path / "outputs"
+    create_job_db(outputs / "job_tracker.csv", pd.DataFrame({"sample_id": ["a", "b"]}))
+    assert len(list(outputs.glob("job_tracker.csv*"))) == 4
+    assert find_point_files(outputs) == sorted(p.resolve() for p in job_files)
+    (outputs / "extra.csv").write_text("sample_id,ref_id,timestamp\nx,ref0,2021-03-01\n")
+    assert outputs / "extra.csv" in find_point_files(outputs)  # a CSV of its own is data
+
+
 def _untouched(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out.parent)) for p in out.parent.rglob("*") if "ds" in p.name)
 

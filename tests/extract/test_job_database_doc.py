@@ -100,5 +100,7 @@ def test_set_refuses_what_it_cannot_set(run):
     runner = CliRunner()
     db = str(run / "jobs.db")
     assert runner.invoke(app, ["set", db, "nope", "a=1"]).exit_code == 2
-    assert runner.invoke(app, ["set", db, "0", "status=finished"]).exit_code == 2
+    status = runner.invoke(app, ["set", db, "0", "status=finished"])
+    assert status.exit_code == 2 and "use 'eoextract retry' or 'eoextract cancel'" in status.output
+    assert "Set fields of one job, such as" in runner.invoke(app, ["--help"]).output
     assert runner.invoke(app, ["set", db, "0", "no-equals-sign"]).exit_code == 2

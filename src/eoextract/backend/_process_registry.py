@@ -78,12 +78,21 @@ def _cancellable(f: Callable) -> Callable:
     return wrapper
 
 
+def _not_the_missing_ml_notice(record: logging.LogRecord) -> bool:
+    """openeo-processes-dask warns at import that its machine-learning processes (an extra
+    the embedded backend does not install) are missing: not news to its users."""
+    return "machine learning processes" not in record.getMessage()
+
+
 def build_registry():
     """Build the process registry (processes-dask implementations plus ours).
 
     Returns:
         An ``openeo_pg_parser_networkx.ProcessRegistry``.
     """
+    notices = logging.getLogger("openeo_processes_dask.process_implementations")
+    if _not_the_missing_ml_notice not in notices.filters:
+        notices.addFilter(_not_the_missing_ml_notice)
     from openeo_pg_parser_networkx import ProcessRegistry
     from openeo_pg_parser_networkx.process_registry import Process
     from openeo_processes_dask.process_implementations.core import process

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from eoextract.cli._common import backend_app, command
+from eoextract.cli._common import PORT_RANGE, UsageError, backend_app, command, listening
 
 
 @backend_app.command("serve")
@@ -27,11 +27,11 @@ def backend_serve(
     ] = None,
     udf_timeout: Annotated[float, typer.Option(help="Time limit of one UDF call, seconds.")] = 600.0,
     udf_memory_mb: Annotated[int, typer.Option(help="Memory limit of one UDF call, MB.")] = 4096,
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8080,
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", **PORT_RANGE)] = 8080,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep jobs and results here (survives restarts).")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Jobs executed at the same time.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Jobs executed at the same time.")] = 2,
     faults: Annotated[bool, typer.Option(help="Enable the fault-injection admin route.")] = False,
     fault_token: Annotated[
         str | None, typer.Option(help="Bearer token of the fault admin route (or "
@@ -88,6 +88,10 @@ def backend_serve(
     """Run the embedded openEO backend until interrupted; prints its URL (then, when generated,
     the fault token and the OIDC service client's id and secret, and with --artifacts the
     S3/STS endpoint)."""
+    if profile not in ("default", "cdse"):
+        raise UsageError(f"--profile must be 'default' or 'cdse', not {profile!r}")
+    if result_style not in ("current", "cdse"):
+        raise UsageError(f"--result-style must be 'current' or 'cdse', not {result_style!r}")
     from eoextract.backend import BackendProfile, serve
 
     overrides = {
@@ -98,24 +102,25 @@ def backend_serve(
         if value is not None
     }
 
-    serve(
-        host=host,
-        allow_remote=allow_remote,
-        allow_udf=allow_udf,
-        udf_timeout_s=udf_timeout,
-        udf_memory_mb=udf_memory_mb,
-        port=port,
-        data_dir=data_dir,
-        workers=workers,
-        faults=faults,
-        fault_token=fault_token,
-        result_style=result_style,
-        user=user,
-        password=password,
-        oidc_token_lifetime=oidc_token_lifetime,
-        oidc_device_approval=oidc_device_approval,
-        oidc_client_secret=oidc_client_secret,
-        artifacts=artifacts,
-        profile=BackendProfile.named(profile, **overrides),
-        historical_jobs=historical_jobs,
-    )
+    with listening(host, port):
+        serve(
+            host=host,
+            allow_remote=allow_remote,
+            allow_udf=allow_udf,
+            udf_timeout_s=udf_timeout,
+            udf_memory_mb=udf_memory_mb,
+            port=port,
+            data_dir=data_dir,
+            workers=workers,
+            faults=faults,
+            fault_token=fault_token,
+            result_style=result_style,
+            user=user,
+            password=password,
+            oidc_token_lifetime=oidc_token_lifetime,
+            oidc_device_approval=oidc_device_approval,
+            oidc_client_secret=oidc_client_secret,
+            artifacts=artifacts,
+            profile=BackendProfile.named(profile, **overrides),
+            historical_jobs=historical_jobs,
+        )

@@ -9,10 +9,12 @@ credential variables are masked in every message.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -45,10 +47,20 @@ class _State:
 STATE = _State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from eoextract import __version__
+
+        typer.echo(f"eoextract {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Log at DEBUG level, show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     """Large Earth-observation extractions with openEO."""
     STATE.debug = debug
@@ -123,8 +135,8 @@ def open_db(location: str) -> Any:
     """
     from eoextract.jobs.db import get_job_db
 
-    if "://" not in location and not Path(location).exists():
-        raise UsageError(f"no job database at {location}")
+    if "://" not in location:
+        _check_db_path(Path(location))
     try:
         db = get_job_db(location)
     except ConfigurationError as exc:
@@ -138,6 +150,28 @@ def open_db(location: str) -> Any:
     return db
 
 
+#: Files kept beside a CSV or Parquet job database ``<file>``: ``<file><suffix>``.
+_DB_SIDECARS = (".history.csv", ".state.csv", ".meta.json")
+
+
+def _check_db_path(path: Path) -> None:
+    """A path that cannot be a job database: nothing there, a folder (the databases in it
+    are named), or the sidecar of one (its database is named)."""
+    if not path.exists():
+        raise UsageError(f"no job database at {path}")
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.is_file() and (
+            p.suffix in (".db", ".sqlite", ".sqlite3")
+            or p.with_name(p.name + ".meta.json").is_file()))
+        hint = f"; job database(s) in it: {', '.join(found[:5])}" if found else ""
+        raise UsageError(f"{path} is a folder, not a job database{hint}")
+    for suffix in _DB_SIDECARS:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            base = path.with_name(path.name[: -len(suffix)])
+            if base.is_file():
+                raise UsageError(f"{path} is kept beside the job database {base}; give that instead")
+
+
 def console(stderr: bool = False) -> Any:
     """A rich console on standard output (wide when not a terminal, so tables keep columns)."""
     from rich.console import Console
@@ -148,3 +182,18 @@ def console(stderr: bool = False) -> Any:
 
 
 DbArg = Annotated[str, typer.Argument(metavar="DB", help="Job database: a path (.db, .csv, .parquet) or a postgresql:// URL.")]
+
+#: A TCP port option: 0 picks a free one.
+PORT_RANGE = {"min": 0, "max": 65535}
+
+
+@contextlib.contextmanager
+def listening(host: str, port: int) -> Iterator[None]:
+    """Turn "address already in use" while starting a server into one clear error line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        fail(f"port {port} on {host} is in use (another server?); give another --port "
+             "(0 picks a free one)")

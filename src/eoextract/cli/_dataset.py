@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from eoextract.cli._common import UsageError, app, command, console
+from eoextract.cli._common import UsageError, app, command, console, open_db
 
 dataset_app = typer.Typer(help="Training data from an extraction: point tables, collections.",
                           no_args_is_help=True)
@@ -45,17 +45,21 @@ def points(
     from eoextract.dataset import merge_points
     from eoextract.errors import IncompleteDataset
 
+    expected = open_db(expected_from) if expected_from is not None else None
     try:
         report = merge_points(
             sources, output, partition_by=partition_by, key=_split(key) or ("sample_id", "timestamp"),
             time_column=time_column, bands=_split(band), band_type=band_type, nodata=nodata,
-            attributes=_split(attribute), sample_column=sample_column, expected=expected_from,
+            attributes=_split(attribute), sample_column=sample_column, expected=expected,
             max_missing_fraction=max_missing_fraction,
             max_without_attributes_fraction=max_without_attributes_fraction)
     except IncompleteDataset as exc:
         if as_json:
             typer.echo(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
         raise
+    finally:
+        if expected is not None:
+            expected.close()
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -85,7 +89,7 @@ def patches_to_points_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="The GeoParquet file written.")],
     how: Annotated[str, typer.Option(help="centre (the centre pixel), mean (over the sample polygon) or all (every pixel inside).")] = "centre",
     label: Annotated[list[str] | None, typer.Option("--label", help="Label columns from item properties or the auxiliary asset (repeat or comma-separate).")] = None,
-    processes: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    processes: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: all cores; 1: this process only).")] = None,
     dask: Annotated[str | None, typer.Option(
         help="Sample on the Dask cluster of this scheduler address (tcp://host:port) instead; "
              "its workers must reach the patch files by the same paths.")] = None,
@@ -129,8 +133,9 @@ def split_epsg(
         raise UsageError(f"--by must be 'epsg' or 'tile', not {by!r}")
     if not catalogue.exists():
         raise UsageError(f"no such file or folder: {catalogue}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console(stderr=True),
-                  transient=True) as bar:
+    err = console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err,
+                  transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("splitting", total=None)
         result = split_by_epsg(catalogue, output_dir, by=by, collection_id=collection_id,  # type: ignore[arg-type]
                                relative_hrefs=not absolute_hrefs, geoparquet=geoparquet,
@@ -172,6 +177,8 @@ def info(
                           (f"label {label}", found.per_label)):
         for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))):
             out.print(f"  {title} {key if key is not None else '(none)'}: {n}")
+    if label is not None and found.n_items and set(found.per_label) == {None}:
+        out.print(f"  (no item has the property {label!r})")
     span = (f"{found.start.isoformat()} .. {found.end.isoformat()}" if found.start and found.end
             else "unknown")
     out.print(f"time: {span}")

@@ -65,8 +65,8 @@ def status(
     db: DbArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow the run live until every job is final.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between two refreshes with --watch.")] = 2.0,
-    top: Annotated[int, typer.Option(help="Error classes shown.")] = 5,
+    interval: Annotated[float, typer.Option(min=0.01, help="Seconds between two refreshes with --watch.")] = 2.0,
+    top: Annotated[int, typer.Option(min=0, help="Error classes shown.")] = 5,
 ) -> None:
     """Where a run stands: jobs per status and backend, running time, throughput, ETA and
     the most frequent error classes with an example each. Exits 0 even when jobs failed."""
@@ -158,7 +158,7 @@ def jobs(
     status: Annotated[list[JobStatus] | None, typer.Option("--status", "-s", help="Only jobs in this status (repeatable).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Only jobs of this backend.")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = OutputFormat.table,
-    limit: Annotated[int | None, typer.Option(help=f"At most this many jobs (table: {TABLE_ROWS} unless given).")] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help=f"At most this many jobs (table: {TABLE_ROWS} unless given).")] = None,
 ) -> None:
     """List jobs in table order, optionally filtered by status and backend (csv/json: every
     column). The table shows the first 500 unless --limit is given."""
@@ -196,9 +196,12 @@ def _jobs_table(database: Any, status: list[JobStatus] | None, backend: str | No
                       _when(fields.get("updated_at")))
     out = console()
     out.print(table)
-    if more:
-        matching = "" if backend else f" of {sum(database.count_by_status(status or ()).values())}"
-        out.print(f"first {len(records)} job(s){matching} shown; give --limit N or --format csv for more")
+    cut = more or (limit is not None and len(records) >= limit)
+    total = None if not cut or backend else sum(database.count_by_status(status or ()).values())
+    if cut and total != len(records):
+        matching = "" if total is None else f" of {total}"
+        hint = "give --limit N or --format csv for more" if more else f"--limit {limit}"
+        out.print(f"first {len(records)} job(s){matching} shown; {hint}")
     else:
         out.print(f"{len(records)} job(s)")
 
@@ -328,7 +331,7 @@ def _not_selected(rec: Any, verb: str) -> Any:
     from eoextract.jobs import ActionResult
 
     return ActionResult(rec.job_key, False, rec.status, rec.status,
-                        f"not {verb}: it is {rec.status.value}")
+                        f"cannot {verb} it: it is {rec.status.value}")
 
 
 @app.command("cancel")
@@ -405,7 +408,7 @@ def set_fields(
     key: Annotated[str, typer.Argument(help="The job's key.")],
     assignments: Annotated[list[str], typer.Argument(metavar="FIELD=VALUE...", help="Fields to set: your own columns (new ones are added) or output_dir, output_published_at, ... Values are read as JSON where they parse (7, true, null), else as text; quote to force text ('\"007\"').")],
 ) -> None:
-    """Set fields of one job (e.g. where its product was published and when)."""
+    """Set fields of one job, such as where its product was published and when."""
     fields: dict[str, Any] = {}
     for item in assignments:
         name, sep, text = item.partition("=")
@@ -416,6 +419,9 @@ def set_fields(
         except ValueError:
             value = text
         fields[name.strip()] = value if not isinstance(value, (list, dict)) else text
+    if "status" in fields:
+        raise UsageError("status cannot be set: use 'eoextract retry' or 'eoextract cancel' "
+                         "(every status change is recorded in the job's history)")
     database = open_db(db)
     _check_keys(database, [key])
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from eoextract.cli._common import DbArg, UsageError, app, command, console, open_db
+from eoextract.cli._common import PORT_RANGE, DbArg, UsageError, app, command, console, listening, open_db
 
 
 @app.command("report")
@@ -47,7 +47,7 @@ def report(
 def serve_status(
     db: DbArg,
     host: Annotated[str, typer.Option(help="Address to listen on; one reachable from other machines needs --allow-remote.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8090,
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", **PORT_RANGE)] = 8090,
     interval: Annotated[float, typer.Option(help="Seconds between two refreshes of the page.")] = 2.0,
     allow_remote: Annotated[bool, typer.Option(help="Allow a --host reachable from other machines (the page shows job keys and error messages).")] = False,
 ) -> None:
@@ -65,7 +65,8 @@ def serve_status(
         raise UsageError(f"--host {host} is reachable from other machines; add --allow-remote to serve there")
     from eoextract.report._live import StatusServer
 
-    server = StatusServer(db, host=host, port=port, interval_s=interval)
+    with listening(host, port):
+        server = StatusServer(db, host=host, port=port, interval_s=interval)
     console().print(server.url)
     try:
         server.serve_forever()

@@ -53,7 +53,7 @@ def build(
 @stac_app.command("validate")
 @command
 def validate(
-    path: Annotated[Path, typer.Argument(help="A catalogue (folder, collection.json, catalog.json) or one item/collection JSON file.")],
+    path: Annotated[Path, typer.Argument(help="A catalogue (folder, collection.json, catalog.json, an output folder with it in stac/) or one item/collection JSON file.")],
     check_assets: Annotated[bool, typer.Option(help="Also check that local asset files exist and match their file:size and file:checksum (mismatches reported per asset).")] = False,
     workers: Annotated[int | None, typer.Option(help="Processes for item validation.")] = None,
     max_errors: Annotated[int, typer.Option(help="Problems printed at most.")] = 20,
@@ -63,6 +63,13 @@ def validate(
     Exit 0 when valid, 1 when problems were found."""
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
+    roots = ("collection.json", "catalog.json")
+    if path.is_dir() and not any((path / r).is_file() for r in roots) \
+            and any((path / "stac" / r).is_file() for r in roots):
+        path = path / "stac"  # an extraction's output folder
+    elif path.suffix in (".parquet", ".geoparquet"):
+        raise UsageError(f"{path} is a Parquet file; validate the catalogue it was made from "
+                         "(or read it with 'eoextract dataset info')")
     _validate_and_report(path, check_assets=check_assets, max_errors=max_errors,
                          workers=workers, as_json=as_json, check_checksums=check_assets)
 

@@ -283,6 +283,7 @@ def patches_to_points(
     Raises:
         DatasetError: A patch whose CRS differs from its item's (names both), a file that
             cannot be read. A sample outside its patch only warns (``UserWarning``).
+        ConfigurationError: An unknown ``how``, or ``output`` is a folder.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -290,6 +291,8 @@ def patches_to_points(
     if how not in HOWS:
         raise ConfigurationError(f"how must be one of {', '.join(HOWS)}, not {how!r}")
     output = Path(output)
+    if output.is_dir():
+        raise ConfigurationError(f"{output} is a folder; give the path of the GeoParquet file to write")
     items: Iterable[Mapping[str, Any]] = select_items(catalogue, selection, **criteria)
     job_rows: Mapping[str, Mapping[str, Any]] = {}
     if job_db is not None and labels:

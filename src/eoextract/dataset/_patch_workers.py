@@ -10,7 +10,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from eoextract.errors import ConfigurationError
+from eoextract._util.processes import spawned_pool
+from eoextract.errors import ConfigurationError, DatasetError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,11 +42,13 @@ def _windowed(submit: Callable[[T], Any], result: Callable[[Any], R], tasks: Ite
 
 def in_processes(fn: Callable[[T], R], tasks: Iterable[T], workers: int
                  ) -> Iterator[tuple[T, R]]:
-    """Tasks run by ``workers`` spawned processes, ``2 * workers`` in flight."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """Tasks run by ``workers`` spawned processes, ``2 * workers`` in flight.
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    Raises:
+        DatasetError: A worker process died (e.g. an unguarded calling script; the message
+            says what to do).
+    """
+    with spawned_pool(workers, error=DatasetError) as pool:
         yield from _windowed(lambda t: pool.submit(fn, t), lambda f: f.result(), tasks,
                              2 * workers, lambda fs: [f.cancel() for f in fs])
 

@@ -246,8 +246,12 @@ def merge_points(
         DatasetError: A file without a required column, schemas that differ between files,
             a band value that does not fit ``band_type`` (names the file when it can).
         IncompleteDataset: A threshold exceeded; nothing was written.
+        ConfigurationError: ``output`` is a file, an unknown ``compression``.
     """
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigurationError(f"{output} is a file; the dataset is a folder of partitions "
+                                 "(give a folder name)")
     if compression not in COMPRESSIONS:
         raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
                                  f"not {compression!r}")

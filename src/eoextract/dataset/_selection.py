@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eoextract._util.utc import parse_utc, to_utc
-from eoextract.errors import DatasetError
+from eoextract.errors import ConfigurationError, DatasetError
 
 #: A catalogue on disk, a stac-geoparquet file or item dicts.
 Source = str | os.PathLike[str] | Iterable[Mapping[str, Any]]
@@ -134,6 +134,17 @@ class Selection:
     tiles: Sequence[str] | None = None
     epsg: Sequence[int] | None = None
     collections: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        bounds = {}
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                bounds[name] = to_utc(value)
+                if bounds[name] is None:
+                    raise ConfigurationError(f"{name} is not a date or time: {value!r}")
+        if len(bounds) == 2 and bounds["start"] > bounds["end"]:
+            raise ConfigurationError(f"start ({self.start}) is after end ({self.end})")
 
     def matches(self, item: Mapping[str, Any]) -> bool:
         """Whether an item is selected."""

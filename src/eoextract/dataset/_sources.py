@@ -63,6 +63,20 @@ def _from_catalogue(root: Path) -> list[Path]:
     return found
 
 
+#: Sidecars of a job database file ``<file>``: ``<file>.history.csv``, ``<file>.state.csv``.
+_JOB_DB_SIDECARS = (".history.csv", ".state.csv")
+
+
+def _is_job_database_file(path: Path) -> bool:
+    """Whether ``path`` is a job database file eoextract keeps in an output folder (a CSV or
+    Parquet file with its ``.meta.json`` sidecar, e.g. GFMAP's ``job_tracker.csv``) or one of
+    its sidecars: not point data."""
+    if path.with_name(path.name + ".meta.json").is_file():
+        return True
+    name = path.name
+    return any(name.endswith(s) and path.with_name(name[: -len(s)]).is_file() for s in _JOB_DB_SIDECARS)
+
+
 def find_point_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                      ) -> list[Path]:
     """The point files to merge (absolute paths), sorted and without duplicates.
@@ -70,8 +84,8 @@ def find_point_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLik
     Args:
         sources: A catalogue (``collection.json``/``catalog.json`` or its folder: the local
             Parquet/CSV/JSON assets of its items), an output folder (every ``.parquet``,
-            ``.geoparquet`` and ``.csv`` below it, the ``stac`` folder aside), a file, or
-            an iterable of these.
+            ``.geoparquet`` and ``.csv`` below it, the ``stac`` folder and job database
+            files aside), a file, or an iterable of these.
 
     Raises:
         DatasetError: A source that does not exist, or no point file at all.
@@ -92,7 +106,8 @@ def find_point_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLik
             for p in path.rglob("*"):
                 rel = p.relative_to(path).parts
                 if (p.suffix.lower() in _FOLDER_SUFFIXES and p.is_file()
-                        and not any(part.startswith(".") or part == "stac" for part in rel)):
+                        and not any(part.startswith(".") or part == "stac" for part in rel)
+                        and not _is_job_database_file(p)):
                     found.add(os.path.abspath(p))
         else:  # one file: one stat, and its name checked
             file_format(path)

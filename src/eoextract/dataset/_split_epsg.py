@@ -129,6 +129,7 @@ def split_by_epsg(
     if by not in ("epsg", "tile"):
         raise DatasetError(f"by must be 'epsg' or 'tile', not {by!r}")
     final = Path(os.path.abspath(output_dir))
+    _check_output(final)  # before any work; checked again at the swap
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.split-", dir=final.parent))
     builders: dict[str, CollectionBuilder] = {}
@@ -217,14 +218,19 @@ def _is_previous_split(folder: Path) -> bool:
                for name in files)
 
 
-def _swap_in(staging: Path, final: Path) -> None:
+def _check_output(final: Path) -> None:
+    """Refuse an output that is a file or a folder holding anything but an earlier split."""
     if final.is_symlink() or (final.exists() and not final.is_dir()):
         raise DatasetError(f"{final} exists and is not a folder", path=str(final))
+    if final.exists() and any(final.iterdir()) and not _is_previous_split(final):
+        raise DatasetError(f"{final} is not empty and holds no earlier split (catalog.json, "
+                           "JSON and Parquet files only); refusing to replace it",
+                           path=str(final))
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    _check_output(final)
     if final.exists() and any(final.iterdir()):
-        if not _is_previous_split(final):
-            raise DatasetError(f"{final} is not empty and holds no earlier split (catalog.json, "
-                               "JSON and Parquet files only); refusing to replace it",
-                               path=str(final))
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         final.rename(old)
         try:

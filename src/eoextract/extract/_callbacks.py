@@ -1,4 +1,5 @@
-"""The user callbacks of an extraction, checked up front: how each one will be called.
+"""The user callbacks and inputs of an extraction, checked up front: how each callback
+will be called, and whether there are jobs to run (:func:`check_job_inputs`).
 
 * ``create_datacube_fn(row, connection, provider=None, connection_provider=None)``, called
   with those keywords it declares (:func:`check_start_job`);
@@ -14,7 +15,12 @@ The ``output_path_generator`` forms are checked by
 from __future__ import annotations
 
 import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from eoextract.errors import ConfigurationError
 from eoextract.extract._placement import check_signature
@@ -76,3 +82,37 @@ def post_job_action_arity(fn: Any) -> int:
                 f"{long_form}; post_job_action must take (job_items, row, parameters) or "
                 f"(job_items, row) positionally (further parameters need defaults)") from None
         return 2
+
+
+def check_job_inputs(df: Any, job_db: Any, required_columns: Sequence[str] = ()) -> None:
+    """Refuse a run that has no jobs: a ``df`` that is not a DataFrame, lacks a required
+    column or is empty, unless ``job_db`` already holds jobs to resume (a database object,
+    eoextract's or an openeo ``JobDatabaseInterface``; a file; a database URL).
+
+    Raises:
+        ConfigurationError: Saying what is wrong with ``df``.
+    """
+    if df is not None:
+        if not isinstance(df, pd.DataFrame):
+            hint = ("; split_job_hex and split_job_s2grid give one GeoDataFrame of samples per "
+                    "job: make one row per group (e.g. its samples as GeoJSON in a 'geometry' "
+                    "column, as examples/extract_s2_croptype.py does)"
+                    if isinstance(df, (list, tuple)) else "")
+            raise ConfigurationError(
+                f"the job dataframe must be a pandas DataFrame, not {type(df).__name__}{hint}")
+        missing = [c for c in required_columns if c not in df.columns]
+        if missing:
+            raise ConfigurationError(
+                f"the job dataframe lacks required column(s) {missing}; it has {list(df.columns)}")
+        if len(df) > 0:
+            return
+    if isinstance(job_db, (str, os.PathLike)):
+        if "://" in str(job_db):
+            return  # a database server: resuming its jobs
+        if Path(job_db).is_file():
+            return  # resuming: the database holds the jobs (checked when it is opened)
+    elif callable(getattr(job_db, "exists", None)) and job_db.exists() \
+            and sum(job_db.count_by_status().values()):
+        return  # a database object holding jobs
+    what = "is empty" if df is not None else "was not given"
+    raise ConfigurationError(f"the job dataframe {what} and there is no job database with jobs to resume")

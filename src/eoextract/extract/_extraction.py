@@ -47,7 +47,7 @@ from eoextract.extract._catalogue import build_catalogue
 from eoextract.extract._store import ItemStore
 from eoextract.extract._filemeta import FileIndex
 from eoextract.extract._stac_item import build_item, make_item_id, read_file_metadata, refresh_file_metadata
-from eoextract.extract._callbacks import check_start_job, post_job_action_arity
+from eoextract.extract._callbacks import check_job_inputs, check_start_job, post_job_action_arity
 from eoextract.extract._output_registry import PATHS_DIR, OutputRegistry, database_files
 from eoextract.extract._placement import OutputPathGenerator
 from eoextract.jobs import FinishedJob, FinishedJobResult, JobManager
@@ -269,7 +269,7 @@ class ExtractionManager(JobManager):
         check_start_job(start_job)
         if (skip := kwargs.pop("skip_existing", None)) is not None and df is not None:
             df = without_extracted(df, *skip)
-        self._check_dataframe(df, job_db)
+        check_job_inputs(df, job_db, self.required_columns)
         self._job_db_files = database_files(job_db)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         ItemStore(self.output_dir).write_settings(collection_id=self.collection_id,
@@ -297,26 +297,6 @@ class ExtractionManager(JobManager):
         check_start_job(start_job)
         self._job_db_files = database_files(job_db)
         super().start_job_thread(start_job, job_db)
-
-    def _check_dataframe(self, df: pd.DataFrame | None, job_db: Any) -> None:
-        if df is not None:
-            if not isinstance(df, pd.DataFrame):
-                raise ConfigurationError(f"the job dataframe must be a pandas DataFrame, not {type(df).__name__}")
-            missing = [c for c in self.required_columns if c not in df.columns]
-            if missing:
-                raise ConfigurationError(
-                    f"the job dataframe lacks required column(s) {missing}; it has {list(df.columns)}"
-                )
-            if len(df) > 0:
-                return
-        if isinstance(job_db, JobDatabase) and job_db.exists() and sum(job_db.count_by_status().values()):
-            return
-        if isinstance(job_db, str) and "://" in job_db:
-            return  # a database server: resuming its jobs
-        if isinstance(job_db, (str, Path)) and Path(job_db).is_file():
-            return  # resuming: the database holds the jobs (checked when it is opened)
-        what = "is empty" if df is not None else "was not given"
-        raise ConfigurationError(f"the job dataframe {what} and there is no job database with jobs to resume")
 
     # ------------------------------------------------------------------ finished jobs
     def process_finished_job(self, job: FinishedJob) -> FinishedJobResult:

@@ -45,7 +45,7 @@ def iter_catalog_items(
         if current in seen:
             continue
         seen.add(current)
-        d = orjson.loads(current.read_bytes())
+        d = _read_json(current)
         children = []
         for link in d.get("links") or []:
             href, rel = link.get("href"), link.get("rel")
@@ -55,7 +55,7 @@ def iter_catalog_items(
             if rel == "child":
                 children.append(target)
                 continue
-            item = orjson.loads(target.read_bytes())
+            item = _read_json(target)
             if absolute_hrefs:
                 item["links"] = [
                     lk for lk in item.get("links") or [] if lk.get("rel") not in STRUCTURAL_RELS
@@ -70,6 +70,21 @@ def iter_catalog_items(
             yield item
         stack.extend(reversed(children))
 
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """One STAC JSON document.
+
+    Raises:
+        StacError: The file is not a JSON object (named).
+    """
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise StacError(f"{path} is not a STAC JSON file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise StacError(f"{path} is not a STAC JSON file (not a JSON object)")
+    return data
 
 def extend_collection(
     existing_collection_json: str | os.PathLike[str],

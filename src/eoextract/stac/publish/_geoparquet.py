@@ -31,20 +31,20 @@ import gc
 import itertools
 import logging
 import math
-import multiprocessing
 import os
 import tempfile
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from eoextract._util.files import atomic_path
-from eoextract.errors import ConfigurationError
+from eoextract._util.processes import spawned_pool
+from eoextract.errors import ConfigurationError, StacError
 from eoextract.stac.publish._publish_result import PublishError, PublishResult
 from eoextract.stac.publish._walk import ApiItemMaker, api_collection, item_files
 
@@ -156,12 +156,15 @@ def export_geoparquet(
 
     Raises:
         PublishError: If the catalogue has no items.
+        ConfigurationError: ``output`` is a folder.
     """
     sga = _require()
     import pyarrow as pa
 
     started = time.monotonic()
     target = Path(output)
+    if target.is_dir():
+        raise ConfigurationError(f"{target} is a folder; give the path of the .parquet file to write")
     target.parent.mkdir(parents=True, exist_ok=True)
     collection, maker = api_collection(catalog_dir, asset_base_url=asset_base_url,
                                        base_dir=base_dir)
@@ -187,8 +190,7 @@ def export_geoparquet(
 
         tasks = ((chunk, os.path.join(tmp, f"{i:06d}.parquet")) for i, chunk in enumerate(chunks))
         if parallel:
-            context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with spawned_pool(workers, error=StacError, option="workers") as pool:
                 pending: deque[Future[tuple[int, Any]]] = deque()
                 for chunk, file in tasks:
                     files.append(file)
