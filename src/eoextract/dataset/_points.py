@@ -105,19 +105,32 @@ def _select_list(schemas: FileSchemas, *, partition_by: str, time_column: str | 
     return out
 
 
+#: Key hashes held in memory at once by the search for repeated keys (8 bytes each); more
+#: rows are searched in slices of the hash range, one scan each.
+_HASHES_PER_SCAN = 1 << 24
+
+
 def _repeated_hashes(con: Any, table: str, key: Sequence[str], partition_by: str,
-                     also: Sequence[str] = ()) -> tuple[list[int], list[Any]]:
-    """The 64-bit hashes of ``key`` seen more than once in ``table`` (the staged output): one
-    narrow pass over the key columns. The partition column is left out of the hash (rows of
-    one key in two partitions still count as repeated). ``also``: scalar SQL subqueries run
-    in the same query, their values returned beside."""
+                     rows: int) -> list[int]:
+    """The 64-bit hashes of ``key`` seen more than once in ``table`` (the staged output of
+    ``rows`` rows): one narrow scan of the key columns, the hashes sorted in memory (sorting
+    a million of them costs milliseconds; a hash table of as many groups, a hundred). The
+    partition column is left out of the hash (rows of one key in two partitions still count
+    as repeated)."""
+    import numpy as np
+
     columns = [k for k in key if k != partition_by] or list(key)
-    keys = ", ".join(sql_name(k) for k in columns)
-    repeated, *values = con.execute(
-        f"SELECT (SELECT list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
-        f"FROM (SELECT hash({keys}) AS h FROM {table}) GROUP BY h))"
-        + "".join(f", {expression}" for expression in also)).fetchall()[0]
-    return list(repeated or []), values
+    hashed = f"hash({', '.join(sql_name(k) for k in columns)})"
+    slices = max(1, -(-rows // _HASHES_PER_SCAN))
+    repeated: list[int] = []
+    for part in range(slices):
+        where = f" WHERE {hashed} % {slices} = {part}" if slices > 1 else ""
+        hashes = con.sql(f"SELECT {hashed} AS h FROM {table}{where}").fetchnumpy()["h"]
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        hashes.sort()
+        again = hashes[1:][hashes[1:] == hashes[:-1]]
+        repeated.extend(np.unique(again).tolist())
+    return repeated
 
 
 def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
@@ -306,10 +319,10 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
 
     if not rows:
         return report_of(con, rows, written), data
-    # one query: the search for repeated keys and the report's counts
-    repeated, counts = _repeated_hashes(con, staged, key, partition_by, count_expressions(
-        staged, sample_column=sample, attributes=options["attributes"]))
+    repeated = _repeated_hashes(con, staged, key, partition_by, rows)
     if not repeated:
+        counts = con.execute("SELECT " + ", ".join(count_expressions(
+            staged, sample_column=sample, attributes=options["attributes"]))).fetchall()[0]
         return report_of(con, rows, written, counts), data
     # duplicates: written again, the last file's row of each key kept
     shutil.rmtree(data)
