@@ -263,3 +263,34 @@ def test_files_of_one_schema_but_different_geo_metadata_are_read_as_one_schema(j
     assert "bbox" not in schemas.geo["columns"]["geometry"]
     assert list(schemas.columns) == list(job_files)
     assert json.loads(next(iter(raw)))["columns"]["geometry"]["crs"]["id"]["code"] == 4326
+
+
+def test_native_parquet_geometry_is_checked_for_its_crs(tmp_path):
+    import pyproj
+
+    from eoextract.dataset._schema import read_schemas
+
+    con = duckdb.connect()
+    utm = pyproj.CRS(32631).to_json().replace("'", "''")
+    for name, crs in (("a", "OGC:CRS84"), ("b", utm)):
+        con.execute(f"COPY (SELECT '{name}' AS sample_id, 'r' AS ref_id, 'POINT(1 2)'::"
+                    f"GEOMETRY('{crs}') AS geometry) TO '{tmp_path / name}.parquet' "
+                    f"(FORMAT parquet, GEOPARQUET_VERSION 'NONE')")
+    schemas = read_schemas(con, [tmp_path / "a.parquet"])
+    con.close()
+    assert schemas.columns[tmp_path / "a.parquet"]["geometry"] == "geometry"
+    assert schemas.crs == "OGC:CRS84" and schemas.geo is None
+    with pytest.raises(DatasetError, match=r"b\.parquet: geometry in EPSG:32631, but OGC:CRS84"):
+        merge_points([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "ds",
+                     partition_by="ref_id", key=["sample_id"], time_column=None)
+
+
+@pytest.mark.parametrize("in_parallel_from", [1, 1000])  # footers read by threads, or not
+def test_a_file_that_is_not_parquet_is_named(job_files, tmp_path, monkeypatch, in_parallel_from):
+    from eoextract.dataset import _schema
+
+    monkeypatch.setattr(_schema, "_FOOTERS_IN_PARALLEL", in_parallel_from)
+    (tmp_path / "outputs" / "broken.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DatasetError, match=r"broken\.parquet: not a readable Parquet file"):
+        merge_points(tmp_path / "outputs", tmp_path / "ds", partition_by="ref_id")
+    assert _untouched(tmp_path / "ds") == []
