@@ -294,3 +294,28 @@ def test_a_file_that_is_not_parquet_is_named(job_files, tmp_path, monkeypatch, i
     with pytest.raises(DatasetError, match=r"broken\.parquet: not a readable Parquet file"):
         merge_points(tmp_path / "outputs", tmp_path / "ds", partition_by="ref_id")
     assert _untouched(tmp_path / "ds") == []
+
+
+def test_parquet_versions_and_their_band_encodings(tmp_path):
+    import pyarrow.parquet as pq
+
+    from eoextract.errors import ConfigurationError
+
+    source = tmp_path / "many.parquet"  # 2,400 rows of one partition, ~1,600 distinct B02
+    point_frame(0, samples=400, dates=6).to_parquet(source)
+
+    def encodings(out: Path, column: str) -> set[str]:
+        meta = pq.read_metadata(next(out.glob("*/*.parquet")))
+        index = meta.schema.names.index(column)
+        return set(meta.row_group(0).column(index).encodings)
+
+    for version in ("v1", "v2"):
+        out = tmp_path / version
+        report = merge_points([source], out, partition_by="ref_id", bands=["B02"],
+                              parquet_version=version)
+        assert report.rows == 2400 and len(gpd.read_parquet(out)) == 2400
+        assert str(pads.dataset(out, partitioning="hive").schema.field("B02").type) == "uint16"
+    assert "DELTA_BINARY_PACKED" in encodings(tmp_path / "v2", "B02")
+    assert "DELTA_BINARY_PACKED" not in encodings(tmp_path / "v1", "B02")
+    with pytest.raises(ConfigurationError, match="parquet_version must be one of v1, v2"):
+        merge_points([source], tmp_path / "v3", partition_by="ref_id", parquet_version="v3")

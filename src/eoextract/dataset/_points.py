@@ -42,6 +42,13 @@ _DERIVED = {"year": "year({t})", "month": "strftime({t}, '%Y-%m')"}
 _FILE = "__eoextract_file"
 #: Parquet compressions a merge may write with.
 COMPRESSIONS = ("snappy", "zstd", "lz4_raw", "gzip", "brotli", "uncompressed")
+#: Parquet format versions a merge may write: ``v2`` (data pages v2, delta encodings) or
+#: ``v1`` for readers that predate them.
+PARQUET_VERSIONS = ("v1", "v2")
+#: Distinct values up to which a column of a v2 file is dictionary-encoded: labels and
+#: partition-like ids are; bands and sample ids, whose values barely repeat within a row
+#: group, are delta-encoded instead (smaller and cheaper to write than their dictionaries).
+_DICTIONARY_LIMIT = 1024
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # DuckDB's folder for an empty partition value
 
 
@@ -167,7 +174,21 @@ def _checked(con: Any, paths: Sequence[Path], key: Sequence[str], **options: Any
     return schemas, time_column
 
 
-def _copy(con: Any, query: str, target: Path, partition_by: str, compression: str,
+def _writer_options(compression: str, parquet_version: str) -> str:
+    """The Parquet options of the ``COPY`` of a merge."""
+    if compression not in COMPRESSIONS:
+        raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
+                                 f"not {compression!r}")
+    if parquet_version not in PARQUET_VERSIONS:
+        raise ConfigurationError(f"parquet_version must be one of {', '.join(PARQUET_VERSIONS)}"
+                                 f", not {parquet_version!r}")
+    if parquet_version == "v1":  # DuckDB's defaults: dictionaries, or plain values
+        return f"COMPRESSION {compression}"
+    return (f"COMPRESSION {compression}, PARQUET_VERSION V2, "
+            f"DICTIONARY_SIZE_LIMIT {_DICTIONARY_LIMIT}")
+
+
+def _copy(con: Any, query: str, target: Path, partition_by: str, writer: str,
           geo: dict[str, Any] | None, explain: Any) -> int:
     """Write ``query`` as Hive partitions below ``target`` (with ``geo`` as their GeoParquet
     metadata); the rows written."""
@@ -175,7 +196,7 @@ def _copy(con: Any, query: str, target: Path, partition_by: str, compression: st
     try:
         return int(con.execute(
             f"COPY ({query}) TO {sql_string(str(target))} (FORMAT parquet, "
-            f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION {compression}{metadata})"
+            f"PARTITION_BY ({sql_name(partition_by)}), {writer}{metadata})"
         ).fetchall()[0][0])
     except Exception as exc:
         raise explain(exc) from exc
@@ -220,6 +241,7 @@ def merge_points(
     max_without_attributes_fraction: float | None = None,
     threads: int | None = None,
     compression: str = "snappy",
+    parquet_version: str = "v2",
 ) -> CompletenessReport:
     """Merge per-job point files into one Hive-partitioned GeoParquet dataset.
 
@@ -251,6 +273,8 @@ def merge_points(
         threads: DuckDB threads (default: all cores).
         compression: Parquet compression of the written files (``snappy``, ``zstd``,
             ``lz4_raw``, ``gzip``, ``uncompressed``).
+        parquet_version: ``v2`` (data pages v2; integer bands delta-encoded) or ``v1``
+            (for readers that predate Parquet 2 encodings; integer bands dictionary-encoded).
 
     Returns:
         The :class:`~eoextract.dataset.CompletenessReport` of what was written.
@@ -261,9 +285,7 @@ def merge_points(
         IncompleteDataset: A threshold exceeded; nothing was written.
     """
     output = Path(output)
-    if compression not in COMPRESSIONS:
-        raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
-                                 f"not {compression!r}")
+    writer = _writer_options(compression, parquet_version)
     paths = find_point_files(sources)
     bands, attributes, key = list(bands), list(attributes), list(key)
     if isinstance(expected, (str, os.PathLike)) or hasattr(expected, "read"):
@@ -277,7 +299,7 @@ def merge_points(
                                   time_column=time_column, bands=bands, band_type=band_type,
                                   nodata=nodata, attributes=attributes,
                                   sample_column=sample_column, expected=expected,
-                                  compression=compression)
+                                  writer=writer)
         finally:
             con.close()
         report.check(max_missing_fraction, max_without_attributes_fraction)
@@ -289,7 +311,7 @@ def merge_points(
 
 
 def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
-           key: Sequence[str], sample_column: str | None, expected: Any, compression: str,
+           key: Sequence[str], sample_column: str | None, expected: Any, writer: str,
            **options: Any) -> tuple[CompletenessReport, Path]:
     """Write the merge below ``staging``: every row typed in one pass; when the written
     rows repeat a key, once more from the files with the duplicates dropped. Returns the
@@ -303,7 +325,7 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
     data = staging / "data"
     rows_read = rows = _copy(con, f"SELECT {select} FROM "
                              f"{_relation(paths, by_name=by_name, with_file=False)}",
-                             data, partition_by, compression, schemas.geo, explain)
+                             data, partition_by, writer, schemas.geo, explain)
     written = _partitions_written(data)
     if _NULL_PARTITION in written:
         raise _empty_partition(con, paths, partition_by, schemas)
@@ -327,7 +349,7 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
     # duplicates: written again, the last file's row of each key kept
     shutil.rmtree(data)
     query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
-    rows = _copy(con, query, data, partition_by, compression, schemas.geo, explain)
+    rows = _copy(con, query, data, partition_by, writer, schemas.geo, explain)
     return report_of(con, rows, _partitions_written(data)), data
 
 
