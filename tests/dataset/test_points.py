@@ -285,11 +285,7 @@ def test_native_parquet_geometry_is_checked_for_its_crs(tmp_path):
                      partition_by="ref_id", key=["sample_id"], time_column=None)
 
 
-@pytest.mark.parametrize("in_parallel_from", [1, 1000])  # footers read by threads, or not
-def test_a_file_that_is_not_parquet_is_named(job_files, tmp_path, monkeypatch, in_parallel_from):
-    from eoextract.dataset import _schema
-
-    monkeypatch.setattr(_schema, "_FOOTERS_IN_PARALLEL", in_parallel_from)
+def test_a_file_that_is_not_parquet_is_named(job_files, tmp_path):
     (tmp_path / "outputs" / "broken.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(DatasetError, match=r"broken\.parquet: not a readable Parquet file"):
         merge_points(tmp_path / "outputs", tmp_path / "ds", partition_by="ref_id")
