@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from eoextract.dataset._completeness import (
     CompletenessReport,
-    count_expressions,
+    counts_query,
     expected_samples,
     measure,
 )
@@ -343,8 +343,8 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
         return report_of(con, rows, written), data
     repeated = _repeated_hashes(con, staged, key, partition_by, rows)
     if not repeated:
-        counts = con.execute("SELECT " + ", ".join(count_expressions(
-            staged, sample_column=sample, attributes=options["attributes"]))).fetchall()[0]
+        counts = con.execute(counts_query(staged, sample_column=sample,
+                                          attributes=options["attributes"])).fetchall()[0]
         return report_of(con, rows, written, counts), data
     # duplicates: written again, the last file's row of each key kept
     shutil.rmtree(data)
