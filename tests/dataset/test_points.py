@@ -192,6 +192,7 @@ def test_duplicates_inside_one_file_are_dropped_too(tmp_path):
     pd.concat([frame, frame.iloc[:2]]).to_parquet(tmp_path / "a.parquet")
     report = merge_points([tmp_path / "a.parquet"], tmp_path / "ds", partition_by="ref_id")
     assert (report.rows_read, report.rows, report.duplicates_dropped) == (14, 12, 2)
+    assert report.samples_found == 4 and report.partitions == ("ref0",)
     gdf = gpd.read_parquet(tmp_path / "ds")
     assert not gdf.duplicated(["sample_id", "timestamp"]).any()
 

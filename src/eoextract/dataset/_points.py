@@ -19,7 +19,12 @@ from eoextract.dataset._completeness import (
     expected_samples,
     measure,
 )
-from eoextract.dataset._partitions import recover, replace_partitions, staging_dir
+from eoextract.dataset._partitions import (
+    discard_staging,
+    recover,
+    replace_partitions,
+    staging_dir,
+)
 from eoextract.dataset._schema import (
     NUMBER,
     STRING,
@@ -293,7 +298,7 @@ def merge_points(
     recover(output)
     staging = staging_dir(output)
     try:
-        con = _connect(threads, staging)
+        con = _connect(threads, staging / ".spill")
         try:
             report, data = _merge(con, paths, staging, partition_by=partition_by, key=key,
                                   time_column=time_column, bands=bands, band_type=band_type,
@@ -304,10 +309,10 @@ def merge_points(
             con.close()
         report.check(max_missing_fraction, max_without_attributes_fraction)
         if report.rows:
-            replace_partitions(data, output, partition_by)
+            replace_partitions(data, output, partition_by, staging)
         return report
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging, output)
 
 
 def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
@@ -322,20 +327,20 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
                                     bands=bands, band_type=band_type, nodata=options["nodata"]))
     by_name = not schemas.uniform
     explain = lambda exc: _explain(exc, con, paths, bands, band_type)  # noqa: E731
-    data = staging / "data"
+    data = staging  # the partitions' folders, beside DuckDB's spill folder
     rows_read = rows = _copy(con, f"SELECT {select} FROM "
                              f"{_relation(paths, by_name=by_name, with_file=False)}",
                              data, partition_by, writer, schemas.geo, explain)
-    written = _partitions_written(data)
+    written = _partitions_written(data, partition_by)
     if _NULL_PARTITION in written:
         raise _empty_partition(con, paths, partition_by, schemas)
-    staged = f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, hive_partitioning = true)"
+    staged = _staged(data)
 
     sample = sample_column if sample_column in schemas.union else None
 
     def report_of(connection: Any, rows: int, written: list[str],
                   counts: Sequence[int] | None = None) -> CompletenessReport:
-        return measure(connection, staged if rows else None, sample_column=sample,
+        return measure(connection, _staged(data) if rows else None, sample_column=sample,
                        attributes=options["attributes"], expected=expected, rows=rows,
                        rows_read=rows_read, partitions=written, counts=counts)
 
@@ -347,15 +352,27 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
                                           attributes=options["attributes"])).fetchall()[0]
         return report_of(con, rows, written, counts), data
     # duplicates: written again, the last file's row of each key kept
-    shutil.rmtree(data)
+    for part in _written_folders(data, partition_by):
+        shutil.rmtree(part)
+    data = staging / "deduplicated"
     query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
     rows = _copy(con, query, data, partition_by, writer, schemas.geo, explain)
-    return report_of(con, rows, _partitions_written(data)), data
+    return report_of(con, rows, _partitions_written(data, partition_by)), data
 
 
-def _partitions_written(data: Path) -> list[str]:
-    return sorted(unquote(p.name.split("=", 1)[1]) for p in data.iterdir()) \
-        if data.is_dir() else []
+def _staged(data: Path) -> str:
+    """The written partitions of ``data`` as a DuckDB relation."""
+    return f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, hive_partitioning = true)"
+
+
+def _written_folders(data: Path, partition_by: str) -> list[Path]:
+    """The partition folders DuckDB wrote in ``data``."""
+    prefix = f"{partition_by}="
+    return [p for p in data.iterdir() if p.name.startswith(prefix)] if data.is_dir() else []
+
+
+def _partitions_written(data: Path, partition_by: str) -> list[str]:
+    return sorted(unquote(p.name.split("=", 1)[1]) for p in _written_folders(data, partition_by))
 
 
 def _empty_partition(con: Any, paths: Sequence[Path], partition_by: str,
