@@ -57,7 +57,12 @@ def test_merged_dataset_reads_alike_in_geopandas_duckdb_and_pyarrow(job_files, t
         assert column["geometry_types"] == ["Point"] and column["crs"]["id"]["code"] == 4326
 
 
-def test_duplicates_keep_the_row_of_the_last_file(job_files, tmp_path):
+@pytest.mark.parametrize("hashes_per_scan", [1 << 24, 7])  # one scan; many slices
+def test_duplicates_keep_the_row_of_the_last_file(job_files, tmp_path, monkeypatch,
+                                                  hashes_per_scan):
+    from eoextract.dataset import _points
+
+    monkeypatch.setattr(_points, "_HASHES_PER_SCAN", hashes_per_scan)
     again = point_frame(1)
     again["B02"] = 7.0
     later = tmp_path / "outputs" / "zz_rerun" / "points_1.parquet"
