@@ -321,3 +321,22 @@ def test_parquet_versions_and_their_band_encodings(tmp_path):
     assert "DELTA_BINARY_PACKED" not in encodings(tmp_path / "v1", "B02")
     with pytest.raises(ConfigurationError, match="parquet_version must be one of v1, v2"):
         merge_points([source], tmp_path / "v3", partition_by="ref_id", parquet_version="v3")
+
+
+@pytest.mark.filterwarnings("ignore:Geometry is in a geographic CRS")
+def test_files_of_one_schema_with_other_geometry_types_merge_with_both(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    points = point_frame(0)
+    squares = point_frame(1)
+    squares["geometry"] = squares.geometry.buffer(0.001)  # same columns, other geometry type
+    points.to_parquet(tmp_path / "a.parquet")
+    squares.to_parquet(tmp_path / "b.parquet")
+    report = merge_points(tmp_path, tmp_path / "ds", partition_by="ref_id")
+    assert report.rows == 24
+    for part in (tmp_path / "ds").glob("*/*.parquet"):  # the first file's metadata is not enough
+        geo = json.loads(pq.read_schema(part).metadata[b"geo"])
+        assert geo["columns"]["geometry"]["geometry_types"] == ["Point", "Polygon"]
+    assert set(gpd.read_parquet(tmp_path / "ds").geom_type) == {"Point", "Polygon"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,53 @@ def merge_points(
         discard_staging(staging, output)
 
 
+def _copy_while_checking(con: Any, paths: Sequence[Path], key: Sequence[str],
+                         typed_copy: Any, data: Path, **options: Any
+                         ) -> tuple[FileSchemas, str | None, str, int, Path]:
+    """The checked schemas of all files, and the typed ``COPY`` of their rows below ``data``
+    (its select list, rows and folder of partitions). The copy starts as soon as the first file's footer is
+    checked, typed by that file's schema, while the other footers are read beside it (the
+    ``COPY`` runs without the GIL); it is kept only when every file has that schema and
+    GeoParquet metadata, else it is interrupted, and written again from all the schemas.
+    A check that fails interrupts it too, and raises."""
+    first = None
+    if len(paths) > 1 and all(file_format(p) == "parquet" for p in paths):
+        try:
+            first = _checked(con, paths[:1], key, **dict(options))
+        except (DatasetError, ConfigurationError):
+            first = None  # the checks of all files say why, in file order
+    if first is None:
+        schemas, time_column = _checked(con, paths, key, **dict(options))
+        return schemas, time_column, *typed_copy(schemas, time_column, data), data
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["copy"] = typed_copy(*first, data)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+
+    copying = threading.Thread(target=run, name="eoextract-merge-copy")
+    copying.start()
+    try:
+        schemas, time_column = _checked(con, paths, key, **dict(options))
+    except BaseException:
+        con.interrupt()
+        copying.join()
+        raise
+    if schemas.uniform and schemas.geo == first[0].geo:
+        copying.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return schemas, time_column, *outcome["copy"], data
+    con.interrupt()  # the files differ: typed again from all their schemas
+    copying.join()
+    for part in _written_folders(data, options["partition_by"]):
+        shutil.rmtree(part)
+    again = data / "merged"
+    return schemas, time_column, *typed_copy(schemas, time_column, again), again
+
+
 def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
            key: Sequence[str], sample_column: str | None, expected: Any, writer: str,
            **options: Any) -> tuple[CompletenessReport, Path]:
@@ -323,15 +371,22 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
     rows repeat a key, once more from the files with the duplicates dropped. Returns the
     report and the folder of the partitions."""
     bands, band_type = options["bands"], options["band_type"]
-    schemas, time_column = _checked(con, paths, key, partition_by=partition_by, **options)
-    select = ", ".join(_select_list(schemas, partition_by=partition_by, time_column=time_column,
-                                    bands=bands, band_type=band_type, nodata=options["nodata"]))
-    by_name = not schemas.uniform
     explain = lambda exc: _explain(exc, con, paths, bands, band_type)  # noqa: E731
-    data = staging  # the partitions' folders, beside DuckDB's spill folder
-    rows_read = rows = _copy(con, f"SELECT {select} FROM "
-                             f"{_relation(paths, by_name=by_name, with_file=False)}",
-                             data, partition_by, writer, schemas.geo, explain)
+
+    def typed_copy(schemas: FileSchemas, time_column: str | None, folder: Path
+                   ) -> tuple[str, int]:
+        select = ", ".join(_select_list(schemas, partition_by=partition_by,
+                                        time_column=time_column, bands=bands,
+                                        band_type=band_type, nodata=options["nodata"]))
+        relation = _relation(paths, by_name=not schemas.uniform, with_file=False)
+        return select, _copy(con, f"SELECT {select} FROM {relation}", folder, partition_by,
+                             writer, schemas.geo, explain)
+
+    # the partitions' folders go straight into staging, beside DuckDB's spill folder
+    schemas, time_column, select, rows, data = _copy_while_checking(
+        con, paths, key, typed_copy, staging, partition_by=partition_by, **options)
+    by_name = not schemas.uniform
+    rows_read = rows
     written = _partitions_written(data, partition_by)
     if _NULL_PARTITION in written:
         raise _empty_partition(con, paths, partition_by, schemas)
