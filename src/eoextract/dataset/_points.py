@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -402,11 +403,19 @@ def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
 
     if not rows:
         return report_of(con, rows, written), data
-    repeated = _repeated_hashes(con, staged, key, partition_by, rows)
+    # the report's counts on a second cursor, beside the search for repeated keys (which
+    # sorts its hashes in numpy, without the GIL)
+    counting = con.cursor()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        counts = pool.submit(lambda: counting.execute(counts_query(
+            staged, sample_column=sample, attributes=options["attributes"])).fetchall()[0])
+        try:
+            repeated = _repeated_hashes(con, staged, key, partition_by, rows)
+        finally:
+            counted = counts.result()
+            counting.close()
     if not repeated:
-        counts = con.execute(counts_query(staged, sample_column=sample,
-                                          attributes=options["attributes"])).fetchall()[0]
-        return report_of(con, rows, written, counts), data
+        return report_of(con, rows, written, counted), data
     # duplicates: written again, the last file's row of each key kept
     for part in _written_folders(data, partition_by):
         shutil.rmtree(part)
