@@ -322,11 +322,11 @@ def _copy_while_checking(con: Any, paths: Sequence[Path], key: Sequence[str],
                          typed_copy: Any, data: Path, **options: Any
                          ) -> tuple[FileSchemas, str | None, str, int, Path]:
     """The checked schemas of all files, and the typed ``COPY`` of their rows below ``data``
-    (its select list, rows and folder of partitions). The copy starts as soon as the first file's footer is
-    checked, typed by that file's schema, while the other footers are read beside it (the
-    ``COPY`` runs without the GIL); it is kept only when every file has that schema and
-    GeoParquet metadata, else it is interrupted, and written again from all the schemas.
-    A check that fails interrupts it too, and raises."""
+    (its select list, rows and folder of partitions). The copy starts as soon as the first
+    file's footer is checked, typed by that file's schema, while the other footers are read
+    beside it (the ``COPY`` runs without the GIL); it is kept only when every file has that
+    schema and GeoParquet metadata, else it is interrupted and written again from all the
+    schemas. A check that fails interrupts it too, and raises."""
     first = None
     if len(paths) > 1 and all(file_format(p) == "parquet" for p in paths):
         try:
