@@ -15,8 +15,10 @@ Usage::
     python benchmarks/bench_dataset.py --quick    # 50 files x 1,000 rows
     python benchmarks/bench_dataset.py --full     # 10,000 files x 1,000 rows (10M rows)
 
-Prints rows/s of each and the ratio to plain DuckDB (target ≥ 0.8). :func:`measure`
-returns the figures (``benchmarks/run_all.py``, section ``dataset``).
+Prints rows/s of each and the ratio to plain DuckDB (target ≥ 0.8): the throughput ratio is
+of wall-clock seconds (best of the alternated rounds), the figure the target is about; the
+CPU-time ratio beside it moves less with the machine's load. :func:`measure` returns the
+figures (``benchmarks/run_all.py``, section ``dataset``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ without attributes, thresholds that refuse the merge; the command line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
@@ -78,6 +79,34 @@ def test_a_crashed_swap_is_put_back(job_files, tmp_path):
     (out / "ref_id=ref0").rename(aside / "ref_id=ref0")  # a crash between the two moves
     assert recover(out) == ["ref_id=ref0"]
     assert not aside.exists() and len(gpd.read_parquet(out)) == 48
+    staging = tmp_path / ".ds.staging-crash"  # the same crash, old partitions kept in staging
+    staging.mkdir()
+    (out / "ref_id=ref1").rename(staging / ".old-ref_id=ref1")
+    assert recover(out) == ["ref_id=ref1"]
+    assert not staging.exists() and len(gpd.read_parquet(out)) == 48
+
+
+def test_a_swap_failing_between_its_moves_puts_the_old_partition_back(job_files, tmp_path,
+                                                                     monkeypatch):
+    import os
+
+    out = tmp_path / "ds"
+    merge_points(job_files, out, partition_by="ref_id")
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        new_in = ".staging-" in str(source) and not Path(source).name.startswith(".old-")
+        if new_in and Path(target) == out / "ref_id=ref1":
+            raise OSError("disk gone")  # the new partition never arrives
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        merge_points(job_files, out, partition_by="ref_id")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
 
 
 def test_cli_points(job_files, job_db, tmp_path):

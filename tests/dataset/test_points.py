@@ -57,7 +57,12 @@ def test_merged_dataset_reads_alike_in_geopandas_duckdb_and_pyarrow(job_files, t
         assert column["geometry_types"] == ["Point"] and column["crs"]["id"]["code"] == 4326
 
 
-def test_duplicates_keep_the_row_of_the_last_file(job_files, tmp_path):
+@pytest.mark.parametrize("hashes_per_scan", [1 << 24, 7])  # one scan; many slices
+def test_duplicates_keep_the_row_of_the_last_file(job_files, tmp_path, monkeypatch,
+                                                  hashes_per_scan):
+    from eoextract.dataset import _points
+
+    monkeypatch.setattr(_points, "_HASHES_PER_SCAN", hashes_per_scan)
     again = point_frame(1)
     again["B02"] = 7.0
     later = tmp_path / "outputs" / "zz_rerun" / "points_1.parquet"
@@ -204,6 +209,7 @@ def test_duplicates_inside_one_file_are_dropped_too(tmp_path):
     pd.concat([frame, frame.iloc[:2]]).to_parquet(tmp_path / "a.parquet")
     report = merge_points([tmp_path / "a.parquet"], tmp_path / "ds", partition_by="ref_id")
     assert (report.rows_read, report.rows, report.duplicates_dropped) == (14, 12, 2)
+    assert report.samples_found == 4 and report.partitions == ("ref0",)
     gdf = gpd.read_parquet(tmp_path / "ds")
     assert not gdf.duplicated(["sample_id", "timestamp"]).any()
 
@@ -275,3 +281,74 @@ def test_files_of_one_schema_but_different_geo_metadata_are_read_as_one_schema(j
     assert "bbox" not in schemas.geo["columns"]["geometry"]
     assert list(schemas.columns) == list(job_files)
     assert json.loads(next(iter(raw)))["columns"]["geometry"]["crs"]["id"]["code"] == 4326
+
+
+def test_native_parquet_geometry_is_checked_for_its_crs(tmp_path):
+    import pyproj
+
+    from eoextract.dataset._schema import read_schemas
+
+    con = duckdb.connect()
+    utm = pyproj.CRS(32631).to_json().replace("'", "''")
+    for name, crs in (("a", "OGC:CRS84"), ("b", utm)):
+        con.execute(f"COPY (SELECT '{name}' AS sample_id, 'r' AS ref_id, 'POINT(1 2)'::"
+                    f"GEOMETRY('{crs}') AS geometry) TO '{tmp_path / name}.parquet' "
+                    f"(FORMAT parquet, GEOPARQUET_VERSION 'NONE')")
+    schemas = read_schemas(con, [tmp_path / "a.parquet"])
+    con.close()
+    assert schemas.columns[tmp_path / "a.parquet"]["geometry"] == "geometry"
+    assert schemas.crs == "OGC:CRS84" and schemas.geo is None
+    with pytest.raises(DatasetError, match=r"b\.parquet: geometry in EPSG:32631, but OGC:CRS84"):
+        merge_points([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "ds",
+                     partition_by="ref_id", key=["sample_id"], time_column=None)
+
+
+def test_a_file_that_is_not_parquet_is_named(job_files, tmp_path):
+    (tmp_path / "outputs" / "broken.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DatasetError, match=r"broken\.parquet: not a readable Parquet file"):
+        merge_points(tmp_path / "outputs", tmp_path / "ds", partition_by="ref_id")
+    assert _untouched(tmp_path / "ds") == []
+
+
+def test_parquet_versions_and_their_band_encodings(tmp_path):
+    import pyarrow.parquet as pq
+
+    from eoextract.errors import ConfigurationError
+
+    source = tmp_path / "many.parquet"  # 2,400 rows of one partition, ~1,600 distinct B02
+    point_frame(0, samples=400, dates=6).to_parquet(source)
+
+    def encodings(out: Path, column: str) -> set[str]:
+        meta = pq.read_metadata(next(out.glob("*/*.parquet")))
+        index = meta.schema.names.index(column)
+        return set(meta.row_group(0).column(index).encodings)
+
+    for version in ("v1", "v2"):
+        out = tmp_path / version
+        report = merge_points([source], out, partition_by="ref_id", bands=["B02"],
+                              parquet_version=version)
+        assert report.rows == 2400 and len(gpd.read_parquet(out)) == 2400
+        assert str(pads.dataset(out, partitioning="hive").schema.field("B02").type) == "uint16"
+    assert "DELTA_BINARY_PACKED" in encodings(tmp_path / "v2", "B02")
+    assert "DELTA_BINARY_PACKED" not in encodings(tmp_path / "v1", "B02")
+    with pytest.raises(ConfigurationError, match="parquet_version must be one of v1, v2"):
+        merge_points([source], tmp_path / "v3", partition_by="ref_id", parquet_version="v3")
+
+
+@pytest.mark.filterwarnings("ignore:Geometry is in a geographic CRS")
+def test_files_of_one_schema_with_other_geometry_types_merge_with_both(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    points = point_frame(0)
+    squares = point_frame(1)
+    squares["geometry"] = squares.geometry.buffer(0.001)  # same columns, other geometry type
+    points.to_parquet(tmp_path / "a.parquet")
+    squares.to_parquet(tmp_path / "b.parquet")
+    report = merge_points(tmp_path, tmp_path / "ds", partition_by="ref_id")
+    assert report.rows == 24
+    for part in (tmp_path / "ds").glob("*/*.parquet"):  # the first file's metadata is not enough
+        geo = json.loads(pq.read_schema(part).metadata[b"geo"])
+        assert geo["columns"]["geometry"]["geometry_types"] == ["Point", "Polygon"]
+    assert set(gpd.read_parquet(tmp_path / "ds").geom_type) == {"Point", "Polygon"}

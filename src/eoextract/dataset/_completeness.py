@@ -128,17 +128,16 @@ def expected_samples(job_db: str | os.PathLike[str] | Any, key: str = "sample_id
     return list(dict.fromkeys(ids))
 
 
-def count_expressions(table_sql: str, *, sample_column: str | None,
-                      attributes: Sequence[str]) -> list[str]:
-    """Scalar SQL subqueries of the counts :func:`measure` takes as ``counts`` (samples
-    found, rows without attributes), to be run beside other scans of ``table_sql``."""
+def counts_query(table_sql: str, *, sample_column: str | None,
+                 attributes: Sequence[str]) -> str:
+    """SQL of the counts :func:`measure` takes as ``counts`` (samples found, rows without
+    attributes), in one scan of ``table_sql``."""
     from eoextract.dataset._schema import sql_name
 
-    found = (f"(SELECT count(DISTINCT {sql_name(sample_column)}) FROM {table_sql})"
-             if sample_column is not None else "0")
+    found = f"count(DISTINCT {sql_name(sample_column)})" if sample_column is not None else "0"
     empty = " AND ".join(f"{sql_name(a)} IS NULL" for a in attributes)
-    without = f"(SELECT count(*) FROM {table_sql} WHERE {empty})" if attributes else "0"
-    return [found, without]
+    without = f"count(*) FILTER (WHERE {empty})" if attributes else "0"
+    return f"SELECT {found}, {without} FROM {table_sql}"
 
 
 def measure(con: Any, table_sql: str | None, *, sample_column: str | None, attributes: Sequence[str],
@@ -146,7 +145,7 @@ def measure(con: Any, table_sql: str | None, *, sample_column: str | None, attri
             partitions: Sequence[str], counts: Sequence[int] | None = None
             ) -> CompletenessReport:
     """Count what ``table_sql`` (a DuckDB relation over the merged rows; ``None``: no
-    rows) holds; ``counts``: the values of :func:`count_expressions` when already run."""
+    rows) holds; ``counts``: the values of :func:`counts_query` when already run."""
     from eoextract.dataset._schema import sql_name
 
     found = 0

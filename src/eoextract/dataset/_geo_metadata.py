@@ -16,13 +16,6 @@ from eoextract.errors import DatasetError
 GEOPARQUET_VERSION = "1.1.0"
 
 
-def geo_query(listed: str) -> str:
-    """SQL of the raw ``geo`` value of each file of ``listed`` (a SQL list of paths) that has
-    one: columns ``file_name``, ``value``."""
-    return (f"SELECT file_name, value FROM parquet_kv_metadata({listed}) "
-            f"WHERE key::VARCHAR = 'geo'")
-
-
 def parse_geo(value: Any, cache: dict[bytes, dict[str, Any]]) -> dict[str, Any] | None:
     """The parsed ``geo`` metadata of a raw value (``None``: none), parsed once per distinct
     value (``cache``: raw bytes -> parsed dict, shared between files)."""

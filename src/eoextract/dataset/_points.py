@@ -8,18 +8,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from eoextract.dataset._completeness import (
     CompletenessReport,
-    count_expressions,
+    counts_query,
     expected_samples,
     measure,
 )
-from eoextract.dataset._partitions import recover, replace_partitions, staging_dir
+from eoextract.dataset._partitions import (
+    discard_staging,
+    recover,
+    replace_partitions,
+    staging_dir,
+)
 from eoextract.dataset._schema import (
     NUMBER,
     STRING,
@@ -42,6 +49,13 @@ _DERIVED = {"year": "year({t})", "month": "strftime({t}, '%Y-%m')"}
 _FILE = "__eoextract_file"
 #: Parquet compressions a merge may write with.
 COMPRESSIONS = ("snappy", "zstd", "lz4_raw", "gzip", "brotli", "uncompressed")
+#: Parquet format versions a merge may write: ``v2`` (data pages v2, delta encodings) or
+#: ``v1`` for readers that predate them.
+PARQUET_VERSIONS = ("v1", "v2")
+#: Distinct values up to which a column of a v2 file is dictionary-encoded: labels and
+#: partition-like ids are; bands and sample ids, whose values barely repeat within a row
+#: group, are delta-encoded instead (smaller and cheaper to write than their dictionaries).
+_DICTIONARY_LIMIT = 1024
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # DuckDB's folder for an empty partition value
 
 
@@ -58,7 +72,8 @@ def _connect(threads: int | None, temp: Path) -> Any:
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
-    con.execute("SET parquet_metadata_cache = true")  # footers read once, not per pass
+    # no parquet_metadata_cache: the footers are read by pyarrow before, and caching them
+    # during the COPY measured slower than parsing them in it
     con.execute("SET enable_geoparquet_conversion = false")  # WKB written as it was read
     con.execute(f"SET temp_directory = {sql_string(str(temp))}")
     return con
@@ -105,19 +120,32 @@ def _select_list(schemas: FileSchemas, *, partition_by: str, time_column: str | 
     return out
 
 
+#: Key hashes held in memory at once by the search for repeated keys (8 bytes each); more
+#: rows are searched in slices of the hash range, one scan each.
+_HASHES_PER_SCAN = 1 << 24
+
+
 def _repeated_hashes(con: Any, table: str, key: Sequence[str], partition_by: str,
-                     also: Sequence[str] = ()) -> tuple[list[int], list[Any]]:
-    """The 64-bit hashes of ``key`` seen more than once in ``table`` (the staged output): one
-    narrow pass over the key columns. The partition column is left out of the hash (rows of
-    one key in two partitions still count as repeated). ``also``: scalar SQL subqueries run
-    in the same query, their values returned beside."""
+                     rows: int) -> list[int]:
+    """The 64-bit hashes of ``key`` seen more than once in ``table`` (the staged output of
+    ``rows`` rows): one narrow scan of the key columns, the hashes sorted in memory (sorting
+    a million of them costs milliseconds; a hash table of as many groups, a hundred). The
+    partition column is left out of the hash (rows of one key in two partitions still count
+    as repeated)."""
+    import numpy as np
+
     columns = [k for k in key if k != partition_by] or list(key)
-    keys = ", ".join(sql_name(k) for k in columns)
-    repeated, *values = con.execute(
-        f"SELECT (SELECT list(h) FILTER (WHERE n > 1) FROM (SELECT h, count(*) AS n "
-        f"FROM (SELECT hash({keys}) AS h FROM {table}) GROUP BY h))"
-        + "".join(f", {expression}" for expression in also)).fetchall()[0]
-    return list(repeated or []), values
+    hashed = f"hash({', '.join(sql_name(k) for k in columns)})"
+    slices = max(1, -(-rows // _HASHES_PER_SCAN))
+    repeated: list[int] = []
+    for part in range(slices):
+        where = f" WHERE {hashed} % {slices} = {part}" if slices > 1 else ""
+        hashes = con.sql(f"SELECT {hashed} AS h FROM {table}{where}").fetchnumpy()["h"]
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        hashes.sort()
+        again = hashes[1:][hashes[1:] == hashes[:-1]]
+        repeated.extend(np.unique(again).tolist())
+    return repeated
 
 
 def _deduplicated(con: Any, select: str, paths: Sequence[Path], key: Sequence[str],
@@ -154,7 +182,21 @@ def _checked(con: Any, paths: Sequence[Path], key: Sequence[str], **options: Any
     return schemas, time_column
 
 
-def _copy(con: Any, query: str, target: Path, partition_by: str, compression: str,
+def _writer_options(compression: str, parquet_version: str) -> str:
+    """The Parquet options of the ``COPY`` of a merge."""
+    if compression not in COMPRESSIONS:
+        raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
+                                 f"not {compression!r}")
+    if parquet_version not in PARQUET_VERSIONS:
+        raise ConfigurationError(f"parquet_version must be one of {', '.join(PARQUET_VERSIONS)}"
+                                 f", not {parquet_version!r}")
+    if parquet_version == "v1":  # DuckDB's defaults: dictionaries, or plain values
+        return f"COMPRESSION {compression}"
+    return (f"COMPRESSION {compression}, PARQUET_VERSION V2, "
+            f"DICTIONARY_SIZE_LIMIT {_DICTIONARY_LIMIT}")
+
+
+def _copy(con: Any, query: str, target: Path, partition_by: str, writer: str,
           geo: dict[str, Any] | None, explain: Any) -> int:
     """Write ``query`` as Hive partitions below ``target`` (with ``geo`` as their GeoParquet
     metadata); the rows written."""
@@ -162,7 +204,7 @@ def _copy(con: Any, query: str, target: Path, partition_by: str, compression: st
     try:
         return int(con.execute(
             f"COPY ({query}) TO {sql_string(str(target))} (FORMAT parquet, "
-            f"PARTITION_BY ({sql_name(partition_by)}), COMPRESSION {compression}{metadata})"
+            f"PARTITION_BY ({sql_name(partition_by)}), {writer}{metadata})"
         ).fetchall()[0][0])
     except Exception as exc:
         raise explain(exc) from exc
@@ -207,6 +249,7 @@ def merge_points(
     max_without_attributes_fraction: float | None = None,
     threads: int | None = None,
     compression: str = "snappy",
+    parquet_version: str = "v2",
 ) -> CompletenessReport:
     """Merge per-job point files into one Hive-partitioned GeoParquet dataset.
 
@@ -238,6 +281,8 @@ def merge_points(
         threads: DuckDB threads (default: all cores).
         compression: Parquet compression of the written files (``snappy``, ``zstd``,
             ``lz4_raw``, ``gzip``, ``uncompressed``).
+        parquet_version: ``v2`` (data pages v2; integer bands delta-encoded) or ``v1``
+            (for readers that predate Parquet 2 encodings; integer bands dictionary-encoded).
 
     Returns:
         The :class:`~eoextract.dataset.CompletenessReport` of what was written.
@@ -246,15 +291,13 @@ def merge_points(
         DatasetError: A file without a required column, schemas that differ between files,
             a band value that does not fit ``band_type`` (names the file when it can).
         IncompleteDataset: A threshold exceeded; nothing was written.
-        ConfigurationError: ``output`` is a file, an unknown ``compression``.
+        ConfigurationError: ``output`` is a file, an unknown ``compression`` or ``parquet_version``.
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"{output} is a file; the dataset is a folder of partitions "
                                  "(give a folder name)")
-    if compression not in COMPRESSIONS:
-        raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
-                                 f"not {compression!r}")
+    writer = _writer_options(compression, parquet_version)
     paths = find_point_files(sources)
     bands, attributes, key = list(bands), list(attributes), list(key)
     if isinstance(expected, (str, os.PathLike)) or hasattr(expected, "read"):
@@ -262,69 +305,143 @@ def merge_points(
     recover(output)
     staging = staging_dir(output)
     try:
-        con = _connect(threads, staging)
+        con = _connect(threads, staging / ".spill")
         try:
             report, data = _merge(con, paths, staging, partition_by=partition_by, key=key,
                                   time_column=time_column, bands=bands, band_type=band_type,
                                   nodata=nodata, attributes=attributes,
                                   sample_column=sample_column, expected=expected,
-                                  compression=compression)
+                                  writer=writer)
         finally:
             con.close()
         report.check(max_missing_fraction, max_without_attributes_fraction)
         if report.rows:
-            replace_partitions(data, output, partition_by)
+            replace_partitions(data, output, partition_by, staging)
         return report
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging, output)
+
+
+def _copy_while_checking(con: Any, paths: Sequence[Path], key: Sequence[str],
+                         typed_copy: Any, data: Path, **options: Any
+                         ) -> tuple[FileSchemas, str | None, str, int, Path]:
+    """The checked schemas of all files, and the typed ``COPY`` of their rows below ``data``
+    (its select list, rows and folder of partitions). The copy starts as soon as the first
+    file's footer is checked, typed by that file's schema, while the other footers are read
+    beside it (the ``COPY`` runs without the GIL); it is kept only when every file has that
+    schema and GeoParquet metadata, else it is interrupted and written again from all the
+    schemas. A check that fails interrupts it too, and raises."""
+    first = None
+    if len(paths) > 1 and all(file_format(p) == "parquet" for p in paths):
+        try:
+            first = _checked(con, paths[:1], key, **dict(options))
+        except (DatasetError, ConfigurationError):
+            first = None  # the checks of all files say why, in file order
+    if first is None:
+        schemas, time_column = _checked(con, paths, key, **dict(options))
+        return schemas, time_column, *typed_copy(schemas, time_column, data), data
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["copy"] = typed_copy(*first, data)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+
+    copying = threading.Thread(target=run, name="eoextract-merge-copy")
+    copying.start()
+    try:
+        schemas, time_column = _checked(con, paths, key, **dict(options))
+    except BaseException:
+        con.interrupt()
+        copying.join()
+        raise
+    if schemas.uniform and schemas.geo == first[0].geo:
+        copying.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return schemas, time_column, *outcome["copy"], data
+    con.interrupt()  # the files differ: typed again from all their schemas
+    copying.join()
+    for part in _written_folders(data, options["partition_by"]):
+        shutil.rmtree(part)
+    again = data / "merged"
+    return schemas, time_column, *typed_copy(schemas, time_column, again), again
 
 
 def _merge(con: Any, paths: Sequence[Path], staging: Path, *, partition_by: str,
-           key: Sequence[str], sample_column: str | None, expected: Any, compression: str,
+           key: Sequence[str], sample_column: str | None, expected: Any, writer: str,
            **options: Any) -> tuple[CompletenessReport, Path]:
     """Write the merge below ``staging``: every row typed in one pass; when the written
     rows repeat a key, once more from the files with the duplicates dropped. Returns the
     report and the folder of the partitions."""
     bands, band_type = options["bands"], options["band_type"]
-    schemas, time_column = _checked(con, paths, key, partition_by=partition_by, **options)
-    select = ", ".join(_select_list(schemas, partition_by=partition_by, time_column=time_column,
-                                    bands=bands, band_type=band_type, nodata=options["nodata"]))
-    by_name = not schemas.uniform
     explain = lambda exc: _explain(exc, con, paths, bands, band_type)  # noqa: E731
-    data = staging / "data"
-    rows_read = rows = _copy(con, f"SELECT {select} FROM "
-                             f"{_relation(paths, by_name=by_name, with_file=False)}",
-                             data, partition_by, compression, schemas.geo, explain)
-    written = _partitions_written(data)
+
+    def typed_copy(schemas: FileSchemas, time_column: str | None, folder: Path
+                   ) -> tuple[str, int]:
+        select = ", ".join(_select_list(schemas, partition_by=partition_by,
+                                        time_column=time_column, bands=bands,
+                                        band_type=band_type, nodata=options["nodata"]))
+        relation = _relation(paths, by_name=not schemas.uniform, with_file=False)
+        return select, _copy(con, f"SELECT {select} FROM {relation}", folder, partition_by,
+                             writer, schemas.geo, explain)
+
+    # the partitions' folders go straight into staging, beside DuckDB's spill folder
+    schemas, time_column, select, rows, data = _copy_while_checking(
+        con, paths, key, typed_copy, staging, partition_by=partition_by, **options)
+    by_name = not schemas.uniform
+    rows_read = rows
+    written = _partitions_written(data, partition_by)
     if _NULL_PARTITION in written:
         raise _empty_partition(con, paths, partition_by, schemas)
-    staged = f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, hive_partitioning = true)"
+    staged = _staged(data)
 
     sample = sample_column if sample_column in schemas.union else None
 
     def report_of(connection: Any, rows: int, written: list[str],
                   counts: Sequence[int] | None = None) -> CompletenessReport:
-        return measure(connection, staged if rows else None, sample_column=sample,
+        return measure(connection, _staged(data) if rows else None, sample_column=sample,
                        attributes=options["attributes"], expected=expected, rows=rows,
                        rows_read=rows_read, partitions=written, counts=counts)
 
     if not rows:
         return report_of(con, rows, written), data
-    # one query: the search for repeated keys and the report's counts
-    repeated, counts = _repeated_hashes(con, staged, key, partition_by, count_expressions(
-        staged, sample_column=sample, attributes=options["attributes"]))
+    # the report's counts on a second cursor, beside the search for repeated keys (which
+    # sorts its hashes in numpy, without the GIL)
+    counting = con.cursor()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        counts = pool.submit(lambda: counting.execute(counts_query(
+            staged, sample_column=sample, attributes=options["attributes"])).fetchall()[0])
+        try:
+            repeated = _repeated_hashes(con, staged, key, partition_by, rows)
+        finally:
+            counted = counts.result()
+            counting.close()
     if not repeated:
-        return report_of(con, rows, written, counts), data
+        return report_of(con, rows, written, counted), data
     # duplicates: written again, the last file's row of each key kept
-    shutil.rmtree(data)
+    for part in _written_folders(data, partition_by):
+        shutil.rmtree(part)
+    data = staging / "deduplicated"
     query = _deduplicated(con, select, paths, key, partition_by, by_name, repeated)
-    rows = _copy(con, query, data, partition_by, compression, schemas.geo, explain)
-    return report_of(con, rows, _partitions_written(data)), data
+    rows = _copy(con, query, data, partition_by, writer, schemas.geo, explain)
+    return report_of(con, rows, _partitions_written(data, partition_by)), data
 
 
-def _partitions_written(data: Path) -> list[str]:
-    return sorted(unquote(p.name.split("=", 1)[1]) for p in data.iterdir()) \
-        if data.is_dir() else []
+def _staged(data: Path) -> str:
+    """The written partitions of ``data`` as a DuckDB relation."""
+    return f"read_parquet({sql_string(str(data / '*' / '*.parquet'))}, hive_partitioning = true)"
+
+
+def _written_folders(data: Path, partition_by: str) -> list[Path]:
+    """The partition folders DuckDB wrote in ``data``."""
+    prefix = f"{partition_by}="
+    return [p for p in data.iterdir() if p.name.startswith(prefix)] if data.is_dir() else []
+
+
+def _partitions_written(data: Path, partition_by: str) -> list[str]:
+    return sorted(unquote(p.name.split("=", 1)[1]) for p in _written_folders(data, partition_by))
 
 
 def _empty_partition(con: Any, paths: Sequence[Path], partition_by: str,
