@@ -409,8 +409,8 @@ def test_serve_refuses_an_unknown_profile_before_listening():
     from eoextract.cli import app
 
     result = CliRunner().invoke(app, ["backend", "serve", "--port", "0", "--profile", "prod"])
-    assert result.exit_code != 0
-    assert "unknown backend profile 'prod'" in result.output
+    assert result.exit_code == 2  # a usage error, named before any port is opened
+    assert "--profile must be 'default' or 'cdse', not 'prod'" in result.output
 
 
 @pytest.mark.slow
