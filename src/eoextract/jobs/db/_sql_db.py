@@ -61,7 +61,7 @@ from eoextract.jobs.db._sql_rows import (
     RECORD_COLUMNS,
     RECORD_FIELDS,
     add_jobs,
-    apply_transition,
+    apply_transitions,
     chunks,
     existing_keys,
     merge_jobs,
@@ -393,15 +393,9 @@ class SqlJobDatabase(JobDatabase):
     ) -> list[StatusChange | InvalidTransition]:
         """Apply transitions in one database transaction (see :meth:`JobDatabase.transition`)."""
         self._require()
-        results: list[StatusChange | InvalidTransition] = []
         with self._session(write=True) as session, session.begin():
-            for change in changes:
-                try:
-                    results.append(apply_transition(session, self._dialect, change,
-                                                    manager_id=manager_id, user_retry=user_retry))
-                except InvalidTransition as exc:  # checked before anything of it was written
-                    results.append(exc)
-        return results
+            return apply_transitions(session, self._dialect, changes, manager_id=manager_id,
+                                     user_retry=user_retry)
 
     def _update(self, job_key: str, values: dict[str, Any]) -> None:
         self._require()
