@@ -68,6 +68,23 @@ def update_by_key(values: dict[str, Any]) -> sa.Update:
     return _update_statement("key", tuple(sorted(values)))
 
 
+@functools.lru_cache(maxsize=64)
+def select_records(statuses: bool, backend: bool, keys: bool, limit: bool, latest_first: bool
+                   ) -> sa.Select:
+    """The records (:data:`RECORD_COLUMNS`) of the jobs in table order (``latest_first``:
+    latest update first), filtered by what is given as parameters: ``statuses`` (a list),
+    ``backend``, ``keys`` (a list of at most :data:`_CHUNK`), at most ``limit``."""
+    stmt = select(*RECORD_COLUMNS).order_by(
+        *((JOBS.c.updated_at.desc().nulls_last(), JOBS.c.pk) if latest_first else (JOBS.c.pk,)))
+    if statuses:
+        stmt = stmt.where(JOBS.c.status.in_(sa.bindparam("statuses", expanding=True)))
+    if backend:
+        stmt = stmt.where(JOBS.c.backend_name == sa.bindparam("backend", type_=JOBS.c.backend_name.type))
+    if keys:
+        stmt = stmt.where(JOBS.c.job_key.in_(sa.bindparam("keys", expanding=True)))
+    return stmt.limit(sa.bindparam("limit", type_=sa.Integer())) if limit else stmt
+
+
 #: Jobs inserted per statement (a million-row dataframe is not bound at once).
 _INSERT_BATCH = 5000
 
