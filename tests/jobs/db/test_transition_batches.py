@@ -130,3 +130,25 @@ def test_large_batch_runs_a_few_statements(sql_location):
     assert db.get("7").fields["create_tag"] == "t7" and db.get("8").fields["create_tag"] is None
     assert len(db.history(str(n - 1))) == 2
     db.close()
+
+
+def test_write_lock_held_elsewhere_is_a_database_error(tmp_path):
+    import sqlite3
+
+    from eoextract.errors import JobDatabaseError
+    from eoextract.jobs.db import SqlJobDatabase
+
+    path = tmp_path / "jobs.db"
+    create_job_db(path, pd.DataFrame({"v": range(3)})).close()
+    db = SqlJobDatabase(path, busy_timeout=0.2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        with pytest.raises(JobDatabaseError, match="locked"):
+            db.transition_many([Transition("0", S.CREATING)])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    db.transition_many([Transition("0", S.CREATING)])  # the lock is gone: it goes through
+    assert db.get("0").status is S.CREATING
+    db.close()
