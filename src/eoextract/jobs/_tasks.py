@@ -60,8 +60,7 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
     """Call the user's ``start_job`` with creation tagging, then start the job it made
     (``start``), or keep it created, ready to start once its backend has a free place."""
     key = rec.job_key
-    row = rec.as_series()
-    row["backend_name"] = spec.name
+    row = rec.as_series(backend_name=spec.name)
     counts = ("start_job call",)
     with tag_requests(tag) as ctx:
         try:
