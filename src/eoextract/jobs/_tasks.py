@@ -9,6 +9,7 @@ the job database or touches the run's state.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -37,15 +38,27 @@ _log = logging.getLogger("eoextract.jobs.manager")
 S = JobStatus
 
 
-def _call_with_accepted(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call ``fn`` with the keyword arguments it declares (all of them if it takes ``**kw``)."""
+@functools.lru_cache(maxsize=64)
+def _accepted(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword arguments ``fn`` declares (``None``: any, it takes ``**kw`` or tells none)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return fn(**kwargs)
+        return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return frozenset(params)
+
+
+def _call_with_accepted(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call ``fn`` with the keyword arguments it declares (all of them if it takes ``**kw``)."""
+    try:
+        names = _accepted(fn)
+    except TypeError:  # an unhashable callable: looked at each time
+        names = _accepted.__wrapped__(fn)
+    if names is None:
         return fn(**kwargs)
-    return fn(**{k: v for k, v in kwargs.items() if k in params})
+    return fn(**{k: v for k, v in kwargs.items() if k in names})
 
 
 def _failed(key: str, info: ErrorInfo, *, stage: str, backend: str | None = None,
@@ -60,8 +73,7 @@ def create_job(manager: JobManager, start_job: Callable[..., Any], rec: JobRecor
     """Call the user's ``start_job`` with creation tagging, then start the job it made
     (``start``), or keep it created, ready to start once its backend has a free place."""
     key = rec.job_key
-    row = rec.as_series()
-    row["backend_name"] = spec.name
+    row = rec.as_series(backend_name=spec.name)
     counts = ("start_job call",)
     with tag_requests(tag) as ctx:
         try:

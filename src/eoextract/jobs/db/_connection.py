@@ -172,5 +172,9 @@ def install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # on the driver's connection: SQLAlchemy's execution path costs more than BEGIN
+        statement = f"BEGIN {conn.get_execution_options().get(BEGIN_OPTION, 'DEFERRED')}"
+        try:
+            conn.connection.driver_connection.execute(statement)
+        except sqlite3.Error as exc:  # as SQLAlchemy raises it (e.g. OperationalError: locked)
+            raise sa.exc.DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc

@@ -18,14 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
-from eoextract._util.redact import redact
 from eoextract._util.utc import as_utc
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.db import _rules as rules
+from eoextract.jobs.db._checked import checked, coerce_fields
 from eoextract.jobs.db._frame import (
     EXACT_STATUS_COLUMN,
     PreparedJobs,
-    coerce_managed,
     prepare_job_frame,
     status_values,
 )
@@ -34,16 +33,6 @@ from eoextract.jobs.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-
-def _free_text(name: str) -> bool:
-    """Whether a field holds free text (messages, tracebacks): redacted as it is written, as
-    history messages are."""
-    return name.endswith("message") or "traceback" in name
-
-
-def _redacted(text: Any) -> Any:
-    return redact(text) if isinstance(text, str) else text
 
 
 #: What :meth:`JobDatabase.initialize_from_df` does with a database that exists.
@@ -276,8 +265,7 @@ class JobDatabase(abc.ABC):
         ``not_started`` or a final status drops the lease (``claimed_by``/``lease_until``)
         unless those fields are given.
         """
-        change = Transition(job_key, JobStatus(new), _redacted(message),
-                            None if expect is None else JobStatus(expect), self._coerce(fields))
+        change = checked(Transition(job_key, new, message, expect, fields))  # type: ignore[arg-type]
         (result,) = self._apply_transitions([change], manager_id=manager_id, user_retry=user_retry)
         if isinstance(result, InvalidTransition):
             raise result
@@ -293,10 +281,8 @@ class JobDatabase(abc.ABC):
         """
         if not changes:
             return []
-        checked = [Transition(c.job_key, JobStatus(c.new), _redacted(c.message),
-                              None if c.expect is None else JobStatus(c.expect),
-                              self._coerce(dict(c.fields))) for c in changes]
-        return self._apply_transitions(checked, manager_id=manager_id, user_retry=False)
+        return self._apply_transitions([checked(c) for c in changes], manager_id=manager_id,
+                                       user_retry=False)
 
     @abc.abstractmethod
     def _apply_transitions(
@@ -354,15 +340,8 @@ class JobDatabase(abc.ABC):
 
     @staticmethod
     def _coerce(fields: Mapping[str, Any]) -> dict[str, Any]:
-        """``fields`` as stored (see :func:`~eoextract.jobs.db._frame.coerce_managed`)."""
-        unknown = set(fields) - UPDATABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot set {sorted(unknown)!r}; settable fields: "
-                             f"{sorted(UPDATABLE_FIELDS)!r}")
-        values = {name: coerce_managed(name, value) for name, value in fields.items()}
-        for name in [n for n in values if _free_text(n)]:
-            values[name] = _redacted(values[name])
-        return values
+        """``fields`` as stored (see :func:`~eoextract.jobs.db._checked.coerce_fields`)."""
+        return coerce_fields(fields)
 
     @abc.abstractmethod
     def history(self, job_key: str) -> list[StatusChange]:

@@ -100,12 +100,14 @@ class JobRecord:
     def attempt(self) -> int:
         return int(self.fields.get("attempt") or 0)
 
-    def as_series(self) -> pd.Series:
-        """The row as openeo's callbacks see it: user columns plus managed columns."""
+    def as_series(self, **managed: Any) -> pd.Series:
+        """The row as openeo's callbacks see it: user columns plus managed columns (with
+        the ``managed`` values given instead of the record's)."""
         import pandas as pd
 
-        data = {**self.row, **self.fields, "status": str(self.status)}
-        return pd.Series(data, name=self.job_key)
+        data = {**self.row, **self.fields, **managed, "status": str(self.status)}
+        # built from lists: the status makes the row hold objects, and pandas need not infer it
+        return pd.Series(list(data.values()), index=list(data), dtype=object, name=self.job_key)
 
 
 @dataclass(frozen=True)

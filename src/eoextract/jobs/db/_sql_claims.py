@@ -69,9 +69,7 @@ def slots_used(conn: Connection, backend_name: str, now: datetime) -> int:
     counted once (two statements under READ COMMITTED could miss it). Both counts read
     ``ix_jobs_status_backend`` only (a lease is always dropped with its holder).
     """
-    active = select(func.count()).where(rules.active_on(_T, backend_name))
-    claimed = select(func.count()).where(rules.claimed_for(_T, backend_name, now))
-    return int(conn.scalar(select(active.scalar_subquery() + claimed.scalar_subquery())) or 0)
+    return int(conn.scalar(_slots_used(), {"backend": backend_name, "now": now}) or 0)
 
 
 # Parameters of the claim statements, which are built once per shape (building and keying a
@@ -84,6 +82,14 @@ _SET = {"claimed_by": sa.bindparam("v_claimed_by", type_=c.claimed_by.type),
         "lease_until": sa.bindparam("v_lease_until", type_=c.lease_until.type),
         "updated_at": sa.bindparam("v_updated_at", type_=c.updated_at.type),
         "backend_name": sa.bindparam("v_backend_name", type_=c.backend_name.type)}
+
+
+@functools.lru_cache(maxsize=1)
+def _slots_used() -> sa.Select:
+    """The statement of :func:`slots_used` (parameters ``backend``, ``now``)."""
+    active = select(func.count()).where(rules.active_on(_T, _BACKEND))
+    claimed = select(func.count()).where(rules.claimed_for(_T, _BACKEND, _NOW))
+    return select(active.scalar_subquery() + claimed.scalar_subquery())
 
 
 @functools.lru_cache(maxsize=32)

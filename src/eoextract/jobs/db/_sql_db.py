@@ -61,11 +61,12 @@ from eoextract.jobs.db._sql_rows import (
     RECORD_COLUMNS,
     RECORD_FIELDS,
     add_jobs,
-    apply_transition,
+    apply_transitions,
     chunks,
     existing_keys,
     merge_jobs,
     prefixed,
+    select_records,
     update_by_key,
 )
 from eoextract.jobs.db._sql_schema import migrate, read_meta, schema_version, write_meta
@@ -80,6 +81,8 @@ _log = logging.getLogger(__name__)
 
 
 _ANALYZE_AFTER = 10_000  # rows inserted at once after which PostgreSQL's statistics are renewed
+_ACTIVE_COUNTS = (select(JOBS.c.backend_name, func.count())
+                  .where(JOBS.c.status.in_(sorted(s.value for s in ACTIVE))).group_by(JOBS.c.backend_name))
 
 
 class SqlJobDatabase(JobDatabase):
@@ -333,20 +336,15 @@ class SqlJobDatabase(JobDatabase):
               keys: list[str] | None, *, limit: int | None = None,
               latest_first: bool = False) -> list[JobRecord]:
         self._require()
-        stmt = select(*RECORD_COLUMNS).order_by(
-            *((JOBS.c.updated_at.desc().nulls_last(), JOBS.c.pk) if latest_first else (JOBS.c.pk,)))
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if statuses is not None:
-            stmt = stmt.where(JOBS.c.status.in_(statuses))
-        if backend_name is not None:
-            stmt = stmt.where(JOBS.c.backend_name == backend_name)
+        stmt = select_records(statuses is not None, backend_name is not None, keys is not None,
+                              limit is not None, latest_first)
+        params = {"statuses": statuses, "backend": backend_name, "limit": limit}
         with self._session() as session, session.begin():
             if keys is None:
-                rows = session.execute(stmt).all()
+                rows = session.execute(stmt, params).all()
             else:
                 rows = [r for chunk in chunks(keys)
-                        for r in session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))]
+                        for r in session.execute(stmt, {**params, "keys": list(chunk)})]
                 if limit is not None or latest_first:  # ordered and cut across the chunks
                     rows.sort(key=lambda r: r.pk)
                     if latest_first:  # stable: equal times stay in table order
@@ -393,15 +391,9 @@ class SqlJobDatabase(JobDatabase):
     ) -> list[StatusChange | InvalidTransition]:
         """Apply transitions in one database transaction (see :meth:`JobDatabase.transition`)."""
         self._require()
-        results: list[StatusChange | InvalidTransition] = []
         with self._session(write=True) as session, session.begin():
-            for change in changes:
-                try:
-                    results.append(apply_transition(session, self._dialect, change,
-                                                    manager_id=manager_id, user_retry=user_retry))
-                except InvalidTransition as exc:  # checked before anything of it was written
-                    results.append(exc)
-        return results
+            return apply_transitions(session, self._dialect, changes, manager_id=manager_id,
+                                     user_retry=user_retry)
 
     def _update(self, job_key: str, values: dict[str, Any]) -> None:
         self._require()
@@ -423,11 +415,8 @@ class SqlJobDatabase(JobDatabase):
 
     def active_counts(self) -> dict[str, int]:
         self._require()
-        stmt = (select(JOBS.c.backend_name, func.count())
-                .where(JOBS.c.status.in_([s.value for s in ACTIVE]))
-                .group_by(JOBS.c.backend_name))
         with self._session() as session, session.begin():
-            return {name: n for name, n in session.execute(stmt) if name is not None}
+            return {name: n for name, n in session.execute(_ACTIVE_COUNTS) if name is not None}
 
     def _renew(self, manager_id: str, values: Mapping[str, Any]) -> int:
         self._require()

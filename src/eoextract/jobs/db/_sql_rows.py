@@ -16,7 +16,7 @@ from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from eoextract._util.utc import utc_now
-from eoextract.errors import JobError
+from eoextract.errors import InvalidTransition, JobError
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._frame import MANAGED_KINDS, PreparedJobs
@@ -39,9 +39,9 @@ RECORD_FIELDS = tuple(name for name in MANAGED_KINDS if name != "status")
 RECORD_COLUMNS = [JOBS.c.pk, JOBS.c.job_key, JOBS.c.status,
                   *(JOBS.c[name] for name in RECORD_FIELDS), JOBS.c.data]
 
-_SELECT_CURRENT = select(JOBS.c.pk, JOBS.c.status, JOBS.c.id).where(
-    JOBS.c.job_key == sa.bindparam("key"))
-_SELECT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
+_SELECT_MANY = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id).where(
+    JOBS.c.job_key.in_(sa.bindparam("keys", expanding=True))).order_by(JOBS.c.pk)
+_SELECT_MANY_FOR_UPDATE = _SELECT_MANY.with_for_update()
 _INSERT_CHANGE = insert(CHANGES)
 
 
@@ -63,13 +63,26 @@ def _update_statement(by: str, names: tuple[str, ...]) -> sa.Update:
                                              for n in names})
 
 
-def _update_by_pk(values: dict[str, Any]) -> sa.Update:
-    return _update_statement("pk", tuple(sorted(values)))
-
-
 def update_by_key(values: dict[str, Any]) -> sa.Update:
     """``UPDATE jobs SET <values> WHERE job_key = :_key`` (parameters: :func:`prefixed`)."""
     return _update_statement("key", tuple(sorted(values)))
+
+
+@functools.lru_cache(maxsize=64)
+def select_records(statuses: bool, backend: bool, keys: bool, limit: bool, latest_first: bool
+                   ) -> sa.Select:
+    """The records (:data:`RECORD_COLUMNS`) of the jobs in table order (``latest_first``:
+    latest update first), filtered by what is given as parameters: ``statuses`` (a list),
+    ``backend``, ``keys`` (a list of at most :data:`_CHUNK`), at most ``limit``."""
+    stmt = select(*RECORD_COLUMNS).order_by(
+        *((JOBS.c.updated_at.desc().nulls_last(), JOBS.c.pk) if latest_first else (JOBS.c.pk,)))
+    if statuses:
+        stmt = stmt.where(JOBS.c.status.in_(sa.bindparam("statuses", expanding=True)))
+    if backend:
+        stmt = stmt.where(JOBS.c.backend_name == sa.bindparam("backend", type_=JOBS.c.backend_name.type))
+    if keys:
+        stmt = stmt.where(JOBS.c.job_key.in_(sa.bindparam("keys", expanding=True)))
+    return stmt.limit(sa.bindparam("limit", type_=sa.Integer())) if limit else stmt
 
 
 #: Jobs inserted per statement (a million-row dataframe is not bound at once).
@@ -159,25 +172,57 @@ def merge_jobs(session: Connection, prepared: PreparedJobs, schema: UserSchema, 
     return set(existing)
 
 
-def apply_transition(
+def apply_transitions(
     session: Connection,
     dialect: str,
-    change: Transition,
+    changes: Sequence[Transition],
     *,
     manager_id: str | None,
     user_retry: bool,
-) -> StatusChange:
-    """Check and apply one transition in the caller's transaction (the row is locked on
-    PostgreSQL); ``change.fields`` are coerced managed fields."""
-    stmt = _SELECT_FOR_UPDATE if dialect == "postgresql" else _SELECT_CURRENT
-    row = session.execute(stmt, {"key": change.job_key}).one_or_none()
-    if row is None:
-        raise JobError(f"unknown job {change.job_key!r}", job_key=change.job_key)
-    old = JobStatus(row.status)
-    values, result = rules.plan_transition(change, old, row.id, manager_id=manager_id,
-                                           user_retry=user_retry, now=utc_now())
-    session.execute(_update_by_pk(values), {"_pk": row.pk, **prefixed(values)})
-    session.execute(_INSERT_CHANGE, dict(
-        job_pk=row.pk, old=old.value, new=result.new.value, at=result.at, manager_id=manager_id,
-        message=change.message, backend_job_id=result.backend_job_id))
-    return result
+) -> list[StatusChange | InvalidTransition]:
+    """Check and apply transitions in the caller's transaction, in order; a refused one is
+    returned as its :class:`InvalidTransition` (nothing of it is written).
+
+    Set-based: the rows are read in one statement per :data:`_CHUNK` keys (locked, in
+    primary-key order, on PostgreSQL), each change is checked against the status its job
+    has at that point of the batch (a job may change several times in one batch), then the
+    rows are written with one ``executemany`` per set of written columns and the history
+    with one ``executemany``. ``change.fields`` are coerced managed fields.
+
+    Raises:
+        JobError: an unknown key (nothing is written; the caller's transaction rolls back).
+    """
+    stmt = _SELECT_MANY_FOR_UPDATE if dialect == "postgresql" else _SELECT_MANY
+    current: dict[str, list[Any]] = {}  # key -> [pk, status, backend job id]
+    for chunk in chunks(sorted({c.job_key for c in changes})):
+        for row in session.execute(stmt, {"keys": list(chunk)}):
+            current[row.job_key] = [row.pk, JobStatus(row.status), row.id]
+    now = utc_now()
+    results: list[StatusChange | InvalidTransition] = []
+    written: dict[int, dict[str, Any]] = {}  # pk -> values, merged in order of the changes
+    history: list[dict[str, Any]] = []
+    for change in changes:
+        state = current.get(change.job_key)
+        if state is None:
+            raise JobError(f"unknown job {change.job_key!r}", job_key=change.job_key)
+        pk, old, backend_job_id = state
+        try:
+            values, result = rules.plan_transition(change, old, backend_job_id, manager_id=manager_id,
+                                                   user_retry=user_retry, now=now)
+        except InvalidTransition as exc:
+            results.append(exc)
+            continue
+        state[1], state[2] = result.new, result.backend_job_id
+        written.setdefault(pk, {}).update(values)
+        history.append(dict(job_pk=pk, old=old.value, new=result.new.value, at=result.at,
+                            manager_id=manager_id, message=change.message,
+                            backend_job_id=result.backend_job_id))
+        results.append(result)
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for pk, values in written.items():
+        by_columns.setdefault(tuple(sorted(values)), []).append({"_pk": pk, **prefixed(values)})
+    for names, params in by_columns.items():
+        session.execute(_update_statement("pk", names), params)
+    if history:
+        session.execute(_INSERT_CHANGE, history)
+    return results
