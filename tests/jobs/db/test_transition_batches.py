@@ -15,6 +15,8 @@ from eoextract.errors import InvalidTransition, JobError
 from eoextract.jobs.db import Transition, create_job_db
 from eoextract.jobs.status import JobStatus
 
+from conftest import failing_history_writes  # noqa: I001 - the jobs tests' helpers
+
 S = JobStatus
 
 
@@ -93,16 +95,8 @@ def test_unknown_key_writes_nothing_of_the_batch(db):
 
 
 def test_failing_history_write_rolls_back_the_batch(db):
-    def fail_on_history(conn, cursor, statement, *args):
-        if statement.startswith("INSERT INTO job_status_changes"):
-            raise RuntimeError("disk gone")
-
-    event.listen(db.engine, "before_cursor_execute", fail_on_history)
-    try:
-        with pytest.raises(RuntimeError):
-            db.transition_many([Transition(k, S.CREATING) for k in "012"])
-    finally:
-        event.remove(db.engine, "before_cursor_execute", fail_on_history)
+    with failing_history_writes(db), pytest.raises(RuntimeError):
+        db.transition_many([Transition(k, S.CREATING) for k in "012"])
     assert set(_statuses(db).values()) == {S.NOT_STARTED}
     assert all(len(db.history(k)) == 1 for k in "012")
 
