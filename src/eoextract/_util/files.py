@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -113,3 +115,19 @@ def atomic_write_json(target: str | os.PathLike[str], document: Any, *, indent: 
     option = orjson.OPT_INDENT_2 if indent else 0
     atomic_write(target, orjson.dumps(document, option=option | orjson.OPT_SERIALIZE_NUMPY),
                  fsync=fsync)
+
+
+def replace_folder(built: Path, final: Path) -> None:
+    """Rename the folder ``built`` to ``final``; a folder already at ``final`` is renamed
+    aside first, put back if the second rename fails, and removed once ``built`` is in place."""
+    if not final.exists():
+        built.rename(final)
+        return
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    final.rename(old)
+    try:
+        built.rename(final)
+    except BaseException:
+        old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

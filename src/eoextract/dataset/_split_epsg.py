@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
+from eoextract._util.files import replace_folder
 from eoextract._util.hrefs import is_url, local_path
 from eoextract.errors import DatasetError
 from eoextract.dataset._selection import Source, item_tile, iter_source_items, require_epsg
@@ -230,16 +230,4 @@ def _check_output(final: Path) -> None:
 
 def _swap_in(staging: Path, final: Path) -> None:
     _check_output(final)
-    if final.exists() and any(final.iterdir()):
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        final.rename(old)
-        try:
-            staging.rename(final)
-        except BaseException:
-            old.rename(final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if final.exists():
-        final.rmdir()
-    staging.rename(final)
+    replace_folder(staging, final)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 
+from eoextract._util.files import replace_folder
 from eoextract.errors import StacError
 
 
@@ -20,16 +19,7 @@ def swap_in(built: Path, final: Path) -> None:
         raise StacError(f"{final} exists and is not a folder")
     if final.exists():
         _check_replaceable(final)
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        final.rename(old)
-        try:
-            built.rename(final)
-        except BaseException:
-            old.rename(final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        built.rename(final)
+    replace_folder(built, final)
 
 
 def _check_replaceable(folder: Path) -> None:
