@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from openeo.rest.job import BatchJob
 
+from eoextract._util.checksum import DEFAULT_ALGORITHM
 from eoextract._util.retry import ErrorClass
 from eoextract._util.utc import utc_now
 from eoextract.jobs._backends import BackendSpec, tag_requests
@@ -228,7 +229,7 @@ def cancel_job(rec: JobRecord, spec: BackendSpec) -> TaskResult:
 
 
 def download_results(job: BatchJob, job_dir: Path, job_key: str, metadata_path: Path, *,
-                     max_asset_bytes: int | None = None, checksum_algorithm: str = "sha2-256") -> None:
+                     max_asset_bytes: int | None = None, checksum_algorithm: str = DEFAULT_ALGORITHM) -> None:
     """openeo's output layout for a finished job: its assets and the results document
     (``job-results.json``) in ``job_dir``, its metadata in ``metadata_path``.
 
