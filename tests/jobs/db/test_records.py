@@ -23,3 +23,14 @@ def test_as_series_holds_user_and_managed_columns_as_given():
     assert type(row["n"]) is int and row["x"] == 1.5
     pd.testing.assert_series_equal(rec.as_series(), pd.Series({**rec.row, **rec.fields, "status": "creating"},
                                                               name="k1"))
+
+
+def test_rows_of_the_same_columns_share_one_index_and_stay_independent():
+    a = JobRecord(pk=1, job_key="a", status=JobStatus.QUEUED, fields={"id": "j1"}, row={"title": "t1"})
+    b = JobRecord(pk=2, job_key="b", status=JobStatus.QUEUED, fields={"id": "j2"}, row={"title": "t2"})
+    row_a, row_b = a.as_series(), b.as_series()
+    assert row_a.index is row_b.index  # built once per set of columns
+    row_a["extra"] = 1  # a user's callback may add to its row ...
+    row_b["title"] = "changed"  # ... or change it
+    assert "extra" not in row_b.index and list(b.as_series().index) == ["title", "id", "status"]
+    assert a.as_series()["title"] == "t1" and b.as_series()["title"] == "t2"

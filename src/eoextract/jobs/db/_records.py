@@ -24,6 +24,7 @@ Columns of a job (besides the user's own columns):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -106,8 +107,17 @@ class JobRecord:
         import pandas as pd
 
         data = {**self.row, **self.fields, **managed, "status": str(self.status)}
-        # built from lists: the status makes the row hold objects, and pandas need not infer it
-        return pd.Series(list(data.values()), index=list(data), dtype=object, name=self.job_key)
+        # built from a list: the status makes the row hold objects, and pandas need not infer it
+        return pd.Series(list(data.values()), index=_row_index(tuple(data)), dtype=object, name=self.job_key)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_index(names: tuple[str, ...]) -> pd.Index:
+    """The index of :meth:`JobRecord.as_series` rows with these columns, built once (pandas
+    indexes are immutable, so rows share it): a job's row is made for every task."""
+    import pandas as pd
+
+    return pd.Index(names, dtype=object)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ migrated (:mod:`~eoextract.jobs.db._migrations`). Database errors surface as
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -84,6 +85,15 @@ _ANALYZE_AFTER = 10_000  # rows inserted at once after which PostgreSQL's statis
 _ACTIVE_COUNTS = (select(JOBS.c.backend_name, func.count())
                   .where(JOBS.c.status.in_(sorted(s.value for s in ACTIVE))).group_by(JOBS.c.backend_name))
 
+
+
+@functools.lru_cache(maxsize=32)
+def _any_with_status(values: tuple[str, ...]) -> sa.Select:
+    """Whether a job has one of ``values``: one row or none. ORDER BY the index's first
+    column, so the planner walks the index, never the table (with LIMIT 1 alone
+    PostgreSQL may bet on a sequential scan over finished jobs). Built once per set of
+    statuses: the run loop asks every pass."""
+    return select(JOBS.c.status).where(JOBS.c.status.in_(values)).order_by(JOBS.c.status).limit(1)
 
 class SqlJobDatabase(JobDatabase):
     """Jobs and their history in a SQL database (SQLite file or PostgreSQL).
@@ -299,11 +309,8 @@ class SqlJobDatabase(JobDatabase):
         if not values:
             return False
         self._require()
-        # ORDER BY the index's first column: the planner walks the index, never the table
-        # (with LIMIT 1 alone PostgreSQL may bet on a sequential scan over finished jobs)
-        stmt = select(JOBS.c.status).where(JOBS.c.status.in_(values)).order_by(JOBS.c.status).limit(1)
         with self._session() as session, session.begin():
-            return session.execute(stmt).first() is not None
+            return session.execute(_any_with_status(tuple(sorted(values)))).first() is not None
 
     def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
         return self._frame(JOBS.c.status.in_(status_values(statuses)), limit=max)
