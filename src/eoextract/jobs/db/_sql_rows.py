@@ -22,6 +22,7 @@ from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._frame import MANAGED_KINDS, PreparedJobs
 from eoextract.jobs.db._models import Backend, Job, JobStatusChange, Meta
 from eoextract.jobs.db._records import StatusChange, Transition
+from eoextract.jobs.db._sql_batch import BatchStatement
 from eoextract.jobs.status import JobStatus
 
 
@@ -43,6 +44,8 @@ _SELECT_MANY = select(JOBS.c.pk, JOBS.c.job_key, JOBS.c.status, JOBS.c.id).where
     JOBS.c.job_key.in_(sa.bindparam("keys", expanding=True))).order_by(JOBS.c.pk)
 _SELECT_MANY_FOR_UPDATE = _SELECT_MANY.with_for_update()
 _INSERT_CHANGE = insert(CHANGES)
+#: The columns :func:`apply_transitions` writes to a history row.
+_HISTORY_KEYS = ("job_pk", "old", "new", "at", "manager_id", "message", "backend_job_id")
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -222,7 +225,7 @@ def apply_transitions(
     for pk, values in written.items():
         by_columns.setdefault(tuple(sorted(values)), []).append({"_pk": pk, **prefixed(values)})
     for names, params in by_columns.items():
-        session.execute(_update_statement("pk", names), params)
+        BatchStatement.of(_update_statement("pk", names), session.dialect).execute_many(session, params)
     if history:
-        session.execute(_INSERT_CHANGE, history)
+        BatchStatement.of(_INSERT_CHANGE, session.dialect, _HISTORY_KEYS).execute_many(session, history)
     return results
