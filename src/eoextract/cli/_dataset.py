@@ -37,6 +37,8 @@ def points(
     expected_from: Annotated[str | None, typer.Option(help="Job database (path or URL) listing the samples expected.")] = None,
     max_missing_fraction: Annotated[float | None, typer.Option(help="Refuse the merge when more of the expected samples are missing (e.g. 0.25).")] = None,
     max_without_attributes_fraction: Annotated[float | None, typer.Option(help="Refuse the merge when more rows lack attributes.")] = None,
+    compression: Annotated[str, typer.Option(help="Parquet compression: snappy, zstd, lz4_raw, gzip or uncompressed.")] = "snappy",
+    parquet_version: Annotated[str, typer.Option(help="v2 (data pages v2, integer bands delta-encoded) or v1 (for readers that predate Parquet 2 encodings).")] = "v2",
     as_json: Annotated[bool, typer.Option("--json", help="Print the completeness report as JSON.")] = False,
 ) -> None:
     """Merge per-job point files into one Hive-partitioned GeoParquet dataset (deduplicated,
@@ -52,7 +54,8 @@ def points(
             time_column=time_column, bands=_split(band), band_type=band_type, nodata=nodata,
             attributes=_split(attribute), sample_column=sample_column, expected=expected,
             max_missing_fraction=max_missing_fraction,
-            max_without_attributes_fraction=max_without_attributes_fraction)
+            max_without_attributes_fraction=max_without_attributes_fraction, compression=compression,
+            parquet_version=parquet_version)
     except IncompleteDataset as exc:
         if as_json:
             typer.echo(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
