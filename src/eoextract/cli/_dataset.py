@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -105,11 +106,16 @@ def patches_to_points_cmd(
         raise UsageError(f"--how must be centre, mean or all, not {how!r}")
     if not catalogue.exists():
         raise UsageError(f"no such file or folder: {catalogue}")
-    result = patches_to_points(catalogue, output, how=how, labels=_split(label),
-                               processes=processes, client=dask)
+    with warnings.catch_warnings():  # said below, without a source line
+        warnings.filterwarnings("ignore", message=r"label\(s\) .* empty in every row", category=UserWarning)
+        result = patches_to_points(catalogue, output, how=how, labels=_split(label),
+                                   processes=processes, client=dask)
     skipped = f", {result.skipped} sample(s) skipped" if result.skipped else ""
-    console().print(f"wrote {result.rows:,} rows from {result.patches} patch(es) to "
-                    f"{result.path}{skipped}")
+    out = console()
+    out.print(f"wrote {result.rows:,} rows from {result.patches} patch(es) to {result.path}{skipped}")
+    if result.empty_labels:
+        out.print(f"label(s) {', '.join(result.empty_labels)} empty in every row: no item property, "
+                  "auxiliary file or job row holds them")
 
 
 # --------------------------------------------------------------------------- per-EPSG collections, info
