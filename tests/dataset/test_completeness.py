@@ -128,6 +128,29 @@ def test_cli_points(job_files, job_db, tmp_path):
     assert not (tmp_path / "missing.db").exists()
     result = runner.invoke(app, [*args[:3], "-o", str(job_db), *args[5:]])
     assert result.exit_code == 2 and f"error: {job_db} is a file; the dataset is a folder" in result.output
+    result = runner.invoke(app, [*args, "--parquet-version", "v3"])
+    assert result.exit_code == 2 and "parquet_version must be one of v1, v2" in result.output
+
+
+def test_cli_points_parquet_version_and_compression(tmp_path):
+    import pyarrow.parquet as pq
+
+    from .conftest import point_frame
+
+    source = tmp_path / "many.parquet"  # enough distinct band values for v2's delta encoding
+    point_frame(0, samples=400, dates=6).to_parquet(source)
+    runner = CliRunner()
+    args = ["dataset", "points", str(source), "--partition-by", "ref_id", "--band", "B02"]
+    written = {}
+    for version, compression in (("v1", "zstd"), ("v2", "snappy")):
+        out = tmp_path / version
+        result = runner.invoke(app, [*args, "-o", str(out), "--parquet-version", version,
+                                     "--compression", compression])
+        assert result.exit_code == 0, result.output
+        meta = pq.read_metadata(next(out.glob("*/*.parquet")))
+        column = meta.row_group(0).column(meta.schema.names.index("B02"))
+        written[version] = (column.compression, "DELTA_BINARY_PACKED" in column.encodings)
+    assert written == {"v1": ("ZSTD", False), "v2": ("SNAPPY", True)}
 
 
 def test_empty_files_merge_to_nothing_and_miss_every_sample(tmp_path):

@@ -138,6 +138,21 @@ def test_cli_writes_the_table(extraction: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 12 rows from 4 patch(es)" in result.output
     assert set(pd.read_parquet(out).croptype) == {"wheat", "maize", "barley"}
+    assert "empty in every row" not in result.output
+    result = CliRunner().invoke(app, ["dataset", "patches-to-points", str(extraction), "-o", str(out),
+                                      "--label", "croptype,no_such_label", "--processes", "1"])
+    assert result.exit_code == 0, result.output
+    assert "label(s) no_such_label empty in every row" in result.output
+    assert "UserWarning" not in result.output  # said once, plainly
+
+
+def test_a_label_no_item_holds_is_warned_about(extraction: Path, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match=r"label\(s\) 'typo_label' empty in every row"):
+        result = patches_to_points(extraction, tmp_path / "w.parquet", labels=("croptype", "typo_label"),
+                                   processes=1)
+    assert result.empty_labels == ("typo_label",)
+    table = pd.read_parquet(result.path)
+    assert table.typo_label.isna().all() and table.croptype.notna().all()
 
 
 def test_an_unreadable_patch_is_named_from_a_worker(extraction: Path, tmp_path: Path) -> None:

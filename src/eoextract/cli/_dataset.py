@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,8 @@ def points(
     expected_from: Annotated[str | None, typer.Option(help="Job database (path or URL) listing the samples expected.")] = None,
     max_missing_fraction: Annotated[float | None, typer.Option(help="Refuse the merge when more of the expected samples are missing (e.g. 0.25).")] = None,
     max_without_attributes_fraction: Annotated[float | None, typer.Option(help="Refuse the merge when more rows lack attributes.")] = None,
+    compression: Annotated[str, typer.Option(help="Parquet compression: snappy, zstd, lz4_raw, gzip or uncompressed.")] = "snappy",
+    parquet_version: Annotated[str, typer.Option(help="v2 (data pages v2, integer bands delta-encoded) or v1 (for readers that predate Parquet 2 encodings).")] = "v2",
     as_json: Annotated[bool, typer.Option("--json", help="Print the completeness report as JSON.")] = False,
 ) -> None:
     """Merge per-job point files into one Hive-partitioned GeoParquet dataset (deduplicated,
@@ -52,7 +55,8 @@ def points(
             time_column=time_column, bands=_split(band), band_type=band_type, nodata=nodata,
             attributes=_split(attribute), sample_column=sample_column, expected=expected,
             max_missing_fraction=max_missing_fraction,
-            max_without_attributes_fraction=max_without_attributes_fraction)
+            max_without_attributes_fraction=max_without_attributes_fraction, compression=compression,
+            parquet_version=parquet_version)
     except IncompleteDataset as exc:
         if as_json:
             typer.echo(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
@@ -102,11 +106,16 @@ def patches_to_points_cmd(
         raise UsageError(f"--how must be centre, mean or all, not {how!r}")
     if not catalogue.exists():
         raise UsageError(f"no such file or folder: {catalogue}")
-    result = patches_to_points(catalogue, output, how=how, labels=_split(label),
-                               processes=processes, client=dask)
+    with warnings.catch_warnings():  # said below, without a source line
+        warnings.filterwarnings("ignore", message=r"label\(s\) .* empty in every row", category=UserWarning)
+        result = patches_to_points(catalogue, output, how=how, labels=_split(label),
+                                   processes=processes, client=dask)
     skipped = f", {result.skipped} sample(s) skipped" if result.skipped else ""
-    console().print(f"wrote {result.rows:,} rows from {result.patches} patch(es) to "
-                    f"{result.path}{skipped}")
+    out = console()
+    out.print(f"wrote {result.rows:,} rows from {result.patches} patch(es) to {result.path}{skipped}")
+    if result.empty_labels:
+        out.print(f"label(s) {', '.join(result.empty_labels)} empty in every row: no item property, "
+                  "auxiliary file or job row holds them")
 
 
 # --------------------------------------------------------------------------- per-EPSG collections, info

@@ -46,6 +46,8 @@ class PatchPointsResult:
     rows: int
     patches: int
     skipped: int  #: samples skipped (outside their patch, no pixel inside)
+    #: labels asked for that no row holds (no item property, auxiliary file or job row has them)
+    empty_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,7 @@ def patches_to_points(
     writer: Any = None
     schema: Any = None
     rows = patches = skipped = 0
+    unfilled = set(labels)  # labels not yet seen with a value
 
     def consume(task: _Task, result: tuple[Any, list[str], str | None]) -> None:
         nonlocal writer, schema, rows, patches, skipped
@@ -331,6 +334,7 @@ def patches_to_points(
                                path=task.path) from exc
         writer.write_table(table)
         rows += table.num_rows
+        unfilled.difference_update([n for n in unfilled if table.column(n).null_count < table.num_rows])
 
     if client is not None:
         results = on_cluster(_sample_patch, tasks, client)
@@ -352,4 +356,8 @@ def patches_to_points(
             writer.close()
         staging.unlink(missing_ok=True)
         raise
-    return PatchPointsResult(path=output, rows=rows, patches=patches, skipped=skipped)
+    empty = tuple(name for name in labels if name in unfilled)
+    if empty:
+        warnings.warn(f"label(s) {', '.join(map(repr, empty))} empty in every row: no item property, "
+                      "auxiliary file or job row holds them", UserWarning, stacklevel=2)
+    return PatchPointsResult(path=output, rows=rows, patches=patches, skipped=skipped, empty_labels=empty)
