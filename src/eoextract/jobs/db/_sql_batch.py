@@ -50,8 +50,8 @@ class BatchStatement:
             return
         pairs = tuple(zip(self.names, self.processors))
         if self.positional:
-            params: list[Any] = [tuple(value if process is None else process(value)
-                                       for name, process in pairs for value in (row[name],)) for row in rows]
+            params: list[Any] = [tuple(row[name] if process is None else process(row[name])
+                                       for name, process in pairs) for row in rows]
         else:
             params = [{name: row[name] if process is None else process(row[name]) for name, process in pairs}
                       for row in rows]

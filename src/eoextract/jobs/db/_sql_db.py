@@ -86,7 +86,6 @@ _ACTIVE_COUNTS = (select(JOBS.c.backend_name, func.count())
                   .where(JOBS.c.status.in_(sorted(s.value for s in ACTIVE))).group_by(JOBS.c.backend_name))
 
 
-
 @functools.lru_cache(maxsize=32)
 def _any_with_status(values: tuple[str, ...]) -> sa.Select:
     """Whether a job has one of ``values``: one row or none. ORDER BY the index's first
@@ -94,6 +93,7 @@ def _any_with_status(values: tuple[str, ...]) -> sa.Select:
     PostgreSQL may bet on a sequential scan over finished jobs). Built once per set of
     statuses: the run loop asks every pass."""
     return select(JOBS.c.status).where(JOBS.c.status.in_(values)).order_by(JOBS.c.status).limit(1)
+
 
 class SqlJobDatabase(JobDatabase):
     """Jobs and their history in a SQL database (SQLite file or PostgreSQL).
