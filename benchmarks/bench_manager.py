@@ -135,7 +135,7 @@ def measure(url: str, n: int, slots: int = 20, poll_sleep: float = 0.2, manager:
     return res
 
 
-def _median_run(runs: list[dict]) -> dict:
+def median_run(runs: list[dict]) -> dict:
     """The run with the median CPU time (the lower middle one of an even number)."""
     return sorted(runs, key=lambda run: run["cpu"])[(len(runs) - 1) // 2]
 
@@ -170,14 +170,14 @@ def main() -> int:
                 print(f"round {r + 1}: eoextract {1000 * ours['cpu'] / n:.2f} ms/job"
                       + (f", openeo {1000 * peer['cpu'] / n:.2f} ms/job, ratio {ours['cpu'] / peer['cpu']:.3f}"
                          if peer else ""), flush=True)
-        ours = _median_run([o for o, _ in rounds])
+        ours = median_run([o for o, _ in rounds])
         print(f"eoextract  N={n}: CPU {1000 * ours['cpu'] / n:.2f} ms/job, wall {ours['wall']:.1f} s, "
               f"{n / ours['wall']:.1f} jobs/s, slot utilisation {100 * ours['util']:.1f}%")
         ok = ours["util"] >= 0.95
         if args.seconds:
             print(f"eoextract  slot-time running jobs: {n * args.seconds / (args.slots * ours['wall']):.1%}")
         if not args.skip_openeo:
-            peer = _median_run([p for _, p in rounds if p is not None])
+            peer = median_run([p for _, p in rounds if p is not None])
             print(f"openeo     N={n}: CPU {1000 * peer['cpu'] / n:.2f} ms/job, wall {peer['wall']:.1f} s, "
                   f"{n / peer['wall']:.1f} jobs/s")
             cpu_ratio = ours["cpu"] / peer["cpu"]

@@ -103,6 +103,7 @@ class Sizes:
     bigdb_rows: int = 100_000
     scale_jobs: tuple[int, int] = (1000, 100_000)
     throttle_jobs: int = 200
+    manager_rounds: int = 3  #: interleaved runs of each manager; the median runs are compared
 
 
 FULL = Sizes(manager_n=2000, flatness=(500, 5000), slot_jobs=200, jobdb_sizes=(1000, 10_000, 100_000),
@@ -116,7 +117,8 @@ QUICK = Sizes(manager_n=300, flatness=(100, 600), slot_jobs=100, jobdb_sizes=(10
               stac_validate_compare=1000, download_files=10, download_mb=20, download_workers=(4,),
               download_rounds=3, filemeta_sizes=(100, 1000), extraction_jobs=30, pg_jobs=200, pg_lease_seconds=5.0,
               publish_items=500, publish_pg_items=2000, publish_baselines="sequential", udf_rounds=3,
-              dataset_files=200, dataset_rounds=5, scale_jobs=(500, 2000), throttle_jobs=60)
+              dataset_files=200, dataset_rounds=5, scale_jobs=(500, 2000), throttle_jobs=60,
+              manager_rounds=1)
 
 SLOTS = 20
 SCALE_SLOTS = 50
@@ -223,18 +225,25 @@ def backend(extra: list[str] | None = None) -> Iterator[str]:
 
 
 def section_manager(run: Run) -> None:
+    from bench_manager import median_run
+
     s = run.sizes
     with backend() as url:
-        log(f"manager: eoextract JobManager, {s.manager_n} instant jobs")
-        eo = ours("bench_manager", "measure", url=url, n=s.manager_n, slots=SLOTS, poll_sleep=POLL_SLEEP)
-        log(f"manager: openeo MultiBackendJobManager, {s.manager_n} instant jobs")
-        oe = peer(run, "openeo", "bench_manager", "measure", url=url, n=s.manager_n, slots=SLOTS,
-                  poll_sleep=POLL_SLEEP, manager="openeo")
+        eo_runs, oe_runs = [], []
+        for r in range(s.manager_rounds):  # interleaved: a slow spell of the machine hits both
+            log(f"manager: eoextract JobManager, {s.manager_n} instant jobs (round {r + 1}/{s.manager_rounds})")
+            eo_runs.append(ours("bench_manager", "measure", url=url, n=s.manager_n, slots=SLOTS,
+                                poll_sleep=POLL_SLEEP))
+            log(f"manager: openeo MultiBackendJobManager, {s.manager_n} instant jobs")
+            oe_runs.append(peer(run, "openeo", "bench_manager", "measure", url=url, n=s.manager_n, slots=SLOTS,
+                                poll_sleep=POLL_SLEEP, manager="openeo"))
+        eo, oe = median_run(eo_runs), median_run(oe_runs)
         small, large = s.flatness
         log(f"manager: eoextract flatness {small} vs {large} jobs")
         a = ours("bench_manager", "measure", url=url, n=small, slots=SLOTS, poll_sleep=POLL_SLEEP)
         b = ours("bench_manager", "measure", url=url, n=large, slots=SLOTS, poll_sleep=POLL_SLEEP)
-    run.raw["manager"] = {"eoextract": eo, "openeo": oe, "flatness": {str(small): a, str(large): b}}
+    run.raw["manager"] = {"eoextract": eo, "openeo": oe, "flatness": {str(small): a, str(large): b},
+                          "rounds": {"eoextract": eo_runs, "openeo": oe_runs}}
     name = peer_label(run, "openeo")
     n = s.manager_n
     cpu_ratio = eo["cpu"] / oe["cpu"]
