@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -101,21 +102,22 @@ def patches_to_points_cmd(
     """Sample each patch of a catalogue at its sample's geometry into one long GeoParquet
     table (sample_id, time, bands, labels) and print a summary."""
     from eoextract.dataset import patches_to_points
+    from eoextract.dataset._patch_points import EMPTY_LABELS_NOTE
 
     if how not in ("centre", "mean", "all"):
         raise UsageError(f"--how must be centre, mean or all, not {how!r}")
     if not catalogue.exists():
         raise UsageError(f"no such file or folder: {catalogue}")
     with warnings.catch_warnings():  # said below, without a source line
-        warnings.filterwarnings("ignore", message=r"label\(s\) .* empty in every row", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"label\(s\) .* " + re.escape(EMPTY_LABELS_NOTE),
+                                category=UserWarning)
         result = patches_to_points(catalogue, output, how=how, labels=_split(label),
                                    processes=processes, client=dask)
     skipped = f", {result.skipped} sample(s) skipped" if result.skipped else ""
     out = console()
     out.print(f"wrote {result.rows:,} rows from {result.patches} patch(es) to {result.path}{skipped}")
     if result.empty_labels:
-        out.print(f"label(s) {', '.join(result.empty_labels)} empty in every row: no item property, "
-                  "auxiliary file or job row holds them")
+        out.print(f"label(s) {', '.join(result.empty_labels)} {EMPTY_LABELS_NOTE}")
 
 
 # --------------------------------------------------------------------------- per-EPSG collections, info

@@ -38,6 +38,10 @@ from eoextract.errors import ConfigurationError, DatasetError
 HOWS = ("centre", "mean", "all")
 
 
+#: What is said of labels no row holds, after their names (the warning; the CLI's line).
+EMPTY_LABELS_NOTE = "empty in every row: no item property, auxiliary file or job row holds them"
+
+
 @dataclass(frozen=True)
 class PatchPointsResult:
     """What :func:`patches_to_points` wrote."""
@@ -358,6 +362,5 @@ def patches_to_points(
         raise
     empty = tuple(name for name in labels if name in unfilled)
     if empty:
-        warnings.warn(f"label(s) {', '.join(map(repr, empty))} empty in every row: no item property, "
-                      "auxiliary file or job row holds them", UserWarning, stacklevel=2)
+        warnings.warn(f"label(s) {', '.join(map(repr, empty))} {EMPTY_LABELS_NOTE}", UserWarning, stacklevel=2)
     return PatchPointsResult(path=output, rows=rows, patches=patches, skipped=skipped, empty_labels=empty)
