@@ -88,7 +88,7 @@ _ACTIVE_COUNTS = (select(JOBS.c.backend_name, func.count())
 
 @functools.lru_cache(maxsize=32)
 def _any_with_status(values: tuple[str, ...]) -> sa.Select:
-    """Whether a job has one of ``values``: one row or none. ORDER BY the index's first
+    """The query whether a job has one of ``values`` (one row or none). ORDER BY the index's first
     column, so the planner walks the index, never the table (with LIMIT 1 alone
     PostgreSQL may bet on a sequential scan over finished jobs). Built once per set of
     statuses: the run loop asks every pass."""
