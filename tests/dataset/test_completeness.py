@@ -161,3 +161,14 @@ def test_empty_files_merge_to_nothing_and_miss_every_sample(tmp_path):
                           attributes=["label"], expected=["a", "b"])
     assert (report.rows, report.missing_count, report.missing_fraction) == (0, 2, 1.0)
     assert not (tmp_path / "ds").exists()
+
+
+def test_cli_points_help_names_every_compression():
+    from eoextract.dataset._points import COMPRESSIONS
+
+    result = CliRunner().invoke(app, ["dataset", "points", "--help"])
+    assert result.exit_code == 0
+    # the help wraps at the terminal's width: read it as one line of words
+    words = " ".join(result.output.replace("│", " ").split())
+    option_help = words[words.index("--compression"):words.index("--parquet-version")]
+    assert all(name in option_help for name in COMPRESSIONS), option_help

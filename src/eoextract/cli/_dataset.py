@@ -39,7 +39,7 @@ def points(
     expected_from: Annotated[str | None, typer.Option(help="Job database (path or URL) listing the samples expected.")] = None,
     max_missing_fraction: Annotated[float | None, typer.Option(help="Refuse the merge when more of the expected samples are missing (e.g. 0.25).")] = None,
     max_without_attributes_fraction: Annotated[float | None, typer.Option(help="Refuse the merge when more rows lack attributes.")] = None,
-    compression: Annotated[str, typer.Option(help="Parquet compression: snappy, zstd, lz4_raw, gzip or uncompressed.")] = "snappy",
+    compression: Annotated[str, typer.Option(help="Parquet compression: snappy, zstd, lz4_raw, gzip, brotli or uncompressed.")] = "snappy",
     parquet_version: Annotated[str, typer.Option(help="v2 (data pages v2, integer bands delta-encoded) or v1 (for readers that predate Parquet 2 encodings).")] = "v2",
     as_json: Annotated[bool, typer.Option("--json", help="Print the completeness report as JSON.")] = False,
 ) -> None:

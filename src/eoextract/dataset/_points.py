@@ -279,7 +279,7 @@ def merge_points(
         max_missing_fraction: Refuse the merge when more of the expected samples are missing.
         max_without_attributes_fraction: Refuse the merge when more rows lack attributes.
         threads: DuckDB threads (default: all cores).
-        compression: Parquet compression of the written files (``snappy``, ``zstd``,
+        compression: Parquet compression of the written files (``snappy``, ``zstd``, ``brotli``,
             ``lz4_raw``, ``gzip``, ``uncompressed``).
         parquet_version: ``v2`` (data pages v2; integer bands delta-encoded) or ``v1``
             (for readers that predate Parquet 2 encodings; integer bands dictionary-encoded).
