@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eoextract._util.files import atomic_open, atomic_path, atomic_write, atomic_write_json
 from eoextract._util.hrefs import is_absolute, is_local_absolute, is_url, local_path, resolve_local
@@ -47,6 +49,22 @@ def test_utc_parsing_of_every_form_of_time():
     assert to_utc(pd.Timestamp("2024-05-01T12:00", tz="Europe/Brussels")) == want - dt.timedelta(hours=2)
     assert to_utc(3.5) is None and to_utc(pd.NaT) is None and to_utc("") is None
     assert format_utc(want) == "2024-05-01T12:00:00Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(when=st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=45))]))
+       | st.datetimes())
+def test_plain_datetimes_come_out_of_to_utc_as_through_pandas(when):
+    """A plain datetime takes a quick way through ``to_utc``; pandas' way gives the same (and
+    None outside the years a pandas timestamp holds)."""
+    try:
+        stamp = pd.Timestamp(when)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        want = stamp.to_pydatetime()
+    except (ValueError, OverflowError):
+        want = None
+    got = to_utc(when)
+    assert got == want and (got is None or (type(got) is dt.datetime and got.utcoffset() == dt.timedelta(0)))
 
 
 def test_utc_formatting_to_a_chosen_precision():

@@ -411,15 +411,12 @@ class JobManager(JobDirs, JobThread):
                                     lease_seconds=self.lease_seconds,
                                     max_new=run.budget.left if run.budget else None,
                                     order=self.order_backends, starting=run.starting):
-            changes = [launch.change for launch in batch]
-            outcomes = run.db.transition_many(changes, manager_id=self.manager_id) if changes else []
             launched = 0
-            for launch, outcome in zip(batch, outcomes):
-                if isinstance(outcome, InvalidTransition):
-                    _log.warning("job %s: %s", launch.change.job_key, outcome)
-                    run.starting.pop(launch.change.job_key, None)
+            for launch in batch:
+                if isinstance(launch.outcome, InvalidTransition):
+                    _log.warning("job %s: %s", launch.change.job_key, launch.outcome)
                     continue
-                run.events.log(launch.change, outcome, launch.backend.name)
+                run.events.log(launch.change, launch.outcome, launch.backend.name)
                 launched += 1
                 self._submit(run, launch.change.job_key, create_job, self, run.start_job, launch.record,
                              launch.backend, launch.tag, launch.start)

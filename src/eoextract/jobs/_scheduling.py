@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 
 from eoextract._util.retry import RetryPolicy
 from eoextract._util.utc import utc_now
-from eoextract.errors import RetryableBackendError
+from eoextract.errors import InvalidTransition, RetryableBackendError
 from eoextract.jobs._backends import BackendSpec, make_tag
 from eoextract.jobs._classify import ErrorInfo
 from eoextract.jobs.db import JobDatabase, JobRecord
-from eoextract.jobs.db import Transition
+from eoextract.jobs.db import StatusChange, Transition
 from eoextract.jobs.status import JobStatus
 
 _log = logging.getLogger("eoextract.jobs.manager")
@@ -331,12 +331,14 @@ def default_backend_order(loads: Sequence[BackendLoad]) -> list[str]:
 
 @dataclass(frozen=True)
 class Launch:
-    """A claimed job to create on a backend: its record as claimed, its ``creating`` change,
-    and whether to start it once created (else it is kept ready until a place frees)."""
+    """A claimed job to create on a backend: its record as claimed, its ``creating`` change
+    and what applying it gave, and whether to start it once created (else it is kept ready
+    until a place frees)."""
 
     record: JobRecord
     backend: BackendSpec
     change: Transition
+    outcome: StatusChange | InvalidTransition
     start: bool = True
 
     @property
@@ -345,20 +347,32 @@ class Launch:
         return self.change.fields["create_tag"]
 
 
+def creating(rec: JobRecord, backend_name: str) -> Transition:
+    """The change that marks a claimed job ``creating`` on ``backend_name``: its next
+    attempt, with a new creation tag."""
+    attempt = rec.attempt + 1
+    tag = make_tag(rec.job_key, attempt, uuid.uuid4().hex[:10])
+    return Transition(rec.job_key, S.CREATING, expect=S.NOT_STARTED, message=f"attempt {attempt} on {backend_name}",
+                      fields=dict(backend_name=backend_name, attempt=attempt, create_tag=tag, id=None,
+                                  backend_status=None, next_attempt_at=None, start_time=utc_now()))
+
+
 def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health: BackendHealth, *,
                    manager_id: str, lease_seconds: float, max_new: int | None = None,
                    order: Callable[[list[BackendLoad]], Sequence[str]] | None = None,
                    starting: dict[str, str] | None = None) -> Iterator[list[Launch]]:
     """Claim due jobs for every backend that is not paused, up to its free slots (and, when
-    given, up to ``max_new`` jobs in all).
+    given, up to ``max_new`` jobs in all), and mark them ``creating`` there (in the claim's
+    transaction: :meth:`~eoextract.jobs.db.JobDatabase.claim_and_transition`).
 
     On a backend at its learned limit, jobs are also claimed to be kept ready (created, not
     started: :meth:`BackendHealth.held`); only those that fit its free running places are
     started when created, and their starts are counted in ``starting`` (key → backend).
 
     Yields:
-        Per backend with free slots, the launches to apply together (one batch of
-        transitions); the next backend's jobs are claimed once the caller applied them.
+        Per backend with free slots, its launches (a refused change's launch holds the
+        :class:`~eoextract.errors.InvalidTransition`); the next backend's jobs are claimed
+        once the caller took these.
     """
     active = db.active_counts()
     free_of = {n: health.held(n, s.parallel_jobs) - active.get(n, 0) for n, s in backends.items()}
@@ -381,23 +395,24 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
             free = min(free, spec.queueing_limit - len(db.jobs(_WAITING, backend_name=name)))
         if free <= 0:
             continue
+        changes: dict[str, Transition] = {}
+
+        def mark(rec: JobRecord) -> Transition:
+            changes[rec.job_key] = change = creating(rec, name)
+            return change
+
         # max_active: the slot cap holds atomically across all managers of the database
-        records = db.claim(free, manager_id=manager_id, now=health.clock.utc(), lease_seconds=lease_seconds,
-                           backend_name=name, max_active=spec.parallel_jobs)
+        claimed = db.claim_and_transition(free, mark, manager_id=manager_id,
+                                          now=health.clock.utc(), lease_seconds=lease_seconds,
+                                          backend_name=name, max_active=spec.parallel_jobs)
         room = start_room(started_counts(db), spec, health, starting) if name in health.capacity else None
         batch = []
-        for rec in records:
+        for rec, outcome in claimed:
             start = room is None or room > 0
-            if room is not None and start:
+            if isinstance(outcome, StatusChange) and room is not None and start:
                 room -= 1
                 starting[rec.job_key] = name
-            attempt = rec.attempt + 1
-            tag = make_tag(rec.job_key, attempt, uuid.uuid4().hex[:10])
-            change = Transition(rec.job_key, S.CREATING, expect=S.NOT_STARTED,
-                                message=f"attempt {attempt} on {name}",
-                                fields=dict(backend_name=name, attempt=attempt, create_tag=tag, id=None,
-                                            backend_status=None, next_attempt_at=None, start_time=utc_now()))
-            batch.append(Launch(rec, spec, change, start))
+            batch.append(Launch(rec, spec, changes[rec.job_key], outcome, start))
         if max_new is not None:
             max_new -= len(batch)
         yield batch

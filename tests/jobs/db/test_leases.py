@@ -10,7 +10,7 @@ import pytest
 
 from eoextract.errors import InvalidTransition
 from eoextract.jobs.db import create_job_db, get_job_db
-from eoextract.jobs.db import ADOPTABLE
+from eoextract.jobs.db import ADOPTABLE, StatusChange, Transition
 from eoextract.jobs.status import ACTIVE, JobStatus
 
 S = JobStatus
@@ -123,6 +123,56 @@ def test_claim_with_max_active_caps_slots_across_managers(db):
     assert "2" in [r.job_key for r in got]
     # without max_active the caller does the counting (older behaviour)
     assert len(db.claim(2, manager_id="d", now=later, backend_name="b1")) == 2
+
+
+def _creating(rec, backend="b1"):
+    return Transition(rec.job_key, S.CREATING, expect=S.NOT_STARTED, message=f"attempt 1 on {backend}",
+                      fields=dict(backend_name=backend, attempt=rec.attempt + 1, create_tag=f"tag-{rec.job_key}"))
+
+
+def test_claim_and_transition_marks_the_claimed_jobs_at_once(db):
+    db.register_backend("b1", None)
+    db.update("1", next_attempt_at=NOW + timedelta(hours=1))  # not due: not claimed
+    got = db.claim_and_transition(3, _creating, manager_id="a", now=NOW, lease_seconds=60,
+                                  backend_name="b1", max_active=5)
+    assert [rec.job_key for rec, _ in got] == ["0", "2", "3"]
+    assert all(rec.status is S.NOT_STARTED and rec.fields["claimed_by"] == "a" for rec, _ in got)
+    assert all(isinstance(change, StatusChange) and change.new is S.CREATING and change.manager_id == "a"
+               for _, change in got)
+    for key in ("0", "2", "3"):
+        rec = db.get(key)
+        assert rec.status is S.CREATING and rec.fields["create_tag"] == f"tag-{key}"
+        assert rec.fields["claimed_by"] == "a" and rec.attempt == 1
+        assert [(c.old, c.new) for c in db.history(key)][-1] == (S.NOT_STARTED, S.CREATING)
+    # the creating jobs hold their slots: two are left of five
+    more = db.claim_and_transition(9, _creating, manager_id="b", now=NOW, backend_name="b1", max_active=5)
+    assert [rec.job_key for rec, _ in more] == ["4", "5"]
+    assert db.claim_and_transition(0, _creating, manager_id="b", now=NOW) == []
+
+
+def test_claim_and_transition_returns_a_refused_change_and_leaves_the_job_claimed(db):
+    def wrong(rec):
+        return Transition(rec.job_key, S.CREATING, expect=S.QUEUED) if rec.job_key == "1" else _creating(rec)
+
+    got = {rec.job_key: outcome for rec, outcome in
+           db.claim_and_transition(2, wrong, manager_id="a", now=NOW, lease_seconds=60)}
+    assert isinstance(got["1"], InvalidTransition) and isinstance(got["0"], StatusChange)
+    assert db.get("1").status is S.NOT_STARTED and db.get("1").fields["claimed_by"] == "a"
+    assert db.get("0").status is S.CREATING
+
+
+def test_claim_and_transition_claims_nothing_when_a_change_cannot_be_made(location):
+    db = create_job_db(location, pd.DataFrame({"n": range(3)}))
+
+    def broken(rec):
+        raise RuntimeError("no tag")
+
+    with pytest.raises(RuntimeError, match="no tag"):
+        db.claim_and_transition(2, broken, manager_id="a", now=NOW)
+    if not location.endswith(".csv"):  # one transaction: the claim is undone with it
+        assert all(rec.fields.get("claimed_by") is None for rec in db.jobs())
+    assert db.count_by_status() == {"not_started": 3}
+    db.close()
 
 
 def test_any_with_status(db):

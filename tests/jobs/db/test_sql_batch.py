@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eoextract.jobs.db import create_job_db
 from eoextract.jobs.db._connection import create_engine, to_sqlalchemy_url
@@ -63,3 +65,20 @@ def test_no_rows_run_nothing(engine):
     with engine.begin() as conn:
         BatchStatement.of(_INSERT_CHANGE, conn.dialect, _HISTORY_KEYS).execute_many(conn, [])
         assert conn.scalar(sa.text("SELECT count(*) FROM job_status_changes WHERE manager_id = 'm'")) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(when=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30))]))
+       | st.datetimes())
+def test_utc_datetimes_are_bound_for_sqlite_as_the_general_path_binds_them(when):
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.types import TypeDecorator
+
+    from eoextract.jobs.db._sql_types import UTCDateTime
+
+    dialect = sqlite.dialect()
+    impl = UTCDateTime().dialect_impl(dialect)
+    quick = impl.bind_processor(dialect)
+    general = TypeDecorator.bind_processor(impl, dialect)
+    assert quick(when) == general(when)
+    assert quick(None) is None

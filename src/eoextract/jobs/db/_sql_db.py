@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from eoextract._util.utc import utc_now
 from eoextract.errors import InvalidTransition, JobDatabaseError, JobError
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db import _sql_claims as claims
+from eoextract.jobs.db._checked import checked
 from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._connection import (
     BEGIN_OPTION,
@@ -378,6 +379,20 @@ class SqlJobDatabase(JobDatabase):
         with self._session(write=True) as session, session.begin():
             rows = claims.claim_rows(session, self._dialect, claim)
         return [self._record(r) for r in rows]
+
+    def _claim_and_transition(self, claim: rules.Claim, change: Callable[[JobRecord], Transition]
+                              ) -> list[tuple[JobRecord, StatusChange | InvalidTransition]]:
+        """Claim and transition in one transaction (see :meth:`JobDatabase.claim_and_transition`)."""
+        self._require()
+        if claim.limit <= 0:
+            return []
+        with self._session(write=True) as session, session.begin():
+            records = [self._record(r) for r in claims.claim_rows(session, self._dialect, claim)]
+            changes = [checked(change(rec)) for rec in records]
+            known = {rec.job_key: (rec.pk, rec.status, rec.backend_job_id) for rec in records}
+            outcomes = apply_transitions(session, self._dialect, changes, manager_id=claim.manager_id,
+                                         user_retry=False, known=known)
+        return list(zip(records, outcomes, strict=True))
 
     def unpin_unknown_backends(self, names: Iterable[str]) -> dict[str, str]:
         self._require()

@@ -7,7 +7,7 @@ it on SQLite). Every function runs in the caller's transaction and commits nothi
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -182,6 +182,7 @@ def apply_transitions(
     *,
     manager_id: str | None,
     user_retry: bool,
+    known: Mapping[str, tuple[int, JobStatus, str | None]] | None = None,
 ) -> list[StatusChange | InvalidTransition]:
     """Check and apply transitions in the caller's transaction, in order; a refused one is
     returned as its :class:`InvalidTransition` (nothing of it is written).
@@ -192,12 +193,16 @@ def apply_transitions(
     rows are written with one ``executemany`` per set of written columns and the history
     with one ``executemany``. ``change.fields`` are coerced managed fields.
 
+    ``known`` gives the primary key, status and backend job id of jobs the caller read (and
+    locked) in this transaction: they are not read again.
+
     Raises:
         JobError: an unknown key (nothing is written; the caller's transaction rolls back).
     """
     stmt = _SELECT_MANY_FOR_UPDATE if dialect == "postgresql" else _SELECT_MANY
-    current: dict[str, list[Any]] = {}  # key -> [pk, status, backend job id]
-    for chunk in chunks(sorted({c.job_key for c in changes})):
+    # key -> [pk, status, backend job id]
+    current: dict[str, list[Any]] = {key: list(state) for key, state in (known or {}).items()}
+    for chunk in chunks(sorted({c.job_key for c in changes} - current.keys())):
         for row in session.execute(stmt, {"keys": list(chunk)}):
             current[row.job_key] = [row.pk, JobStatus(row.status), row.id]
     now = utc_now()

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import JSON, DateTime
@@ -15,7 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from eoextract._util.utc import as_utc
+from eoextract._util.utc import UTC, as_utc
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -31,6 +32,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if type(value) is datetime and value.tzinfo is UTC:  # the common case, quickly
+            return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
         if not isinstance(value, datetime):
             raise TypeError(f"expected a datetime, got {type(value).__name__}: {value!r}")
         if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
@@ -39,6 +42,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """:meth:`process_bind_param`, then the dialect's own processing; on SQLite an aware
+        UTC datetime (what the job database writes all the time) goes straight to the text
+        SQLAlchemy stores (``YYYY-MM-DD HH:MM:SS.ffffff``), without the two steps."""
+        general = super().bind_processor(dialect)
+        if dialect.name != "sqlite" or general is None:
+            return general
+
+        def process(value: Any) -> Any:
+            if type(value) is datetime and value.tzinfo is UTC:
+                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return general(value)
+
+        return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
