@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
-
-
-@contextlib.contextmanager
-def failing_history_writes(db) -> Iterator[None]:
-    """Within the block, every insert of status history into ``db`` raises RuntimeError."""
-    from sqlalchemy import event
-
-    def fail_on_history(conn, cursor, statement, *args):
-        if statement.startswith("INSERT INTO job_status_changes"):
-            raise RuntimeError("disk gone")
-
-    event.listen(db.engine, "before_cursor_execute", fail_on_history)
-    try:
-        yield
-    finally:
-        event.remove(db.engine, "before_cursor_execute", fail_on_history)
 
 
 def make_start_job(job_options_by_row=None, *, instant=True):

@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point
-from sqlalchemy import event
 
 from eoextract.errors import InvalidTransition, JobDatabaseError, JobError, SchemaVersionError
 from eoextract.jobs.db import SqlJobDatabase, create_job_db
 from eoextract.jobs.db._models import SCHEMA_VERSION
 from eoextract.jobs.status import JobStatus
+
+from history_faults import failing_history_writes  # noqa: I001 - a helper module beside the tests
 
 S = JobStatus
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -71,19 +72,8 @@ def test_invalid_transition_and_expect_mismatch_raise(db):
 
 
 def test_failure_inside_transition_writes_nothing(db):
-    # the same as tests/jobs/conftest.py's failing_history_writes: this module is imported
-    # again by spawned processes (test_concurrent_creation_of_one_sqlite_db), where
-    # ``conftest`` is another one
-    def fail_on_history(conn, cursor, statement, *args):
-        if statement.startswith("INSERT INTO job_status_changes"):
-            raise RuntimeError("disk gone")
-
-    event.listen(db.engine, "before_cursor_execute", fail_on_history)
-    try:
-        with pytest.raises(RuntimeError):
-            db.transition("0", S.CREATING, create_tag="x")
-    finally:
-        event.remove(db.engine, "before_cursor_execute", fail_on_history)
+    with failing_history_writes(db), pytest.raises(RuntimeError):
+        db.transition("0", S.CREATING, create_tag="x")
     rec = db.get("0")
     assert rec.status is S.NOT_STARTED and rec.fields["create_tag"] is None
     assert len(db.history("0")) == 1

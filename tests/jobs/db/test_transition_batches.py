@@ -15,7 +15,7 @@ from eoextract.errors import InvalidTransition, JobError
 from eoextract.jobs.db import Transition, create_job_db
 from eoextract.jobs.status import JobStatus
 
-from conftest import failing_history_writes  # noqa: I001 - the jobs tests' helpers
+from history_faults import failing_history_writes  # noqa: I001 - a helper module beside the tests
 
 S = JobStatus
 
