@@ -55,9 +55,12 @@ def test_two_backends_below_parallel_jobs_finish_without_failures(tmp_path):
         created = len(a.connect().list_jobs(limit=100)) + len(b.connect().list_jobs(limit=100))
     assert stats["status_counts"] == {"finished": 16}
     assert stats["start_job call"] == 16 and created == 16  # no job failed, none created twice
-    # the first burst is refused once per job over each limit; after that the learned limit holds
+    # the first burst is refused once per job over each limit; after that the learned limit
+    # holds. A limit is counted from the job database, which may still show as running a job
+    # that just ended on the backend (the next poll tells): on a busy machine a backend's
+    # limit can so be learned one too high, and one more start is refused there
     refused = stats.get("job start refused (backend full)", 0)
-    assert 1 <= refused <= (6 - 2) + (6 - 3)
+    assert 1 <= refused <= (6 - 2) + (6 - 3) + 2
     assert _refusals(tmp_path / "jobs.db") == refused
 
 

@@ -229,21 +229,12 @@ class JobDatabase(abc.ABC):
         return self._claim(rules.Claim.of(limit, manager_id, as_utc(now), lease_seconds,
                                           backend_name, max_active))
 
-    def claim_and_transition(
-        self,
-        limit: int,
-        change: Callable[[JobRecord], Transition],
-        *,
-        manager_id: str,
-        now: datetime,
-        lease_seconds: float = 300.0,
-        backend_name: str | None = None,
-        max_active: int | None = None,
-    ) -> list[tuple[JobRecord, StatusChange | InvalidTransition]]:
-        """Claim jobs as :meth:`claim` does, then apply ``change(record)`` to each claimed
-        job as :meth:`transition_many` does (by ``manager_id``): how a manager takes jobs
-        and marks them ``creating``. SQL databases do both in one transaction, without
-        reading the claimed rows again.
+    def claim_and_transition(self, limit: int, change: Callable[[JobRecord], Transition], *, manager_id: str,
+                             now: datetime, lease_seconds: float = 300.0, backend_name: str | None = None,
+                             max_active: int | None = None) -> list[tuple[JobRecord, StatusChange | InvalidTransition]]:
+        """Claim jobs as :meth:`claim` does, then apply ``change(record)`` to each claimed job
+        as :meth:`transition_many` does (by ``manager_id``): how a manager takes jobs and marks
+        them ``creating``. SQL databases do both in one transaction, reading no row twice.
 
         Returns:
             Each claimed record (as claimed) with its transition's outcome, in claim order.
@@ -253,7 +244,7 @@ class JobDatabase(abc.ABC):
 
     def _claim_and_transition(self, claim: rules.Claim, change: Callable[[JobRecord], Transition]
                               ) -> list[tuple[JobRecord, StatusChange | InvalidTransition]]:
-        """:meth:`claim_and_transition` as two steps; SQL databases override it with one."""
+        """:meth:`claim_and_transition` in two steps (SQL databases override it with one)."""
         records = self._claim(claim)
         outcomes = self.transition_many([change(r) for r in records], manager_id=claim.manager_id)
         return list(zip(records, outcomes, strict=True))
