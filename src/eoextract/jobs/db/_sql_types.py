@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime
