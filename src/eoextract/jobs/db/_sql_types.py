@@ -32,8 +32,6 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if type(value) is datetime and value.tzinfo is UTC:  # the common case, quickly
-            return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
         if not isinstance(value, datetime):
             raise TypeError(f"expected a datetime, got {type(value).__name__}: {value!r}")
         if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
