@@ -191,7 +191,8 @@ class ResultApplier:
             run.stats[name] += 1
         if result.backend is not None:
             if result.backend_error is not None and is_backend_full(result.backend_error):
-                run.health.full(result.backend, started_on(run.db, result.backend))
+                racing = [k for k, b in run.starting.items() if b == result.backend and k != result.job_key]
+                run.health.full(result.backend, started_on(run.db, result.backend), racing)
                 run.stats["job start refused (backend full)"] += 1
             elif result.backend_error is not None:
                 if run.health.failed(result.backend, result.backend_error):
@@ -199,7 +200,7 @@ class ResultApplier:
             elif result.backend_ok:
                 run.health.ok(result.backend)
                 if "job start" in result.counts and result.backend in run.health.capacity:
-                    run.health.started(result.backend, started_on(run.db, result.backend))
+                    run.health.started(result.backend, started_on(run.db, result.backend), result.job_key)
         key = result.job_key
         run.starting.pop(key, None)
         if result.record is not None and result.record.backend_name:

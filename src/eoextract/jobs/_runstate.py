@@ -44,7 +44,8 @@ class _Run:
     inflight: set[str] = field(default_factory=set)
     #: Jobs created on their backend whose start is still to be asked for.
     needs_start: set[str] = field(default_factory=set)
-    #: Waiting jobs whose start is in flight on a backend at its learned limit: key → backend.
+    #: Jobs whose start is in flight: key → backend (they hold places on a backend at its
+    #: learned limit; those in flight at a refusal may raise the limit learned from it).
     starting: dict[str, str] = field(default_factory=dict)
     #: Created jobs whose start is due (from the last poll), until a place is free: key → record.
     waiting_start: dict[str, JobRecord] = field(default_factory=dict)

@@ -97,6 +97,7 @@ class BackendHealth:
         self.failed_jobs: collections.Counter[str] = collections.Counter()
         self.capacity: dict[str, int] = {}
         self.probe_at: dict[str, float] = {}
+        self.racing: dict[str, set[str]] = {}
         self._kept: dict[str, int] = {}
 
     def failed(self, name: str, info: ErrorInfo) -> bool:
@@ -144,18 +145,26 @@ class BackendHealth:
             return poll_sleep
         return max(poll_sleep / 4, min(poll_sleep, 0.03 * typical))
 
-    def full(self, name: str, started: int) -> None:
+    def full(self, name: str, started: int, racing: Iterable[str] = ()) -> None:
         """Backend ``name`` refused a start while running ``started`` of our jobs: that is
-        its limit for now (one more is tried after :data:`CAPACITY_PROBE_S`)."""
+        its limit for now (one more is tried after :data:`CAPACITY_PROBE_S`). ``racing``:
+        the jobs whose starts there were in flight, which may have run before the refusal."""
         capacity = max(1, started)
         if self.capacity.get(name) != capacity:
             _log.info("backend %r refused a job start at %d running job(s): running at most %d "
                       "until it allows more", name, started, capacity)
         self.capacity[name] = capacity
         self.probe_at[name] = self.clock.now() + CAPACITY_PROBE_S
+        self.racing[name] = set(racing)
 
-    def started(self, name: str, started: int) -> None:
-        """A start on backend ``name`` succeeded with ``started`` of our jobs running."""
+    def started(self, name: str, started: int, job_key: str) -> None:
+        """A start of job ``job_key`` on backend ``name`` succeeded with ``started`` of our
+        jobs running. Only a start that raced the last refusal raises the learned limit: any
+        later count may still hold jobs that ended on the backend since the last poll."""
+        racing = self.racing.get(name)
+        if racing is None or job_key not in racing:
+            return
+        racing.discard(job_key)
         if name in self.capacity and started > self.capacity[name]:
             self.capacity[name] = started
 
@@ -272,7 +281,7 @@ def starts_with_room(db: JobDatabase, backends: Mapping[str, BackendSpec], healt
             if room[spec.name] <= 0:
                 continue
             room[spec.name] -= 1
-            starting[key] = spec.name
+        starting[key] = spec.name
         del waiting[key]
         due.append((rec, spec))
     return due
@@ -409,8 +418,9 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
         batch = []
         for rec, outcome in claimed:
             start = room is None or room > 0
-            if isinstance(outcome, StatusChange) and room is not None and start:
-                room -= 1
+            if isinstance(outcome, StatusChange) and start:
+                if room is not None:
+                    room -= 1
                 starting[rec.job_key] = name
             batch.append(Launch(rec, spec, changes[rec.job_key], outcome, start))
         if max_new is not None:
