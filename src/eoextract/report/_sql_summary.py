@@ -1,9 +1,9 @@
 """The figures of a run summary aggregated by a SQL job database.
 
-Each figure is one aggregate query answered from an index (schema version 4): counts per
+Each figure is one aggregate query answered from an index (schema version 5): counts per
 status and backend from ``ix_jobs_status_backend``, failures per error class from
-``ix_jobs_status_error``, the first launch, the latest change, retries and requeues from
-the history's ``(new, at)`` and ``(new, old)`` indexes. No job or history row is read
+``ix_jobs_status_error`` (jobs with an error), the first launch and the latest change from
+the history's ``(new, at)`` index, retries and requeues from its partial ``(new, old)`` one. No job or history row is read
 into Python except one example per error class and the few requeue rows, so a summary of
 a million jobs takes well under a second.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from eoextract._util.utc import as_utc
-from eoextract.jobs.db._models import Job, JobStatusChange
+from eoextract.jobs.db._models import REQUEUES, Job, JobStatusChange
 from eoextract.jobs.status import FAILED, TERMINAL, JobStatus
 
 _JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
@@ -83,13 +83,17 @@ def _error_classes(conn: sa.Connection) -> dict[str, list[Any]]:
     c = _JOBS.c
     failed = c.status.in_(_FAILED)
     retrying = (c.status == _NOT_STARTED) & (c.attempt > 0)
-    is_failed = sa.case((failed, 1), else_=0).label("is_failed")
+    # 1: failed, 0: to be retried, else neither; only jobs with an error are read (the
+    # partial index ix_jobs_status_error holds just them, and covers this query)
+    is_failed = sa.case((failed, 1), (retrying, 0), else_=None).label("is_failed")
     stmt = (sa.select(c.error_class, is_failed, sa.func.count(), sa.func.min(c.pk))
-            .where(c.error_class.is_not(None), c.error_class != "", failed | retrying)
+            .where(c.error_class.is_not(None), c.error_class != "")
             .group_by(c.error_class, is_failed))
     classes: dict[str, list[Any]] = {}
     examples: dict[str, tuple[int, int]] = {}  # class -> (failed first, pk)
     for name, was_failed, n, pk in conn.execute(stmt):
+        if was_failed is None:
+            continue
         entry = classes.setdefault(str(name), [0, 0, None, None])
         entry[0 if was_failed else 1] += int(n)
         rank = (0 if was_failed else 1, int(pk))
@@ -147,10 +151,11 @@ def sql_figures(engine: sa.Engine) -> SqlFigures:
         out.counts = {(b, str(s)): int(n) for b, s, n in conn.execute(counts)}
         out.error_classes = _error_classes(conn)
         out.started_at, out.last_change_at = _change_times(conn)
-        back = (h.new == _NOT_STARTED) & h.old.is_not(None)
-        out.retries_and_requeues = int(conn.scalar(sa.select(sa.func.count()).where(back)) or 0)
+        back = sa.text(REQUEUES)  # as written in the partial index (a literal, not a parameter)
+        out.retries_and_requeues = int(conn.scalar(sa.select(sa.func.count()).select_from(_CHANGES)
+                                                   .where(back)) or 0)
         out.requeue_messages = list(conn.scalars(sa.select(h.message).where(
-            h.new == _NOT_STARTED, h.old == JobStatus.CREATING.value)))
+            back, h.old == JobStatus.CREATING.value)))
         if out.started_at is not None:
             out.ended_before_start = _ended_before(conn, out.started_at)
         out.published, out.latency_s = _publication(conn)

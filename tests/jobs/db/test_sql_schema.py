@@ -17,7 +17,7 @@ from sqlalchemy import event
 from eoextract.errors import JobDatabaseError, SchemaVersionError
 from eoextract.jobs.db import SqlJobDatabase, create_job_db, get_job_db
 from eoextract.jobs.db import _migrations as migrations
-from eoextract.jobs.db._models import SCHEMA_VERSION
+from eoextract.jobs.db._models import SCHEMA_VERSION, Job, JobStatusChange
 from eoextract.jobs.db._sql_rows import META
 from eoextract.jobs.status import JobStatus
 
@@ -88,16 +88,62 @@ def test_schema_3_gets_the_summary_indexes(sql_location):
     engine = db.engine
     with engine.begin() as conn:
         for name in _V4_INDEXES:
-            conn.exec_driver_sql(f"DROP INDEX {name}")
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
         conn.execute(sa.update(META).where(META.c.key == "schema_version").values(value=3))
     db.close()
     assert not _all_indexes(engine) & set(_V4_INDEXES)
 
     again = get_job_db(sql_location)
-    assert _meta(again.engine, "schema_version") == SCHEMA_VERSION == 4
-    assert set(_V4_INDEXES) <= _all_indexes(again.engine)
+    assert _meta(again.engine, "schema_version") == SCHEMA_VERSION == 5
+    assert set(_V4_INDEXES) - {"ix_jobs_costs"} <= _all_indexes(again.engine)  # gone in version 5
     assert again.count_by_status() == {"creating": 1, "not_started": 2}
     assert [h.new for h in again.history("0")] == [JobStatus.NOT_STARTED, JobStatus.CREATING]
+    again.close()
+
+
+def _index_sql(engine: sa.Engine) -> dict[str, str]:
+    """Index name → its definition (SQL), of both tables."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN "
+                                        "('jobs', 'job_status_changes')").all()
+        else:
+            rows = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                        "AND sql IS NOT NULL").all()
+    return {name: " ".join(str(sql).split()) for name, sql in rows}
+
+
+def test_schema_4_moves_fewer_index_entries_per_status_change(sql_location):
+    db = create_job_db(sql_location, pd.DataFrame({"n": range(5)}))
+    _ran(db)
+    engine = db.engine
+    with engine.begin() as conn:  # the indexes of version 4
+        for name in ("ix_jobs_status_backend", "ix_jobs_status_error", "ix_job_status_changes_new_old"):
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+        conn.exec_driver_sql("CREATE INDEX ix_jobs_status_backend ON jobs (status, backend_name, lease_until)")
+        conn.exec_driver_sql("CREATE INDEX ix_jobs_status_error ON jobs (status, error_class, attempt)")
+        conn.exec_driver_sql("CREATE INDEX ix_jobs_costs ON jobs (status, backend_name, costs)")
+        conn.exec_driver_sql("CREATE INDEX ix_job_status_changes_new_old ON job_status_changes (new, old)")
+        conn.execute(sa.update(META).where(META.c.key == "schema_version").values(value=4))
+    db.close()
+
+    again = get_job_db(sql_location)
+    assert _meta(again.engine, "schema_version") == SCHEMA_VERSION == 5
+    indexes = _index_sql(again.engine)
+    assert "ix_jobs_costs" not in indexes
+    assert "costs" in indexes["ix_jobs_status_backend"]
+    assert "WHERE" in indexes["ix_jobs_status_error"].upper()
+    assert "WHERE" in indexes["ix_job_status_changes_new_old"].upper()
+    # a migrated database has the indexes of a new one
+    assert {ix.name for table in (Job.__table__, JobStatusChange.__table__) for ix in table.indexes} \
+        <= set(indexes)
+    # the figures read from the new indexes are those of the rows
+    from eoextract.report._sql_summary import sql_figures
+
+    figures = sql_figures(again.engine)
+    assert figures.retries_and_requeues == 1
+    assert figures.error_classes["JobFailed"][:2] == [1, 1]
+    assert again.cost_totals().spent == 1.5
     again.close()
 
 
@@ -217,7 +263,7 @@ def _summary_plans(db: SqlJobDatabase) -> str:
 
 
 #: Indexes the summary's queries read on SQLite (each covers its query; the counts per
-#: status and backend read ix_jobs_status_backend or ix_jobs_costs, both cover them).
+#: status and backend read ix_jobs_status_backend).
 _SUMMARY_INDEXES = ("ix_jobs_status_error", "ix_jobs_published",
                     "ix_job_status_changes_new_at", "ix_job_status_changes_new_old")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eoextract.jobs.db._sql_types import JSONType, UTCDateTime
@@ -22,8 +22,16 @@ from eoextract.jobs.status import JobStatus
 
 #: Version of the table layout; bumped on every change (see :mod:`~eoextract.jobs.db._migrations`).
 #: 1: first layout; 2: indexes for status counts, active slots and claims at scale;
-#: 3: the ``usage`` column; 4: indexes for summaries (error classes, publication, history).
-SCHEMA_VERSION = 4
+#: 3: the ``usage`` column; 4: indexes for summaries (error classes, publication, history);
+#: 5: fewer index entries to move on each status change (costs in the status index, partial
+#: indexes for errors and requeues).
+SCHEMA_VERSION = 5
+#: The rows of the partial index ``ix_jobs_status_error``: jobs with an error (queries that
+#: read it say so in their ``WHERE``).
+JOBS_WITH_ERROR = "error_class IS NOT NULL"
+#: The rows of the partial index ``ix_job_status_changes_new_old``: changes back to
+#: ``not_started`` (queries that read it compare ``new`` with this literal, not a parameter).
+REQUEUES = "new = 'not_started' AND old IS NOT NULL"
 #: Value of ``meta.created_by``; marks a database as ours.
 CREATED_BY = "eoextract"
 
@@ -77,17 +85,18 @@ class Job(Base):
 
     __table_args__ = (
         # count_by_status, active_counts (few active rows), slots claimed per backend
-        # (claim with max_active) and lease adoption, all from the index alone
-        Index("ix_jobs_status_backend", "status", "backend_name", "lease_until"),
+        # (claim with max_active) and lease adoption, all from the index alone; cost_totals:
+        # credits spent (per backend), ended jobs without costs
+        Index("ix_jobs_status_backend", "status", "backend_name", "lease_until", "costs"),
         # claim: the next due not_started jobs in order, without sorting
         Index("ix_jobs_due", "status", "next_attempt_at", "pk"),
         # renew_leases / release
         Index("ix_jobs_lease", "claimed_by", "lease_until"),
-        # summaries: failures and retries per error class, published jobs
-        Index("ix_jobs_status_error", "status", "error_class", "attempt"),
+        # summaries: failures and retries per error class (jobs with an error only: the
+        # others' status changes leave it alone), published jobs
+        Index("ix_jobs_status_error", "status", "error_class", "attempt",
+              sqlite_where=text(JOBS_WITH_ERROR), postgresql_where=text(JOBS_WITH_ERROR)),
         Index("ix_jobs_published", "output_published_at", "input_published_at"),
-        # cost_totals: credits spent (per backend), ended jobs without costs
-        Index("ix_jobs_costs", "status", "backend_name", "costs"),
     )
 
 
@@ -110,8 +119,10 @@ class JobStatusChange(Base):
         Index("ix_job_status_changes_job", "job_pk", "id"),
         # summaries: first launch (new = 'creating'), latest change (max per status)
         Index("ix_job_status_changes_new_at", "new", "at"),
-        # summaries: retries and requeues (new = 'not_started' after another status)
-        Index("ix_job_status_changes_new_old", "new", "old"),
+        # summaries: retries and requeues (new = 'not_started' after another status; only
+        # those changes are in it)
+        Index("ix_job_status_changes_new_old", "new", "old",
+              sqlite_where=text(REQUEUES), postgresql_where=text(REQUEUES)),
     )
 
 

@@ -289,7 +289,7 @@ class SqlJobDatabase(JobDatabase):
             return {status: n for status, n in session.execute(stmt)}
 
     def cost_totals(self) -> CostTotals:
-        # one pass over ix_jobs_costs (status, backend_name, costs), in its order
+        # one pass over ix_jobs_status_backend (status, backend_name, lease_until, costs)
         c = JOBS.c
         stmt = (select(c.status, c.backend_name, func.sum(c.costs), func.count(c.costs), func.count())
                 .group_by(c.status, c.backend_name))
