@@ -3,9 +3,9 @@
 Each figure is one aggregate query answered from an index (schema version 5): counts per
 status and backend from ``ix_jobs_status_backend``, failures per error class from
 ``ix_jobs_status_error`` (jobs with an error), the first launch and the latest change from
-the history's ``(new, at)`` index, retries and requeues from its partial ``(new, old)`` one. No job or history row is read
-into Python except one example per error class and the few requeue rows, so a summary of
-a million jobs takes well under a second.
+the history's ``(new, at)`` index, retries and requeues from its partial ``(new, old)``
+one. No job or history row is read into Python except one example per error class and the
+few requeue rows, so a summary of a million jobs takes well under a second.
 """
 
 from __future__ import annotations
