@@ -4,6 +4,7 @@ paused after repeated failures, finished jobs whose results are due for (re)proc
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import statistics
@@ -404,25 +405,20 @@ def claim_launches(db: JobDatabase, backends: Mapping[str, BackendSpec], health:
             free = min(free, spec.queueing_limit - len(db.jobs(_WAITING, backend_name=name)))
         if free <= 0:
             continue
-        changes: dict[str, Transition] = {}
-
-        def mark(rec: JobRecord) -> Transition:
-            changes[rec.job_key] = change = creating(rec, name)
-            return change
-
         # max_active: the slot cap holds atomically across all managers of the database
-        claimed = db.claim_and_transition(free, mark, manager_id=manager_id,
-                                          now=health.clock.utc(), lease_seconds=lease_seconds,
-                                          backend_name=name, max_active=spec.parallel_jobs)
+        claimed = db.claim_and_transition(free, functools.partial(creating, backend_name=name),
+                                          manager_id=manager_id, now=health.clock.utc(),
+                                          lease_seconds=lease_seconds, backend_name=name,
+                                          max_active=spec.parallel_jobs)
         room = start_room(started_counts(db), spec, health, starting) if name in health.capacity else None
         batch = []
-        for rec, outcome in claimed:
+        for rec, change, outcome in claimed:
             start = room is None or room > 0
             if isinstance(outcome, StatusChange) and start:
                 if room is not None:
                     room -= 1
                 starting[rec.job_key] = name
-            batch.append(Launch(rec, spec, changes[rec.job_key], outcome, start))
+            batch.append(Launch(rec, spec, change, outcome, start))
         if max_new is not None:
             max_new -= len(batch)
         yield batch

@@ -135,10 +135,11 @@ def test_claim_and_transition_marks_the_claimed_jobs_at_once(db):
     db.update("1", next_attempt_at=NOW + timedelta(hours=1))  # not due: not claimed
     got = db.claim_and_transition(3, _creating, manager_id="a", now=NOW, lease_seconds=60,
                                   backend_name="b1", max_active=5)
-    assert [rec.job_key for rec, _ in got] == ["0", "2", "3"]
-    assert all(rec.status is S.NOT_STARTED and rec.fields["claimed_by"] == "a" for rec, _ in got)
-    assert all(isinstance(change, StatusChange) and change.new is S.CREATING and change.manager_id == "a"
-               for _, change in got)
+    assert [rec.job_key for rec, _, _ in got] == ["0", "2", "3"]
+    assert all(rec.status is S.NOT_STARTED and rec.fields["claimed_by"] == "a" for rec, _, _ in got)
+    assert all(change == _creating(rec) for rec, change, _ in got)  # the change asked for
+    assert all(isinstance(outcome, StatusChange) and outcome.new is S.CREATING and outcome.manager_id == "a"
+               for _, _, outcome in got)
     for key in ("0", "2", "3"):
         rec = db.get(key)
         assert rec.status is S.CREATING and rec.fields["create_tag"] == f"tag-{key}"
@@ -146,7 +147,7 @@ def test_claim_and_transition_marks_the_claimed_jobs_at_once(db):
         assert [(c.old, c.new) for c in db.history(key)][-1] == (S.NOT_STARTED, S.CREATING)
     # the creating jobs hold their slots: two are left of five
     more = db.claim_and_transition(9, _creating, manager_id="b", now=NOW, backend_name="b1", max_active=5)
-    assert [rec.job_key for rec, _ in more] == ["4", "5"]
+    assert [rec.job_key for rec, _, _ in more] == ["4", "5"]
     assert db.claim_and_transition(0, _creating, manager_id="b", now=NOW) == []
 
 
@@ -154,7 +155,7 @@ def test_claim_and_transition_returns_a_refused_change_and_leaves_the_job_claime
     def wrong(rec):
         return Transition(rec.job_key, S.CREATING, expect=S.QUEUED) if rec.job_key == "1" else _creating(rec)
 
-    got = {rec.job_key: outcome for rec, outcome in
+    got = {rec.job_key: outcome for rec, _, outcome in
            db.claim_and_transition(2, wrong, manager_id="a", now=NOW, lease_seconds=60)}
     assert isinstance(got["1"], InvalidTransition) and isinstance(got["0"], StatusChange)
     assert db.get("1").status is S.NOT_STARTED and db.get("1").fields["claimed_by"] == "a"

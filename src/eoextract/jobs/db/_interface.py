@@ -28,7 +28,7 @@ from eoextract.jobs.db._frame import (
     prepare_job_frame,
     status_values,
 )
-from eoextract.jobs.db._records import UPDATABLE_FIELDS, JobRecord, StatusChange, Transition
+from eoextract.jobs.db._records import UPDATABLE_FIELDS, Claimed, JobRecord, StatusChange, Transition
 from eoextract.jobs.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -231,23 +231,24 @@ class JobDatabase(abc.ABC):
 
     def claim_and_transition(self, limit: int, change: Callable[[JobRecord], Transition], *, manager_id: str,
                              now: datetime, lease_seconds: float = 300.0, backend_name: str | None = None,
-                             max_active: int | None = None) -> list[tuple[JobRecord, StatusChange | InvalidTransition]]:
+                             max_active: int | None = None) -> list[Claimed]:
         """Claim jobs as :meth:`claim` does, then apply ``change(record)`` to each claimed job
         as :meth:`transition_many` does (by ``manager_id``): how a manager takes jobs and marks
         them ``creating``. SQL databases do both in one transaction, reading no row twice.
 
         Returns:
-            Each claimed record (as claimed) with its transition's outcome, in claim order.
+            Each claimed record (as claimed), its change and the change's outcome, in claim order.
         """
         claim = rules.Claim.of(limit, manager_id, as_utc(now), lease_seconds, backend_name, max_active)
         return self._claim_and_transition(claim, change)
 
     def _claim_and_transition(self, claim: rules.Claim, change: Callable[[JobRecord], Transition]
-                              ) -> list[tuple[JobRecord, StatusChange | InvalidTransition]]:
+                              ) -> list[Claimed]:
         """:meth:`claim_and_transition` in two steps (SQL databases override it with one)."""
         records = self._claim(claim)
-        outcomes = self.transition_many([change(r) for r in records], manager_id=claim.manager_id)
-        return list(zip(records, outcomes, strict=True))
+        changes = [change(r) for r in records]
+        outcomes = self.transition_many(changes, manager_id=claim.manager_id)
+        return list(zip(records, changes, outcomes, strict=True))
 
     def unpin_unknown_backends(self, names: Iterable[str]) -> dict[str, str]:
         """Empty the ``backend_name`` of ``not_started`` jobs pinned to a name not in

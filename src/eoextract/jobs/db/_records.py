@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from eoextract.errors import InvalidTransition
 from eoextract.jobs.status import JobStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -153,3 +154,8 @@ class StatusChange:
         """The traceback kept with a failure of user code (the rest of :attr:`message`)."""
         rest = (self.message or "").partition("\n")[2]
         return rest or None
+
+
+#: One job taken by :meth:`JobDatabase.claim_and_transition`: its record as claimed, the
+#: change asked for it and what applying that change gave.
+Claimed = tuple[JobRecord, Transition, StatusChange | InvalidTransition]

@@ -54,7 +54,7 @@ from eoextract.jobs.db._frame import (
 )
 from eoextract.jobs.db._interface import CostTotals, JobDatabase
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION, Base
-from eoextract.jobs.db._records import JobRecord, StatusChange, Transition
+from eoextract.jobs.db._records import Claimed, JobRecord, StatusChange, Transition
 from eoextract.jobs.db._sql_rows import (
     BACKENDS,
     CHANGES,
@@ -381,18 +381,18 @@ class SqlJobDatabase(JobDatabase):
         return [self._record(r) for r in rows]
 
     def _claim_and_transition(self, claim: rules.Claim, change: Callable[[JobRecord], Transition]
-                              ) -> list[tuple[JobRecord, StatusChange | InvalidTransition]]:
+                              ) -> list[Claimed]:
         """Claim and transition in one transaction (see :meth:`JobDatabase.claim_and_transition`)."""
         self._require()
         if claim.limit <= 0:
             return []
         with self._session(write=True) as session, session.begin():
             records = [self._record(r) for r in claims.claim_rows(session, self._dialect, claim)]
-            changes = [checked(change(rec)) for rec in records]
+            changes = [change(rec) for rec in records]
             known = {rec.job_key: (rec.pk, rec.status, rec.backend_job_id) for rec in records}
-            outcomes = apply_transitions(session, self._dialect, changes, manager_id=claim.manager_id,
-                                         user_retry=False, known=known)
-        return list(zip(records, outcomes, strict=True))
+            outcomes = apply_transitions(session, self._dialect, [checked(c) for c in changes],
+                                         manager_id=claim.manager_id, user_retry=False, known=known)
+        return list(zip(records, changes, outcomes, strict=True))
 
     def unpin_unknown_backends(self, names: Iterable[str]) -> dict[str, str]:
         self._require()
