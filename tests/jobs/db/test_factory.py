@@ -66,6 +66,9 @@ def test_key_column(path):
     (pd.DataFrame({"x": [1, 2]}, index=[5, 5]), "duplicate job keys"),
     (pd.DataFrame({"status": ["todo", "done"]}), "reserved"),
     (pd.DataFrame({"attempt": [1.5]}), "reserved"),
+    (pd.DataFrame({"attempt": [0.0, 2.0**63]}), "does not fit a 64-bit integer"),
+    (pd.DataFrame({"attempt": pd.Series([0, 2**64 - 1], dtype="uint64")}), "does not fit a 64-bit integer"),
+    (pd.DataFrame({"attempt": [1.0, float("inf")]}), "not an integer"),
     (pd.DataFrame({"start_time": ["yesterday-ish"]}), "reserved"),
     (gpd.GeoDataFrame({"x": [1]}, geometry=[Point(0, 0)]), "no CRS"),
     (pd.DataFrame({"geometry": [Point(0, 0)]}), "without a CRS"),
@@ -74,6 +77,15 @@ def test_bad_job_dataframes_are_refused_before_writing(path, df, match):
     with pytest.raises(ConfigurationError, match=match):
         create_job_db(path, df)
     assert not path.exists()
+
+
+def test_job_key_named_as_key_column_survives_reopening(path):
+    """``key_column="job_key"`` says what the default already does: the keys are kept."""
+    df = pd.DataFrame({"v": [1, 2], "job_key": ["a", "b"]})
+    create_job_db(path, df, key_column="job_key").close()
+    back = get_job_db(path)
+    assert sorted(back.read().index) == ["a", "b"]
+    assert back.get("b").row["v"] == 2
 
 
 def test_duplicate_key_column_is_refused(path):

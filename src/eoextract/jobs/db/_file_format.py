@@ -175,7 +175,8 @@ def export_table(df: pd.DataFrame, schema: UserSchema, *, csv_file: bool,
         df: the job table (as ``read()`` returns it).
         schema: its user columns.
         csv_file: whether the target is CSV (geometry as WKT) rather than GeoParquet.
-        key_column: the key column, if keys come from one (else ``job_key`` is written).
+        key_column: the key column, if keys come from a user column (else, and when it is
+            ``job_key`` itself, ``job_key`` is written).
     """
     out = pd.DataFrame(index=pd.RangeIndex(len(df)))
     for spec in schema.columns:
@@ -201,7 +202,7 @@ def export_table(df: pd.DataFrame, schema: UserSchema, *, csv_file: bool,
             col = _rfc3339_column(col)
         out[name] = col
     out[EXACT_STATUS_COLUMN] = exact
-    if key_column is None:
+    if key_column not in schema.names:  # None, or job_key: kept with the managed columns
         out["job_key"] = list(df.index)
     extra_usage = usage_key_columns(out["usage"], {*schema.names, *out.columns})
     for name, values in extra_usage.items():

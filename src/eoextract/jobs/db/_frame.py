@@ -131,6 +131,13 @@ def _to_utc(value: Any) -> dt.datetime | None:
     return stamp
 
 
+def _int64(value: int) -> int:
+    """``value``, when a 64-bit integer column (SQL ``BIGINT``, ``int64``) can hold it."""
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{value!r} does not fit a 64-bit integer")
+    return value
+
+
 def coerce_managed(name: str, value: Any) -> Any:
     """A managed column's value as stored (``None`` when missing).
 
@@ -152,12 +159,12 @@ def coerce_managed(name: str, value: Any) -> Any:
         raise ValueError(f"{value!r} is not text")
     if kind == "int":
         if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
+            return _int64(int(value))
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{value!r} is not an integer")
-        if value != int(value):
+        if not math.isfinite(value) or value != int(value):
             raise ValueError(f"{value!r} is not an integer")
-        return int(value)
+        return _int64(int(value))
     if kind == "float":
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number")
@@ -298,7 +305,7 @@ def _coerce_column(name: str, s: pd.Series, exact: pd.Series | None, keys: Seque
             keep = notna.to_numpy().copy()  # by position: the index may repeat labels
             keep[np.flatnonzero(keep)] = (present.str.strip() != "").to_numpy()
             return obj.where(keep, None).tolist()
-    elif kind == "int" and pd.api.types.is_integer_dtype(dtype) and bool(notna.all()):
+    elif kind == "int" and pd.api.types.is_signed_integer_dtype(dtype) and bool(notna.all()):
         return [int(v) for v in s.tolist()]
     elif kind == "float" and (pd.api.types.is_float_dtype(dtype)
                               or (pd.api.types.is_integer_dtype(dtype) and bool(notna.all()))):
