@@ -69,6 +69,7 @@ def test_key_column(path):
     (pd.DataFrame({"attempt": [0.0, 2.0**63]}), "does not fit a 64-bit integer"),
     (pd.DataFrame({"attempt": pd.Series([0, 2**64 - 1], dtype="uint64")}), "does not fit a 64-bit integer"),
     (pd.DataFrame({"attempt": [1.0, float("inf")]}), "not an integer"),
+    (pd.DataFrame({"attempt": pd.Series([1, 10**400], dtype=object)}), "does not fit a 64-bit integer"),
     (pd.DataFrame({"start_time": ["yesterday-ish"]}), "reserved"),
     (gpd.GeoDataFrame({"x": [1]}, geometry=[Point(0, 0)]), "no CRS"),
     (pd.DataFrame({"geometry": [Point(0, 0)]}), "without a CRS"),

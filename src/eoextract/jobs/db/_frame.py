@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,7 @@ def parse_status(value: Any) -> JobStatus:
     try:
         return JobStatus(text)
     except ValueError:
-        raise ValueError(f"{value!r} is not a job status") from None
+        raise ValueError(f"{reprlib.repr(value)} is not a job status") from None
 
 
 def status_values(statuses: Iterable[Any]) -> list[str]:
@@ -124,7 +125,7 @@ def _to_utc(value: Any) -> dt.datetime | None:
     if isna(value) or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str | dt.datetime | dt.date | np.datetime64):
-        raise ValueError(f"{value!r} is not a date/time")
+        raise ValueError(f"{reprlib.repr(value)} is not a date/time")
     stamp = to_utc(value)
     if stamp is None:
         pd.Timestamp(value)  # raises ValueError for what is no time; NaT stays missing
@@ -134,7 +135,7 @@ def _to_utc(value: Any) -> dt.datetime | None:
 def _int64(value: int) -> int:
     """``value``, when a 64-bit integer column (SQL ``BIGINT``, ``int64``) can hold it."""
     if not -(2**63) <= value < 2**63:
-        raise ValueError(f"{value!r} does not fit a 64-bit integer")
+        raise ValueError(f"{reprlib.repr(value)} does not fit a 64-bit integer")
     return value
 
 
@@ -156,26 +157,26 @@ def coerce_managed(name: str, value: Any) -> Any:
             return value if value.strip() else None
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise ValueError(f"{value!r} is not text")
+        raise ValueError(f"{reprlib.repr(value)} is not text")
     if kind == "int":
         if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
             return _int64(int(value))
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{value!r} is not an integer")
-        if not math.isfinite(value) or value != int(value):
-            raise ValueError(f"{value!r} is not an integer")
+            raise ValueError(f"{reprlib.repr(value)} is not an integer")
+        if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+            raise ValueError(f"{reprlib.repr(value)} is not an integer")
         return _int64(int(value))
     if kind == "float":
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
+            raise ValueError(f"{reprlib.repr(value)} is not a number")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{value!r} is not a number") from None
+            raise ValueError(f"{reprlib.repr(value)} is not a number") from None
     try:
         return _to_utc(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{value!r} is not a date/time") from exc
+        raise ValueError(f"{reprlib.repr(value)} is not a date/time") from exc
 
 
 def managed_series(name: str, values: Sequence[Any], index: pd.Index | None = None) -> pd.Series:
@@ -256,7 +257,7 @@ def _keys_of(df: pd.DataFrame, key_column: str | None) -> list[str]:
 def _reserved(name: str, key: str, value: Any, exc: Exception) -> ConfigurationError:
     return ConfigurationError(
         f"column {name!r} is reserved for eoextract ({MANAGED_KINDS[name]}), but row {key!r} "
-        f"holds {value!r}: {exc}; rename the column")
+        f"holds {reprlib.repr(value)}: {exc}; rename the column")
 
 
 def _all_text(s: pd.Series) -> bool:
