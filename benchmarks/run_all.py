@@ -461,10 +461,12 @@ def section_download(run: Run) -> None:
                       "plain copy")),
             Row("download", f"{what}, each file flushed to disk (the default)",
                 fmt(e["eoextract"]["mb_s"], unit="MB/s"),
-                f"{fmt(e['baseline+fsync']['mb_s'], unit='MB/s')} (plain copy, fdatasync per file)",
-                f"{e['ratio_synced']:.2f}", "≥ 0.80", e["ratio_synced"] >= 0.8,
-                note=(f"against the plain copy that does not flush: {e['ratio']:.2f}; eoextract starts "
-                      "the disk writes while receiving and flushes in another thread")),
+                f"{fmt(e['baseline+sha256+fsync']['mb_s'], unit='MB/s')} (plain copy with an inline SHA-256, "
+                "fdatasync per file)",
+                f"{e['ratio_synced_vs_sha256']:.2f}", "≥ 0.80", e["ratio_synced_vs_sha256"] >= 0.8,
+                note=(f"against the plain copy flushed per file without a hash: {e['ratio_synced']:.2f}, "
+                      f"against the plain copy that neither hashes nor flushes: {e['ratio']:.2f}; eoextract "
+                      "starts the disk writes while receiving and flushes in another thread")),
             Row("download", f"the same where the backend announces SHA-256 checksums, {w} worker(s)",
                 fmt(e["eoextract sha256"]["mb_s"], unit="MB/s"),
                 f"{fmt(e['baseline+sha256']['mb_s'], unit='MB/s')} (plain copy with an inline SHA-256)",
