@@ -267,9 +267,8 @@ def main() -> None:
         entry = res[f"workers={workers}"]
         print(f"workers={workers}:")
         for label in ("baseline", "baseline+fsync", "baseline+sha256", "baseline+sha256+fsync", "baseline+blake3",
-                      "eoextract",
-                      "eoextract nosync", "eoextract blake3", "eoextract sha256"):
-            print(f"  {label:16s} {entry[label]['mb_s']:7.1f} MB/s  {entry[label]['cpu_ms_per_mb']:.2f} ms CPU/MB")
+                      "eoextract", "eoextract nosync", "eoextract blake3", "eoextract sha256"):
+            print(f"  {label:21s} {entry[label]['mb_s']:7.1f} MB/s  {entry[label]['cpu_ms_per_mb']:.2f} ms CPU/MB")
         print(
             f"  SHA-256, eoextract without fsync / baseline+sha256 {entry['ratio_nosync_vs_sha256']:.2f} "
             f"(target >= 0.90; baseline+sha256 / baseline {entry['ratio_sha256_bound']:.2f})\n"
