@@ -93,36 +93,20 @@ def _serve(folder: str, port_queue: mp.Queue) -> None:
 
 
 def baseline(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int,
-             *, fsync: bool = False) -> None:
-    """Plain streamed copies; with ``fsync`` each file is flushed (``fdatasync``) after its last byte."""
+             *, algorithm: str | None = None, fsync: bool = False) -> None:
+    """Plain streamed copies; with ``algorithm`` each file is hashed inline (and checked when
+    it is SHA-256: the least a verified download must do); with ``fsync`` each file is
+    flushed (``fdatasync``) after its last byte."""
 
     def fetch(asset: RemoteAsset) -> None:
+        digest = new_hasher(algorithm) if algorithm else None
         with session.get(asset.href, stream=True, headers={"Accept-Encoding": "identity"}) as resp:
             resp.raise_for_status()
             with open(out / asset.name, "wb") as fh:
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     fh.write(chunk)
-                if fsync:
-                    fh.flush()
-                    os.fdatasync(fh.fileno())
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(fetch, assets))
-
-
-def baseline_hashed(session: requests.Session, assets: list[RemoteAsset], out: Path, workers: int,
-                    *, algorithm: str = "sha2-256", fsync: bool = False) -> None:
-    """The baseline plus an inline hash (checked when it is SHA-256): the least a verified download must do;
-    with ``fsync`` each file is flushed (``fdatasync``) after its last byte."""
-
-    def fetch(asset: RemoteAsset) -> None:
-        digest = new_hasher(algorithm)
-        with session.get(asset.href, stream=True, headers={"Accept-Encoding": "identity"}) as resp:
-            resp.raise_for_status()
-            with open(out / asset.name, "wb") as fh:
-                for chunk in resp.iter_content(chunk_size=1 << 20):
-                    fh.write(chunk)
-                    digest.update(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                 if fsync:
                     fh.flush()
                     os.fdatasync(fh.fileno())
@@ -203,9 +187,9 @@ def measure(files: int = 20, mb: int = 20, workers: list[int] | tuple[int, ...] 
             result["sha256_cpu_ms_per_mb"] = 1000 * (time.process_time() - c0) / 64
             for n_workers in workers:
                 runs = {"baseline": baseline, "baseline+fsync": functools.partial(baseline, fsync=True),
-                        "baseline+sha256": baseline_hashed,
-                        "baseline+sha256+fsync": functools.partial(baseline_hashed, fsync=True),
-                        "baseline+blake3": functools.partial(baseline_hashed, algorithm="blake3"), "eoextract": ours,
+                        "baseline+sha256": functools.partial(baseline, algorithm="sha2-256"),
+                        "baseline+sha256+fsync": functools.partial(baseline, algorithm="sha2-256", fsync=True),
+                        "baseline+blake3": functools.partial(baseline, algorithm="blake3"), "eoextract": ours,
                         "eoextract nosync": functools.partial(ours, fsync=False),
                         "eoextract blake3": functools.partial(ours, fsync=False, algorithm="blake3"),
                         "eoextract sha256": functools.partial(ours, announced=True)}
