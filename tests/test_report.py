@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from shapely.geometry import box
 
-from eoextract.jobs.db import get_job_db
+from eoextract.jobs.db import create_job_db, get_job_db
 from eoextract.jobs import JobManager
 from eoextract._util.utc import format_duration as format_eta
 from eoextract.jobs._progress import RunProgress
@@ -24,7 +24,8 @@ from eoextract.jobs.status import JobStatus
 from eoextract.report import _plots as plots
 from eoextract.report._map import map_figure, map_layers
 from eoextract.report._sessions import manager_sessions
-from eoextract.report import footprints, format_duration, render_report, summarize, write_report
+from eoextract.report import (footprints, format_duration, history_frame, jobs_frame, render_report,
+                              summarize, write_report)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -81,6 +82,41 @@ def test_summary_throughput_eta_and_error_classes():
     assert (retrying.error_class, retrying.retrying, retrying.failed) == ("ConnectionError", 1, 0)
     assert json.loads(json.dumps(s.to_dict()))["eta_s"] == pytest.approx(6300.0)
     assert format_duration(6300) == "1h 45m" and format_duration(None) == "-" and format_eta(75) == "1m 15s"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("pg", marks=pytest.mark.pg), "csv"])
+def test_summary_of_a_copied_campaign_counts_only_what_the_run_ended(kind, tmp_path, request):
+    """Jobs copied in already final are done but did not end in this run: before any change
+    there is no running time, throughput or ETA; the first change starts the run."""
+    location = (request.getfixturevalue("pg_url") if kind == "pg"
+                else str(tmp_path / ("jobs.db" if kind == "sqlite" else "jobs.csv")))
+    frame = pd.DataFrame({"tile": [f"t{i}" for i in range(10)],
+                          "status": ["finished"] * 3 + ["running"] + ["not_started"] * 6,
+                          "backend_name": ["b1"] * 4 + [None] * 6,
+                          "id": ["j0", "j1", "j2", "j3"] + [None] * 6},
+                         index=[str(i) for i in range(10)])
+    db = create_job_db(location, frame)
+
+    def both(now):
+        fast = summarize(db, now=now)
+        from_rows = summarize(db, now=now, jobs=jobs_frame(db), history=history_frame(db))
+        assert fast.to_dict() == from_rows.to_dict()
+        return fast
+
+    copied = both(datetime.now(UTC) + timedelta(hours=1))
+    assert (copied.done, copied.open, copied.counts["finished"]) == (3, 7, 3)
+    assert copied.started_at is None and copied.last_change_at is not None
+    assert (copied.elapsed_s, copied.throughput_per_hour, copied.eta_s) == (None, None, None)
+
+    # followed: the copied running job ends; the run starts there and has ended one job
+    db.transition("3", JobStatus.FINISHED)
+    ended_at = db.history("3")[-1].at
+    followed = both(ended_at + timedelta(hours=1))
+    assert followed.started_at == ended_at and followed.done == 4
+    assert followed.elapsed_s == pytest.approx(3600.0)
+    assert followed.throughput_per_hour == pytest.approx(1.0)
+    assert followed.eta_s == pytest.approx(6 * 3600.0)
+    db.close()
 
 
 def test_plots_from_synthetic_history(monkeypatch):

@@ -35,7 +35,8 @@ class SqlFigures:
     Attributes:
         counts: ``(backend_name, status) → jobs``.
         error_classes: ``error_class → [failed, retrying, example key, example message]``.
-        started_at: First ``creating`` change, else the first change.
+        started_at: First ``creating`` change, else the first change of a job already
+            written (``old`` set), else ``None``.
         last_change_at: Latest change.
         ended_before_start: Jobs in a final status with no change since ``started_at``.
         retries_and_requeues: Changes back to ``not_started`` after another status.
@@ -64,19 +65,18 @@ def _when(value: Any) -> datetime | None:
 
 
 def _change_times(conn: sa.Connection) -> tuple[datetime | None, datetime | None]:
-    """First launch (else first change) and latest change: min/max per status, one index
-    lookup each."""
+    """First launch and latest change: a min or max per status, one index lookup each.
+    Without a launch, the first change of a job already written (one scan of the history,
+    made only until a manager launches a job)."""
     at, new = _CHANGES.c.at, _CHANGES.c.new
-    statuses = [s.value for s in JobStatus]
     parts = [sa.select(sa.func.min(at)).where(new == JobStatus.CREATING.value).scalar_subquery()]
-    parts += [sa.select(sa.func.min(at)).where(new == s).scalar_subquery() for s in statuses]
-    parts += [sa.select(sa.func.max(at)).where(new == s).scalar_subquery() for s in statuses]
+    parts += [sa.select(sa.func.max(at)).where(new == s.value).scalar_subquery() for s in JobStatus]
     row = conn.execute(sa.select(*parts)).one()
     launch = _when(row[0])
-    firsts = [t for t in (_when(v) for v in row[1:1 + len(statuses)]) if t is not None]
-    lasts = [t for t in (_when(v) for v in row[1 + len(statuses):]) if t is not None]
-    started = launch if launch is not None else (min(firsts) if firsts else None)
-    return started, (max(lasts) if lasts else None)
+    lasts = [t for t in (_when(v) for v in row[1:]) if t is not None]
+    if launch is None and lasts:
+        launch = _when(conn.scalar(sa.select(sa.func.min(at)).where(_CHANGES.c.old.is_not(None))))
+    return launch, (max(lasts) if lasts else None)
 
 
 def _error_classes(conn: sa.Connection) -> dict[str, list[Any]]:

@@ -82,7 +82,10 @@ class RunSummary:
         counts: Jobs per status, in status-model order.
         by_backend: Jobs per backend (``"-"`` for jobs never given one) and status.
         backends: Registered backends (name → URL without credentials).
-        started_at: First launch (first ``creating`` in the history), if any.
+        started_at: Start of the run: the first launch (first ``creating`` in the
+            history); in a database whose jobs were all launched elsewhere (copied from
+            another campaign, then followed), the first status change after they were
+            written; ``None`` before either (no running time, throughput or ETA then).
         last_change_at: Latest status change.
         now: When the summary was made.
         done: Jobs in a final status.
@@ -369,7 +372,8 @@ def summarize(
     retries = requeued = 0
     if changes:
         launches = [at for _, _, new, at, _ in changes if new == JobStatus.CREATING.value]
-        started_at = min(launches) if launches else changes[0][3]
+        moves = [at for _, old, _, at, _ in changes if old is not None]  # sorted by time
+        started_at = min(launches) if launches else (moves[0] if moves else None)
         last_change = changes[-1][3]
         for _, old, new, _, message in changes:
             if new == JobStatus.NOT_STARTED.value and old is not None:
@@ -463,9 +467,11 @@ def _publication(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _final_since(changes: Sequence[tuple[str, str | None, str, datetime, str]], since: datetime) -> int:
-    """Jobs whose latest change is into a final status at or after ``since``."""
-    last: dict[str, tuple[str, datetime]] = {}
-    for key, _, new, at, _ in changes:
-        last[key] = (new, at)
+    """Jobs whose latest change moved them into a final status at or after ``since`` (a
+    job written already final, e.g. copied from another database, did not end in the run)."""
+    last: dict[str, tuple[str | None, str, datetime]] = {}
+    for key, old, new, at, _ in changes:
+        last[key] = (old, new, at)
     terminal = {s.value for s in TERMINAL}
-    return sum(1 for new, at in last.values() if new in terminal and at >= since)
+    return sum(1 for old, new, at in last.values()
+               if old is not None and new in terminal and at >= since)
