@@ -140,7 +140,7 @@ def test_header_shows_names_and_values_not_a_python_repr(recorded):
     assert "JobDatabase(" not in page and "sqlite:///" not in header
     assert f"<td>{recorded} (SQLite)</td>" in header
     assert "<th>manager sessions</th><td>3, 2 killed or stopped" in header
-    assert re.search(r"<th>first launch</th><td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", header)
+    assert re.search(r"<th>run started</th><td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", header)
 
 
 def test_a_job_finished_on_a_later_attempt_shows_no_error(recorded):

@@ -250,7 +250,7 @@ def _header(db: JobDatabase, s: RunSummary, sessions: pd.DataFrame) -> str:
     interrupted = int(sessions["ended"].isin(["interrupted", "no clean stop"]).sum()) if len(sessions) else 0
     rows = [("job database", f"{where} ({kind})" if where else kind),
             ("backends", ", ".join(f"{n} ({u})" if u else n for n, u in s.backends.items()) or "-"),
-            ("first launch", _utc(s.started_at)), ("last status change", _utc(s.last_change_at)),
+            ("run started", _utc(s.started_at)), ("last status change", _utc(s.last_change_at)),
             ("generated", _utc(s.now)),
             ("manager sessions", f"{len(sessions)}" + (f", {interrupted} killed or stopped with jobs in flight"
                                                        if interrupted else ""))]
