@@ -187,7 +187,7 @@ def history_frame(db: JobDatabase, keys: Sequence[str] | None = None) -> pd.Data
 
     Columns: ``job_key``, ``backend_name`` (the job's current backend), ``old``, ``new``,
     ``at`` (tz-aware UTC), ``manager_id``, ``message``, ``backend_job_id``; sorted by time.
-    SQL databases answer with one query; other databases are read job by job.
+    SQL databases answer with one query, others read their history once.
     """
     engine = getattr(db, "engine", None)
     if engine is not None:
@@ -195,8 +195,9 @@ def history_frame(db: JobDatabase, keys: Sequence[str] | None = None) -> pd.Data
     else:
         rows: list[dict[str, Any]] = []
         jobs = db.jobs(keys=list(keys)) if keys is not None else db.jobs()
+        changes = db.histories(None if keys is None else [rec.job_key for rec in jobs])
         for rec in jobs:
-            for change in db.history(rec.job_key):
+            for change in changes.get(rec.job_key, ()):
                 rows.append({
                     "job_key": rec.job_key, "backend_name": rec.backend_name,
                     "old": None if change.old is None else str(change.old), "new": str(change.new),
@@ -288,8 +289,8 @@ def _history_rows(db: JobDatabase, history: pd.DataFrame | None) -> list[tuple[s
         if engine is not None:
             raw = ((r[0], r[2], r[3], r[4], r[6]) for r in _sql_history_rows(engine, None))
         else:
-            raw = ((rec.job_key, None if c.old is None else c.old.value, c.new.value, c.at, c.message)
-                   for rec in db.jobs() for c in db.history(rec.job_key))
+            raw = ((key, None if c.old is None else c.old.value, c.new.value, c.at, c.message)
+                   for key, changes in db.histories().items() for c in changes)
     rows = []
     for key, old, new, at, message in raw:
         when = _time(at)

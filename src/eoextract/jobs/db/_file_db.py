@@ -46,7 +46,7 @@ from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._file_format import (
     append_history,
     export_table,
-    history_changes,
+    history_by_job,
     history_row,
     join_state,
     read_history,
@@ -393,10 +393,18 @@ class FileJobDatabase(JobDatabase):
             self._touched()
 
     def history(self, job_key: str) -> list[StatusChange]:
+        return self.histories([job_key]).get(job_key, [])
+
+    def histories(self, keys: Iterable[str] | None = None) -> dict[str, list[StatusChange]]:
         with self._lock:
-            rows = read_history(self.history_path, job_key)
-            rows += [r for r in self._pending if r["job_key"] == job_key]
-        return history_changes(rows)
+            rows = self._history_rows()
+            if keys is None:  # the table's jobs (a sidecar may outlive a table made anew)
+                keys = self._frame().index
+        return history_by_job(rows, keys)
+
+    def _history_rows(self) -> list[dict[str, Any]]:
+        """Every history row, those not yet written to the sidecar last."""
+        return read_history(self.history_path) + self._pending
 
     def active_counts(self) -> dict[str, int]:
         with self._lock:

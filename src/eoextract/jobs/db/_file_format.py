@@ -310,9 +310,21 @@ def history_changes(rows: Iterable[Mapping[str, Any]]) -> list[StatusChange]:
                          backend_job_id=_opt(r["backend_job_id"])) for r in rows]
 
 
-def read_history(path: Path, job_key: str) -> list[dict[str, Any]]:
-    """The history sidecar's rows of one job (empty strings for missing values)."""
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The history sidecar's rows, in the order written (empty strings for missing values)."""
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        return [r for r in csv.DictReader(fh) if r["job_key"] == job_key]
+        return list(csv.DictReader(fh))
+
+
+def history_by_job(rows: Iterable[Mapping[str, Any]], keys: Iterable[str] | None = None
+                   ) -> dict[str, list[StatusChange]]:
+    """History rows as status changes per job, in the order of ``rows`` (only the jobs of
+    ``keys`` when given)."""
+    wanted = None if keys is None else {str(k) for k in keys}
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if wanted is None or row["job_key"] in wanted:
+            grouped.setdefault(row["job_key"], []).append(row)
+    return {key: history_changes(group) for key, group in grouped.items()}

@@ -368,6 +368,17 @@ class JobDatabase(abc.ABC):
     def history(self, job_key: str) -> list[StatusChange]:
         """The status changes of one job, oldest first."""
 
+    def histories(self, keys: Iterable[str] | None = None) -> dict[str, list[StatusChange]]:
+        """The status changes of many jobs, oldest first per job: job key → changes, for
+        every job (or each of ``keys``) that has any.
+
+        The default asks :meth:`history` job by job; databases override it to read their
+        history once (a summary of every job stays linear in the jobs).
+        """
+        wanted = [rec.job_key for rec in self.jobs()] if keys is None else [str(k) for k in keys]
+        found = ((key, self.history(key)) for key in dict.fromkeys(wanted))
+        return {key: changes for key, changes in found if changes}
+
     @abc.abstractmethod
     def active_counts(self) -> dict[str, int]:
         """Number of jobs per backend in an active status (holding a slot)."""

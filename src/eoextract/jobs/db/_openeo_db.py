@@ -26,11 +26,10 @@ import pandas as pd
 from eoextract.errors import ConfigurationError, JobDatabaseError
 from eoextract.jobs.db._columns import UserSchema
 from eoextract.jobs.db._file_db import FileJobDatabase
-from eoextract.jobs.db._file_format import _OPENEO_TEXT, _rfc3339_column, history_changes
+from eoextract.jobs.db._file_format import _OPENEO_TEXT, _rfc3339_column
 from eoextract.jobs.db._frame import PreparedJobs
 from eoextract.jobs.db._interface import OnExists
 from eoextract.jobs.db._models import CREATED_BY, SCHEMA_VERSION
-from eoextract.jobs.db._records import StatusChange
 from eoextract.jobs.db._usage_columns import USAGE_COLUMNS, usage_key_columns
 
 _log = logging.getLogger(__name__)
@@ -195,11 +194,9 @@ class OpenEOJobDatabase(FileJobDatabase):
             self.wrapped.persist(df)
             self._df = None
 
-    def history(self, job_key: str) -> list[StatusChange]:
+    def _history_rows(self) -> list[dict[str, Any]]:
         """The status changes of this run (openeo's databases keep none)."""
-        with self._lock:
-            rows = [r for r in self._history + self._pending if r["job_key"] == job_key]
-        return history_changes(rows)
+        return self._history + self._pending
 
 
 def openeo_arguments(df: Any, start_job: Any, job_db: Any, status_callback: Any,

@@ -426,14 +426,27 @@ class SqlJobDatabase(JobDatabase):
                 raise JobError(f"unknown job {job_key!r}", job_key=job_key)
 
     def history(self, job_key: str) -> list[StatusChange]:
+        return self.histories([job_key]).get(job_key, [])
+
+    def histories(self, keys: Iterable[str] | None = None) -> dict[str, list[StatusChange]]:
         self._require()
-        stmt = (select(CHANGES).join(JOBS, JOBS.c.pk == CHANGES.c.job_pk)
-                .where(JOBS.c.job_key == job_key).order_by(CHANGES.c.id))
+        stmt = (select(JOBS.c.job_key, CHANGES).join(JOBS, JOBS.c.pk == CHANGES.c.job_pk)
+                .order_by(CHANGES.c.id))
+        found: dict[str, list[StatusChange]] = {}
         with self._session() as session, session.begin():
-            rows = session.execute(stmt).all()
-        return [StatusChange(job_key=job_key, old=None if r.old is None else JobStatus(r.old),
-                             new=JobStatus(r.new), at=r.at, manager_id=r.manager_id,
-                             message=r.message, backend_job_id=r.backend_job_id) for r in rows]
+            if keys is None:
+                batches: Iterable[Any] = [session.execute(stmt)]
+            else:
+                wanted = list(dict.fromkeys(str(k) for k in keys))
+                batches = (session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))
+                           for chunk in chunks(wanted))
+            for rows in batches:
+                for r in rows:
+                    found.setdefault(r.job_key, []).append(StatusChange(
+                        job_key=r.job_key, old=None if r.old is None else JobStatus(r.old),
+                        new=JobStatus(r.new), at=r.at, manager_id=r.manager_id,
+                        message=r.message, backend_job_id=r.backend_job_id))
+        return found
 
     def active_counts(self) -> dict[str, int]:
         self._require()
