@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eoextract.errors import ConfigurationError, InvalidTransition, JobError
-from eoextract.jobs.db import JobDatabase, JobRecord
+from eoextract.jobs.db import JobDatabase, JobRecord, StatusChange
 from eoextract.jobs._classify import classify
 from eoextract.jobs.status import ON_BACKEND, STAGE_RETRY, TERMINAL, USER_RETRYABLE, JobStatus
 
@@ -236,6 +236,8 @@ def retry_jobs(
     records, unknown = _select(db, statuses, keys)
     results = [ActionResult(k, False, None, None, "unknown job") for k in unknown]
     manager_id = manager_id or cli_manager_id()
+    # a stage retry checks what each job's backend job reached: the history, read once
+    changes = db.histories([r.job_key for r in records if r.status in retryable]) if stage != "job" else {}
     for rec in records:
         if rec.status not in retryable:
             results.append(ActionResult(rec.job_key, False, rec.status, rec.status,
@@ -248,7 +250,7 @@ def retry_jobs(
             fields: dict[str, Any] = dict(attempt=0, next_attempt_at=None, end_time=None,
                                           backend_status=None, id=None)
         else:
-            problem = _stage_problem(db, rec, stage)
+            problem = _stage_problem(rec, changes.get(rec.job_key, []), stage)
             if problem:
                 results.append(ActionResult(rec.job_key, False, rec.status, rec.status, problem))
                 continue
@@ -269,11 +271,12 @@ def retry_jobs(
     return results
 
 
-def _stage_problem(db: JobDatabase, rec: JobRecord, stage: str) -> str | None:
-    """Why one stage of ``rec`` cannot be redone (``None``: it can)."""
+def _stage_problem(rec: JobRecord, history: Sequence[StatusChange], stage: str) -> str | None:
+    """Why one stage of ``rec`` (whose status changes are ``history``) cannot be redone
+    (``None``: it can)."""
     if not rec.backend_job_id:
         return "it has no backend job whose results could be reused; retry the whole job"
-    reached = {c.new for c in db.history(rec.job_key) if c.backend_job_id == rec.backend_job_id}
+    reached = {c.new for c in history if c.backend_job_id == rec.backend_job_id}
     if S.DOWNLOADING not in reached:
         return (f"its backend job {rec.backend_job_id} never finished, so there are no results "
                 f"to {'download' if stage == 'download' else 'post-process'}; retry the whole job")

@@ -63,3 +63,25 @@ def test_a_file_database_summary_reads_its_history_once(fmt, tmp_path, monkeypat
     reads.clear()
     frame = history_frame(db)
     assert len(reads) == 1 and len(frame) == 302 and set(frame["new"]) == {"not_started", "creating"}
+
+
+def test_a_stage_retry_of_many_jobs_reads_the_history_once(tmp_path, monkeypatch):
+    from eoextract.jobs import retry_jobs
+
+    db = create_job_db(tmp_path / "jobs.csv", pd.DataFrame({"tile": [f"t{i}" for i in range(40)]}))
+    for i in range(0, 40, 2):  # every other job: its backend job finished, its download failed
+        key = str(i)
+        db.transition(key, JobStatus.CREATING, backend_name="b1", attempt=1)
+        db.transition(key, JobStatus.RUNNING, id=f"j{i}")
+        if i % 4 == 0:
+            db.transition(key, JobStatus.DOWNLOADING)
+        db.transition(key, JobStatus.ERROR, error_class="DownloadFailed", error_message="boom")
+    db.flush()
+    reads = []
+    real = _file_format.read_history
+    monkeypatch.setattr("eoextract.jobs.db._file_db.read_history",
+                        lambda path: reads.append(path) or real(path))
+    results = retry_jobs(db, statuses=[JobStatus.ERROR], stage="download")
+    assert len(reads) == 1 and len(results) == 20
+    assert {r.job_key for r in results if r.ok} == {str(i) for i in range(0, 40, 4)}
+    assert all("never finished" in r.message for r in results if not r.ok)
