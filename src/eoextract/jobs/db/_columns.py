@@ -296,3 +296,36 @@ class UserSchema:
     def decode_row(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """One row's user values (geometry as a shapely geometry)."""
         return {c.name: c.decode_value(record.get(c.name)) for c in self.columns}
+
+
+def parse_as_column(spec: Any, old: Any, value: Any) -> Any:
+    """A text ``value`` parsed as the type of its column (``spec``, a :class:`ColumnSpec`
+    or None; else the type of the current value ``old``): dates, times, numbers and
+    booleans. Anything else as given.
+
+    Raises:
+        ValueError: text that does not parse as the column's type.
+    """
+    if not isinstance(value, str):
+        return value
+    kind = getattr(spec, "kind", None)
+    dtype = str(getattr(spec, "dtype", None) or "")
+    if kind == "datetime" or (kind is None and isinstance(old, pd.Timestamp | dt.datetime)):
+        parsed = pd.Timestamp(value)
+        aware = ", " in dtype or getattr(old, "tzinfo", None) is not None
+        if aware and parsed.tzinfo is None:
+            parsed = parsed.tz_localize("UTC")
+        elif not aware and parsed.tzinfo is not None:
+            parsed = parsed.tz_convert("UTC").tz_localize(None)
+        return parsed
+    if kind == "date" or (kind is None and isinstance(old, dt.date)):
+        return dt.date.fromisoformat(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "bool":
+        if value.strip().lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{value!r} is not a boolean")
+        return value.strip().lower() in ("true", "1")
+    return value

@@ -22,6 +22,7 @@ from eoextract._util.utc import as_utc
 from eoextract.errors import ConfigurationError, InvalidTransition, JobDatabaseError
 from eoextract.jobs.db import _rules as rules
 from eoextract.jobs.db._checked import checked, coerce_fields
+from eoextract.jobs.db._columns import parse_as_column
 from eoextract.jobs.db._frame import (
     EXACT_STATUS_COLUMN,
     PreparedJobs,
@@ -351,7 +352,7 @@ class JobDatabase(abc.ABC):
 
         current = self.get(job_key).row
         schema = getattr(self, "schema", None)
-        converted = {name: _like(schema.spec(name) if schema is not None else None, current.get(name), value)
+        converted = {name: parse_as_column(schema.spec(name) if schema is not None else None, current.get(name), value)
                      for name, value in values.items()}
         self.persist(pd.DataFrame({"job_key": [job_key], **{k: [v] for k, v in converted.items()}}))
 
@@ -370,14 +371,10 @@ class JobDatabase(abc.ABC):
 
     def histories(self, keys: Iterable[str] | None = None) -> dict[str, list[StatusChange]]:
         """The status changes of many jobs, oldest first per job: job key → changes, for
-        every job (or each of ``keys``) that has any.
-
-        The default asks :meth:`history` job by job; databases override it to read their
-        history once (a summary of every job stays linear in the jobs).
-        """
+        every job (or each of ``keys``) that has any. Asked job by job here; databases
+        override it to read their history once (a summary stays linear in the jobs)."""
         wanted = [rec.job_key for rec in self.jobs()] if keys is None else [str(k) for k in keys]
-        found = ((key, self.history(key)) for key in dict.fromkeys(wanted))
-        return {key: changes for key, changes in found if changes}
+        return {key: changes for key in dict.fromkeys(wanted) if (changes := self.history(key))}
 
     @abc.abstractmethod
     def active_counts(self) -> dict[str, int]:
@@ -473,39 +470,3 @@ class JobDatabase(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _like(spec: Any, old: Any, value: Any) -> Any:
-    """A text ``value`` parsed as the type of its column (``spec``, a
-    :class:`~eoextract.jobs.db._columns.ColumnSpec` or None; else the type of the current
-    value ``old``): dates, times, numbers and booleans. Anything else as given.
-
-    Raises:
-        ValueError: text that does not parse as the column's type.
-    """
-    import datetime as dt
-
-    import pandas as pd
-
-    if not isinstance(value, str):
-        return value
-    kind = getattr(spec, "kind", None)
-    dtype = str(getattr(spec, "dtype", None) or "")
-    if kind == "datetime" or (kind is None and isinstance(old, pd.Timestamp | dt.datetime)):
-        parsed = pd.Timestamp(value)
-        aware = ", " in dtype or getattr(old, "tzinfo", None) is not None
-        if aware and parsed.tzinfo is None:
-            parsed = parsed.tz_localize("UTC")
-        elif not aware and parsed.tzinfo is not None:
-            parsed = parsed.tz_convert("UTC").tz_localize(None)
-        return parsed
-    if kind == "date" or (kind is None and isinstance(old, dt.date)):
-        return dt.date.fromisoformat(value)
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    if kind == "bool":
-        if value.strip().lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{value!r} is not a boolean")
-        return value.strip().lower() in ("true", "1")
-    return value

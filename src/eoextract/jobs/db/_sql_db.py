@@ -68,6 +68,7 @@ from eoextract.jobs.db._sql_rows import (
     existing_keys,
     merge_jobs,
     prefixed,
+    read_histories,
     select_records,
     update_by_key,
 )
@@ -430,23 +431,8 @@ class SqlJobDatabase(JobDatabase):
 
     def histories(self, keys: Iterable[str] | None = None) -> dict[str, list[StatusChange]]:
         self._require()
-        stmt = (select(JOBS.c.job_key, CHANGES).join(JOBS, JOBS.c.pk == CHANGES.c.job_pk)
-                .order_by(CHANGES.c.id))
-        found: dict[str, list[StatusChange]] = {}
         with self._session() as session, session.begin():
-            if keys is None:
-                batches: Iterable[Any] = [session.execute(stmt)]
-            else:
-                wanted = list(dict.fromkeys(str(k) for k in keys))
-                batches = (session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))
-                           for chunk in chunks(wanted))
-            for rows in batches:
-                for r in rows:
-                    found.setdefault(r.job_key, []).append(StatusChange(
-                        job_key=r.job_key, old=None if r.old is None else JobStatus(r.old),
-                        new=JobStatus(r.new), at=r.at, manager_id=r.manager_id,
-                        message=r.message, backend_job_id=r.backend_job_id))
-        return found
+            return read_histories(session, None if keys is None else [str(k) for k in keys])
 
     def active_counts(self) -> dict[str, int]:
         self._require()

@@ -234,3 +234,19 @@ def apply_transitions(
     if history:
         BatchStatement.of(_INSERT_CHANGE, session.dialect, _HISTORY_KEYS).execute_many(session, history)
     return results
+
+
+def read_histories(session: Connection, keys: Sequence[str] | None) -> dict[str, list[StatusChange]]:
+    """The status changes of every job (or of ``keys``, one query per :data:`_CHUNK` of
+    them) in the order written, per job key."""
+    stmt = select(JOBS.c.job_key, CHANGES).join(JOBS, JOBS.c.pk == CHANGES.c.job_pk).order_by(CHANGES.c.id)
+    batches = ([session.execute(stmt)] if keys is None else
+               (session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))
+                for chunk in chunks(list(dict.fromkeys(keys)))))
+    found: dict[str, list[StatusChange]] = {}
+    for rows in batches:
+        for r in rows:
+            found.setdefault(r.job_key, []).append(StatusChange(
+                job_key=r.job_key, old=None if r.old is None else JobStatus(r.old), new=JobStatus(r.new),
+                at=r.at, manager_id=r.manager_id, message=r.message, backend_job_id=r.backend_job_id))
+    return found
