@@ -216,26 +216,11 @@ def _sql_history(engine: Any, keys: Sequence[str] | None) -> pd.DataFrame:
 
 def _sql_history_rows(engine: Any, keys: Sequence[str] | None) -> list[tuple[Any, ...]]:
     """The history as tuples of :data:`HISTORY_COLUMNS`, in the order it was written."""
-    import sqlalchemy as sa
+    from eoextract.jobs.db._sql_rows import CHANGES, JOBS, history_rows
 
-    from eoextract.jobs.db._models import Job, JobStatusChange
-
-    jobs: sa.Table = Job.__table__  # type: ignore[assignment]
-    changes: sa.Table = JobStatusChange.__table__  # type: ignore[assignment]
-    stmt = (sa.select(jobs.c.job_key, jobs.c.backend_name, changes.c.old, changes.c.new,
-                      changes.c.at, changes.c.manager_id, changes.c.message,
-                      changes.c.backend_job_id)
-            .join(jobs, jobs.c.pk == changes.c.job_pk)
-            .order_by(changes.c.id))
-    rows: list[Any] = []
+    columns = [JOBS.c.job_key, JOBS.c.backend_name, *(CHANGES.c[name] for name in HISTORY_COLUMNS[2:])]
     with engine.connect() as conn:
-        if keys is None:
-            rows = list(conn.execute(stmt))
-        else:
-            keys = list(keys)
-            for i in range(0, len(keys), 500):
-                rows.extend(conn.execute(stmt.where(jobs.c.job_key.in_(keys[i:i + 500]))))
-    return [tuple(r) for r in rows]
+        return [tuple(r) for r in history_rows(conn, columns, keys)]
 
 
 #: Fields of the job rows a summary reads.

@@ -236,17 +236,25 @@ def apply_transitions(
     return results
 
 
+def history_rows(session: Connection, columns: Sequence[sa.ColumnElement[Any]],
+                 keys: Sequence[str] | None = None) -> Iterator[sa.Row[Any]]:
+    """``columns`` (of the job and history tables) of every status change, or of those of
+    the jobs ``keys`` (one query per :data:`_CHUNK` of them), in the order written per job."""
+    stmt = select(*columns).select_from(CHANGES.join(JOBS, JOBS.c.pk == CHANGES.c.job_pk)).order_by(CHANGES.c.id)
+    if keys is None:
+        yield from session.execute(stmt)
+        return
+    for chunk in chunks(list(dict.fromkeys(keys))):
+        yield from session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))
+
+
 def read_histories(session: Connection, keys: Sequence[str] | None) -> dict[str, list[StatusChange]]:
-    """The status changes of every job (or of ``keys``, one query per :data:`_CHUNK` of
-    them) in the order written, per job key."""
-    stmt = select(JOBS.c.job_key, CHANGES).join(JOBS, JOBS.c.pk == CHANGES.c.job_pk).order_by(CHANGES.c.id)
-    batches = ([session.execute(stmt)] if keys is None else
-               (session.execute(stmt.where(JOBS.c.job_key.in_(chunk)))
-                for chunk in chunks(list(dict.fromkeys(keys)))))
+    """The status changes of every job (or of ``keys``) in the order written, per job key."""
+    c = CHANGES.c
     found: dict[str, list[StatusChange]] = {}
-    for rows in batches:
-        for r in rows:
-            found.setdefault(r.job_key, []).append(StatusChange(
-                job_key=r.job_key, old=None if r.old is None else JobStatus(r.old), new=JobStatus(r.new),
-                at=r.at, manager_id=r.manager_id, message=r.message, backend_job_id=r.backend_job_id))
+    for r in history_rows(session, (JOBS.c.job_key, c.old, c.new, c.at, c.manager_id, c.message,
+                                    c.backend_job_id), keys):
+        found.setdefault(r.job_key, []).append(StatusChange(
+            job_key=r.job_key, old=None if r.old is None else JobStatus(r.old), new=JobStatus(r.new),
+            at=r.at, manager_id=r.manager_id, message=r.message, backend_job_id=r.backend_job_id))
     return found
